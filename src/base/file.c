@@ -1,0 +1,197 @@
+#include "base/file.h"
+#include "base/error.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Open for reading without blocking on FIFOs, then insist on a regular file. */
+static lmc_status open_regular(const char *path, const char *what, int *fd_out,
+                               size_t *size_out) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return lmc_err(e == ENOENT ? LMC_ERR_NOT_FOUND : LMC_ERR_IO,
+                       "%s: cannot open %s: %s", what, path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return lmc_err(LMC_ERR_IO, "%s: cannot stat %s: %s", what, path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return lmc_err(LMC_ERR_IO, "%s: %s is not a regular file", what, path);
+    }
+    /* Regular files ignore O_NONBLOCK, but clear it so reads behave normally. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *fd_out = fd;
+    *size_out = (size_t)st.st_size;
+    return LMC_OK;
+}
+
+lmc_status lmc_read_file(const char *path, const char *what, size_t max_bytes,
+                         char **out, size_t *out_len) {
+    int fd;
+    size_t size;
+    *out = NULL;
+    if (out_len) *out_len = 0;
+    lmc_status st = open_regular(path, what, &fd, &size);
+    if (st) return st;
+    if (size > max_bytes) {
+        close(fd);
+        return lmc_err(LMC_ERR_LIMIT, "%s: %s is %zu bytes, over the %zu-byte limit",
+                       what, path, size, max_bytes);
+    }
+    char *buf = malloc(size + 1);
+    if (!buf) {
+        close(fd);
+        return lmc_err(LMC_ERR_NOMEM, "%s: out of memory reading %s", what, path);
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : 0;
+            free(buf);
+            close(fd);
+            return lmc_err(LMC_ERR_IO, "%s: short read of %s: %s", what, path,
+                           e ? strerror(e) : "file shrank while reading");
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[size] = '\0';
+    *out = buf;
+    if (out_len) *out_len = size;
+    return LMC_OK;
+}
+
+lmc_status lmc_map_file(const char *path, const char *what, lmc_mapping *m) {
+    int fd;
+    size_t size;
+    m->data = NULL;
+    m->size = 0;
+    lmc_status st = open_regular(path, what, &fd, &size);
+    if (st) return st;
+    if (size > 0) {
+        void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return lmc_err(LMC_ERR_IO, "%s: cannot map %s: %s", what, path, strerror(e));
+        }
+        m->data = p;
+    }
+    close(fd);
+    m->size = size;
+    return LMC_OK;
+}
+
+void lmc_unmap(lmc_mapping *m) {
+    if (m->data) munmap(m->data, m->size);
+    m->data = NULL;
+    m->size = 0;
+}
+
+char *lmc_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    size_t o = a;
+    if (a && dir[a - 1] != '/') p[o++] = '/';
+    memcpy(p + o, name, b + 1);
+    return p;
+}
+
+bool lmc_path_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+bool lmc_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+lmc_status lmc_atomic_open(lmc_atomic_file *f, const char *path) {
+    f->fd = -1;
+    f->path = strdup(path);
+    size_t n = strlen(path) + 32;
+    f->tmp = malloc(n);
+    if (!f->path || !f->tmp) {
+        free(f->path);
+        free(f->tmp);
+        return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f->fd < 0) {
+        int e = errno;
+        lmc_status st = lmc_err(LMC_ERR_IO, "cannot create %s: %s", f->tmp, strerror(e));
+        free(f->path);
+        free(f->tmp);
+        f->path = f->tmp = NULL;
+        return st;
+    }
+    return LMC_OK;
+}
+
+lmc_status lmc_atomic_write(lmc_atomic_file *f, const void *data, size_t len) {
+    const char *p = data;
+    while (len) {
+        ssize_t w = write(f->fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return lmc_err(LMC_ERR_IO, "write %s: %s", f->tmp, strerror(errno));
+        p += w;
+        len -= (size_t)w;
+    }
+    return LMC_OK;
+}
+
+void lmc_atomic_abort(lmc_atomic_file *f) {
+    if (f->fd >= 0) close(f->fd);
+    if (f->tmp) unlink(f->tmp);
+    free(f->path);
+    free(f->tmp);
+    f->fd = -1;
+    f->path = f->tmp = NULL;
+}
+
+lmc_status lmc_atomic_commit(lmc_atomic_file *f) {
+    lmc_status st = LMC_OK;
+    if (fsync(f->fd) != 0)
+        st = lmc_err(LMC_ERR_IO, "fsync %s: %s", f->tmp, strerror(errno));
+    if (!st && close(f->fd) != 0)
+        st = lmc_err(LMC_ERR_IO, "close %s: %s", f->tmp, strerror(errno));
+    else if (st)
+        close(f->fd);
+    f->fd = -1;
+    if (!st && rename(f->tmp, f->path) != 0)
+        st = lmc_err(LMC_ERR_IO, "rename %s -> %s: %s", f->tmp, f->path, strerror(errno));
+    if (st) unlink(f->tmp);
+    free(f->path);
+    free(f->tmp);
+    f->path = f->tmp = NULL;
+    return st;
+}
+
+lmc_status lmc_write_file_atomic(const char *path, const void *data, size_t len) {
+    lmc_atomic_file f;
+    lmc_status st = lmc_atomic_open(&f, path);
+    if (st) return st;
+    st = lmc_atomic_write(&f, data, len);
+    if (st) {
+        lmc_atomic_abort(&f);
+        return st;
+    }
+    return lmc_atomic_commit(&f);
+}

@@ -1,0 +1,45 @@
+/* Bounded, non-blocking file access: every open refuses non-regular files
+ * (FIFOs, devices, directories) without blocking and caps what it reads. */
+#ifndef LMC_BASE_FILE_H
+#define LMC_BASE_FILE_H
+#include "lmc.h"
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Read a whole regular file (NUL-terminated copy in *out, caller frees).
+ * `what` names the file in messages ("config.json"). Missing file ->
+ * LMC_ERR_NOT_FOUND; non-regular -> LMC_ERR_IO; larger than max_bytes ->
+ * LMC_ERR_LIMIT. */
+lmc_status lmc_read_file(const char *path, const char *what, size_t max_bytes,
+                         char **out, size_t *out_len);
+
+typedef struct {
+    void *data;
+    size_t size;
+} lmc_mapping;
+
+/* Read-only private mapping of a regular file (size 0 maps to data=NULL). */
+lmc_status lmc_map_file(const char *path, const char *what, lmc_mapping *m);
+void lmc_unmap(lmc_mapping *m);
+
+/* Write via "<path>.tmp.<pid>" + fsync + rename so a crash never leaves a
+ * half-written file in place of a good one. */
+lmc_status lmc_write_file_atomic(const char *path, const void *data, size_t len);
+
+/* Streaming variant: open a temp file, write pieces, then commit or abort. */
+typedef struct {
+    int fd;
+    char *path, *tmp;
+} lmc_atomic_file;
+lmc_status lmc_atomic_open(lmc_atomic_file *f, const char *path);
+lmc_status lmc_atomic_write(lmc_atomic_file *f, const void *data, size_t len);
+lmc_status lmc_atomic_commit(lmc_atomic_file *f);
+void lmc_atomic_abort(lmc_atomic_file *f);
+
+/* "<dir>/<name>" (malloc'd, NULL on OOM). */
+char *lmc_path_join(const char *dir, const char *name);
+/* True for an existing path of any kind (no open, so FIFOs are safe). */
+bool lmc_path_exists(const char *path);
+bool lmc_is_dir(const char *path);
+
+#endif
