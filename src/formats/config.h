@@ -1,0 +1,55 @@
+/* config.json (typed subset + raw body) and the generation_config.json eos
+ * override, as the load factory reads them. */
+#ifndef LMC_FORMATS_CONFIG_H
+#define LMC_FORMATS_CONFIG_H
+#include "lmc.h"
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define LMC_MAX_CONFIG_BYTES (16u << 20)
+#define LMC_MAX_EOS 64
+
+typedef struct {
+    char model_type[64];          /* verbatim from config.json */
+    int64_t vocab_size;
+    int64_t hidden_size;
+    int64_t intermediate_size;
+    int64_t num_hidden_layers;
+    int64_t num_attention_heads;
+    int64_t num_key_value_heads;  /* defaults to num_attention_heads */
+    int64_t head_dim;             /* defaults to hidden_size / heads */
+    int64_t max_position_embeddings;
+    double rms_norm_eps;
+    double rope_theta;            /* default 10000 */
+    /* rope_scaling: type "" (none), "linear", "llama3", "dynamic", "yarn" */
+    char rope_type[16];
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int64_t rope_original_max_position;
+    bool tie_word_embeddings;
+    bool attention_bias;          /* qwen2 implies q/k/v bias */
+    bool mlp_bias;
+    int64_t sliding_window;       /* 0 = none (also 0 when use_sliding_window false) */
+    char hidden_act[32];          /* "silu" */
+    /* MLX affine quantization ("quantization": {"group_size", "bits"}) */
+    bool quantized;
+    int64_t q_group_size, q_bits;
+    /* eos after the generation_config.json override (truthy rule) */
+    int32_t eos_ids[LMC_MAX_EOS];
+    int n_eos;
+    int64_t bos_token_id;         /* -1 when absent */
+    char torch_dtype[16];
+} lmc_model_config;
+
+/* Read <dir>/config.json once (bounded, non-blocking, regular file only),
+ * fill the typed subset, apply <dir>/generation_config.json's eos_token_id
+ * when truthy (nonzero scalar or non-empty list; a malformed or non-regular
+ * generation_config.json is ignored), and hand back the parsed JSON (for
+ * architecture-specific keys) and the raw text. Either out may be NULL. */
+lmc_status lmc_config_load(const char *dir, lmc_model_config *cfg, json_object **json_out,
+                           char **raw_out);
+/* Parse from an in-memory document (`what` names it in errors). */
+lmc_status lmc_config_parse(const char *text, size_t len, const char *what,
+                            lmc_model_config *cfg, json_object **json_out);
+
+#endif

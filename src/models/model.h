@@ -1,0 +1,67 @@
+/* The internal model interface: what the load factory constructs and what
+ * generation drives. One lmc_model per loaded checkpoint; KV caches are
+ * separate objects so several sessions can share one model. */
+#ifndef LMC_MODELS_MODEL_H
+#define LMC_MODELS_MODEL_H
+#include "formats/config.h"
+#include "formats/safetensors.h"
+#include "lmc.h"
+
+typedef struct lmc_model lmc_model;
+typedef struct lmc_kv_cache lmc_kv_cache;
+
+/* Everything a constructor needs; the directory has already been read. */
+typedef struct {
+    const lmc_model_config *config;
+    json_object *config_json;   /* parsed config.json, for arch-specific keys */
+    const char *config_raw;     /* the verbatim bytes it was parsed from */
+    lmc_st_set *weights;        /* borrowed; the model may keep views into it
+                                   and must be freed before the set */
+    lmc_device device;
+} lmc_loaded_model;
+
+typedef lmc_status (*lmc_model_ctor)(const lmc_loaded_model *lm, lmc_model **out);
+
+typedef struct {
+    /* Feed n tokens at the cache's current position; append their K/V.
+     * logits: vocab floats for the last position, or n*vocab when
+     * all_logits (speculative verification). Host memory. */
+    lmc_status (*forward)(lmc_model *m, lmc_kv_cache *c, const int32_t *ids, size_t n,
+                          float *logits, bool all_logits);
+    lmc_status (*cache_new)(lmc_model *m, lmc_kv_cache **out);
+    void (*free)(lmc_model *m);
+} lmc_model_vtable;
+
+struct lmc_model {
+    const lmc_model_vtable *vt;
+    lmc_model_config cfg;
+    lmc_device device;
+};
+
+static inline lmc_status lmc_model_forward(lmc_model *m, lmc_kv_cache *c, const int32_t *ids,
+                                           size_t n, float *logits, bool all_logits) {
+    return m->vt->forward(m, c, ids, n, logits, all_logits);
+}
+static inline int64_t lmc_model_vocab(const lmc_model *m) { return m->cfg.vocab_size; }
+static inline void lmc_model_free(lmc_model *m) {
+    if (m) m->vt->free(m);
+}
+
+/* KV cache (implemented with the model; rotating when sliding_window > 0). */
+lmc_status lmc_kv_cache_new(lmc_model *m, lmc_kv_cache **out);
+void lmc_kv_cache_free(lmc_kv_cache *c);
+size_t lmc_kv_cache_len(const lmc_kv_cache *c);          /* tokens seen so far */
+/* Drop the last n tokens (speculative rollback, prefix reuse). Fails with
+ * LMC_ERR_STATE when a rotating cache has already evicted what is needed. */
+lmc_status lmc_kv_cache_trim(lmc_kv_cache *c, size_t n);
+void lmc_kv_cache_clear(lmc_kv_cache *c);
+/* Prompt cache: K/V tensors + metadata (key,value,...,NULL) to safetensors. */
+lmc_status lmc_kv_cache_save(const lmc_kv_cache *c, const char *path,
+                             const char *const *meta_kv);
+lmc_status lmc_kv_cache_load(lmc_model *m, const char *path, lmc_kv_cache **out);
+
+/* Architectures (src/models/). llama covers mistral; qwen2 adds qkv bias;
+ * qwen3 adds q/k RMSNorm. */
+lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out);
+
+#endif
