@@ -17,6 +17,6 @@ mkdir -p "$sr"
 for f in "${LMC_DEBS:-.dev/debs}"/*.deb; do dpkg-deb -x "$f" "$sr"; done
 ml=$sr/usr/lib/x86_64-linux-gnu
 export PKG_CONFIG_SYSROOT_DIR=$sr
-export PKG_CONFIG_LIBDIR=$ml/pkgconfig:$sr/usr/share/pkgconfig
+export PKG_CONFIG_LIBDIR=$ml/pkgconfig:$ml/openblas-pthread/pkgconfig:$sr/usr/share/pkgconfig
 export LD_LIBRARY_PATH=$ml:$ml/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export LMC_DEVICE_CMAKE_ARGS="-DPKG_CONFIG_EXECUTABLE=$sr/usr/bin/pkgconf -DCMAKE_BUILD_TYPE=Release"
