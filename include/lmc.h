@@ -99,12 +99,236 @@ void lmc_detokenizer_free(lmc_detokenizer *d);
 /* ===================== end tokenizer (src/tokenizer) ===================== */
 
 /* ===================== chat template (src/template) ====================== */
+/* A sandboxed Jinja interpreter rendering chat templates byte-for-byte like
+ * transformers' apply_chat_template (Jinja2 with trim_blocks, lstrip_blocks,
+ * loop controls, default Undefined; tojson, raise_exception, strftime_now).
+ * No I/O; output size, loop iterations, macro recursion and memory are
+ * capped, and every failure names the template line and column. */
+typedef struct lmc_chat_template lmc_chat_template;
+
+/* Parse a template. Syntax errors: LMC_ERR_TEMPLATE, message with line/column. */
+lmc_status lmc_chat_template_compile(const char *source, lmc_chat_template **out);
+void lmc_chat_template_free(lmc_chat_template *t);
+/* Lower the caps for this template (0 keeps the default: 32 MiB of output,
+ * 5,000,000 loop iterations). Over-limit renders fail with LMC_ERR_LIMIT. */
+lmc_status lmc_chat_template_set_limits(lmc_chat_template *t, size_t max_output_bytes,
+                                        long max_loop_iterations);
+/* Render with the keys of `context_json` (a JSON object, may be NULL) as
+ * variables. *out: caller frees with lmc_free. raise_exception() in the
+ * template fails with LMC_ERR_TEMPLATE carrying its message. */
+lmc_status lmc_chat_template_render(const lmc_chat_template *t, const char *context_json, char **out);
+/* transformers' apply_chat_template(tokenize=False): messages (JSON array),
+ * tools (JSON array or NULL -> None), add_generation_prompt, documents=None,
+ * plus extra_context_json's keys (special tokens, enable_thinking,
+ * date_string, ...). continue_final_message cuts the output right after the
+ * final message's content (error when it can't be found) and excludes
+ * add_generation_prompt. */
+lmc_status lmc_chat_template_apply(const lmc_chat_template *t, const char *messages_json,
+                                   const char *tools_json, bool add_generation_prompt,
+                                   bool continue_final_message, const char *extra_context_json,
+                                   char **out);
+/* The same with the tokenizer's chat template and its special tokens
+ * (bos_token, eos_token, ...; keys in extra_context_json override them). */
+lmc_status lmc_tokenizer_apply_chat_template(const lmc_tokenizer *t, const char *messages_json,
+                                             const char *tools_json, bool add_generation_prompt,
+                                             bool continue_final_message,
+                                             const char *extra_context_json, char **out);
+/* ... and encoded to ids (no extra special tokens added). ids: lmc_free. */
+lmc_status lmc_tokenizer_apply_chat_template_ids(const lmc_tokenizer *t, const char *messages_json,
+                                                 const char *tools_json, bool add_generation_prompt,
+                                                 bool continue_final_message,
+                                                 const char *extra_context_json, int32_t **ids,
+                                                 size_t *n_ids);
 /* =================== end chat template (src/template) ==================== */
 
 /* ============== model loading and context (src/lm, src/models) =========== */
+/* A loaded checkpoint: model + tokenizer + parsed config, from a local
+ * Hugging Face-format directory (config.json, *.safetensors, tokenizer.json). */
+typedef struct lmc_context lmc_context;
+
+typedef struct {
+    const char *model_dir;      /* required */
+    const char *tokenizer_dir;  /* NULL: the model directory */
+    lmc_device device;
+    lmc_progress_fn progress;   /* optional; stages "config", "weights",
+                                   "tokenizer", "model" */
+    void *progress_user;
+} lmc_load_options;
+
+/* Load in this order, so cheap failures come first: read config.json once;
+ * refuse an unsupported model_type before touching weights or tokenizer;
+ * map and validate the weights; build the tokenizer once (its eos set
+ * replaced by config.json / generation_config.json eos_token_id when
+ * present); construct the model. */
+lmc_status lmc_context_load(const lmc_load_options *opts, lmc_context **out);
+void lmc_context_free(lmc_context *ctx);
+/* Borrowed; lives as long as the context. */
+lmc_tokenizer *lmc_context_tokenizer(const lmc_context *ctx);
+/* config.json's model_type, verbatim (e.g. "mistral", not its alias). */
+const char *lmc_context_model_type(const lmc_context *ctx);
+/* Thin forwards to lmc_tokenizer_encode / lmc_tokenizer_decode. */
+lmc_status lmc_context_encode(const lmc_context *ctx, const char *text, size_t len,
+                              bool add_special_tokens, int32_t **ids, size_t *n_ids);
+lmc_status lmc_context_decode(const lmc_context *ctx, const int32_t *ids, size_t n_ids,
+                              bool skip_special_tokens, char **text);
 /* ============ end model loading and context (src/lm, src/models) ========= */
 
 /* ================= generation and chat session (src/lm) ================== */
+typedef struct lmc_context lmc_context; /* a loaded model + tokenizer */
+
+/* Sampling and logits processing, applied in this order each step:
+ * logit bias, repetition penalty (over the last repetition_context_size
+ * tokens of prompt + output), log-softmax (the reported logprobs), then,
+ * when temperature > 0, the top-p, min-p and top-k masks and a categorical
+ * draw at `temperature` from a seeded generator; temperature 0 is argmax. */
+typedef struct {
+    float temperature;               /* 0 = greedy (default) */
+    float top_p;                     /* keep the smallest set with mass >= top_p; 0 or 1 = off */
+    int32_t top_k;                   /* keep the k most likely; 0 = off */
+    float min_p;                     /* keep p >= min_p * p_max; 0 = off */
+    int32_t min_tokens_to_keep;      /* floor for min-p (default 1) */
+    float repetition_penalty;        /* 1 or 0 = off */
+    int32_t repetition_context_size; /* default 20 */
+    const int32_t *logit_bias_ids;   /* borrowed; n_logit_bias entries */
+    const float *logit_bias_values;
+    size_t n_logit_bias;
+    uint64_t seed;                   /* same seed + same logits -> same draws */
+    int32_t top_logprobs;            /* report the N most likely tokens (0..64) */
+} lmc_sampler_params;
+
+void lmc_sampler_params_default(lmc_sampler_params *p);
+
+typedef struct lmc_sampler lmc_sampler;
+/* Validates the parameters (ranges, bias ids < vocab) and copies them. */
+lmc_status lmc_sampler_new(const lmc_sampler_params *p, size_t vocab, lmc_sampler **out);
+void lmc_sampler_free(lmc_sampler *s);
+/* Process `logits` in place (vocab floats) and draw a token. `recent` are
+ * the preceding tokens (for the repetition penalty; may be NULL). On return
+ * logits hold the log-probabilities the draw was made from (before masks);
+ * *logprob (may be NULL) is the chosen token's. */
+lmc_status lmc_sampler_sample(lmc_sampler *s, float *logits, const int32_t *recent,
+                              size_t n_recent, int32_t *token, float *logprob);
+/* The keep-mask the sampler would draw from for these log-probabilities
+ * (after bias and penalty), for inspection: keep[i] true when token i can
+ * be drawn. */
+lmc_status lmc_sampler_mask(const lmc_sampler *s, const float *logprobs, bool *keep);
+
+typedef enum {
+    LMC_FINISH_NONE = 0, /* more tokens follow */
+    LMC_FINISH_STOP,     /* an eos token or a stop string */
+    LMC_FINISH_LENGTH,   /* max_tokens reached */
+} lmc_finish_reason;
+const char *lmc_finish_reason_str(lmc_finish_reason r); /* "stop", "length", "" */
+
+#define LMC_MAX_TOP_LOGPROBS 64
+/* One generated token. Pointers are valid only during the callback. */
+typedef struct {
+    const char *text;           /* newly completed text (may be ""); never part of a stop string */
+    int32_t token;
+    float logprob;              /* of `token` */
+    const int32_t *top_ids;     /* n_top most likely tokens, best first */
+    const float *top_logprobs;
+    size_t n_top;
+    size_t prompt_tokens;       /* tokens in the prompt (cached + fed) */
+    double prompt_tps;          /* fed prompt tokens per second */
+    size_t generation_tokens;   /* tokens generated so far, this one included */
+    double generation_tps;
+    size_t peak_memory_bytes;   /* process peak resident set */
+    lmc_finish_reason finish_reason;
+    bool from_draft;            /* speculative: proposed by the draft and accepted */
+} lmc_gen_response;
+
+/* Return false to stop early (not an error: the call returns LMC_OK). */
+typedef bool (*lmc_gen_callback)(void *user, const lmc_gen_response *r);
+
+typedef struct {
+    lmc_sampler_params sampler;
+    size_t max_tokens;             /* default 256 */
+    const char *const *stop;       /* borrowed stop strings (not emitted) */
+    size_t n_stop;
+    size_t prefill_step;           /* prompt chunk size, default 512 */
+    lmc_context *draft;            /* borrowed: speculative decoding when set */
+    size_t num_draft_tokens;       /* default 5 */
+} lmc_gen_params;
+void lmc_gen_params_default(lmc_gen_params *p);
+
+/* Figures for the last generation call. */
+typedef struct {
+    size_t prompt_tokens;     /* the whole prompt */
+    size_t prefill_tokens;    /* of which actually fed (the rest came from a cache) */
+    size_t generation_tokens;
+    double prompt_tps, generation_tps;
+    size_t peak_memory_bytes;
+    lmc_finish_reason finish_reason;
+    size_t draft_proposed, draft_accepted; /* speculative only */
+    bool cache_rebuilt;       /* a cache did not match the prompt and was reset */
+} lmc_gen_stats;
+
+/* A prompt cache: the KV state plus the token ids it encodes, so a later
+ * prompt that extends them feeds only the new suffix. */
+typedef struct lmc_prompt_cache lmc_prompt_cache;
+lmc_status lmc_prompt_cache_new(lmc_context *ctx, lmc_prompt_cache **out);
+void lmc_prompt_cache_free(lmc_prompt_cache *c);
+size_t lmc_prompt_cache_len(const lmc_prompt_cache *c);
+/* Token ids the cache is known to hold (borrowed; excludes an opaque prefix). */
+size_t lmc_prompt_cache_tokens(const lmc_prompt_cache *c, const int32_t **ids);
+/* safetensors with the K/V tensors and metadata (token ids, model type). */
+lmc_status lmc_prompt_cache_save(const lmc_prompt_cache *c, const char *path);
+lmc_status lmc_prompt_cache_load(lmc_context *ctx, const char *path, lmc_prompt_cache **out);
+
+/* Generate from token ids. `cache` (may be NULL) is reused: the longest
+ * prefix it shares with the prompt is kept and only the rest is fed; it is
+ * left holding prompt + output (all but the last token). */
+lmc_status lmc_generate_ids(lmc_context *ctx, const int32_t *prompt, size_t n_prompt,
+                            const lmc_gen_params *p, lmc_prompt_cache *cache,
+                            lmc_gen_callback cb, void *user, lmc_gen_stats *stats);
+/* Encode `prompt` (special tokens added) and collect the whole text. */
+lmc_status lmc_generate_text(lmc_context *ctx, const char *prompt, const lmc_gen_params *p,
+                             char **out_text, lmc_gen_stats *stats);
+
+/* Chat session: model + KV cache + history; each turn renders the whole
+ * conversation with the chat template and feeds only what the cache lacks. */
+typedef enum { LMC_ROLE_SYSTEM, LMC_ROLE_USER, LMC_ROLE_ASSISTANT, LMC_ROLE_TOOL } lmc_role;
+const char *lmc_role_str(lmc_role r);
+
+typedef struct {
+    const char *instructions;     /* system message prepended every turn */
+    const lmc_gen_params *gen;    /* NULL = defaults; stop strings are ignored */
+    const char *history_json;     /* re-hydrate: [{"role","content"},...] replayed on turn 1 */
+    lmc_prompt_cache *cache;      /* restored prefix; the session takes it over on success */
+    lmc_context *draft;           /* speculative decoding (borrowed for the session's life) */
+    size_t num_draft_tokens;      /* default 5 */
+    const char *template_kwargs_json; /* extra template variables, e.g. {"enable_thinking":false} */
+} lmc_chat_options;
+
+typedef struct lmc_chat_session lmc_chat_session;
+/* ctx is borrowed for the session's life. Fails with LMC_ERR_INVALID_ARG
+ * when both cache and draft are set (a restored opaque prefix cannot be
+ * carried across speculative turns). */
+lmc_status lmc_chat_session_new(lmc_context *ctx, const lmc_chat_options *opts,
+                                lmc_chat_session **out);
+void lmc_chat_session_free(lmc_chat_session *s);
+/* Run one turn; the message and reply join the history when it ends. A
+ * callback that returns false ends the turn early and the partial reply is
+ * recorded. A template error records nothing; a failure during generation
+ * records the reply produced so far. */
+lmc_status lmc_chat_session_stream(lmc_chat_session *s, lmc_role role, const char *message,
+                                   lmc_gen_callback cb, void *user);
+lmc_status lmc_chat_session_respond(lmc_chat_session *s, const char *message, char **reply);
+/* Drop cache and history; keep instructions and parameters. */
+void lmc_chat_session_clear(lmc_chat_session *s);
+lmc_status lmc_chat_session_set_instructions(lmc_chat_session *s, const char *instructions);
+lmc_status lmc_chat_session_set_template_kwargs(lmc_chat_session *s, const char *json);
+/* Mutable generation parameters (borrowed; stop strings are ignored). */
+lmc_gen_params *lmc_chat_session_params(lmc_chat_session *s);
+size_t lmc_chat_session_history_len(const lmc_chat_session *s);
+/* Borrowed content of message i (NULL when out of range). */
+const char *lmc_chat_session_history_at(const lmc_chat_session *s, size_t i, lmc_role *role);
+bool lmc_chat_session_has_cache(const lmc_chat_session *s);
+/* LMC_ERR_STATE before the first turn, or for a speculative session. */
+lmc_status lmc_chat_session_save_cache(const lmc_chat_session *s, const char *path);
+/* Stats of the last turn (prefill_tokens = tokens actually fed). */
+void lmc_chat_session_last_stats(const lmc_chat_session *s, lmc_gen_stats *stats);
 /* =============== end generation and chat session (src/lm) ================ */
 
 #ifdef __cplusplus

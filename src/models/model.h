@@ -30,6 +30,14 @@ typedef struct {
                           float *logits, bool all_logits);
     lmc_status (*cache_new)(lmc_model *m, lmc_kv_cache **out);
     void (*free)(lmc_model *m);
+    /* Optional: restore a cache written by lmc_kv_cache_save (NULL when the
+     * backend cannot; lmc_kv_cache_load then fails with UNSUPPORTED). */
+    lmc_status (*cache_load)(lmc_model *m, const char *path, lmc_kv_cache **out);
+    /* Optional (NULL on CPU): like forward, but only the greedy (argmax) id
+     * of the last position's logits comes back; the logits stay on the
+     * device. Generation may use it for temperature-0 sampling. */
+    lmc_status (*forward_greedy)(lmc_model *m, lmc_kv_cache *c, const int32_t *ids, size_t n,
+                                 int32_t *next);
 } lmc_model_vtable;
 
 struct lmc_model {
@@ -47,7 +55,20 @@ static inline void lmc_model_free(lmc_model *m) {
     if (m) m->vt->free(m);
 }
 
-/* KV cache (implemented with the model; rotating when sliding_window > 0). */
+/* KV cache (implemented with the model; rotating when sliding_window > 0).
+ * Each backend provides its own cache object; it begins with the vtable so
+ * the functions below dispatch to it. */
+typedef struct {
+    size_t (*len)(const lmc_kv_cache *c);
+    lmc_status (*trim)(lmc_kv_cache *c, size_t n);
+    void (*clear)(lmc_kv_cache *c);
+    lmc_status (*save)(const lmc_kv_cache *c, const char *path, const char *const *meta_kv);
+    void (*free)(lmc_kv_cache *c);
+} lmc_kv_cache_vtable;
+struct lmc_kv_cache {
+    const lmc_kv_cache_vtable *vt;
+};
+
 lmc_status lmc_kv_cache_new(lmc_model *m, lmc_kv_cache **out);
 void lmc_kv_cache_free(lmc_kv_cache *c);
 size_t lmc_kv_cache_len(const lmc_kv_cache *c);          /* tokens seen so far */
@@ -63,5 +84,30 @@ lmc_status lmc_kv_cache_load(lmc_model *m, const char *path, lmc_kv_cache **out)
 /* Architectures (src/models/). llama covers mistral; qwen2 adds qkv bias;
  * qwen3 adds q/k RMSNorm. */
 lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out);
+/* The CUDA implementation of the same family (src/backend/cuda); called by
+ * lmc_llama_create for LMC_DEVICE_CUDA in builds with CUDA. */
+lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out);
+
+/* Prompt-cache file format shared by every backend: safetensors with
+ * "layers.N.keys" / "layers.N.values" tensors of shape [1, kv_heads, T,
+ * head_dim] (F32, T tokens in position order, the last of which is at
+ * position offset-1) and metadata model_type, offset, window, num_layers
+ * plus the caller's own keys. A backend's save copies its cache into a
+ * snapshot; its load reads one and uploads it. */
+typedef struct {
+    size_t n_layers, kv_heads, head_dim;
+    size_t n_tokens; /* T: tokens held */
+    size_t offset;   /* tokens seen (>= T; > T after a rotating cache wrapped) */
+    size_t window;   /* sliding window, 0 for none */
+    float **keys, **values; /* per layer [kv_heads][T][head_dim] */
+} lmc_kv_snapshot;
+/* Allocate zeroed keys/values for the given dimensions. */
+lmc_status lmc_kv_snapshot_alloc(lmc_kv_snapshot *s);
+void lmc_kv_snapshot_free(lmc_kv_snapshot *s);
+lmc_status lmc_kv_snapshot_save(const lmc_kv_snapshot *s, const char *model_type,
+                                const char *path, const char *const *meta_kv);
+/* Read `path` and check it against the model (type, layers, kv heads, head
+ * dim, window); errors name the file and the mismatching field. */
+lmc_status lmc_kv_snapshot_load(const lmc_model *m, const char *path, lmc_kv_snapshot *s);
 
 #endif

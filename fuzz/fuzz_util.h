@@ -1,0 +1,102 @@
+/* Shared helpers for the fuzz targets and their replay driver: the parsers
+ * under test read files by path, so each input is written into a private
+ * scratch directory (in /dev/shm when available, to keep it off the disk). */
+#ifndef LMC_FUZZ_UTIL_H
+#define LMC_FUZZ_UTIL_H
+#include "lmc.h"
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A violated invariant: abort so both libFuzzer and the replay test see it. */
+#define FZ_REQUIRE(cond)                                                           \
+    do {                                                                           \
+        if (!(cond)) {                                                             \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                               \
+        }                                                                          \
+    } while (0)
+
+/* Every failure must come with a message. */
+#define FZ_REQUIRE_MESSAGE(st)                                                     \
+    do {                                                                           \
+        if ((st) != LMC_OK) {                                                      \
+            const char *fz_msg_ = lmc_last_error();                                \
+            FZ_REQUIRE(fz_msg_ != NULL && fz_msg_[0] != '\0');                     \
+        }                                                                          \
+    } while (0)
+
+static char fz_dir[64];
+
+static inline void fz_cleanup(void) {
+    if (!fz_dir[0]) return;
+    DIR *d = opendir(fz_dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            snprintf(p, sizeof p, "%s/%s", fz_dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(fz_dir);
+}
+
+/* The scratch directory (created on first use, removed at exit). */
+static inline const char *fz_scratch(void) {
+    if (fz_dir[0]) return fz_dir;
+    const char *bases[] = {"/dev/shm", getenv("TMPDIR"), "/tmp"};
+    for (size_t i = 0; i < sizeof bases / sizeof bases[0]; i++) {
+        if (!bases[i] || access(bases[i], W_OK)) continue;
+        snprintf(fz_dir, sizeof fz_dir, "%s/lmc-fuzz-XXXXXX", bases[i]);
+        if (mkdtemp(fz_dir)) {
+            atexit(fz_cleanup);
+            return fz_dir;
+        }
+    }
+    fprintf(stderr, "fuzz: cannot create a scratch directory\n");
+    abort();
+}
+
+/* Path of `name` inside the scratch directory (static buffer per slot). */
+static inline const char *fz_path(const char *name, int slot) {
+    static char paths[4][512];
+    snprintf(paths[slot], sizeof paths[slot], "%s/%s", fz_scratch(), name);
+    return paths[slot];
+}
+
+/* Write `n` bytes to scratch file `name`; returns its path. */
+static inline const char *fz_write(const char *name, int slot, const void *data, size_t n) {
+    const char *p = fz_path(name, slot);
+    FILE *f = fopen(p, "wb");
+    if (!f || (n && fwrite(data, 1, n, f) != n) || fclose(f)) {
+        fprintf(stderr, "fuzz: cannot write %s\n", p);
+        abort();
+    }
+    return p;
+}
+
+static inline void fz_remove(const char *name, int slot) { unlink(fz_path(name, slot)); }
+
+/* Split `data` at the first occurrence of `sep`: the head is [0, *head_len),
+ * the tail (NULL when sep is absent) follows the separator. */
+static inline const unsigned char *fz_split(const unsigned char *data, size_t n, const char *sep,
+                                     size_t *head_len, size_t *tail_len) {
+    size_t m = strlen(sep);
+    for (size_t i = 0; m && i + m <= n; i++) {
+        if (!memcmp(data + i, sep, m)) {
+            *head_len = i;
+            *tail_len = n - i - m;
+            return data + i + m;
+        }
+    }
+    *head_len = n;
+    *tail_len = 0;
+    return NULL;
+}
+
+#endif

@@ -1,0 +1,139 @@
+/* Matrix products against mmapped weights. Decode (a handful of rows) is a
+ * GEMV that streams each weight row once and widens it in registers; prefill
+ * widens row blocks of the weight into an fp32 scratch and hands them to
+ * OpenBLAS, so no fp32 copy of the whole model ever exists. */
+#include "backend/cpu/cpu_ops.h"
+#include "base/error.h"
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Up to this many input rows the GEMV path wins: it reads the weights once
+ * without a widening pass. */
+#define GEMV_MAX_ROWS 8
+/* Widened weight block handed to one sgemm call (floats). */
+#define GEMM_BLOCK_FLOATS ((size_t)1 << 21)
+
+#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+
+static inline float bf16_bits_to_f32(uint16_t h) {
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+static inline float f16_bits_to_f32(uint16_t h) {
+#ifdef __FLT16_MAX__
+    _Float16 v;
+    memcpy(&v, &h, sizeof v);
+    return (float)v;
+#else
+    return lmc_f16_to_f32(h);
+#endif
+}
+
+HOT static float dot_f32(const float *w, const float *x, size_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (size_t i = 0; i < n; i++) acc += w[i] * x[i];
+    return acc;
+}
+
+HOT static float dot_bf16(const uint16_t *w, const float *x, size_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (size_t i = 0; i < n; i++) acc += bf16_bits_to_f32(w[i]) * x[i];
+    return acc;
+}
+
+HOT static float dot_f16(const uint16_t *w, const float *x, size_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (size_t i = 0; i < n; i++) acc += f16_bits_to_f32(w[i]) * x[i];
+    return acc;
+}
+
+HOT static void widen_bf16(const uint16_t *src, float *dst, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_bits_to_f32(src[i]);
+}
+
+HOT static void widen_f16(const uint16_t *src, float *dst, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) dst[i] = f16_bits_to_f32(src[i]);
+}
+
+void lmc_cpu_widen(const lmc_cpu_mat *w, int64_t row, int64_t col0, size_t n, float *dst) {
+    size_t off = (size_t)row * (size_t)w->cols + (size_t)col0;
+    switch (w->dt) {
+    case LMC_DT_BF16: widen_bf16((const uint16_t *)w->data + off, dst, n); break;
+    case LMC_DT_F16: widen_f16((const uint16_t *)w->data + off, dst, n); break;
+    default: memcpy(dst, (const float *)w->data + off, n * sizeof(float)); break;
+    }
+}
+
+static float row_dot(const lmc_cpu_mat *w, int64_t r, const float *x) {
+    size_t k = (size_t)w->cols, off = (size_t)r * k;
+    switch (w->dt) {
+    case LMC_DT_BF16: return dot_bf16((const uint16_t *)w->data + off, x, k);
+    case LMC_DT_F16: return dot_f16((const uint16_t *)w->data + off, x, k);
+    default: return dot_f32((const float *)w->data + off, x, k);
+    }
+}
+
+static void gemv(const lmc_cpu_mat *w, const float *x, size_t n, float *y) {
+    int64_t rows = w->rows;
+    size_t k = (size_t)w->cols;
+    /* Row chunks handed out dynamically: on a shared machine a thread whose
+     * core is busy must not hold the others up. */
+#pragma omp parallel for schedule(dynamic, 32) if (rows * w->cols > 32768)
+    for (int64_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < n; j++) y[j * (size_t)rows + (size_t)r] = row_dot(w, r, x + j * k);
+}
+
+static lmc_status gemm(const lmc_cpu_mat *w, const float *x, size_t n, float *y) {
+    size_t rows = (size_t)w->rows, k = (size_t)w->cols;
+    if (w->dt == LMC_DT_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)k, 1.0f, x,
+                    (int)k, (const float *)w->data, (int)k, 0.0f, y, (int)rows);
+        return LMC_OK;
+    }
+    size_t rb = GEMM_BLOCK_FLOATS / (k ? k : 1);
+    if (rb < 16) rb = 16;
+    if (rb > rows) rb = rows;
+    float *tile = malloc(rb * k * sizeof(float));
+    if (!tile)
+        return lmc_err(LMC_ERR_NOMEM, "matmul: no memory for a %zu x %zu weight tile", rb, k);
+    for (size_t r0 = 0; r0 < rows; r0 += rb) {
+        size_t nr = rows - r0 < rb ? rows - r0 : rb;
+        /* Widening is cheap next to the sgemm; keeping it on this thread
+         * leaves the cores to OpenBLAS's pool. */
+        for (size_t r = 0; r < nr; r++) lmc_cpu_widen(w, (int64_t)(r0 + r), 0, k, tile + r * k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nr, (int)k, 1.0f, x,
+                    (int)k, tile, (int)k, 0.0f, y + r0, (int)rows);
+    }
+    free(tile);
+    return LMC_OK;
+}
+
+lmc_status lmc_cpu_matmul(const lmc_cpu_mat *w, const lmc_cpu_mat *bias, const float *x,
+                          size_t n, float *y) {
+    if (n == 0) return LMC_OK;
+    lmc_status st = LMC_OK;
+    if (n <= GEMV_MAX_ROWS)
+        gemv(w, x, n, y);
+    else
+        st = gemm(w, x, n, y);
+    if (st == LMC_OK && bias) {
+        size_t rows = (size_t)w->rows;
+        float *b = malloc(rows * sizeof(float));
+        if (!b) return lmc_err(LMC_ERR_NOMEM, "matmul: no memory for a bias row");
+        lmc_cpu_widen(bias, 0, 0, rows, b);
+        for (size_t j = 0; j < n; j++)
+            for (size_t r = 0; r < rows; r++) y[j * rows + r] += b[r];
+        free(b);
+    }
+    return st;
+}

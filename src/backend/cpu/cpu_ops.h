@@ -1,0 +1,71 @@
+/* CPU kernels for transformer inference. Weights are read in their stored
+ * dtype (F32/F16/BF16, straight from the mmap) and widened to fp32 on the
+ * fly; activations and accumulation are fp32. Parallelism is OpenMP for the
+ * element-wise and decode kernels and OpenBLAS sgemm for prefill. */
+#ifndef LMC_BACKEND_CPU_OPS_H
+#define LMC_BACKEND_CPU_OPS_H
+#include "formats/safetensors.h"
+#include "lmc.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A row-major [rows, cols] matrix (an HF Linear weight is [out, in]). */
+typedef struct {
+    lmc_dtype dt; /* LMC_DT_F32, LMC_DT_F16 or LMC_DT_BF16 */
+    const void *data;
+    int64_t rows, cols;
+} lmc_cpu_mat;
+
+/* y[n, rows] = x[n, cols] @ W^T (+ bias[rows] when bias != NULL; bias is a
+ * 1-D matrix of `rows` elements). n == small uses a GEMV that reads W once;
+ * larger n widens W in row blocks and calls sgemm. Fails only on OOM. */
+lmc_status lmc_cpu_matmul(const lmc_cpu_mat *w, const lmc_cpu_mat *bias, const float *x,
+                          size_t n, float *y);
+
+/* Widen n elements of row `row` of w (starting at column col0) into dst. */
+void lmc_cpu_widen(const lmc_cpu_mat *w, int64_t row, int64_t col0, size_t n, float *dst);
+
+/* out[i, :] = x[i, :] * rsqrt(mean(x[i]^2) + eps) * weight, for n rows of
+ * width d (out may alias x). The statistics are fp32; with round_dt BF16/F16
+ * the normalized row and the product are rounded as a model computed in
+ * that dtype does (F32: no rounding). */
+void lmc_cpu_rmsnorm(const float *x, const lmc_cpu_mat *weight, float eps, size_t n, size_t d,
+                     float *out, lmc_dtype round_dt);
+
+/* Rotary embedding in the rotate-half layout, applied in place to n rows of
+ * `heads` heads of `head_dim` each (row stride heads*head_dim), row i at
+ * position pos0 + i. inv_freq holds head_dim/2 frequencies. */
+void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0,
+                  const float *inv_freq, lmc_dtype round_dt);
+
+/* a[i] = silu(g[i]) * u[i] (a may alias g); rounding as for rmsnorm. */
+void lmc_cpu_silu_mul(const float *g, const float *u, size_t n, float *a, lmc_dtype round_dt);
+
+/* x[i] += y[i]. */
+void lmc_cpu_add(float *x, const float *y, size_t n);
+
+/* Round every element to the nearest bf16 / fp16 value (kept as float):
+ * reproduces the per-op rounding of a model computed in that dtype. */
+void lmc_cpu_round(float *x, size_t n, lmc_dtype dt);
+
+/* Causal grouped-query attention of n new queries against the keys kept in
+ * a cache ("past", laid out [kv_heads][past_stride][head_dim] with a
+ * position per slot) plus the n new keys ([n][kv_heads*head_dim]).
+ * Query i sits at position pos0 + i and sees key position j when
+ * j <= pos0 + i and, with window > 0, j > pos0 + i - window.
+ * q: [n][heads*head_dim]; out: same shape. round_dt (F32 for none) rounds
+ * scores/probabilities like a model computed in that dtype. */
+typedef struct {
+    const float *k, *v;         /* past keys/values (may be NULL when n_past == 0) */
+    const int64_t *pos;         /* position of each past slot, < 0 for empty */
+    size_t n_past, past_stride; /* slots used; slot stride per kv head */
+    const float *k_new, *v_new; /* [n][kv_heads*head_dim] */
+    size_t n, heads, kv_heads, head_dim;
+    size_t pos0, window;
+    float scale;
+    lmc_dtype round_dt;
+} lmc_cpu_attn_args;
+lmc_status lmc_cpu_attention(const lmc_cpu_attn_args *a, const float *q, float *out);
+
+#endif

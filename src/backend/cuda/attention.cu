@@ -1,0 +1,388 @@
+/* Attention over the KV cache: a tensor-core flash-attention kernel for
+ * prefill (several new tokens) and a split-K flash-decoding kernel for a
+ * single new token. Both are causal, GQA-aware (query head h reads KV head
+ * h / (Hq / Hkv)) and honour a sliding window. Caches are [Hkv, cap, D]
+ * bf16; the number of cached tokens before this step is d_state[0]. */
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "cuda_kernels.h"
+
+#define LOG2E 1.4426950408889634f
+
+static __device__ __forceinline__ float bf2f(uint16_t v) {
+    return __uint_as_float(((uint32_t)v) << 16);
+}
+static __device__ __forceinline__ uint16_t f2bf(float f) {
+    __nv_bfloat16 h = __float2bfloat16_rn(f);
+    return *(uint16_t *)&h;
+}
+static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
+                                                uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* ---------------------------------------------------------------- prefill
+ * Block: 4 warps, 64 query rows of one head; each warp owns 16 rows.
+ * Key tiles of 64 are staged in shared memory (K as is, V transposed so
+ * the P*V operand loads are 32-bit). S = Q K^T and O += P V use
+ * mma.m16n8k16; the softmax is online (running max m, sum l per row). */
+#define FA_BQ 64
+#define FA_BK 64
+
+template <int D>
+__global__ void __launch_bounds__(128)
+    k_flash_prefill(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kc,
+                    const uint16_t *__restrict__ vc, uint16_t *__restrict__ out, int n, int hq,
+                    int hkv, int cap, const int32_t *d_state, int window, float scale_log2) {
+    __shared__ __align__(16) uint16_t ks[FA_BK][D + 8];
+    __shared__ __align__(16) uint16_t vt[D][FA_BK + 8];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int h = blockIdx.y, hk = h / (hq / hkv);
+    const int pos0 = d_state[0];
+    const int qrow0 = blockIdx.x * FA_BQ;
+    const int wrow = qrow0 + warp * 16;
+
+    /* Q fragments for this warp's 16 rows (A operand, row-major). */
+    uint32_t qf[D / 16][4];
+    {
+        int ra = wrow + g, rb = wrow + g + 8;
+        const uint16_t *qa = q + ((size_t)(ra < n ? ra : 0) * hq + h) * D;
+        const uint16_t *qb = q + ((size_t)(rb < n ? rb : 0) * hq + h) * D;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            int c = kk * 16 + 2 * t4;
+            qf[kk][0] = ra < n ? *(const uint32_t *)(qa + c) : 0u;
+            qf[kk][1] = rb < n ? *(const uint32_t *)(qb + c) : 0u;
+            qf[kk][2] = ra < n ? *(const uint32_t *)(qa + c + 8) : 0u;
+            qf[kk][3] = rb < n ? *(const uint32_t *)(qb + c + 8) : 0u;
+        }
+    }
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    const int qpos_a = pos0 + wrow + g, qpos_b = qpos_a + 8;
+
+    const int last_row = min(n, qrow0 + FA_BQ) - 1;
+    const int kend = pos0 + last_row + 1; /* exclusive */
+    int kbeg = 0;
+    if (window > 0) {
+        kbeg = pos0 + qrow0 - window + 1;
+        if (kbeg < 0) kbeg = 0;
+        kbeg -= kbeg % FA_BK;
+    }
+    const uint16_t *kbase = kc + (size_t)hk * cap * D;
+    const uint16_t *vbase = vc + (size_t)hk * cap * D;
+
+    for (int kt = kbeg; kt < kend; kt += FA_BK) {
+        __syncthreads();
+        for (int c = tid; c < FA_BK * D / 8; c += 128) {
+            int r = c / (D / 8), c8 = (c % (D / 8)) * 8;
+            int key = kt + r;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (key < kend) {
+                kv = *(const uint4 *)(kbase + (size_t)key * D + c8);
+                vv = *(const uint4 *)(vbase + (size_t)key * D + c8);
+            }
+            *(uint4 *)&ks[r][c8] = kv;
+            const uint16_t *ve = (const uint16_t *)&vv;
+#pragma unroll
+            for (int e = 0; e < 8; e++) vt[c8 + e][r] = ve[e];
+        }
+        __syncthreads();
+
+        float s[FA_BK / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < FA_BK / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t b0 = *(const uint32_t *)&ks[nt * 8 + g][kk * 16 + 2 * t4];
+                uint32_t b1 = *(const uint32_t *)&ks[nt * 8 + g][kk * 16 + 8 + 2 * t4];
+                mma_bf16(s[nt], qf[kk], b0, b1);
+            }
+        }
+        /* Scale and mask (causal, window, tail of the tile). */
+#pragma unroll
+        for (int nt = 0; nt < FA_BK / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = kt + nt * 8 + 2 * t4 + (e & 1);
+                int qp = e < 2 ? qpos_a : qpos_b;
+                bool ok = key <= qp && (window <= 0 || key > qp - window);
+                s[nt][e] = ok ? s[nt][e] * scale_log2 : -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < FA_BK / 8; nt++)
+                mx = fmaxf(mx, fmaxf(s[nt][2 * hh], s[nt][2 * hh + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mnew = fmaxf(m[hh], mx);
+            float muse = mnew == -INFINITY ? 0.f : mnew;
+            float alpha = exp2f(m[hh] - muse);
+            float sum = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < FA_BK / 8; nt++) {
+                s[nt][2 * hh] = exp2f(s[nt][2 * hh] - muse);
+                s[nt][2 * hh + 1] = exp2f(s[nt][2 * hh + 1] - muse);
+                sum += s[nt][2 * hh] + s[nt][2 * hh + 1];
+            }
+            l[hh] = l[hh] * alpha + sum;
+            m[hh] = mnew;
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt++) {
+                o[dt][2 * hh] *= alpha;
+                o[dt][2 * hh + 1] *= alpha;
+            }
+        }
+        /* O += P V: the S accumulators of two adjacent key octets form the
+         * A fragment of one 16-key step. */
+#pragma unroll
+        for (int kk = 0; kk < FA_BK / 16; kk++) {
+            uint32_t a[4];
+            a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt++) {
+                uint32_t b0 = *(const uint32_t *)&vt[dt * 8 + g][kk * 16 + 2 * t4];
+                uint32_t b1 = *(const uint32_t *)&vt[dt * 8 + g][kk * 16 + 8 + 2 * t4];
+                mma_bf16(o[dt], a, b0, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        l[hh] += __shfl_xor_sync(0xffffffffu, l[hh], 1);
+        l[hh] += __shfl_xor_sync(0xffffffffu, l[hh], 2);
+    }
+    int ra = wrow + g, rb = wrow + g + 8;
+    float ia = l[0] > 0.f ? 1.f / l[0] : 0.f, ib = l[1] > 0.f ? 1.f / l[1] : 0.f;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        int c = dt * 8 + 2 * t4;
+        if (ra < n)
+            *(uint32_t *)(out + ((size_t)ra * hq + h) * D + c) =
+                pack_bf16(o[dt][0] * ia, o[dt][1] * ia);
+        if (rb < n)
+            *(uint32_t *)(out + ((size_t)rb * hq + h) * D + c) =
+                pack_bf16(o[dt][2] * ib, o[dt][3] * ib);
+    }
+}
+
+extern "C" int lmc_cu_attn_prefill_supported(int d) {
+    return d == 16 || d == 32 || d == 64 || d == 128;
+}
+
+extern "C" int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache,
+                                   const uint16_t *v_cache, uint16_t *out, int n, int hq,
+                                   int hkv, int d, int cap, const int32_t *d_state, int window,
+                                   lmc_cu_stream s) {
+    dim3 grid((n + FA_BQ - 1) / FA_BQ, hq);
+    float sl2 = LOG2E / sqrtf((float)d);
+    cudaStream_t st = (cudaStream_t)s;
+    switch (d) {
+    case 16:
+        k_flash_prefill<16><<<grid, 128, 0, st>>>(q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                                  d_state, window, sl2);
+        break;
+    case 32:
+        k_flash_prefill<32><<<grid, 128, 0, st>>>(q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                                  d_state, window, sl2);
+        break;
+    case 64:
+        k_flash_prefill<64><<<grid, 128, 0, st>>>(q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                                  d_state, window, sl2);
+        break;
+    case 128:
+        k_flash_prefill<128><<<grid, 128, 0, st>>>(q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                                   d_state, window, sl2);
+        break;
+    default:
+        return (int)cudaErrorInvalidValue;
+    }
+    return (int)cudaGetLastError();
+}
+
+/* ----------------------------------------------------------------- decode
+ * Grid (Hkv, splits): block (h, s) handles keys [s*CH, (s+1)*CH) for the
+ * G = Hq/Hkv query heads of KV head h. Scores go to shared memory, then
+ * the chunk's softmax partials (max, sum, unnormalized output) are written
+ * to the workspace and merged by k_decode_combine. */
+#define DEC_CH 64
+#define DEC_THREADS 128
+#define DEC_MAXG 16
+
+__global__ void __launch_bounds__(DEC_THREADS)
+    k_flash_decode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kc,
+                   const uint16_t *__restrict__ vc, int hq, int hkv, int d, int cap,
+                   const int32_t *d_state, int window, float scale, float *ws, int nsplit) {
+    extern __shared__ float sm[];
+    const int G = hq / hkv;
+    float *qs = sm;                  /* [G][d] */
+    float *sc = qs + G * d;          /* [G][DEC_CH] */
+    float *acc = sc + G * DEC_CH;    /* [G][d] */
+    const int hk = blockIdx.x, split = blockIdx.y, tid = threadIdx.x;
+    const int L = d_state[0] + 1, qpos = L - 1;
+    int lo = split * DEC_CH, hi = min(lo + DEC_CH, L);
+    if (window > 0) lo = max(lo, qpos - window + 1);
+    float *ws_m = ws, *ws_l = ws + (size_t)hq * nsplit, *ws_o = ws + 2 * (size_t)hq * nsplit;
+    if (lo >= hi) {
+        if (tid < G) {
+            ws_m[(size_t)(hk * G + tid) * nsplit + split] = -INFINITY;
+            ws_l[(size_t)(hk * G + tid) * nsplit + split] = 0.f;
+        }
+        return;
+    }
+    const int cnt = hi - lo;
+    for (int i = tid; i < G * d; i += DEC_THREADS) {
+        qs[i] = bf2f(q[(size_t)(hk * G) * d + i]);
+        acc[i] = 0.f;
+    }
+    __syncthreads();
+    /* Scores: a group of d/8 lanes per key, 16 bytes each. */
+    const int lpk = d / 8, kpi = DEC_THREADS / lpk;
+    const int grp = tid / lpk, sub = tid % lpk;
+    const uint16_t *kb = kc + ((size_t)hk * cap) * d;
+    for (int jb = 0; jb < cnt; jb += kpi) {
+        const int j = jb + grp;
+        const bool live = j < cnt;
+        float kf[8];
+        if (live) {
+            uint4 kv = *(const uint4 *)(kb + (size_t)(lo + j) * d + sub * 8);
+            const uint16_t *ke = (const uint16_t *)&kv;
+#pragma unroll
+            for (int e = 0; e < 8; e++) kf[e] = bf2f(ke[e]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) kf[e] = 0.f;
+        }
+        for (int gg = 0; gg < G; gg++) {
+            const float *qq = qs + gg * d + sub * 8;
+            float p = 0.f;
+#pragma unroll
+            for (int e = 0; e < 8; e++) p += qq[e] * kf[e];
+            for (int o = lpk / 2; o > 0; o >>= 1) p += __shfl_xor_sync(0xffffffffu, p, o);
+            if (live && sub == 0) sc[gg * DEC_CH + j] = p * scale;
+        }
+    }
+    __syncthreads();
+    /* Softmax partials: one warp per query head. */
+    const int warp = tid >> 5, lane = tid & 31;
+    for (int gg = warp; gg < G; gg += DEC_THREADS / 32) {
+        float mx = -INFINITY;
+        for (int j = lane; j < cnt; j += 32) mx = fmaxf(mx, sc[gg * DEC_CH + j]);
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        float sum = 0.f;
+        for (int j = lane; j < cnt; j += 32) {
+            float p = __expf(sc[gg * DEC_CH + j] - mx);
+            sc[gg * DEC_CH + j] = p;
+            sum += p;
+        }
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if (lane == 0) {
+            ws_m[(size_t)(hk * G + gg) * nsplit + split] = mx;
+            ws_l[(size_t)(hk * G + gg) * nsplit + split] = sum;
+        }
+    }
+    __syncthreads();
+    /* P V: thread (key lane, 8-wide slice of d). */
+    const uint16_t *vb = vc + ((size_t)hk * cap) * d;
+    float o[DEC_MAXG][8];
+#pragma unroll
+    for (int gg = 0; gg < DEC_MAXG; gg++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[gg][e] = 0.f;
+    for (int j = grp; j < cnt; j += kpi) {
+        uint4 vv = *(const uint4 *)(vb + (size_t)(lo + j) * d + sub * 8);
+        const uint16_t *ve = (const uint16_t *)&vv;
+        float vf[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) vf[e] = bf2f(ve[e]);
+#pragma unroll
+        for (int gg = 0; gg < DEC_MAXG; gg++) {
+            if (gg < G) {
+                float p = sc[gg * DEC_CH + j];
+#pragma unroll
+                for (int e = 0; e < 8; e++) o[gg][e] += p * vf[e];
+            }
+        }
+    }
+    if (grp < cnt) {
+#pragma unroll
+        for (int gg = 0; gg < DEC_MAXG; gg++)
+            if (gg < G)
+#pragma unroll
+                for (int e = 0; e < 8; e++) atomicAdd(&acc[gg * d + sub * 8 + e], o[gg][e]);
+    }
+    __syncthreads();
+    for (int i = tid; i < G * d; i += DEC_THREADS) {
+        int gg = i / d, c = i % d;
+        ws_o[((size_t)(hk * G + gg) * nsplit + split) * d + c] = acc[i];
+    }
+}
+
+__global__ void k_decode_combine(const float *ws, int hq, int d, const int32_t *d_state,
+                                 int nsplit, uint16_t *out) {
+    const int h = blockIdx.x;
+    const int L = d_state[0] + 1;
+    const int used = min(nsplit, (L + DEC_CH - 1) / DEC_CH);
+    const float *ws_m = ws + (size_t)h * nsplit;
+    const float *ws_l = ws + (size_t)hq * nsplit + (size_t)h * nsplit;
+    const float *ws_o = ws + 2 * (size_t)hq * nsplit + (size_t)h * nsplit * d;
+    float M = -INFINITY;
+    for (int s = 0; s < used; s++) M = fmaxf(M, ws_m[s]);
+    float lsum = 0.f;
+    for (int s = 0; s < used; s++)
+        if (ws_m[s] != -INFINITY) lsum += ws_l[s] * __expf(ws_m[s] - M);
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float v = 0.f;
+        for (int s = 0; s < used; s++)
+            if (ws_m[s] != -INFINITY) v += ws_o[(size_t)s * d + c] * __expf(ws_m[s] - M);
+        out[(size_t)h * d + c] = f2bf(lsum > 0.f ? v / lsum : 0.f);
+    }
+}
+
+static int dec_nsplit(int cap) { return (cap + DEC_CH - 1) / DEC_CH; }
+
+extern "C" size_t lmc_cu_attn_decode_ws_floats(int hq, int d, int cap) {
+    return (size_t)hq * dec_nsplit(cap) * (2 + (size_t)d);
+}
+
+extern "C" int lmc_cu_attn_decode_supported(int hq, int hkv, int d) {
+    return hkv > 0 && hq % hkv == 0 && hq / hkv <= DEC_MAXG && d % 8 == 0 && d >= 16 &&
+           d <= 256 && (d / 8 <= 32) && ((d / 8) & (d / 8 - 1)) == 0;
+}
+
+extern "C" int lmc_cu_attn_decode(const uint16_t *q, const uint16_t *k_cache,
+                                  const uint16_t *v_cache, uint16_t *out, int hq, int hkv,
+                                  int d, int cap, const int32_t *d_state, int window, float *ws,
+                                  lmc_cu_stream s) {
+    int nsplit = dec_nsplit(cap);
+    int G = hq / hkv;
+    size_t smem = (size_t)(2 * G * d + G * DEC_CH) * sizeof(float);
+    dim3 grid(hkv, nsplit);
+    k_flash_decode<<<grid, DEC_THREADS, smem, (cudaStream_t)s>>>(
+        q, k_cache, v_cache, hq, hkv, d, cap, d_state, window, 1.f / sqrtf((float)d), ws,
+        nsplit);
+    k_decode_combine<<<hq, 128, 0, (cudaStream_t)s>>>(ws, hq, d, d_state, nsplit, out);
+    return (int)cudaGetLastError();
+}

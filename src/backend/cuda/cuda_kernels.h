@@ -1,0 +1,101 @@
+/* Launchers for the CUDA kernels (kernels.cu, gemv.cu, attention.cu).
+ * Plain C interface: tensors are raw device pointers, bf16 values travel as
+ * uint16_t. Every launcher enqueues on `stream` and returns the launch's
+ * cudaError_t as an int (0 = success). Shapes are validated by the caller
+ * (cuda_llama.c); kernels trust them.
+ *
+ * d_state points at two device ints: [0] = tokens already in the KV cache
+ * before this step (the position of the first new token), [1] = the token
+ * fed by a decode step. Kernels read them on the device so one captured
+ * CUDA graph serves every decode step. */
+#ifndef LMC_BACKEND_CUDA_KERNELS_H
+#define LMC_BACKEND_CUDA_KERNELS_H
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct CUstream_st *lmc_cu_stream;
+
+/* out[i, :] = float(emb[ids[i], :]) for i < n (ids clamped into [0, vocab)). */
+int lmc_cu_embed(const uint16_t *emb, const int32_t *ids, int n, int hidden, int vocab,
+                 float *out, lmc_cu_stream s);
+
+/* `rnd` (here and below): round intermediates to bf16 where a bf16 model
+ * in transformers does (models from bf16/f16 checkpoints); 0 keeps them in
+ * f32 (models from f32 checkpoints, whose reference does not round). */
+
+/* out (bf16) = rmsnorm(x) * w per row; with rnd the normalized value is
+ * rounded to bf16 before the weight multiply. */
+int lmc_cu_rmsnorm(const float *x, const uint16_t *w, int rows, int cols, float eps,
+                   uint16_t *out, int rnd, lmc_cu_stream s);
+
+/* The attention prologue for n new tokens. qkv rows hold [q | k | v]
+ * (Hq*D + 2*Hkv*D values, bias not yet added). Adds the optional bias
+ * (same layout), applies the optional per-head q/k RMSNorm, rotates q and k
+ * (rotate-half convention, angle = position * inv_freq[i]), writes q to
+ * q_out [n, Hq, D] and k/v into the layer's cache [Hkv, cap, D] at
+ * positions d_state[0] + t. */
+int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d, const uint16_t *bias,
+                    const uint16_t *q_norm, const uint16_t *k_norm, float norm_eps,
+                    const float *inv_freq, const int32_t *d_state, uint16_t *q_out,
+                    uint16_t *k_cache, uint16_t *v_cache, int cap, int rnd, lmc_cu_stream s);
+
+/* out[r, i] = silu(gu[r, i]) * gu[r, inter + i] (gate and up side by side). */
+int lmc_cu_swiglu(const uint16_t *gu, int rows, int inter, uint16_t *out, int rnd,
+                  lmc_cu_stream s);
+
+/* y[r, c] += bias[c] for a bf16 (is_f32 = 0) or f32 matrix. */
+int lmc_cu_add_bias(void *y, int is_f32, const uint16_t *bias, int rows, int cols,
+                    lmc_cu_stream s);
+
+/* *out = the first index of the largest value of x[0..n). */
+int lmc_cu_argmax(const float *x, int n, int32_t *out, lmc_cu_stream s);
+
+/* Element conversions used while uploading weights. */
+int lmc_cu_f32_to_bf16(const float *x, size_t n, uint16_t *out, lmc_cu_stream s);
+int lmc_cu_f16_to_bf16(const uint16_t *x, size_t n, uint16_t *out, lmc_cu_stream s);
+
+/* Batch-1 matrix-vector product y = W x (+ bias) for a row-major bf16
+ * W [rows, cols] (cols % 8 == 0). The input is staged in shared memory as
+ * bf16 from one of three sources; the output goes to one of three sinks. */
+enum {
+    LMC_GEMV_IN_BF16 = 0,   /* x: bf16 [cols] */
+    LMC_GEMV_IN_RMSNORM = 1,/* x: f32 residual [cols], normalized with norm_w */
+    LMC_GEMV_IN_SWIGLU = 2, /* x: bf16 [2*cols] gate|up, silu(gate)*up */
+    LMC_GEMV_IN_NO_ROUND = 16, /* or-ed in: keep the prologue unrounded */
+};
+enum {
+    LMC_GEMV_OUT_BF16 = 0,   /* y: bf16 [rows] */
+    LMC_GEMV_OUT_F32 = 1,    /* y: f32 [rows] */
+    LMC_GEMV_OUT_F32_ADD = 2,/* y: f32 [rows], y += W x (residual) */
+};
+/* Raise the shared-memory limits once per process (cols up to max_cols). */
+int lmc_cu_gemv_setup(int max_cols);
+int lmc_cu_gemv(const uint16_t *w, int rows, int cols, int in_mode, const void *x,
+                const uint16_t *norm_w, float eps, const uint16_t *bias, int out_mode,
+                void *y, int num_sms, lmc_cu_stream s);
+
+/* Flash attention for n >= 1 new tokens (tensor cores; head_dim 16, 32, 64
+ * or 128). q [n, Hq, D]; caches [Hkv, cap, D] already hold the new keys;
+ * out [n, Hq, D]. Causal; window > 0 keeps keys j with i - j < window. */
+int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                        uint16_t *out, int n, int hq, int hkv, int d, int cap,
+                        const int32_t *d_state, int window, lmc_cu_stream s);
+int lmc_cu_attn_prefill_supported(int d);
+
+/* Split-K flash decoding for one new token. The grid covers every split a
+ * cache of `cap` positions can need; splits past the live length exit at
+ * once, so the launch is graph-safe. ws: workspace of
+ * lmc_cu_attn_decode_ws_floats(hq, d, cap) floats. */
+size_t lmc_cu_attn_decode_ws_floats(int hq, int d, int cap);
+int lmc_cu_attn_decode(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                       uint16_t *out, int hq, int hkv, int d, int cap, const int32_t *d_state,
+                       int window, float *ws, lmc_cu_stream s);
+int lmc_cu_attn_decode_supported(int hq, int hkv, int d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

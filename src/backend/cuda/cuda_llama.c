@@ -1,0 +1,842 @@
+/* The llama family (llama, mistral, qwen2, qwen3) on one CUDA device.
+ *
+ * Weights are uploaded once as bf16 (bf16 checkpoints as they are; f32 and
+ * f16 ones converted on the device while uploading). q/k/v and gate/up are
+ * stored concatenated so each is one GEMM or GEMV. The residual stream is
+ * f32; inputs of matrix products are bf16, rounded where a bf16 model in
+ * transformers rounds them.
+ *
+ * A single new token (decode) runs a captured CUDA graph of GEMV, attention
+ * and fused prologue kernels that reads its position and token from device
+ * memory; several tokens (prefill) run cuBLASLt GEMMs and flash attention
+ * in chunks of at most PF_CHUNK rows. The KV cache is [layer][kv head]
+ * [position][head dim] bf16 on the device, growing by doubling. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "backend/cuda/cuda.h"
+#include "backend/cuda/cuda_gemm.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "base/error.h"
+#include "models/llama_weights.h"
+#include "models/model.h"
+
+#define PF_CHUNK 2048     /* rows per prefill launch sequence */
+#define LOGIT_ROWS 128    /* rows per all-logits GEMM (bounds that buffer) */
+#define KV_INITIAL 4096   /* first cache capacity, tokens */
+#define KV_HARD_MAX (1u << 21)
+
+typedef struct {
+    uint16_t *in_norm, *post_norm;
+    uint16_t *qkv, *qkv_b; /* [(hq + 2 hkv) D, H], bias or NULL */
+    uint16_t *o, *o_b;
+    uint16_t *q_norm, *k_norm;
+    uint16_t *gate_up, *gate_up_b; /* [2 I, H] */
+    uint16_t *down, *down_b;
+} cu_layer;
+
+typedef struct {
+    lmc_model base;
+    int H, I, V, L, hq, hkv, D, qkv_dim, window;
+    float eps;
+    int rnd; /* round intermediates to bf16 (bf16/f16 checkpoints) */
+    int num_sms;
+    cudaStream_t stream;
+    lmc_cu_gemm_ctx gemm;
+    bool gemm_ok;
+    cu_layer *layers;
+    uint16_t *embed, *final_norm, *lm_head;
+    float *inv_freq;
+    /* decode scratch (fixed addresses: captured in graphs) */
+    float *d_x, *d_logits;
+    uint16_t *d_qkv, *d_q, *d_attn, *d_gu;
+    int32_t *d_next;
+    /* prefill scratch (grown on demand) */
+    size_t pf_rows;
+    float *p_x, *p_logits;
+    uint16_t *p_norm, *p_qkv, *p_q, *p_attn, *p_gu, *p_act;
+    int32_t *p_ids;
+    int32_t *h_state; /* pinned [2] */
+    void **allocs;
+    size_t n_allocs, cap_allocs;
+    size_t weight_bytes;
+} cu_model;
+
+typedef struct {
+    lmc_kv_cache base;
+    cu_model *m;
+    size_t len;   /* tokens seen */
+    size_t floor; /* positions below this are not held (restored wrapped cache) */
+    size_t cap;
+    uint16_t *k, *v;
+    int32_t *d_state;
+    float *ws;
+    cudaGraphExec_t graph;
+    bool have_graph, graph_failed;
+} cu_cache;
+
+static const lmc_kv_cache_vtable cu_kv_vt;
+static const lmc_model_vtable cu_model_vt;
+
+#define CU(call)                                                                          \
+    do {                                                                                  \
+        cudaError_t e_ = (call);                                                          \
+        if (e_ != cudaSuccess)                                                            \
+            return lmc_err(LMC_ERR_DEVICE, "cuda: %s: %s (%s:%d)", #call,                 \
+                           cudaGetErrorString(e_), __FILE__, __LINE__);                   \
+    } while (0)
+#define KL(call)                                                                          \
+    do {                                                                                  \
+        int e_ = (call);                                                                  \
+        if (e_)                                                                           \
+            return lmc_err(LMC_ERR_DEVICE, "cuda kernel %s: %s", #call,                   \
+                           cudaGetErrorString((cudaError_t)e_));                          \
+    } while (0)
+
+/* ------------------------------------------------------------ memory */
+
+static lmc_status dev_alloc(cu_model *m, size_t bytes, void **out, const char *what) {
+    *out = NULL;
+    if (m->n_allocs == m->cap_allocs) {
+        size_t nc = m->cap_allocs ? m->cap_allocs * 2 : 64;
+        void **g = realloc(m->allocs, nc * sizeof *g);
+        if (!g) return lmc_err(LMC_ERR_NOMEM, "cuda: no host memory for allocation table");
+        m->allocs = g;
+        m->cap_allocs = nc;
+    }
+    cudaError_t e = cudaMalloc(out, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        *out = NULL;
+        return lmc_err(LMC_ERR_DEVICE, "cuda: allocating %zu bytes for %s: %s", bytes, what,
+                       cudaGetErrorString(e));
+    }
+    m->allocs[m->n_allocs++] = *out;
+    return LMC_OK;
+}
+
+static void dev_release(cu_model *m, void *p) {
+    if (!p) return;
+    for (size_t i = 0; i < m->n_allocs; i++)
+        if (m->allocs[i] == p) {
+            m->allocs[i] = m->allocs[--m->n_allocs];
+            break;
+        }
+    cudaFree(p);
+}
+
+/* Upload `src` (F32/F16/BF16, rows*cols elements) as bf16 at dst; staging
+ * is a device buffer big enough for the largest tensor in f32. */
+static lmc_status upload(cu_model *m, uint16_t *dst, const lmc_cpu_mat *src, void *staging) {
+    size_t n = (size_t)src->rows * (size_t)src->cols;
+    if (src->dt == LMC_DT_BF16) {
+        CU(cudaMemcpy(dst, src->data, n * 2, cudaMemcpyHostToDevice));
+        return LMC_OK;
+    }
+    size_t es = src->dt == LMC_DT_F32 ? 4 : 2;
+    CU(cudaMemcpy(staging, src->data, n * es, cudaMemcpyHostToDevice));
+    if (src->dt == LMC_DT_F32)
+        KL(lmc_cu_f32_to_bf16((const float *)staging, n, dst, (lmc_cu_stream)m->stream));
+    else
+        KL(lmc_cu_f16_to_bf16((const uint16_t *)staging, n, dst, (lmc_cu_stream)m->stream));
+    CU(cudaStreamSynchronize(m->stream));
+    return LMC_OK;
+}
+
+static lmc_status alloc_upload(cu_model *m, const lmc_cpu_mat *src, void *staging,
+                               uint16_t **out, const char *what) {
+    *out = NULL;
+    if (!src->data) return LMC_OK;
+    size_t n = (size_t)src->rows * (size_t)src->cols;
+    lmc_status st = dev_alloc(m, n * 2, (void **)out, what);
+    if (st) return st;
+    m->weight_bytes += n * 2;
+    return upload(m, *out, src, staging);
+}
+
+/* Several matrices stacked by rows into one allocation (all or none may
+ * be present; absent ones make the result NULL). */
+static lmc_status alloc_stack(cu_model *m, const lmc_cpu_mat *const *parts, int np,
+                              void *staging, uint16_t **out, const char *what) {
+    *out = NULL;
+    size_t total = 0;
+    for (int i = 0; i < np; i++) {
+        if (!parts[i]->data) return LMC_OK;
+        total += (size_t)parts[i]->rows * (size_t)parts[i]->cols;
+    }
+    lmc_status st = dev_alloc(m, total * 2, (void **)out, what);
+    if (st) return st;
+    m->weight_bytes += total * 2;
+    size_t off = 0;
+    for (int i = 0; i < np; i++) {
+        if ((st = upload(m, *out + off, parts[i], staging))) return st;
+        off += (size_t)parts[i]->rows * (size_t)parts[i]->cols;
+    }
+    return LMC_OK;
+}
+
+static void cu_model_free(lmc_model *mm) {
+    cu_model *m = (cu_model *)mm;
+    if (!m) return;
+    if (m->stream) cudaStreamSynchronize(m->stream);
+    for (size_t i = 0; i < m->n_allocs; i++) cudaFree(m->allocs[i]);
+    free(m->allocs);
+    if (m->gemm_ok) lmc_cu_gemm_free(&m->gemm);
+    if (m->h_state) cudaFreeHost(m->h_state);
+    if (m->stream) cudaStreamDestroy(m->stream);
+    free(m->layers);
+    free(m);
+}
+
+static lmc_status ensure_prefill_rows(cu_model *m, size_t rows) {
+    if (rows <= m->pf_rows) return LMC_OK;
+    CU(cudaStreamSynchronize(m->stream));
+    void **bufs[] = {(void **)&m->p_x,   (void **)&m->p_norm, (void **)&m->p_qkv,
+                     (void **)&m->p_q,   (void **)&m->p_attn, (void **)&m->p_gu,
+                     (void **)&m->p_act, (void **)&m->p_ids};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+        dev_release(m, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+    m->pf_rows = 0;
+    size_t H = (size_t)m->H, I = (size_t)m->I, QD = (size_t)m->hq * m->D;
+    lmc_status st;
+    if ((st = dev_alloc(m, rows * H * 4, (void **)&m->p_x, "prefill residual")) ||
+        (st = dev_alloc(m, rows * H * 2, (void **)&m->p_norm, "prefill norm")) ||
+        (st = dev_alloc(m, rows * (size_t)m->qkv_dim * 2, (void **)&m->p_qkv, "prefill qkv")) ||
+        (st = dev_alloc(m, rows * QD * 2, (void **)&m->p_q, "prefill q")) ||
+        (st = dev_alloc(m, rows * QD * 2, (void **)&m->p_attn, "prefill attention")) ||
+        (st = dev_alloc(m, rows * 2 * I * 2, (void **)&m->p_gu, "prefill gate/up")) ||
+        (st = dev_alloc(m, rows * I * 2, (void **)&m->p_act, "prefill activation")) ||
+        (st = dev_alloc(m, rows * 4, (void **)&m->p_ids, "prefill ids")))
+        return st;
+    m->pf_rows = rows;
+    return LMC_OK;
+}
+
+/* ------------------------------------------------------------ cache */
+
+static lmc_status cache_reserve(cu_cache *c, size_t need) {
+    cu_model *m = c->m;
+    if (need <= c->cap) return LMC_OK;
+    if (need > KV_HARD_MAX)
+        return lmc_err(LMC_ERR_LIMIT, "cuda kv cache: %zu tokens exceed the limit of %u", need,
+                       KV_HARD_MAX);
+    size_t cap = c->cap ? c->cap : KV_INITIAL;
+    while (cap < need) cap *= 2;
+    if (cap > KV_HARD_MAX) cap = KV_HARD_MAX;
+    size_t rows = (size_t)m->L * m->hkv, D = (size_t)m->D;
+    size_t bytes = rows * cap * D * 2;
+    uint16_t *k = NULL, *v = NULL;
+    float *ws = NULL;
+    lmc_status st;
+    if ((st = dev_alloc(m, bytes, (void **)&k, "kv cache keys")) ||
+        (st = dev_alloc(m, bytes, (void **)&v, "kv cache values")) ||
+        (st = dev_alloc(m, lmc_cu_attn_decode_ws_floats(m->hq, m->D, (int)cap) * 4,
+                        (void **)&ws, "attention workspace"))) {
+        dev_release(m, k);
+        dev_release(m, v);
+        return st;
+    }
+    CU(cudaMemsetAsync(k, 0, bytes, m->stream));
+    CU(cudaMemsetAsync(v, 0, bytes, m->stream));
+    if (c->len && c->k) {
+        size_t w = c->len * D * 2;
+        CU(cudaMemcpy2DAsync(k, cap * D * 2, c->k, c->cap * D * 2, w, rows,
+                             cudaMemcpyDeviceToDevice, m->stream));
+        CU(cudaMemcpy2DAsync(v, cap * D * 2, c->v, c->cap * D * 2, w, rows,
+                             cudaMemcpyDeviceToDevice, m->stream));
+    }
+    CU(cudaStreamSynchronize(m->stream));
+    dev_release(m, c->k);
+    dev_release(m, c->v);
+    dev_release(m, c->ws);
+    c->k = k;
+    c->v = v;
+    c->ws = ws;
+    c->cap = cap;
+    if (c->have_graph) cudaGraphExecDestroy(c->graph);
+    c->have_graph = false;
+    return LMC_OK;
+}
+
+static size_t cu_kv_len(const lmc_kv_cache *cc) { return ((const cu_cache *)cc)->len; }
+
+static lmc_status cu_kv_trim(lmc_kv_cache *cc, size_t n) {
+    cu_cache *c = (cu_cache *)cc;
+    if (n > c->len - c->floor)
+        return lmc_err(LMC_ERR_STATE,
+                       "kv cache trim: cannot drop %zu tokens, the cache holds %zu", n,
+                       c->len - c->floor);
+    c->len -= n;
+    return LMC_OK;
+}
+
+static void cu_kv_clear(lmc_kv_cache *cc) {
+    cu_cache *c = (cu_cache *)cc;
+    c->len = 0;
+    c->floor = 0;
+}
+
+static void cu_kv_free(lmc_kv_cache *cc) {
+    cu_cache *c = (cu_cache *)cc;
+    if (!c) return;
+    cu_model *m = c->m;
+    cudaStreamSynchronize(m->stream);
+    if (c->have_graph) cudaGraphExecDestroy(c->graph);
+    dev_release(m, c->k);
+    dev_release(m, c->v);
+    dev_release(m, c->ws);
+    dev_release(m, c->d_state);
+    free(c);
+}
+
+static lmc_status cu_kv_save(const lmc_kv_cache *cc, const char *path,
+                             const char *const *meta_kv) {
+    const cu_cache *c = (const cu_cache *)cc;
+    cu_model *m = c->m;
+    lmc_kv_snapshot s = {0};
+    s.n_layers = (size_t)m->L;
+    s.kv_heads = (size_t)m->hkv;
+    s.head_dim = (size_t)m->D;
+    s.n_tokens = c->len - c->floor;
+    s.offset = c->len;
+    s.window = (size_t)m->window;
+    lmc_status st = lmc_kv_snapshot_alloc(&s);
+    if (st) return st;
+    size_t D = (size_t)m->D, T = s.n_tokens, per = s.kv_heads * T * D;
+    uint16_t *tmp = malloc((per ? per : 1) * 2);
+    if (!tmp) {
+        lmc_kv_snapshot_free(&s);
+        return lmc_err(LMC_ERR_NOMEM, "%s: no memory for the cache copy", path);
+    }
+    for (size_t l = 0; l < s.n_layers && !st; l++)
+        for (int kv = 0; kv < 2 && !st; kv++) {
+            const uint16_t *src = (kv ? c->v : c->k) + ((l * s.kv_heads) * c->cap + c->floor) * D;
+            cudaError_t e = T ? cudaMemcpy2D(tmp, T * D * 2, src, c->cap * D * 2, T * D * 2,
+                                             s.kv_heads, cudaMemcpyDeviceToHost)
+                              : cudaSuccess;
+            if (e != cudaSuccess) {
+                st = lmc_err(LMC_ERR_DEVICE, "%s: reading the cache: %s", path,
+                             cudaGetErrorString(e));
+                break;
+            }
+            float *dst = kv ? s.values[l] : s.keys[l];
+            for (size_t i = 0; i < per; i++) dst[i] = lmc_bf16_to_f32(tmp[i]);
+        }
+    free(tmp);
+    if (!st) st = lmc_kv_snapshot_save(&s, m->base.cfg.model_type, path, meta_kv);
+    lmc_kv_snapshot_free(&s);
+    return st;
+}
+
+static const lmc_kv_cache_vtable cu_kv_vt = {
+    .len = cu_kv_len, .trim = cu_kv_trim, .clear = cu_kv_clear, .save = cu_kv_save,
+    .free = cu_kv_free};
+
+static lmc_status cu_cache_new(lmc_model *mm, lmc_kv_cache **out) {
+    cu_model *m = (cu_model *)mm;
+    *out = NULL;
+    cu_cache *c = calloc(1, sizeof *c);
+    if (!c) return lmc_err(LMC_ERR_NOMEM, "cuda kv cache: no memory");
+    c->base.vt = &cu_kv_vt;
+    c->m = m;
+    lmc_status st = dev_alloc(m, 2 * sizeof(int32_t), (void **)&c->d_state, "cache state");
+    if (!st) {
+        size_t first = (size_t)m->base.cfg.max_position_embeddings;
+        if (first == 0 || first > KV_INITIAL) first = KV_INITIAL;
+        st = cache_reserve(c, first);
+    }
+    if (st) {
+        cu_kv_free(&c->base);
+        return st;
+    }
+    *out = &c->base;
+    return LMC_OK;
+}
+
+static lmc_status cu_cache_load(lmc_model *mm, const char *path, lmc_kv_cache **out) {
+    cu_model *m = (cu_model *)mm;
+    *out = NULL;
+    lmc_kv_snapshot s;
+    lmc_status st = lmc_kv_snapshot_load(mm, path, &s);
+    if (st) return st;
+    if (s.n_tokens > s.offset || (s.n_tokens < s.offset && s.window == 0) ||
+        (s.window && s.n_tokens < s.offset && s.n_tokens + 1 < s.window)) {
+        lmc_kv_snapshot_free(&s);
+        return lmc_err(LMC_ERR_FORMAT, "%s: cache holds %zu tokens of %zu with window %zu", path,
+                       s.n_tokens, s.offset, s.window);
+    }
+    lmc_kv_cache *cc = NULL;
+    if ((st = cu_cache_new(mm, &cc))) {
+        lmc_kv_snapshot_free(&s);
+        return st;
+    }
+    cu_cache *c = (cu_cache *)cc;
+    size_t D = (size_t)m->D, T = s.n_tokens, per = s.kv_heads * T * D;
+    uint16_t *tmp = NULL;
+    if (!(st = cache_reserve(c, s.offset + 1))) {
+        tmp = malloc((per ? per : 1) * 2);
+        if (!tmp) st = lmc_err(LMC_ERR_NOMEM, "%s: no memory", path);
+    }
+    c->floor = s.offset - T;
+    for (size_t l = 0; l < s.n_layers && !st; l++)
+        for (int kv = 0; kv < 2 && !st; kv++) {
+            const float *src = kv ? s.values[l] : s.keys[l];
+            for (size_t i = 0; i < per; i++) tmp[i] = lmc_f32_to_bf16(src[i]);
+            uint16_t *dst = (kv ? c->v : c->k) + ((l * s.kv_heads) * c->cap + c->floor) * D;
+            cudaError_t e = T ? cudaMemcpy2D(dst, c->cap * D * 2, tmp, T * D * 2, T * D * 2,
+                                             s.kv_heads, cudaMemcpyHostToDevice)
+                              : cudaSuccess;
+            if (e != cudaSuccess)
+                st = lmc_err(LMC_ERR_DEVICE, "%s: uploading the cache: %s", path,
+                             cudaGetErrorString(e));
+        }
+    free(tmp);
+    lmc_kv_snapshot_free(&s);
+    if (st) {
+        cu_kv_free(cc);
+        return st;
+    }
+    c->len = c->floor + T;
+    *out = cc;
+    return LMC_OK;
+}
+
+/* ------------------------------------------------------------ forward */
+
+static lmc_status gemv(cu_model *m, const uint16_t *w, int rows, int cols, int in_mode,
+                       const void *x, const uint16_t *norm_w, const uint16_t *bias,
+                       int out_mode, void *y) {
+    if (!m->rnd) in_mode |= LMC_GEMV_IN_NO_ROUND;
+    KL(lmc_cu_gemv(w, rows, cols, in_mode, x, norm_w, m->eps, bias, out_mode, y, m->num_sms,
+                   (lmc_cu_stream)m->stream));
+    return LMC_OK;
+}
+
+/* One token whose id and position live in c->d_state; leaves the logits in
+ * m->d_logits and their argmax in m->d_next. Capturable. */
+static lmc_status decode_body(cu_model *m, cu_cache *c) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const int H = m->H, QD = m->hq * m->D;
+    lmc_status st;
+    KL(lmc_cu_embed(m->embed, c->d_state + 1, 1, H, m->V, m->d_x, s));
+    for (int l = 0; l < m->L; l++) {
+        const cu_layer *w = &m->layers[l];
+        size_t koff = (size_t)l * m->hkv * c->cap * m->D;
+        if ((st = gemv(m, w->qkv, m->qkv_dim, H, LMC_GEMV_IN_RMSNORM, m->d_x, w->in_norm,
+                       w->qkv_b, LMC_GEMV_OUT_BF16, m->d_qkv)))
+            return st;
+        KL(lmc_cu_qkv_post(m->d_qkv, 1, m->hq, m->hkv, m->D, NULL, w->q_norm, w->k_norm, m->eps,
+                           m->inv_freq, c->d_state, m->d_q, c->k + koff, c->v + koff,
+                           (int)c->cap, m->rnd, s));
+        KL(lmc_cu_attn_decode(m->d_q, c->k + koff, c->v + koff, m->d_attn, m->hq, m->hkv, m->D,
+                              (int)c->cap, c->d_state, m->window, c->ws, s));
+        if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
+                       LMC_GEMV_OUT_F32_ADD, m->d_x)) ||
+            (st = gemv(m, w->gate_up, 2 * m->I, H, LMC_GEMV_IN_RMSNORM, m->d_x, w->post_norm,
+                       w->gate_up_b, LMC_GEMV_OUT_BF16, m->d_gu)) ||
+            (st = gemv(m, w->down, H, m->I, LMC_GEMV_IN_SWIGLU, m->d_gu, NULL, w->down_b,
+                       LMC_GEMV_OUT_F32_ADD, m->d_x)))
+            return st;
+    }
+    if ((st = gemv(m, m->lm_head, m->V, H, LMC_GEMV_IN_RMSNORM, m->d_x, m->final_norm, NULL,
+                   LMC_GEMV_OUT_F32, m->d_logits)))
+        return st;
+    KL(lmc_cu_argmax(m->d_logits, m->V, m->d_next, s));
+    return LMC_OK;
+}
+
+static lmc_status run_decode(cu_model *m, cu_cache *c) {
+    if (!c->have_graph && !c->graph_failed) {
+        cudaGraph_t g = NULL;
+        CU(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+        lmc_status st = decode_body(m, c);
+        cudaError_t e = cudaStreamEndCapture(m->stream, &g);
+        if (st) {
+            if (g) cudaGraphDestroy(g);
+            return st;
+        }
+        if (e == cudaSuccess && cudaGraphInstantiate(&c->graph, g, 0) == cudaSuccess)
+            c->have_graph = true;
+        else
+            c->graph_failed = true; /* fall back to plain launches */
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();
+    }
+    if (c->have_graph) {
+        CU(cudaGraphLaunch(c->graph, m->stream));
+        return LMC_OK;
+    }
+    return decode_body(m, c);
+}
+
+/* Rows [0, n) of the prefill buffers, positions d_state[0] + row. */
+static lmc_status prefill_body(cu_model *m, cu_cache *c, int n) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const int H = m->H, I = m->I, QD = m->hq * m->D;
+    lmc_status st;
+    KL(lmc_cu_embed(m->embed, m->p_ids, n, H, m->V, m->p_x, s));
+    for (int l = 0; l < m->L; l++) {
+        const cu_layer *w = &m->layers[l];
+        size_t koff = (size_t)l * m->hkv * c->cap * m->D;
+        KL(lmc_cu_rmsnorm(m->p_x, w->in_norm, n, H, m->eps, m->p_norm, m->rnd, s));
+        if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->qkv, m->p_qkv, n, m->qkv_dim, H, false,
+                              false, m->stream)))
+            return st;
+        KL(lmc_cu_qkv_post(m->p_qkv, n, m->hq, m->hkv, m->D, w->qkv_b, w->q_norm, w->k_norm,
+                           m->eps, m->inv_freq, c->d_state, m->p_q, c->k + koff, c->v + koff,
+                           (int)c->cap, m->rnd, s));
+        KL(lmc_cu_attn_prefill(m->p_q, c->k + koff, c->v + koff, m->p_attn, n, m->hq, m->hkv,
+                               m->D, (int)c->cap, c->d_state, m->window, s));
+        if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, m->p_x, n, H, QD, true, true,
+                              m->stream)))
+            return st;
+        if (w->o_b) KL(lmc_cu_add_bias(m->p_x, 1, w->o_b, n, H, s));
+        KL(lmc_cu_rmsnorm(m->p_x, w->post_norm, n, H, m->eps, m->p_norm, m->rnd, s));
+        if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->gate_up, m->p_gu, n, 2 * I, H, false,
+                              false, m->stream)))
+            return st;
+        if (w->gate_up_b) KL(lmc_cu_add_bias(m->p_gu, 0, w->gate_up_b, n, 2 * I, s));
+        KL(lmc_cu_swiglu(m->p_gu, n, I, m->p_act, m->rnd, s));
+        if ((st = lmc_cu_gemm(&m->gemm, m->p_act, w->down, m->p_x, n, H, I, true, true,
+                              m->stream)))
+            return st;
+        if (w->down_b) KL(lmc_cu_add_bias(m->p_x, 1, w->down_b, n, H, s));
+    }
+    return LMC_OK;
+}
+
+static lmc_status check_call(cu_model *m, lmc_kv_cache *cc, const int32_t *ids, size_t n,
+                             cu_cache **out) {
+    if (!cc || cc->vt != &cu_kv_vt || ((cu_cache *)cc)->m != m)
+        return lmc_err(LMC_ERR_INVALID_ARG,
+                       "cuda forward: the KV cache was not created by this CUDA model");
+    if (!ids || n == 0) return lmc_err(LMC_ERR_INVALID_ARG, "cuda forward: no tokens");
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->V)
+            return lmc_err(LMC_ERR_INVALID_ARG,
+                           "cuda forward: token %zu is %" PRId32 ", outside the vocabulary [0, %d)",
+                           i, ids[i], m->V);
+    *out = (cu_cache *)cc;
+    return cache_reserve(*out, (*out)->len + n);
+}
+
+/* Feeds n tokens. Afterwards the last position's logits are in d_logits
+ * (when want_last) and, for all_logits, every row went to host_logits. */
+static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
+                       float *host_logits, bool all_logits, bool want_argmax) {
+    lmc_status st;
+    if (n == 1) {
+        m->h_state[0] = (int32_t)c->len;
+        m->h_state[1] = ids[0];
+        CU(cudaMemcpyAsync(c->d_state, m->h_state, 8, cudaMemcpyHostToDevice, m->stream));
+        if ((st = run_decode(m, c))) return st;
+        c->len += 1;
+        if (host_logits)
+            CU(cudaMemcpyAsync(host_logits, m->d_logits, (size_t)m->V * 4,
+                               cudaMemcpyDeviceToHost, m->stream));
+        return LMC_OK;
+    }
+    for (size_t done = 0; done < n;) {
+        size_t rows = n - done < PF_CHUNK ? n - done : PF_CHUNK;
+        if ((st = ensure_prefill_rows(m, rows))) return st;
+        m->h_state[0] = (int32_t)c->len;
+        CU(cudaMemcpyAsync(c->d_state, m->h_state, 4, cudaMemcpyHostToDevice, m->stream));
+        CU(cudaMemcpyAsync(m->p_ids, ids + done, rows * 4, cudaMemcpyHostToDevice, m->stream));
+        if ((st = prefill_body(m, c, (int)rows))) return st;
+        bool last = done + rows == n;
+        lmc_cu_stream s = (lmc_cu_stream)m->stream;
+        if (all_logits && host_logits) {
+            for (size_t r = 0; r < rows; r += LOGIT_ROWS) {
+                size_t rr = rows - r < LOGIT_ROWS ? rows - r : LOGIT_ROWS;
+                KL(lmc_cu_rmsnorm(m->p_x + r * m->H, m->final_norm, (int)rr, m->H, m->eps,
+                                  m->p_norm, m->rnd, s));
+                if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, (int)rr, m->V,
+                                      m->H, true, false, m->stream)))
+                    return st;
+                CU(cudaMemcpyAsync(host_logits + (done + r) * (size_t)m->V, m->p_logits,
+                                   rr * (size_t)m->V * 4, cudaMemcpyDeviceToHost, m->stream));
+            }
+            if (last && want_argmax) /* last row's logits are the tail of p_logits */
+                CU(cudaMemcpyAsync(m->d_logits,
+                                   m->p_logits + ((rows - 1) % LOGIT_ROWS) * (size_t)m->V,
+                                   (size_t)m->V * 4, cudaMemcpyDeviceToDevice, m->stream));
+        } else if (last) {
+            KL(lmc_cu_rmsnorm(m->p_x + (rows - 1) * m->H, m->final_norm, 1, m->H, m->eps,
+                              m->p_norm, m->rnd, s));
+            if ((st = gemv(m, m->lm_head, m->V, m->H, LMC_GEMV_IN_BF16, m->p_norm, NULL, NULL,
+                           LMC_GEMV_OUT_F32, m->d_logits)))
+                return st;
+            if (host_logits)
+                CU(cudaMemcpyAsync(host_logits, m->d_logits, (size_t)m->V * 4,
+                                   cudaMemcpyDeviceToHost, m->stream));
+        }
+        if (last && want_argmax) KL(lmc_cu_argmax(m->d_logits, m->V, m->d_next, s));
+        c->len += rows;
+        done += rows;
+    }
+    return LMC_OK;
+}
+
+static lmc_status cu_forward(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids, size_t n,
+                             float *logits, bool all_logits) {
+    cu_model *m = (cu_model *)mm;
+    cu_cache *c = NULL;
+    lmc_status st = check_call(m, cc, ids, n, &c);
+    if (st) return st;
+    size_t len0 = c->len;
+    st = feed(m, c, ids, n, logits, all_logits, false);
+    cudaError_t e = cudaStreamSynchronize(m->stream);
+    if (!st && e != cudaSuccess)
+        st = lmc_err(LMC_ERR_DEVICE, "cuda forward: %s", cudaGetErrorString(e));
+    if (st) c->len = len0;
+    return st;
+}
+
+static lmc_status cu_forward_greedy(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids,
+                                    size_t n, int32_t *next) {
+    cu_model *m = (cu_model *)mm;
+    cu_cache *c = NULL;
+    lmc_status st = check_call(m, cc, ids, n, &c);
+    if (st) return st;
+    size_t len0 = c->len;
+    st = feed(m, c, ids, n, NULL, false, true);
+    if (!st) {
+        cudaError_t e = cudaMemcpyAsync(m->h_state + 1, m->d_next, 4, cudaMemcpyDeviceToHost,
+                                        m->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(m->stream);
+        if (e != cudaSuccess)
+            st = lmc_err(LMC_ERR_DEVICE, "cuda forward: %s", cudaGetErrorString(e));
+        else
+            *next = m->h_state[1];
+    } else {
+        cudaStreamSynchronize(m->stream);
+    }
+    if (st) c->len = len0;
+    return st;
+}
+
+static const lmc_model_vtable cu_model_vt = {
+    .forward = cu_forward,
+    .cache_new = cu_cache_new,
+    .free = cu_model_free,
+    .cache_load = cu_cache_load,
+    .forward_greedy = cu_forward_greedy,
+};
+
+/* ------------------------------------------------------------ create */
+
+static void make_inv_freq(const lmc_model_config *c, float *f) {
+    size_t half = (size_t)c->head_dim / 2;
+    for (size_t i = 0; i < half; i++) {
+        double inv = 1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim);
+        if (!strcmp(c->rope_type, "linear")) {
+            inv /= c->rope_factor;
+        } else if (!strcmp(c->rope_type, "llama3")) {
+            double old_ctx = (double)c->rope_original_max_position;
+            double low_wl = old_ctx / c->rope_low_freq_factor;
+            double high_wl = old_ctx / c->rope_high_freq_factor;
+            double wl = 2.0 * M_PI / inv;
+            if (wl > low_wl) {
+                inv /= c->rope_factor;
+            } else if (!(wl < high_wl)) {
+                double smooth = (old_ctx / wl - c->rope_low_freq_factor) /
+                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                inv = (1.0 - smooth) * inv / c->rope_factor + smooth * inv;
+            }
+        }
+        f[i] = (float)inv;
+    }
+}
+
+static lmc_status check_shapes(const lmc_model_config *c) {
+    const char *rt = c->rope_type;
+    if (*rt && strcmp(rt, "default") && strcmp(rt, "linear") && strcmp(rt, "llama3"))
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "device cuda: rope type '%s' is not supported (default, linear, llama3)",
+                       rt);
+    if (c->quantized)
+        return lmc_err(LMC_ERR_UNSUPPORTED, "device cuda: quantized weights are not supported");
+    int64_t D = c->head_dim, hq = c->num_attention_heads, hkv = c->num_key_value_heads;
+    if (c->hidden_size % 8 || c->intermediate_size % 8 || (hq * D) % 8)
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "device cuda: hidden_size (%" PRId64 "), intermediate_size (%" PRId64
+                       ") and heads*head_dim must be multiples of 8",
+                       c->hidden_size, c->intermediate_size);
+    if (!lmc_cu_attn_prefill_supported((int)D) ||
+        !lmc_cu_attn_decode_supported((int)hq, (int)hkv, (int)D))
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "device cuda: head_dim %" PRId64 " with %" PRId64 " query and %" PRId64
+                       " kv heads is not supported (head_dim 16, 32, 64 or 128; at most 16 "
+                       "query heads per kv head)",
+                       D, hq, hkv);
+    int64_t maxc = c->hidden_size;
+    if (c->intermediate_size > maxc) maxc = c->intermediate_size;
+    if (hq * D > maxc) maxc = hq * D;
+    if (maxc > 100000)
+        return lmc_err(LMC_ERR_LIMIT, "device cuda: a matrix width of %" PRId64
+                                      " exceeds the decode kernel's limit of 100000", maxc);
+    if (c->vocab_size > INT32_MAX / 2)
+        return lmc_err(LMC_ERR_LIMIT, "device cuda: vocabulary too large");
+    return LMC_OK;
+}
+
+static lmc_status upload_weights(cu_model *m, const lmc_llama_weights *w, void *staging) {
+    lmc_status st;
+    if ((st = alloc_upload(m, &w->embed, staging, &m->embed, "embed_tokens")) ||
+        (st = alloc_upload(m, &w->final_norm, staging, &m->final_norm, "norm")))
+        return st;
+    if (w->lm_head.data == w->embed.data)
+        m->lm_head = m->embed;
+    else if ((st = alloc_upload(m, &w->lm_head, staging, &m->lm_head, "lm_head")))
+        return st;
+    for (int l = 0; l < m->L; l++) {
+        const lmc_llama_layer *s = &w->layers[l];
+        cu_layer *d = &m->layers[l];
+        const lmc_cpu_mat *qkv[] = {&s->q, &s->k, &s->v}, *qkvb[] = {&s->q_b, &s->k_b, &s->v_b};
+        const lmc_cpu_mat *gu[] = {&s->gate, &s->up}, *gub[] = {&s->gate_b, &s->up_b};
+        if ((st = alloc_upload(m, &s->in_norm, staging, &d->in_norm, "input_layernorm")) ||
+            (st = alloc_upload(m, &s->post_norm, staging, &d->post_norm,
+                               "post_attention_layernorm")) ||
+            (st = alloc_stack(m, qkv, 3, staging, &d->qkv, "q/k/v_proj")) ||
+            (st = alloc_stack(m, qkvb, 3, staging, &d->qkv_b, "q/k/v_proj bias")) ||
+            (st = alloc_upload(m, &s->o, staging, &d->o, "o_proj")) ||
+            (st = alloc_upload(m, &s->o_b, staging, &d->o_b, "o_proj bias")) ||
+            (st = alloc_upload(m, &s->q_norm, staging, &d->q_norm, "q_norm")) ||
+            (st = alloc_upload(m, &s->k_norm, staging, &d->k_norm, "k_norm")) ||
+            (st = alloc_stack(m, gu, 2, staging, &d->gate_up, "gate/up_proj")) ||
+            (st = alloc_stack(m, gub, 2, staging, &d->gate_up_b, "gate/up_proj bias")) ||
+            (st = alloc_upload(m, &s->down, staging, &d->down, "down_proj")) ||
+            (st = alloc_upload(m, &s->down_b, staging, &d->down_b, "down_proj bias")))
+            return lmc_err_prefix(st, "layer %d", l);
+    }
+    return LMC_OK;
+}
+
+static size_t largest_tensor_bytes(const lmc_llama_weights *w) {
+    size_t best = 0;
+#define T(mat)                                                                            \
+    do {                                                                                  \
+        size_t b_ = (size_t)(mat).rows * (size_t)(mat).cols * lmc_dtype_size((mat).dt);    \
+        if ((mat).data && b_ > best) best = b_;                                           \
+    } while (0)
+    T(w->embed);
+    T(w->lm_head);
+    for (size_t l = 0; l < w->n_layers; l++) {
+        const lmc_llama_layer *s = &w->layers[l];
+        T(s->q);
+        T(s->k);
+        T(s->v);
+        T(s->o);
+        T(s->gate);
+        T(s->up);
+        T(s->down);
+    }
+#undef T
+    return best;
+}
+
+lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
+    if (!lm || !lm->config || !lm->weights || !out)
+        return lmc_err(LMC_ERR_INVALID_ARG, "device cuda: config, weights and out are required");
+    *out = NULL;
+    const lmc_model_config *c = lm->config;
+    lmc_status st = check_shapes(c);
+    if (st) return st;
+    int ndev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev == 0)
+        return lmc_err(LMC_ERR_DEVICE, "device cuda: no CUDA device available (%s)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "count is 0");
+    cu_model *m = calloc(1, sizeof *m);
+    if (!m) return lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
+    m->base.vt = &cu_model_vt;
+    m->base.cfg = *c;
+    m->base.device = LMC_DEVICE_CUDA;
+    m->H = (int)c->hidden_size;
+    m->I = (int)c->intermediate_size;
+    m->V = (int)c->vocab_size;
+    m->L = (int)c->num_hidden_layers;
+    m->hq = (int)c->num_attention_heads;
+    m->hkv = (int)c->num_key_value_heads;
+    m->D = (int)c->head_dim;
+    m->qkv_dim = (m->hq + 2 * m->hkv) * m->D;
+    m->window = c->sliding_window > 0 ? (int)c->sliding_window : 0;
+    m->eps = (float)c->rms_norm_eps;
+    lmc_llama_weights w;
+    memset(&w, 0, sizeof w);
+    void *staging = NULL;
+    int dev = 0;
+    if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
+        (e = cudaDeviceGetAttribute(&m->num_sms, cudaDevAttrMultiProcessorCount, dev)) !=
+            cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaMallocHost((void **)&m->h_state, 16)) != cudaSuccess) {
+        st = lmc_err(LMC_ERR_DEVICE, "device cuda: setup: %s", cudaGetErrorString(e));
+        goto fail;
+    }
+    int maxc = m->H > m->I ? m->H : m->I;
+    if (m->hq * m->D > maxc) maxc = m->hq * m->D;
+    if ((e = (cudaError_t)lmc_cu_gemv_setup(maxc)) != cudaSuccess) {
+        st = lmc_err(LMC_ERR_DEVICE, "device cuda: gemv setup: %s", cudaGetErrorString(e));
+        goto fail;
+    }
+    if ((st = lmc_cu_gemm_init(&m->gemm))) goto fail;
+    m->gemm_ok = true;
+    m->layers = calloc((size_t)m->L, sizeof *m->layers);
+    if (!m->layers) {
+        st = lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
+        goto fail;
+    }
+    if ((st = lmc_llama_weights_bind(c, lm->weights, &w))) goto fail;
+    m->rnd = w.embed.dt != LMC_DT_F32;
+    if ((e = cudaMalloc(&staging, largest_tensor_bytes(&w) + 16)) != cudaSuccess) {
+        st = lmc_err(LMC_ERR_DEVICE, "device cuda: upload staging buffer: %s",
+                     cudaGetErrorString(e));
+        goto fail;
+    }
+    if ((st = upload_weights(m, &w, staging))) goto fail;
+    cudaFree(staging);
+    staging = NULL;
+    lmc_llama_weights_free(&w);
+
+    float *inv = malloc((size_t)m->D / 2 * sizeof(float));
+    if (!inv) {
+        st = lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
+        goto fail;
+    }
+    make_inv_freq(c, inv);
+    st = dev_alloc(m, (size_t)m->D / 2 * 4, (void **)&m->inv_freq, "rope frequencies");
+    if (!st && (e = cudaMemcpy(m->inv_freq, inv, (size_t)m->D / 2 * 4,
+                               cudaMemcpyHostToDevice)) != cudaSuccess)
+        st = lmc_err(LMC_ERR_DEVICE, "device cuda: rope upload: %s", cudaGetErrorString(e));
+    free(inv);
+    if (st) goto fail;
+    size_t QD = (size_t)m->hq * m->D;
+    if ((st = dev_alloc(m, (size_t)m->H * 4, (void **)&m->d_x, "decode residual")) ||
+        (st = dev_alloc(m, (size_t)m->V * 4, (void **)&m->d_logits, "logits")) ||
+        (st = dev_alloc(m, (size_t)m->qkv_dim * 2, (void **)&m->d_qkv, "decode qkv")) ||
+        (st = dev_alloc(m, QD * 2, (void **)&m->d_q, "decode q")) ||
+        (st = dev_alloc(m, QD * 2, (void **)&m->d_attn, "decode attention")) ||
+        (st = dev_alloc(m, (size_t)m->I * 4, (void **)&m->d_gu, "decode gate/up")) ||
+        (st = dev_alloc(m, 16, (void **)&m->d_next, "argmax")) ||
+        (st = dev_alloc(m, (size_t)LOGIT_ROWS * m->V * 4, (void **)&m->p_logits,
+                        "logits rows")))
+        goto fail;
+    *out = &m->base;
+    return LMC_OK;
+fail:
+    if (staging) cudaFree(staging);
+    lmc_llama_weights_free(&w);
+    cu_model_free(&m->base);
+    return st;
+}
+
+size_t lmc_llama_cuda_weight_bytes(const lmc_model *m) {
+    return m && m->vt == &cu_model_vt ? ((const cu_model *)m)->weight_bytes : 0;
+}

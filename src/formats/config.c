@@ -1,0 +1,306 @@
+/* config.json typed subset + generation_config.json eos override. */
+#include "formats/config.h"
+#include "base/error.h"
+#include "base/file.h"
+#include "base/json.h"
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Integer key (absent/null keeps *out); wrong type or negative -> error. */
+static lmc_status get_int(json_object *o, const char *what, const char *prefix,
+                          const char *key, int64_t *out) {
+    bool bad = false;
+    int64_t v;
+    if (lmc_json_int(o, key, &v, &bad)) {
+        if (v < 0)
+            return lmc_err(LMC_ERR_FORMAT, "%s: %s%s is %lld, must be non-negative", what,
+                           prefix, key, (long long)v);
+        *out = v;
+    } else if (bad) {
+        return lmc_err(LMC_ERR_FORMAT, "%s: %s%s must be an integer", what, prefix, key);
+    }
+    return LMC_OK;
+}
+
+static lmc_status get_double(json_object *o, const char *what, const char *prefix,
+                             const char *key, double *out) {
+    bool bad = false;
+    if (!lmc_json_double(o, key, out, &bad) && bad)
+        return lmc_err(LMC_ERR_FORMAT, "%s: %s%s must be a number", what, prefix, key);
+    return LMC_OK;
+}
+
+static lmc_status get_bool(json_object *o, const char *what, const char *key, bool *out,
+                           bool *present) {
+    bool bad = false;
+    bool got = lmc_json_bool(o, key, out, &bad);
+    if (bad) return lmc_err(LMC_ERR_FORMAT, "%s: %s must be true or false", what, key);
+    if (present) *present = got;
+    return LMC_OK;
+}
+
+/* String key copied into a fixed buffer (absent/null keeps it). */
+static lmc_status get_str(json_object *o, const char *what, const char *prefix,
+                          const char *key, char *dst, size_t cap) {
+    bool bad = false;
+    const char *s = lmc_json_str(o, key, &bad);
+    if (bad) return lmc_err(LMC_ERR_FORMAT, "%s: %s%s must be a string", what, prefix, key);
+    if (!s) return LMC_OK;
+    if (strlen(s) >= cap)
+        return lmc_err(LMC_ERR_LIMIT, "%s: %s%s '%.40s' is longer than %zu bytes", what, prefix,
+                       key, s, cap - 1);
+    memcpy(dst, s, strlen(s) + 1);
+    return LMC_OK;
+}
+
+/* Rope parameters from a rope_scaling / rope_parameters object. */
+static lmc_status parse_rope_obj(json_object *r, const char *what, const char *name,
+                                 lmc_model_config *c) {
+    if (!json_object_is_type(r, json_type_object))
+        return lmc_err(LMC_ERR_FORMAT, "%s: %s must be an object", what, name);
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "%s.", name);
+    lmc_status st;
+    char type[sizeof c->rope_type] = "";
+    if ((st = get_str(r, what, prefix, "type", type, sizeof type))) return st;
+    /* "rope_type" is the current spelling; "type" the legacy one. */
+    if ((st = get_str(r, what, prefix, "rope_type", type, sizeof type))) return st;
+    if (!strcmp(type, "default")) type[0] = '\0';
+    memcpy(c->rope_type, type, sizeof type);
+    if ((st = get_double(r, what, prefix, "rope_theta", &c->rope_theta)) ||
+        (st = get_double(r, what, prefix, "factor", &c->rope_factor)) ||
+        (st = get_double(r, what, prefix, "low_freq_factor", &c->rope_low_freq_factor)) ||
+        (st = get_double(r, what, prefix, "high_freq_factor", &c->rope_high_freq_factor)) ||
+        (st = get_int(r, what, prefix, "original_max_position_embeddings",
+                      &c->rope_original_max_position)))
+        return st;
+    return LMC_OK;
+}
+
+/* config.json eos_token_id: an id or a list of ids (null/absent = none). */
+static lmc_status parse_config_eos(json_object *v, const char *what, lmc_model_config *c) {
+    c->n_eos = 0;
+    if (!v) return LMC_OK;
+    if (json_object_is_type(v, json_type_int)) {
+        int64_t x = json_object_get_int64(v);
+        if (x < 0 || x > INT32_MAX)
+            return lmc_err(LMC_ERR_FORMAT, "%s: eos_token_id %lld is not a valid token id",
+                           what, (long long)x);
+        c->eos_ids[c->n_eos++] = (int32_t)x;
+        return LMC_OK;
+    }
+    if (!json_object_is_type(v, json_type_array))
+        return lmc_err(LMC_ERR_FORMAT, "%s: eos_token_id must be an integer or a list", what);
+    size_t n = json_object_array_length(v);
+    if (n > LMC_MAX_EOS)
+        return lmc_err(LMC_ERR_LIMIT, "%s: eos_token_id has %zu ids, over the limit of %d",
+                       what, n, LMC_MAX_EOS);
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = json_object_array_get_idx(v, i);
+        int64_t x = e && json_object_is_type(e, json_type_int) ? json_object_get_int64(e) : -1;
+        if (x < 0 || x > INT32_MAX)
+            return lmc_err(LMC_ERR_FORMAT, "%s: eos_token_id[%zu] is not a valid token id",
+                           what, i);
+        c->eos_ids[c->n_eos++] = (int32_t)x;
+    }
+    return LMC_OK;
+}
+
+/* The generation_config.json rule: a nonzero scalar or a non-empty list
+ * overrides (list entries that are not valid ids are dropped, the rest kept
+ * in order, zeros included); anything else leaves the config's set alone.
+ * Returns 1 to override, 0 not to, -1 when the list is over LMC_MAX_EOS. */
+static int truthy_eos(json_object *v, int32_t *ids, int *n_out) {
+    if (!v) return 0;
+    if (json_object_is_type(v, json_type_int)) {
+        int64_t x = json_object_get_int64(v);
+        if (x <= 0 || x > INT32_MAX) return 0;
+        ids[0] = (int32_t)x;
+        *n_out = 1;
+        return 1;
+    }
+    if (!json_object_is_type(v, json_type_array)) return 0;
+    size_t n = json_object_array_length(v);
+    if (n == 0) return 0;
+    if (n > LMC_MAX_EOS) return -1;
+    int k = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = json_object_array_get_idx(v, i);
+        if (!e || !json_object_is_type(e, json_type_int)) continue;
+        int64_t x = json_object_get_int64(e);
+        if (x < 0 || x > INT32_MAX) continue;
+        ids[k++] = (int32_t)x;
+    }
+    *n_out = k;
+    return 1;
+}
+
+lmc_status lmc_config_parse(const char *text, size_t len, const char *what,
+                            lmc_model_config *cfg, json_object **json_out) {
+    if (json_out) *json_out = NULL;
+    memset(cfg, 0, sizeof *cfg);
+    json_object *o = NULL;
+    lmc_status st = lmc_json_parse(text, len, what, &o);
+    if (st) return st;
+    lmc_model_config *c = cfg;
+    if (!json_object_is_type(o, json_type_object)) {
+        st = lmc_err(LMC_ERR_FORMAT, "%s: not a JSON object", what);
+        goto done;
+    }
+    bool bad = false;
+    if (!lmc_json_str(o, "model_type", &bad)) {
+        st = lmc_err(LMC_ERR_FORMAT, "%s: model_type %s", what,
+                     bad ? "must be a string" : "is missing");
+        goto done;
+    }
+    if ((st = get_str(o, what, "", "model_type", c->model_type, sizeof c->model_type)))
+        goto done;
+
+    c->rms_norm_eps = 1e-6;
+    c->rope_theta = 10000.0;
+    c->rope_factor = 1.0;
+    c->rope_low_freq_factor = 1.0;
+    c->rope_high_freq_factor = 4.0;
+    c->bos_token_id = -1;
+    c->num_key_value_heads = -1;
+    c->head_dim = -1;
+    c->rope_original_max_position = -1;
+    c->q_group_size = 64;
+    c->q_bits = 4;
+    strcpy(c->hidden_act, "silu");
+
+    static const struct {
+        const char *key;
+        size_t off;
+    } ints[] = {
+        {"vocab_size", offsetof(lmc_model_config, vocab_size)},
+        {"hidden_size", offsetof(lmc_model_config, hidden_size)},
+        {"intermediate_size", offsetof(lmc_model_config, intermediate_size)},
+        {"num_hidden_layers", offsetof(lmc_model_config, num_hidden_layers)},
+        {"num_attention_heads", offsetof(lmc_model_config, num_attention_heads)},
+        {"num_key_value_heads", offsetof(lmc_model_config, num_key_value_heads)},
+        {"head_dim", offsetof(lmc_model_config, head_dim)},
+        {"max_position_embeddings", offsetof(lmc_model_config, max_position_embeddings)},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if ((st = get_int(o, what, "", ints[i].key, (int64_t *)((char *)c + ints[i].off))))
+            goto done;
+    if (c->num_key_value_heads < 0) c->num_key_value_heads = c->num_attention_heads;
+    if (c->head_dim < 0)
+        c->head_dim = c->num_attention_heads > 0 ? c->hidden_size / c->num_attention_heads : 0;
+    if ((st = get_double(o, what, "", "rms_norm_eps", &c->rms_norm_eps))) goto done;
+
+    /* Rope: transformers 5.x nests everything under rope_parameters (per
+     * attention type for some models); older configs use rope_theta +
+     * rope_scaling. Top-level keys win when both appear. */
+    json_object *rp = lmc_json_get(o, "rope_parameters");
+    if (rp) {
+        json_object *full = lmc_json_get(rp, "full_attention");
+        if (full && json_object_is_type(full, json_type_object) &&
+            !lmc_json_get(rp, "rope_type") && !lmc_json_get(rp, "rope_theta"))
+            st = parse_rope_obj(full, what, "rope_parameters.full_attention", c);
+        else
+            st = parse_rope_obj(rp, what, "rope_parameters", c);
+        if (st) goto done;
+    }
+    if ((st = get_double(o, what, "", "rope_theta", &c->rope_theta))) goto done;
+    json_object *rs = lmc_json_get(o, "rope_scaling");
+    if (rs && (st = parse_rope_obj(rs, what, "rope_scaling", c))) goto done;
+    if (c->rope_original_max_position < 0) c->rope_original_max_position = c->max_position_embeddings;
+
+    if ((st = get_bool(o, what, "tie_word_embeddings", &c->tie_word_embeddings, NULL)) ||
+        (st = get_bool(o, what, "attention_bias", &c->attention_bias, NULL)) ||
+        (st = get_bool(o, what, "mlp_bias", &c->mlp_bias, NULL)))
+        goto done;
+    if (!strcmp(c->model_type, "qwen2")) c->attention_bias = true; /* always q/k/v bias */
+
+    if ((st = get_int(o, what, "", "sliding_window", &c->sliding_window))) goto done;
+    bool use_sw = true, has_use_sw = false;
+    if ((st = get_bool(o, what, "use_sliding_window", &use_sw, &has_use_sw))) goto done;
+    if (has_use_sw && !use_sw) c->sliding_window = 0;
+
+    if ((st = get_str(o, what, "", "hidden_act", c->hidden_act, sizeof c->hidden_act)))
+        goto done;
+
+    json_object *q = lmc_json_get(o, "quantization");
+    if (q) {
+        if (!json_object_is_type(q, json_type_object)) {
+            st = lmc_err(LMC_ERR_FORMAT, "%s: quantization must be an object", what);
+            goto done;
+        }
+        c->quantized = true;
+        if ((st = get_int(q, what, "quantization.", "group_size", &c->q_group_size)) ||
+            (st = get_int(q, what, "quantization.", "bits", &c->q_bits)))
+            goto done;
+    }
+
+    if ((st = parse_config_eos(lmc_json_get(o, "eos_token_id"), what, c))) goto done;
+    if ((st = get_int(o, what, "", "bos_token_id", &c->bos_token_id))) goto done;
+    /* "dtype" is the transformers 5.x name of "torch_dtype". */
+    if ((st = get_str(o, what, "", "dtype", c->torch_dtype, sizeof c->torch_dtype)) ||
+        (st = get_str(o, what, "", "torch_dtype", c->torch_dtype, sizeof c->torch_dtype)))
+        goto done;
+done:
+    if (st || !json_out)
+        json_object_put(o);
+    else
+        *json_out = o;
+    return st;
+}
+
+lmc_status lmc_config_load(const char *dir, lmc_model_config *cfg, json_object **json_out,
+                           char **raw_out) {
+    if (json_out) *json_out = NULL;
+    if (raw_out) *raw_out = NULL;
+    char *path = lmc_path_join(dir, "config.json");
+    char *gpath = lmc_path_join(dir, "generation_config.json");
+    char *text = NULL;
+    size_t len = 0;
+    json_object *o = NULL;
+    lmc_status st = LMC_OK;
+    if (!path || !gpath) {
+        st = lmc_err(LMC_ERR_NOMEM, "%s: out of memory", dir);
+        goto done;
+    }
+    if ((st = lmc_read_file(path, path, LMC_MAX_CONFIG_BYTES, &text, &len))) goto done;
+    if ((st = lmc_config_parse(text, len, path, cfg, &o))) goto done;
+
+    /* The override is best effort: a missing, unreadable, non-regular or
+     * malformed generation_config.json changes nothing. */
+    char *gtext = NULL;
+    size_t glen = 0;
+    if (lmc_read_file(gpath, gpath, LMC_MAX_CONFIG_BYTES, &gtext, &glen) == LMC_OK) {
+        json_object *g = NULL;
+        if (lmc_json_parse(gtext, glen, gpath, &g) == LMC_OK) {
+            int32_t ids[LMC_MAX_EOS];
+            int n = 0;
+            int t = truthy_eos(lmc_json_get(g, "eos_token_id"), ids, &n);
+            if (t > 0) {
+                memcpy(cfg->eos_ids, ids, (size_t)n * sizeof ids[0]);
+                cfg->n_eos = n;
+            } else if (t < 0) {
+                st = lmc_err(LMC_ERR_LIMIT, "%s: eos_token_id has more than %d ids", gpath,
+                             LMC_MAX_EOS);
+            }
+            json_object_put(g);
+        }
+        free(gtext);
+    }
+    if (!st) lmc_err_clear();
+done:
+    if (!st && json_out) {
+        *json_out = o;
+        o = NULL;
+    }
+    if (!st && raw_out) {
+        *raw_out = text;
+        text = NULL;
+    }
+    json_object_put(o);
+    free(text);
+    free(path);
+    free(gpath);
+    return st;
+}

@@ -1,0 +1,323 @@
+/* The llama family on the CPU: llama, mistral (sliding window), qwen2 (q/k/v
+ * bias) and qwen3 (per-head q/k RMSNorm, explicit head_dim). Weights are
+ * views into the mmapped safetensors; activations are fp32. For bf16/fp16
+ * checkpoints the activations are rounded to that dtype after each op, the
+ * way a model computed in that dtype (transformers, mlx) rounds them, so
+ * greedy decoding follows the reference. */
+#include "backend/cpu/cpu_ops.h"
+#include "base/error.h"
+#include "models/kv_cache_cpu.h"
+#include "models/llama_weights.h"
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Longest run of tokens pushed through the layers at once; longer prompts
+ * are processed in pieces (bounding activation memory). */
+#define PREFILL_CHUNK 512
+
+typedef struct {
+    lmc_model base;
+    lmc_llama_weights w;
+    float *inv_freq;
+    size_t window;
+    float scale;
+    lmc_dtype act_dt; /* rounding of activations: F32 (none), BF16 or F16 */
+} llama_model;
+
+/* ------------------------------------------------------------ rope */
+
+static lmc_status make_inv_freq(const lmc_model_config *c, float **out) {
+    size_t half = (size_t)c->head_dim / 2;
+    float *f = malloc(half * sizeof(float));
+    if (!f) return lmc_err(LMC_ERR_NOMEM, "rope: no memory");
+    for (size_t i = 0; i < half; i++)
+        f[i] = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim));
+    const char *t = c->rope_type;
+    if (!strcmp(t, "linear")) {
+        for (size_t i = 0; i < half; i++) f[i] = (float)(f[i] / c->rope_factor);
+    } else if (!strcmp(t, "llama3")) {
+        /* Long wavelengths are slowed by `factor`, short ones kept, and the
+         * band between low_freq and high_freq wavelengths interpolated. */
+        double old_ctx = (double)c->rope_original_max_position;
+        double low_wl = old_ctx / c->rope_low_freq_factor;
+        double high_wl = old_ctx / c->rope_high_freq_factor;
+        for (size_t i = 0; i < half; i++) {
+            double inv = f[i], wl = 2.0 * M_PI / inv;
+            double scaled = wl > low_wl ? inv / c->rope_factor : inv;
+            if (!(wl < high_wl) && !(wl > low_wl)) {
+                double smooth = (old_ctx / wl - c->rope_low_freq_factor) /
+                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                scaled = (1.0 - smooth) * scaled / c->rope_factor + smooth * scaled;
+            }
+            f[i] = (float)scaled;
+        }
+    }
+    *out = f;
+    return LMC_OK;
+}
+
+/* ------------------------------------------------------------ config */
+
+static lmc_status validate_config(const lmc_model_config *c) {
+    const char *mt = c->model_type;
+    if (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") && strcmp(mt, "qwen3"))
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "config.json: model_type '%s' is not in the llama family "
+                       "(llama, mistral, qwen2, qwen3)",
+                       mt);
+#define POSITIVE(field)                                                                   \
+    if (c->field <= 0)                                                                    \
+        return lmc_err(LMC_ERR_FORMAT, "config.json: " #field " must be positive, got %" PRId64, \
+                       (int64_t)c->field);
+    POSITIVE(vocab_size)
+    POSITIVE(hidden_size)
+    POSITIVE(intermediate_size)
+    POSITIVE(num_hidden_layers)
+    POSITIVE(num_attention_heads)
+    POSITIVE(num_key_value_heads)
+    POSITIVE(head_dim)
+#undef POSITIVE
+    if (c->num_attention_heads % c->num_key_value_heads)
+        return lmc_err(LMC_ERR_FORMAT,
+                       "config.json: num_attention_heads (%" PRId64
+                       ") is not a multiple of num_key_value_heads (%" PRId64 ")",
+                       c->num_attention_heads, c->num_key_value_heads);
+    if (c->head_dim % 2 || c->head_dim > 1024)
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "config.json: head_dim %" PRId64 " must be even and at most 1024",
+                       c->head_dim);
+    if (c->hidden_size > (1 << 20) || c->intermediate_size > (1 << 22) ||
+        c->vocab_size > (1 << 24) || c->num_hidden_layers > 4096 ||
+        c->num_attention_heads > 4096)
+        return lmc_err(LMC_ERR_LIMIT, "config.json: model dimensions are beyond supported limits");
+    if (!(c->rms_norm_eps >= 0.0) || !(c->rope_theta > 0.0))
+        return lmc_err(LMC_ERR_FORMAT, "config.json: rms_norm_eps must be >= 0 and rope_theta > 0");
+    const char *rt = c->rope_type;
+    if (*rt && strcmp(rt, "default") && strcmp(rt, "linear") && strcmp(rt, "llama3"))
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "config.json: rope type '%s' is not supported (default, linear, llama3)",
+                       rt);
+    if (!strcmp(rt, "linear") || !strcmp(rt, "llama3")) {
+        if (!(c->rope_factor > 0.0))
+            return lmc_err(LMC_ERR_FORMAT, "config.json: rope factor must be positive");
+    }
+    if (!strcmp(rt, "llama3") &&
+        (!(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
+         !(c->rope_low_freq_factor > 0.0) || c->rope_original_max_position <= 0))
+        return lmc_err(LMC_ERR_FORMAT,
+                       "config.json: llama3 rope needs high_freq_factor > low_freq_factor > 0 "
+                       "and original_max_position_embeddings > 0");
+    if (c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
+        return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (silu)",
+                       c->hidden_act);
+    if (c->quantized)
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "config.json: quantized weights are not supported by the CPU llama model");
+    if (c->sliding_window < 0)
+        return lmc_err(LMC_ERR_FORMAT, "config.json: sliding_window must not be negative");
+    return LMC_OK;
+}
+
+/* ------------------------------------------------------------ forward */
+
+typedef struct {
+    float *x, *h, *q, *k, *v, *att, *o, *g, *u;
+} workspace;
+
+static void ws_free(workspace *w) {
+    free(w->x), free(w->h), free(w->q), free(w->k), free(w->v);
+    free(w->att), free(w->o), free(w->g), free(w->u);
+}
+
+static lmc_status ws_alloc(const lmc_model_config *c, size_t n, workspace *w) {
+    size_t H = (size_t)c->hidden_size, qd = (size_t)(c->num_attention_heads * c->head_dim);
+    size_t kvd = (size_t)(c->num_key_value_heads * c->head_dim), I = (size_t)c->intermediate_size;
+    memset(w, 0, sizeof *w);
+    w->x = malloc(n * H * sizeof(float));
+    w->h = malloc(n * H * sizeof(float));
+    w->q = malloc(n * qd * sizeof(float));
+    w->k = malloc(n * kvd * sizeof(float));
+    w->v = malloc(n * kvd * sizeof(float));
+    w->att = malloc(n * qd * sizeof(float));
+    w->o = malloc(n * H * sizeof(float));
+    w->g = malloc(n * I * sizeof(float));
+    w->u = malloc(n * I * sizeof(float));
+    if (!w->x || !w->h || !w->q || !w->k || !w->v || !w->att || !w->o || !w->g || !w->u) {
+        ws_free(w);
+        return lmc_err(LMC_ERR_NOMEM, "forward: no memory for activations of %zu tokens", n);
+    }
+    return LMC_OK;
+}
+
+/* Matmul followed by the activation-dtype rounding. */
+static lmc_status linear(const llama_model *m, const lmc_cpu_mat *w, const lmc_cpu_mat *b,
+                         const float *x, size_t n, float *y) {
+    lmc_status st = lmc_cpu_matmul(w, b && b->data ? b : NULL, x, n, y);
+    if (!st) lmc_cpu_round(y, n * (size_t)w->rows, m->act_dt);
+    return st;
+}
+
+static void store_kv(lmc_cpu_kv_cache *c, size_t l, const float *k, const float *v, size_t n) {
+    size_t hd = c->head_dim, kvh = c->kv_heads;
+    size_t first = c->ring && n > c->ring ? n - c->ring : 0;
+    for (size_t i = first; i < n; i++) {
+        size_t s = lmc_cpu_kv_slot(c, c->offset + i);
+        for (size_t h = 0; h < kvh; h++) {
+            memcpy(c->k[l] + (h * c->cap + s) * hd, k + (i * kvh + h) * hd, hd * sizeof(float));
+            memcpy(c->v[l] + (h * c->cap + s) * hd, v + (i * kvh + h) * hd, hd * sizeof(float));
+        }
+    }
+}
+
+/* One chunk of n tokens through every layer; leaves the final hidden
+ * states (after the last norm) of the rows that need logits in ws->h. */
+static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *ids,
+                                size_t n, workspace *ws) {
+    const lmc_model_config *cfg = &m->base.cfg;
+    const lmc_llama_weights *W = &m->w;
+    size_t H = (size_t)cfg->hidden_size, nh = (size_t)cfg->num_attention_heads;
+    size_t nkv = (size_t)cfg->num_key_value_heads, hd = (size_t)cfg->head_dim;
+    size_t I = (size_t)cfg->intermediate_size;
+    float eps = (float)cfg->rms_norm_eps;
+    lmc_dtype rd = m->act_dt;
+    lmc_status st;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= cfg->vocab_size)
+            return lmc_err(LMC_ERR_INVALID_ARG, "forward: token id %d at index %zu is outside the "
+                           "vocabulary (size %" PRId64 ")",
+                           ids[i], i, cfg->vocab_size);
+        lmc_cpu_widen(&W->embed, ids[i], 0, H, ws->x + i * H);
+    }
+    if ((st = lmc_cpu_kv_reserve(c, n))) return st;
+    for (size_t l = 0; l < W->n_layers; l++) {
+        const lmc_llama_layer *L = &W->layers[l];
+        lmc_cpu_rmsnorm(ws->x, &L->in_norm, eps, n, H, ws->h, rd);
+        if ((st = linear(m, &L->q, &L->q_b, ws->h, n, ws->q)) ||
+            (st = linear(m, &L->k, &L->k_b, ws->h, n, ws->k)) ||
+            (st = linear(m, &L->v, &L->v_b, ws->h, n, ws->v)))
+            return st;
+        if (L->q_norm.data) {
+            lmc_cpu_rmsnorm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, rd);
+            lmc_cpu_rmsnorm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, rd);
+        }
+        lmc_cpu_rope(ws->q, n, nh, hd, c->offset, m->inv_freq, rd);
+        lmc_cpu_rope(ws->k, n, nkv, hd, c->offset, m->inv_freq, rd);
+        lmc_cpu_attn_args a = {
+            .k = c->k[l], .v = c->v[l], .pos = c->pos, .n_past = c->used,
+            .past_stride = c->cap, .k_new = ws->k, .v_new = ws->v, .n = n, .heads = nh,
+            .kv_heads = nkv, .head_dim = hd, .pos0 = c->offset, .window = m->window,
+            .scale = m->scale, .round_dt = rd,
+        };
+        if ((st = lmc_cpu_attention(&a, ws->q, ws->att))) return st;
+        store_kv(c, l, ws->k, ws->v, n);
+        if ((st = linear(m, &L->o, &L->o_b, ws->att, n, ws->o))) return st;
+        lmc_cpu_add(ws->x, ws->o, n * H);
+        lmc_cpu_round(ws->x, n * H, rd);
+        lmc_cpu_rmsnorm(ws->x, &L->post_norm, eps, n, H, ws->h, rd);
+        if ((st = linear(m, &L->gate, &L->gate_b, ws->h, n, ws->g)) ||
+            (st = linear(m, &L->up, &L->up_b, ws->h, n, ws->u)))
+            return st;
+        lmc_cpu_silu_mul(ws->g, ws->u, n * I, ws->g, rd);
+        if ((st = linear(m, &L->down, &L->down_b, ws->g, n, ws->o))) return st;
+        lmc_cpu_add(ws->x, ws->o, n * H);
+        lmc_cpu_round(ws->x, n * H, rd);
+    }
+    lmc_cpu_kv_commit(c, n);
+    return LMC_OK;
+}
+
+static lmc_status llama_forward(lmc_model *base, lmc_kv_cache *cache, const int32_t *ids,
+                                size_t n, float *logits, bool all_logits) {
+    llama_model *m = (llama_model *)base;
+    const lmc_model_config *cfg = &base->cfg;
+    if (!cache || !ids || (n && !logits))
+        return lmc_err(LMC_ERR_INVALID_ARG, "forward: cache, ids and logits are required");
+    if (cache->vt != &lmc_cpu_kv_vtable)
+        return lmc_err(LMC_ERR_INVALID_ARG, "forward: the KV cache belongs to another backend");
+    lmc_cpu_kv_cache *c = (lmc_cpu_kv_cache *)cache;
+    if (c->n_layers != m->w.n_layers || c->kv_heads != (size_t)cfg->num_key_value_heads ||
+        c->head_dim != (size_t)cfg->head_dim || c->window != m->window)
+        return lmc_err(LMC_ERR_INVALID_ARG,
+                       "forward: the KV cache was made for a model of another shape");
+    if (n == 0) return lmc_err(LMC_ERR_INVALID_ARG, "forward: no tokens");
+    size_t H = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size;
+    size_t chunk = n < PREFILL_CHUNK ? n : PREFILL_CHUNK;
+    workspace ws;
+    lmc_status st = ws_alloc(cfg, chunk, &ws);
+    if (st) return st;
+    float eps = (float)cfg->rms_norm_eps;
+    for (size_t done = 0; done < n && !st; done += chunk) {
+        size_t k = n - done < chunk ? n - done : chunk;
+        if ((st = forward_chunk(m, c, ids + done, k, &ws))) break;
+        bool last = done + k == n;
+        if (!all_logits && !last) continue;
+        /* Logits for every row (all_logits) or only the final position. */
+        size_t r0 = all_logits ? 0 : k - 1, nr = k - r0;
+        lmc_cpu_rmsnorm(ws.x + r0 * H, &m->w.final_norm, eps, nr, H, ws.h, m->act_dt);
+        float *dst = all_logits ? logits + done * V : logits;
+        st = linear(m, &m->w.lm_head, NULL, ws.h, nr, dst);
+    }
+    ws_free(&ws);
+    return st;
+}
+
+static lmc_status llama_cache_new(lmc_model *base, lmc_kv_cache **out) {
+    lmc_cpu_kv_cache *c;
+    lmc_status st = lmc_cpu_kv_new(&base->cfg, &c);
+    if (st) return st;
+    *out = &c->base;
+    return LMC_OK;
+}
+
+static void llama_free(lmc_model *base) {
+    llama_model *m = (llama_model *)base;
+    lmc_llama_weights_free(&m->w);
+    free(m->inv_freq);
+    free(m);
+}
+
+static const lmc_model_vtable llama_vt = {
+    .forward = llama_forward,
+    .cache_new = llama_cache_new,
+    .free = llama_free,
+    .cache_load = lmc_cpu_kv_load,
+};
+
+#ifndef LMC_HAVE_CUDA
+lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
+    (void)lm;
+    *out = NULL;
+    return lmc_err(LMC_ERR_UNSUPPORTED, "device cuda: this lmc was built without CUDA");
+}
+#endif
+
+lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
+    if (!lm || !lm->config || !lm->weights || !out)
+        return lmc_err(LMC_ERR_INVALID_ARG, "llama: config, weights and out are required");
+    *out = NULL;
+    lmc_status st = validate_config(lm->config);
+    if (st) return st;
+    if (lm->device == LMC_DEVICE_CUDA) return lmc_llama_cuda_create(lm, out);
+    if (lm->device != LMC_DEVICE_CPU)
+        return lmc_err(LMC_ERR_UNSUPPORTED, "llama: unknown device %d", (int)lm->device);
+    llama_model *m = calloc(1, sizeof *m);
+    if (!m) return lmc_err(LMC_ERR_NOMEM, "llama: no memory");
+    m->base.vt = &llama_vt;
+    m->base.cfg = *lm->config;
+    m->base.device = LMC_DEVICE_CPU;
+    const lmc_model_config *c = &m->base.cfg;
+    if ((st = lmc_llama_weights_bind(c, lm->weights, &m->w)) || (st = make_inv_freq(c, &m->inv_freq))) {
+        llama_free(&m->base);
+        return st;
+    }
+    m->window = c->sliding_window > 0 ? (size_t)c->sliding_window : 0;
+    m->scale = (float)(1.0 / sqrt((double)c->head_dim));
+    /* Compute like the checkpoint's dtype: a bf16/fp16 model rounds its
+     * activations to that dtype between ops. */
+    m->act_dt = m->w.embed.dt == LMC_DT_F32 ? LMC_DT_F32 : m->w.embed.dt;
+    *out = &m->base;
+    return LMC_OK;
+}

@@ -1,0 +1,132 @@
+/* Tensor lookup for the llama family (HF names, "model." prefix). */
+#include "models/llama_weights.h"
+#include "base/error.h"
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
+    size_t len = 0;
+    buf[0] = 0;
+    len += (size_t)snprintf(buf + len, cap - len, "[");
+    for (int d = 0; d < ndim && len < cap; d++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%" PRId64, d ? ", " : "", shape[d]);
+    if (len < cap) snprintf(buf + len, cap - len, "]");
+}
+
+/* Find `name` and check it is [d0] (d1 == 0) or [d0, d1] in a float dtype.
+ * Missing and optional -> data NULL. */
+static lmc_status bind(lmc_llama_weights *w, const lmc_st_set *set, const char *name,
+                       int64_t d0, int64_t d1, bool required, lmc_cpu_mat *out) {
+    memset(out, 0, sizeof *out);
+    const lmc_tensor_view *t = lmc_st_set_find(set, name);
+    if (!t) {
+        if (!required) return LMC_OK;
+        return lmc_err(LMC_ERR_NOT_FOUND, "model weights: missing tensor '%s'", name);
+    }
+    int ndim = d1 ? 2 : 1;
+    int64_t want[2] = {d0, d1};
+    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
+        char got[160], exp[64];
+        shape_str(got, sizeof got, t->ndim, t->shape);
+        shape_str(exp, sizeof exp, ndim, want);
+        return lmc_err(LMC_ERR_FORMAT, "model weights: tensor '%s' has shape %s, expected %s",
+                       name, got, exp);
+    }
+    if (t->dtype != LMC_DT_F32 && t->dtype != LMC_DT_F16 && t->dtype != LMC_DT_BF16)
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "model weights: tensor '%s' has dtype %s; expected F32, F16 or BF16", name,
+                       lmc_dtype_name(t->dtype));
+    out->dt = t->dtype;
+    out->rows = d0;
+    out->cols = d1 ? d1 : d0;
+    if (!d1) out->rows = 1;
+    out->data = t->data;
+    size_t es = lmc_dtype_size(t->dtype);
+    if ((uintptr_t)t->data % es) {
+        /* Kernels load whole elements; keep an aligned copy instead. */
+        void **grown = realloc(w->owned, (w->n_owned + 1) * sizeof *grown);
+        if (!grown) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory for '%s'", name);
+        w->owned = grown;
+        void *copy = malloc(t->nbytes ? t->nbytes : 1);
+        if (!copy) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory for '%s'", name);
+        memcpy(copy, t->data, t->nbytes);
+        w->owned[w->n_owned++] = copy;
+        out->data = copy;
+    }
+    return LMC_OK;
+}
+
+lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
+                                  lmc_llama_weights *w) {
+    memset(w, 0, sizeof *w);
+    const char *mt = c->model_type;
+    int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    int64_t qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
+    bool is_llama = !strcmp(mt, "llama"), is_qwen2 = !strcmp(mt, "qwen2");
+    bool is_qwen3 = !strcmp(mt, "qwen3");
+    /* Which optional tensors each architecture declares. */
+    bool qkv_bias = is_qwen2 || ((is_llama || is_qwen3) && c->attention_bias);
+    bool o_bias = (is_llama || is_qwen3) && c->attention_bias;
+    bool mlp_bias = is_llama && c->mlp_bias;
+    lmc_status st;
+    w->n_layers = (size_t)c->num_hidden_layers;
+    w->layers = calloc(w->n_layers, sizeof *w->layers);
+    if (!w->layers) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory");
+    if ((st = bind(w, set, "model.embed_tokens.weight", V, H, true, &w->embed)) ||
+        (st = bind(w, set, "model.norm.weight", H, 0, true, &w->final_norm)))
+        goto fail;
+    if (c->tie_word_embeddings) {
+        w->lm_head = w->embed;
+    } else {
+        st = bind(w, set, "lm_head.weight", V, H, true, &w->lm_head);
+        if (st) goto fail;
+    }
+    char nm[160];
+    for (size_t l = 0; l < w->n_layers; l++) {
+        lmc_llama_layer *L = &w->layers[l];
+#define B(field, suffix, d0, d1, req)                                                    \
+    do {                                                                                 \
+        snprintf(nm, sizeof nm, "model.layers.%zu.%s", l, suffix);                       \
+        if ((st = bind(w, set, nm, d0, d1, req, &L->field))) goto fail;                  \
+    } while (0)
+        B(in_norm, "input_layernorm.weight", H, 0, true);
+        B(post_norm, "post_attention_layernorm.weight", H, 0, true);
+        B(q, "self_attn.q_proj.weight", qd, H, true);
+        B(k, "self_attn.k_proj.weight", kvd, H, true);
+        B(v, "self_attn.v_proj.weight", kvd, H, true);
+        B(o, "self_attn.o_proj.weight", H, qd, true);
+        if (qkv_bias) {
+            B(q_b, "self_attn.q_proj.bias", qd, 0, true);
+            B(k_b, "self_attn.k_proj.bias", kvd, 0, true);
+            B(v_b, "self_attn.v_proj.bias", kvd, 0, true);
+        }
+        if (o_bias) B(o_b, "self_attn.o_proj.bias", H, 0, true);
+        if (is_qwen3) {
+            B(q_norm, "self_attn.q_norm.weight", c->head_dim, 0, true);
+            B(k_norm, "self_attn.k_norm.weight", c->head_dim, 0, true);
+        }
+        B(gate, "mlp.gate_proj.weight", I, H, true);
+        B(up, "mlp.up_proj.weight", I, H, true);
+        B(down, "mlp.down_proj.weight", H, I, true);
+        if (mlp_bias) {
+            B(gate_b, "mlp.gate_proj.bias", I, 0, true);
+            B(up_b, "mlp.up_proj.bias", I, 0, true);
+            B(down_b, "mlp.down_proj.bias", H, 0, true);
+        }
+#undef B
+    }
+    return LMC_OK;
+fail:
+    lmc_llama_weights_free(w);
+    return st;
+}
+
+void lmc_llama_weights_free(lmc_llama_weights *w) {
+    if (!w) return;
+    for (size_t i = 0; i < w->n_owned; i++) free(w->owned[i]);
+    free(w->owned);
+    free(w->layers);
+    memset(w, 0, sizeof *w);
+}

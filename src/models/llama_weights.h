@@ -1,0 +1,30 @@
+/* Binding of the llama-family HF tensor names to checked matrix views. */
+#ifndef LMC_MODELS_LLAMA_WEIGHTS_H
+#define LMC_MODELS_LLAMA_WEIGHTS_H
+#include "backend/cpu/cpu_ops.h"
+#include "formats/config.h"
+#include "formats/safetensors.h"
+
+/* An absent optional tensor has data == NULL. */
+typedef struct {
+    lmc_cpu_mat in_norm, post_norm;
+    lmc_cpu_mat q, k, v, o, q_b, k_b, v_b, o_b;
+    lmc_cpu_mat q_norm, k_norm; /* qwen3 */
+    lmc_cpu_mat gate, up, down, gate_b, up_b, down_b;
+} lmc_llama_layer;
+
+typedef struct {
+    size_t n_layers;
+    lmc_llama_layer *layers;
+    lmc_cpu_mat embed, final_norm, lm_head;
+    void **owned; /* aligned copies of tensors the mapping left misaligned */
+    size_t n_owned;
+} lmc_llama_weights;
+
+/* Look up and check every tensor the config implies (names, shapes,
+ * dtypes F32/F16/BF16). Errors name the tensor and expected vs actual. */
+lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
+                                  lmc_llama_weights *w);
+void lmc_llama_weights_free(lmc_llama_weights *w);
+
+#endif

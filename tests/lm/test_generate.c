@@ -1,0 +1,317 @@
+/* Generation: stop-string holdback (unit + randomized property + end to
+ * end), finish reasons, logprobs, and a saved+restored prompt cache that
+ * continues a generation identically (tiny random-weight qwen3 on CPU). */
+#include "check.h"
+#include "lm/generate.h"
+#include "lm_test_util.h"
+#include "tiny_model.h"
+
+/* ---------------------------------------------------------------- stop filter */
+static char *push(lmc_stop_filter *f, const char *t, bool *stopped) {
+    char *out = NULL;
+    CHECK(lmc_stop_filter_push(f, t, &out, stopped) == LMC_OK);
+    return out;
+}
+
+static void test_stop_units(void) {
+    const char *stops[] = {"END", "\n\n"};
+    lmc_stop_filter f;
+    CHECK(lmc_stop_filter_init(&f, stops, 2) == LMC_OK);
+    bool st;
+    char *o = push(&f, "abc E", &st);
+    CHECK_STREQ(o, "abc ");
+    CHECK(!st);
+    free(o);
+    o = push(&f, "N", &st);
+    CHECK_STREQ(o, ""); /* "EN" may still become "END" */
+    free(o);
+    o = push(&f, "X\n", &st);
+    CHECK_STREQ(o, "ENX"); /* released once it cannot; "\n" held */
+    free(o);
+    o = push(&f, "\nmore", &st);
+    CHECK(st);
+    CHECK_STREQ(o, ""); /* the stop string and what follows are dropped */
+    free(o);
+    lmc_stop_filter_free(&f);
+
+    CHECK(lmc_stop_filter_init(&f, stops, 2) == LMC_OK);
+    o = push(&f, "foo EN", &st);
+    CHECK_STREQ(o, "foo ");
+    free(o);
+    o = push(&f, "D bar", &st);
+    CHECK(st);
+    CHECK_STREQ(o, "");
+    free(o);
+    lmc_stop_filter_free(&f);
+
+    /* a held prefix that never completes is flushed at the end */
+    CHECK(lmc_stop_filter_init(&f, stops, 2) == LMC_OK);
+    o = push(&f, "xyEN", &st);
+    CHECK_STREQ(o, "xy");
+    free(o);
+    o = lmc_stop_filter_flush(&f);
+    CHECK_STREQ(o, "EN");
+    free(o);
+    lmc_stop_filter_free(&f);
+
+    const char *bad[] = {""};
+    CHECK_ERR(lmc_stop_filter_init(&f, bad, 1), LMC_ERR_INVALID_ARG, "stop string 0 is empty");
+}
+
+/* Random pieces over a small alphabet: the shown text must always be a
+ * prefix of the text before the first stop string (nothing partial leaks)
+ * and, at the end, equal it. */
+static void test_stop_property(void) {
+    const char *stops[] = {"END", "NEE", "xx"};
+    const char alpha[] = "ENDxa";
+    lmc_rng r;
+    lmc_rng_seed(&r, 7);
+    int bad = 0;
+    for (int trial = 0; trial < 3000; trial++) {
+        char full[128] = {0};
+        size_t fl = 0;
+        lmc_stop_filter f;
+        CHECK(lmc_stop_filter_init(&f, stops, 3) == LMC_OK);
+        lmc_buf shown = {0};
+        lmc_buf_puts(&shown, "");
+        bool stopped = false;
+        int pieces = 1 + (int)(lmc_rng_next(&r) % 12);
+        for (int p = 0; p < pieces && !stopped; p++) {
+            char piece[8];
+            int len = (int)(lmc_rng_next(&r) % 4);
+            for (int i = 0; i < len; i++) piece[i] = alpha[lmc_rng_next(&r) % 5];
+            piece[len] = 0;
+            memcpy(full + fl, piece, (size_t)len + 1);
+            fl += (size_t)len;
+            char *o = NULL;
+            CHECK(lmc_stop_filter_push(&f, piece, &o, &stopped) == LMC_OK);
+            lmc_buf_puts(&shown, o);
+            free(o);
+            /* expected output: full text cut at the first stop occurrence */
+            size_t cut = fl;
+            for (int s = 0; s < 3; s++) {
+                char *m = strstr(full, stops[s]);
+                if (m && (size_t)(m - full) < cut) cut = (size_t)(m - full);
+            }
+            if (shown.len > cut || strncmp(shown.p, full, shown.len) != 0) bad++;
+            if (stopped && (shown.len != cut)) bad++;
+            if (!stopped && cut < fl) bad++; /* a completed stop must be seen */
+        }
+        if (!stopped) {
+            char *o = lmc_stop_filter_flush(&f);
+            lmc_buf_puts(&shown, o);
+            free(o);
+            if (strcmp(shown.p, full) != 0) bad++;
+        }
+        lmc_buf_free(&shown);
+        lmc_stop_filter_free(&f);
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
+/* ---------------------------------------------------------------- end to end */
+static void test_generate_e2e(lmc_context *ctx, const test_vocab *tv) {
+    int32_t *prompt = NULL;
+    size_t np = 0;
+    CHECK(lmc_context_encode(ctx, "The quick brown fox", 19, true, &prompt, &np) == LMC_OK);
+    if (!prompt) return;
+    lmc_gen_params p;
+    test_params(&p, tv, 12);
+    p.sampler.top_logprobs = 3;
+    p.stop = NULL;
+    collected ref = {0};
+    lmc_gen_stats st;
+    CHECK(lmc_generate_ids(ctx, prompt, np, &p, NULL, collect_cb, &ref, &st) == LMC_OK);
+    CHECK_EQ_INT(ref.n, 12);
+    CHECK_EQ_INT(st.generation_tokens, 12);
+    CHECK_EQ_INT(st.prompt_tokens, np);
+    CHECK_EQ_INT(st.prefill_tokens, np);
+    CHECK(st.finish_reason == LMC_FINISH_LENGTH);
+    CHECK(ref.last_reason == LMC_FINISH_LENGTH);
+    CHECK(st.prompt_tps > 0 && st.generation_tps > 0);
+    CHECK(st.peak_memory_bytes > 1000000);
+    CHECK(ref.logprob_ok && ref.top_ok);
+    /* every token is from the allowed set and the text is their decoding */
+    for (size_t i = 0; i < ref.n; i++) CHECK(vocab_allowed(tv, ref.tokens[i]));
+    char *dec = NULL;
+    CHECK(lmc_context_decode(ctx, ref.tokens, ref.n, false, &dec) == LMC_OK);
+    CHECK_STREQ(ref.text.p, dec);
+    printf("reference text: \"%s\"\n", ref.text.p);
+
+    /* a stop string spanning a token boundary: the text stops right before
+     * it, and no partial stop string is ever streamed */
+    const char *txt = ref.text.p;
+    size_t tl = strlen(txt);
+    if (tl > 10) {
+        /* the stop string begins in the middle of the third word */
+        size_t a = 0;
+        int spaces = 0;
+        for (; a < tl && spaces < 3; a++)
+            if (txt[a] == ' ') spaces++;
+        size_t b = a + 1;
+        char stop[16];
+        size_t sl = (tl - b) < 4 ? tl - b : 4;
+        memcpy(stop, txt + b, sl);
+        stop[sl] = 0;
+        const char *first = strstr(txt, stop);
+        size_t want = (size_t)(first - txt);
+        const char *stops[] = {stop};
+        p.stop = stops;
+        p.n_stop = 1;
+        collected got = {0};
+        got.expect_prefix = txt;
+        got.expect_prefix_len = want;
+        CHECK(lmc_generate_ids(ctx, prompt, np, &p, NULL, collect_cb, &got, &st) == LMC_OK);
+        CHECK(got.prefix_ok);
+        CHECK_MSG(got.text.len == want && !strncmp(got.text.p, txt, want),
+                  "stop \"%s\": got \"%s\"", stop, got.text.p);
+        CHECK(st.finish_reason == LMC_FINISH_STOP);
+        CHECK(got.last_reason == LMC_FINISH_STOP);
+        CHECK(got.n < ref.n);
+        collected_free(&got);
+        p.stop = NULL;
+        p.n_stop = 0;
+    }
+
+    /* an eos token ends with "stop" and is not detokenized */
+    lmc_gen_params pe = p;
+    int32_t eos_only[1] = {tv->eos};
+    float big[1] = {1000.0f};
+    pe.sampler.logit_bias_ids = eos_only;
+    pe.sampler.logit_bias_values = big;
+    pe.sampler.n_logit_bias = 1;
+    collected ge = {0};
+    CHECK(lmc_generate_ids(ctx, prompt, np, &pe, NULL, collect_cb, &ge, &st) == LMC_OK);
+    CHECK_EQ_INT(ge.n, 1);
+    CHECK(ge.n == 1 && ge.tokens[0] == tv->eos);
+    CHECK(st.finish_reason == LMC_FINISH_STOP);
+    CHECK_STREQ(ge.text.p, "");
+    collected_free(&ge);
+
+    /* a callback that returns false stops early without an error */
+    collected gc = {0};
+    gc.stop_after = 3;
+    CHECK(lmc_generate_ids(ctx, prompt, np, &p, NULL, collect_cb, &gc, &st) == LMC_OK);
+    CHECK_EQ_INT(gc.n, 3);
+    CHECK(gc.n == 3 && !memcmp(gc.tokens, ref.tokens, 3 * sizeof(int32_t)));
+    collected_free(&gc);
+
+    /* bad input */
+    int32_t oob[1] = {(int32_t)lmc_tokenizer_vocab_size(lmc_context_tokenizer(ctx)) + 100000};
+    CHECK_ERR(lmc_generate_ids(ctx, oob, 1, &p, NULL, NULL, NULL, NULL), LMC_ERR_INVALID_ARG,
+              "outside the vocabulary");
+    CHECK_ERR(lmc_generate_ids(ctx, prompt, 0, &p, NULL, NULL, NULL, NULL), LMC_ERR_INVALID_ARG,
+              "empty");
+    lmc_gen_params pb = p;
+    pb.sampler.top_p = 2.0f;
+    CHECK_ERR(lmc_generate_ids(ctx, prompt, np, &pb, NULL, NULL, NULL, NULL), LMC_ERR_INVALID_ARG,
+              "top_p");
+
+    /* seeded sampling is reproducible */
+    lmc_gen_params ps = p;
+    ps.sampler.temperature = 1.0f;
+    ps.sampler.seed = 99;
+    collected s1 = {0}, s2 = {0};
+    CHECK(lmc_generate_ids(ctx, prompt, np, &ps, NULL, collect_cb, &s1, NULL) == LMC_OK);
+    CHECK(lmc_generate_ids(ctx, prompt, np, &ps, NULL, collect_cb, &s2, NULL) == LMC_OK);
+    CHECK(s1.n == s2.n && !memcmp(s1.tokens, s2.tokens, s1.n * sizeof(int32_t)));
+    collected_free(&s1);
+    collected_free(&s2);
+    collected_free(&ref);
+    lmc_free(dec);
+    lmc_free(prompt);
+}
+
+/* (e) prompt cache: generate 10 tokens over a cache, save it, restore it
+ * and continue: the 20 tokens equal one uninterrupted 20-token run. */
+static void test_prompt_cache(lmc_context *ctx, const test_vocab *tv, const char *dir) {
+    int32_t *prompt = NULL;
+    size_t np = 0;
+    CHECK(lmc_context_encode(ctx, "Once upon a time", 16, true, &prompt, &np) == LMC_OK);
+    if (!prompt) return;
+    lmc_gen_params p;
+    test_params(&p, tv, 20);
+    p.sampler.n_logit_bias = tv->n_bias_no_eos; /* eos disallowed: exactly 20 tokens */
+    collected ref = {0};
+    CHECK(lmc_generate_ids(ctx, prompt, np, &p, NULL, collect_cb, &ref, NULL) == LMC_OK);
+    CHECK_EQ_INT(ref.n, 20);
+
+    lmc_prompt_cache *pc = NULL;
+    CHECK(lmc_prompt_cache_new(ctx, &pc) == LMC_OK);
+    if (!pc) return;
+    p.max_tokens = 10;
+    collected a = {0};
+    lmc_gen_stats st;
+    CHECK(lmc_generate_ids(ctx, prompt, np, &p, pc, collect_cb, &a, &st) == LMC_OK);
+    CHECK(a.n == 10 && !memcmp(a.tokens, ref.tokens, 10 * sizeof(int32_t)));
+    /* the cache holds the prompt and all but the last generated token */
+    CHECK_EQ_INT(lmc_prompt_cache_len(pc), np + 9);
+    const int32_t *known = NULL;
+    CHECK_EQ_INT(lmc_prompt_cache_tokens(pc, &known), np + 9);
+    CHECK(known && !memcmp(known, prompt, np * sizeof(int32_t)) &&
+          !memcmp(known + np, ref.tokens, 9 * sizeof(int32_t)));
+    char path[4200];
+    snprintf(path, sizeof path, "%s/prompt_cache.safetensors", dir);
+    CHECK(lmc_prompt_cache_save(pc, path) == LMC_OK);
+    lmc_prompt_cache_free(pc);
+
+    lmc_prompt_cache *rc = NULL;
+    CHECK(lmc_prompt_cache_load(ctx, path, &rc) == LMC_OK);
+    if (rc) {
+        CHECK_EQ_INT(lmc_prompt_cache_len(rc), np + 9);
+        CHECK_EQ_INT(lmc_prompt_cache_tokens(rc, &known), np + 9);
+        /* continue: prompt + the 10 tokens; only the 10th must be fed */
+        int32_t *cont = malloc((np + 10) * sizeof *cont);
+        memcpy(cont, prompt, np * sizeof *cont);
+        memcpy(cont + np, a.tokens, 10 * sizeof *cont);
+        collected b = {0};
+        CHECK(lmc_generate_ids(ctx, cont, np + 10, &p, rc, collect_cb, &b, &st) == LMC_OK);
+        CHECK_EQ_INT(st.prefill_tokens, 1);
+        CHECK(!st.cache_rebuilt);
+        CHECK_MSG(b.n == 10 && !memcmp(b.tokens, ref.tokens + 10, 10 * sizeof(int32_t)),
+                  "restored continuation differs");
+        /* a prompt that diverges trims to the common prefix */
+        cont[np + 2] = cont[np + 2] == tv->ids[0] ? tv->ids[1] : tv->ids[0];
+        collected c = {0};
+        CHECK(lmc_generate_ids(ctx, cont, np + 10, &p, rc, collect_cb, &c, &st) == LMC_OK);
+        CHECK(st.cache_rebuilt);
+        CHECK_EQ_INT(st.prefill_tokens, 8);
+        collected d = {0};
+        CHECK(lmc_generate_ids(ctx, cont, np + 10, &p, NULL, collect_cb, &d, NULL) == LMC_OK);
+        CHECK(c.n == d.n && !memcmp(c.tokens, d.tokens, c.n * sizeof(int32_t)));
+        collected_free(&b);
+        collected_free(&c);
+        collected_free(&d);
+        free(cont);
+        lmc_prompt_cache_free(rc);
+    }
+    /* damaged metadata is refused with the file named */
+    CHECK(lmc_prompt_cache_load(ctx, "/nonexistent/cache.safetensors", &rc) != LMC_OK);
+    unlink(path);
+    collected_free(&a);
+    collected_free(&ref);
+    lmc_free(prompt);
+}
+
+int main(void) {
+    test_stop_units();
+    test_stop_property();
+    char dir[1024];
+    if (tiny_tmpdir(dir, sizeof dir, "gen")) return 1;
+    tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 11};
+    lmc_context *ctx = tiny_load(dir, &spec, ".cache/assets/tokenizers/qwen3");
+    CHECK(ctx != NULL);
+    if (ctx) {
+        test_vocab tv;
+        if (test_vocab_init(&tv, ctx) == 0) {
+            test_generate_e2e(ctx, &tv);
+            test_prompt_cache(ctx, &tv, dir);
+            test_vocab_free(&tv);
+        } else {
+            CHECK(0);
+        }
+        lmc_context_free(ctx);
+    }
+    tiny_rmdir(dir);
+    return check_summary("test_generate");
+}

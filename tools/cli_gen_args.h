@@ -1,0 +1,170 @@
+/* Generation flags shared by `lmc generate` and `lmc chat` (header-only:
+ * each command includes it once). */
+#ifndef LMC_TOOLS_CLI_GEN_ARGS_H
+#define LMC_TOOLS_CLI_GEN_ARGS_H
+#include "lmc.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Provided by the chat-template module (weak: a build without it reports
+ * the command as unable to render). */
+__attribute__((weak)) lmc_status lmc_tokenizer_apply_chat_template(
+    const lmc_tokenizer *tok, const char *messages_json, const char *tools_json,
+    bool add_generation_prompt, bool continue_final_message, const char *extra_context_json,
+    char **out);
+
+#define LMC_CLI_GEN_HELP                                                              \
+    "  --max-tokens N             tokens to generate (default 256)\n"                \
+    "  --temp T                   sampling temperature (default 0: greedy)\n"        \
+    "  --top-p P                  nucleus sampling mass (default 1: off)\n"          \
+    "  --top-k K                  keep the K most likely tokens (default 0: off)\n"  \
+    "  --min-p M                  keep tokens with p >= M * p_max (default 0: off)\n" \
+    "  --repetition-penalty R     penalise recent tokens (default 1: off)\n"         \
+    "  --repetition-context-size N  tokens the penalty looks back over (default 20)\n" \
+    "  --seed S                   random seed (default 0)\n"                         \
+    "  --stop STR                 stop string (repeatable)\n"
+
+typedef struct {
+    lmc_gen_params gen;
+    const char **stops;
+    size_t n_stops;
+} lmc_cli_gen_args;
+
+static inline void lmc_cli_gen_args_init(lmc_cli_gen_args *a) {
+    memset(a, 0, sizeof *a);
+    lmc_gen_params_default(&a->gen);
+}
+
+static inline void lmc_cli_gen_args_free(lmc_cli_gen_args *a) {
+    free(a->stops);
+    a->stops = NULL;
+}
+
+static inline bool lmc_cli_num(const char *flag, const char *v, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double d = v ? strtod(v, &end) : 0;
+    if (!v || end == v || *end || errno || !isfinite(d) || d < lo || d > hi) {
+        fprintf(stderr, "lmc: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi,
+                v ? v : "(missing)");
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
+static inline bool lmc_cli_int(const char *flag, const char *v, long long lo, long long hi,
+                               long long *out) {
+    char *end;
+    errno = 0;
+    long long d = v ? strtoll(v, &end, 10) : 0;
+    if (!v || end == v || *end || errno || d < lo || d > hi) {
+        fprintf(stderr, "lmc: %s expects an integer in [%lld, %lld], got '%s'\n", flag, lo, hi,
+                v ? v : "(missing)");
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
+/* Consume a generation flag: returns how many argv entries it used (0 when
+ * `a` is not one of these flags), or -1 after printing an error. */
+static inline int lmc_cli_gen_arg(lmc_cli_gen_args *g, const char *a, const char *v) {
+    double d;
+    long long n;
+    lmc_sampler_params *s = &g->gen.sampler;
+    if (!strcmp(a, "--max-tokens")) {
+        if (!lmc_cli_int(a, v, 0, 1 << 24, &n)) return -1;
+        g->gen.max_tokens = (size_t)n;
+    } else if (!strcmp(a, "--temp")) {
+        if (!lmc_cli_num(a, v, 0, 100, &d)) return -1;
+        s->temperature = (float)d;
+    } else if (!strcmp(a, "--top-p")) {
+        if (!lmc_cli_num(a, v, 0, 1, &d)) return -1;
+        s->top_p = (float)d;
+    } else if (!strcmp(a, "--top-k")) {
+        if (!lmc_cli_int(a, v, 0, INT32_MAX, &n)) return -1;
+        s->top_k = (int32_t)n;
+    } else if (!strcmp(a, "--min-p")) {
+        if (!lmc_cli_num(a, v, 0, 1, &d)) return -1;
+        s->min_p = (float)d;
+    } else if (!strcmp(a, "--repetition-penalty")) {
+        if (!lmc_cli_num(a, v, 0, 100, &d)) return -1;
+        s->repetition_penalty = (float)d;
+    } else if (!strcmp(a, "--repetition-context-size")) {
+        if (!lmc_cli_int(a, v, 0, INT32_MAX, &n)) return -1;
+        s->repetition_context_size = (int32_t)n;
+    } else if (!strcmp(a, "--seed")) {
+        if (!lmc_cli_int(a, v, 0, INT64_MAX, &n)) return -1;
+        s->seed = (uint64_t)n;
+    } else if (!strcmp(a, "--num-draft-tokens")) {
+        if (!lmc_cli_int(a, v, 1, 64, &n)) return -1;
+        g->gen.num_draft_tokens = (size_t)n;
+    } else if (!strcmp(a, "--stop")) {
+        if (!v || !*v) {
+            fprintf(stderr, "lmc: --stop expects a non-empty string\n");
+            return -1;
+        }
+        const char **p = realloc(g->stops, (g->n_stops + 1) * sizeof *p);
+        if (!p) return -1;
+        g->stops = p;
+        g->stops[g->n_stops++] = v;
+        g->gen.stop = g->stops;
+        g->gen.n_stop = g->n_stops;
+    } else {
+        return 0;
+    }
+    return 2;
+}
+
+static inline bool lmc_cli_parse_device(const char *v, lmc_device *out) {
+    if (!strcmp(v, "cpu")) *out = LMC_DEVICE_CPU;
+    else if (!strcmp(v, "cuda")) *out = LMC_DEVICE_CUDA;
+    else {
+        fprintf(stderr, "lmc: --device expects cpu or cuda, got '%s'\n", v);
+        return false;
+    }
+    return true;
+}
+
+/* "1,2,3" -> ids (lmc_free). */
+static inline lmc_status lmc_cli_parse_ids(const char *s, int32_t **ids, size_t *n) {
+    size_t cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) return LMC_ERR_NOMEM;
+    size_t k = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
+            free(v);
+            fprintf(stderr, "lmc: --prompt-ids: bad token id at '%s'\n", p);
+            return LMC_ERR_INVALID_ARG;
+        }
+        v[k++] = (int32_t)x;
+        if (!*end) break;
+        p = end + 1;
+    }
+    *ids = v;
+    *n = k;
+    return LMC_OK;
+}
+
+static inline void lmc_cli_print_stats(FILE *f, const lmc_gen_stats *s) {
+    fprintf(f, "==========\n");
+    fprintf(f, "Prompt: %zu tokens, %.3f tokens-per-sec\n", s->prompt_tokens, s->prompt_tps);
+    fprintf(f, "Generation: %zu tokens, %.3f tokens-per-sec\n", s->generation_tokens,
+            s->generation_tps);
+    if (s->draft_proposed)
+        fprintf(f, "Draft acceptance: %zu/%zu (%.1f%%)\n", s->draft_accepted, s->draft_proposed,
+                100.0 * (double)s->draft_accepted / (double)s->draft_proposed);
+    fprintf(f, "Peak memory: %.3f GB\n", (double)s->peak_memory_bytes / 1e9);
+}
+
+#endif

@@ -1,0 +1,173 @@
+/* `lmc generate`: stream a completion for one prompt. */
+#include "cli_gen_args.h"
+#include "lmc.h"
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: lmc generate -m DIR (-p TEXT | --prompt-ids 1,2,3) [options]\n"
+            "  -m, --model DIR            model directory (config.json, *.safetensors)\n"
+            "  -p, --prompt TEXT          prompt text\n"
+            "  --prompt-ids LIST          prompt as comma-separated token ids\n"
+            "  --chat                     render the prompt with the chat template\n"
+            "  --system TEXT              system message (with --chat)\n"
+            "  --tokenizer DIR            tokenizer directory (default: the model's)\n"
+            "  --device cpu|cuda          (default cpu)\n"
+            "  --draft-model DIR          speculative decoding with this draft model\n"
+            "  --num-draft-tokens N       draft tokens per step (default 5)\n"
+            "%s",
+            LMC_CLI_GEN_HELP);
+}
+
+static bool print_cb(void *user, const lmc_gen_response *r) {
+    (void)user;
+    fputs(r->text, stdout);
+    fflush(stdout);
+    return true;
+}
+
+static lmc_status render_chat(lmc_context *ctx, const char *system, const char *prompt,
+                              int32_t **ids, size_t *n) {
+    json_object *arr = json_object_new_array();
+    if (system) {
+        json_object *m = json_object_new_object();
+        json_object_object_add(m, "role", json_object_new_string("system"));
+        json_object_object_add(m, "content", json_object_new_string(system));
+        json_object_array_add(arr, m);
+    }
+    json_object *m = json_object_new_object();
+    json_object_object_add(m, "role", json_object_new_string("user"));
+    json_object_object_add(m, "content", json_object_new_string(prompt));
+    json_object_array_add(arr, m);
+    char *text = NULL;
+    if (!lmc_tokenizer_apply_chat_template) {
+        json_object_put(arr);
+        fprintf(stderr, "lmc generate: chat templates are not available in this build\n");
+        return LMC_ERR_UNSUPPORTED;
+    }
+    lmc_status st = lmc_tokenizer_apply_chat_template(
+        lmc_context_tokenizer(ctx),
+        json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+        NULL, true, false, NULL, &text);
+    json_object_put(arr);
+    if (st) return st;
+    st = lmc_context_encode(ctx, text, strlen(text), false, ids, n);
+    lmc_free(text);
+    return st;
+}
+
+int lmc_cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *prompt = NULL, *prompt_ids = NULL, *system = NULL;
+    const char *tokenizer = NULL, *device = "cpu", *draft_dir = NULL;
+    bool chat = false;
+    lmc_cli_gen_args ga;
+    lmc_cli_gen_args_init(&ga);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int used = lmc_cli_gen_arg(&ga, a, v);
+        if (used < 0) return 2;
+        if (used > 0) {
+            i += used - 1;
+            continue;
+        }
+#define NEED_VALUE                                                              \
+    do {                                                                        \
+        if (!v) {                                                               \
+            fprintf(stderr, "lmc generate: %s needs a value\n", a);             \
+            return 2;                                                           \
+        }                                                                       \
+        i++;                                                                    \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            NEED_VALUE;
+            model = v;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
+            NEED_VALUE;
+            prompt = v;
+        } else if (!strcmp(a, "--prompt-ids")) {
+            NEED_VALUE;
+            prompt_ids = v;
+        } else if (!strcmp(a, "--system")) {
+            NEED_VALUE;
+            system = v;
+        } else if (!strcmp(a, "--tokenizer")) {
+            NEED_VALUE;
+            tokenizer = v;
+        } else if (!strcmp(a, "--device")) {
+            NEED_VALUE;
+            device = v;
+        } else if (!strcmp(a, "--draft-model")) {
+            NEED_VALUE;
+            draft_dir = v;
+        } else if (!strcmp(a, "--chat")) {
+            chat = true;
+        } else {
+            fprintf(stderr, "lmc generate: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+#undef NEED_VALUE
+    }
+    if (!model || (!prompt && !prompt_ids) || (prompt && prompt_ids)) {
+        fprintf(stderr, "lmc generate: need -m DIR and exactly one of -p TEXT or --prompt-ids\n");
+        usage(stderr);
+        lmc_cli_gen_args_free(&ga);
+        return 2;
+    }
+    if (prompt_ids && chat) {
+        fprintf(stderr, "lmc generate: --chat needs a text prompt (-p)\n");
+        lmc_cli_gen_args_free(&ga);
+        return 2;
+    }
+    lmc_device dev;
+    if (!lmc_cli_parse_device(device, &dev)) {
+        lmc_cli_gen_args_free(&ga);
+        return 2;
+    }
+    int rc = 1;
+    lmc_context *ctx = NULL, *draft = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    lmc_load_options lo = {.model_dir = model, .tokenizer_dir = tokenizer, .device = dev};
+    lmc_status st = lmc_context_load(&lo, &ctx);
+    if (!st && draft_dir) {
+        lmc_load_options dlo = {.model_dir = draft_dir, .tokenizer_dir = tokenizer, .device = dev};
+        st = lmc_context_load(&dlo, &draft);
+        ga.gen.draft = draft;
+    }
+    if (st) goto fail;
+    if (prompt_ids) {
+        if (lmc_cli_parse_ids(prompt_ids, &ids, &n)) {
+            rc = 2;
+            goto out;
+        }
+    } else if (chat) {
+        st = render_chat(ctx, system, prompt, &ids, &n);
+    } else {
+        st = lmc_context_encode(ctx, prompt, strlen(prompt), true, &ids, &n);
+    }
+    if (st) goto fail;
+    lmc_gen_stats stats;
+    st = lmc_generate_ids(ctx, ids, n, &ga.gen, NULL, print_cb, NULL, &stats);
+    if (st) goto fail;
+    fputc('\n', stdout);
+    fflush(stdout);
+    lmc_cli_print_stats(stderr, &stats);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "lmc generate: %s\n", lmc_last_error());
+out:
+    lmc_free(ids);
+    lmc_context_free(draft);
+    lmc_context_free(ctx);
+    lmc_cli_gen_args_free(&ga);
+    return rc;
+}
