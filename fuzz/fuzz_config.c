@@ -38,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *raw = NULL;
     lmc_status sb = lmc_config_load(fz_scratch(), &b, &jb, &raw);
     FZ_REQUIRE_MESSAGE(sb);
+    fz_note("config", sb);
     if (sa != LMC_OK) FZ_REQUIRE(sb == sa);
     if (sb == LMC_OK) {
         FZ_REQUIRE(jb != NULL && raw != NULL);

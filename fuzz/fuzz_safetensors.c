@@ -24,10 +24,12 @@ static void check_view(const lmc_tensor_view *v) {
     int64_t numel = 1;
     for (int d = 0; d < v->ndim; d++) {
         FZ_REQUIRE(v->shape[d] >= 0);
-        numel *= v->shape[d];
+        FZ_REQUIRE(!__builtin_mul_overflow(numel, v->shape[d], &numel));
     }
     FZ_REQUIRE(numel == v->numel);
-    FZ_REQUIRE((size_t)numel * lmc_dtype_size(v->dtype) == v->nbytes);
+    size_t bytes;
+    FZ_REQUIRE(!__builtin_mul_overflow((size_t)numel, lmc_dtype_size(v->dtype), &bytes));
+    FZ_REQUIRE(bytes == v->nbytes);
     FZ_REQUIRE(v->nbytes == 0 || v->data != NULL);
     volatile uint64_t sink = touch(v);
     (void)sink;
@@ -79,6 +81,7 @@ static void fuzz_file(const uint8_t *data, size_t size) {
     lmc_st_file *f = NULL;
     lmc_status st = lmc_st_open(path, &f);
     FZ_REQUIRE_MESSAGE(st);
+    fz_note("safetensors", st);
     if (st != LMC_OK) {
         FZ_REQUIRE(f == NULL);
         return;
@@ -120,6 +123,7 @@ static void fuzz_index(const uint8_t *data, size_t size) {
     lmc_st_set *s = NULL;
     lmc_status st = lmc_st_set_open_dir(fz_scratch(), &s);
     FZ_REQUIRE_MESSAGE(st);
+    fz_note("index", st);
     if (st == LMC_OK) {
         size_t n = lmc_st_set_count(s);
         for (size_t i = 0; i < n; i++) {

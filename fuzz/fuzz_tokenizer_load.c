@@ -29,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lmc_tokenizer *t = NULL;
     lmc_status st = lmc_tokenizer_load(fz_scratch(), &t);
     FZ_REQUIRE_MESSAGE(st);
+    fz_note("tokenizer", st);
     if (st != LMC_OK) {
         FZ_REQUIRE(t == NULL);
         return 0;

@@ -28,6 +28,16 @@
         }                                                                          \
     } while (0)
 
+/* With LMC_FUZZ_VERBOSE set, report each input's outcome (for checking
+ * that seeds are accepted). */
+static inline void fz_note(const char *what, lmc_status st) {
+    static int verbose = -1;
+    if (verbose < 0) verbose = getenv("LMC_FUZZ_VERBOSE") != NULL;
+    if (verbose)
+        fprintf(stderr, "%s: %s%s%s\n", what, lmc_status_str(st), st ? ": " : "",
+                st ? lmc_last_error() : "");
+}
+
 static char fz_dir[64];
 
 static inline void fz_cleanup(void) {

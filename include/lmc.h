@@ -85,6 +85,9 @@ int32_t lmc_tokenizer_bos_id(const lmc_tokenizer *t); /* -1 if none */
 const char *lmc_tokenizer_special_token(const lmc_tokenizer *t, const char *key);
 /* Chat template source: name NULL -> "default" (or the only/string one). */
 const char *lmc_tokenizer_chat_template(const lmc_tokenizer *t, const char *name);
+/* A boolean of tokenizer_config.json ("add_bos_token", "add_eos_token",
+ * "clean_up_tokenization_spaces", ...); `def` when absent or not a bool. */
+bool lmc_tokenizer_config_bool(const lmc_tokenizer *t, const char *key, bool def);
 
 /* Streaming detokenizer: push ids one at a time; each push yields the text
  * that became complete (possibly ""); finish flushes the tail. The

@@ -9,13 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Provided by the chat-template module (weak: a build without it reports
- * the command as unable to render). */
-__attribute__((weak)) lmc_status lmc_tokenizer_apply_chat_template(
-    const lmc_tokenizer *tok, const char *messages_json, const char *tools_json,
-    bool add_generation_prompt, bool continue_final_message, const char *extra_context_json,
-    char **out);
-
 #define LMC_CLI_GEN_HELP                                                              \
     "  --max-tokens N             tokens to generate (default 256)\n"                \
     "  --temp T                   sampling temperature (default 0: greedy)\n"        \

@@ -43,11 +43,6 @@ static lmc_status render_chat(lmc_context *ctx, const char *system, const char *
     json_object_object_add(m, "content", json_object_new_string(prompt));
     json_object_array_add(arr, m);
     char *text = NULL;
-    if (!lmc_tokenizer_apply_chat_template) {
-        json_object_put(arr);
-        fprintf(stderr, "lmc generate: chat templates are not available in this build\n");
-        return LMC_ERR_UNSUPPORTED;
-    }
     lmc_status st = lmc_tokenizer_apply_chat_template(
         lmc_context_tokenizer(ctx),
         json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),

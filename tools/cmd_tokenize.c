@@ -1,6 +1,8 @@
-/* `lmc tokenize -t DIR [--decode] [--no-special] [--tokens] TEXT`:
+/* `lmc tokenize -t DIR [--decode] [--no-special] [--tokens] (TEXT | -f FILE)`:
  * prints the ids of TEXT (space separated), or with --decode reads TEXT as
- * ids and prints the decoded string. */
+ * ids and prints the decoded string. -f reads the text from FILE ("-":
+ * standard input). */
+#include "base/file.h"
 #include "lmc.h"
 #include <errno.h>
 #include <stdio.h>
@@ -8,8 +10,9 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: lmc tokenize -t DIR [--decode] [--no-special] [--tokens] TEXT\n"
+    fprintf(f, "usage: lmc tokenize -t DIR [--decode] [--no-special] [--tokens] (TEXT | -f FILE)\n"
                "  -t DIR        directory with tokenizer.json (+ tokenizer_config.json)\n"
+               "  -f FILE       read the text from FILE (\"-\": standard input)\n"
                "  --decode      TEXT is a list of ids (spaces/commas); print the text\n"
                "  --no-special  encode without BOS/EOS; decode skipping special tokens\n"
                "  --tokens      also print each id's token string\n");
@@ -54,8 +57,36 @@ static int decode_ids(const lmc_tokenizer *t, const char *text, bool skip) {
     return 0;
 }
 
+#define TEXT_MAX ((size_t)1 << 30)
+
+static char *read_stdin(size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        if (n + 1 == cap) {
+            if (cap >= TEXT_MAX) {
+                fprintf(stderr, "lmc tokenize: standard input exceeds %zu bytes\n", TEXT_MAX);
+                free(b);
+                return NULL;
+            }
+            char *nb = realloc(b, cap *= 2);
+            if (!nb) {
+                free(b);
+                return NULL;
+            }
+            b = nb;
+        }
+        size_t k = fread(b + n, 1, cap - 1 - n, stdin);
+        if (!k) break;
+        n += k;
+    }
+    if (b) b[n] = 0;
+    *len = n;
+    return b;
+}
+
 int lmc_cmd_tokenize(int argc, char **argv) {
-    const char *dir = NULL, *text = NULL;
+    const char *dir = NULL, *text = NULL, *file = NULL;
     bool decode = false, no_special = false, tokens = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--tokenizer")) {
@@ -64,6 +95,12 @@ int lmc_cmd_tokenize(int argc, char **argv) {
                 return 2;
             }
             dir = argv[i];
+        } else if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) {
+            if (++i >= argc) {
+                usage(stderr);
+                return 2;
+            }
+            file = argv[i];
         } else if (!strcmp(argv[i], "--decode")) decode = true;
         else if (!strcmp(argv[i], "--no-special")) no_special = true;
         else if (!strcmp(argv[i], "--tokens")) tokens = true;
@@ -77,13 +114,25 @@ int lmc_cmd_tokenize(int argc, char **argv) {
             return 2;
         }
     }
-    if (!dir || !text) {
+    if (!dir || !!text == !!file) {
         usage(stderr);
         return 2;
+    }
+    char *owned = NULL;
+    size_t text_len = text ? strlen(text) : 0;
+    if (file) {
+        if (!strcmp(file, "-")) owned = read_stdin(&text_len);
+        else if (lmc_read_file(file, file, TEXT_MAX, &owned, &text_len)) {
+            fprintf(stderr, "lmc tokenize: %s\n", lmc_last_error());
+            return 1;
+        }
+        if (!owned) return 1;
+        text = owned;
     }
     lmc_tokenizer *t = NULL;
     if (lmc_tokenizer_load(dir, &t)) {
         fprintf(stderr, "lmc tokenize: %s\n", lmc_last_error());
+        free(owned);
         return 1;
     }
     int rc = 0;
@@ -91,7 +140,7 @@ int lmc_cmd_tokenize(int argc, char **argv) {
     else {
         int32_t *ids = NULL;
         size_t n = 0;
-        if (lmc_tokenizer_encode(t, text, strlen(text), !no_special, &ids, &n)) {
+        if (lmc_tokenizer_encode(t, text, text_len, !no_special, &ids, &n)) {
             fprintf(stderr, "lmc tokenize: %s\n", lmc_last_error());
             rc = 1;
         } else {
@@ -108,5 +157,6 @@ int lmc_cmd_tokenize(int argc, char **argv) {
         }
     }
     lmc_tokenizer_free(t);
+    free(owned);
     return rc;
 }

@@ -38,7 +38,9 @@ typedef struct lmc_st_file lmc_st_file;
 
 /* Map and validate one file: header length within the file and a cap,
  * JSON object, known dtypes, shape*dtype size == byte span, offsets inside
- * the data section, no overlap. Errors name the file and tensor. */
+ * the data section, no overlap. Errors name the file and tensor. Tensor
+ * data is always aligned to its element size (a file whose layout is not
+ * gets its data section copied to aligned memory). */
 lmc_status lmc_st_open(const char *path, lmc_st_file **out);
 void lmc_st_close(lmc_st_file *f);
 size_t lmc_st_count(const lmc_st_file *f);
@@ -57,8 +59,10 @@ size_t lmc_st_set_count(const lmc_st_set *s);
 const lmc_tensor_view *lmc_st_set_at(const lmc_st_set *s, size_t i);
 const lmc_tensor_view *lmc_st_set_find(const lmc_st_set *s, const char *name);
 
-/* Writing: tensors are copied out in the given order (data must be
- * contiguous, little-endian). Written to a temp file then renamed. */
+/* Writing: the header lists tensors in the given order; data (contiguous,
+ * little-endian) is laid out largest element size first so every tensor is
+ * aligned, with no gaps (as other safetensors readers require). The header
+ * is space-padded to 8 bytes. Written to a temp file then renamed. */
 typedef struct {
     const char *name;
     lmc_dtype dtype;
@@ -74,7 +78,8 @@ float lmc_bf16_to_f32(uint16_t h);
 uint16_t lmc_f32_to_bf16(float f); /* round to nearest even */
 float lmc_f16_to_f32(uint16_t h);
 uint16_t lmc_f32_to_f16(float f);
-/* Widen `n` elements of `dt` (F32/F16/BF16) to float. */
+/* Widen `n` elements of `dt` (F32/F16/BF16/F64) to float; other dtypes
+ * are not float data and give zeros. */
 void lmc_to_f32(lmc_dtype dt, const void *src, float *dst, size_t n);
 
 #endif

@@ -15,13 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Provided by the chat-template module; weak so the session still links in
- * a build without it (a turn then fails with LMC_ERR_UNSUPPORTED). */
-__attribute__((weak)) lmc_status lmc_tokenizer_apply_chat_template(
-    const lmc_tokenizer *tok, const char *messages_json, const char *tools_json,
-    bool add_generation_prompt, bool continue_final_message, const char *extra_context_json,
-    char **out);
-
 typedef struct {
     lmc_role role;
     char *content;
@@ -269,10 +262,6 @@ static lmc_status render_turn(lmc_chat_session *s, lmc_role role, const char *me
         return lmc_err(LMC_ERR_NOMEM, "chat session: out of memory");
     }
     char *text = NULL;
-    if (!lmc_tokenizer_apply_chat_template) {
-        json_object_put(arr);
-        return lmc_err(LMC_ERR_UNSUPPORTED, "chat session: chat templates are not in this build");
-    }
     lmc_status st = lmc_tokenizer_apply_chat_template(s->tok, js, NULL, true, false,
                                                       s->template_kwargs, &text);
     json_object_put(arr);

@@ -6,6 +6,7 @@
  * greedy decoding follows the reference. */
 #include "backend/cpu/cpu_ops.h"
 #include "base/error.h"
+#include "base/json.h"
 #include "models/kv_cache_cpu.h"
 #include "models/llama_weights.h"
 #include <inttypes.h>
@@ -61,7 +62,7 @@ static lmc_status make_inv_freq(const lmc_model_config *c, float **out) {
 
 /* ------------------------------------------------------------ config */
 
-static lmc_status validate_config(const lmc_model_config *c) {
+static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
     const char *mt = c->model_type;
     if (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") && strcmp(mt, "qwen3"))
         return lmc_err(LMC_ERR_UNSUPPORTED,
@@ -85,6 +86,13 @@ static lmc_status validate_config(const lmc_model_config *c) {
                        "config.json: num_attention_heads (%" PRId64
                        ") is not a multiple of num_key_value_heads (%" PRId64 ")",
                        c->num_attention_heads, c->num_key_value_heads);
+    json_object *hd = raw ? lmc_json_get(raw, "head_dim") : NULL;
+    if (!hd && c->hidden_size % c->num_attention_heads)
+        return lmc_err(LMC_ERR_FORMAT,
+                       "config.json: hidden_size (%" PRId64
+                       ") is not a multiple of num_attention_heads (%" PRId64
+                       ") and no head_dim is given",
+                       c->hidden_size, c->num_attention_heads);
     if (c->head_dim % 2 || c->head_dim > 1024)
         return lmc_err(LMC_ERR_UNSUPPORTED,
                        "config.json: head_dim %" PRId64 " must be even and at most 1024",
@@ -184,13 +192,7 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, const int32
     float eps = (float)cfg->rms_norm_eps;
     lmc_dtype rd = m->act_dt;
     lmc_status st;
-    for (size_t i = 0; i < n; i++) {
-        if (ids[i] < 0 || ids[i] >= cfg->vocab_size)
-            return lmc_err(LMC_ERR_INVALID_ARG, "forward: token id %d at index %zu is outside the "
-                           "vocabulary (size %" PRId64 ")",
-                           ids[i], i, cfg->vocab_size);
-        lmc_cpu_widen(&W->embed, ids[i], 0, H, ws->x + i * H);
-    }
+    for (size_t i = 0; i < n; i++) lmc_cpu_widen(&W->embed, ids[i], 0, H, ws->x + i * H);
     if ((st = lmc_cpu_kv_reserve(c, n))) return st;
     for (size_t l = 0; l < W->n_layers; l++) {
         const lmc_llama_layer *L = &W->layers[l];
@@ -243,6 +245,12 @@ static lmc_status llama_forward(lmc_model *base, lmc_kv_cache *cache, const int3
         return lmc_err(LMC_ERR_INVALID_ARG,
                        "forward: the KV cache was made for a model of another shape");
     if (n == 0) return lmc_err(LMC_ERR_INVALID_ARG, "forward: no tokens");
+    /* Checked up front so a bad id never leaves the cache half-advanced. */
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= cfg->vocab_size)
+            return lmc_err(LMC_ERR_INVALID_ARG,
+                           "forward: token id %d at index %zu is outside the vocabulary (size %" PRId64 ")",
+                           ids[i], i, cfg->vocab_size);
     size_t H = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size;
     size_t chunk = n < PREFILL_CHUNK ? n : PREFILL_CHUNK;
     workspace ws;
@@ -298,7 +306,7 @@ lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
     if (!lm || !lm->config || !lm->weights || !out)
         return lmc_err(LMC_ERR_INVALID_ARG, "llama: config, weights and out are required");
     *out = NULL;
-    lmc_status st = validate_config(lm->config);
+    lmc_status st = validate_config(lm->config, lm->config_json);
     if (st) return st;
     if (lm->device == LMC_DEVICE_CUDA) return lmc_llama_cuda_create(lm, out);
     if (lm->device != LMC_DEVICE_CPU)

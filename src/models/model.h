@@ -25,7 +25,9 @@ typedef lmc_status (*lmc_model_ctor)(const lmc_loaded_model *lm, lmc_model **out
 typedef struct {
     /* Feed n tokens at the cache's current position; append their K/V.
      * logits: vocab floats for the last position, or n*vocab when
-     * all_logits (speculative verification). Host memory. */
+     * all_logits (speculative verification). Host memory. Bad arguments
+     * leave the cache untouched; after any other failure (out of memory)
+     * its contents are unspecified: clear it. */
     lmc_status (*forward)(lmc_model *m, lmc_kv_cache *c, const int32_t *ids, size_t n,
                           float *logits, bool all_logits);
     lmc_status (*cache_new)(lmc_model *m, lmc_kv_cache **out);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <utf8proc.h>
 
 #define AR (&c->arena)
 
@@ -89,39 +90,62 @@ static bool strip_impl(tpl_ctx *c, const tv_str *s, const tv_str *chars, bool le
     return true;
 }
 
-static char up(char ch) { return ch >= 'a' && ch <= 'z' ? (char)(ch - 32) : ch; }
-static char lo(char ch) { return ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch; }
-static bool is_alpha_byte(char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (unsigned char)ch >= 0x80; }
+static void put_cp(char *o, size_t *n, uint32_t cp) {
+    utf8proc_uint8_t tmp[4];
+    utf8proc_ssize_t k = utf8proc_encode_char((utf8proc_int32_t)cp, tmp);
+    memcpy(o + *n, tmp, (size_t)k);
+    *n += (size_t)k;
+}
 
+static uint32_t cp_up(uint32_t cp) { return (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp); }
+static uint32_t cp_lo(uint32_t cp) { return (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp); }
+static bool cp_cased(uint32_t cp) {
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
+    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
+}
+
+/* mode 0 upper, 1 lower, 2 capitalize, 3 Python str.title, 4 Jinja's title
+ * filter (words start after - space ( { [ <). Simple Unicode case mapping. */
 static bool case_map(tpl_ctx *c, const tv_str *s, int mode, tval *out) {
-    /* mode 0 upper, 1 lower, 2 capitalize, 3 python str.title, 4 jinja title */
-    tv_str *r = tv_str_new(AR, s->p, s->len);
-    if (!r) return tpl_oom(c);
+    char *o = tpl_alloc(AR, s->len * 2 + 8);
+    if (!o) return tpl_oom(c);
+    size_t n = 0, idx = 0;
     bool prev_cased = false, word_start = true;
-    for (size_t i = 0; i < r->len; i++) {
-        char ch = r->p[i];
+    for (size_t i = 0; i < s->len; idx++) {
+        uint32_t cp;
+        size_t nx = tpl_utf8_next(s->p, s->len, i, &cp);
+        if (nx - i == 1 && cp >= 0x80) { /* invalid byte: keep as is */
+            o[n++] = s->p[i];
+            i = nx;
+            continue;
+        }
+        uint32_t r = cp;
         switch (mode) {
-        case 0: r->p[i] = up(ch); break;
-        case 1: r->p[i] = lo(ch); break;
-        case 2: r->p[i] = i == 0 ? up(ch) : lo(ch); break;
+        case 0: r = cp_up(cp); break;
+        case 1: r = cp_lo(cp); break;
+        case 2: r = idx == 0 ? cp_up(cp) : cp_lo(cp); break;
         case 3:
-            r->p[i] = prev_cased ? lo(ch) : up(ch);
-            prev_cased = is_alpha_byte(ch);
+            r = prev_cased ? cp_lo(cp) : cp_up(cp);
+            prev_cased = cp_cased(cp);
             break;
         case 4: {
-            bool sep = ch == '-' || ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v' ||
-                       ch == '(' || ch == '{' || ch == '[' || ch == '<';
+            bool sep = cp == '-' || tpl_is_py_space(cp) || cp == '(' || cp == '{' || cp == '[' || cp == '<';
             if (sep) {
                 word_start = true;
             } else {
-                r->p[i] = word_start ? up(ch) : lo(ch);
+                r = word_start ? cp_up(cp) : cp_lo(cp);
                 word_start = false;
             }
             break;
         }
         }
+        /* growth guard: mapped code points may encode longer */
+        put_cp(o, &n, r);
+        i = nx;
     }
-    *out = tv_strv(r);
+    tv_str *rs = tv_str_new(AR, o, n);
+    if (!rs) return tpl_oom(c);
+    *out = tv_strv(rs);
     return true;
 }
 
@@ -281,6 +305,13 @@ static bool str_format(tpl_ctx *c, const tv_str *f, const tpl_args *a, tval *out
         return tpl_oom(c);
     }
     return ret_buf(c, &b, out);
+}
+
+/* Python's \w: letters, digits (Unicode categories L*, N*) and underscore. */
+static bool is_word_cp(uint32_t cp) {
+    if (cp == '_') return true;
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
+    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) || (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
 }
 
 /* ------------------------------------------------------------ methods */
@@ -1142,11 +1173,18 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
         }
         return ret_buf(c, &b, out);
     }
-    if (!strcmp(name, "wordcount")) {
+    if (!strcmp(name, "wordcount")) { /* runs of \w, as Jinja's regex counts them */
         if (!to_s(c, v, &s)) return false;
-        tval parts;
-        if (!split_impl(c, s, NULL, -1, &parts)) return false;
-        *out = tv_int((int64_t)parts.l->n);
+        int64_t words = 0;
+        bool in_word = false;
+        for (size_t i = 0; i < s->len;) {
+            uint32_t cp;
+            i = tpl_utf8_next(s->p, s->len, i, &cp);
+            bool w = is_word_cp(cp);
+            if (w && !in_word) words++;
+            in_word = w;
+        }
+        *out = tv_int(words);
         return true;
     }
     (void)x;

@@ -49,6 +49,7 @@ typedef struct {
 } tk_arena;
 char *tk_arena_alloc(tk_arena *a, size_t n);
 char *tk_arena_dup(tk_arena *a, const char *s, size_t n);
+void tk_arena_reset(tk_arena *a);
 void tk_arena_free(tk_arena *a);
 
 /* ---- growable int32 vector ---- */
@@ -73,6 +74,7 @@ bool tk_utf8_lossy(const char *s, size_t len, lmc_buf *out);
 /* ---- regex (PCRE2, UTF + UCP, JIT when available) ---- */
 typedef struct {
     pcre2_code *code;
+    bool jit;
     char *literal; /* for String patterns: plain substring search */
     size_t literal_len;
 } tk_pattern;

@@ -185,9 +185,6 @@ static lmc_status load_bpe(tk_model *m, json_object *o, const char *where) {
         }
     }
     lmc_buf_free(&joined);
-    m->cache = calloc(1, sizeof *m->cache);
-    if (!m->cache) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-    pthread_mutex_init(&m->cache->mu, NULL);
     return LMC_OK;
 }
 
@@ -236,9 +233,18 @@ static lmc_status load_unigram(tk_model *m, json_object *o, const char *where) {
     return LMC_OK;
 }
 
+static lmc_status model_load(tk_model *m, json_object *o, const char *where);
+
 lmc_status tk_model_load(tk_model *m, json_object *o, const char *where) {
     memset(m, 0, sizeof *m);
     m->unk_id = -1;
+    m->cache = calloc(1, sizeof *m->cache);
+    if (!m->cache) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+    pthread_mutex_init(&m->cache->mu, NULL);
+    return model_load(m, o, where);
+}
+
+static lmc_status model_load(tk_model *m, json_object *o, const char *where) {
     if (!o || !json_object_is_type(o, json_type_object))
         return lmc_err(LMC_ERR_FORMAT, "%s: missing or not an object", where);
     const char *t = jstr(o, "type");
@@ -480,11 +486,11 @@ out:
     return st;
 }
 
-static lmc_status bpe(const tk_model *m, tk_ctx *c, const char *w, size_t len, tk_ids *out) {
-    if (m->ignore_merges) {
-        int32_t id = tk_strmap_get(&m->vocab, w, len);
-        if (id >= 0) return tk_ids_push(out, id) ? LMC_OK : lmc_err(LMC_ERR_NOMEM, "tokenizer");
-    }
+typedef lmc_status (*word_fn)(const tk_model *, tk_ctx *, const char *, size_t, tk_ids *);
+
+/* Words repeat a lot: remember each short word's ids (models are pure). */
+static lmc_status cached(const tk_model *m, tk_ctx *c, const char *w, size_t len, tk_ids *out,
+                         word_fn fn) {
     tk_cache *ca = m->cache;
     bool cacheable = ca && len <= CACHE_MAX_WORD;
     if (cacheable) {
@@ -498,7 +504,7 @@ static lmc_status bpe(const tk_model *m, tk_ctx *c, const char *w, size_t len, t
         pthread_mutex_unlock(&ca->mu);
     }
     size_t before = out->n;
-    lmc_status st = bpe_word(m, c, w, len, out);
+    lmc_status st = fn(m, c, w, len, out);
     if (st || !cacheable) return st;
     pthread_mutex_lock(&ca->mu);
     if (ca->n < CACHE_MAX_ENTRIES && tk_strmap_get(&ca->map, w, len) < 0) {
@@ -512,7 +518,7 @@ static lmc_status bpe(const tk_model *m, tk_ctx *c, const char *w, size_t len, t
             else key = NULL;
         }
         if (key && ids) {
-            memcpy(ids, out->v + before, cnt * sizeof *ids);
+            if (cnt) memcpy(ids, out->v + before, cnt * sizeof *ids);
             ca->ent[ca->n].ids = ids;
             ca->ent[ca->n].n = (uint32_t)cnt;
             if (tk_strmap_put(&ca->map, key, len, (int32_t)ca->n)) ca->n++;
@@ -520,6 +526,14 @@ static lmc_status bpe(const tk_model *m, tk_ctx *c, const char *w, size_t len, t
     }
     pthread_mutex_unlock(&ca->mu);
     return LMC_OK;
+}
+
+static lmc_status bpe(const tk_model *m, tk_ctx *c, const char *w, size_t len, tk_ids *out) {
+    if (m->ignore_merges) {
+        int32_t id = tk_strmap_get(&m->vocab, w, len);
+        if (id >= 0) return tk_ids_push(out, id) ? LMC_OK : lmc_err(LMC_ERR_NOMEM, "tokenizer");
+    }
+    return cached(m, c, w, len, out, bpe_word);
 }
 
 /* ------------------------------------------------------------- WordPiece */
@@ -643,10 +657,10 @@ lmc_status tk_model_tokenize(const tk_model *m, tk_ctx *c, const char *s, size_t
     switch (m->type) {
     case TK_MODEL_BPE: return bpe(m, c, s, len, out);
     case TK_MODEL_WORDPIECE: {
-        lmc_status st = wordpiece(m, c, s, len, out);
+        lmc_status st = cached(m, c, s, len, out, wordpiece);
         return st == LMC_ERR_NOMEM ? lmc_err(st, "tokenizer: out of memory") : st;
     }
-    case TK_MODEL_UNIGRAM: return unigram(m, c, s, len, out);
+    case TK_MODEL_UNIGRAM: return cached(m, c, s, len, out, unigram);
     case TK_MODEL_WORDLEVEL: {
         int32_t id = tk_strmap_get(&m->vocab, s, len);
         if (id < 0) id = m->unk_id;

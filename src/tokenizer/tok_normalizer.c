@@ -95,8 +95,31 @@ static bool is_ascii(const char *s, size_t len) {
     return true;
 }
 
+/* Code points that are unchanged by NFC and never combine with a
+ * neighbour (NFC_QC=Yes, canonical combining class 0): a string made only of
+ * these is already in NFC. */
+static bool nfc_inert(uint32_t c) {
+    return c < 0x300 || (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3040 && c <= 0x3098) ||
+           (c >= 0x309B && c <= 0x30FF) || (c >= 0xAC00 && c <= 0xD7A3) ||
+           (c >= 0x1F300 && c <= 0x1FAFF) || (c >= 0x2010 && c <= 0x2027);
+}
+
+static bool already_nfc(const char *s, size_t len) {
+    for (size_t i = 0; i < len;) {
+        if ((unsigned char)s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        i += (size_t)tk_utf8_dec(s + i, len - i, &cp);
+        if (!nfc_inert(cp)) return false;
+    }
+    return true;
+}
+
 static lmc_status unicode_form(const char *s, size_t len, int opts, lmc_buf *out) {
-    if (is_ascii(s, len)) return lmc_buf_append(out, s, len) ? LMC_OK : LMC_ERR_NOMEM;
+    if (is_ascii(s, len) || (opts == UTF8PROC_COMPOSE && already_nfc(s, len)))
+        return lmc_buf_append(out, s, len) ? LMC_OK : LMC_ERR_NOMEM;
     utf8proc_uint8_t *r = NULL;
     utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &r,
                                       UTF8PROC_STABLE | opts);
@@ -146,6 +169,20 @@ static lmc_status strip_marks(const char *s, size_t len, lmc_buf *out) {
 
 static lmc_status bert(const tk_normalizer *n, const char *s, size_t len, lmc_buf *out,
                        lmc_buf *tmp) {
+    if (is_ascii(s, len)) { /* fast path: no CJK, no accents, simple case */
+        if (!lmc_buf_reserve(out, len)) return LMC_ERR_NOMEM;
+        for (size_t i = 0; i < len; i++) {
+            char ch = s[i];
+            if (n->clean_text) {
+                if (ch == '\t' || ch == '\n' || ch == '\r') ch = ' ';
+                else if ((unsigned char)ch < 32 || ch == 127) continue;
+            }
+            if (n->lower && ch >= 'A' && ch <= 'Z') ch = (char)(ch + 32);
+            out->p[out->len++] = ch;
+        }
+        out->p[out->len] = 0;
+        return LMC_OK;
+    }
     lmc_buf a = {0};
     for (size_t i = 0; i < len;) {
         uint32_t cp;

@@ -10,10 +10,10 @@ static lmc_status add_ids(int32_t **v, size_t *n, const int32_t *ids, size_t k, 
                           const char *where) {
     int32_t *nv = realloc(*v, (*n + k + 1) * sizeof *nv);
     if (!nv) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-    if (front) {
+    if (k && front) {
         memmove(nv + k, nv, *n * sizeof *nv);
         memcpy(nv, ids, k * sizeof *nv);
-    } else {
+    } else if (k) {
         memcpy(nv + *n, ids, k * sizeof *nv);
     }
     *v = nv;

@@ -361,15 +361,19 @@ static bool do_bytelevel(const tk_pretok *p, tk_ctx *c, const tk_piece *pc, segs
     } else if (src.len && !tk_pieces_push(out, src)) {
         return false;
     }
+    pthread_once(&bl_once, bl_init);
     for (size_t i = first; i < out->n; i++) {
         tk_piece *q = &out->v[i];
         char *m = tk_arena_alloc(&c->arena, q->len * 2 + 1), *w = m;
         if (!m) return false;
         for (size_t j = 0; j < q->len; j++) {
-            size_t l;
-            const char *ch = tk_bytelevel_char((unsigned char)q->p[j], &l);
-            memcpy(w, ch, l);
-            w += l;
+            unsigned char b = (unsigned char)q->p[j];
+            if (bl_len[b] == 1) *w++ = (char)b;
+            else {
+                w[0] = bl_chr[b][0];
+                w[1] = bl_chr[b][1];
+                w += 2;
+            }
         }
         q->p = m;
         q->len = (size_t)(w - m);

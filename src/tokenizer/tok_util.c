@@ -164,6 +164,23 @@ char *tk_arena_dup(tk_arena *a, const char *s, size_t n) {
     return p;
 }
 
+void tk_arena_reset(tk_arena *a) {
+    /* Keep the most recent block for reuse; drop the rest. */
+    if (!a->head) return;
+    tk_block *keep = a->head, *b = keep->next;
+    while (b) {
+        tk_block *n = b->next;
+        free(b);
+        b = n;
+    }
+    keep->next = NULL;
+    keep->used = 0;
+    if (keep->cap > (1u << 20)) { /* do not hold on to a huge one */
+        free(keep);
+        a->head = NULL;
+    }
+}
+
 void tk_arena_free(tk_arena *a) {
     while (a->head) {
         tk_block *n = a->head->next;
@@ -375,7 +392,7 @@ lmc_status tk_pattern_load(tk_pattern *p, json_object *o, const char *where) {
         return lmc_err(LMC_ERR_FORMAT, "%s.pattern.Regex: invalid regex at offset %zu: %s", where,
                        (size_t)off, (const char *)msg);
     }
-    pcre2_jit_compile(p->code, PCRE2_JIT_COMPLETE); /* falls back to the interpreter */
+    p->jit = pcre2_jit_compile(p->code, PCRE2_JIT_COMPLETE) == 0; /* else interpreted */
     return LMC_OK;
 }
 
@@ -396,7 +413,11 @@ bool tk_pattern_find(const tk_pattern *p, pcre2_match_data *md, const char *s, s
         return true;
     }
     if (from > len) return false;
-    int rc = pcre2_match(p->code, (PCRE2_SPTR)s, len, from, PCRE2_NO_UTF_CHECK, md, NULL);
+    int rc = p->jit ? pcre2_jit_match(p->code, (PCRE2_SPTR)s, len, from, 0, md, NULL)
+                    : PCRE2_ERROR_JIT_STACKLIMIT;
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) /* no JIT, or its stack ran out: interpret */
+        rc = pcre2_match(p->code, (PCRE2_SPTR)s, len, from, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md,
+                         NULL);
     if (rc < 0) return false;
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
     *ms = ov[0];

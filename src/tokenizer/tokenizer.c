@@ -30,6 +30,7 @@ struct lmc_tokenizer {
     int32_t *added_by_id;       /* id -> index into added, -1 */
     tk_strmap special_content;  /* contents of special added tokens */
     tk_trie *trie_raw, *trie_norm;
+    bool first_raw[256], first_norm[256]; /* bytes that can start an added token */
     char **norm_patterns; /* normalized contents (owned) */
     size_t vocab_size;
     /* tokenizer_config.json */
@@ -39,7 +40,49 @@ struct lmc_tokenizer {
     size_t n_eos;
     char **tmpl_name, **tmpl_src;
     size_t n_tmpl;
+    json_object *config; /* parsed tokenizer_config.json, or NULL */
+    /* Scratch contexts reused across encode calls (any thread). */
+    pthread_mutex_t pool_mu;
+    tk_ctx *pool[8];
+    size_t n_pool;
 };
+
+static tk_ctx *ctx_get(const lmc_tokenizer *tc) {
+    lmc_tokenizer *t = (lmc_tokenizer *)tc; /* the pool is internal scratch state */
+    tk_ctx *c = NULL;
+    pthread_mutex_lock(&t->pool_mu);
+    if (t->n_pool) c = t->pool[--t->n_pool];
+    pthread_mutex_unlock(&t->pool_mu);
+    if (c) return c;
+    c = calloc(1, sizeof *c);
+    if (c && !(c->md = pcre2_match_data_create(8, NULL))) {
+        free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+static void ctx_destroy(tk_ctx *c) {
+    pcre2_match_data_free(c->md);
+    tk_arena_free(&c->arena);
+    lmc_buf_free(&c->tmp);
+    lmc_buf_free(&c->tmp2);
+    free(c);
+}
+
+static void ctx_put(const lmc_tokenizer *tc, tk_ctx *c) {
+    lmc_tokenizer *t = (lmc_tokenizer *)tc;
+    tk_arena_reset(&c->arena);
+    if (c->tmp.cap > (1u << 20)) lmc_buf_free(&c->tmp);
+    if (c->tmp2.cap > (1u << 20)) lmc_buf_free(&c->tmp2);
+    pthread_mutex_lock(&t->pool_mu);
+    if (t->n_pool < 8) {
+        t->pool[t->n_pool++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&t->pool_mu);
+    if (c) ctx_destroy(c);
+}
 
 static const char *const special_keys[4] = {"bos_token", "eos_token", "pad_token", "unk_token"};
 
@@ -117,6 +160,10 @@ static lmc_status build_tries(lmc_tokenizer *t) {
         t->norm_patterns[i][nb.len] = 0;
         if (!tk_trie_add(t->trie_norm, t->norm_patterns[i], nb.len, (int32_t)i))
             st = lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
+    }
+    for (int b = 0; b < 256; b++) {
+        t->first_raw[b] = tk_trie_first_byte(t->trie_raw, (unsigned char)b);
+        t->first_norm[b] = tk_trie_first_byte(t->trie_norm, (unsigned char)b);
     }
     lmc_buf_free(&nb);
     lmc_buf_free(&c.tmp);
@@ -264,7 +311,7 @@ static lmc_status load_config(lmc_tokenizer *t, const char *path) {
                          "tokenizer_config.json: chat_template: expected a string or a list");
         }
     }
-    json_object_put(root);
+    t->config = root;
     return st;
 }
 
@@ -288,6 +335,7 @@ lmc_status lmc_tokenizer_load_files(const char *tokenizer_json_path,
         return lmc_err(LMC_ERR_INVALID_ARG, "lmc_tokenizer_load_files: tokenizer.json path is NULL");
     lmc_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
+    pthread_mutex_init(&t->pool_mu, NULL);
     lmc_status st = load_tokenizer_json(t, tokenizer_json_path);
     if (!st && tokenizer_config_path) st = load_config(t, tokenizer_config_path);
     if (st) {
@@ -364,6 +412,9 @@ void lmc_tokenizer_free(lmc_tokenizer *t) {
     }
     free(t->tmpl_name);
     free(t->tmpl_src);
+    json_object_put(t->config);
+    for (size_t i = 0; i < t->n_pool; i++) ctx_destroy(t->pool[i]);
+    pthread_mutex_destroy(&t->pool_mu);
     free(t);
 }
 
@@ -380,12 +431,12 @@ static uint32_t last_cp(const char *s, size_t len) {
 
 /* Splits one text piece around the added tokens found by `trie`
  * (leftmost-longest, non-overlapping), honouring lstrip/rstrip/single_word. */
-static bool split_added(const lmc_tokenizer *t, const tk_trie *trie, const tk_piece *pc,
-                        tk_pieces *out) {
+static bool split_added(const lmc_tokenizer *t, const tk_trie *trie, const bool *first,
+                        const tk_piece *pc, tk_pieces *out) {
     const char *s = pc->p;
     size_t len = pc->len, start_off = 0, i = 0;
     while (i < len) {
-        if (!tk_trie_first_byte(trie, (unsigned char)s[i])) {
+        if (!first[(unsigned char)s[i]]) {
             i++;
             continue;
         }
@@ -443,7 +494,7 @@ static lmc_status encode_pieces(const lmc_tokenizer *t, tk_ctx *c, const char *t
     tk_pieces a = {0}, b = {0};
     lmc_status st = LMC_OK;
     tk_piece whole = {text, len, -1, true};
-    if (!split_added(t, t->trie_raw, &whole, &a)) goto nomem;
+    if (!split_added(t, t->trie_raw, t->first_raw, &whole, &a)) goto nomem;
     for (size_t i = 0; i < a.n; i++) {
         tk_piece pc = a.v[i];
         if (pc.added_id >= 0) {
@@ -458,7 +509,7 @@ static lmc_status encode_pieces(const lmc_tokenizer *t, tk_ctx *c, const char *t
             pc.len = c->tmp.len;
         }
         if (!pc.len) continue;
-        if (!split_added(t, t->trie_norm, &pc, &b)) goto nomem;
+        if (!split_added(t, t->trie_norm, t->first_norm, &pc, &b)) goto nomem;
     }
     if (t->pre && (st = tk_pretokenize(t->pre, c, &b))) goto done;
     for (size_t i = 0; i < b.n && !st; i++) {
@@ -487,23 +538,19 @@ lmc_status lmc_tokenizer_encode(const lmc_tokenizer *t, const char *text, size_t
     if (len && !tk_utf8_valid(text, len, &bad))
         return lmc_err(LMC_ERR_INVALID_ARG, "lmc_tokenizer_encode: text is not valid UTF-8 (byte %zu)",
                        bad);
-    tk_ctx c = {0};
-    c.md = pcre2_match_data_create(8, NULL);
+    tk_ctx *c = ctx_get(t);
     tk_ids out = {0};
-    lmc_status st = c.md ? LMC_OK : lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
+    lmc_status st = c ? LMC_OK : lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
     if (!st && add_special_tokens && t->post.present &&
         !tk_ids_append(&out, t->post.pre, t->post.n_pre))
         st = lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
-    if (!st && len) st = encode_pieces(t, &c, text, len, &out);
+    if (!st && len) st = encode_pieces(t, c, text, len, &out);
     if (!st && add_special_tokens && t->post.present &&
         !tk_ids_append(&out, t->post.post, t->post.n_post))
         st = lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
     if (!st && !out.v && !(out.v = malloc(sizeof *out.v)))
         st = lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
-    if (c.md) pcre2_match_data_free(c.md);
-    tk_arena_free(&c.arena);
-    lmc_buf_free(&c.tmp);
-    lmc_buf_free(&c.tmp2);
+    if (c) ctx_put(t, c);
     if (st) {
         free(out.v);
         return st;
@@ -621,6 +668,14 @@ const char *lmc_tokenizer_chat_template(const lmc_tokenizer *t, const char *name
         if (!strcmp(t->tmpl_name[i], want)) return t->tmpl_src[i];
     if (!name && t->n_tmpl == 1) return t->tmpl_src[0];
     return NULL;
+}
+
+bool lmc_tokenizer_config_bool(const lmc_tokenizer *t, const char *key, bool def) {
+    json_object *v;
+    if (!t || !key || !t->config || !json_object_object_get_ex(t->config, key, &v) ||
+        !json_object_is_type(v, json_type_boolean))
+        return def;
+    return json_object_get_boolean(v);
 }
 
 /* --------------------------------------------------- streaming detokenizer */

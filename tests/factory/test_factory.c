@@ -313,7 +313,9 @@ static void test_full_loads(const lmc_model_registry *r) {
     CHECK_ERR(load(r, db, g_tok_assets, &ctx), LMC_ERR_FORMAT, "layer 0: missing q_proj");
     CHECK(ctx == NULL);
 
-    /* eos: config scalar, then generation_config rules, end to end. */
+    /* eos: config scalar, then generation_config rules, end to end (the
+     * remaining rules are covered in tests/formats/test_config.c; each load
+     * here builds a 150k-token tokenizer, so they are kept few). */
     const char *de = model_dir("eos", "{\"model_type\": \"qwen3\", \"eos_token_id\": 151643}");
     put_weights(de);
     static const int32_t e_cfg[] = {151643}, e_list[] = {151645, 151643}, e_zero[] = {0, 5};
@@ -328,17 +330,9 @@ static void test_full_loads(const lmc_model_registry *r) {
     CHECK_EQ_INT(load(r, de, g_tok_assets, &ctx), LMC_OK);
     CHECK(eos_is(ctx, e_cfg, 1));
     lmc_context_free(ctx);
-    put(de, "generation_config.json", "{\"eos_token_id\": []}");
-    CHECK_EQ_INT(load(r, de, g_tok_assets, &ctx), LMC_OK);
-    CHECK(eos_is(ctx, e_cfg, 1));
-    lmc_context_free(ctx);
     put(de, "generation_config.json", "{\"eos_token_id\": [0, 5]}");
     CHECK_EQ_INT(load(r, de, g_tok_assets, &ctx), LMC_OK);
     CHECK(eos_is(ctx, e_zero, 2));
-    lmc_context_free(ctx);
-    put(de, "generation_config.json", "{\"eos_token_id\": [1,");
-    CHECK_EQ_INT(load(r, de, g_tok_assets, &ctx), LMC_OK);
-    CHECK(eos_is(ctx, e_cfg, 1));
     lmc_context_free(ctx);
     unlink(mkpath(de, "generation_config.json"));
     CHECK(mkfifo(mkpath(de, "generation_config.json"), 0600) == 0); /* must not block */
@@ -376,10 +370,11 @@ static void test_full_loads(const lmc_model_registry *r) {
 }
 
 /* The default registry end to end on checkpoints saved by transformers
- * (tests/golden/models): mistral dispatches to the llama architecture, and
- * one forward of the golden prompt reproduces transformers' last logits. */
+ * (tests/golden/models): mistral dispatches to the llama architecture, which
+ * binds every weight from the set (the forward itself is tested in
+ * tests/models). */
 static void test_default_registry_real(const char *src) {
-    static const char *models[] = {"mistral-fp32", "qwen3-fp32", "llama-fp32"};
+    static const char *models[] = {"mistral-fp32", "qwen3-fp32"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         char dir[600], gp[700];
         snprintf(dir, sizeof dir, "%s/tests/golden/models/%s", src, models[i]);
@@ -402,24 +397,8 @@ static void test_default_registry_real(const char *src) {
         CHECK_EQ_INT(lmc_model_vocab(m), 512);
         static const int32_t eos2[] = {2};
         CHECK(eos_is(ctx, eos2, 1)); /* config.json eos_token_id replaced qwen3's */
-        json_object *prompt = lmc_json_get(g, "prompt"), *ref = lmc_json_get(g, "logits");
-        size_t n = json_object_array_length(prompt);
-        int32_t ids[64];
-        for (size_t k = 0; k < n && k < 64; k++)
-            ids[k] = (int32_t)json_object_get_int(json_object_array_get_idx(prompt, k));
         lmc_kv_cache *c = NULL;
-        float *logits = calloc(512, sizeof *logits);
         CHECK_EQ_INT(lmc_kv_cache_new(m, &c), LMC_OK);
-        if (c && logits && n <= 64) {
-            CHECK_EQ_INT(lmc_model_forward(m, c, ids, n, logits, false), LMC_OK);
-            double maxd = 0;
-            for (size_t k = 0; k < 512; k++) {
-                double d = fabs(logits[k] - json_object_get_double(json_object_array_get_idx(ref, k)));
-                if (d > maxd) maxd = d;
-            }
-            CHECK_MSG(maxd < 1e-3, "%s: max |logit diff| %g", models[i], maxd);
-        }
-        free(logits);
         lmc_kv_cache_free(c);
         lmc_context_free(ctx);
         json_object_put(g);

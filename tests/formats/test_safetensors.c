@@ -95,7 +95,8 @@ static void test_roundtrip(void) {
         {"mask", LMC_DT_BOOL, 1, {3}, d},
     };
     const char *meta[] = {"format", "pt", "note", "a \"b\"", NULL};
-    char *p = path_in(NULL, "rt.safetensors");
+    char p[512];
+    snprintf(p, sizeof p, "%s", path_in(NULL, "rt.safetensors"));
     CHECK_EQ_INT(lmc_st_write(p, ts, 5, meta), LMC_OK);
     struct stat sb;
     CHECK(stat(p, &sb) == 0);

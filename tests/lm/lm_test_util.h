@@ -20,14 +20,14 @@ typedef struct {
     size_t n_bias_no_eos;  /* bias that also forbids eos */
 } test_vocab;
 
-static bool vocab_allowed(const test_vocab *tv, int32_t t) {
+static inline bool vocab_allowed(const test_vocab *tv, int32_t t) {
     if (t == tv->eos) return true;
     for (int i = 0; i < TV_WORDS; i++)
         if (tv->ids[i] == t) return true;
     return false;
 }
 
-static int test_vocab_init(test_vocab *tv, lmc_context *ctx) {
+static inline int test_vocab_init(test_vocab *tv, lmc_context *ctx) {
     static const char *words[TV_WORDS] = {" cat", " dog", " red", " blue", " sun",
                                           " moon", " tree", " bird", " fish", " hat"};
     memset(tv, 0, sizeof *tv);
@@ -64,13 +64,13 @@ static int test_vocab_init(test_vocab *tv, lmc_context *ctx) {
     return 0;
 }
 
-static void test_vocab_free(test_vocab *tv) {
+static inline void test_vocab_free(test_vocab *tv) {
     free(tv->bias_ids);
     free(tv->bias_vals);
 }
 
 /* Greedy over the allowed words (+ eos). */
-static void test_params(lmc_gen_params *p, const test_vocab *tv, size_t max_tokens) {
+static inline void test_params(lmc_gen_params *p, const test_vocab *tv, size_t max_tokens) {
     lmc_gen_params_default(p);
     p->max_tokens = max_tokens;
     p->sampler.logit_bias_ids = tv->bias_ids;
@@ -90,7 +90,7 @@ typedef struct {
     size_t drafted;          /* responses marked from_draft */
 } collected;
 
-static bool collect_cb(void *user, const lmc_gen_response *r) {
+static inline bool collect_cb(void *user, const lmc_gen_response *r) {
     collected *c = user;
     if (c->n == 0) {
         c->prefix_ok = c->logprob_ok = c->top_ok = c->counts_ok = true;
@@ -116,6 +116,6 @@ static bool collect_cb(void *user, const lmc_gen_response *r) {
     return !(c->stop_after && c->n >= c->stop_after);
 }
 
-static void collected_free(collected *c) { lmc_buf_free(&c->text); }
+static inline void collected_free(collected *c) { lmc_buf_free(&c->text); }
 
 #endif

@@ -21,28 +21,37 @@ typedef struct {
     uint64_t seed;
 } tiny_spec;
 
-static float tiny_gauss(lmc_rng *r) {
+static inline float tiny_gauss(lmc_rng *r) {
     double u1 = lmc_rng_uniform(r), u2 = lmc_rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-static float *tiny_rand(lmc_rng *r, size_t n, float scale) {
+static inline float *tiny_rand(lmc_rng *r, size_t n, float scale) {
     float *p = malloc(n * sizeof *p);
     if (!p) return NULL;
     for (size_t i = 0; i < n; i++) p[i] = tiny_gauss(r) * scale;
     return p;
 }
 
-static float *tiny_const(size_t n, float v) {
+static inline float *tiny_const(size_t n, float v) {
     float *p = malloc(n * sizeof *p);
     if (!p) return NULL;
     for (size_t i = 0; i < n; i++) p[i] = v;
     return p;
 }
 
+/* Each tensor draws from its own stream, so two specs with the same seed
+ * share every tensor they both have (a 1-layer draft is the 2-layer
+ * target minus its last layer). */
+static inline uint64_t tiny_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
 /* Writes <dir>/config.json and <dir>/model.safetensors. Returns 0 on success. */
-static int tiny_write(const char *dir, const tiny_spec *s) {
+static inline int tiny_write(const char *dir, const tiny_spec *s) {
     char path[4200], cfg[2048];
     bool qk_norm = !strcmp(s->model_type, "qwen3");
     snprintf(cfg, sizeof cfg,
@@ -70,6 +79,7 @@ static int tiny_write(const char *dir, const tiny_spec *s) {
     do {                                                                            \
         snprintf(names[k], sizeof names[k], "%s", nm);                              \
         size_t n_ = (size_t)(d0) * (size_t)((d1) ? (d1) : 1);                       \
+        lmc_rng_seed(&r, s->seed * 1000003u + tiny_hash(nm));                        \
         bufs[k] = (isconst) ? tiny_const(n_, scale) : tiny_rand(&r, n_, scale);     \
         t[k].name = names[k];                                                       \
         t[k].dtype = LMC_DT_F32;                                                    \
@@ -115,19 +125,19 @@ static int tiny_write(const char *dir, const tiny_spec *s) {
 }
 
 /* Repo-relative asset path (LMC_SOURCE_DIR set by ctest). */
-static void tiny_asset(char *out, size_t n, const char *rel) {
+static inline void tiny_asset(char *out, size_t n, const char *rel) {
     const char *root = getenv("LMC_SOURCE_DIR");
     snprintf(out, n, "%s/%s", root && *root ? root : ".", rel);
 }
 
 /* mkdtemp under $TMPDIR (or /tmp). */
-static int tiny_tmpdir(char *out, size_t n, const char *tag) {
+static inline int tiny_tmpdir(char *out, size_t n, const char *tag) {
     const char *base = getenv("TMPDIR");
     snprintf(out, n, "%s/lmc_%s_XXXXXX", base && *base ? base : "/tmp", tag);
     return mkdtemp(out) ? 0 : -1;
 }
 
-static void tiny_rmdir(const char *dir) {
+static inline void tiny_rmdir(const char *dir) {
     const char *files[] = {"config.json", "model.safetensors"};
     char p[4200];
     for (size_t i = 0; i < 2; i++) {
@@ -138,7 +148,7 @@ static void tiny_rmdir(const char *dir) {
 }
 
 /* Synthesize and load; exits 77 when the tokenizer assets are missing. */
-static lmc_context *tiny_load(const char *dir, const tiny_spec *s, const char *tokenizer) {
+static inline lmc_context *tiny_load(const char *dir, const tiny_spec *s, const char *tokenizer) {
     char tokdir[4096], tj[4200];
     tiny_asset(tokdir, sizeof tokdir, tokenizer);
     snprintf(tj, sizeof tj, "%s/tokenizer.json", tokdir);

@@ -389,6 +389,14 @@ static void test_errors(const char *gold) {
     bad.num_key_value_heads = 3;
     CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_FORMAT, "not a multiple of num_key_value_heads");
     bad = L.cfg;
+    bad.hidden_size = 66; /* 66 / 4 heads, and the config names no head_dim */
+    json_object *no_head_dim = json_object_new_object();
+    lm.config_json = no_head_dim;
+    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_FORMAT,
+              "hidden_size (66) is not a multiple of num_attention_heads (4)");
+    lm.config_json = NULL;
+    json_object_put(no_head_dim);
+    bad = L.cfg;
     bad.vocab_size = 0;
     CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_FORMAT, "vocab_size must be positive");
     bad = L.cfg;
@@ -417,6 +425,15 @@ static void test_errors(const char *gold) {
     if (M.model && L.model && lmc_kv_cache_new(M.model, &c) == LMC_OK) {
         int32_t ids[3] = {1, 5, 9};
         float *lg = calloc((size_t)lmc_model_vocab(M.model), sizeof(float));
+        char empty[300];
+        snprintf(empty, sizeof empty, "%s/empty.safetensors", tmp);
+        CHECK_MSG(lmc_kv_cache_save(c, empty, NULL) == LMC_OK, "save empty: %s", lmc_last_error());
+        CHECK_MSG(lmc_kv_cache_load(M.model, empty, &r) == LMC_OK, "load empty: %s",
+                  lmc_last_error());
+        CHECK_EQ_INT(lmc_kv_cache_len(r), 0);
+        lmc_kv_cache_free(r);
+        r = NULL;
+        unlink(empty);
         CHECK(feed(M.model, c, ids, 3, lg) == LMC_OK);
         char kv[300];
         snprintf(kv, sizeof kv, "%s/kv.safetensors", tmp);
@@ -430,7 +447,11 @@ static void test_errors(const char *gold) {
         CHECK_ERR(lmc_model_forward(L.model, c, ids, 1, lg, false), LMC_ERR_INVALID_ARG,
                   "another shape");
         int32_t oob = 100000;
-        CHECK_ERR(feed(M.model, c, &oob, 1, lg), LMC_ERR_INVALID_ARG, "outside the vocabulary");
+        size_t before = lmc_kv_cache_len(c);
+        int32_t bad_ids[2] = {4, oob};
+        CHECK_ERR(feed(M.model, c, bad_ids, 2, lg), LMC_ERR_INVALID_ARG,
+                  "token id 100000 at index 1 is outside the vocabulary");
+        CHECK_EQ_INT(lmc_kv_cache_len(c), before);
         unlink(kv);
         free(lg);
         lmc_kv_cache_free(c);

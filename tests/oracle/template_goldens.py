@@ -32,6 +32,8 @@ FAMILIES = {
     "mistral_nemo": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
     "smollm2": {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>",
                 "pad_token": "<|im_end|>"},
+    # not a model: a template written to exercise Jinja features (see features.jinja)
+    "features": {"bos_token": "<s>", "eos_token": "</s>"},
 }
 
 TOOLS = [
@@ -95,6 +97,14 @@ def cases_for(family):
     add("tool_call_string_args", [UW, CALL_STR, RESULT], tools=None, agp=True)
     add("roles_not_alternating", [U1, U2], agp=True)
     add("empty_content", [{"role": "user", "content": ""}], agp=True)
+    add("content_blocks", [{"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "image"},
+                                                        {"type": "text", "text": " this picture."}]}], agp=True)
+    add("continue_blocks", [U1, {"role": "assistant", "content": [{"type": "text", "text": "Partial answer"}]}],
+        cont=True)
+    add("continue_leading_space", [U1, {"role": "assistant", "content": "  leading and trailing  "}], cont=True)
+    add("continue_user_message", [SYS, {"role": "user", "content": "Complete this sentence: the sky"}], cont=True)
+    add("extra_variables", [SYS, U1, A1], extra={"custom_flag": True, "date_string": "01 Jan 2025",
+                                                  "enable_thinking": False})
     if family == "qwen3":
         add("qwen3_no_thinking", [U1], agp=True, extra={"enable_thinking": False})
         add("qwen3_thinking_true", [SYS, U1], agp=True, extra={"enable_thinking": True})
@@ -139,19 +149,26 @@ def dev_renderer(template, special):
     tpl = env.from_string(template)
 
     def render(messages, tools, agp, cont, extra):
+        messages = copy.deepcopy(messages)
         if cont and agp:
             raise ValueError("continue_final_message and add_generation_prompt are not compatible")
         out = tpl.render(messages=messages, tools=tools, documents=None, add_generation_prompt=agp,
                          **{**special, **extra})
         if cont:
+            tag = "CONTINUE_FINAL_MESSAGE_TAG "
             final = messages[-1]["content"]
-            if final.strip() not in out:
-                raise ValueError("continue_final_message is set but the final message does not appear")
-            loc = out.rindex(final.strip())
-            if out[loc: loc + len(final.lstrip())] == final:
-                out = out[: loc + len(final.lstrip())]
+            if isinstance(final, list):
+                block = [b for b in final if "text" in b][-1]
+                final = block["text"]
+                block["text"] = final + tag
             else:
-                out = out[: loc + len(final.strip())]
+                messages[-1]["content"] = final + tag
+            out = tpl.render(messages=messages, tools=tools, documents=None, add_generation_prompt=agp,
+                             **{**special, **extra})
+            if final.strip() not in out or tag.strip() not in out:
+                raise ValueError("continue_final_message is set but the final message does not appear")
+            loc = out.rindex(tag.strip())
+            out = out[:loc] if out[loc: loc + len(tag)] == tag else out[:loc].rstrip()
         return out
     return render
 

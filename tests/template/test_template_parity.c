@@ -100,61 +100,6 @@ out:
     json_object_put(doc);
 }
 
-/* The fixtures that come from the fetched tokenizer assets must equal the
- * assets' chat_template; when the tokenizer exposes it, apply through it. */
-static void check_assets(const char *root) {
-    static const char *pairs[][2] = {{"qwen3", "qwen3"}, {"llama3", "llama3_1"}, {"gemma3", "gemma3"},
-                                     {"deepseek_v3", "deepseek_v3"}};
-    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        char dir[4096], path[4200];
-        snprintf(dir, sizeof dir, "%s/.cache/assets/tokenizers/%s", root, pairs[i][1]);
-        snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-        json_object *cfg;
-        char *raw;
-        if (lmc_json_load_file(path, "tokenizer_config.json", 64u << 20, &cfg, &raw)) {
-            printf("  (assets for %s not fetched; fixture cross-check skipped)\n", pairs[i][0]);
-            continue;
-        }
-        free(raw);
-        char fx[4200];
-        snprintf(fx, sizeof fx, "%s/%s.jinja", fixture_dir, pairs[i][0]);
-        char *src = NULL;
-        size_t len;
-        const char *asset_tpl = lmc_json_str(cfg, "chat_template", NULL);
-        CHECK_MSG(!lmc_read_file(fx, "fixture", 1u << 20, &src, &len) && asset_tpl && !strcmp(src, asset_tpl),
-                  "fixture %s.jinja differs from the asset's chat_template", pairs[i][0]);
-        free(src);
-        json_object_put(cfg);
-        lmc_tokenizer *tok = NULL;
-        if (lmc_tokenizer_load(dir, &tok) || !lmc_tokenizer_chat_template(tok, NULL)) {
-            printf("  (tokenizer for %s does not expose its chat template yet; tokenizer path skipped)\n",
-                   pairs[i][0]);
-            lmc_tokenizer_free(tok);
-            continue;
-        }
-        char *got = NULL;
-        lmc_status st = lmc_tokenizer_apply_chat_template(
-            tok, "[{\"role\":\"user\",\"content\":\"Hello, who are you?\"}]", NULL, true, false, NULL, &got);
-        CHECK_MSG(st == LMC_OK, "%s via tokenizer: %s", pairs[i][0], lmc_last_error());
-        /* the same case in the goldens */
-        char gpath[4200];
-        snprintf(gpath, sizeof gpath, "%s/%s.json", golden_dir, pairs[i][0]);
-        json_object *doc;
-        if (!st && !lmc_json_load_file(gpath, "golden", 16u << 20, &doc, &raw)) {
-            free(raw);
-            json_object *cases = lmc_json_get(doc, "cases");
-            for (size_t k = 0; k < json_object_array_length(cases); k++) {
-                json_object *cs = json_object_array_get_idx(cases, k);
-                if (strcmp(lmc_json_str(cs, "name", NULL), "single_user_gen")) continue;
-                CHECK_STREQ(got, lmc_json_str(cs, "expected", NULL));
-            }
-            json_object_put(doc);
-        }
-        lmc_free(got);
-        lmc_tokenizer_free(tok);
-    }
-}
-
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 int main(void) {
@@ -180,9 +125,8 @@ int main(void) {
     }
     printf("rendered strings: %d/%d identical; expected failures: %d/%d reproduced\n", n_identical, n_strings,
            n_errors_matched, n_errors);
-    CHECK(n >= 8);
+    CHECK(n >= 9); /* >= 8 model families + the features template */
     CHECK(n_strings >= 80);
-    check_assets(root);
     free(fixture_dir);
     free(golden_dir);
     return check_summary("test_template_parity");

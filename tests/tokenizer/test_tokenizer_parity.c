@@ -301,6 +301,9 @@ static void config_and_api(const char *assets) {
     if (!lmc_tokenizer_load(dir, &t)) { /* object-form special tokens */
         CHECK_STREQ(lmc_tokenizer_special_token(t, "bos_token"), "<｜begin▁of▁sentence｜>");
         CHECK_EQ_INT(lmc_tokenizer_bos_id(t), 0);
+        CHECK(lmc_tokenizer_config_bool(t, "add_bos_token", false));
+        CHECK(!lmc_tokenizer_config_bool(t, "add_eos_token", true));
+        CHECK(lmc_tokenizer_config_bool(t, "no_such_key", true));
         lmc_tokenizer_free(t);
     }
     snprintf(dir, sizeof dir, "%s/llama2", assets);

@@ -34,25 +34,73 @@ static inline float f16_bits_to_f32(uint16_t h) {
 #endif
 }
 
+/* Dot products keep four 8-lane partial sums in registers (GCC vector
+ * extensions; the AVX2 clone maps them to ymm registers) so the additions
+ * do not form one serial dependency chain. The vector helpers are static
+ * and inlined, so the ABI note GCC gives for them does not apply. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v8f __attribute__((vector_size(32)));
+typedef uint16_t v8u16 __attribute__((vector_size(16)));
+typedef uint32_t v8u32 __attribute__((vector_size(32)));
+
+static inline v8f load8_f32(const float *p) {
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline v8f load8_bf16(const uint16_t *p) {
+    v8u16 h;
+    memcpy(&h, p, sizeof h);
+    v8u32 w = __builtin_convertvector(h, v8u32) << 16;
+    v8f f;
+    memcpy(&f, &w, sizeof f);
+    return f;
+}
+
+static inline float hsum8(v8f v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
 HOT static float dot_f32(const float *w, const float *x, size_t n) {
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (size_t i = 0; i < n; i++) acc += w[i] * x[i];
-    return acc;
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 += load8_f32(w + i) * load8_f32(x + i);
+        a1 += load8_f32(w + i + 8) * load8_f32(x + i + 8);
+        a2 += load8_f32(w + i + 16) * load8_f32(x + i + 16);
+        a3 += load8_f32(w + i + 24) * load8_f32(x + i + 24);
+    }
+    float sum = hsum8((a0 + a1) + (a2 + a3));
+    for (; i < n; i++) sum += w[i] * x[i];
+    return sum;
 }
 
 HOT static float dot_bf16(const uint16_t *w, const float *x, size_t n) {
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (size_t i = 0; i < n; i++) acc += bf16_bits_to_f32(w[i]) * x[i];
-    return acc;
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 += load8_bf16(w + i) * load8_f32(x + i);
+        a1 += load8_bf16(w + i + 8) * load8_f32(x + i + 8);
+        a2 += load8_bf16(w + i + 16) * load8_f32(x + i + 16);
+        a3 += load8_bf16(w + i + 24) * load8_f32(x + i + 24);
+    }
+    float sum = hsum8((a0 + a1) + (a2 + a3));
+    for (; i < n; i++) sum += bf16_bits_to_f32(w[i]) * x[i];
+    return sum;
 }
 
 HOT static float dot_f16(const uint16_t *w, const float *x, size_t n) {
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (size_t i = 0; i < n; i++) acc += f16_bits_to_f32(w[i]) * x[i];
-    return acc;
+    float acc[32] = {0};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+#pragma omp simd
+        for (size_t j = 0; j < 32; j++) acc[j] += f16_bits_to_f32(w[i + j]) * x[i + j];
+    }
+    float sum = 0.0f;
+    for (; i < n; i++) sum += f16_bits_to_f32(w[i]) * x[i];
+    for (size_t j = 0; j < 32; j++) sum += acc[j];
+    return sum;
 }
 
 HOT static void widen_bf16(const uint16_t *src, float *dst, size_t n) {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# libFuzzer runs for lmc's parsers (see fuzz/README.md).
+#   scripts/fuzz.sh build                   configure + build every fuzz target (clang)
+#   scripts/fuzz.sh smoke [SECONDS]         each target for SECONDS (default 30); fails on any finding
+#   scripts/fuzz.sh long TARGET SECONDS     one long run; the grown corpus is kept in the build dir
+#   scripts/fuzz.sh merge TARGET            minimize the grown corpus back into fuzz/corpus/<name>
+#   scripts/fuzz.sh list                    the targets that were built
+# Environment: LMC_FUZZ_BUILD_DIR (default build-fuzz), LMC_FUZZ_NICE (default 10),
+# LMC_FUZZ_ARGS (extra libFuzzer flags). Findings land in <build>/fuzz-artifacts/<target>/.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+build=${LMC_FUZZ_BUILD_DIR:-build-fuzz}
+nice_level=${LMC_FUZZ_NICE:-10}
+targets=(fuzz_safetensors fuzz_config fuzz_tokenizer_load fuzz_tokenizer_encode fuzz_template)
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+do_build() {
+  if ! command -v clang >/dev/null; then echo "fuzz: clang not found" >&2; exit 1; fi
+  CC=clang cmake -S . -B "$build" -DLMC_FUZZ=ON -DLMC_SANITIZE=ON -DLMC_CUDA=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$build" -j"$(nproc)" --target fuzz_all
+}
+
+# Short name: fuzz_tokenizer_load -> tokenizer_load (corpus/dict directory names).
+short() { echo "${1#fuzz_}"; }
+
+dict_for() {
+  case "$1" in
+    fuzz_safetensors) echo fuzz/dicts/safetensors.dict ;;
+    fuzz_config) echo fuzz/dicts/config.dict ;;
+    fuzz_tokenizer_load) echo fuzz/dicts/tokenizer.dict ;;
+    fuzz_tokenizer_encode) echo fuzz/dicts/text.dict ;;
+    fuzz_template) [ -f fuzz/dicts/template.dict ] && echo fuzz/dicts/template.dict ;;
+  esac
+}
+
+maxlen_for() {
+  case "$1" in
+    fuzz_tokenizer_load) echo 131072 ;;
+    fuzz_tokenizer_encode) echo 4096 ;;
+    *) echo 16384 ;;
+  esac
+}
+
+# run TARGET SECONDS: fuzz with the committed corpus as seeds; the corpus
+# that grows is kept under the build dir, never written into fuzz/.
+run() {
+  local t=$1 secs=$2 name; name=$(short "$t")
+  local bin="$build/fuzz/$t"
+  if [ ! -x "$bin" ]; then echo "fuzz: $t was not built (missing module or source); skipped"; return 0; fi
+  local work="$build/fuzz-corpus/$name" art="$build/fuzz-artifacts/$name/"
+  mkdir -p "$work" "$art"
+  local dict; dict=$(dict_for "$t" || true)
+  local args=(-max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len="$(maxlen_for "$t")"
+              -artifact_prefix="$art" -print_final_stats=1 -print_pcs=0)
+  [ -n "$dict" ] && args+=(-dict="$dict")
+  echo "== $t: ${secs}s"
+  local log="$build/fuzz-$name.log" rc=0
+  # shellcheck disable=SC2086
+  LMC_SOURCE_DIR="$root" nice -n "$nice_level" "$bin" "${args[@]}" ${LMC_FUZZ_ARGS:-} \
+    "$work" "fuzz/corpus/$name" >"$log" 2>&1 || rc=$?
+  grep -E '^(#[0-9]+ +DONE|stat::)|cov:' "$log" | tail -6 || true
+  if [ "$rc" -ne 0 ] || grep -q 'runtime error:' "$log"; then
+    echo "fuzz: $t FOUND A PROBLEM (exit $rc); log $log, artifacts in $art" >&2
+    grep -E 'ERROR: |runtime error:|SUMMARY:|Test unit written' "$log" | head -20 >&2
+    return 1
+  fi
+}
+
+cmd=${1:-}
+case "$cmd" in
+  build) do_build ;;
+  list) for t in "${targets[@]}"; do [ -x "$build/fuzz/$t" ] && echo "$t"; done; true ;;
+  smoke)
+    secs=${2:-30}
+    do_build >/dev/null
+    fail=0
+    for t in "${targets[@]}"; do run "$t" "$secs" || fail=1; done
+    exit $fail ;;
+  long)
+    [ $# -eq 3 ] || usage
+    t=$2; [[ $t == fuzz_* ]] || t=fuzz_$t
+    [ -x "$build/fuzz/$t" ] || do_build
+    run "$t" "$3" ;;
+  merge)
+    [ $# -eq 2 ] || usage
+    t=$2; [[ $t == fuzz_* ]] || t=fuzz_$t
+    name=$(short "$t")
+    tmp=$(mktemp -d)
+    LMC_SOURCE_DIR="$root" "$build/fuzz/$t" -merge=1 -rss_limit_mb=2048 -timeout=10 \
+      -max_len="$(maxlen_for "$t")" "$tmp" "fuzz/corpus/$name" "$build/fuzz-corpus/$name"
+    rm -rf "fuzz/corpus/$name" && mv "$tmp" "fuzz/corpus/$name"
+    du -sh "fuzz/corpus/$name" ;;
+  *) usage ;;
+esac
