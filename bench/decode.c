@@ -57,9 +57,9 @@ int main(int argc, char **argv) {
     double mean_ctx = np + ng / 2.0;
     printf("{\"model\": \"%s\", \"prompt\": %zu, \"new_tokens\": %zu, \"load_s\": %.2f, "
            "\"s_per_token\": %.6e, \"tokens_per_s\": %.2f, \"weight_bytes\": %zu, "
-           "\"kv_bytes_per_token\": %.0f, \"first_tokens\": [%d, %d, %d, %d]}\n",
+           "\"kv_bytes_per_token\": %.0f, \"graph\": %d, \"first_tokens\": [%d, %d, %d, %d]}\n",
            argv[1], np, ng, t_load, med, 1.0 / med, lmc_llama_cuda_weight_bytes(m),
-           kv_per_pos * mean_ctx, first_tokens[0], first_tokens[1], first_tokens[2],
+           kv_per_pos * mean_ctx, lmc_llama_cuda_graph_state(c), first_tokens[0], first_tokens[1], first_tokens[2],
            first_tokens[3]);
     lmc_kv_cache_free(c);
     free(prompt);

@@ -28,7 +28,7 @@ out = []
 for _ in range(10):
     rng.shuffle(lines)
     out.extend(lines)
-open(sys.argv[2], "w", encoding="utf-8").write("\n".join(out))
+open(sys.argv[2], "w", encoding="utf-8", newline="").write("\n".join(out))
 PY
 have_hf=0
 python3 -c "import tokenizers" 2>/dev/null && have_hf=1

@@ -64,7 +64,10 @@ lmc_status lmc_tokenizer_load_files(const char *tokenizer_json_path,
                                     const char *tokenizer_config_path, lmc_tokenizer **out);
 void lmc_tokenizer_free(lmc_tokenizer *t);
 
-/* ids: caller frees with lmc_free. */
+/* ids: caller frees with lmc_free. text must be valid UTF-8. Ids match the
+ * Hugging Face tokenizers library (added tokens, normalizer, pre-tokenizer,
+ * model, and with add_special_tokens the post-processor's BOS/EOS).
+ * decode: ids that name no token are skipped, as the reference does. */
 lmc_status lmc_tokenizer_encode(const lmc_tokenizer *t, const char *text, size_t len,
                                 bool add_special_tokens, int32_t **ids, size_t *n_ids);
 lmc_status lmc_tokenizer_decode(const lmc_tokenizer *t, const int32_t *ids, size_t n_ids,
@@ -211,9 +214,12 @@ void lmc_sampler_free(lmc_sampler *s);
  * *logprob (may be NULL) is the chosen token's. */
 lmc_status lmc_sampler_sample(lmc_sampler *s, float *logits, const int32_t *recent,
                               size_t n_recent, int32_t *token, float *logprob);
-/* The keep-mask the sampler would draw from for these log-probabilities
- * (after bias and penalty), for inspection: keep[i] true when token i can
- * be drawn. */
+/* The keep-mask the sampler would draw from for these (normalized)
+ * log-probabilities, for inspection: keep[i] true when token i can be
+ * drawn. Each of top-p / top-k / min-p is judged on the same unmasked
+ * distribution and the mask is their intersection; top-p keeps a token
+ * while the mass of the tokens ranked ahead of it (ties by lower id) is
+ * below top_p. */
 lmc_status lmc_sampler_mask(const lmc_sampler *s, const float *logprobs, bool *keep);
 
 typedef enum {

@@ -12,7 +12,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 build=${LMC_FUZZ_BUILD_DIR:-build-fuzz}
 nice_level=${LMC_FUZZ_NICE:-10}
-targets=(fuzz_safetensors fuzz_config fuzz_tokenizer_load fuzz_tokenizer_encode fuzz_template)
+targets=(fuzz_safetensors fuzz_config fuzz_model_config fuzz_tokenizer_load fuzz_tokenizer_encode
+         fuzz_template)
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -29,7 +30,7 @@ short() { echo "${1#fuzz_}"; }
 dict_for() {
   case "$1" in
     fuzz_safetensors) echo fuzz/dicts/safetensors.dict ;;
-    fuzz_config) echo fuzz/dicts/config.dict ;;
+    fuzz_config|fuzz_model_config) echo fuzz/dicts/config.dict ;;
     fuzz_tokenizer_load) echo fuzz/dicts/tokenizer.dict ;;
     fuzz_tokenizer_encode) echo fuzz/dicts/text.dict ;;
     fuzz_template) [ -f fuzz/dicts/template.dict ] && echo fuzz/dicts/template.dict ;;

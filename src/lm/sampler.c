@@ -218,8 +218,28 @@ static void compute_mask(lmc_sampler *s, const float *lp, bool *keep) {
     if (!use_p && !use_k && !use_min) return;
     /* only drawable tokens are ranked (NaN would break the ordering) */
     size_t n = 0;
+    float best = -INFINITY;
     for (size_t i = 0; i < V; i++)
-        if (keep[i]) s->order[n++] = (struct ranked){lp[i], (int32_t)i};
+        if (keep[i] && lp[i] > best) best = lp[i];
+    /* Fast path: tokens more than CUT below the best carry at most
+     * V * e^-CUT of the mass (< 2e-8 for any vocabulary here), so none of
+     * them can pass a top-p below 1 - 1e-6 or a min-p above e^-CUT, and they
+     * rank after every candidate for top-k; sort only the candidates when
+     * that argument holds for every active filter. */
+    const float CUT = 30.0f;
+    for (size_t i = 0; i < V; i++)
+        if (keep[i] && lp[i] >= best - CUT) s->order[n++] = (struct ranked){lp[i], (int32_t)i};
+    bool fast = (!use_p || s->p.top_p < 1.0f - 1e-6f) &&
+                (!use_k || n >= (size_t)s->p.top_k) &&
+                (!use_min || (logf(s->p.min_p) > -CUT && n >= (size_t)s->p.min_tokens_to_keep));
+    if (fast) {
+        for (size_t i = 0; i < V; i++)
+            if (keep[i] && lp[i] < best - CUT) keep[i] = false;
+    } else {
+        n = 0;
+        for (size_t i = 0; i < V; i++)
+            if (keep[i]) s->order[n++] = (struct ranked){lp[i], (int32_t)i};
+    }
     if (n == 0) return;
     qsort(s->order, n, sizeof *s->order, cmp_desc);
     float top = s->order[0].v;

@@ -129,6 +129,43 @@ static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
     return LMC_OK;
 }
 
+lmc_status lmc_llama_effective_window(const lmc_loaded_model *lm, int64_t *window) {
+    const lmc_model_config *c = lm->config;
+    int64_t L = c->num_hidden_layers, sliding = 0;
+    *window = 0;
+    if (c->sliding_window <= 0) return LMC_OK;
+    json_object *types = lm->config_json ? lmc_json_get(lm->config_json, "layer_types") : NULL;
+    if (types && json_object_is_type(types, json_type_array)) {
+        size_t n = json_object_array_length(types);
+        for (size_t i = 0; i < n; i++) {
+            const char *t = json_object_get_string(json_object_array_get_idx(types, i));
+            if (t && !strcmp(t, "sliding_attention")) sliding++;
+            else if (!t || strcmp(t, "full_attention"))
+                return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: layer_types[%zu] is '%s'", i,
+                               t ? t : "null");
+        }
+        if ((int64_t)n != L)
+            return lmc_err(LMC_ERR_FORMAT,
+                           "config.json: layer_types has %zu entries for %" PRId64 " layers", n, L);
+    } else if (!strcmp(c->model_type, "qwen2") || !strcmp(c->model_type, "qwen3")) {
+        /* Without layer_types these slide from layer max_window_layers on. */
+        int64_t mwl = 28;
+        json_object *o = lm->config_json ? lmc_json_get(lm->config_json, "max_window_layers") : NULL;
+        if (o && json_object_is_type(o, json_type_int)) mwl = json_object_get_int64(o);
+        sliding = mwl >= L ? 0 : L - (mwl > 0 ? mwl : 0);
+    } else {
+        sliding = L;
+    }
+    if (sliding && sliding != L)
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "config.json: %" PRId64 " of %" PRId64
+                       " layers use a sliding window; mixing windowed and full attention "
+                       "layers is not supported",
+                       sliding, L);
+    *window = sliding ? c->sliding_window : 0;
+    return LMC_OK;
+}
+
 /* ------------------------------------------------------------ forward */
 
 typedef struct {
@@ -158,6 +195,17 @@ static lmc_status ws_alloc(const lmc_model_config *c, size_t n, workspace *w) {
         return lmc_err(LMC_ERR_NOMEM, "forward: no memory for activations of %zu tokens", n);
     }
     return LMC_OK;
+}
+
+/* Several matmuls over one input (q/k/v, gate/up), then the rounding. */
+static lmc_status linear_multi(const llama_model *m, const lmc_cpu_mat *const *w,
+                               const lmc_cpu_mat *const *b, size_t count, const float *x,
+                               size_t n, float *const *y) {
+    const lmc_cpu_mat *bias[4];
+    for (size_t i = 0; i < count; i++) bias[i] = b[i] && b[i]->data ? b[i] : NULL;
+    lmc_status st = lmc_cpu_matmul_multi(w, bias, count, x, n, y);
+    for (size_t i = 0; i < count && !st; i++) lmc_cpu_round(y[i], n * (size_t)w[i]->rows, m->act_dt);
+    return st;
 }
 
 /* Matmul followed by the activation-dtype rounding. */
@@ -197,10 +245,9 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, const int32
     for (size_t l = 0; l < W->n_layers; l++) {
         const lmc_llama_layer *L = &W->layers[l];
         lmc_cpu_rmsnorm(ws->x, &L->in_norm, eps, n, H, ws->h, rd);
-        if ((st = linear(m, &L->q, &L->q_b, ws->h, n, ws->q)) ||
-            (st = linear(m, &L->k, &L->k_b, ws->h, n, ws->k)) ||
-            (st = linear(m, &L->v, &L->v_b, ws->h, n, ws->v)))
-            return st;
+        const lmc_cpu_mat *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {&L->q_b, &L->k_b, &L->v_b};
+        float *qkv_out[3] = {ws->q, ws->k, ws->v};
+        if ((st = linear_multi(m, qkv, qkv_b, 3, ws->h, n, qkv_out))) return st;
         if (L->q_norm.data) {
             lmc_cpu_rmsnorm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, rd);
             lmc_cpu_rmsnorm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, rd);
@@ -219,9 +266,9 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, const int32
         lmc_cpu_add(ws->x, ws->o, n * H);
         lmc_cpu_round(ws->x, n * H, rd);
         lmc_cpu_rmsnorm(ws->x, &L->post_norm, eps, n, H, ws->h, rd);
-        if ((st = linear(m, &L->gate, &L->gate_b, ws->h, n, ws->g)) ||
-            (st = linear(m, &L->up, &L->up_b, ws->h, n, ws->u)))
-            return st;
+        const lmc_cpu_mat *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {&L->gate_b, &L->up_b};
+        float *gu_out[2] = {ws->g, ws->u};
+        if ((st = linear_multi(m, gu, gu_b, 2, ws->h, n, gu_out))) return st;
         lmc_cpu_silu_mul(ws->g, ws->u, n * I, ws->g, rd);
         if ((st = linear(m, &L->down, &L->down_b, ws->g, n, ws->o))) return st;
         lmc_cpu_add(ws->x, ws->o, n * H);
@@ -307,6 +354,8 @@ lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
         return lmc_err(LMC_ERR_INVALID_ARG, "llama: config, weights and out are required");
     *out = NULL;
     lmc_status st = validate_config(lm->config, lm->config_json);
+    int64_t window = 0;
+    if (!st) st = lmc_llama_effective_window(lm, &window);
     if (st) return st;
     if (lm->device == LMC_DEVICE_CUDA) return lmc_llama_cuda_create(lm, out);
     if (lm->device != LMC_DEVICE_CPU)
@@ -315,6 +364,7 @@ lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
     if (!m) return lmc_err(LMC_ERR_NOMEM, "llama: no memory");
     m->base.vt = &llama_vt;
     m->base.cfg = *lm->config;
+    m->base.cfg.sliding_window = window;
     m->base.device = LMC_DEVICE_CPU;
     const lmc_model_config *c = &m->base.cfg;
     if ((st = lmc_llama_weights_bind(c, lm->weights, &m->w)) || (st = make_inv_freq(c, &m->inv_freq))) {

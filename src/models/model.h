@@ -86,6 +86,13 @@ lmc_status lmc_kv_cache_load(lmc_model *m, const char *path, lmc_kv_cache **out)
 /* Architectures (src/models/). llama covers mistral; qwen2 adds qkv bias;
  * qwen3 adds q/k RMSNorm. */
 lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out);
+/* The sliding window every layer of a llama-family model applies: the
+ * config's sliding_window when all layers slide (mistral; layer_types all
+ * "sliding_attention"; qwen2/qwen3 with max_window_layers 0), 0 when none
+ * does (layer_types all "full_attention", or qwen2/qwen3 whose
+ * max_window_layers covers every layer). A mix of the two is UNSUPPORTED.
+ * lmc_llama_create stores the result in the model's cfg.sliding_window. */
+lmc_status lmc_llama_effective_window(const lmc_loaded_model *lm, int64_t *window);
 /* The CUDA implementation of the same family (src/backend/cuda); called by
  * lmc_llama_create for LMC_DEVICE_CUDA in builds with CUDA. */
 lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out);

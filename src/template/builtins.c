@@ -278,6 +278,11 @@ static bool str_format(tpl_ctx *c, const tv_str *f, const tpl_args *a, tval *out
             const char *field = f->p + i + 1;
             size_t cl = 0;
             while (cl < fl && field[cl] != ':' && field[cl] != '!') cl++;
+            if (cl < fl) {
+                lmc_buf_free(&b);
+                return tpl_fail(c, LMC_ERR_UNSUPPORTED, "str.format: conversion or format spec '%.*s' is not supported",
+                                (int)fl, field);
+            }
             const tval *v = NULL;
             if (cl == 0) {
                 v = auto_idx < a->n ? &a->v[auto_idx] : NULL;
@@ -603,12 +608,20 @@ static bool test_impl(tpl_ctx *c, const char *name, tval v, const tpl_args *a, b
             *r = false;
             return true;
         }
-        bool ok = true;
-        for (size_t i = 0; i < v.s->len; i++) {
-            char ch = v.s->p[i];
-            if (name[0] == 'l' ? (ch >= 'A' && ch <= 'Z') : (ch >= 'a' && ch <= 'z')) ok = false;
+        bool ok = true, cased = false; /* Python islower/isupper */
+        for (size_t i = 0; i < v.s->len;) {
+            uint32_t cp;
+            i = tpl_utf8_next(v.s->p, v.s->len, i, &cp);
+            utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
+            if (k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LT) {
+                cased = true;
+                if (name[0] == 'l') ok = false;
+            } else if (k == UTF8PROC_CATEGORY_LL) {
+                cased = true;
+                if (name[0] == 'u') ok = false;
+            }
         }
-        *r = ok;
+        *r = ok && cased;
     } else if (!strcmp(name, "escaped")) {
         *r = false;
     } else {
@@ -725,6 +738,8 @@ static bool f_tojson(tpl_ctx *c, tval v, const tpl_args *a, tval *out) {
         lmc_buf_free(&b);
         if (bad) {
             if (v.k == TV_UNDEF && v.s) return undef_err(c, v);
+            if (!strcmp(bad, "too deeply nested value"))
+                return tpl_fail(c, LMC_ERR_LIMIT, "tojson: value nested deeper than %d levels", TPL_MAX_NEST);
             return tpl_fail(c, LMC_ERR_TEMPLATE, "Object of type %s is not JSON serializable", bad);
         }
         return tpl_oom(c);
@@ -755,6 +770,7 @@ static bool f_tojson(tpl_ctx *c, tval v, const tpl_args *a, tval *out) {
 
 static bool f_map(tpl_ctx *c, tval v, const tpl_args *a, tval *out) {
     tv_list *in, *l;
+    if (!tv_truthy(v)) v = tv_undef(NULL); /* Jinja: `if value:` before iterating */
     if (!seq_of(c, v, &in, "map") || !(l = tv_list_new(AR, in->n))) return c->failed ? false : tpl_oom(c);
     const tval *attr = arg(a, SIZE_MAX, "attribute"), *def = arg(a, SIZE_MAX, "default");
     if (attr) {
@@ -780,6 +796,7 @@ static bool f_map(tpl_ctx *c, tval v, const tpl_args *a, tval *out) {
 
 static bool f_select(tpl_ctx *c, tval v, const tpl_args *a, tval *out, bool by_attr, bool keep) {
     tv_list *in, *l;
+    if (!tv_truthy(v)) v = tv_undef(NULL); /* Jinja: `if value:` before iterating */
     if (!seq_of(c, v, &in, "select") || !(l = tv_list_new(AR, in->n))) return c->failed ? false : tpl_oom(c);
     size_t skip = 0;
     const tv_str *attr = NULL;
@@ -954,23 +971,18 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
     tv_str *s;
     if (!strcmp(name, "tojson")) return f_tojson(c, v, a, out);
     if (!strcmp(name, "safe") || !strcmp(name, "e") || !strcmp(name, "escape") || !strcmp(name, "forceescape")) {
-        if (name[0] != 's') { /* escape: no autoescape in chat templates, but the filter still escapes */
-            if (!to_s(c, v, &s)) return false;
-            lmc_buf b = {0};
-            bool ok = true;
-            for (size_t i = 0; ok && i < s->len; i++) {
-                char ch = s->p[i];
-                ok = ch == '&' ? lmc_buf_puts(&b, "&amp;") : ch == '<' ? lmc_buf_puts(&b, "&lt;")
-                     : ch == '>' ? lmc_buf_puts(&b, "&gt;") : ch == '"' ? lmc_buf_puts(&b, "&#34;")
-                     : ch == '\'' ? lmc_buf_puts(&b, "&#39;") : lmc_buf_putc(&b, ch);
-            }
-            if (!ok) {
-                lmc_buf_free(&b);
-                return tpl_oom(c);
-            }
-            return ret_buf(c, &b, out);
+        /* Markup strings: output unchanged (no autoescape), but `+` with a
+         * plain string escapes that string, as markupsafe does */
+        if (!to_s(c, v, &s)) return false;
+        tv_str *r;
+        if (name[0] == 's' || (s->markup && name[0] != 'f')) {
+            r = tv_str_new(AR, s->p, s->len);
+            if (r) r->markup = true;
+        } else {
+            r = tv_str_escape(AR, s);
         }
-        *out = v;
+        if (!r) return tpl_oom(c);
+        *out = tv_strv(r);
         return true;
     }
     if (!strcmp(name, "string")) {
@@ -981,12 +993,16 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
     if (!strcmp(name, "trim")) {
         const tval *ch = arg(a, 0, "chars");
         if (!to_s(c, v, &s)) return false;
-        return strip_impl(c, s, ch && ch->k == TV_STR ? ch->s : NULL, true, true, out);
+        if (!strip_impl(c, s, ch && ch->k == TV_STR ? ch->s : NULL, true, true, out)) return false;
+        out->s->markup = s->markup;
+        return true;
     }
     if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize") || !strcmp(name, "title")) {
         if (!to_s(c, v, &s)) return false;
         int mode = name[0] == 'u' ? 0 : name[0] == 'l' ? 1 : name[0] == 'c' ? 2 : 4;
-        return case_map(c, s, mode, out);
+        if (!case_map(c, s, mode, out)) return false;
+        out->s->markup = s->markup && mode != 4; /* Jinja's title joins into a plain str */
+        return true;
     }
     if (!strcmp(name, "length") || !strcmp(name, "count")) return f_length(c, v, out);
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
@@ -1078,7 +1094,16 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
         int p = prec && prec->k == TV_INT ? (int)prec->i : 0;
         double m = pow(10, p);
         const char *md = method && method->k == TV_STR ? method->s->p : "common";
-        double r = !strcmp(md, "ceil") ? ceil(d * m) / m : !strcmp(md, "floor") ? floor(d * m) / m : round(d * m) / m;
+        double r;
+        if (!strcmp(md, "ceil")) r = ceil(d * m) / m;
+        else if (!strcmp(md, "floor")) r = floor(d * m) / m;
+        else if (p >= 0 && p <= 300 && isfinite(d)) { /* Python round(): correctly rounded, ties to even */
+            char tmp[400];
+            snprintf(tmp, sizeof tmp, "%.*f", p, d);
+            r = strtod(tmp, NULL);
+        } else {
+            r = nearbyint(d * m) / m;
+        }
         *out = tv_float(r);
         return true;
     }

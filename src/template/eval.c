@@ -251,6 +251,17 @@ static bool binop_v(tpl_ctx *c, int op, tval x, tval y, tval *out) {
     }
     if (x.k == TV_UNDEF) return undef_error(c, x);
     if (y.k == TV_UNDEF) return undef_error(c, y);
+    if (op == OP_MOD && x.k == TV_STR) { /* "%s" % value: printf-style formatting */
+        tpl_args fa = {0};
+        if (y.k == TV_LIST && y.l->tuple) {
+            fa.n = y.l->n;
+            fa.v = y.l->v;
+        } else {
+            fa.n = 1;
+            fa.v = &y;
+        }
+        return tpl_apply_filter(c, "format", x, &fa, out);
+    }
     if (is_numv(x) && is_numv(y)) {
         bool fl = x.k == TV_FLOAT || y.k == TV_FLOAT;
         if (op == OP_DIV) {
@@ -313,8 +324,13 @@ static bool binop_v(tpl_ctx *c, int op, tval x, tval y, tval *out) {
         return true;
     }
     if (op == OP_ADD && x.k == TV_STR && y.k == TV_STR) {
-        tv_str *s = tv_str_cat(&c->arena, x.s, y.s);
+        const tv_str *a = x.s, *b = y.s;
+        bool markup = a->markup || b->markup;
+        if (markup && !a->markup) a = tv_str_escape(&c->arena, a); /* Markup + str escapes the str */
+        if (markup && !b->markup) b = tv_str_escape(&c->arena, b);
+        tv_str *s = a && b ? tv_str_cat(&c->arena, a, b) : NULL;
         if (!s) return tpl_oom(c);
+        s->markup = markup;
         *out = tv_strv(s);
         return true;
     }
@@ -351,6 +367,9 @@ static bool binop_v(tpl_ctx *c, int op, tval x, tval y, tval *out) {
     if (op == OP_MUL && (y.k == TV_STR || y.k == TV_LIST) && (x.k == TV_INT || x.k == TV_BOOL))
         return binop_v(c, op, y, x, out);
 bad:
+    if (op == OP_ADD && (x.k == TV_STR || x.k == TV_LIST)) /* Python's wording */
+        return tpl_fail(c, LMC_ERR_TEMPLATE, "can only concatenate %s (not \"%s\") to %s", tv_type_name(x),
+                        tv_type_name(y), tv_type_name(x));
     return tpl_fail(c, LMC_ERR_TEMPLATE, "unsupported operand type(s) for %s: '%s' and '%s'", op_sym(op),
                     tv_type_name(x), tv_type_name(y));
 }

@@ -61,7 +61,8 @@ typedef struct {
 
 struct tv_str {
     size_t len;
-    char p[]; /* NUL-terminated */
+    bool markup; /* Jinja Markup (from |safe, |escape): `+` escapes plain operands */
+    char p[];    /* NUL-terminated */
 };
 struct tv_list {
     size_t n, cap;
@@ -177,6 +178,8 @@ tval tv_strv(tv_str *s);
 tv_str *tv_str_new(tpl_arena *a, const char *p, size_t n);
 tv_str *tv_str_cat(tpl_arena *a, const tv_str *x, const tv_str *y);
 tv_str *tv_str_fmt(tpl_arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* HTML-escape like markupsafe (& < > " ') into a new Markup string. */
+tv_str *tv_str_escape(tpl_arena *a, const tv_str *s);
 tv_list *tv_list_new(tpl_arena *a, size_t cap);
 bool tv_list_push(tpl_arena *a, tv_list *l, tval v);
 tv_dict *tv_dict_new(tpl_arena *a, size_t cap);

@@ -93,6 +93,36 @@ tv_str *tv_str_fmt(tpl_arena *a, const char *fmt, ...) {
     return tv_str_new(a, tmp, (size_t)n);
 }
 
+tv_str *tv_str_escape(tpl_arena *a, const tv_str *s) {
+    size_t n = 0;
+    for (size_t i = 0; i < s->len; i++) {
+        char ch = s->p[i];
+        n += ch == '&' ? 5 : ch == '<' || ch == '>' ? 4 : ch == '"' || ch == '\'' ? 5 : 1;
+    }
+    tv_str *r = tpl_alloc(a, sizeof *r + n + 1);
+    if (!r) return NULL;
+    char *o = r->p;
+    for (size_t i = 0; i < s->len; i++) {
+        const char *rep = NULL;
+        switch (s->p[i]) {
+        case '&': rep = "&amp;"; break;
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '"': rep = "&#34;"; break;
+        case '\'': rep = "&#39;"; break;
+        }
+        if (rep) {
+            memcpy(o, rep, strlen(rep));
+            o += strlen(rep);
+        } else {
+            *o++ = s->p[i];
+        }
+    }
+    r->len = n;
+    r->markup = true;
+    return r;
+}
+
 tv_list *tv_list_new(tpl_arena *a, size_t cap) {
     tv_list *l = tpl_alloc(a, sizeof *l);
     if (!l) return NULL;
@@ -301,14 +331,22 @@ static bool repr_str(lmc_buf *b, const tv_str *s) {
     return lmc_buf_putc(b, q);
 }
 
-bool tv_repr(lmc_buf *b, tval v) {
+/* Containers nested deeper than this print as "..." (Python does the same
+ * for self-referencing containers); keeps recursion bounded. */
+#define REPR_MAX_DEPTH 100
+
+static bool repr_d(lmc_buf *b, tval v, int depth);
+bool tv_repr(lmc_buf *b, tval v) { return repr_d(b, v, 0); }
+
+static bool repr_d(lmc_buf *b, tval v, int depth) {
+    if ((v.k == TV_LIST || v.k == TV_DICT) && depth > REPR_MAX_DEPTH) return lmc_buf_puts(b, "...");
     switch (v.k) {
     case TV_STR: return repr_str(b, v.s);
     case TV_LIST: {
         if (!lmc_buf_putc(b, v.l->tuple ? '(' : '[')) return false;
         for (size_t i = 0; i < v.l->n; i++) {
             if (i && !lmc_buf_puts(b, ", ")) return false;
-            if (!tv_repr(b, v.l->v[i])) return false;
+            if (!repr_d(b, v.l->v[i], depth + 1)) return false;
         }
         if (v.l->tuple && v.l->n == 1 && !lmc_buf_putc(b, ',')) return false;
         return lmc_buf_putc(b, v.l->tuple ? ')' : ']');
@@ -318,7 +356,7 @@ bool tv_repr(lmc_buf *b, tval v) {
         if (!lmc_buf_putc(b, '{')) return false;
         for (size_t i = 0; i < v.d->n; i++) {
             if (i && !lmc_buf_puts(b, ", ")) return false;
-            if (!repr_str(b, v.d->keys[i]) || !lmc_buf_puts(b, ": ") || !tv_repr(b, v.d->vals[i]))
+            if (!repr_str(b, v.d->keys[i]) || !lmc_buf_puts(b, ": ") || !repr_d(b, v.d->vals[i], depth + 1))
                 return false;
         }
         if (!lmc_buf_putc(b, '}')) return false;
@@ -470,7 +508,11 @@ tval tv_from_json(tpl_arena *a, json_object *j, bool *ok) {
 static bool is_num(tval v) { return v.k == TV_INT || v.k == TV_FLOAT || v.k == TV_BOOL; }
 static double num_val(tval v) { return v.k == TV_FLOAT ? v.f : v.k == TV_INT ? (double)v.i : v.b; }
 
-bool tv_equal(tval x, tval y) {
+static bool equal_d(tval x, tval y, int depth);
+bool tv_equal(tval x, tval y) { return equal_d(x, y, 0); }
+
+static bool equal_d(tval x, tval y, int depth) {
+    if (depth > TPL_MAX_NEST) return false; /* absurdly deep: treat as different */
     if (is_num(x) && is_num(y)) {
         if (x.k != TV_FLOAT && y.k != TV_FLOAT) {
             int64_t a = x.k == TV_INT ? x.i : x.b, c = y.k == TV_INT ? y.i : y.b;
@@ -485,14 +527,14 @@ bool tv_equal(tval x, tval y) {
     case TV_LIST:
         if (x.l->n != y.l->n || x.l->tuple != y.l->tuple) return false;
         for (size_t i = 0; i < x.l->n; i++)
-            if (!tv_equal(x.l->v[i], y.l->v[i])) return false;
+            if (!equal_d(x.l->v[i], y.l->v[i], depth + 1)) return false;
         return true;
     case TV_DICT:
         if (x.d == y.d) return true;
         if (x.d->kind != TD_PLAIN || y.d->kind != TD_PLAIN || x.d->n != y.d->n) return false;
         for (size_t i = 0; i < x.d->n; i++) {
             tval *o = tv_dict_get(y.d, x.d->keys[i]->p, x.d->keys[i]->len);
-            if (!o || !tv_equal(x.d->vals[i], *o)) return false;
+            if (!o || !equal_d(x.d->vals[i], *o, depth + 1)) return false;
         }
         return true;
     case TV_FUNC: return x.fn == y.fn;
@@ -500,7 +542,14 @@ bool tv_equal(tval x, tval y) {
     }
 }
 
-int tv_compare(tval x, tval y, bool *bad) {
+static int compare_d(tval x, tval y, bool *bad, int depth);
+int tv_compare(tval x, tval y, bool *bad) { return compare_d(x, y, bad, 0); }
+
+static int compare_d(tval x, tval y, bool *bad, int depth) {
+    if (depth > TPL_MAX_NEST) {
+        *bad = true;
+        return 0;
+    }
     if (is_num(x) && is_num(y)) {
         if (x.k != TV_FLOAT && y.k != TV_FLOAT) {
             int64_t a = x.k == TV_INT ? x.i : x.b, c = y.k == TV_INT ? y.i : y.b;
@@ -517,8 +566,8 @@ int tv_compare(tval x, tval y, bool *bad) {
     }
     if (x.k == TV_LIST && y.k == TV_LIST) {
         for (size_t i = 0; i < x.l->n && i < y.l->n; i++) {
-            if (tv_equal(x.l->v[i], y.l->v[i])) continue;
-            return tv_compare(x.l->v[i], y.l->v[i], bad);
+            if (equal_d(x.l->v[i], y.l->v[i], depth + 1)) continue;
+            return compare_d(x.l->v[i], y.l->v[i], bad, depth + 1);
         }
         return (x.l->n > y.l->n) - (x.l->n < y.l->n);
     }

@@ -136,7 +136,7 @@ static lmc_status load_bpe(tk_model *m, json_object *o, const char *where) {
         char *sp = NULL;
         if (json_object_is_type(e, json_type_string)) {
             a = json_object_get_string(e);
-            sp = strchr(a + (a[0] == ' ' ? 0 : 0), ' ');
+            sp = strchr(a, ' ');
             if (!sp || sp == a || !sp[1]) {
                 lmc_buf_free(&joined);
                 return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected \"left right\", got \"%s\"",

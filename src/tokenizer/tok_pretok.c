@@ -223,22 +223,17 @@ static bool emit(const tk_piece *pc, segs *x, tk_behavior b, bool invert, tk_pie
         prev_match = g.m;
     }
     if (b == TK_BEH_MERGED_NEXT) { /* walk backwards: a match joins the segment after it */
-        size_t j = k;
-        prev_match = false;
-        size_t w = x->n; /* reuse tail space is unsafe; rebuild in a reverse pass */
-        (void)w;
-        seg *v = x->v;
-        size_t outn = 0;
-        /* reverse fold, result collected reversed in place from the end */
         seg *tmp = malloc((k ? k : 1) * sizeof *tmp);
         if (!tmp) return false;
-        for (size_t i = j; i-- > 0;) {
-            seg g = v[i];
+        size_t outn = 0;
+        prev_match = false;
+        for (size_t i = k; i-- > 0;) {
+            seg g = x->v[i];
             if (g.m && !prev_match && outn) tmp[outn - 1].s = g.s;
             else tmp[outn++] = g;
             prev_match = g.m;
         }
-        for (size_t i = 0; i < outn; i++) v[i] = tmp[outn - 1 - i];
+        for (size_t i = 0; i < outn; i++) x->v[i] = tmp[outn - 1 - i];
         free(tmp);
         k = outn;
     }

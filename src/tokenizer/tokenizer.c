@@ -8,6 +8,7 @@
 #include "tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #define TOKENIZER_JSON_MAX ((size_t)1 << 30)
 #define TOKENIZER_CONFIG_MAX ((size_t)64 << 20)
@@ -419,7 +420,20 @@ void lmc_tokenizer_free(lmc_tokenizer *t) {
 }
 
 /* ---------------------------------------------------------------- encode */
-static bool is_word_char(uint32_t cp) { return cp == '_' || tk_is_alnum(cp); }
+/* Regex \w: letters, marks, decimal/letter numbers, connector punctuation. */
+static bool is_word_char(uint32_t cp) {
+    if (cp < 128) return cp == '_' || tk_is_alnum(cp);
+    if (cp == 0x200C || cp == 0x200D) return true;
+    switch (utf8proc_category((utf8proc_int32_t)cp)) {
+    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_PC:
+        return true;
+    default:
+        return false;
+    }
+}
 
 static uint32_t last_cp(const char *s, size_t len) {
     size_t p = len - 1;
@@ -561,9 +575,12 @@ lmc_status lmc_tokenizer_encode(const lmc_tokenizer *t, const char *text, size_t
 }
 
 /* ---------------------------------------------------------------- decode */
+/* Added tokens matched in normalized text decode as their normalized form
+ * (so the decoder can undo the normalizer), like the reference. */
 static const char *token_of(const lmc_tokenizer *t, int32_t id) {
     if (id < 0 || (size_t)id >= t->vocab_size) return NULL;
-    if (t->added_by_id[id] >= 0) return t->added[t->added_by_id[id]].content;
+    int32_t a = t->added_by_id[id];
+    if (a >= 0) return t->norm_patterns[a] ? t->norm_patterns[a] : t->added[a].content;
     return (size_t)id < t->model.n_tokens ? t->model.tokens[id] : NULL;
 }
 

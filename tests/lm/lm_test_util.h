@@ -5,6 +5,7 @@
 #define LMC_TESTS_LM_TEST_UTIL_H
 #include "base/buf.h"
 #include "check.h"
+#include "lm/context.h"
 #include "lmc.h"
 #include <math.h>
 #include <stdlib.h>
@@ -45,9 +46,8 @@ static inline int test_vocab_init(test_vocab *tv, lmc_context *ctx) {
         tv->ids[i] = ids[0];
         lmc_free(ids);
     }
-    size_t V = lmc_tokenizer_vocab_size(lmc_context_tokenizer(ctx));
-    /* the model vocabulary may be padded past the tokenizer's */
-    size_t Vm = V < 151936 ? 151936 : V;
+    /* the model's vocabulary (it may be padded past the tokenizer's) */
+    size_t Vm = (size_t)lmc_context_config(ctx)->vocab_size;
     tv->bias_ids = malloc(Vm * sizeof *tv->bias_ids);
     tv->bias_vals = malloc(Vm * sizeof *tv->bias_vals);
     if (!tv->bias_ids || !tv->bias_vals) return -1;

@@ -34,7 +34,7 @@ int main(void) {
     if (access(lmc, X_OK) != 0) CHECK_SKIP("%s not built", lmc);
     char dir[1024];
     if (tiny_tmpdir(dir, sizeof dir, "cli")) return 1;
-    tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 41};
+    tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 41, 0};
     lmc_context *ctx = tiny_load(dir, &spec, ".cache/assets/tokenizers/qwen3");
     CHECK(ctx != NULL);
     if (!ctx) {

@@ -298,7 +298,7 @@ int main(void) {
     test_stop_property();
     char dir[1024];
     if (tiny_tmpdir(dir, sizeof dir, "gen")) return 1;
-    tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 11};
+    tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 11, 0};
     lmc_context *ctx = tiny_load(dir, &spec, ".cache/assets/tokenizers/qwen3");
     CHECK(ctx != NULL);
     if (ctx) {

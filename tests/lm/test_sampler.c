@@ -276,6 +276,72 @@ static void test_errors(void) {
     lmc_sampler_free(s);
 }
 
+/* Large vocabulary with a wide spread: the sampler's masks equal a
+ * brute-force reference (full sort, mass accumulated in rank order). */
+static int cmp_idx_desc(const void *a, const void *b, void *ctx) {
+    const float *v = ctx;
+    int i = *(const int *)a, j = *(const int *)b;
+    if (v[i] > v[j]) return -1;
+    if (v[i] < v[j]) return 1;
+    return (i > j) - (i < j);
+}
+
+static void test_large_vocab_masks(void) {
+    enum { NV = 20000 };
+    static float lp[NV];
+    static int idx[NV];
+    static bool keep[NV], want[NV];
+    lmc_rng r;
+    lmc_rng_seed(&r, 5);
+    double z = 0;
+    for (int i = 0; i < NV; i++) {
+        /* heavy spread so most tokens sit far below the best */
+        double u = lmc_rng_uniform(&r);
+        lp[i] = (float)(-60.0 * u * u);
+        z += exp(lp[i]);
+    }
+    for (int i = 0; i < NV; i++) lp[i] -= (float)log(z);
+    for (int i = 0; i < NV; i++) idx[i] = i;
+    qsort_r(idx, NV, sizeof idx[0], cmp_idx_desc, lp);
+    const struct {
+        float top_p, min_p;
+        int top_k, floor;
+    } cases[] = {{0.5f, 0, 0, 1},  {0.95f, 0, 0, 1}, {0.9999f, 0, 0, 1}, {1.0f, 0, 40, 1},
+                 {1.0f, 0, 9000, 1}, {1.0f, 0.01f, 0, 1}, {1.0f, 1e-20f, 0, 1},
+                 {1.0f, 0.5f, 0, 3000}, {0.8f, 0.001f, 100, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        lmc_sampler_params p;
+        lmc_sampler_params_default(&p);
+        p.temperature = 1;
+        p.top_p = cases[c].top_p;
+        p.min_p = cases[c].min_p;
+        p.top_k = cases[c].top_k;
+        p.min_tokens_to_keep = cases[c].floor;
+        lmc_sampler *s = NULL;
+        CHECK(lmc_sampler_new(&p, NV, &s) == LMC_OK);
+        if (!s) continue;
+        CHECK(lmc_sampler_mask(s, lp, keep) == LMC_OK);
+        double mass = 0;
+        float cut = p.min_p > 0 ? lp[idx[0]] + logf(p.min_p) : -INFINITY;
+        for (int rnk = 0; rnk < NV; rnk++) {
+            int t = idx[rnk];
+            bool k = true;
+            if (p.top_p < 1 && !(mass < p.top_p)) k = false;
+            if (p.top_k > 0 && rnk >= p.top_k) k = false;
+            if (p.min_p > 0 && lp[t] < cut && rnk >= p.min_tokens_to_keep) k = false;
+            want[t] = k;
+            mass += exp((double)lp[t]);
+        }
+        int diff = 0, kept = 0;
+        for (int i = 0; i < NV; i++) {
+            diff += keep[i] != want[i];
+            kept += keep[i];
+        }
+        CHECK_MSG(diff == 0, "case %zu: %d mask differences (%d kept)", c, diff, kept);
+        lmc_sampler_free(s);
+    }
+}
+
 int main(void) {
     test_masks();
     test_frequencies();
@@ -283,5 +349,6 @@ int main(void) {
     test_reproducible();
     test_top_n();
     test_errors();
+    test_large_vocab_masks();
     return check_summary("test_sampler");
 }

@@ -307,7 +307,7 @@ static void test_history_rehydration(lmc_context *ctx, const test_vocab *tv) {
 static void test_llama_trim_template(void) {
     char dir[1024];
     if (tiny_tmpdir(dir, sizeof dir, "llama")) return;
-    tiny_spec spec = {"llama", 2, 32, 4, 2, 8, 64, 128256, 128009, 51};
+    tiny_spec spec = {"llama", 2, 32, 4, 2, 8, 64, 128256, 128009, 51, 0};
     lmc_context *ctx = tiny_load(dir, &spec, ".cache/assets/tokenizers/llama3_1");
     CHECK(ctx != NULL);
     test_vocab tv;
@@ -335,7 +335,7 @@ static void test_llama_trim_template(void) {
 int main(void) {
     char dir[1024];
     if (tiny_tmpdir(dir, sizeof dir, "sess")) return 1;
-    tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 21};
+    tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 21, 0};
     lmc_context *ctx = tiny_load(dir, &spec, ".cache/assets/tokenizers/qwen3");
     CHECK(ctx != NULL);
     if (ctx) {

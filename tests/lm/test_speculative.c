@@ -11,17 +11,17 @@
 
 static void test_equal_greedy(lmc_context *target, lmc_context *draft, const test_vocab *tv,
                               const char *label, double min_accept, const size_t *ks,
-                              size_t nks) {
+                              size_t nks, size_t max_tokens) {
     int32_t *prompt = NULL;
     size_t np = 0;
     CHECK(lmc_context_encode(target, "In a small village", 18, true, &prompt, &np) == LMC_OK);
     if (!prompt) return;
     lmc_gen_params p;
-    test_params(&p, tv, 30);
+    test_params(&p, tv, max_tokens);
     p.sampler.n_logit_bias = tv->n_bias_no_eos;
     collected ref = {0};
     CHECK(lmc_generate_ids(target, prompt, np, &p, NULL, collect_cb, &ref, NULL) == LMC_OK);
-    CHECK_EQ_INT(ref.n, 30);
+    CHECK_EQ_INT(ref.n, max_tokens);
     for (size_t i = 0; i < nks; i++) {
         lmc_gen_params q = p;
         q.draft = draft;
@@ -43,7 +43,7 @@ static void test_equal_greedy(lmc_context *target, lmc_context *draft, const tes
         collected_free(&got);
     }
     /* eos inside an accepted run ends generation there, as plain decoding does */
-    test_params(&p, tv, 40);
+    test_params(&p, tv, max_tokens);
     collected r2 = {0}, g2 = {0};
     CHECK(lmc_generate_ids(target, prompt, np, &p, NULL, collect_cb, &r2, NULL) == LMC_OK);
     p.draft = draft;
@@ -97,21 +97,77 @@ static void test_sessions(lmc_context *target, lmc_context *draft, const test_vo
     lmc_chat_session_free(b);
 }
 
+/* A sliding-window model (mistral, window 8) uses a rotating KV cache that
+ * wraps during a 90-token generation (its ring keeps window - 1 + 64
+ * slots): speculative rollbacks on it and a saved+restored prompt cache
+ * still reproduce plain greedy decoding. */
+static void test_rotating(void) {
+    char d1[1024], d2[1024];
+    if (tiny_tmpdir(d1, sizeof d1, "swt") || tiny_tmpdir(d2, sizeof d2, "swd")) return;
+    tiny_spec ts = {"mistral", 2, 32, 4, 2, 8, 64, 151936, 151645, 61, 8};
+    tiny_spec ds = {"mistral", 1, 32, 4, 2, 8, 64, 151936, 151645, 61, 8};
+    lmc_context *target = tiny_load(d1, &ts, ".cache/assets/tokenizers/qwen3");
+    lmc_context *draft = tiny_load(d2, &ds, ".cache/assets/tokenizers/qwen3");
+    CHECK(target && draft);
+    test_vocab tv;
+    if (target && draft && test_vocab_init(&tv, target) == 0) {
+        const size_t ks[] = {3};
+        test_equal_greedy(target, draft, &tv, "sliding-window 1-layer draft", 0.0, ks, 1, 90);
+        /* prompt cache over a wrapped rotating cache */
+        int32_t prompt[3] = {785, 3974, 13876};
+        lmc_gen_params p;
+        test_params(&p, &tv, 80);
+        p.sampler.n_logit_bias = tv.n_bias_no_eos;
+        collected ref = {0}, a = {0}, b = {0};
+        CHECK(lmc_generate_ids(target, prompt, 3, &p, NULL, collect_cb, &ref, NULL) == LMC_OK);
+        lmc_prompt_cache *pc = NULL;
+        CHECK(lmc_prompt_cache_new(target, &pc) == LMC_OK);
+        p.max_tokens = 40;
+        CHECK(lmc_generate_ids(target, prompt, 3, &p, pc, collect_cb, &a, NULL) == LMC_OK);
+        char path[1200];
+        snprintf(path, sizeof path, "%s/rot.safetensors", d1);
+        CHECK(lmc_prompt_cache_save(pc, path) == LMC_OK);
+        lmc_prompt_cache *rc = NULL;
+        CHECK(lmc_prompt_cache_load(target, path, &rc) == LMC_OK);
+        if (rc && a.n == 40) {
+            int32_t cont[43];
+            memcpy(cont, prompt, sizeof prompt);
+            memcpy(cont + 3, a.tokens, 40 * sizeof(int32_t));
+            lmc_gen_stats st;
+            CHECK(lmc_generate_ids(target, cont, 43, &p, rc, collect_cb, &b, &st) == LMC_OK);
+            CHECK_EQ_INT(st.prefill_tokens, 1);
+            CHECK_MSG(b.n == 40 && !memcmp(b.tokens, ref.tokens + 40, 40 * sizeof(int32_t)),
+                      "rotating cache: restored continuation differs");
+        }
+        unlink(path);
+        lmc_prompt_cache_free(pc);
+        lmc_prompt_cache_free(rc);
+        collected_free(&ref);
+        collected_free(&a);
+        collected_free(&b);
+        test_vocab_free(&tv);
+    }
+    lmc_context_free(target);
+    lmc_context_free(draft);
+    tiny_rmdir(d1);
+    tiny_rmdir(d2);
+}
+
 int main(void) {
     char d1[1024], d2[1024];
     if (tiny_tmpdir(d1, sizeof d1, "tgt") || tiny_tmpdir(d2, sizeof d2, "drf")) return 1;
-    tiny_spec ts = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 31};
+    tiny_spec ts = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 31, 0};
     /* same seed: the draft is the target without its second layer */
-    tiny_spec ds = {"qwen3", 1, 32, 4, 2, 8, 64, 151936, 151645, 31};
+    tiny_spec ds = {"qwen3", 1, 32, 4, 2, 8, 64, 151936, 151645, 31, 0};
     lmc_context *target = tiny_load(d1, &ts, ".cache/assets/tokenizers/qwen3");
     lmc_context *draft = tiny_load(d2, &ds, ".cache/assets/tokenizers/qwen3");
     CHECK(target && draft);
     if (target && draft) {
         test_vocab tv;
         if (test_vocab_init(&tv, target) == 0) {
-            const size_t ks[] = {1, 3, 6}, kself[] = {4};
-            test_equal_greedy(target, draft, &tv, "1-layer draft", 0.0, ks, 3);
-            test_equal_greedy(target, target, &tv, "self draft", 0.9, kself, 1);
+            const size_t ks[] = {1, 5}, kself[] = {4};
+            test_equal_greedy(target, draft, &tv, "1-layer draft", 0.0, ks, 2, 24);
+            test_equal_greedy(target, target, &tv, "self draft", 0.9, kself, 1, 24);
             test_sessions(target, draft, &tv);
             test_vocab_free(&tv);
         } else {
@@ -122,5 +178,6 @@ int main(void) {
     lmc_context_free(draft);
     tiny_rmdir(d1);
     tiny_rmdir(d2);
+    test_rotating();
     return check_summary("test_speculative");
 }

@@ -19,6 +19,7 @@ typedef struct {
     int64_t vocab;
     int eos; /* eos_token_id */
     uint64_t seed;
+    int window; /* sliding_window (0 = full attention) */
 } tiny_spec;
 
 static inline float tiny_gauss(lmc_rng *r) {
@@ -54,6 +55,7 @@ static inline uint64_t tiny_hash(const char *s) {
 static inline int tiny_write(const char *dir, const tiny_spec *s) {
     char path[4200], cfg[2048];
     bool qk_norm = !strcmp(s->model_type, "qwen3");
+    /* mistral is served by the llama architecture: no q/k norms */
     snprintf(cfg, sizeof cfg,
              "{\"model_type\":\"%s\",\"vocab_size\":%lld,\"hidden_size\":%d,"
              "\"intermediate_size\":%d,\"num_hidden_layers\":%d,\"num_attention_heads\":%d,"
@@ -62,6 +64,10 @@ static inline int tiny_write(const char *dir, const tiny_spec *s) {
              "\"hidden_act\":\"silu\",\"torch_dtype\":\"float32\",\"eos_token_id\":%d}",
              s->model_type, (long long)s->vocab, s->hidden, s->inter, s->layers, s->heads,
              s->kv_heads, s->head_dim, s->eos);
+    if (s->window > 0) {
+        size_t l = strlen(cfg);
+        snprintf(cfg + l - 1, sizeof cfg - l + 1, ",\"sliding_window\":%d}", s->window);
+    }
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (lmc_write_file_atomic(path, cfg, strlen(cfg))) return -1;
 

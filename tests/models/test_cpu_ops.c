@@ -52,6 +52,35 @@ static void test_matmul(lmc_dtype dt, size_t n) {
     free(wide), free(data), free(bdata), free(x), free(y);
 }
 
+/* Fused matmuls equal separate ones (row counts differ per matrix). */
+static void test_matmul_multi(size_t n) {
+    int64_t rows[3] = {40, 17, 33}, cols = 70;
+    void *data[3], *bdata;
+    float *wide = malloc(40 * 70 * sizeof(float)), bw[17];
+    lmc_cpu_mat w[3], b = {LMC_DT_BF16, NULL, 1, 17};
+    make_mat(LMC_DT_BF16, 1, 17, &bdata, bw);
+    b.data = bdata;
+    float *x = malloc(n * 70 * sizeof(float)), *y[3], *ref[3];
+    for (size_t i = 0; i < n * 70; i++) x[i] = frand();
+    for (int i = 0; i < 3; i++) {
+        make_mat(i == 1 ? LMC_DT_F32 : LMC_DT_BF16, rows[i], cols, &data[i], wide);
+        w[i] = (lmc_cpu_mat){i == 1 ? LMC_DT_F32 : LMC_DT_BF16, data[i], rows[i], cols};
+        y[i] = malloc(n * (size_t)rows[i] * sizeof(float));
+        ref[i] = malloc(n * (size_t)rows[i] * sizeof(float));
+    }
+    const lmc_cpu_mat *wp[3] = {&w[0], &w[1], &w[2]}, *bp[3] = {NULL, &b, NULL};
+    CHECK(lmc_cpu_matmul_multi(wp, bp, 3, x, n, y) == LMC_OK);
+    for (int i = 0; i < 3; i++) {
+        CHECK(lmc_cpu_matmul(wp[i], bp[i], x, n, ref[i]) == LMC_OK);
+        double worst = 0;
+        for (size_t j = 0; j < n * (size_t)rows[i]; j++)
+            if (fabs(y[i][j] - ref[i][j]) > worst) worst = fabs(y[i][j] - ref[i][j]);
+        CHECK_MSG(worst < 1e-5, "matmul_multi n=%zu matrix %d: %g", n, i, worst);
+        free(y[i]), free(ref[i]), free(data[i]);
+    }
+    free(wide), free(bdata), free(x);
+}
+
 /* Direct attention for query i, head h. */
 static void attn_ref(const lmc_cpu_attn_args *a, const float *q, size_t i, size_t h, double *o) {
     size_t hd = a->head_dim, g = h / (a->heads / a->kv_heads), p = a->pos0 + i;
@@ -114,10 +143,14 @@ int main(void) {
     size_t ns[] = {1, 3, 8, 9, 40};
     for (size_t d = 0; d < 3; d++)
         for (size_t i = 0; i < 5; i++) test_matmul(dts[d], ns[i]);
+    test_matmul_multi(1);
+    test_matmul_multi(12);
 
     /* decode (row path) and chunks (sgemm path), with and without window */
     size_t cases[][3] = {{1, 0, 0}, {1, 30, 0}, {1, 30, 7}, {5, 12, 0}, {20, 0, 0},
-                         {20, 30, 0}, {20, 30, 9}, {33, 0, 6}};
+                         {20, 30, 0}, {20, 30, 9}, {33, 0, 6},
+                         /* a past long enough that query rows go in blocks */
+                         {20, 210000, 0}, {20, 210000, 50}};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
         test_attention(cases[c][0], cases[c][1], cases[c][2]);
 

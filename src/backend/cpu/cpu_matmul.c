@@ -166,6 +166,16 @@ static lmc_status gemm(const lmc_cpu_mat *w, const float *x, size_t n, float *y)
     return LMC_OK;
 }
 
+static lmc_status add_bias(const lmc_cpu_mat *bias, size_t rows, size_t n, float *y) {
+    float *b = malloc(rows * sizeof(float));
+    if (!b) return lmc_err(LMC_ERR_NOMEM, "matmul: no memory for a bias row");
+    lmc_cpu_widen(bias, 0, 0, rows, b);
+    for (size_t j = 0; j < n; j++)
+        for (size_t r = 0; r < rows; r++) y[j * rows + r] += b[r];
+    free(b);
+    return LMC_OK;
+}
+
 lmc_status lmc_cpu_matmul(const lmc_cpu_mat *w, const lmc_cpu_mat *bias, const float *x,
                           size_t n, float *y) {
     if (n == 0) return LMC_OK;
@@ -174,14 +184,33 @@ lmc_status lmc_cpu_matmul(const lmc_cpu_mat *w, const lmc_cpu_mat *bias, const f
         gemv(w, x, n, y);
     else
         st = gemm(w, x, n, y);
-    if (st == LMC_OK && bias) {
-        size_t rows = (size_t)w->rows;
-        float *b = malloc(rows * sizeof(float));
-        if (!b) return lmc_err(LMC_ERR_NOMEM, "matmul: no memory for a bias row");
-        lmc_cpu_widen(bias, 0, 0, rows, b);
-        for (size_t j = 0; j < n; j++)
-            for (size_t r = 0; r < rows; r++) y[j * rows + r] += b[r];
-        free(b);
+    if (st == LMC_OK && bias) st = add_bias(bias, (size_t)w->rows, n, y);
+    return st;
+}
+
+lmc_status lmc_cpu_matmul_multi(const lmc_cpu_mat *const *w, const lmc_cpu_mat *const *bias,
+                                size_t count, const float *x, size_t n, float *const *y) {
+    if (n == 0 || count == 0) return LMC_OK;
+    lmc_status st = LMC_OK;
+    if (n > GEMV_MAX_ROWS || count > 8) {
+        for (size_t i = 0; i < count && !st; i++)
+            st = lmc_cpu_matmul(w[i], bias ? bias[i] : NULL, x, n, y[i]);
+        return st;
     }
+    /* Decode: one parallel loop over the rows of all matrices, so the team
+     * meets at one barrier instead of one per matrix. */
+    int64_t start[9] = {0};
+    for (size_t i = 0; i < count; i++) start[i + 1] = start[i] + w[i]->rows;
+    int64_t total = start[count];
+    size_t k = (size_t)w[0]->cols;
+#pragma omp parallel for schedule(dynamic, 32) if (total * (int64_t)k > 32768)
+    for (int64_t g = 0; g < total; g++) {
+        size_t i = 0;
+        while (g >= start[i + 1]) i++;
+        int64_t r = g - start[i], rows = w[i]->rows;
+        for (size_t j = 0; j < n; j++) y[i][j * (size_t)rows + (size_t)r] = row_dot(w[i], r, x + j * k);
+    }
+    for (size_t i = 0; i < count && !st; i++)
+        if (bias && bias[i]) st = add_bias(bias[i], (size_t)w[i]->rows, n, y[i]);
     return st;
 }

@@ -120,7 +120,9 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
     size_t q_stride = a->heads * hd, kv_stride = a->kv_heads * hd;
     size_t total = a->n * a->heads;
     int failed = 0;
-#pragma omp parallel
+    /* A team only pays off when there is real work to share. */
+    bool team = total * (a->n_past + a->n) * hd > 65536;
+#pragma omp parallel if (team)
     {
         float *sc = malloc((a->n_past + a->n) * sizeof(float));
         float *acc = malloc(hd * sizeof(float));
@@ -186,65 +188,76 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
     return LMC_OK;
 }
 
-/* Longer chunks: per head, scores and the weighted sum are sgemm calls
- * (OpenBLAS threads them); masking and softmax run over the score rows. */
+/* Score buffer of the sgemm path, in floats; query rows are processed in
+ * blocks that fit it. */
+#define ATTN_SCORE_FLOATS ((size_t)1 << 22)
+
+/* Longer chunks: per head and block of query rows, scores and the weighted
+ * sum are sgemm calls (OpenBLAS threads them); masking and softmax run over
+ * the score rows. */
 static lmc_status attention_blas(const lmc_cpu_attn_args *a, const float *q, float *out) {
     size_t hd = a->head_dim, group = a->heads / a->kv_heads, n = a->n, np = a->n_past;
-    size_t q_stride = a->heads * hd, kv_stride = a->kv_heads * hd, m = np + n;
-    float *S = malloc(n * m * sizeof(float));
-    if (!S) return lmc_err(LMC_ERR_NOMEM, "attention: no memory for %zu x %zu scores", n, m);
+    size_t q_stride = a->heads * hd, kv_stride = a->kv_heads * hd;
+    size_t rb = ATTN_SCORE_FLOATS / (np + n);
+    if (rb < 1) rb = 1;
+    if (rb > n) rb = n;
+    float *S = malloc(rb * (np + n) * sizeof(float));
+    if (!S) return lmc_err(LMC_ERR_NOMEM, "attention: no memory for %zu x %zu scores", rb, np + n);
     for (size_t h = 0; h < a->heads; h++) {
         size_t g = h / group;
-        const float *qh = q + h * hd;
         const float *kp = np ? a->k + g * a->past_stride * hd : NULL;
         const float *vp = np ? a->v + g * a->past_stride * hd : NULL;
-        if (np)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)np, (int)hd, 1.0f,
-                        qh, (int)q_stride, kp, (int)hd, 0.0f, S, (int)m);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)hd, 1.0f, qh,
-                    (int)q_stride, a->k_new + g * hd, (int)kv_stride, 0.0f, S + np, (int)m);
-        for (size_t i = 0; i < n; i++) {
-            float *row = S + i * m;
-            size_t p = a->pos0 + i;
-            size_t lo = (a->window && p + 1 > a->window) ? p + 1 - a->window : 0;
-            float mx = -INFINITY;
-            for (size_t s = 0; s < m; s++) {
-                bool masked = s < np ? (a->pos[s] < 0 || (size_t)a->pos[s] < lo)
-                                     : (s - np > i || a->pos0 + (s - np) < lo);
-                if (masked) {
-                    row[s] = -INFINITY;
-                    continue;
+        for (size_t i0 = 0; i0 < n; i0 += rb) {
+            size_t nb = n - i0 < rb ? n - i0 : rb;
+            size_t nn = i0 + nb; /* new keys this block can see (causal) */
+            size_t m = np + nn;
+            const float *qh = q + i0 * q_stride + h * hd;
+            if (np)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)np, (int)hd,
+                            1.0f, qh, (int)q_stride, kp, (int)hd, 0.0f, S, (int)m);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)nn, (int)hd, 1.0f,
+                        qh, (int)q_stride, a->k_new + g * hd, (int)kv_stride, 0.0f, S + np,
+                        (int)m);
+            for (size_t r = 0; r < nb; r++) {
+                float *row = S + r * m;
+                size_t i = i0 + r, p = a->pos0 + i;
+                size_t lo = (a->window && p + 1 > a->window) ? p + 1 - a->window : 0;
+                float mx = -INFINITY;
+                for (size_t s = 0; s < m; s++) {
+                    bool masked = s < np ? (a->pos[s] < 0 || (size_t)a->pos[s] < lo)
+                                         : (s - np > i || a->pos0 + (s - np) < lo);
+                    if (masked) {
+                        row[s] = -INFINITY;
+                        continue;
+                    }
+                    row[s] = round_to(round_to(row[s], a->round_dt) * a->scale, a->round_dt);
+                    if (row[s] > mx) mx = row[s];
                 }
-                row[s] = round_to(round_to(row[s], a->round_dt) * a->scale, a->round_dt);
-                if (row[s] > mx) mx = row[s];
+                double sum = 0.0;
+                for (size_t s = 0; s < m; s++) {
+                    float e = row[s] == -INFINITY ? 0.0f : expf(row[s] - mx);
+                    row[s] = e;
+                    sum += e;
+                }
+                float inv = (float)(1.0 / sum);
+                for (size_t s = 0; s < m; s++) row[s] = round_to(row[s] * inv, a->round_dt);
             }
-            double sum = 0.0;
-            for (size_t s = 0; s < m; s++) {
-                float e = row[s] == -INFINITY ? 0.0f : expf(row[s] - mx);
-                row[s] = e;
-                sum += e;
-            }
-            float inv = (float)(1.0 / sum);
-            for (size_t s = 0; s < m; s++) row[s] = round_to(row[s] * inv, a->round_dt);
+            float *oh = out + i0 * q_stride + h * hd;
+            if (np)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)hd, (int)np,
+                            1.0f, S, (int)m, vp, (int)hd, 0.0f, oh, (int)q_stride);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)hd, (int)nn,
+                        1.0f, S + np, (int)m, a->v_new + g * hd, (int)kv_stride,
+                        np ? 1.0f : 0.0f, oh, (int)q_stride);
+            if (a->round_dt != LMC_DT_F32)
+                for (size_t r = 0; r < nb; r++) lmc_cpu_round(oh + r * q_stride, hd, a->round_dt);
         }
-        float *oh = out + h * hd;
-        if (np)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)np, 1.0f,
-                        S, (int)m, vp, (int)hd, 0.0f, oh, (int)q_stride);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)n, 1.0f,
-                    S + np, (int)m, a->v_new + g * hd, (int)kv_stride, np ? 1.0f : 0.0f, oh,
-                    (int)q_stride);
-        if (a->round_dt != LMC_DT_F32)
-            for (size_t i = 0; i < n; i++) lmc_cpu_round(oh + i * q_stride, hd, a->round_dt);
     }
     free(S);
     return LMC_OK;
 }
 
 lmc_status lmc_cpu_attention(const lmc_cpu_attn_args *a, const float *q, float *out) {
-    /* Scores of a long chunk against a very long past would need a large
-     * buffer; the row kernel needs none. */
-    if (a->n >= 16 && a->n * (a->n_past + a->n) <= ((size_t)1 << 26))
-        return attention_blas(a, q, out);
+    if (a->n >= 16) return attention_blas(a, q, out);
     return attention_rows(a, q, out);
 }

@@ -23,6 +23,12 @@ typedef struct {
 lmc_status lmc_cpu_matmul(const lmc_cpu_mat *w, const lmc_cpu_mat *bias, const float *x,
                           size_t n, float *y);
 
+/* The same for `count` (<= 8 on the fused path) matrices sharing one input
+ * x (all with x's column count): y[i] = x @ w[i]^T + bias[i]. bias may be
+ * NULL, as may each bias[i]. Decode-sized n runs them in one parallel loop. */
+lmc_status lmc_cpu_matmul_multi(const lmc_cpu_mat *const *w, const lmc_cpu_mat *const *bias,
+                                size_t count, const float *x, size_t n, float *const *y);
+
 /* Widen n elements of row `row` of w (starting at column col0) into dst. */
 void lmc_cpu_widen(const lmc_cpu_mat *w, int64_t row, int64_t col0, size_t n, float *dst);
 

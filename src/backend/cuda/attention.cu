@@ -35,25 +35,75 @@ static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4],
 
 /* ---------------------------------------------------------------- prefill
  * Block: 4 warps, 64 query rows of one head; each warp owns 16 rows.
- * Key tiles of 64 are staged in shared memory (K as is, V transposed so
- * the P*V operand loads are 32-bit). S = Q K^T and O += P V use
- * mma.m16n8k16; the softmax is online (running max m, sum l per row). */
+ * Key tiles of 64 rows of K and V are copied to shared memory with
+ * cp.async, two stages deep so the next tile loads while this one is used.
+ * S = Q K^T and O += P V use mma.m16n8k16 with operands fetched by
+ * ldmatrix (V through its transposing form); the softmax is online
+ * (running max m and sum l per row). */
 #define FA_BQ 64
 #define FA_BK 64
+
+static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool live) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+                 "r"(live ? 16 : 0));
+}
+static __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t &r0, uint32_t &r1,
+                                               uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t &r0, uint32_t &r1,
+                                                 uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+template <int D> struct fa_smem {
+    uint16_t k[2][FA_BK][D + 8];
+    uint16_t v[2][FA_BK][D + 8];
+};
 
 template <int D>
 __global__ void __launch_bounds__(128)
     k_flash_prefill(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kc,
                     const uint16_t *__restrict__ vc, uint16_t *__restrict__ out, int n, int hq,
                     int hkv, int cap, const int32_t *d_state, int window, float scale_log2) {
-    __shared__ __align__(16) uint16_t ks[FA_BK][D + 8];
-    __shared__ __align__(16) uint16_t vt[D][FA_BK + 8];
+    extern __shared__ __align__(16) unsigned char fa_raw[];
+    fa_smem<D> &sm = *(fa_smem<D> *)fa_raw;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, t4 = lane & 3;
     const int h = blockIdx.y, hk = h / (hq / hkv);
     const int pos0 = d_state[0];
     const int qrow0 = blockIdx.x * FA_BQ;
     const int wrow = qrow0 + warp * 16;
+
+    const int last_row = min(n, qrow0 + FA_BQ) - 1;
+    const int kend = pos0 + last_row + 1; /* exclusive */
+    int kbeg = 0;
+    if (window > 0) {
+        kbeg = pos0 + qrow0 - window + 1;
+        if (kbeg < 0) kbeg = 0;
+        kbeg -= kbeg % FA_BK;
+    }
+    const uint16_t *kbase = kc + (size_t)hk * cap * D;
+    const uint16_t *vbase = vc + (size_t)hk * cap * D;
+    auto load_tile = [&](int kt, int buf) {
+        for (int c = tid; c < FA_BK * D / 8; c += 128) {
+            int r = c / (D / 8), c8 = (c % (D / 8)) * 8;
+            int key = kt + r;
+            bool live = key < kend;
+            size_t off = (size_t)(live ? key : 0) * D + c8;
+            cp_async16(smem_addr(&sm.k[buf][r][c8]), kbase + off, live);
+            cp_async16(smem_addr(&sm.v[buf][r][c8]), vbase + off, live);
+        }
+        asm volatile("cp.async.commit_group;");
+    };
+    if (kbeg < kend) load_tile(kbeg, 0);
 
     /* Q fragments for this warp's 16 rows (A operand, row-major). */
     uint32_t qf[D / 16][4];
@@ -75,99 +125,103 @@ __global__ void __launch_bounds__(128)
     for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const int qpos_a = pos0 + wrow + g, qpos_b = qpos_a + 8;
+    const int wq_lo = pos0 + wrow, wq_hi = wq_lo + 15; /* this warp's positions */
+    /* ldmatrix lane roles: matrix index and row within it */
+    const int lm_i = lane >> 3, lm_r = lane & 7;
 
-    const int last_row = min(n, qrow0 + FA_BQ) - 1;
-    const int kend = pos0 + last_row + 1; /* exclusive */
-    int kbeg = 0;
-    if (window > 0) {
-        kbeg = pos0 + qrow0 - window + 1;
-        if (kbeg < 0) kbeg = 0;
-        kbeg -= kbeg % FA_BK;
-    }
-    const uint16_t *kbase = kc + (size_t)hk * cap * D;
-    const uint16_t *vbase = vc + (size_t)hk * cap * D;
-
-    for (int kt = kbeg; kt < kend; kt += FA_BK) {
-        __syncthreads();
-        for (int c = tid; c < FA_BK * D / 8; c += 128) {
-            int r = c / (D / 8), c8 = (c % (D / 8)) * 8;
-            int key = kt + r;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-            if (key < kend) {
-                kv = *(const uint4 *)(kbase + (size_t)key * D + c8);
-                vv = *(const uint4 *)(vbase + (size_t)key * D + c8);
-            }
-            *(uint4 *)&ks[r][c8] = kv;
-            const uint16_t *ve = (const uint16_t *)&vv;
-#pragma unroll
-            for (int e = 0; e < 8; e++) vt[c8 + e][r] = ve[e];
+    int buf = 0;
+    for (int kt = kbeg; kt < kend; kt += FA_BK, buf ^= 1) {
+        if (kt + FA_BK < kend) {
+            load_tile(kt + FA_BK, buf ^ 1);
+            asm volatile("cp.async.wait_group 1;");
+        } else {
+            asm volatile("cp.async.wait_group 0;");
         }
         __syncthreads();
-
-        float s[FA_BK / 8][4];
+        /* tiles wholly after this warp's rows, or wholly before its window */
+        bool skip = kt > wq_hi || (window > 0 && kt + FA_BK - 1 <= wq_lo - window);
+        if (!skip) {
+            const bool full =
+                kt + FA_BK - 1 <= wq_lo && (window <= 0 || kt > wq_hi - window);
+            float s[FA_BK / 8][4];
 #pragma unroll
-        for (int nt = 0; nt < FA_BK / 8; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            for (int nt = 0; nt < FA_BK / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                uint32_t b0 = *(const uint32_t *)&ks[nt * 8 + g][kk * 16 + 2 * t4];
-                uint32_t b1 = *(const uint32_t *)&ks[nt * 8 + g][kk * 16 + 8 + 2 * t4];
-                mma_bf16(s[nt], qf[kk], b0, b1);
+            for (int nt = 0; nt < FA_BK / 8; nt += 2) {
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    uint32_t b0, b1, b2, b3;
+                    ldsm_x4(smem_addr(&sm.k[buf][(nt + (lm_i >> 1)) * 8 + lm_r]
+                                           [kk * 16 + (lm_i & 1) * 8]),
+                            b0, b1, b2, b3);
+                    mma_bf16(s[nt], qf[kk], b0, b1);
+                    mma_bf16(s[nt + 1], qf[kk], b2, b3);
+                }
+            }
+            if (full) {
+#pragma unroll
+                for (int nt = 0; nt < FA_BK / 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) s[nt][e] *= scale_log2;
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < FA_BK / 8; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int key = kt + nt * 8 + 2 * t4 + (e & 1);
+                        int qp = e < 2 ? qpos_a : qpos_b;
+                        bool ok = key <= qp && (window <= 0 || key > qp - window);
+                        s[nt][e] = ok ? s[nt][e] * scale_log2 : -INFINITY;
+                    }
+                }
+            }
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < FA_BK / 8; nt++)
+                    mx = fmaxf(mx, fmaxf(s[nt][2 * hh], s[nt][2 * hh + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float mnew = fmaxf(m[hh], mx);
+                float muse = mnew == -INFINITY ? 0.f : mnew;
+                float alpha = exp2f(m[hh] - muse);
+                float sum = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < FA_BK / 8; nt++) {
+                    s[nt][2 * hh] = exp2f(s[nt][2 * hh] - muse);
+                    s[nt][2 * hh + 1] = exp2f(s[nt][2 * hh + 1] - muse);
+                    sum += s[nt][2 * hh] + s[nt][2 * hh + 1];
+                }
+                l[hh] = l[hh] * alpha + sum;
+                m[hh] = mnew;
+#pragma unroll
+                for (int dt = 0; dt < D / 8; dt++) {
+                    o[dt][2 * hh] *= alpha;
+                    o[dt][2 * hh + 1] *= alpha;
+                }
+            }
+            /* O += P V: the S accumulators of two adjacent key octets form
+             * the A fragment of one 16-key step. */
+#pragma unroll
+            for (int kk = 0; kk < FA_BK / 16; kk++) {
+                uint32_t a[4];
+                a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+                a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+                a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+                for (int dt = 0; dt < D / 8; dt += 2) {
+                    uint32_t b0, b1, b2, b3;
+                    ldsm_x4_t(smem_addr(&sm.v[buf][kk * 16 + (lm_i & 1) * 8 + lm_r]
+                                             [(dt + (lm_i >> 1)) * 8]),
+                              b0, b1, b2, b3);
+                    mma_bf16(o[dt], a, b0, b1);
+                    mma_bf16(o[dt + 1], a, b2, b3);
+                }
             }
         }
-        /* Scale and mask (causal, window, tail of the tile). */
-#pragma unroll
-        for (int nt = 0; nt < FA_BK / 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int key = kt + nt * 8 + 2 * t4 + (e & 1);
-                int qp = e < 2 ? qpos_a : qpos_b;
-                bool ok = key <= qp && (window <= 0 || key > qp - window);
-                s[nt][e] = ok ? s[nt][e] * scale_log2 : -INFINITY;
-            }
-        }
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int nt = 0; nt < FA_BK / 8; nt++)
-                mx = fmaxf(mx, fmaxf(s[nt][2 * hh], s[nt][2 * hh + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mnew = fmaxf(m[hh], mx);
-            float muse = mnew == -INFINITY ? 0.f : mnew;
-            float alpha = exp2f(m[hh] - muse);
-            float sum = 0.f;
-#pragma unroll
-            for (int nt = 0; nt < FA_BK / 8; nt++) {
-                s[nt][2 * hh] = exp2f(s[nt][2 * hh] - muse);
-                s[nt][2 * hh + 1] = exp2f(s[nt][2 * hh + 1] - muse);
-                sum += s[nt][2 * hh] + s[nt][2 * hh + 1];
-            }
-            l[hh] = l[hh] * alpha + sum;
-            m[hh] = mnew;
-#pragma unroll
-            for (int dt = 0; dt < D / 8; dt++) {
-                o[dt][2 * hh] *= alpha;
-                o[dt][2 * hh + 1] *= alpha;
-            }
-        }
-        /* O += P V: the S accumulators of two adjacent key octets form the
-         * A fragment of one 16-key step. */
-#pragma unroll
-        for (int kk = 0; kk < FA_BK / 16; kk++) {
-            uint32_t a[4];
-            a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-            for (int dt = 0; dt < D / 8; dt++) {
-                uint32_t b0 = *(const uint32_t *)&vt[dt * 8 + g][kk * 16 + 2 * t4];
-                uint32_t b1 = *(const uint32_t *)&vt[dt * 8 + g][kk * 16 + 8 + 2 * t4];
-                mma_bf16(o[dt], a, b0, b1);
-            }
-        }
+        __syncthreads(); /* the next iteration refills the other buffer */
     }
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -188,6 +242,24 @@ __global__ void __launch_bounds__(128)
     }
 }
 
+template <int D>
+static cudaError_t launch_prefill(dim3 grid, cudaStream_t st, const uint16_t *q,
+                                  const uint16_t *k, const uint16_t *v, uint16_t *out, int n,
+                                  int hq, int hkv, int cap, const int32_t *d_state, int window,
+                                  float sl2) {
+    static bool raised = false; /* the attribute is per function, once */
+    size_t smem = sizeof(fa_smem<D>);
+    if (!raised && smem > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(k_flash_prefill<D>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+        raised = true;
+    }
+    k_flash_prefill<D><<<grid, 128, smem, st>>>(q, k, v, out, n, hq, hkv, cap, d_state, window,
+                                               sl2);
+    return cudaGetLastError();
+}
+
 extern "C" int lmc_cu_attn_prefill_supported(int d) {
     return d == 16 || d == 32 || d == 64 || d == 128;
 }
@@ -201,25 +273,20 @@ extern "C" int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache,
     cudaStream_t st = (cudaStream_t)s;
     switch (d) {
     case 16:
-        k_flash_prefill<16><<<grid, 128, 0, st>>>(q, k_cache, v_cache, out, n, hq, hkv, cap,
-                                                  d_state, window, sl2);
-        break;
+        return launch_prefill<16>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap, d_state,
+                                  window, sl2);
     case 32:
-        k_flash_prefill<32><<<grid, 128, 0, st>>>(q, k_cache, v_cache, out, n, hq, hkv, cap,
-                                                  d_state, window, sl2);
-        break;
+        return launch_prefill<32>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap, d_state,
+                                  window, sl2);
     case 64:
-        k_flash_prefill<64><<<grid, 128, 0, st>>>(q, k_cache, v_cache, out, n, hq, hkv, cap,
-                                                  d_state, window, sl2);
-        break;
+        return launch_prefill<64>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap, d_state,
+                                  window, sl2);
     case 128:
-        k_flash_prefill<128><<<grid, 128, 0, st>>>(q, k_cache, v_cache, out, n, hq, hkv, cap,
-                                                   d_state, window, sl2);
-        break;
+        return launch_prefill<128>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                   d_state, window, sl2);
     default:
-        return (int)cudaErrorInvalidValue;
+        return cudaErrorInvalidValue;
     }
-    return (int)cudaGetLastError();
 }
 
 /* ----------------------------------------------------------------- decode
@@ -239,7 +306,7 @@ __global__ void __launch_bounds__(DEC_THREADS)
     const int G = hq / hkv;
     float *qs = sm;                  /* [G][d] */
     float *sc = qs + G * d;          /* [G][DEC_CH] */
-    float *acc = sc + G * DEC_CH;    /* [G][d] */
+    float *acc = sc + G * DEC_CH;    /* [warps][G][d] */
     const int hk = blockIdx.x, split = blockIdx.y, tid = threadIdx.x;
     const int L = d_state[0] + 1, qpos = L - 1;
     int lo = split * DEC_CH, hi = min(lo + DEC_CH, L);
@@ -255,7 +322,6 @@ __global__ void __launch_bounds__(DEC_THREADS)
     const int cnt = hi - lo;
     for (int i = tid; i < G * d; i += DEC_THREADS) {
         qs[i] = bf2f(q[(size_t)(hk * G) * d + i]);
-        acc[i] = 0.f;
     }
     __syncthreads();
     /* Scores: a group of d/8 lanes per key, 16 bytes each. */
@@ -326,17 +392,28 @@ __global__ void __launch_bounds__(DEC_THREADS)
             }
         }
     }
-    if (grp < cnt) {
+    /* Sum over the key groups: first across the warp's groups (lanes with
+     * the same slice), then across warps through shared memory. */
+#pragma unroll
+    for (int gg = 0; gg < DEC_MAXG; gg++)
+        if (gg < G)
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                for (int off = lpk; off < 32; off <<= 1)
+                    o[gg][e] += __shfl_xor_sync(0xffffffffu, o[gg][e], off);
+    if (lane < lpk) {
 #pragma unroll
         for (int gg = 0; gg < DEC_MAXG; gg++)
             if (gg < G)
 #pragma unroll
-                for (int e = 0; e < 8; e++) atomicAdd(&acc[gg * d + sub * 8 + e], o[gg][e]);
+                for (int e = 0; e < 8; e++) acc[(warp * G + gg) * d + sub * 8 + e] = o[gg][e];
     }
     __syncthreads();
     for (int i = tid; i < G * d; i += DEC_THREADS) {
         int gg = i / d, c = i % d;
-        ws_o[((size_t)(hk * G + gg) * nsplit + split) * d + c] = acc[i];
+        float v = 0.f;
+        for (int w = 0; w < DEC_THREADS / 32; w++) v += acc[(w * G + gg) * d + c];
+        ws_o[((size_t)(hk * G + gg) * nsplit + split) * d + c] = v;
     }
 }
 
@@ -362,6 +439,9 @@ __global__ void k_decode_combine(const float *ws, int hq, int d, const int32_t *
 }
 
 static int dec_nsplit(int cap) { return (cap + DEC_CH - 1) / DEC_CH; }
+static size_t dec_smem(int G, int d) {
+    return (size_t)((1 + DEC_THREADS / 32) * G * d + G * DEC_CH) * sizeof(float);
+}
 
 extern "C" size_t lmc_cu_attn_decode_ws_floats(int hq, int d, int cap) {
     return (size_t)hq * dec_nsplit(cap) * (2 + (size_t)d);
@@ -369,7 +449,7 @@ extern "C" size_t lmc_cu_attn_decode_ws_floats(int hq, int d, int cap) {
 
 extern "C" int lmc_cu_attn_decode_supported(int hq, int hkv, int d) {
     return hkv > 0 && hq % hkv == 0 && hq / hkv <= DEC_MAXG && d % 8 == 0 && d >= 16 &&
-           d <= 256 && (d / 8 <= 32) && ((d / 8) & (d / 8 - 1)) == 0;
+           d <= 256 && ((d / 8) & (d / 8 - 1)) == 0 && dec_smem(hq / hkv, d) <= 48 * 1024;
 }
 
 extern "C" int lmc_cu_attn_decode(const uint16_t *q, const uint16_t *k_cache,
@@ -378,7 +458,7 @@ extern "C" int lmc_cu_attn_decode(const uint16_t *q, const uint16_t *k_cache,
                                   lmc_cu_stream s) {
     int nsplit = dec_nsplit(cap);
     int G = hq / hkv;
-    size_t smem = (size_t)(2 * G * d + G * DEC_CH) * sizeof(float);
+    size_t smem = dec_smem(G, d);
     dim3 grid(hkv, nsplit);
     k_flash_decode<<<grid, DEC_THREADS, smem, (cudaStream_t)s>>>(
         q, k_cache, v_cache, hq, hkv, d, cap, d_state, window, 1.f / sqrtf((float)d), ws,

@@ -50,8 +50,10 @@ int lmc_cu_swiglu(const uint16_t *gu, int rows, int inter, uint16_t *out, int rn
 int lmc_cu_add_bias(void *y, int is_f32, const uint16_t *bias, int rows, int cols,
                     lmc_cu_stream s);
 
-/* *out = the first index of the largest value of x[0..n). */
-int lmc_cu_argmax(const float *x, int n, int32_t *out, lmc_cu_stream s);
+/* *out = the first index of the largest value of x[0..n); ws is a device
+ * buffer of lmc_cu_argmax_ws_bytes(). */
+size_t lmc_cu_argmax_ws_bytes(void);
+int lmc_cu_argmax(const float *x, int n, void *ws, int32_t *out, lmc_cu_stream s);
 
 /* Element conversions used while uploading weights. */
 int lmc_cu_f32_to_bf16(const float *x, size_t n, uint16_t *out, lmc_cu_stream s);

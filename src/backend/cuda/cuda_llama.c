@@ -56,6 +56,7 @@ typedef struct {
     float *d_x, *d_logits;
     uint16_t *d_qkv, *d_q, *d_attn, *d_gu;
     int32_t *d_next;
+    void *d_argmax_ws;
     /* prefill scratch (grown on demand) */
     size_t pf_rows;
     float *p_x, *p_logits;
@@ -447,7 +448,7 @@ static lmc_status decode_body(cu_model *m, cu_cache *c) {
     if ((st = gemv(m, m->lm_head, m->V, H, LMC_GEMV_IN_RMSNORM, m->d_x, m->final_norm, NULL,
                    LMC_GEMV_OUT_F32, m->d_logits)))
         return st;
-    KL(lmc_cu_argmax(m->d_logits, m->V, m->d_next, s));
+    KL(lmc_cu_argmax(m->d_logits, m->V, m->d_argmax_ws, m->d_next, s));
     return LMC_OK;
 }
 
@@ -576,7 +577,8 @@ static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
                 CU(cudaMemcpyAsync(host_logits, m->d_logits, (size_t)m->V * 4,
                                    cudaMemcpyDeviceToHost, m->stream));
         }
-        if (last && want_argmax) KL(lmc_cu_argmax(m->d_logits, m->V, m->d_next, s));
+        if (last && want_argmax)
+            KL(lmc_cu_argmax(m->d_logits, m->V, m->d_argmax_ws, m->d_next, s));
         c->len += rows;
         done += rows;
     }
@@ -825,6 +827,7 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
         (st = dev_alloc(m, QD * 2, (void **)&m->d_attn, "decode attention")) ||
         (st = dev_alloc(m, (size_t)m->I * 4, (void **)&m->d_gu, "decode gate/up")) ||
         (st = dev_alloc(m, 16, (void **)&m->d_next, "argmax")) ||
+        (st = dev_alloc(m, lmc_cu_argmax_ws_bytes(), &m->d_argmax_ws, "argmax workspace")) ||
         (st = dev_alloc(m, (size_t)LOGIT_ROWS * m->V * 4, (void **)&m->p_logits,
                         "logits rows")))
         goto fail;
@@ -839,4 +842,10 @@ fail:
 
 size_t lmc_llama_cuda_weight_bytes(const lmc_model *m) {
     return m && m->vt == &cu_model_vt ? ((const cu_model *)m)->weight_bytes : 0;
+}
+
+int lmc_llama_cuda_graph_state(const lmc_kv_cache *cc) {
+    if (!cc || cc->vt != &cu_kv_vt) return 0;
+    const cu_cache *c = (const cu_cache *)cc;
+    return c->have_graph ? 1 : c->graph_failed ? -1 : 0;
 }

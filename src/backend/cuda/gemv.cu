@@ -45,58 +45,103 @@ __global__ void __launch_bounds__(GEMV_THREADS)
            const uint16_t *__restrict__ bias, int out_mode, void *y) {
     extern __shared__ uint4 xs4[];
     __shared__ float red[GEMV_THREADS / 32];
-    uint16_t *xs = (uint16_t *)xs4;
     const int rnd = !(in_mode & LMC_GEMV_IN_NO_ROUND);
     in_mode &= ~LMC_GEMV_IN_NO_ROUND;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int nch = cols / 8;
+    const int warps_total = gridDim.x * (GEMV_THREADS / 32);
+    int r0 = (blockIdx.x * (GEMV_THREADS / 32) + warp) * R;
 
-    /* Stage the input vector. */
+    /* Issue this warp's first weight loads before preparing the input, so
+     * the memory system is busy while the prologue runs. */
+    uint4 wv[R][GEMV_UNROLL];
+    if (r0 < rows) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const uint4 *wr = (const uint4 *)(w + (size_t)min(r0 + r, rows - 1) * cols);
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++) {
+                int c = lane + 32 * u;
+                if (c < nch) wv[r][u] = ld_stream(wr + c);
+            }
+        }
+    }
+
+    /* Stage the input vector as bf16, 8 values (16 bytes) per step. */
     if (in_mode == LMC_GEMV_IN_BF16) {
         const uint4 *x4 = (const uint4 *)x;
-        for (int i = tid; i < cols / 8; i += GEMV_THREADS) xs4[i] = x4[i];
+#pragma unroll 4
+        for (int i = tid; i < nch; i += GEMV_THREADS) xs4[i] = x4[i];
     } else if (in_mode == LMC_GEMV_IN_RMSNORM) {
-        const float *xf = (const float *)x;
+        const float4 *xf = (const float4 *)x;
         float ss = 0.f;
-        for (int i = tid; i < cols; i += GEMV_THREADS) ss += xf[i] * xf[i];
+#pragma unroll 4
+        for (int i = tid; i < cols / 4; i += GEMV_THREADS) {
+            float4 v = xf[i];
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
         for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
         if (lane == 0) red[warp] = ss;
         __syncthreads();
         ss = 0.f;
+#pragma unroll
         for (int i = 0; i < GEMV_THREADS / 32; i++) ss += red[i];
-        float r = rsqrtf(ss / (float)cols + eps);
-        for (int i = tid; i < cols; i += GEMV_THREADS)
-            xs[i] = f2bf((rnd ? rbf(xf[i] * r) : xf[i] * r) * bf2f(norm_w[i]));
+        const float r = rsqrtf(ss / (float)cols + eps);
+        const uint4 *nw4 = (const uint4 *)norm_w;
+#pragma unroll 4
+        for (int i = tid; i < nch; i += GEMV_THREADS) {
+            float4 a = xf[2 * i], b = xf[2 * i + 1];
+            uint4 nw = nw4[i];
+            float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+            const uint16_t *n16 = (const uint16_t *)&nw;
+            uint4 o;
+            uint16_t *o16 = (uint16_t *)&o;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                float t = v[e] * r;
+                o16[e] = f2bf((rnd ? rbf(t) : t) * bf2f(n16[e]));
+            }
+            xs4[i] = o;
+        }
     } else {
-        const uint16_t *gu = (const uint16_t *)x;
-        for (int i = tid; i < cols; i += GEMV_THREADS) {
-            float g = bf2f(gu[i]), u = bf2f(gu[cols + i]);
-            float a = g / (1.f + __expf(-g));
-            xs[i] = f2bf((rnd ? rbf(a) : a) * u);
+        const uint4 *g4 = (const uint4 *)x, *u4 = (const uint4 *)x + nch;
+#pragma unroll 4
+        for (int i = tid; i < nch; i += GEMV_THREADS) {
+            uint4 gv = g4[i], uv = u4[i];
+            const uint16_t *g16 = (const uint16_t *)&gv, *u16 = (const uint16_t *)&uv;
+            uint4 o;
+            uint16_t *o16 = (uint16_t *)&o;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                float g = bf2f(g16[e]);
+                float a = g / (1.f + __expf(-g));
+                o16[e] = f2bf((rnd ? rbf(a) : a) * bf2f(u16[e]));
+            }
+            xs4[i] = o;
         }
     }
     __syncthreads();
 
-    const int nch = cols / 8;
-    const int warps_total = gridDim.x * (GEMV_THREADS / 32);
-    for (int r0 = (blockIdx.x * (GEMV_THREADS / 32) + warp) * R; r0 < rows;
-         r0 += warps_total * R) {
+    bool prefetched = true;
+    for (; r0 < rows; r0 += warps_total * R) {
         const uint4 *wr[R];
         float acc[R];
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            int row = r0 + r < rows ? r0 + r : rows - 1;
-            wr[r] = (const uint4 *)(w + (size_t)row * cols);
+            wr[r] = (const uint4 *)(w + (size_t)min(r0 + r, rows - 1) * cols);
             acc[r] = 0.f;
         }
         for (int c0 = lane; c0 < nch; c0 += 32 * GEMV_UNROLL) {
-            uint4 wv[R][GEMV_UNROLL];
+            if (!prefetched) {
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; u++) {
-                int c = c0 + 32 * u;
+                for (int u = 0; u < GEMV_UNROLL; u++) {
+                    int c = c0 + 32 * u;
 #pragma unroll
-                for (int r = 0; r < R; r++)
-                    if (c < nch) wv[r][u] = ld_stream(wr[r] + c);
+                    for (int r = 0; r < R; r++)
+                        if (c < nch) wv[r][u] = ld_stream(wr[r] + c);
+                }
             }
+            prefetched = false;
 #pragma unroll
             for (int u = 0; u < GEMV_UNROLL; u++) {
                 int c = c0 + 32 * u;
@@ -107,6 +152,7 @@ __global__ void __launch_bounds__(GEMV_THREADS)
                 }
             }
         }
+        prefetched = false;
 #pragma unroll
         for (int r = 0; r < R; r++) {
             float v = acc[r];
@@ -141,12 +187,17 @@ extern "C" int lmc_cu_gemv(const uint16_t *w, int rows, int cols, int in_mode, c
     const int wpb = GEMV_THREADS / 32;
     size_t smem = (size_t)cols * 2;
     /* Two rows per warp when that still leaves at least two blocks per SM. */
+    /* Blocks beyond a few per SM loop over rows instead of redoing the
+     * input prologue. */
+    const int max_blocks = 4 * num_sms;
     if (rows >= 2 * wpb * 2 * num_sms) {
         int blocks = (rows + 2 * wpb - 1) / (2 * wpb);
+        if (blocks > max_blocks) blocks = max_blocks;
         k_gemv<2><<<blocks, GEMV_THREADS, smem, (cudaStream_t)s>>>(w, rows, cols, in_mode, x,
                                                                   norm_w, eps, bias, out_mode, y);
     } else {
         int blocks = (rows + wpb - 1) / wpb;
+        if (blocks > max_blocks) blocks = max_blocks;
         k_gemv<1><<<blocks, GEMV_THREADS, smem, (cudaStream_t)s>>>(w, rows, cols, in_mode, x,
                                                                   norm_w, eps, bias, out_mode, y);
     }

@@ -178,47 +178,70 @@ extern "C" int lmc_cu_add_bias(void *y, int is_f32, const uint16_t *bias, int ro
 }
 
 /* --------------------------------------------------------------- argmax */
-__global__ void k_argmax(const float *x, int n, int32_t *out) {
-    __shared__ float bv[32];
-    __shared__ int bi[32];
-    float best = -INFINITY;
-    int idx = 0x7fffffff;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = x[i];
-        if (v > best || (v == best && i < idx) || (isnan(v) && idx == 0x7fffffff)) {
-            best = v;
-            idx = i;
-        }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        int oi = __shfl_xor_sync(0xffffffffu, idx, o);
-        if (ov > best || (ov == best && oi < idx)) {
-            best = ov;
-            idx = oi;
-        }
-    }
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (lane == 0) {
-        bv[warp] = best;
-        bi[warp] = idx;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int nw = blockDim.x >> 5;
-        best = bv[0];
-        idx = bi[0];
-        for (int w = 1; w < nw; w++)
-            if (bv[w] > best || (bv[w] == best && bi[w] < idx)) {
-                best = bv[w];
-                idx = bi[w];
-            }
-        *out = idx == 0x7fffffff ? 0 : idx;
+/* Two passes: ARGMAX_BLOCKS blocks each reduce a grid-strided share of x
+ * to (value, index) in ws, then one block reduces those. Ties keep the
+ * lowest index. */
+#define ARGMAX_BLOCKS 128
+#define ARGMAX_THREADS 256
+
+static __device__ __forceinline__ void better(float &bv, int &bi, float v, int i) {
+    if (v > bv || (v == bv && i < bi)) {
+        bv = v;
+        bi = i;
     }
 }
 
-extern "C" int lmc_cu_argmax(const float *x, int n, int32_t *out, lmc_cu_stream s) {
-    k_argmax<<<1, 1024, 0, (cudaStream_t)s>>>(x, n, out);
+static __device__ void block_argmax(float best, int idx, float *out_v, int *out_i) {
+    __shared__ float sv[ARGMAX_THREADS / 32];
+    __shared__ int si[ARGMAX_THREADS / 32];
+    for (int o = 16; o > 0; o >>= 1)
+        better(best, idx, __shfl_xor_sync(0xffffffffu, best, o),
+               __shfl_xor_sync(0xffffffffu, idx, o));
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) {
+        sv[warp] = best;
+        si[warp] = idx;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        best = sv[0];
+        idx = si[0];
+        for (int w = 1; w < ARGMAX_THREADS / 32; w++) better(best, idx, sv[w], si[w]);
+        *out_v = best;
+        *out_i = idx;
+    }
+}
+
+__global__ void __launch_bounds__(ARGMAX_THREADS)
+    k_argmax_partial(const float *x, int n, float *ws_v, int *ws_i) {
+    float best = -INFINITY;
+    int idx = 0x7fffffff;
+    for (int i = blockIdx.x * ARGMAX_THREADS + threadIdx.x; i < n; i += gridDim.x * ARGMAX_THREADS)
+        better(best, idx, x[i], i);
+    block_argmax(best, idx, &ws_v[blockIdx.x], &ws_i[blockIdx.x]);
+}
+
+__global__ void __launch_bounds__(ARGMAX_THREADS)
+    k_argmax_final(const float *ws_v, const int *ws_i, int nb, int32_t *out) {
+    __shared__ float v;
+    __shared__ int i;
+    float best = -INFINITY;
+    int idx = 0x7fffffff;
+    for (int b = threadIdx.x; b < nb; b += ARGMAX_THREADS) better(best, idx, ws_v[b], ws_i[b]);
+    block_argmax(best, idx, &v, &i);
+    if (threadIdx.x == 0) *out = i == 0x7fffffff ? 0 : i; /* all NaN: 0 */
+}
+
+extern "C" size_t lmc_cu_argmax_ws_bytes(void) { return ARGMAX_BLOCKS * 8; }
+
+extern "C" int lmc_cu_argmax(const float *x, int n, void *ws, int32_t *out, lmc_cu_stream s) {
+    int nb = (n + ARGMAX_THREADS * 4 - 1) / (ARGMAX_THREADS * 4);
+    if (nb > ARGMAX_BLOCKS) nb = ARGMAX_BLOCKS;
+    if (nb < 1) nb = 1;
+    float *wv = (float *)ws;
+    int *wi = (int *)(wv + ARGMAX_BLOCKS);
+    k_argmax_partial<<<nb, ARGMAX_THREADS, 0, (cudaStream_t)s>>>(x, n, wv, wi);
+    k_argmax_final<<<1, ARGMAX_THREADS, 0, (cudaStream_t)s>>>(wv, wi, nb, out);
     return launch_status();
 }
 
