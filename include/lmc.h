@@ -304,7 +304,9 @@ typedef struct {
     const char *instructions;     /* system message prepended every turn */
     const lmc_gen_params *gen;    /* NULL = defaults; stop strings are ignored */
     const char *history_json;     /* re-hydrate: [{"role","content"},...] replayed on turn 1 */
-    lmc_prompt_cache *cache;      /* restored prefix; the session takes it over on success */
+    lmc_prompt_cache *cache;      /* restored prefix, treated as opaque (its ids are never
+                                     re-rendered); the session takes it over on success;
+                                     excludes history_json */
     lmc_context *draft;           /* speculative decoding (borrowed for the session's life) */
     size_t num_draft_tokens;      /* default 5 */
     const char *template_kwargs_json; /* extra template variables, e.g. {"enable_thinking":false} */

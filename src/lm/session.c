@@ -172,6 +172,10 @@ lmc_status lmc_chat_session_new(lmc_context *ctx, const lmc_chat_options *o,
                        "decoding: the speculative path rebuilds its caches every turn, so the "
                        "restored prefix (whose token ids are unknown) would be lost after the "
                        "first turn; drop the cache, or drop the draft model");
+    if (o->cache && o->history_json)
+        return lmc_err(LMC_ERR_INVALID_ARG,
+                       "chat session: history_json and cache are mutually exclusive (a "
+                       "restored cache already encodes its conversation)");
     lmc_model *m = lmc_context_model(ctx);
     if (o->cache && o->cache->model != m)
         return lmc_err(LMC_ERR_INVALID_ARG, "chat session: the restored cache belongs to another model");
@@ -220,7 +224,6 @@ lmc_status lmc_chat_session_new(lmc_context *ctx, const lmc_chat_options *o,
     }
     if (o->cache) {
         /* the restored prefix is opaque: its ids are never re-rendered */
-        msgs_free(&s->replay);
         s->cache = o->cache;
         s->cache->opaque = lmc_kv_cache_len(s->cache->kv);
         s->cache->known.n = 0;

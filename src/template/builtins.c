@@ -346,6 +346,24 @@ METHOD(ms_splitlines, m_str, "splitlines")
 METHOD(ms_isdigit, m_str, "isdigit")
 METHOD(ms_isspace, m_str, "isspace")
 METHOD(md_items, m_dict, "items")
+static bool m_list(tpl_ctx *c, tval self, const tpl_args *a, tval *out, const char *name) {
+    const tval *x = arg(a, 0, NULL);
+    if (!x) return tpl_fail(c, LMC_ERR_TEMPLATE, "%s() takes exactly one argument (0 given)", name);
+    int64_t n = 0;
+    for (size_t i = 0; i < self.l->n; i++) {
+        if (!tv_equal(self.l->v[i], *x)) continue;
+        if (name[0] == 'i') {
+            *out = tv_int((int64_t)i);
+            return true;
+        }
+        n++;
+    }
+    if (name[0] == 'i') return tpl_fail(c, LMC_ERR_TEMPLATE, "list.index(x): x not in list");
+    *out = tv_int(n);
+    return true;
+}
+METHOD(ml_count, m_list, "count")
+METHOD(ml_index, m_list, "index")
 METHOD(md_keys, m_dict, "keys")
 METHOD(md_values, m_dict, "values")
 METHOD(md_get, m_dict, "get")
@@ -457,10 +475,15 @@ static bool items_list(tpl_ctx *c, const tv_dict *d, tval *out) {
 
 static bool m_dict(tpl_ctx *c, tval self, const tpl_args *a, tval *out, const char *name) {
     const tv_dict *d = self.d;
-    if (!strcmp(name, "items")) return items_list(c, d, out);
+    if (!strcmp(name, "items")) {
+        if (!items_list(c, d, out)) return false;
+        out->l->view = 3;
+        return true;
+    }
     if (!strcmp(name, "keys") || !strcmp(name, "values")) {
         tv_list *l = tv_list_new(AR, d->n);
         if (!l) return tpl_oom(c);
+        l->view = name[0] == 'k' ? 1 : 2;
         for (size_t i = 0; i < d->n; i++) tv_list_push(AR, l, name[0] == 'k' ? tv_strv(d->keys[i]) : d->vals[i]);
         *out = mk_list(l);
         return true;
@@ -506,7 +529,10 @@ bool tpl_get_method(tpl_ctx *c, tval obj, const char *name, tval *out) {
             if (!strcmp(unsafe_dict[i], name))
                 return tpl_fail(c, LMC_ERR_TEMPLATE, "access to attribute '%s' of 'dict' object is unsafe.", name),
                        true;
-    } else if (obj.k == TV_LIST && !obj.l->tuple) {
+    } else if (obj.k == TV_LIST) {
+        if (!strcmp(name, "count")) return bound(c, obj, "count", ml_count, out);
+        if (!strcmp(name, "index")) return bound(c, obj, "index", ml_index, out);
+        if (obj.l->tuple) return false;
         for (int i = 0; unsafe_list[i]; i++)
             if (!strcmp(unsafe_list[i], name))
                 return tpl_fail(c, LMC_ERR_TEMPLATE, "access to attribute '%s' of 'list' object is unsafe.", name),
@@ -563,15 +589,24 @@ static bool test_impl(tpl_ctx *c, const char *name, tval v, const tpl_args *a, b
     else if (!strcmp(name, "false")) *r = v.k == TV_BOOL && !v.b;
     else if (!strcmp(name, "callable")) *r = v.k == TV_FUNC;
     else if (!strcmp(name, "even") || !strcmp(name, "odd") || !strcmp(name, "divisibleby")) {
+        /* Python: value % 2 == 1, value % num == 0 (floats included) */
         if (v.k == TV_UNDEF) return undef_err(c, v);
-        if (v.k != TV_INT && v.k != TV_BOOL)
-            return tpl_fail(c, LMC_ERR_TEMPLATE, "test '%s' needs an integer, got '%s'", name, tv_type_name(v));
-        int64_t i = v.k == TV_INT ? v.i : v.b;
+        if (v.k != TV_INT && v.k != TV_BOOL && v.k != TV_FLOAT)
+            return tpl_fail(c, LMC_ERR_TEMPLATE, "not all arguments converted during string formatting");
+        double dv = v.k == TV_FLOAT ? v.f : v.k == TV_INT ? (double)v.i : v.b;
         if (name[0] == 'd') {
-            if (!x || x->k != TV_INT || x->i == 0)
-                return tpl_fail(c, LMC_ERR_TEMPLATE, "divisibleby needs a non-zero integer argument");
-            *r = i % x->i == 0;
+            if (!x || (x->k != TV_INT && x->k != TV_FLOAT))
+                return tpl_fail(c, LMC_ERR_TEMPLATE, "divisibleby needs a number argument");
+            double dn = x->k == TV_INT ? (double)x->i : x->f;
+            if (dn == 0) return tpl_fail(c, LMC_ERR_TEMPLATE, "integer division or modulo by zero");
+            if (v.k != TV_FLOAT && x->k == TV_INT) *r = (v.k == TV_INT ? v.i : v.b) % x->i == 0;
+            else *r = fmod(dv, dn) == 0;
+        } else if (v.k == TV_FLOAT) {
+            double m = fmod(dv, 2);
+            if (m < 0) m += 2;
+            *r = name[0] == 'e' ? m == 0 : m == 1;
         } else {
+            int64_t i = v.k == TV_INT ? v.i : v.b;
             *r = (i % 2 == 0) == (name[0] == 'e');
         }
     } else if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "==") || !strcmp(name, "sameas")) {
@@ -604,10 +639,9 @@ static bool test_impl(tpl_ctx *c, const char *name, tval v, const tpl_args *a, b
             *r = tv_dict_get(x->d, v.s->p, v.s->len) != NULL;
         }
     } else if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
-        if (v.k != TV_STR) {
-            *r = false;
-            return true;
-        }
+        tv_str *sv; /* Jinja tests str(value).islower() */
+        if (!to_s(c, v, &sv)) return false;
+        v = tv_strv(sv);
         bool ok = true, cased = false; /* Python islower/isupper */
         for (size_t i = 0; i < v.s->len;) {
             uint32_t cp;
@@ -845,7 +879,11 @@ static bool f_join(tpl_ctx *c, tval v, const tpl_args *a, tval *out) {
 
 static bool f_indent(tpl_ctx *c, tval v, const tpl_args *a, tval *out) {
     tv_str *s, *ind;
-    if (!to_s(c, v, &s)) return false;
+    if (v.k == TV_UNDEF) v = tv_strv(tv_str_new(AR, "", 0));
+    if (v.k != TV_STR || !v.s)
+        return v.k == TV_STR ? tpl_oom(c)
+                             : tpl_fail(c, LMC_ERR_TEMPLATE, "'%s' object has no attribute 'splitlines'", tv_type_name(v));
+    s = v.s;
     const tval *w = arg(a, 0, "width"), *first = arg(a, 1, "first"), *blank = arg(a, 2, "blank");
     if (w && w->k == TV_STR) ind = w->s;
     else {
@@ -900,6 +938,8 @@ static bool f_sort(tpl_ctx *c, tval v, const tpl_args *a, tval *out, bool uniq) 
         tval k = in->v[i];
         if (attr && attr->k == TV_STR && !attr_path(c, k, attr->s, &k)) return false;
         k = fold_case(c, k, case_sens);
+        if (uniq && (k.k == TV_DICT || (k.k == TV_LIST && !k.l->tuple)))
+            return tpl_fail(c, LMC_ERR_TEMPLATE, "unhashable type: '%s'", tv_type_name(k));
         if (uniq) {
             bool seen = false;
             for (size_t j = 0; j < l->n && !seen; j++) seen = tv_equal(keys[j], k);
@@ -1049,6 +1089,7 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
         if (v.k != TV_DICT) return tpl_fail(c, LMC_ERR_TEMPLATE, "Can only get item pairs from a mapping.");
         return items_list(c, v.d, out);
     }
+    if ((!strcmp(name, "int") || !strcmp(name, "float")) && v.k == TV_UNDEF) return undef_err(c, v);
     if (!strcmp(name, "int")) {
         const tval *def = arg(a, 0, "default");
         int64_t iv = 0;
@@ -1090,8 +1131,13 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
         const tval *prec = arg(a, 0, "precision"), *method = arg(a, 1, "method");
         if (v.k != TV_INT && v.k != TV_FLOAT && v.k != TV_BOOL)
             return tpl_fail(c, LMC_ERR_TEMPLATE, "round expects a number, got '%s'", tv_type_name(v));
-        double d = v.k == TV_FLOAT ? v.f : v.k == TV_INT ? (double)v.i : v.b;
         int p = prec && prec->k == TV_INT ? (int)prec->i : 0;
+        const char *md0 = method && method->k == TV_STR ? method->s->p : "common";
+        if (v.k != TV_FLOAT && !strcmp(md0, "common") && p >= 0) { /* Python round(int, n) is the int */
+            *out = tv_int(v.k == TV_INT ? v.i : v.b);
+            return true;
+        }
+        double d = v.k == TV_FLOAT ? v.f : v.k == TV_INT ? (double)v.i : v.b;
         double m = pow(10, p);
         const char *md = method && method->k == TV_STR ? method->s->p : "common";
         double r;
@@ -1191,6 +1237,10 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
                 return tpl_fail(c, LMC_ERR_TEMPLATE, "not enough arguments for format string");
             } else if (spec == 'r') ok = tv_repr(&b, a->v[ai++]);
             else ok = tv_to_str(&b, a->v[ai++]);
+        }
+        if (ok && ai < a->n) {
+            lmc_buf_free(&b);
+            return tpl_fail(c, LMC_ERR_TEMPLATE, "not all arguments converted during string formatting");
         }
         if (!ok) {
             lmc_buf_free(&b);

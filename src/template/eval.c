@@ -253,6 +253,15 @@ static bool binop_v(tpl_ctx *c, int op, tval x, tval y, tval *out) {
     if (y.k == TV_UNDEF) return undef_error(c, y);
     if (op == OP_MOD && x.k == TV_STR) { /* "%s" % value: printf-style formatting */
         tpl_args fa = {0};
+        if ((y.k == TV_LIST && !y.l->tuple) || y.k == TV_DICT) { /* Python treats these as a mapping */
+            bool has_spec = false;
+            for (size_t i = 0; i + 1 < x.s->len; i++)
+                if (x.s->p[i] == '%') {
+                    if (x.s->p[i + 1] != '%') has_spec = true;
+                    i++;
+                }
+            if (!has_spec) return tpl_apply_filter(c, "format", x, &fa, out);
+        }
         if (y.k == TV_LIST && y.l->tuple) {
             fa.n = y.l->n;
             fa.v = y.l->v;

@@ -67,6 +67,7 @@ struct tv_str {
 struct tv_list {
     size_t n, cap;
     bool tuple;
+    unsigned char view; /* 1/2/3: dict keys()/values()/items() (only their repr differs) */
     tval *v;
 };
 enum { TD_PLAIN, TD_NAMESPACE, TD_LOOP };

@@ -343,13 +343,16 @@ static bool repr_d(lmc_buf *b, tval v, int depth) {
     switch (v.k) {
     case TV_STR: return repr_str(b, v.s);
     case TV_LIST: {
+        static const char *const views[] = {"", "dict_keys(", "dict_values(", "dict_items("};
+        if (v.l->view && !lmc_buf_puts(b, views[v.l->view & 3])) return false;
         if (!lmc_buf_putc(b, v.l->tuple ? '(' : '[')) return false;
         for (size_t i = 0; i < v.l->n; i++) {
             if (i && !lmc_buf_puts(b, ", ")) return false;
             if (!repr_d(b, v.l->v[i], depth + 1)) return false;
         }
         if (v.l->tuple && v.l->n == 1 && !lmc_buf_putc(b, ',')) return false;
-        return lmc_buf_putc(b, v.l->tuple ? ')' : ']');
+        if (!lmc_buf_putc(b, v.l->tuple ? ')' : ']')) return false;
+        return v.l->view ? lmc_buf_putc(b, ')') : true;
     }
     case TV_DICT: {
         if (v.d->kind == TD_NAMESPACE && !lmc_buf_puts(b, "<Namespace ")) return false;
@@ -362,7 +365,7 @@ static bool repr_d(lmc_buf *b, tval v, int depth) {
         if (!lmc_buf_putc(b, '}')) return false;
         return v.d->kind == TD_NAMESPACE ? lmc_buf_putc(b, '>') : true;
     }
-    case TV_UNDEF: return true;
+    case TV_UNDEF: return lmc_buf_puts(b, "Undefined"); /* inside containers */
     default: return tv_to_str(b, v);
     }
 }

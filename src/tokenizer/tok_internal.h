@@ -14,6 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Token ids above this are refused (real vocabularies are < 1M), so a
+ * corrupt file cannot make the id tables huge. */
+#define TK_MAX_ID ((int64_t)1 << 24)
+
 /* ---- string -> int32 map (keys borrowed; owner keeps them alive) ---- */
 typedef struct {
     const char *s;

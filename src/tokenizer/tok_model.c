@@ -35,8 +35,10 @@ static bool jbool(json_object *o, const char *k, bool def) {
 
 static lmc_status set_token(tk_model *m, int64_t id, const char *s, size_t len,
                             const char *where) {
-    if (id < 0 || id > (int64_t)INT32_MAX - 1)
-        return lmc_err(LMC_ERR_FORMAT, "%s: token id %lld out of range", where, (long long)id);
+    if (id < 0 || id >= TK_MAX_ID)
+        return lmc_err(id < 0 ? LMC_ERR_FORMAT : LMC_ERR_LIMIT,
+                       "%s: token id %lld out of range (0..%lld)", where, (long long)id,
+                       (long long)TK_MAX_ID - 1);
     if ((size_t)id >= m->tokens_cap) {
         size_t n = m->tokens_cap ? m->tokens_cap : 1024;
         while (n <= (size_t)id) n *= 2;

@@ -110,9 +110,10 @@ static lmc_status load_added(lmc_tokenizer *t, json_object *root, const char *fi
             return lmc_err(LMC_ERR_FORMAT, "%s: added_tokens[%zu]: needs \"id\" and \"content\"",
                            file, i);
         int64_t v = json_object_get_int64(id);
-        if (v < 0 || v >= INT32_MAX)
-            return lmc_err(LMC_ERR_FORMAT, "%s: added_tokens[%zu].id: %lld out of range", file, i,
-                           (long long)v);
+        if (v < 0 || v >= TK_MAX_ID)
+            return lmc_err(v < 0 ? LMC_ERR_FORMAT : LMC_ERR_LIMIT,
+                           "%s: added_tokens[%zu].id: %lld out of range (0..%lld)", file, i,
+                           (long long)v, (long long)TK_MAX_ID - 1);
         added_token *at = &t->added[t->n_added++];
         if (!(at->content = strdup(json_object_get_string(c))))
             return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", file);
@@ -356,8 +357,9 @@ lmc_status lmc_tokenizer_load(const char *dir, lmc_tokenizer **out) {
     char *tj = lmc_path_join(dir, "tokenizer.json");
     char *tc = lmc_path_join(dir, "tokenizer_config.json");
     char *jinja = lmc_path_join(dir, "chat_template.jinja");
+    char *ctj = lmc_path_join(dir, "chat_template.json");
     lmc_status st;
-    if (!tj || !tc || !jinja) {
+    if (!tj || !tc || !jinja || !ctj) {
         st = lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
         goto out;
     }
@@ -366,6 +368,22 @@ lmc_status lmc_tokenizer_load(const char *dir, lmc_tokenizer **out) {
         goto out;
     }
     st = lmc_tokenizer_load_files(tj, lmc_path_exists(tc) ? tc : NULL, out);
+    if (!st && !(*out)->n_tmpl && lmc_path_exists(ctj)) { /* {"chat_template": "..."} */
+        json_object *root = NULL;
+        st = lmc_json_load_file(ctj, "chat_template.json", TOKENIZER_CONFIG_MAX, &root, NULL);
+        json_object *v;
+        if (!st && json_object_is_type(root, json_type_object) &&
+            json_object_object_get_ex(root, "chat_template", &v) &&
+            json_object_is_type(v, json_type_string))
+            st = add_template(*out, "default", json_object_get_string(v));
+        else if (!st)
+            st = lmc_err(LMC_ERR_FORMAT, "chat_template.json: chat_template: missing or not a string");
+        json_object_put(root);
+        if (st) {
+            lmc_tokenizer_free(*out);
+            *out = NULL;
+        }
+    }
     if (!st && !(*out)->n_tmpl && lmc_path_exists(jinja)) {
         char *src = NULL;
         size_t len;
@@ -381,6 +399,7 @@ out:
     free(tj);
     free(tc);
     free(jinja);
+    free(ctj);
     return st;
 }
 

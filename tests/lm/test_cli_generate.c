@@ -28,6 +28,7 @@ static char *slurp(const char *path) {
 }
 
 int main(void) {
+    tiny_single_thread();
     const char *bd = getenv("LMC_BUILD_DIR");
     char lmc[1200];
     snprintf(lmc, sizeof lmc, "%s/tools/lmc", bd && *bd ? bd : "build");

@@ -137,6 +137,13 @@ static void test_generate_e2e(lmc_context *ctx, const test_vocab *tv) {
     CHECK(lmc_context_decode(ctx, ref.tokens, ref.n, false, &dec) == LMC_OK);
     CHECK_STREQ(ref.text.p, dec);
     printf("reference text: \"%s\"\n", ref.text.p);
+    /* the text entry point encodes the same way and returns the same text */
+    char *whole = NULL;
+    lmc_gen_stats ts;
+    CHECK(lmc_generate_text(ctx, "The quick brown fox", &p, &whole, &ts) == LMC_OK);
+    CHECK_STREQ(whole, ref.text.p);
+    CHECK_EQ_INT(ts.generation_tokens, 12);
+    lmc_free(whole);
 
     /* a stop string spanning a token boundary: the text stops right before
      * it, and no partial stop string is ever streamed */
@@ -294,6 +301,7 @@ static void test_prompt_cache(lmc_context *ctx, const test_vocab *tv, const char
 }
 
 int main(void) {
+    tiny_single_thread();
     test_stop_units();
     test_stop_property();
     char dir[1024];

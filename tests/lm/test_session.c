@@ -297,6 +297,11 @@ static void test_history_rehydration(lmc_context *ctx, const test_vocab *tv) {
     CHECK_ERR(lmc_chat_session_new(ctx, &bad, &x), LMC_ERR_FORMAT, "message 0 needs");
     bad.history_json = "{";
     CHECK_ERR(lmc_chat_session_new(ctx, &bad, &x), LMC_ERR_FORMAT, "chat history");
+    lmc_prompt_cache *pc = NULL;
+    CHECK(lmc_prompt_cache_new(ctx, &pc) == LMC_OK);
+    lmc_chat_options both = {.history_json = "[]", .cache = pc};
+    CHECK_ERR(lmc_chat_session_new(ctx, &both, &x), LMC_ERR_INVALID_ARG, "mutually exclusive");
+    lmc_prompt_cache_free(pc);
     CHECK(x == NULL);
     lmc_chat_session_free(s);
 }
@@ -333,6 +338,7 @@ static void test_llama_trim_template(void) {
 }
 
 int main(void) {
+    tiny_single_thread();
     char dir[1024];
     if (tiny_tmpdir(dir, sizeof dir, "sess")) return 1;
     tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 21, 0};

@@ -154,6 +154,7 @@ static void test_rotating(void) {
 }
 
 int main(void) {
+    tiny_single_thread();
     char d1[1024], d2[1024];
     if (tiny_tmpdir(d1, sizeof d1, "tgt") || tiny_tmpdir(d2, sizeof d2, "drf")) return 1;
     tiny_spec ts = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 31, 0};

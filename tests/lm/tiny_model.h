@@ -130,6 +130,10 @@ static inline int tiny_write(const char *dir, const tiny_spec *s) {
     return rc;
 }
 
+/* The tiny models gain nothing from threads, and on a loaded machine
+ * thread hand-offs would dominate the run time (callers may override). */
+static inline void tiny_single_thread(void) { setenv("OMP_NUM_THREADS", "1", 0); }
+
 /* Repo-relative asset path (LMC_SOURCE_DIR set by ctest). */
 static inline void tiny_asset(char *out, size_t n, const char *rel) {
     const char *root = getenv("LMC_SOURCE_DIR");

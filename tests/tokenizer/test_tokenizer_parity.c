@@ -253,6 +253,15 @@ static void malformed(void) {
         {"{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\"]]}}",
          "model.vocab[0]: expected [\"piece\", score]", LMC_ERR_FORMAT},
         {"{\"model\": ", "invalid JSON", LMC_ERR_FORMAT},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}, \"merges\": []}}",
+         "token id 2000000000 out of range", LMC_ERR_LIMIT},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+         " \"added_tokens\": [{\"id\": -3, \"content\": \"x\"}]}",
+         "added_tokens[0].id: -3 out of range", LMC_ERR_FORMAT},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+         " \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": "
+         "[{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}]}}",
+         "post_processor.special_tokens: \"<s>\" is not defined", LMC_ERR_FORMAT},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         write_file(path, cases[i].json);
@@ -263,6 +272,65 @@ static void malformed(void) {
     unlink(path);
     lmc_tokenizer *t = NULL;
     CHECK_ERR(lmc_tokenizer_load(dir, &t), LMC_ERR_NOT_FOUND, "tokenizer.json not found");
+    rmdir(dir);
+}
+
+/* tokenizer_config.json forms: object-form tokens, named template list;
+ * chat_template.jinja fallback; a tiny BPE with an inline special token. */
+static void config_forms(void) {
+    char dir[] = "/tmp/lmc_tok_cfg_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char tj[512], tc[512], jj[512];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    snprintf(tc, sizeof tc, "%s/tokenizer_config.json", dir);
+    snprintf(jj, sizeof jj, "%s/chat_template.jinja", dir);
+    write_file(tj, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2},"
+                   " \"merges\": [[\"a\", \"b\"]]},"
+                   " \"added_tokens\": [{\"id\": 3, \"content\": \"<s>\", \"special\": true}]}");
+    write_file(tc, "{\"bos_token\": {\"__type\": \"AddedToken\", \"content\": \"<s>\"},"
+                   " \"add_bos_token\": true, \"chat_template\": [{\"name\": \"default\","
+                   " \"template\": \"D\"}, {\"name\": \"tool_use\", \"template\": \"T\"}]}");
+    lmc_tokenizer *t = NULL;
+    CHECK_EQ_INT(lmc_tokenizer_load(dir, &t), LMC_OK);
+    if (t) {
+        CHECK_STREQ(lmc_tokenizer_chat_template(t, NULL), "D");
+        CHECK_STREQ(lmc_tokenizer_chat_template(t, "tool_use"), "T");
+        CHECK(lmc_tokenizer_chat_template(t, "rag") == NULL);
+        CHECK_EQ_INT(lmc_tokenizer_bos_id(t), 3);
+        CHECK(lmc_tokenizer_config_bool(t, "add_bos_token", false));
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK_EQ_INT(lmc_tokenizer_encode(t, "ab<s>ba", 7, true, &ids, &n), LMC_OK);
+        CHECK_EQ_INT(n, 4); /* no post_processor: nothing added */
+        if (n == 4) {
+            CHECK_EQ_INT(ids[0], 2);
+            CHECK_EQ_INT(ids[1], 3);
+            CHECK_EQ_INT(ids[2], 1);
+            CHECK_EQ_INT(ids[3], 0);
+        }
+        char *d = NULL;
+        CHECK_EQ_INT(lmc_tokenizer_decode(t, ids, n, false, &d), LMC_OK);
+        CHECK_STREQ(d, "ab <s> b a"); /* no decoder: tokens joined by spaces */
+        lmc_free(d);
+        CHECK_EQ_INT(lmc_tokenizer_decode(t, ids, n, true, &d), LMC_OK);
+        CHECK_STREQ(d, "ab b a");
+        lmc_free(d);
+        lmc_free(ids);
+        lmc_tokenizer_free(t);
+    }
+    unlink(tc);
+    write_file(jj, "J{{ x }}");
+    CHECK_EQ_INT(lmc_tokenizer_load(dir, &t), LMC_OK);
+    if (t) {
+        CHECK_STREQ(lmc_tokenizer_chat_template(t, NULL), "J{{ x }}");
+        CHECK(lmc_tokenizer_special_token(t, "bos_token") == NULL);
+        lmc_tokenizer_free(t);
+    }
+    write_file(tc, "{\"chat_template\": 5}");
+    CHECK_ERR(lmc_tokenizer_load(dir, &t), LMC_ERR_FORMAT, "chat_template: expected a string or a list");
+    unlink(tc);
+    unlink(jj);
+    unlink(tj);
     rmdir(dir);
 }
 
@@ -328,7 +396,10 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/tests/golden/tokenizer/corpus.jsonl", src_dir());
     snprintf(assets, sizeof assets, "%s/.cache/assets/tokenizers", src_dir());
     bool api = wanted(argc, argv, "--api");
-    if (api) malformed();
+    if (api) {
+        malformed();
+        config_forms();
+    }
     char *text = slurp(path, NULL);
     if (!text) CHECK_SKIP("corpus %s missing", path);
     char **lines;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "cuda_kernels.h"
+#include "cuda_pdl.cuh"
 
 #define LOG2E 1.4426950408889634f
 
@@ -308,6 +309,8 @@ __global__ void __launch_bounds__(DEC_THREADS)
     float *sc = qs + G * d;          /* [G][DEC_CH] */
     float *acc = sc + G * DEC_CH;    /* [warps][G][d] */
     const int hk = blockIdx.x, split = blockIdx.y, tid = threadIdx.x;
+    pdl_trigger();
+    pdl_wait();
     const int L = d_state[0] + 1, qpos = L - 1;
     int lo = split * DEC_CH, hi = min(lo + DEC_CH, L);
     if (window > 0) lo = max(lo, qpos - window + 1);
@@ -420,6 +423,8 @@ __global__ void __launch_bounds__(DEC_THREADS)
 __global__ void k_decode_combine(const float *ws, int hq, int d, const int32_t *d_state,
                                  int nsplit, uint16_t *out) {
     const int h = blockIdx.x;
+    pdl_trigger();
+    pdl_wait();
     const int L = d_state[0] + 1;
     const int used = min(nsplit, (L + DEC_CH - 1) / DEC_CH);
     const float *ws_m = ws + (size_t)h * nsplit;
@@ -460,9 +465,11 @@ extern "C" int lmc_cu_attn_decode(const uint16_t *q, const uint16_t *k_cache,
     int G = hq / hkv;
     size_t smem = dec_smem(G, d);
     dim3 grid(hkv, nsplit);
-    k_flash_decode<<<grid, DEC_THREADS, smem, (cudaStream_t)s>>>(
-        q, k_cache, v_cache, hq, hkv, d, cap, d_state, window, 1.f / sqrtf((float)d), ws,
-        nsplit);
-    k_decode_combine<<<hq, 128, 0, (cudaStream_t)s>>>(ws, hq, d, d_state, nsplit, out);
-    return (int)cudaGetLastError();
+    cudaError_t e = lmc_pdl_launch(k_flash_decode, grid, dim3(DEC_THREADS), smem,
+                                   (cudaStream_t)s, q, k_cache, v_cache, hq, hkv, d, cap, d_state,
+                                   window, 1.f / sqrtf((float)d), ws, nsplit);
+    if (e == cudaSuccess)
+        e = lmc_pdl_launch(k_decode_combine, dim3(hq), dim3(128), 0, (cudaStream_t)s, ws, hq, d,
+                           d_state, nsplit, out);
+    return (int)e;
 }

@@ -44,7 +44,7 @@ typedef struct {
     lmc_model base;
     int H, I, V, L, hq, hkv, D, qkv_dim, window;
     float eps;
-    int rnd; /* round intermediates to bf16 (bf16/f16 checkpoints) */
+    int rnd; /* round intermediates to bf16 (bf16 checkpoints) */
     int num_sms;
     cudaStream_t stream;
     lmc_cu_gemm_ctx gemm;
@@ -796,7 +796,8 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
         goto fail;
     }
     if ((st = lmc_llama_weights_bind(c, lm->weights, &w))) goto fail;
-    m->rnd = w.embed.dt != LMC_DT_F32;
+    /* a bf16 reference rounds between ops; f32 and f16 ones keep more */
+    m->rnd = w.embed.dt == LMC_DT_BF16;
     if ((e = cudaMalloc(&staging, largest_tensor_bytes(&w) + 16)) != cudaSuccess) {
         st = lmc_err(LMC_ERR_DEVICE, "device cuda: upload staging buffer: %s",
                      cudaGetErrorString(e));

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "cuda_kernels.h"
+#include "cuda_pdl.cuh"
 
 #define GEMV_THREADS 256
 #define GEMV_UNROLL 4
@@ -51,6 +52,7 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     const int nch = cols / 8;
     const int warps_total = gridDim.x * (GEMV_THREADS / 32);
     int r0 = (blockIdx.x * (GEMV_THREADS / 32) + warp) * R;
+    pdl_trigger();
 
     /* Issue this warp's first weight loads before preparing the input, so
      * the memory system is busy while the prologue runs. */
@@ -67,6 +69,7 @@ __global__ void __launch_bounds__(GEMV_THREADS)
         }
     }
 
+    pdl_wait(); /* the input is the previous kernel's output */
     /* Stage the input vector as bf16, 8 values (16 bytes) per step. */
     if (in_mode == LMC_GEMV_IN_BF16) {
         const uint4 *x4 = (const uint4 *)x;
@@ -193,13 +196,15 @@ extern "C" int lmc_cu_gemv(const uint16_t *w, int rows, int cols, int in_mode, c
     if (rows >= 2 * wpb * 2 * num_sms) {
         int blocks = (rows + 2 * wpb - 1) / (2 * wpb);
         if (blocks > max_blocks) blocks = max_blocks;
-        k_gemv<2><<<blocks, GEMV_THREADS, smem, (cudaStream_t)s>>>(w, rows, cols, in_mode, x,
-                                                                  norm_w, eps, bias, out_mode, y);
+        return (int)lmc_pdl_launch(k_gemv<2>, dim3(blocks), dim3(GEMV_THREADS), smem,
+                                   (cudaStream_t)s, w, rows, cols, in_mode, x, norm_w, eps, bias,
+                                   out_mode, y);
     } else {
         int blocks = (rows + wpb - 1) / wpb;
         if (blocks > max_blocks) blocks = max_blocks;
-        k_gemv<1><<<blocks, GEMV_THREADS, smem, (cudaStream_t)s>>>(w, rows, cols, in_mode, x,
-                                                                  norm_w, eps, bias, out_mode, y);
+        return (int)lmc_pdl_launch(k_gemv<1>, dim3(blocks), dim3(GEMV_THREADS), smem,
+                                   (cudaStream_t)s, w, rows, cols, in_mode, x, norm_w, eps, bias,
+                                   out_mode, y);
     }
     return (int)cudaGetLastError();
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "cuda_kernels.h"
+#include "cuda_pdl.cuh"
 
 typedef __nv_bfloat16 bf16;
 
@@ -39,6 +40,8 @@ static int launch_status(void) { return (int)cudaGetLastError(); }
 __global__ void k_embed(const uint16_t *emb, const int32_t *ids, int hidden, int vocab,
                         float *out) {
     int row = blockIdx.x;
+    pdl_trigger();
+    pdl_wait();
     int id = ids[row];
     id = id < 0 ? 0 : (id >= vocab ? vocab - 1 : id);
     const uint16_t *e = emb + (size_t)id * hidden;
@@ -48,8 +51,8 @@ __global__ void k_embed(const uint16_t *emb, const int32_t *ids, int hidden, int
 
 extern "C" int lmc_cu_embed(const uint16_t *emb, const int32_t *ids, int n, int hidden,
                             int vocab, float *out, lmc_cu_stream s) {
-    k_embed<<<n, 256, 0, (cudaStream_t)s>>>(emb, ids, hidden, vocab, out);
-    return launch_status();
+    return (int)lmc_pdl_launch(k_embed, dim3(n), dim3(256), 0, (cudaStream_t)s, emb, ids, hidden,
+                               vocab, out);
 }
 
 /* -------------------------------------------------------------- rmsnorm */
@@ -82,6 +85,8 @@ __global__ void k_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const ui
     extern __shared__ float hv[];
     __shared__ float red[32];
     const int t = blockIdx.x, head = blockIdx.y;
+    pdl_trigger();
+    pdl_wait();
     const int width = (hq + 2 * hkv) * d;
     const uint16_t *src = qkv + (size_t)t * width + (size_t)head * d;
     const uint16_t *b = bias ? bias + (size_t)head * d : NULL;
@@ -128,10 +133,9 @@ extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int 
                                const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
                                uint16_t *v_cache, int cap, int rnd, lmc_cu_stream s) {
     dim3 grid(n, hq + 2 * hkv);
-    k_qkv_post<<<grid, 64, d * sizeof(float), (cudaStream_t)s>>>(
-        qkv, hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, d_state, q_out, k_cache,
-        v_cache, cap, rnd);
-    return launch_status();
+    return (int)lmc_pdl_launch(k_qkv_post, grid, dim3(64), d * sizeof(float), (cudaStream_t)s,
+                               qkv, hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, d_state,
+                               q_out, k_cache, v_cache, cap, rnd);
 }
 
 /* --------------------------------------------------------------- swiglu */
@@ -216,6 +220,8 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
     k_argmax_partial(const float *x, int n, float *ws_v, int *ws_i) {
     float best = -INFINITY;
     int idx = 0x7fffffff;
+    pdl_trigger();
+    pdl_wait();
     for (int i = blockIdx.x * ARGMAX_THREADS + threadIdx.x; i < n; i += gridDim.x * ARGMAX_THREADS)
         better(best, idx, x[i], i);
     block_argmax(best, idx, &ws_v[blockIdx.x], &ws_i[blockIdx.x]);
@@ -227,6 +233,8 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
     __shared__ int i;
     float best = -INFINITY;
     int idx = 0x7fffffff;
+    pdl_trigger();
+    pdl_wait();
     for (int b = threadIdx.x; b < nb; b += ARGMAX_THREADS) better(best, idx, ws_v[b], ws_i[b]);
     block_argmax(best, idx, &v, &i);
     if (threadIdx.x == 0) *out = i == 0x7fffffff ? 0 : i; /* all NaN: 0 */
@@ -240,9 +248,12 @@ extern "C" int lmc_cu_argmax(const float *x, int n, void *ws, int32_t *out, lmc_
     if (nb < 1) nb = 1;
     float *wv = (float *)ws;
     int *wi = (int *)(wv + ARGMAX_BLOCKS);
-    k_argmax_partial<<<nb, ARGMAX_THREADS, 0, (cudaStream_t)s>>>(x, n, wv, wi);
-    k_argmax_final<<<1, ARGMAX_THREADS, 0, (cudaStream_t)s>>>(wv, wi, nb, out);
-    return launch_status();
+    cudaError_t e = lmc_pdl_launch(k_argmax_partial, dim3(nb), dim3(ARGMAX_THREADS), 0,
+                                   (cudaStream_t)s, x, n, wv, wi);
+    if (e == cudaSuccess)
+        e = lmc_pdl_launch(k_argmax_final, dim3(1), dim3(ARGMAX_THREADS), 0, (cudaStream_t)s, wv,
+                           wi, nb, out);
+    return (int)e;
 }
 
 /* ---------------------------------------------------------- conversions */
