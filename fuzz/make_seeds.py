@@ -123,6 +123,24 @@ def config_seeds():
         "torch_dtype": "bfloat16", "sliding_window": 4096, "use_sliding_window": False}))
 
 
+def model_config_seeds():
+    """Edge-case variants of the tiny llama config (the fuzzed config sits
+    next to that model's real weights)."""
+    base = json.load(open(os.path.join(ROOT, "tests/golden/models/llama-fp32/config.json")))
+    variants = {
+        "max_position_huge": {"max_position_embeddings": 1 << 62},
+        "sliding_window_1": {"sliding_window": 1},
+        "tied": {"tie_word_embeddings": True},
+        "fewer_layers": {"num_hidden_layers": 1},
+        "kv_heads_3": {"num_key_value_heads": 3},
+        "rope_linear": {"rope_scaling": {"rope_type": "linear", "factor": 0.5}},
+    }
+    for name, change in variants.items():
+        c = dict(base)
+        c.update(change)
+        put("model_config", name + ".json", json.dumps(c, indent=1))
+
+
 def shrink_tokenizer(tok, keep=400, max_merges=300, max_added=40):
     m = tok["model"]
     v = m.get("vocab")
@@ -204,6 +222,7 @@ def template_seeds():
 if __name__ == "__main__":
     safetensors_seeds()
     config_seeds()
+    model_config_seeds()
     tokenizer_load_seeds()
     tokenizer_encode_seeds()
     template_seeds()

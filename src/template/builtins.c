@@ -879,7 +879,7 @@ static bool f_join(tpl_ctx *c, tval v, const tpl_args *a, tval *out) {
 
 static bool f_indent(tpl_ctx *c, tval v, const tpl_args *a, tval *out) {
     tv_str *s, *ind;
-    if (v.k == TV_UNDEF) v = tv_strv(tv_str_new(AR, "", 0));
+    if (v.k == TV_UNDEF) return undef_err(c, v);
     if (v.k != TV_STR || !v.s)
         return v.k == TV_STR ? tpl_oom(c)
                              : tpl_fail(c, LMC_ERR_TEMPLATE, "'%s' object has no attribute 'splitlines'", tv_type_name(v));

@@ -399,6 +399,8 @@ static bool contains(tpl_ctx *c, tval container, tval item, bool *out) {
             if (tv_equal(container.l->v[i], item)) *out = true;
         return true;
     case TV_DICT:
+        if (item.k == TV_DICT || (item.k == TV_LIST && !item.l->tuple))
+            return tpl_fail(c, LMC_ERR_TEMPLATE, "unhashable type: '%s'", tv_type_name(item));
         *out = item.k == TV_STR && tv_dict_get(container.d, item.s->p, item.s->len) != NULL;
         return true;
     default:

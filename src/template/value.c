@@ -438,6 +438,11 @@ bool tv_to_json(lmc_buf *b, tval v, const tv_json_opts *o, int level, const char
         return lmc_buf_puts(b, tmp);
     case TV_STR: return json_str(b, v.s->p, v.s->len);
     case TV_LIST:
+        if (v.l->view) { /* Python's json can't serialise dict views */
+            static const char *const names[] = {"", "dict_keys", "dict_values", "dict_items"};
+            *bad = names[v.l->view & 3];
+            return false;
+        }
         if (v.l->n == 0) return lmc_buf_puts(b, "[]");
         if (!lmc_buf_putc(b, '[')) return false;
         for (size_t i = 0; i < v.l->n; i++) {

@@ -178,7 +178,10 @@ static inline lmc_context *tiny_load(const char *dir, const tiny_spec *s, const 
         fprintf(stderr, "could not write the tiny checkpoint in %s\n", dir);
         return NULL;
     }
-    lmc_load_options o = {.model_dir = dir, .tokenizer_dir = tokdir, .device = LMC_DEVICE_CPU};
+    /* LMC_TEST_DEVICE=cuda runs the same checks on the GPU backend */
+    const char *dev = getenv("LMC_TEST_DEVICE");
+    lmc_load_options o = {.model_dir = dir, .tokenizer_dir = tokdir,
+                          .device = dev && !strcmp(dev, "cuda") ? LMC_DEVICE_CUDA : LMC_DEVICE_CPU};
     lmc_context *ctx = NULL;
     if (lmc_context_load(&o, &ctx)) {
         fprintf(stderr, "load %s: %s\n", dir, lmc_last_error());
