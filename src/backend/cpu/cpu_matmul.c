@@ -16,6 +16,7 @@
 #define GEMM_BLOCK_FLOATS ((size_t)1 << 21)
 
 #define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define VEC_INLINE static inline __attribute__((always_inline))
 
 static inline float bf16_bits_to_f32(uint16_t h) {
     uint32_t b = (uint32_t)h << 16;
@@ -37,19 +38,21 @@ static inline float f16_bits_to_f32(uint16_t h) {
 /* Dot products keep four 8-lane partial sums in registers (GCC vector
  * extensions; the AVX2 clone maps them to ymm registers) so the additions
  * do not form one serial dependency chain. The vector helpers are static
- * and inlined, so the ABI note GCC gives for them does not apply. */
+ * and always inlined (also at -O0), so no vector value ever crosses a call
+ * between the AVX2 clone and default-ABI code; that is why the ABI note GCC
+ * gives for them does not apply. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float v8f __attribute__((vector_size(32)));
 typedef uint16_t v8u16 __attribute__((vector_size(16)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
 
-static inline v8f load8_f32(const float *p) {
+VEC_INLINE v8f load8_f32(const float *p) {
     v8f v;
     memcpy(&v, p, sizeof v);
     return v;
 }
 
-static inline v8f load8_bf16(const uint16_t *p) {
+VEC_INLINE v8f load8_bf16(const uint16_t *p) {
     v8u16 h;
     memcpy(&h, p, sizeof h);
     v8u32 w = __builtin_convertvector(h, v8u32) << 16;
@@ -58,7 +61,7 @@ static inline v8f load8_bf16(const uint16_t *p) {
     return f;
 }
 
-static inline float hsum8(v8f v) {
+VEC_INLINE float hsum8(v8f v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
