@@ -113,6 +113,51 @@ static inline int lmc_cli_gen_arg(lmc_cli_gen_args *g, const char *a, const char
     return 2;
 }
 
+/* One command-specific option: a flag with a value (`value` set) or a
+ * switch (`on` set). */
+typedef struct {
+    const char *name, *alias; /* alias may be NULL */
+    const char **value;
+    bool *on;
+} lmc_cli_opt;
+
+/* Parses argv[1..]: the generation flags into `g`, then `opts` (ended by an
+ * entry with no name), and -h/--help. Returns -1 when the command should go
+ * on, else its exit code (0 after printing help, 2 after an error). */
+static inline int lmc_cli_parse(const char *cmd, int argc, char **argv, const lmc_cli_opt *opts,
+                                lmc_cli_gen_args *g, void (*usage)(FILE *)) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int used = lmc_cli_gen_arg(g, a, v);
+        if (used < 0) return 2;
+        if (used > 0) {
+            i += used - 1;
+            continue;
+        }
+        const lmc_cli_opt *o = opts;
+        while (o->name && strcmp(a, o->name) && !(o->alias && !strcmp(a, o->alias))) o++;
+        if (o->name && o->value) {
+            if (!v) {
+                fprintf(stderr, "lmc %s: %s needs a value\n", cmd, a);
+                return 2;
+            }
+            *o->value = v;
+            i++;
+        } else if (o->name) {
+            *o->on = true;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "lmc %s: unknown option '%s'\n", cmd, a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    return -1;
+}
+
 static inline bool lmc_cli_parse_device(const char *v, lmc_device *out) {
     if (!strcmp(v, "cpu")) *out = LMC_DEVICE_CPU;
     else if (!strcmp(v, "cuda")) *out = LMC_DEVICE_CUDA;
@@ -147,6 +192,28 @@ static inline lmc_status lmc_cli_parse_ids(const char *s, int32_t **ids, size_t 
     *ids = v;
     *n = k;
     return LMC_OK;
+}
+
+/* Streams each response's text to stdout. */
+static inline bool lmc_cli_print_cb(void *user, const lmc_gen_response *r) {
+    (void)user;
+    fputs(r->text, stdout);
+    fflush(stdout);
+    return true;
+}
+
+/* Loads the model (and the draft model when draft_dir is set) with the same
+ * tokenizer directory and device; the caller frees both contexts. */
+static inline lmc_status lmc_cli_load_contexts(const char *model, const char *draft_dir,
+                                               const char *tokenizer, lmc_device dev,
+                                               lmc_context **ctx, lmc_context **draft) {
+    lmc_load_options lo = {.model_dir = model, .tokenizer_dir = tokenizer, .device = dev};
+    lmc_status st = lmc_context_load(&lo, ctx);
+    if (!st && draft_dir) {
+        lmc_load_options dlo = {.model_dir = draft_dir, .tokenizer_dir = tokenizer, .device = dev};
+        st = lmc_context_load(&dlo, draft);
+    }
+    return st;
 }
 
 static inline void lmc_cli_print_stats(FILE *f, const lmc_gen_stats *s) {

@@ -22,13 +22,6 @@ static void usage(FILE *f) {
             LMC_CLI_GEN_HELP);
 }
 
-static bool print_cb(void *user, const lmc_gen_response *r) {
-    (void)user;
-    fputs(r->text, stdout);
-    fflush(stdout);
-    return true;
-}
-
 typedef struct {
     lmc_context *ctx, *draft;
     const char *system, *kwargs;
@@ -54,52 +47,20 @@ int lmc_cmd_chat(int argc, char **argv) {
     lmc_cli_gen_args ga;
     lmc_cli_gen_args_init(&ga);
     c.ga = &ga;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int used = lmc_cli_gen_arg(&ga, a, v);
-        if (used < 0) {
-            lmc_cli_gen_args_free(&ga);
-            return 2;
-        }
-        if (used > 0) {
-            i += used - 1;
-            continue;
-        }
-        bool takes = !strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--system") ||
-                     !strcmp(a, "--draft-model") || !strcmp(a, "--tokenizer") ||
-                     !strcmp(a, "--device") || !strcmp(a, "--template-kwargs");
-        if (takes && !v) {
-            fprintf(stderr, "lmc chat: %s needs a value\n", a);
-            lmc_cli_gen_args_free(&ga);
-            return 2;
-        }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            lmc_cli_gen_args_free(&ga);
-            return 0;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            model = v;
-        } else if (!strcmp(a, "--system")) {
-            c.system = v;
-        } else if (!strcmp(a, "--draft-model")) {
-            draft_dir = v;
-        } else if (!strcmp(a, "--tokenizer")) {
-            tokenizer = v;
-        } else if (!strcmp(a, "--device")) {
-            device = v;
-        } else if (!strcmp(a, "--template-kwargs")) {
-            c.kwargs = v;
-        } else if (!strcmp(a, "--stats")) {
-            stats = true;
-            continue;
-        } else {
-            fprintf(stderr, "lmc chat: unknown option '%s'\n", a);
-            usage(stderr);
-            lmc_cli_gen_args_free(&ga);
-            return 2;
-        }
-        i++;
+    const lmc_cli_opt opts[] = {
+        {"-m", "--model", &model, NULL},
+        {"--system", NULL, &c.system, NULL},
+        {"--draft-model", NULL, &draft_dir, NULL},
+        {"--tokenizer", NULL, &tokenizer, NULL},
+        {"--device", NULL, &device, NULL},
+        {"--template-kwargs", NULL, &c.kwargs, NULL},
+        {"--stats", NULL, NULL, &stats},
+        {NULL, NULL, NULL, NULL},
+    };
+    int prc = lmc_cli_parse("chat", argc, argv, opts, &ga, usage);
+    if (prc >= 0) {
+        lmc_cli_gen_args_free(&ga);
+        return prc;
     }
     if (!model) {
         fprintf(stderr, "lmc chat: need -m DIR\n");
@@ -117,12 +78,7 @@ int lmc_cmd_chat(int argc, char **argv) {
     lmc_chat_session *s = NULL;
     char *line = NULL;
     size_t cap = 0;
-    lmc_load_options lo = {.model_dir = model, .tokenizer_dir = tokenizer, .device = dev};
-    lmc_status st = lmc_context_load(&lo, &c.ctx);
-    if (!st && draft_dir) {
-        lmc_load_options dlo = {.model_dir = draft_dir, .tokenizer_dir = tokenizer, .device = dev};
-        st = lmc_context_load(&dlo, &c.draft);
-    }
+    lmc_status st = lmc_cli_load_contexts(model, draft_dir, tokenizer, dev, &c.ctx, &c.draft);
     if (!st) st = make_session(&c, NULL, &s);
     if (st) {
         fprintf(stderr, "lmc chat: %s\n", lmc_last_error());
@@ -167,7 +123,7 @@ int lmc_cmd_chat(int argc, char **argv) {
             }
             continue;
         }
-        st = lmc_chat_session_stream(s, LMC_ROLE_USER, line, print_cb, NULL);
+        st = lmc_chat_session_stream(s, LMC_ROLE_USER, line, lmc_cli_print_cb, NULL);
         fputc('\n', stdout);
         fflush(stdout);
         if (st) {

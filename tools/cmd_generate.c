@@ -22,26 +22,18 @@ static void usage(FILE *f) {
             LMC_CLI_GEN_HELP);
 }
 
-static bool print_cb(void *user, const lmc_gen_response *r) {
-    (void)user;
-    fputs(r->text, stdout);
-    fflush(stdout);
-    return true;
+static void add_msg(json_object *arr, const char *role, const char *content) {
+    json_object *m = json_object_new_object();
+    json_object_object_add(m, "role", json_object_new_string(role));
+    json_object_object_add(m, "content", json_object_new_string(content));
+    json_object_array_add(arr, m);
 }
 
 static lmc_status render_chat(lmc_context *ctx, const char *system, const char *prompt,
                               int32_t **ids, size_t *n) {
     json_object *arr = json_object_new_array();
-    if (system) {
-        json_object *m = json_object_new_object();
-        json_object_object_add(m, "role", json_object_new_string("system"));
-        json_object_object_add(m, "content", json_object_new_string(system));
-        json_object_array_add(arr, m);
-    }
-    json_object *m = json_object_new_object();
-    json_object_object_add(m, "role", json_object_new_string("user"));
-    json_object_object_add(m, "content", json_object_new_string(prompt));
-    json_object_array_add(arr, m);
+    if (system) add_msg(arr, "system", system);
+    add_msg(arr, "user", prompt);
     char *text = NULL;
     lmc_status st = lmc_tokenizer_apply_chat_template(
         lmc_context_tokenizer(ctx),
@@ -60,55 +52,21 @@ int lmc_cmd_generate(int argc, char **argv) {
     bool chat = false;
     lmc_cli_gen_args ga;
     lmc_cli_gen_args_init(&ga);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int used = lmc_cli_gen_arg(&ga, a, v);
-        if (used < 0) return 2;
-        if (used > 0) {
-            i += used - 1;
-            continue;
-        }
-#define NEED_VALUE                                                              \
-    do {                                                                        \
-        if (!v) {                                                               \
-            fprintf(stderr, "lmc generate: %s needs a value\n", a);             \
-            return 2;                                                           \
-        }                                                                       \
-        i++;                                                                    \
-    } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            NEED_VALUE;
-            model = v;
-        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
-            NEED_VALUE;
-            prompt = v;
-        } else if (!strcmp(a, "--prompt-ids")) {
-            NEED_VALUE;
-            prompt_ids = v;
-        } else if (!strcmp(a, "--system")) {
-            NEED_VALUE;
-            system = v;
-        } else if (!strcmp(a, "--tokenizer")) {
-            NEED_VALUE;
-            tokenizer = v;
-        } else if (!strcmp(a, "--device")) {
-            NEED_VALUE;
-            device = v;
-        } else if (!strcmp(a, "--draft-model")) {
-            NEED_VALUE;
-            draft_dir = v;
-        } else if (!strcmp(a, "--chat")) {
-            chat = true;
-        } else {
-            fprintf(stderr, "lmc generate: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-#undef NEED_VALUE
+    const lmc_cli_opt opts[] = {
+        {"-m", "--model", &model, NULL},
+        {"-p", "--prompt", &prompt, NULL},
+        {"--prompt-ids", NULL, &prompt_ids, NULL},
+        {"--system", NULL, &system, NULL},
+        {"--tokenizer", NULL, &tokenizer, NULL},
+        {"--device", NULL, &device, NULL},
+        {"--draft-model", NULL, &draft_dir, NULL},
+        {"--chat", NULL, NULL, &chat},
+        {NULL, NULL, NULL, NULL},
+    };
+    int prc = lmc_cli_parse("generate", argc, argv, opts, &ga, usage);
+    if (prc >= 0) {
+        lmc_cli_gen_args_free(&ga);
+        return prc;
     }
     if (!model || (!prompt && !prompt_ids) || (prompt && prompt_ids)) {
         fprintf(stderr, "lmc generate: need -m DIR and exactly one of -p TEXT or --prompt-ids\n");
@@ -130,13 +88,8 @@ int lmc_cmd_generate(int argc, char **argv) {
     lmc_context *ctx = NULL, *draft = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
-    lmc_load_options lo = {.model_dir = model, .tokenizer_dir = tokenizer, .device = dev};
-    lmc_status st = lmc_context_load(&lo, &ctx);
-    if (!st && draft_dir) {
-        lmc_load_options dlo = {.model_dir = draft_dir, .tokenizer_dir = tokenizer, .device = dev};
-        st = lmc_context_load(&dlo, &draft);
-        ga.gen.draft = draft;
-    }
+    lmc_status st = lmc_cli_load_contexts(model, draft_dir, tokenizer, dev, &ctx, &draft);
+    ga.gen.draft = draft;
     if (st) goto fail;
     if (prompt_ids) {
         if (lmc_cli_parse_ids(prompt_ids, &ids, &n)) {
@@ -150,7 +103,7 @@ int lmc_cmd_generate(int argc, char **argv) {
     }
     if (st) goto fail;
     lmc_gen_stats stats;
-    st = lmc_generate_ids(ctx, ids, n, &ga.gen, NULL, print_cb, NULL, &stats);
+    st = lmc_generate_ids(ctx, ids, n, &ga.gen, NULL, lmc_cli_print_cb, NULL, &stats);
     if (st) goto fail;
     fputc('\n', stdout);
     fflush(stdout);

@@ -2,6 +2,7 @@
  * prints the ids of TEXT (space separated), or with --decode reads TEXT as
  * ids and prints the decoded string. -f reads the text from FILE ("-":
  * standard input). */
+#include "base/buf.h"
 #include "base/file.h"
 #include "lmc.h"
 #include <errno.h>
@@ -59,30 +60,24 @@ static int decode_ids(const lmc_tokenizer *t, const char *text, bool skip) {
 
 #define TEXT_MAX ((size_t)1 << 30)
 
+/* Standard input is not a regular file, so lmc_read_file cannot serve it. */
 static char *read_stdin(size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        if (n + 1 == cap) {
-            if (cap >= TEXT_MAX) {
-                fprintf(stderr, "lmc tokenize: standard input exceeds %zu bytes\n", TEXT_MAX);
-                free(b);
-                return NULL;
-            }
-            char *nb = realloc(b, cap *= 2);
-            if (!nb) {
-                free(b);
-                return NULL;
-            }
-            b = nb;
+    lmc_buf b = {0};
+    char chunk[1 << 16];
+    size_t k;
+    while ((k = fread(chunk, 1, sizeof chunk, stdin)) > 0) {
+        if (b.len + k >= TEXT_MAX) {
+            fprintf(stderr, "lmc tokenize: standard input exceeds %zu bytes\n", TEXT_MAX);
+            lmc_buf_free(&b);
+            return NULL;
         }
-        size_t k = fread(b + n, 1, cap - 1 - n, stdin);
-        if (!k) break;
-        n += k;
+        if (!lmc_buf_append(&b, chunk, k)) {
+            lmc_buf_free(&b);
+            return NULL;
+        }
     }
-    if (b) b[n] = 0;
-    *len = n;
-    return b;
+    *len = b.len;
+    return lmc_buf_take(&b);
 }
 
 int lmc_cmd_tokenize(int argc, char **argv) {

@@ -272,6 +272,17 @@ lmc_status lmc_emitter_token(lmc_emitter *e, int32_t token, float logprob,
     return LMC_OK;
 }
 
+void lmc_emitter_fill_stats(const lmc_emitter *e, lmc_gen_stats *stt) {
+    if (!stt) return;
+    stt->prompt_tps = e->prompt_tps;
+    stt->generation_tokens = e->produced;
+    double now = lmc_now_s();
+    stt->generation_tps =
+        e->produced && now > e->t_first ? (double)e->produced / (now - e->t_first) : 0.0;
+    stt->peak_memory_bytes = lmc_peak_rss_bytes();
+    stt->finish_reason = e->reason;
+}
+
 void lmc_emitter_close(lmc_emitter *e) {
     if (e->detok_done || !e->detok) return;
     char *tail = NULL;
@@ -281,8 +292,8 @@ void lmc_emitter_close(lmc_emitter *e) {
 }
 
 /* ------------------------------------------------------------ decode loop */
-static lmc_status prefill(lmc_model *m, lmc_kv_cache *kv, const int32_t *feed, size_t n,
-                          size_t step, float *logits) {
+lmc_status lmc_prefill(lmc_model *m, lmc_kv_cache *kv, const int32_t *feed, size_t n,
+                       size_t step, float *logits) {
     if (step == 0) step = 512;
     for (size_t off = 0; off < n; off += step) {
         size_t c = n - off < step ? n - off : step;
@@ -316,7 +327,7 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
         goto done;
     }
     double t0 = lmc_now_s();
-    st = prefill(m, kv, feed, n_feed, p->prefill_step, logits);
+    st = lmc_prefill(m, kv, feed, n_feed, p->prefill_step, logits);
     if (st) goto done;
     double t1 = lmc_now_s();
     e->prompt_tps = t1 > t0 ? (double)n_feed / (t1 - t0) : 0.0;
@@ -346,15 +357,7 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
         }
     }
 done:
-    if (stt) {
-        stt->prompt_tps = e->prompt_tps;
-        stt->generation_tokens = e->produced;
-        double now = lmc_now_s();
-        stt->generation_tps =
-            e->produced && now > e->t_first ? (double)e->produced / (now - e->t_first) : 0.0;
-        stt->peak_memory_bytes = lmc_peak_rss_bytes();
-        stt->finish_reason = e->reason;
-    }
+    lmc_emitter_fill_stats(e, stt);
     lmc_ivec_free(&hist);
     free(logits);
     lmc_sampler_free(s);
@@ -395,18 +398,23 @@ size_t lmc_prompt_cache_tokens(const lmc_prompt_cache *c, const int32_t **ids) {
     return c ? c->known.n : 0;
 }
 
-lmc_status lmc_prompt_cache_settle(lmc_prompt_cache *c, const int32_t *logical, size_t n) {
+lmc_status lmc_prompt_cache_settle(lmc_prompt_cache *c, const int32_t *prompt, size_t n_prompt,
+                                   const int32_t *gen, size_t n_gen) {
     size_t len = lmc_kv_cache_len(c->kv);
     if (c->opaque > len) c->opaque = len;
     size_t want = len - c->opaque;
     c->known.n = 0;
-    if (want > n) {
+    if (want > n_prompt + n_gen) {
         /* the cache holds more than we can name: all of it becomes opaque */
         c->opaque = len;
         return LMC_OK;
     }
-    if (!lmc_ivec_append(&c->known, logical, want))
+    size_t from_prompt = want < n_prompt ? want : n_prompt;
+    if (!lmc_ivec_append(&c->known, prompt, from_prompt) ||
+        !lmc_ivec_append(&c->known, gen, want - from_prompt)) {
+        c->known.n = 0;
         return lmc_err(LMC_ERR_NOMEM, "prompt cache: out of memory");
+    }
     return LMC_OK;
 }
 
@@ -550,15 +558,9 @@ lmc_status lmc_generate_ids(lmc_context *ctx, const int32_t *prompt, size_t n_pr
     }
     if (cache) {
         /* record what the cache now encodes, even after an error */
-        lmc_ivec logical = {0};
-        if (lmc_ivec_append(&logical, prompt, n_prompt) &&
-            lmc_ivec_append(&logical, e.generated.v, e.generated.n)) {
-            lmc_status s2 = lmc_prompt_cache_settle(cache, logical.v, logical.n);
-            if (!st) st = s2;
-        } else if (!st) {
-            st = lmc_err(LMC_ERR_NOMEM, "generate: out of memory");
-        }
-        lmc_ivec_free(&logical);
+        lmc_status s2 =
+            lmc_prompt_cache_settle(cache, prompt, n_prompt, e.generated.v, e.generated.n);
+        if (!st) st = s2;
     }
 out:
     if (!cache) lmc_kv_cache_free(kv);

@@ -66,6 +66,14 @@ lmc_status lmc_emitter_token(lmc_emitter *e, int32_t token, float logprob,
  * into `reply` (not shown) so the recorded text matches the tokens. */
 void lmc_emitter_close(lmc_emitter *e);
 void lmc_emitter_free(lmc_emitter *e);
+/* Copy the emitter's totals (speeds, tokens, finish reason, peak memory)
+ * into `stt` (may be NULL) when a decode loop ends. */
+void lmc_emitter_fill_stats(const lmc_emitter *e, lmc_gen_stats *stt);
+
+/* Forward `n` tokens over `kv` in chunks of `step` (0: 512); `logits`
+ * receives the last position's logits. */
+lmc_status lmc_prefill(lmc_model *m, lmc_kv_cache *kv, const int32_t *feed, size_t n,
+                       size_t step, float *logits);
 
 /* Prefill `feed` over `kv` (which already holds the tokens preceding it),
  * then decode until the emitter finishes. `context` (n_context tokens, may
@@ -89,8 +97,10 @@ struct lmc_prompt_cache {
     lmc_ivec known;     /* ids after the opaque prefix: opaque + known.n == kv len */
 };
 lmc_status lmc_prompt_cache_create(lmc_model *m, lmc_prompt_cache **out);
-/* After generating `logical` (the known ids fed + generated), record what
- * the cache now holds: known = logical truncated to kv len - opaque. */
-lmc_status lmc_prompt_cache_settle(lmc_prompt_cache *c, const int32_t *logical, size_t n);
+/* After a turn, record what the cache now holds: with `logical` = the
+ * prompt's n_prompt ids followed by the n_gen generated ids, known = logical
+ * truncated to kv len - opaque. */
+lmc_status lmc_prompt_cache_settle(lmc_prompt_cache *c, const int32_t *prompt, size_t n_prompt,
+                                   const int32_t *gen, size_t n_gen);
 
 #endif

@@ -364,14 +364,7 @@ lmc_status lmc_chat_session_stream(lmc_chat_session *s, lmc_role role, const cha
         }
         st = lmc_decode_loop(s->model, cache->kv, ids, start, ids + start, n - start, &gen, &e,
                              &s->last);
-        lmc_ivec logical = {0};
-        lmc_status s2 = LMC_OK;
-        if (lmc_ivec_append(&logical, ids, n) &&
-            lmc_ivec_append(&logical, e.generated.v, e.generated.n))
-            s2 = lmc_prompt_cache_settle(cache, logical.v, logical.n);
-        else
-            s2 = lmc_err(LMC_ERR_NOMEM, "chat session: out of memory");
-        lmc_ivec_free(&logical);
+        lmc_status s2 = lmc_prompt_cache_settle(cache, ids, n, e.generated.v, e.generated.n);
         if (s2) {
             /* unknown contents: the next turn must rebuild */
             cache->opaque = lmc_kv_cache_len(cache->kv);
@@ -393,31 +386,15 @@ lmc_status lmc_chat_session_stream(lmc_chat_session *s, lmc_role role, const cha
     return st;
 }
 
-typedef struct {
-    lmc_buf out;
-    bool oom;
-} respond_ctx;
-
-static bool respond_cb(void *user, const lmc_gen_response *r) {
-    respond_ctx *c = user;
-    if (!lmc_buf_puts(&c->out, r->text)) c->oom = true;
-    return !c->oom;
-}
-
 lmc_status lmc_chat_session_respond(lmc_chat_session *s, const char *message, char **reply) {
     if (!reply) return lmc_err(LMC_ERR_INVALID_ARG, "chat session: NULL reply pointer");
     *reply = NULL;
-    respond_ctx c = {0};
-    lmc_buf_puts(&c.out, "");
-    lmc_status st = lmc_chat_session_stream(s, LMC_ROLE_USER, message, respond_cb, &c);
-    if (!st && c.oom) st = lmc_err(LMC_ERR_NOMEM, "chat session: out of memory");
-    if (st) {
-        lmc_buf_free(&c.out);
-        return st;
-    }
-    /* the recorded reply also holds a tail flushed after the last token */
+    /* no callback: the streamed text is not collected again, since the
+     * recorded reply already holds it (plus a tail flushed after the last
+     * token) */
+    lmc_status st = lmc_chat_session_stream(s, LMC_ROLE_USER, message, NULL, NULL);
+    if (st) return st;
     const char *rec = s->history.n ? s->history.v[s->history.n - 1].content : "";
-    lmc_buf_free(&c.out);
     *reply = strdup(rec);
     return *reply ? LMC_OK : lmc_err(LMC_ERR_NOMEM, "chat session: out of memory");
 }

@@ -147,16 +147,9 @@ lmc_status lmc_speculative_loop(lmc_model *target, lmc_kv_cache *kv, lmc_model *
     }
     /* prefill both models; the target's last logits give the first token */
     double t0 = lmc_now_s();
-    size_t step = p->prefill_step ? p->prefill_step : 512;
-    for (size_t off = 0; off < n_feed; off += step) {
-        size_t c = n_feed - off < step ? n_feed - off : step;
-        st = lmc_model_forward(target, kv, feed + off, c, s.tlog, false);
-        if (st) {
-            lmc_err_prefix(st, "prefill at prompt token %zu", off);
-            goto done;
-        }
-    }
-    st = draft_feed(&s, feed, n_feed, step);
+    st = lmc_prefill(target, kv, feed, n_feed, p->prefill_step, s.tlog);
+    if (st) goto done;
+    st = draft_feed(&s, feed, n_feed, p->prefill_step);
     if (st) goto done;
     double t1 = lmc_now_s();
     e->prompt_tps = t1 > t0 ? (double)n_feed / (t1 - t0) : 0.0;
@@ -181,15 +174,7 @@ lmc_status lmc_speculative_loop(lmc_model *target, lmc_kv_cache *kv, lmc_model *
         if (st) break;
     }
 done:
-    if (stt) {
-        stt->prompt_tps = e->prompt_tps;
-        stt->generation_tokens = e->produced;
-        double now = lmc_now_s();
-        stt->generation_tps =
-            e->produced && now > e->t_first ? (double)e->produced / (now - e->t_first) : 0.0;
-        stt->peak_memory_bytes = lmc_peak_rss_bytes();
-        stt->finish_reason = e->reason;
-    }
+    lmc_emitter_fill_stats(e, stt);
     lmc_sampler_free(s.ts);
     lmc_sampler_free(s.ds);
     free(s.tlog);

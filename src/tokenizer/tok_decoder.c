@@ -2,63 +2,46 @@
  * stage maps a list of strings to a new list; the result is their
  * concatenation. */
 #include "base/error.h"
+#include "base/json.h"
 #include "tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
 
-static const char *jstr(json_object *o, const char *k) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
-static bool jbool(json_object *o, const char *k, bool def) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !v) return def;
-    return json_object_get_boolean(v);
+static lmc_status load_item(void *d, json_object *o, const char *where) {
+    return tk_decoder_load(d, o, where);
 }
 
 lmc_status tk_decoder_load(tk_decoder *d, json_object *o, const char *where) {
     memset(d, 0, sizeof *d);
     if (!json_object_is_type(o, json_type_object))
         return lmc_err(LMC_ERR_FORMAT, "%s: expected an object", where);
-    const char *t = jstr(o, "type");
+    const char *t = lmc_json_str(o, "type", NULL);
     if (!t) return lmc_err(LMC_ERR_FORMAT, "%s.type: missing", where);
-    char sub[256];
     if (!strcmp(t, "Sequence")) {
         d->type = TK_DEC_SEQ;
-        json_object *a;
-        if (!json_object_object_get_ex(o, "decoders", &a) || !json_object_is_type(a, json_type_array))
-            return lmc_err(LMC_ERR_FORMAT, "%s.decoders: missing or not an array", where);
-        size_t cnt = json_object_array_length(a);
-        d->subs = calloc(cnt ? cnt : 1, sizeof *d->subs);
-        if (!d->subs) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-        for (size_t i = 0; i < cnt; i++) {
-            snprintf(sub, sizeof sub, "%s.decoders[%zu]", where, i);
-            lmc_status st = tk_decoder_load(&d->subs[i], json_object_array_get_idx(a, i), sub);
-            d->n_subs = i + 1;
-            if (st) return st;
-        }
-        return LMC_OK;
+        void *subs = NULL;
+        lmc_status st = tk_load_list(o, "decoders", where, sizeof *d->subs, load_item, &subs,
+                                     &d->n_subs);
+        d->subs = subs;
+        return st;
     }
     if (!strcmp(t, "ByteLevel")) d->type = TK_DEC_BYTELEVEL;
     else if (!strcmp(t, "ByteFallback")) d->type = TK_DEC_BYTEFALLBACK;
     else if (!strcmp(t, "Fuse")) d->type = TK_DEC_FUSE;
     else if (!strcmp(t, "Metaspace")) {
         d->type = TK_DEC_METASPACE;
-        const char *r = jstr(o, "replacement");
+        const char *r = lmc_json_str(o, "replacement", NULL);
         if (!r) r = "\xE2\x96\x81";
         size_t n = strlen(r);
         if (!n || n > 4) return lmc_err(LMC_ERR_FORMAT, "%s.replacement: must be one character", where);
         memcpy(d->repl, r, n);
         d->repl_len = n;
-        const char *ps = jstr(o, "prepend_scheme");
+        const char *ps = lmc_json_str(o, "prepend_scheme", NULL);
         if (ps) d->prepend_first = strcmp(ps, "never") != 0;
-        else d->prepend_first = jbool(o, "add_prefix_space", true);
+        else d->prepend_first = tk_json_flag(o, "add_prefix_space", true);
     } else if (!strcmp(t, "Strip")) {
         d->type = TK_DEC_STRIP;
-        const char *c = jstr(o, "content");
+        const char *c = lmc_json_str(o, "content", NULL);
         if (!c || !*c) return lmc_err(LMC_ERR_FORMAT, "%s.content: missing", where);
         if (!(d->str = strdup(c))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
         json_object *v;
@@ -66,21 +49,19 @@ lmc_status tk_decoder_load(tk_decoder *d, json_object *o, const char *where) {
         if (json_object_object_get_ex(o, "stop", &v)) d->stop = (size_t)json_object_get_int64(v);
     } else if (!strcmp(t, "Replace")) {
         d->type = TK_DEC_REPLACE;
-        json_object *p;
-        json_object_object_get_ex(o, "pattern", &p);
-        lmc_status st = tk_pattern_load(&d->pat, p, where);
+        lmc_status st = tk_pattern_load(&d->pat, lmc_json_get(o, "pattern"), where);
         if (st) return st;
-        const char *c = jstr(o, "content");
+        const char *c = lmc_json_str(o, "content", NULL);
         if (!c) return lmc_err(LMC_ERR_FORMAT, "%s.content: missing", where);
         if (!(d->str = strdup(c))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
     } else if (!strcmp(t, "WordPiece")) {
         d->type = TK_DEC_WORDPIECE;
-        const char *p = jstr(o, "prefix");
+        const char *p = lmc_json_str(o, "prefix", NULL);
         if (!(d->str = strdup(p ? p : "##"))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
-        d->cleanup = jbool(o, "cleanup", true);
+        d->cleanup = tk_json_flag(o, "cleanup", true);
     } else if (!strcmp(t, "BPEDecoder")) {
         d->type = TK_DEC_BPE;
-        const char *p = jstr(o, "suffix");
+        const char *p = lmc_json_str(o, "suffix", NULL);
         if (!(d->str = strdup(p ? p : "</w>"))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
     } else {
         return lmc_err(LMC_ERR_UNSUPPORTED, "%s.type: unsupported decoder \"%s\"", where, t);

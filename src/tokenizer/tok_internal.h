@@ -75,6 +75,19 @@ bool tk_is_alnum(uint32_t cp);
 /* Bytes -> text replacing each maximal ill-formed subsequence by U+FFFD. */
 bool tk_utf8_lossy(const char *s, size_t len, lmc_buf *out);
 
+/* ---- tokenizer.json field readers ---- */
+/* A flag: absent or null gives `def`; any other value converts the way
+ * json_object_get_boolean does (numbers: non-zero, strings: non-empty,
+ * arrays and objects: false), which is how these files have always been read. */
+bool tk_json_flag(json_object *o, const char *key, bool def);
+/* A "Sequence" stage: loads the array `key` of `o` into a calloc'd array of
+ * `size`-byte items, calling `load` on each with the name "<where>.<key>[i]".
+ * *items and *n are updated as items load (a failed item counts, since loaders
+ * leave it freeable), so the stage's free function releases a partial list. */
+typedef lmc_status (*tk_item_loader)(void *item, json_object *o, const char *where);
+lmc_status tk_load_list(json_object *o, const char *key, const char *where, size_t size,
+                        tk_item_loader load, void **items, size_t *n);
+
 /* ---- regex (PCRE2, UTF + UCP, JIT when available) ---- */
 typedef struct {
     pcre2_code *code;

@@ -1,6 +1,7 @@
 /* Tokenizer models ("model" field): BPE (merges applied by rank through a
  * priority queue, with a per-word cache), WordPiece, Unigram and WordLevel. */
 #include "base/error.h"
+#include "base/json.h"
 #include "tok_internal.h"
 #include <math.h>
 #include <stdlib.h>
@@ -19,19 +20,6 @@ struct tk_cache {
     size_t n;
     tk_arena arena;
 };
-
-static const char *jstr(json_object *o, const char *k) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
-static bool jbool(json_object *o, const char *k, bool def) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !v) return def;
-    return json_object_get_boolean(v);
-}
 
 static lmc_status set_token(tk_model *m, int64_t id, const char *s, size_t len,
                             const char *where) {
@@ -94,7 +82,7 @@ static lmc_status load_vocab_map(tk_model *m, json_object *o, const char *where)
 }
 
 static lmc_status load_unk(tk_model *m, json_object *o, const char *where, bool required) {
-    const char *u = jstr(o, "unk_token");
+    const char *u = lmc_json_str(o, "unk_token", NULL);
     m->unk_id = -1;
     if (!u) {
         if (required) return lmc_err(LMC_ERR_FORMAT, "%s.unk_token: missing", where);
@@ -106,26 +94,32 @@ static lmc_status load_unk(tk_model *m, json_object *o, const char *where, bool 
     return LMC_OK;
 }
 
-static lmc_status load_bpe(tk_model *m, json_object *o, const char *where) {
-    lmc_status st = load_vocab_map(m, o, where);
-    if (st) return st;
-    const char *u = jstr(o, "unk_token");
-    m->unk_id = u ? tk_strmap_get(&m->vocab, u, strlen(u)) : -1;
-    if (u && m->unk_id < 0) m->unk_id = -2; /* named but absent: tokenizing an unknown char fails */
-    const char *p = jstr(o, "continuing_subword_prefix"), *s = jstr(o, "end_of_word_suffix");
-    if (p && *p && !(m->prefix = strdup(p))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
-    if (s && *s && !(m->suffix = strdup(s))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
-    m->fuse_unk = jbool(o, "fuse_unk", false);
-    m->byte_fallback = jbool(o, "byte_fallback", false);
-    m->ignore_merges = jbool(o, "ignore_merges", false);
-    json_object *dr;
-    if (json_object_object_get_ex(o, "dropout", &dr) && dr && json_object_get_double(dr) > 0)
-        return lmc_err(LMC_ERR_UNSUPPORTED, "%s.dropout: BPE dropout is not supported", where);
+/* Ids of the "<0xXX>" byte tokens used by byte_fallback (-1 when absent). */
+static void find_byte_ids(tk_model *m) {
     for (int b = 0; b < 256; b++) {
         char t[8];
         snprintf(t, sizeof t, "<0x%02X>", b);
         m->byte_ids[b] = tk_strmap_get(&m->vocab, t, 6);
     }
+}
+
+static lmc_status load_bpe(tk_model *m, json_object *o, const char *where) {
+    lmc_status st = load_vocab_map(m, o, where);
+    if (st) return st;
+    const char *u = lmc_json_str(o, "unk_token", NULL);
+    m->unk_id = u ? tk_strmap_get(&m->vocab, u, strlen(u)) : -1;
+    if (u && m->unk_id < 0) m->unk_id = -2; /* named but absent: tokenizing an unknown char fails */
+    const char *p = lmc_json_str(o, "continuing_subword_prefix", NULL);
+    const char *s = lmc_json_str(o, "end_of_word_suffix", NULL);
+    if (p && *p && !(m->prefix = strdup(p))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
+    if (s && *s && !(m->suffix = strdup(s))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
+    m->fuse_unk = tk_json_flag(o, "fuse_unk", false);
+    m->byte_fallback = tk_json_flag(o, "byte_fallback", false);
+    m->ignore_merges = tk_json_flag(o, "ignore_merges", false);
+    json_object *dr;
+    if (json_object_object_get_ex(o, "dropout", &dr) && dr && json_object_get_double(dr) > 0)
+        return lmc_err(LMC_ERR_UNSUPPORTED, "%s.dropout: BPE dropout is not supported", where);
+    find_byte_ids(m);
     json_object *mg;
     if (!json_object_object_get_ex(o, "merges", &mg) || !json_object_is_type(mg, json_type_array))
         return lmc_err(LMC_ERR_FORMAT, "%s.merges: missing or not an array", where);
@@ -225,13 +219,9 @@ static lmc_status load_unigram(tk_model *m, json_object *o, const char *where) {
                            (long long)id);
         m->unk_id = (int32_t)id;
     }
-    m->byte_fallback = jbool(o, "byte_fallback", false);
+    m->byte_fallback = tk_json_flag(o, "byte_fallback", false);
     m->fuse_unk = true;
-    for (int b = 0; b < 256; b++) {
-        char t[8];
-        snprintf(t, sizeof t, "<0x%02X>", b);
-        m->byte_ids[b] = tk_strmap_get(&m->vocab, t, 6);
-    }
+    find_byte_ids(m);
     return LMC_OK;
 }
 
@@ -249,7 +239,7 @@ lmc_status tk_model_load(tk_model *m, json_object *o, const char *where) {
 static lmc_status model_load(tk_model *m, json_object *o, const char *where) {
     if (!o || !json_object_is_type(o, json_type_object))
         return lmc_err(LMC_ERR_FORMAT, "%s: missing or not an object", where);
-    const char *t = jstr(o, "type");
+    const char *t = lmc_json_str(o, "type", NULL);
     json_object *tmp;
     if (!t) { /* older files omit the type; infer it from the fields */
         if (json_object_object_get_ex(o, "merges", &tmp)) t = "BPE";
@@ -265,7 +255,7 @@ static lmc_status model_load(tk_model *m, json_object *o, const char *where) {
         m->type = TK_MODEL_WORDPIECE;
         lmc_status st = load_vocab_map(m, o, where);
         if (st) return st;
-        const char *p = jstr(o, "continuing_subword_prefix");
+        const char *p = lmc_json_str(o, "continuing_subword_prefix", NULL);
         if (!(m->prefix = strdup(p ? p : "##"))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
         json_object *mx;
         m->max_chars = 100;

@@ -1,45 +1,28 @@
 /* Normalizers of tokenizer.json ("normalizer" field). */
 #include "base/error.h"
+#include "base/json.h"
 #include "tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
 
-static const char *jstr(json_object *o, const char *k) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
-static bool jbool(json_object *o, const char *k, bool def) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !v) return def;
-    return json_object_get_boolean(v);
+static lmc_status load_item(void *n, json_object *o, const char *where) {
+    return tk_normalizer_load(n, o, where);
 }
 
 lmc_status tk_normalizer_load(tk_normalizer *n, json_object *o, const char *where) {
     memset(n, 0, sizeof *n);
     if (!json_object_is_type(o, json_type_object))
         return lmc_err(LMC_ERR_FORMAT, "%s: expected an object", where);
-    const char *t = jstr(o, "type");
+    const char *t = lmc_json_str(o, "type", NULL);
     if (!t) return lmc_err(LMC_ERR_FORMAT, "%s.type: missing", where);
-    char sub[256];
     if (!strcmp(t, "Sequence")) {
         n->type = TK_NORM_SEQ;
-        json_object *a;
-        if (!json_object_object_get_ex(o, "normalizers", &a) ||
-            !json_object_is_type(a, json_type_array))
-            return lmc_err(LMC_ERR_FORMAT, "%s.normalizers: missing or not an array", where);
-        size_t cnt = json_object_array_length(a);
-        n->subs = calloc(cnt ? cnt : 1, sizeof *n->subs);
-        if (!n->subs) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-        for (size_t i = 0; i < cnt; i++) {
-            snprintf(sub, sizeof sub, "%s.normalizers[%zu]", where, i);
-            lmc_status st = tk_normalizer_load(&n->subs[i], json_object_array_get_idx(a, i), sub);
-            n->n_subs = i + 1;
-            if (st) return st;
-        }
+        void *subs = NULL;
+        lmc_status st = tk_load_list(o, "normalizers", where, sizeof *n->subs, load_item, &subs,
+                                     &n->n_subs);
+        n->subs = subs;
+        return st;
     } else if (!strcmp(t, "NFC")) n->type = TK_NORM_NFC;
     else if (!strcmp(t, "NFD")) n->type = TK_NORM_NFD;
     else if (!strcmp(t, "NFKC")) n->type = TK_NORM_NFKC;
@@ -49,32 +32,26 @@ lmc_status tk_normalizer_load(tk_normalizer *n, json_object *o, const char *wher
     else if (!strcmp(t, "Nmt")) n->type = TK_NORM_NMT;
     else if (!strcmp(t, "Strip")) {
         n->type = TK_NORM_STRIP;
-        n->left = jbool(o, "strip_left", true);
-        n->right = jbool(o, "strip_right", true);
+        n->left = tk_json_flag(o, "strip_left", true);
+        n->right = tk_json_flag(o, "strip_right", true);
     } else if (!strcmp(t, "Replace")) {
         n->type = TK_NORM_REPLACE;
-        json_object *p;
-        json_object_object_get_ex(o, "pattern", &p);
-        lmc_status st = tk_pattern_load(&n->pat, p, where);
+        lmc_status st = tk_pattern_load(&n->pat, lmc_json_get(o, "pattern"), where);
         if (st) return st;
-        const char *c = jstr(o, "content");
+        const char *c = lmc_json_str(o, "content", NULL);
         if (!c) return lmc_err(LMC_ERR_FORMAT, "%s.content: missing", where);
         if (!(n->str = strdup(c))) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
     } else if (!strcmp(t, "Prepend")) {
         n->type = TK_NORM_PREPEND;
-        const char *c = jstr(o, "prepend");
+        const char *c = lmc_json_str(o, "prepend", NULL);
         if (!c) return lmc_err(LMC_ERR_FORMAT, "%s.prepend: missing", where);
         if (!(n->str = strdup(c))) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
     } else if (!strcmp(t, "BertNormalizer")) {
         n->type = TK_NORM_BERT;
-        n->clean_text = jbool(o, "clean_text", true);
-        n->chinese = jbool(o, "handle_chinese_chars", true);
-        n->lower = jbool(o, "lowercase", true);
-        json_object *sa;
-        if (json_object_object_get_ex(o, "strip_accents", &sa) && sa)
-            n->accents = json_object_get_boolean(sa);
-        else
-            n->accents = n->lower;
+        n->clean_text = tk_json_flag(o, "clean_text", true);
+        n->chinese = tk_json_flag(o, "handle_chinese_chars", true);
+        n->lower = tk_json_flag(o, "lowercase", true);
+        n->accents = tk_json_flag(o, "strip_accents", n->lower);
     } else {
         return lmc_err(LMC_ERR_UNSUPPORTED, "%s.type: unsupported normalizer \"%s\"", where, t);
     }

@@ -1,6 +1,7 @@
 /* Pre-tokenizers of tokenizer.json ("pre_tokenizer" field): they cut each
  * normalized piece into the words the model tokenizes independently. */
 #include "base/error.h"
+#include "base/json.h"
 #include "tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
@@ -34,22 +35,9 @@ int tk_bytelevel_byte(uint32_t cp) {
 }
 
 /* ------------------------------------------------------------------ load */
-static const char *jstr(json_object *o, const char *k) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
-static bool jbool(json_object *o, const char *k, bool def) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !v) return def;
-    return json_object_get_boolean(v);
-}
-
 static lmc_status load_behavior(json_object *o, const char *where, tk_behavior def,
                                 tk_behavior *out) {
-    const char *b = jstr(o, "behavior");
+    const char *b = lmc_json_str(o, "behavior", NULL);
     *out = def;
     if (!b) return LMC_OK;
     static const char *names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
@@ -63,7 +51,7 @@ static lmc_status load_behavior(json_object *o, const char *where, tk_behavior d
 }
 
 static lmc_status load_repl(tk_pretok *p, json_object *o, const char *where) {
-    const char *r = jstr(o, "replacement");
+    const char *r = lmc_json_str(o, "replacement", NULL);
     if (!r) r = "\xE2\x96\x81";
     size_t n = strlen(r);
     uint32_t cp;
@@ -71,57 +59,48 @@ static lmc_status load_repl(tk_pretok *p, json_object *o, const char *where) {
         return lmc_err(LMC_ERR_FORMAT, "%s.replacement: must be one character", where);
     memcpy(p->repl, r, n);
     p->repl_len = n;
-    p->prepend = TK_PREPEND_ALWAYS;
-    const char *ps = jstr(o, "prepend_scheme");
-    json_object *aps;
+    const char *ps = lmc_json_str(o, "prepend_scheme", NULL);
     if (ps) {
         if (!strcmp(ps, "always")) p->prepend = TK_PREPEND_ALWAYS;
         else if (!strcmp(ps, "never")) p->prepend = TK_PREPEND_NEVER;
         else if (!strcmp(ps, "first")) p->prepend = TK_PREPEND_FIRST;
         else return lmc_err(LMC_ERR_UNSUPPORTED, "%s.prepend_scheme: unknown \"%s\"", where, ps);
-    } else if (json_object_object_get_ex(o, "add_prefix_space", &aps) && aps) {
-        p->prepend = json_object_get_boolean(aps) ? TK_PREPEND_ALWAYS : TK_PREPEND_NEVER;
+    } else {
+        bool aps = tk_json_flag(o, "add_prefix_space", true);
+        p->prepend = aps ? TK_PREPEND_ALWAYS : TK_PREPEND_NEVER;
     }
     return LMC_OK;
+}
+
+static lmc_status load_item(void *p, json_object *o, const char *where) {
+    return tk_pretok_load(p, o, where);
 }
 
 lmc_status tk_pretok_load(tk_pretok *p, json_object *o, const char *where) {
     memset(p, 0, sizeof *p);
     if (!json_object_is_type(o, json_type_object))
         return lmc_err(LMC_ERR_FORMAT, "%s: expected an object", where);
-    const char *t = jstr(o, "type");
+    const char *t = lmc_json_str(o, "type", NULL);
     if (!t) return lmc_err(LMC_ERR_FORMAT, "%s.type: missing", where);
-    char sub[256];
     if (!strcmp(t, "Sequence")) {
         p->type = TK_PRE_SEQ;
-        json_object *a;
-        if (!json_object_object_get_ex(o, "pretokenizers", &a) ||
-            !json_object_is_type(a, json_type_array))
-            return lmc_err(LMC_ERR_FORMAT, "%s.pretokenizers: missing or not an array", where);
-        size_t cnt = json_object_array_length(a);
-        p->subs = calloc(cnt ? cnt : 1, sizeof *p->subs);
-        if (!p->subs) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-        for (size_t i = 0; i < cnt; i++) {
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%zu]", where, i);
-            lmc_status st = tk_pretok_load(&p->subs[i], json_object_array_get_idx(a, i), sub);
-            p->n_subs = i + 1;
-            if (st) return st;
-        }
-        return LMC_OK;
+        void *subs = NULL;
+        lmc_status st = tk_load_list(o, "pretokenizers", where, sizeof *p->subs, load_item, &subs,
+                                     &p->n_subs);
+        p->subs = subs;
+        return st;
     }
     if (!strcmp(t, "Split")) {
         p->type = TK_PRE_SPLIT;
-        json_object *pat;
-        json_object_object_get_ex(o, "pattern", &pat);
-        lmc_status st = tk_pattern_load(&p->pat, pat, where);
+        lmc_status st = tk_pattern_load(&p->pat, lmc_json_get(o, "pattern"), where);
         if (st) return st;
-        p->invert = jbool(o, "invert", false);
+        p->invert = tk_json_flag(o, "invert", false);
         return load_behavior(o, where, TK_BEH_ISOLATED, &p->behavior);
     }
     if (!strcmp(t, "ByteLevel")) {
         p->type = TK_PRE_BYTELEVEL;
-        p->add_prefix_space = jbool(o, "add_prefix_space", true);
-        p->use_regex = jbool(o, "use_regex", true);
+        p->add_prefix_space = tk_json_flag(o, "add_prefix_space", true);
+        p->use_regex = tk_json_flag(o, "use_regex", true);
         if (p->use_regex) {
             json_object *re = json_object_new_object();
             json_object_object_add(re, "Regex",
@@ -136,7 +115,7 @@ lmc_status tk_pretok_load(tk_pretok *p, json_object *o, const char *where) {
     }
     if (!strcmp(t, "Metaspace")) {
         p->type = TK_PRE_METASPACE;
-        p->split = jbool(o, "split", true);
+        p->split = tk_json_flag(o, "split", true);
         return load_repl(p, o, where);
     }
     if (!strcmp(t, "Whitespace")) {
@@ -154,10 +133,10 @@ lmc_status tk_pretok_load(tk_pretok *p, json_object *o, const char *where) {
         return load_behavior(o, where, TK_BEH_ISOLATED, &p->behavior);
     } else if (!strcmp(t, "Digits")) {
         p->type = TK_PRE_DIGITS;
-        p->individual_digits = jbool(o, "individual_digits", false);
+        p->individual_digits = tk_json_flag(o, "individual_digits", false);
     } else if (!strcmp(t, "CharDelimiterSplit")) {
         p->type = TK_PRE_CHARDELIM;
-        const char *d = jstr(o, "delimiter");
+        const char *d = lmc_json_str(o, "delimiter", NULL);
         if (!d || !*d) return lmc_err(LMC_ERR_FORMAT, "%s.delimiter: missing", where);
         tk_utf8_dec(d, strlen(d), &p->delim);
     } else {

@@ -1,6 +1,7 @@
 /* Containers, Unicode helpers and the PCRE2 pattern wrapper shared by the
  * tokenizer stages. */
 #include "base/error.h"
+#include "base/json.h"
 #include "tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
@@ -362,6 +363,31 @@ bool tk_is_alnum(uint32_t c) {
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
     return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) || k == UTF8PROC_CATEGORY_ND ||
            k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
+}
+
+/* ------------------------------------------------------------ json fields */
+bool tk_json_flag(json_object *o, const char *key, bool def) {
+    json_object *v = lmc_json_get(o, key);
+    return v ? json_object_get_boolean(v) : def;
+}
+
+lmc_status tk_load_list(json_object *o, const char *key, const char *where, size_t size,
+                        tk_item_loader load, void **items, size_t *n) {
+    json_object *a = lmc_json_get(o, key);
+    if (!json_object_is_type(a, json_type_array))
+        return lmc_err(LMC_ERR_FORMAT, "%s.%s: missing or not an array", where, key);
+    size_t cnt = json_object_array_length(a);
+    char *v = calloc(cnt ? cnt : 1, size);
+    *items = v;
+    if (!v) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+    char sub[256];
+    for (size_t i = 0; i < cnt; i++) {
+        snprintf(sub, sizeof sub, "%s.%s[%zu]", where, key, i);
+        lmc_status st = load(v + i * size, json_object_array_get_idx(a, i), sub);
+        *n = i + 1;
+        if (st) return st;
+    }
+    return LMC_OK;
 }
 
 /* ---------------------------------------------------------------- pattern */

@@ -88,12 +88,6 @@ static void ctx_put(const lmc_tokenizer *tc, tk_ctx *c) {
 static const char *const special_keys[4] = {"bos_token", "eos_token", "pad_token", "unk_token"};
 
 /* ------------------------------------------------------------- load json */
-static bool jbool(json_object *o, const char *k, bool def) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !v) return def;
-    return json_object_get_boolean(v);
-}
-
 static lmc_status load_added(lmc_tokenizer *t, json_object *root, const char *file) {
     json_object *a;
     if (!json_object_object_get_ex(root, "added_tokens", &a) || !a) return LMC_OK;
@@ -118,11 +112,11 @@ static lmc_status load_added(lmc_tokenizer *t, json_object *root, const char *fi
         if (!(at->content = strdup(json_object_get_string(c))))
             return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", file);
         at->id = (int32_t)v;
-        at->special = jbool(e, "special", false);
-        at->lstrip = jbool(e, "lstrip", false);
-        at->rstrip = jbool(e, "rstrip", false);
-        at->single_word = jbool(e, "single_word", false);
-        at->normalized = jbool(e, "normalized", !at->special);
+        at->special = tk_json_flag(e, "special", false);
+        at->lstrip = tk_json_flag(e, "lstrip", false);
+        at->rstrip = tk_json_flag(e, "rstrip", false);
+        at->single_word = tk_json_flag(e, "single_word", false);
+        at->normalized = tk_json_flag(e, "normalized", !at->special);
         if (!tk_strmap_put(&t->added_by_content, at->content, strlen(at->content), (int32_t)i) ||
             (at->special &&
              !tk_strmap_put(&t->special_content, at->content, strlen(at->content), at->id)))
@@ -707,11 +701,9 @@ const char *lmc_tokenizer_chat_template(const lmc_tokenizer *t, const char *name
 }
 
 bool lmc_tokenizer_config_bool(const lmc_tokenizer *t, const char *key, bool def) {
-    json_object *v;
-    if (!t || !key || !t->config || !json_object_object_get_ex(t->config, key, &v) ||
-        !json_object_is_type(v, json_type_boolean))
-        return def;
-    return json_object_get_boolean(v);
+    bool v = def; /* stays def when absent, null or not a boolean */
+    if (t && key) lmc_json_bool(t->config, key, &v, NULL);
+    return v;
 }
 
 /* --------------------------------------------------- streaming detokenizer */

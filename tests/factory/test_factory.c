@@ -266,6 +266,15 @@ static bool eos_is(const lmc_context *ctx, const int32_t *want, size_t n) {
     return true;
 }
 
+/* `dir` loads and its tokenizer ends generation on exactly `want`. */
+static void check_loaded_eos(const lmc_model_registry *r, const char *dir, const int32_t *want,
+                             size_t n) {
+    lmc_context *ctx = NULL;
+    CHECK_EQ_INT(load(r, dir, g_tok_assets, &ctx), LMC_OK);
+    CHECK(eos_is(ctx, want, n));
+    lmc_context_free(ctx);
+}
+
 /* End to end with the real qwen3 tokenizer. */
 static void test_full_loads(const lmc_model_registry *r) {
     lmc_context *ctx = NULL;
@@ -319,26 +328,16 @@ static void test_full_loads(const lmc_model_registry *r) {
     const char *de = model_dir("eos", "{\"model_type\": \"qwen3\", \"eos_token_id\": 151643}");
     put_weights(de);
     static const int32_t e_cfg[] = {151643}, e_list[] = {151645, 151643}, e_zero[] = {0, 5};
-    CHECK_EQ_INT(load(r, de, g_tok_assets, &ctx), LMC_OK);
-    CHECK(eos_is(ctx, e_cfg, 1));
-    lmc_context_free(ctx);
+    check_loaded_eos(r, de, e_cfg, 1);
     put(de, "generation_config.json", "{\"eos_token_id\": [151645, 151643]}");
-    CHECK_EQ_INT(load(r, de, g_tok_assets, &ctx), LMC_OK);
-    CHECK(eos_is(ctx, e_list, 2));
-    lmc_context_free(ctx);
+    check_loaded_eos(r, de, e_list, 2);
     put(de, "generation_config.json", "{\"eos_token_id\": 0}");
-    CHECK_EQ_INT(load(r, de, g_tok_assets, &ctx), LMC_OK);
-    CHECK(eos_is(ctx, e_cfg, 1));
-    lmc_context_free(ctx);
+    check_loaded_eos(r, de, e_cfg, 1);
     put(de, "generation_config.json", "{\"eos_token_id\": [0, 5]}");
-    CHECK_EQ_INT(load(r, de, g_tok_assets, &ctx), LMC_OK);
-    CHECK(eos_is(ctx, e_zero, 2));
-    lmc_context_free(ctx);
+    check_loaded_eos(r, de, e_zero, 2);
     unlink(mkpath(de, "generation_config.json"));
     CHECK(mkfifo(mkpath(de, "generation_config.json"), 0600) == 0); /* must not block */
-    CHECK_EQ_INT(load(r, de, g_tok_assets, &ctx), LMC_OK);
-    CHECK(eos_is(ctx, e_cfg, 1));
-    lmc_context_free(ctx);
+    check_loaded_eos(r, de, e_cfg, 1);
     unlink(mkpath(de, "generation_config.json"));
 
     /* No eos anywhere in config: the tokenizer_config default stays. */

@@ -7,6 +7,7 @@
 #include "check.h"
 #include "lm/context.h"
 #include "lmc.h"
+#include "tiny_model.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,5 +118,30 @@ static inline bool collect_cb(void *user, const lmc_gen_response *r) {
 }
 
 static inline void collected_free(collected *c) { lmc_buf_free(&c->text); }
+
+/* Builds the tiny model `spec` with the Qwen3 tokenizer in a fresh temp dir
+ * (named after `tag`), runs `body` on it with the restricted vocabulary, then
+ * removes the dir. A failed load or vocabulary setup is a failed check.
+ * Returns 1 when no temp dir could be made. */
+static inline int tiny_qwen3_run(const char *tag, const tiny_spec *spec,
+                                 void (*body)(lmc_context *ctx, const test_vocab *tv,
+                                              const char *dir)) {
+    char dir[1024];
+    if (tiny_tmpdir(dir, sizeof dir, tag)) return 1;
+    lmc_context *ctx = tiny_load(dir, spec, ".cache/assets/tokenizers/qwen3");
+    CHECK(ctx != NULL);
+    if (ctx) {
+        test_vocab tv;
+        if (test_vocab_init(&tv, ctx) == 0) {
+            body(ctx, &tv, dir);
+            test_vocab_free(&tv);
+        } else {
+            CHECK(0);
+        }
+        lmc_context_free(ctx);
+    }
+    tiny_rmdir(dir);
+    return 0;
+}
 
 #endif

@@ -300,26 +300,16 @@ static void test_prompt_cache(lmc_context *ctx, const test_vocab *tv, const char
     lmc_free(prompt);
 }
 
+static void model_tests(lmc_context *ctx, const test_vocab *tv, const char *dir) {
+    test_generate_e2e(ctx, tv);
+    test_prompt_cache(ctx, tv, dir);
+}
+
 int main(void) {
     tiny_single_thread();
     test_stop_units();
     test_stop_property();
-    char dir[1024];
-    if (tiny_tmpdir(dir, sizeof dir, "gen")) return 1;
     tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 11, 0};
-    lmc_context *ctx = tiny_load(dir, &spec, ".cache/assets/tokenizers/qwen3");
-    CHECK(ctx != NULL);
-    if (ctx) {
-        test_vocab tv;
-        if (test_vocab_init(&tv, ctx) == 0) {
-            test_generate_e2e(ctx, &tv);
-            test_prompt_cache(ctx, &tv, dir);
-            test_vocab_free(&tv);
-        } else {
-            CHECK(0);
-        }
-        lmc_context_free(ctx);
-    }
-    tiny_rmdir(dir);
+    if (tiny_qwen3_run("gen", &spec, model_tests)) return 1;
     return check_summary("test_generate");
 }

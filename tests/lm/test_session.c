@@ -15,30 +15,26 @@
 #include "tiny_model.h"
 #include <json-c/json.h>
 
+static void add_msg(json_object *arr, const char *role, const char *content) {
+    json_object *m = json_object_new_object();
+    json_object_object_add(m, "role", json_object_new_string(role));
+    json_object_object_add(m, "content", json_object_new_string(content));
+    json_object_array_add(arr, m);
+}
+
 /* Render system + the session's history + a new user message, as the
  * session must, independently of it. */
 static int render_ids(lmc_context *ctx, const char *system, const lmc_chat_session *s,
                       const char *user, const char *kwargs, int32_t **ids, size_t *n) {
     json_object *arr = json_object_new_array();
-    if (system) {
-        json_object *m = json_object_new_object();
-        json_object_object_add(m, "role", json_object_new_string("system"));
-        json_object_object_add(m, "content", json_object_new_string(system));
-        json_object_array_add(arr, m);
-    }
+    if (system) add_msg(arr, "system", system);
     size_t hn = s ? lmc_chat_session_history_len(s) : 0;
     for (size_t i = 0; i < hn; i++) {
         lmc_role r;
         const char *c = lmc_chat_session_history_at(s, i, &r);
-        json_object *m = json_object_new_object();
-        json_object_object_add(m, "role", json_object_new_string(lmc_role_str(r)));
-        json_object_object_add(m, "content", json_object_new_string(c));
-        json_object_array_add(arr, m);
+        add_msg(arr, lmc_role_str(r), c);
     }
-    json_object *m = json_object_new_object();
-    json_object_object_add(m, "role", json_object_new_string("user"));
-    json_object_object_add(m, "content", json_object_new_string(user));
-    json_object_array_add(arr, m);
+    add_msg(arr, "user", user);
     char *text = NULL;
     lmc_status st = lmc_tokenizer_apply_chat_template(
         lmc_context_tokenizer(ctx), json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN),
@@ -337,25 +333,15 @@ static void test_llama_trim_template(void) {
     tiny_rmdir(dir);
 }
 
+static void model_tests(lmc_context *ctx, const test_vocab *tv, const char *dir) {
+    test_incremental(ctx, tv, dir);
+    test_history_rehydration(ctx, tv);
+}
+
 int main(void) {
     tiny_single_thread();
-    char dir[1024];
-    if (tiny_tmpdir(dir, sizeof dir, "sess")) return 1;
     tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 21, 0};
-    lmc_context *ctx = tiny_load(dir, &spec, ".cache/assets/tokenizers/qwen3");
-    CHECK(ctx != NULL);
-    if (ctx) {
-        test_vocab tv;
-        if (test_vocab_init(&tv, ctx) == 0) {
-            test_incremental(ctx, &tv, dir);
-            test_history_rehydration(ctx, &tv);
-            test_vocab_free(&tv);
-        } else {
-            CHECK(0);
-        }
-        lmc_context_free(ctx);
-    }
-    tiny_rmdir(dir);
+    if (tiny_qwen3_run("sess", &spec, model_tests)) return 1;
     test_llama_trim_template();
     return check_summary("test_session");
 }
