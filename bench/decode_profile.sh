@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Per-kernel GPU time of decode steps (Nsight Compute), summed by kernel
 # name: bench/decode_profile.sh BUILD_DIR MODEL_DIR SKIP COUNT OUT_CSV
-ncu --metrics gpu__time_duration.sum --csv --launch-skip "$3" --launch-count "$4" \
+ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip "$3" --launch-count "$4" \
   "$1/bench/decode" "$2" 16 8 1 > "$5" 2>&1
 python3 - "$5" <<'PY'
 import csv, collections, sys
@@ -13,7 +13,7 @@ for r in rows[h + 1:]:
     if len(r) != len(hdr): continue
     v = float(r[vi].replace(",", "")); u = r[ui]
     v = v / 1e3 if u in ("nsecond", "ns") else v * (1e3 if u in ("msecond", "ms") else 1)
-    name = r[ki].split("(")[0][:60]
+    name = r[ki].split("(")[0][:40] + " " + r[hdr.index("Grid Size")]
     tot[name] += v; cnt[name] += 1
 s = sum(tot.values())
 for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):

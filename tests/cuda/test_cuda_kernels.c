@@ -135,7 +135,9 @@ static void test_attention(int n, int pos0, int hq, int hkv, int d, int cap, int
     cudaMemset(dout, 0xff, qn * 2);
     int e;
     if (n == 1) {
-        cudaMalloc(&ws, lmc_cu_attn_decode_ws_floats(hq, d, cap) * 4);
+        size_t wsb = lmc_cu_attn_decode_ws_floats(hq, hkv, d, cap) * 4;
+        cudaMalloc(&ws, wsb);
+        cudaMemset(ws, 0, wsb);
         e = lmc_cu_attn_decode(dq, dk, dv, dout, hq, hkv, d, cap, ds, window, ws, NULL);
     } else {
         e = lmc_cu_attn_prefill(dq, dk, dv, dout, n, hq, hkv, d, cap, ds, window, NULL);

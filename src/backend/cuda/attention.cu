@@ -294,34 +294,25 @@ extern "C" int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache,
  * Grid (Hkv, splits): block (h, s) handles keys [s*CH, (s+1)*CH) for the
  * G = Hq/Hkv query heads of KV head h. Scores go to shared memory, then
  * the chunk's softmax partials (max, sum, unnormalized output) are written
- * to the workspace and merged by k_decode_combine. */
+ * to the workspace and merged by k_decode_combine. (Merging in the last
+ * block to finish, counted with an atomic, measured slower: every early-
+ * exiting block then pays a fence and a contended atomic.) */
 #define DEC_CH 64
 #define DEC_THREADS 128
 #define DEC_MAXG 16
 
-__global__ void __launch_bounds__(DEC_THREADS)
-    k_flash_decode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kc,
-                   const uint16_t *__restrict__ vc, int hq, int hkv, int d, int cap,
-                   const int32_t *d_state, int window, float scale, float *ws, int nsplit) {
-    extern __shared__ float sm[];
+/* One block's chunk [lo, hi) of keys for the G query heads of KV head hk:
+ * the softmax partials (max, sum, unnormalized output) go to ws. */
+static __device__ __forceinline__ void chunk_partials(
+    const uint16_t *__restrict__ q, const uint16_t *__restrict__ kc,
+    const uint16_t *__restrict__ vc, int hq, int hkv, int d, int cap, int lo, int hi,
+    float scale, float *ws, int nsplit, float *sm) {
     const int G = hq / hkv;
     float *qs = sm;                  /* [G][d] */
     float *sc = qs + G * d;          /* [G][DEC_CH] */
     float *acc = sc + G * DEC_CH;    /* [warps][G][d] */
     const int hk = blockIdx.x, split = blockIdx.y, tid = threadIdx.x;
-    pdl_trigger();
-    pdl_wait();
-    const int L = d_state[0] + 1, qpos = L - 1;
-    int lo = split * DEC_CH, hi = min(lo + DEC_CH, L);
-    if (window > 0) lo = max(lo, qpos - window + 1);
     float *ws_m = ws, *ws_l = ws + (size_t)hq * nsplit, *ws_o = ws + 2 * (size_t)hq * nsplit;
-    if (lo >= hi) {
-        if (tid < G) {
-            ws_m[(size_t)(hk * G + tid) * nsplit + split] = -INFINITY;
-            ws_l[(size_t)(hk * G + tid) * nsplit + split] = 0.f;
-        }
-        return;
-    }
     const int cnt = hi - lo;
     for (int i = tid; i < G * d; i += DEC_THREADS) {
         qs[i] = bf2f(q[(size_t)(hk * G) * d + i]);
@@ -420,6 +411,28 @@ __global__ void __launch_bounds__(DEC_THREADS)
     }
 }
 
+__global__ void __launch_bounds__(DEC_THREADS)
+    k_flash_decode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kc,
+                   const uint16_t *__restrict__ vc, int hq, int hkv, int d, int cap,
+                   const int32_t *d_state, int window, float scale, float *ws, int nsplit) {
+    extern __shared__ float sm[];
+    const int G = hq / hkv;
+    const int hk = blockIdx.x, split = blockIdx.y, tid = threadIdx.x;
+    pdl_trigger();
+    pdl_wait();
+    const int L = d_state[0] + 1, qpos = L - 1;
+    int lo = split * DEC_CH, hi = min(lo + DEC_CH, L);
+    if (window > 0) lo = max(lo, qpos - window + 1);
+    if (lo >= hi) {
+        if (tid < G) {
+            ws[(size_t)(hk * G + tid) * nsplit + split] = -INFINITY;
+            ws[(size_t)hq * nsplit + (size_t)(hk * G + tid) * nsplit + split] = 0.f;
+        }
+        return;
+    }
+    chunk_partials(q, kc, vc, hq, hkv, d, cap, lo, hi, scale, ws, nsplit, sm);
+}
+
 __global__ void k_decode_combine(const float *ws, int hq, int d, const int32_t *d_state,
                                  int nsplit, uint16_t *out) {
     const int h = blockIdx.x;
@@ -448,7 +461,8 @@ static size_t dec_smem(int G, int d) {
     return (size_t)((1 + DEC_THREADS / 32) * G * d + G * DEC_CH) * sizeof(float);
 }
 
-extern "C" size_t lmc_cu_attn_decode_ws_floats(int hq, int d, int cap) {
+extern "C" size_t lmc_cu_attn_decode_ws_floats(int hq, int hkv, int d, int cap) {
+    (void)hkv;
     return (size_t)hq * dec_nsplit(cap) * (2 + (size_t)d);
 }
 

@@ -90,8 +90,8 @@ int lmc_cu_attn_prefill_supported(int d);
 /* Split-K flash decoding for one new token. The grid covers every split a
  * cache of `cap` positions can need; splits past the live length exit at
  * once, so the launch is graph-safe. ws: workspace of
- * lmc_cu_attn_decode_ws_floats(hq, d, cap) floats. */
-size_t lmc_cu_attn_decode_ws_floats(int hq, int d, int cap);
+ * lmc_cu_attn_decode_ws_floats(hq, hkv, d, cap) floats. */
+size_t lmc_cu_attn_decode_ws_floats(int hq, int hkv, int d, int cap);
 int lmc_cu_attn_decode(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                        uint16_t *out, int hq, int hkv, int d, int cap, const int32_t *d_state,
                        int window, float *ws, lmc_cu_stream s);

@@ -237,7 +237,7 @@ static lmc_status cache_reserve(cu_cache *c, size_t need) {
     lmc_status st;
     if ((st = dev_alloc(m, bytes, (void **)&k, "kv cache keys")) ||
         (st = dev_alloc(m, bytes, (void **)&v, "kv cache values")) ||
-        (st = dev_alloc(m, lmc_cu_attn_decode_ws_floats(m->hq, m->D, (int)cap) * 4,
+        (st = dev_alloc(m, lmc_cu_attn_decode_ws_floats(m->hq, m->hkv, m->D, (int)cap) * 4,
                         (void **)&ws, "attention workspace"))) {
         dev_release(m, k);
         dev_release(m, v);
@@ -245,6 +245,8 @@ static lmc_status cache_reserve(cu_cache *c, size_t need) {
     }
     CU(cudaMemsetAsync(k, 0, bytes, m->stream));
     CU(cudaMemsetAsync(v, 0, bytes, m->stream));
+    CU(cudaMemsetAsync(ws, 0, lmc_cu_attn_decode_ws_floats(m->hq, m->hkv, m->D, (int)cap) * 4,
+                       m->stream));
     if (c->len && c->k) {
         size_t w = c->len * D * 2;
         CU(cudaMemcpy2DAsync(k, cap * D * 2, c->k, c->cap * D * 2, w, rows,

@@ -1,7 +1,8 @@
 /* Batch-1 decode GEMV: y = W x for a row-major bf16 W. Decode is bound by
  * reading W once, so every lane streams 16-byte chunks of R rows with
  * U chunks per row in flight (R*U*16 bytes per lane outstanding), bypassing
- * L1. The input vector is prepared once per block in shared memory (bf16),
+ * L1.
+ * The input vector is prepared once per block in shared memory (bf16),
  * which is where RMSNorm or SwiGLU of the previous stage is fused in. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -11,7 +12,6 @@
 #include "cuda_pdl.cuh"
 
 #define GEMV_THREADS 256
-#define GEMV_UNROLL 4
 
 static __device__ __forceinline__ float bf2f(uint16_t v) {
     return __uint_as_float(((uint32_t)v) << 16);
@@ -39,7 +39,7 @@ static __device__ __forceinline__ float dot8(uint4 w, uint4 x) {
     return dot2(w.x, x.x) + dot2(w.y, x.y) + dot2(w.z, x.z) + dot2(w.w, x.w);
 }
 
-template <int R>
+template <int R, int GEMV_UNROLL>
 __global__ void __launch_bounds__(GEMV_THREADS)
     k_gemv(const uint16_t *__restrict__ w, int rows, int cols, int in_mode,
            const void *__restrict__ x, const uint16_t *__restrict__ norm_w, float eps,
@@ -177,10 +177,10 @@ __global__ void __launch_bounds__(GEMV_THREADS)
 extern "C" int lmc_cu_gemv_setup(int max_cols) {
     int smem = max_cols * 2;
     if (smem < 48 * 1024) return 0;
-    cudaError_t e = cudaFuncSetAttribute(k_gemv<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    cudaError_t e = cudaFuncSetAttribute(k_gemv<1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          smem);
     if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(k_gemv<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        e = cudaFuncSetAttribute(k_gemv<2, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     return (int)e;
 }
 
@@ -196,13 +196,13 @@ extern "C" int lmc_cu_gemv(const uint16_t *w, int rows, int cols, int in_mode, c
     if (rows >= 2 * wpb * 2 * num_sms) {
         int blocks = (rows + 2 * wpb - 1) / (2 * wpb);
         if (blocks > max_blocks) blocks = max_blocks;
-        return (int)lmc_pdl_launch(k_gemv<2>, dim3(blocks), dim3(GEMV_THREADS), smem,
+        return (int)lmc_pdl_launch(k_gemv<2, 4>, dim3(blocks), dim3(GEMV_THREADS), smem,
                                    (cudaStream_t)s, w, rows, cols, in_mode, x, norm_w, eps, bias,
                                    out_mode, y);
     } else {
         int blocks = (rows + wpb - 1) / wpb;
         if (blocks > max_blocks) blocks = max_blocks;
-        return (int)lmc_pdl_launch(k_gemv<1>, dim3(blocks), dim3(GEMV_THREADS), smem,
+        return (int)lmc_pdl_launch(k_gemv<1, 4>, dim3(blocks), dim3(GEMV_THREADS), smem,
                                    (cudaStream_t)s, w, rows, cols, in_mode, x, norm_w, eps, bias,
                                    out_mode, y);
     }
