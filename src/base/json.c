@@ -67,7 +67,8 @@ bool lmc_json_int(json_object *o, const char *key, int64_t *out, bool *bad) {
     }
     if (json_object_is_type(v, json_type_double)) {
         double d = json_object_get_double(v);
-        if (d == (double)(int64_t)d) {
+        /* Range check first: casting an out-of-range double is undefined. */
+        if (d >= -9.2e18 && d <= 9.2e18 && d == (double)(int64_t)d) {
             *out = (int64_t)d;
             return true;
         }
