@@ -342,6 +342,168 @@ lmc_status lmc_chat_session_save_cache(const lmc_chat_session *s, const char *pa
 void lmc_chat_session_last_stats(const lmc_chat_session *s, lmc_gen_stats *stats);
 /* =============== end generation and chat session (src/lm) ================ */
 
+/* ================== fine-tuning datasets (src/train) ===================== */
+/* Local jsonl training data, one JSON object per line, in one of three
+ * formats (as mlx-lm's tuner datasets):
+ *   text         {"text": "..."}                 -> encode(text) + eos, prompt 0
+ *   chat         {"messages": [...], "tools"?}   -> chat template of messages
+ *   completions  {"prompt": "...", "completion": "...", "tools"?}
+ *                -> chat template of [user: prompt, assistant: completion]
+ * A record is (ids, prompt_len): ids[0, prompt_len) is the prompt, excluded
+ * from the loss; ids[prompt_len, n) is the target. prompt_len is 0 unless
+ * mask_prompt is set; then it is the length of the conversation without its
+ * final message, rendered with add_generation_prompt when that message is
+ * the assistant's (always, for completions).
+ * Every line is checked at load: blank lines, invalid UTF-8, NUL bytes,
+ * malformed JSON, non-object records, missing keys (LMC_ERR_NOT_FOUND) and
+ * wrongly typed fields (LMC_ERR_FORMAT) fail with "<file>:<line>: ...".
+ * A dataset handle is used by one thread at a time; the tokenizer it was
+ * loaded with is borrowed and must outlive it. */
+typedef struct lmc_dataset lmc_dataset;
+
+typedef enum {
+    LMC_DATASET_AUTO = 0, /* from the first record's keys: prompt+completion,
+                             else messages, else text */
+    LMC_DATASET_TEXT,
+    LMC_DATASET_CHAT,
+    LMC_DATASET_COMPLETIONS,
+} lmc_dataset_format;
+
+#define LMC_DATASET_MAX_FILE_BYTES ((size_t)2 << 30) /* default file cap */
+#define LMC_DATASET_MAX_LINE_BYTES ((size_t)64 << 20) /* default line cap */
+
+typedef struct {
+    lmc_dataset_format format;
+    const char *text_key;       /* NULL -> "text" */
+    const char *chat_key;       /* NULL -> "messages" */
+    const char *prompt_key;     /* NULL -> "prompt" */
+    const char *completion_key; /* NULL -> "completion" */
+    bool mask_prompt;           /* not allowed with the text format */
+    bool cache;                 /* tokenize each record once, keep the result */
+    size_t max_file_bytes;      /* 0 -> LMC_DATASET_MAX_FILE_BYTES */
+    size_t max_line_bytes;      /* 0 -> LMC_DATASET_MAX_LINE_BYTES */
+} lmc_dataset_options;
+
+/* Defaults: auto format, default keys, no masking, cache on. */
+void lmc_dataset_options_init(lmc_dataset_options *o);
+const char *lmc_dataset_format_name(lmc_dataset_format f); /* "text", ... */
+
+/* Load one jsonl file (opts NULL -> defaults). Missing file:
+ * LMC_ERR_NOT_FOUND; directory/FIFO/other non-regular file: LMC_ERR_IO;
+ * over a cap: LMC_ERR_LIMIT; empty file: LMC_ERR_FORMAT; an "hf:" path:
+ * LMC_ERR_UNSUPPORTED (local files only); mask_prompt with the text format:
+ * LMC_ERR_INVALID_ARG. */
+lmc_status lmc_dataset_load(const char *path, const lmc_tokenizer *tok,
+                            const lmc_dataset_options *opts, lmc_dataset **out);
+/* Load <dir>/train.jsonl, valid.jsonl and test.jsonl into the non-NULL out
+ * pointers; a split whose file is absent comes back NULL (a present but
+ * empty file is an error). LMC_ERR_NOT_FOUND when none of the requested
+ * splits exists. On failure every out pointer is NULL. */
+lmc_status lmc_dataset_load_dir(const char *dir, const lmc_tokenizer *tok,
+                                const lmc_dataset_options *opts, lmc_dataset **train,
+                                lmc_dataset **valid, lmc_dataset **test);
+/* Index across `parts` in order (no packing). On success the new dataset
+ * owns the parts (free only it; the `parts` array stays the caller's); on
+ * failure the caller keeps them. */
+lmc_status lmc_dataset_concat(lmc_dataset *const *parts, size_t n_parts, lmc_dataset **out);
+/* Wrap `inner` so each record is tokenized on first access only. Takes
+ * ownership of `inner` on success. */
+lmc_status lmc_dataset_cached(lmc_dataset *inner, lmc_dataset **out);
+void lmc_dataset_free(lmc_dataset *d);
+
+size_t lmc_dataset_len(const lmc_dataset *d);
+/* The resolved format (LMC_DATASET_AUTO for a concatenation of mixed ones). */
+lmc_dataset_format lmc_dataset_format_of(const lmc_dataset *d);
+/* Record i tokenized: *ids (caller frees with lmc_free), *n_ids, and
+ * *prompt_len (may be NULL). Out of range: LMC_ERR_INVALID_ARG. Template
+ * and tokenizer failures name the file and line. */
+lmc_status lmc_dataset_get(lmc_dataset *d, size_t i, int32_t **ids, size_t *n_ids,
+                           size_t *prompt_len);
+/* Number of tokens of record i (tokenizes it; cached datasets keep it). */
+lmc_status lmc_dataset_item_len(lmc_dataset *d, size_t i, size_t *n_tokens);
+/* Record i's source: its JSON text (caller frees with lmc_free), and the
+ * file (borrowed, valid while d lives) and 1-based line; any may be NULL. */
+lmc_status lmc_dataset_record(const lmc_dataset *d, size_t i, char **json, const char **path,
+                              size_t *line);
+/* ================ end fine-tuning datasets (src/train) =================== */
+
+/* ============== vision-language models (src/vlm) ======================== */
+/* A loaded vision-language checkpoint: model + processor + tokenizer. */
+typedef struct lmc_vlm_context lmc_vlm_context;
+
+/* Load in this order, so cheap failures come first: read config.json once
+ * (model_type required; eos_token_id from the top level, else from
+ * text_config / llm_config, replaced by a truthy generation_config.json
+ * eos_token_id); refuse an unsupported model_type; read the processor
+ * config (preprocessor_config.json preferred over processor_config.json)
+ * and refuse an unsupported processor_class; only then map the weights,
+ * build the tokenizer once and construct model and processor. No VLM
+ * architecture is built in yet, so this fails with LMC_ERR_UNSUPPORTED
+ * naming the model_type. opts->progress is not called. */
+lmc_status lmc_vlm_load(const lmc_load_options *opts, lmc_vlm_context **out);
+void lmc_vlm_free(lmc_vlm_context *ctx);
+/* Borrowed; live as long as the context. */
+const char *lmc_vlm_model_type(const lmc_vlm_context *ctx);
+lmc_tokenizer *lmc_vlm_tokenizer(const lmc_vlm_context *ctx);
+
+/* Image preprocessing as the Hugging Face image processors of the CLIP /
+ * SigLIP / Qwen2-VL kind do it: decode (PNG, JPEG, BMP, GIF, PPM/PGM),
+ * convert to RGB, resize (Pillow filters by "resample" id: 0 nearest,
+ * 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming), center crop,
+ * rescale, normalize; output is channel-major float32 (3 x H x W). Keys
+ * read: do_convert_rgb, do_resize, size ({height,width} | {shortest_edge}
+ * | int), Qwen2-VL's min_pixels / max_pixels / patch_size / merge_size,
+ * resample, do_center_crop, crop_size, do_rescale, rescale_factor,
+ * do_normalize, image_mean, image_std. Images over 2^26 pixels are
+ * refused before decoding. */
+typedef struct lmc_image_processor lmc_image_processor;
+/* From a model directory's processor config (same file resolution as
+ * lmc_vlm_load, except that processor_class is not required). */
+lmc_status lmc_image_processor_load(const char *dir, lmc_image_processor **out);
+/* From an in-memory processor-config JSON document. */
+lmc_status lmc_image_processor_parse(const char *json, size_t len, lmc_image_processor **out);
+void lmc_image_processor_free(lmc_image_processor *p);
+/* *pixels: channels*height*width floats, caller frees with lmc_free. */
+lmc_status lmc_image_preprocess_file(const lmc_image_processor *p, const char *path,
+                                     float **pixels, size_t *channels, size_t *height,
+                                     size_t *width);
+lmc_status lmc_image_preprocess_memory(const lmc_image_processor *p, const void *bytes,
+                                       size_t len, float **pixels, size_t *channels,
+                                       size_t *height, size_t *width);
+/* ============ end vision-language models (src/vlm) ====================== */
+
+/* ======================== HTTP server (src/server) ======================== */
+/* An OpenAI-compatible HTTP server over one loaded context (built only when
+ * libmicrohttpd is available): GET /health, GET /v1/models,
+ * POST /v1/chat/completions and POST /v1/completions; with "stream": true
+ * the reply is Server-Sent Events ("data: {chunk}\n\n" ... "data: [DONE]").
+ * Bad requests get 400 with an OpenAI error object whose "param" names the
+ * field; bodies over the cap get 413, wrong methods 405, other paths 404.
+ * Each connection has its own thread, but every use of the model is
+ * serialized by one mutex: requests generate one at a time, the rest wait.
+ * The KV cache of the previous request is kept and reused by common prefix
+ * (unless no_prompt_cache). The "model" field of a request is accepted
+ * whatever it says (one model is served) and replies name model_name. */
+typedef struct lmc_server lmc_server;
+
+typedef struct {
+    const char *host;               /* address or name to bind; NULL: "127.0.0.1" */
+    uint16_t port;                  /* 0: an ephemeral port (see lmc_server_port) */
+    const char *model_name;         /* id in /v1/models and replies; NULL: model_type */
+    const lmc_gen_params *defaults; /* per-request defaults, copied (NULL: library
+                                       defaults); request fields override them */
+    size_t max_body_bytes;          /* 0: 8 MiB */
+    bool no_prompt_cache;           /* don't reuse the KV cache across requests */
+} lmc_server_options;
+
+/* Listen and serve in background threads; ctx is borrowed until
+ * lmc_server_stop. Fails with LMC_ERR_IO when the address cannot be bound. */
+lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lmc_server **out);
+uint16_t lmc_server_port(const lmc_server *s); /* the bound port */
+/* Cancel running generations, close connections, wait for threads, free. */
+void lmc_server_stop(lmc_server *s);
+/* ====================== end HTTP server (src/server) ====================== */
+
 #ifdef __cplusplus
 }
 #endif

@@ -13,7 +13,7 @@ cd "$root"
 build=${LMC_FUZZ_BUILD_DIR:-build-fuzz}
 nice_level=${LMC_FUZZ_NICE:-10}
 targets=(fuzz_safetensors fuzz_config fuzz_model_config fuzz_tokenizer_load fuzz_tokenizer_encode
-         fuzz_template)
+         fuzz_template fuzz_jsonl fuzz_image fuzz_http_body)
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -35,8 +35,9 @@ do_build() {
   return $failed
 }
 
-# Short name: fuzz_tokenizer_load -> tokenizer_load (corpus/dict directory names).
-short() { echo "${1#fuzz_}"; }
+# Corpus directory name: fuzz/corpus/<target> when it exists, else the name
+# without the prefix (fuzz_tokenizer_load -> tokenizer_load).
+short() { if [ -d "fuzz/corpus/$1" ]; then echo "$1"; else echo "${1#fuzz_}"; fi; }
 
 dict_for() {
   case "$1" in
