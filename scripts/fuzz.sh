@@ -66,7 +66,11 @@ run() {
   local work="$build/fuzz-corpus/$name" art="$build/fuzz-artifacts/$name/"
   mkdir -p "$work" "$art"
   local dict; dict=$(dict_for "$t" || true)
-  local args=(-max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len="$(maxlen_for "$t")"
+  # A fixed seed makes a CI smoke run replay the same inputs as a local one
+  # (LMC_FUZZ_SEED=0 picks a random seed); the timeout leaves room for the
+  # one-time tokenizer load on a loaded machine.
+  local args=(-max_total_time="$secs" -rss_limit_mb=2048 -timeout=30 -max_len="$(maxlen_for "$t")"
+              -seed="${LMC_FUZZ_SEED:-1}"
               -artifact_prefix="$art" -print_final_stats=1 -print_pcs=0)
   [ -n "$dict" ] && args+=(-dict="$dict")
   echo "== $t: ${secs}s"
