@@ -108,11 +108,8 @@ static lmc_status parse_config_eos(json_object *v, const char *what, lmc_model_c
     return LMC_OK;
 }
 
-/* The generation_config.json rule: a nonzero scalar or a non-empty list
- * overrides (list entries that are not valid ids are dropped, the rest kept
- * in order, zeros included); anything else leaves the config's set alone.
- * Returns 1 to override, 0 not to, -1 when the list is over LMC_MAX_EOS. */
-static int truthy_eos(json_object *v, int32_t *ids, int *n_out) {
+int lmc_eos_truthy(json_object *v, int32_t *ids, int *n_out) {
+    *n_out = 0;
     if (!v) return 0;
     if (json_object_is_type(v, json_type_int)) {
         int64_t x = json_object_get_int64(v);
@@ -135,6 +132,34 @@ static int truthy_eos(json_object *v, int32_t *ids, int *n_out) {
     }
     *n_out = k;
     return 1;
+}
+
+lmc_status lmc_generation_eos(const char *dir, int32_t ids[LMC_MAX_EOS], int *n,
+                              bool *override) {
+    *n = 0;
+    *override = false;
+    char *gpath = lmc_path_join(dir, "generation_config.json");
+    if (!gpath) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", dir);
+    lmc_status st = LMC_OK;
+    char *gtext = NULL;
+    size_t glen = 0;
+    if (lmc_read_file(gpath, gpath, LMC_MAX_CONFIG_BYTES, &gtext, &glen) == LMC_OK) {
+        json_object *g = NULL;
+        if (lmc_json_parse(gtext, glen, gpath, &g) == LMC_OK) {
+            /* lmc_json_get yields NULL for a non-object document. */
+            int t = lmc_eos_truthy(lmc_json_get(g, "eos_token_id"), ids, n);
+            *override = t > 0;
+            if (t < 0)
+                st = lmc_err(LMC_ERR_LIMIT, "%s: eos_token_id has more than %d ids", gpath,
+                             LMC_MAX_EOS);
+            json_object_put(g);
+        }
+        free(gtext);
+    }
+    /* An ignored file must not leave its read/parse message behind. */
+    if (!st) lmc_err_clear();
+    free(gpath);
+    return st;
 }
 
 lmc_status lmc_config_parse(const char *text, size_t len, const char *what,
@@ -255,40 +280,25 @@ lmc_status lmc_config_load(const char *dir, lmc_model_config *cfg, json_object *
     if (json_out) *json_out = NULL;
     if (raw_out) *raw_out = NULL;
     char *path = lmc_path_join(dir, "config.json");
-    char *gpath = lmc_path_join(dir, "generation_config.json");
     char *text = NULL;
     size_t len = 0;
     json_object *o = NULL;
     lmc_status st = LMC_OK;
-    if (!path || !gpath) {
+    if (!path) {
         st = lmc_err(LMC_ERR_NOMEM, "%s: out of memory", dir);
         goto done;
     }
     if ((st = lmc_read_file(path, path, LMC_MAX_CONFIG_BYTES, &text, &len))) goto done;
     if ((st = lmc_config_parse(text, len, path, cfg, &o))) goto done;
 
-    /* The override is best effort: a missing, unreadable, non-regular or
-     * malformed generation_config.json changes nothing. */
-    char *gtext = NULL;
-    size_t glen = 0;
-    if (lmc_read_file(gpath, gpath, LMC_MAX_CONFIG_BYTES, &gtext, &glen) == LMC_OK) {
-        json_object *g = NULL;
-        if (lmc_json_parse(gtext, glen, gpath, &g) == LMC_OK) {
-            int32_t ids[LMC_MAX_EOS];
-            int n = 0;
-            int t = truthy_eos(lmc_json_get(g, "eos_token_id"), ids, &n);
-            if (t > 0) {
-                memcpy(cfg->eos_ids, ids, (size_t)n * sizeof ids[0]);
-                cfg->n_eos = n;
-            } else if (t < 0) {
-                st = lmc_err(LMC_ERR_LIMIT, "%s: eos_token_id has more than %d ids", gpath,
-                             LMC_MAX_EOS);
-            }
-            json_object_put(g);
-        }
-        free(gtext);
+    int32_t ids[LMC_MAX_EOS];
+    int n = 0;
+    bool override = false;
+    if ((st = lmc_generation_eos(dir, ids, &n, &override))) goto done;
+    if (override) {
+        memcpy(cfg->eos_ids, ids, (size_t)n * sizeof ids[0]);
+        cfg->n_eos = n;
     }
-    if (!st) lmc_err_clear();
 done:
     if (!st && json_out) {
         *json_out = o;
@@ -301,6 +311,5 @@ done:
     json_object_put(o);
     free(text);
     free(path);
-    free(gpath);
     return st;
 }

@@ -48,6 +48,17 @@ typedef struct {
  * architecture-specific keys) and the raw text. Either out may be NULL. */
 lmc_status lmc_config_load(const char *dir, lmc_model_config *cfg, json_object **json_out,
                            char **raw_out);
+/* The truthy eos rule shared by LM and VLM loading: a nonzero scalar id, or
+ * a non-empty list (entries that are not valid ids dropped, the rest kept in
+ * order, zeros included). Returns 1 and fills ids/n, 0 for "not truthy",
+ * -1 when the list is longer than LMC_MAX_EOS. */
+int lmc_eos_truthy(json_object *v, int32_t *ids, int *n);
+/* <dir>/generation_config.json's eos_token_id: *override is true when it is
+ * truthy (ids/n then hold it; n may be 0 when no list entry was a valid id).
+ * Best effort: a missing, unreadable, non-regular or malformed file means no
+ * override; only an over-long list is an error (LMC_ERR_LIMIT). */
+lmc_status lmc_generation_eos(const char *dir, int32_t ids[LMC_MAX_EOS], int *n,
+                              bool *override);
 /* Parse from an in-memory document (`what` names it in errors). */
 lmc_status lmc_config_parse(const char *text, size_t len, const char *what,
                             lmc_model_config *cfg, json_object **json_out);

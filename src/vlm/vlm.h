@@ -42,11 +42,6 @@ lmc_status lmc_vlm_base_config_parse(const char *text, size_t len, const char *w
 lmc_status lmc_vlm_base_config_load(const char *dir, lmc_vlm_base_config *cfg,
                                     json_object **json_out, char **raw_out);
 
-/* Truthy eos rule shared by the nested promotion and the override: a
- * nonzero id, or a non-empty list (invalid entries dropped, zeros kept).
- * Returns 1 and fills ids/n, 0 for "not truthy", -1 when the list is over
- * LMC_MAX_EOS. */
-int lmc_vlm_truthy_eos(json_object *v, int32_t *ids, int *n);
 
 /* The VLM model_type alias table (independent of the LM one): returns the
  * canonical id, or model_type itself. */

@@ -54,27 +54,6 @@ static bool is_id(json_object *e, int64_t *x) {
     return *x >= 0 && *x <= INT32_MAX;
 }
 
-int lmc_vlm_truthy_eos(json_object *v, int32_t *ids, int *n_out) {
-    *n_out = 0;
-    if (!v) return 0;
-    int64_t x;
-    if (json_object_is_type(v, json_type_int)) {
-        if (!is_id(v, &x) || x == 0) return 0;
-        ids[0] = (int32_t)x;
-        *n_out = 1;
-        return 1;
-    }
-    if (!json_object_is_type(v, json_type_array)) return 0;
-    size_t n = json_object_array_length(v);
-    if (n == 0) return 0;
-    if (n > LMC_MAX_EOS) return -1;
-    int k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (is_id(json_object_array_get_idx(v, i), &x)) ids[k++] = (int32_t)x;
-    *n_out = k;
-    return 1;
-}
-
 /* Top-level eos_token_id: an id or a list of ids; null means absent. */
 static lmc_status parse_eos(json_object *v, const char *what, lmc_vlm_base_config *c) {
     c->has_eos = false;
@@ -168,7 +147,7 @@ static lmc_status promote_nested_eos(json_object *o, const char *what, lmc_vlm_b
             !json_object_object_get_ex(nested, "eos_token_id", &v))
             continue;
         int n = 0;
-        int t = lmc_vlm_truthy_eos(v, c->eos_ids, &n);
+        int t = lmc_eos_truthy(v, c->eos_ids, &n);
         if (t < 0)
             return lmc_err(LMC_ERR_LIMIT, "%s: %s.eos_token_id has more than %d ids", what,
                            keys[i], LMC_MAX_EOS);
@@ -188,12 +167,11 @@ lmc_status lmc_vlm_base_config_load(const char *dir, lmc_vlm_base_config *cfg,
     memset(cfg, 0, sizeof *cfg);
     if (!dir || !*dir) return lmc_err(LMC_ERR_INVALID_ARG, "VLM config: no directory given");
     char *path = lmc_path_join(dir, "config.json");
-    char *gpath = lmc_path_join(dir, "generation_config.json");
-    char *text = NULL, *gtext = NULL;
-    size_t len = 0, glen = 0;
+    char *text = NULL;
+    size_t len = 0;
     json_object *o = NULL;
     lmc_status st;
-    if (!path || !gpath) {
+    if (!path) {
         st = lmc_err(LMC_ERR_NOMEM, "%s: out of memory", dir);
         goto done;
     }
@@ -201,28 +179,16 @@ lmc_status lmc_vlm_base_config_load(const char *dir, lmc_vlm_base_config *cfg,
     if ((st = lmc_vlm_base_config_parse(text, len, path, cfg, &o))) goto done;
     if (!cfg->has_eos && (st = promote_nested_eos(o, path, cfg))) goto done;
 
-    /* Best effort, exactly as for language models: a missing, unreadable,
-     * non-regular or malformed generation_config.json changes nothing. */
-    if (lmc_read_file(gpath, gpath, LMC_MAX_CONFIG_BYTES, &gtext, &glen) == LMC_OK) {
-        json_object *g = NULL;
-        if (lmc_json_parse(gtext, glen, gpath, &g) == LMC_OK) {
-            int32_t ids[LMC_MAX_EOS];
-            int n = 0;
-            int t = json_object_is_type(g, json_type_object)
-                        ? lmc_vlm_truthy_eos(lmc_json_get(g, "eos_token_id"), ids, &n)
-                        : 0;
-            if (t > 0) {
-                memcpy(cfg->eos_ids, ids, (size_t)n * sizeof ids[0]);
-                cfg->n_eos = n;
-                cfg->has_eos = true;
-            } else if (t < 0) {
-                st = lmc_err(LMC_ERR_LIMIT, "%s: eos_token_id has more than %d ids", gpath,
-                             LMC_MAX_EOS);
-            }
-            json_object_put(g);
-        }
+    /* The same best-effort override as for language models. */
+    int32_t ids[LMC_MAX_EOS];
+    int n = 0;
+    bool override = false;
+    if ((st = lmc_generation_eos(dir, ids, &n, &override))) goto done;
+    if (override) {
+        memcpy(cfg->eos_ids, ids, (size_t)n * sizeof ids[0]);
+        cfg->n_eos = n;
+        cfg->has_eos = true;
     }
-    if (!st) lmc_err_clear();
 done:
     if (!st && json_out) {
         *json_out = o;
@@ -234,9 +200,7 @@ done:
     }
     json_object_put(o);
     free(text);
-    free(gtext);
     free(path);
-    free(gpath);
     return st;
 }
 

@@ -1,49 +1,9 @@
 /* Scratch files for the dataset tests. */
 #ifndef LMC_TEST_TRAIN_UTIL_H
 #define LMC_TEST_TRAIN_UTIL_H
-#include <dirent.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "scratch.h"
 
-static char tt_dir[256];
-
-/* Remove the scratch tree (one level of subdirectories). */
-static void tt_rmtree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (!lstat(p, &st) && S_ISDIR(st.st_mode))
-            tt_rmtree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static void tt_cleanup(void) {
-    if (tt_dir[0]) tt_rmtree(tt_dir);
-}
-
-static const char *tt_scratch(void) {
-    if (tt_dir[0]) return tt_dir;
-    const char *base = getenv("TMPDIR");
-    snprintf(tt_dir, sizeof tt_dir, "%s/lmc-train-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tt_dir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-    atexit(tt_cleanup);
-    return tt_dir;
-}
+static const char *tt_scratch(void) { return scratch_root("train"); }
 
 /* Path of `name` in the scratch directory (a few rotating static buffers). */
 static const char *tt_path(const char *name) {

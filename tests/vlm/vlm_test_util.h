@@ -2,6 +2,7 @@
 #ifndef LMC_TESTS_VLM_UTIL_H
 #define LMC_TESTS_VLM_UTIL_H
 #include "base/file.h"
+#include "scratch.h"
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,41 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char vt_root[256];
-
-static void vt_rm_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (!lstat(p, &st) && S_ISDIR(st.st_mode))
-            vt_rm_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static void vt_cleanup(void) {
-    if (vt_root[0]) vt_rm_tree(vt_root);
-}
-
-static const char *vt_root_dir(void) {
-    if (vt_root[0]) return vt_root;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(vt_root, sizeof vt_root, "%s/lmc-vlm-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(vt_root)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-    atexit(vt_cleanup);
-    return vt_root;
-}
+static const char *vt_root_dir(void) { return scratch_root("vlm-test"); }
 
 /* A fresh empty subdirectory (static storage: a ring of 8 names). */
 static const char *vt_dir(const char *name) {
@@ -51,7 +18,7 @@ static const char *vt_dir(const char *name) {
     static int slot;
     char *b = bufs[slot++ & 7];
     snprintf(b, 512, "%s/%s", vt_root_dir(), name);
-    vt_rm_tree(b);
+    scratch_rm_tree(b);
     if (mkdir(b, 0755)) {
         perror(b);
         exit(1);
