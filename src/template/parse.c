@@ -1018,6 +1018,38 @@ static bool parse_targets(parser *ps, tpl_node *n) {
     return true;
 }
 
+/* Parameter list of a macro or call block, after its "(" up to and
+ * including ")": names into n->targets, defaults (NULL when absent) into
+ * n->kwvals. */
+static bool parse_params(parser *ps, tpl_node *n) {
+    enum { MAX_PARAMS = 64 };
+    nvec dv = {0};
+    const char *names[MAX_PARAMS];
+    size_t k = 0;
+    while (!is_op(ps, ")")) {
+        if (k && !expect_op(ps, ",")) return false;
+        token *pn = cur(ps);
+        if (pn->t != T_NAME) return perr_at(ps, pn->line, pn->col, "expected parameter name");
+        if (k == MAX_PARAMS)
+            return perr_at(ps, pn->line, pn->col, "more than %d parameters", MAX_PARAMS);
+        names[k++] = tok_name(ps, pn);
+        ps->pos++;
+        tpl_node *def = NULL;
+        if (is_op(ps, "=")) {
+            ps->pos++;
+            if (!(def = parse_expr(ps))) return false;
+        }
+        if (!nv_push(ps, &dv, def)) return false;
+    }
+    ps->pos++;
+    n->targets = tpl_alloc(ps->arena, (k ? k : 1) * sizeof(char *));
+    if (!n->targets) return false;
+    memcpy(n->targets, names, k * sizeof(char *));
+    n->ntargets = k;
+    n->kwvals = dv.v;
+    return true;
+}
+
 static tpl_node *parse_stmt(parser *ps) {
     token *open = cur(ps); /* T_BLOCK_BEGIN */
     ps->pos++;
@@ -1123,31 +1155,7 @@ static tpl_node *parse_stmt(parser *ps) {
             /* {% call [(params)] expr(args) %} */
             if (is_op(ps, "(")) {
                 ps->pos++;
-                nvec dv = {0};
-                const char *names[32];
-                size_t k = 0;
-                while (!is_op(ps, ")")) {
-                    if (k && !expect_op(ps, ",")) return NULL;
-                    token *nm = cur(ps);
-                    if (nm->t != T_NAME || k == 32) {
-                        perr_at(ps, nm->line, nm->col, "expected parameter name");
-                        return NULL;
-                    }
-                    names[k++] = tok_name(ps, nm);
-                    ps->pos++;
-                    tpl_node *def = NULL;
-                    if (is_op(ps, "=")) {
-                        ps->pos++;
-                        if (!(def = parse_expr(ps))) return NULL;
-                    }
-                    if (!nv_push(ps, &dv, def)) return NULL;
-                }
-                ps->pos++;
-                n->targets = tpl_alloc(ps->arena, (k ? k : 1) * sizeof(char *));
-                if (!n->targets) return NULL;
-                memcpy(n->targets, names, k * sizeof(char *));
-                n->ntargets = k;
-                n->kwvals = dv.v;
+                if (!parse_params(ps, n)) return NULL;
             }
             tpl_node *call = parse_expr(ps);
             if (!call) return NULL;
@@ -1167,32 +1175,7 @@ static tpl_node *parse_stmt(parser *ps) {
             }
             n->name = tok_name(ps, nm);
             ps->pos++;
-            if (!expect_op(ps, "(")) return NULL;
-            nvec dv = {0};
-            const char *names[64];
-            size_t k = 0;
-            while (!is_op(ps, ")")) {
-                if (k && !expect_op(ps, ",")) return NULL;
-                token *pn = cur(ps);
-                if (pn->t != T_NAME || k == 64) {
-                    perr_at(ps, pn->line, pn->col, "expected parameter name");
-                    return NULL;
-                }
-                names[k++] = tok_name(ps, pn);
-                ps->pos++;
-                tpl_node *def = NULL;
-                if (is_op(ps, "=")) {
-                    ps->pos++;
-                    if (!(def = parse_expr(ps))) return NULL;
-                }
-                if (!nv_push(ps, &dv, def)) return NULL;
-            }
-            ps->pos++;
-            n->targets = tpl_alloc(ps->arena, (k ? k : 1) * sizeof(char *));
-            if (!n->targets) return NULL;
-            memcpy(n->targets, names, k * sizeof(char *));
-            n->ntargets = k;
-            n->kwvals = dv.v;
+            if (!expect_op(ps, "(") || !parse_params(ps, n)) return NULL;
             static const char *const ends[] = {"endmacro", NULL};
             if (!expect_block_end(ps) || !(n->b = parse_body(ps, ends, open))) return NULL;
             ps->pos++;
