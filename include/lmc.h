@@ -177,6 +177,19 @@ lmc_status lmc_context_encode(const lmc_context *ctx, const char *text, size_t l
                               bool add_special_tokens, int32_t **ids, size_t *n_ids);
 lmc_status lmc_context_decode(const lmc_context *ctx, const int32_t *ids, size_t n_ids,
                               bool skip_special_tokens, char **text);
+/* Thin forwards to lmc_tokenizer_apply_chat_template[_ids] (same arguments
+ * and semantics; add_generation_prompt and continue_final_message exclude
+ * each other). */
+lmc_status lmc_context_apply_chat_template(const lmc_context *ctx, const char *messages_json,
+                                           const char *tools_json, bool add_generation_prompt,
+                                           bool continue_final_message,
+                                           const char *extra_context_json, char **out);
+lmc_status lmc_context_apply_chat_template_ids(const lmc_context *ctx, const char *messages_json,
+                                               const char *tools_json,
+                                               bool add_generation_prompt,
+                                               bool continue_final_message,
+                                               const char *extra_context_json, int32_t **ids,
+                                               size_t *n_ids);
 /* ============ end model loading and context (src/lm, src/models) ========= */
 
 /* ================= generation and chat session (src/lm) ================== */

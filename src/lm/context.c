@@ -36,3 +36,27 @@ lmc_status lmc_context_decode(const lmc_context *ctx, const int32_t *ids, size_t
     if (!ctx || !ctx->tok) return lmc_err(LMC_ERR_INVALID_ARG, "lmc_context_decode: no context");
     return lmc_tokenizer_decode(ctx->tok, ids, n_ids, skip_special_tokens, text);
 }
+
+lmc_status lmc_context_apply_chat_template(const lmc_context *ctx, const char *messages_json,
+                                           const char *tools_json, bool add_generation_prompt,
+                                           bool continue_final_message,
+                                           const char *extra_context_json, char **out) {
+    if (!ctx || !ctx->tok)
+        return lmc_err(LMC_ERR_INVALID_ARG, "lmc_context_apply_chat_template: no context");
+    return lmc_tokenizer_apply_chat_template(ctx->tok, messages_json, tools_json,
+                                             add_generation_prompt, continue_final_message,
+                                             extra_context_json, out);
+}
+
+lmc_status lmc_context_apply_chat_template_ids(const lmc_context *ctx, const char *messages_json,
+                                               const char *tools_json,
+                                               bool add_generation_prompt,
+                                               bool continue_final_message,
+                                               const char *extra_context_json, int32_t **ids,
+                                               size_t *n_ids) {
+    if (!ctx || !ctx->tok)
+        return lmc_err(LMC_ERR_INVALID_ARG, "lmc_context_apply_chat_template_ids: no context");
+    return lmc_tokenizer_apply_chat_template_ids(ctx->tok, messages_json, tools_json,
+                                                 add_generation_prompt, continue_final_message,
+                                                 extra_context_json, ids, n_ids);
+}

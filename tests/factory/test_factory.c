@@ -313,6 +313,24 @@ static void test_full_loads(const lmc_model_registry *r) {
     CHECK_STREQ(text, "Hello world");
     lmc_free(ids);
     lmc_free(text);
+    /* Chat-template forwards: Qwen3's template (parity-tested against
+     * transformers in tests/template) and its ids. */
+    const char *msgs = "[{\"role\": \"user\", \"content\": \"Hi!\"}]";
+    CHECK_EQ_INT(lmc_context_apply_chat_template(ctx, msgs, NULL, true, false, NULL, &text), LMC_OK);
+    CHECK_STREQ(text, "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+    int32_t *want = NULL;
+    size_t n_want = 0;
+    CHECK_EQ_INT(lmc_context_encode(ctx, text, strlen(text), false, &want, &n_want), LMC_OK);
+    CHECK_EQ_INT(lmc_context_apply_chat_template_ids(ctx, msgs, NULL, true, false, NULL, &ids, &n),
+                 LMC_OK);
+    CHECK(n == n_want && n > 0 && ids && !memcmp(ids, want, n * sizeof *ids));
+    lmc_free(text);
+    text = NULL;
+    CHECK_ERR(lmc_context_apply_chat_template(ctx, msgs, NULL, true, true, NULL, &text),
+              LMC_ERR_INVALID_ARG, "");
+    lmc_free(want);
+    lmc_free(ids);
+    lmc_free(text);
     lmc_context_free(ctx);
     CHECK_EQ_INT(g_frees, 1);
 
