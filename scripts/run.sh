@@ -33,4 +33,4 @@ ids=$(tr -d ' \n' <"$golden" | sed -E 's/.*"prompt":\[([0-9,]*)\].*/\1/')
 "$lmc" generate -m tests/golden/models/qwen3-bf16 --tokenizer "$tok" --prompt-ids "$ids" \
   --max-tokens 32
 echo "transformers' greedy ids for this prompt:"
-tr -d ' \n' <"$golden" | sed -E 's/.*"greedy":\[([0-9,]*)\].*/\1/'
+tr -d ' \n' <"$golden" | sed -E 's/.*"greedy":\[([0-9,]*)\].*/\1/'; echo
