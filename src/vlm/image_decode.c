@@ -93,6 +93,31 @@ static const char *pnm_problem(const uint8_t *p, size_t n, bool check_data) {
     return NULL;
 }
 
+/* The packaged decoder fills its BMP palette only with the entries the
+ * file carries and then indexes it with any pixel value, reading
+ * uninitialized memory when the palette is short. Refuse palettized BMPs
+ * whose palette cannot cover every index. Returns NULL or the problem. */
+static const char *bmp_problem(const uint8_t *p, size_t n) {
+    if (n < 30 || p[0] != 'B' || p[1] != 'M') return NULL;
+#define LE32(o) ((uint32_t)p[o] | (uint32_t)p[(o) + 1] << 8 | (uint32_t)p[(o) + 2] << 16 | \
+                 (uint32_t)p[(o) + 3] << 24)
+    uint32_t off = LE32(10), hsz = LE32(14);
+#undef LE32
+    uint32_t bpp, entry;
+    if (hsz == 12) {
+        bpp = (uint32_t)p[24] | (uint32_t)p[25] << 8;
+        entry = 3;
+    } else {
+        bpp = (uint32_t)p[28] | (uint32_t)p[29] << 8;
+        entry = 4;
+    }
+    if (bpp > 8) return NULL;
+    uint64_t room = (uint64_t)off > 14u + (uint64_t)hsz ? (uint64_t)off - 14u - hsz : 0;
+    if (room / entry < ((uint64_t)1 << bpp))
+        return "palettized BMP whose palette does not cover every pixel value";
+    return NULL;
+}
+
 lmc_status lmc_image_decode_memory(const void *bytes, size_t len, const char *what,
                                    size_t max_pixels, bool want_rgb, lmc_image_u8 *out) {
     memset(out, 0, sizeof *out);
@@ -106,6 +131,8 @@ lmc_status lmc_image_decode_memory(const void *bytes, size_t len, const char *wh
                        "%s: corrupt JPEG (a Huffman table declares more than 256 codes)", what);
     const char *pnm = pnm_problem(bytes, len, false);
     if (pnm) return lmc_err(LMC_ERR_FORMAT, "%s: %s", what, pnm);
+    const char *bmp = bmp_problem(bytes, len);
+    if (bmp) return lmc_err(LMC_ERR_FORMAT, "%s: %s", what, bmp);
     /* Largest legitimate buffer: a 16-bit RGBA image's inflated rows (8
      * bytes a pixel plus a filter byte a row), or the concatenated
      * compressed chunks (at most the input, doubled). */
