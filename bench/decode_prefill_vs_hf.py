@@ -14,6 +14,7 @@ disk). For every model it prints and records (WORK_DIR/results.json):
            token + KV bytes at the mean context)
   prefill  seconds for a 2,048-token prompt, both, and lmc's FLOP rate as a
            fraction of the measured bf16 matmul peak
+LMC_BENCH_SKIP_HF=1 measures lmc alone.
 """
 import gc
 import json
@@ -198,7 +199,8 @@ def main():
         log("%s: checkpoint in %.0f s" % (name, time.time() - t0))
         r = {}
         try:
-            r.update(hf_bench(d, c["vocab_size"]))
+            if not os.environ.get("LMC_BENCH_SKIP_HF"):  # lmc alone, while tuning
+                r.update(hf_bench(d, c["vocab_size"]))
         except Exception as e:
             log("  transformers failed:", repr(e)[:300])
         dec = run_json([os.path.join(build, "bench", "decode"), d, str(PROMPT), str(NEW), "3"])

@@ -18,6 +18,9 @@ extern "C" {
 
 typedef struct CUstream_st *lmc_cu_stream;
 
+/* Programmatic dependent launch for the decode chain: on by default. */
+void lmc_cu_set_pdl(int on);
+
 /* out[i, :] = float(emb[ids[i], :]) for i < n (ids clamped into [0, vocab)). */
 int lmc_cu_embed(const uint16_t *emb, const int32_t *ids, int n, int hidden, int vocab,
                  float *out, lmc_cu_stream s);
@@ -42,7 +45,7 @@ int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d, const ui
                     const float *inv_freq, const int32_t *d_state, uint16_t *q_out,
                     uint16_t *k_cache, uint16_t *v_cache, int cap, int rnd, lmc_cu_stream s);
 
-/* out[r, i] = silu(gu[r, i]) * gu[r, inter + i] (gate and up side by side). */
+/* out[r, i] = silu(gu[r, 2i]) * gu[r, 2i + 1] (gate and up interleaved). */
 int lmc_cu_swiglu(const uint16_t *gu, int rows, int inter, uint16_t *out, int rnd,
                   lmc_cu_stream s);
 
@@ -65,13 +68,15 @@ int lmc_cu_f16_to_bf16(const uint16_t *x, size_t n, uint16_t *out, lmc_cu_stream
 enum {
     LMC_GEMV_IN_BF16 = 0,   /* x: bf16 [cols] */
     LMC_GEMV_IN_RMSNORM = 1,/* x: f32 residual [cols], normalized with norm_w */
-    LMC_GEMV_IN_SWIGLU = 2, /* x: bf16 [2*cols] gate|up, silu(gate)*up */
     LMC_GEMV_IN_NO_ROUND = 16, /* or-ed in: keep the prologue unrounded */
 };
 enum {
     LMC_GEMV_OUT_BF16 = 0,   /* y: bf16 [rows] */
     LMC_GEMV_OUT_F32 = 1,    /* y: f32 [rows] */
     LMC_GEMV_OUT_F32_ADD = 2,/* y: f32 [rows], y += W x (residual) */
+    LMC_GEMV_OUT_SWIGLU = 3, /* y: bf16 [rows / 2]; W's rows interleave gate and
+                                up: y[i] = silu(gate_i) * up_i, each rounded to
+                                bf16 first (as a bf16 gate/up output would be) */
 };
 /* Raise the shared-memory limits once per process (cols up to max_cols). */
 int lmc_cu_gemv_setup(int max_cols);
@@ -87,14 +92,21 @@ int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache, const uint16
                         const int32_t *d_state, int window, lmc_cu_stream s);
 int lmc_cu_attn_prefill_supported(int d);
 
-/* Split-K flash decoding for one new token. The grid covers every split a
- * cache of `cap` positions can need; splits past the live length exit at
- * once, so the launch is graph-safe. ws: workspace of
- * lmc_cu_attn_decode_ws_floats(hq, hkv, d, cap) floats. */
-size_t lmc_cu_attn_decode_ws_floats(int hq, int hkv, int d, int cap);
-int lmc_cu_attn_decode(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                       uint16_t *out, int hq, int hkv, int d, int cap, const int32_t *d_state,
-                       int window, float *ws, lmc_cu_stream s);
+/* The attention of one decode step (attn_decode.cu): qkv is the new token's
+ * row from the qkv GEMV (bias included); q and k get the optional per-head
+ * RMSNorm and RoPE at position d_state[0], k and v are written into the
+ * layer's caches there, and out [Hq, D] receives the attention over every
+ * live key (window > 0 keeps the last `window`). Grid-stable for graphs.
+ * ws: lmc_cu_attn_decode_ws_bytes(), zeroed once when allocated (its
+ * arrival counters return to zero after every launch). nsplit: from
+ * lmc_cu_attn_decode_splits(); ws must be sized for the same value. */
+int lmc_cu_attn_decode_splits(int hkv, int num_sms);
+size_t lmc_cu_attn_decode_ws_bytes(int hq, int hkv, int d, int nsplit);
+int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *q_norm,
+                       const uint16_t *k_norm, float norm_eps, const float *inv_freq,
+                       const int32_t *d_state, uint16_t *k_cache, uint16_t *v_cache, int cap,
+                       int window, int nsplit, void *ws, uint16_t *out, int rnd,
+                       lmc_cu_stream s);
 int lmc_cu_attn_decode_supported(int hq, int hkv, int d);
 
 #ifdef __cplusplus

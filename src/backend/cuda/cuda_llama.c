@@ -1,8 +1,10 @@
 /* The llama family (llama, mistral, qwen2, qwen3) on one CUDA device.
  *
  * Weights are uploaded once as bf16 (bf16 checkpoints as they are; f32 and
- * f16 ones converted on the device while uploading). q/k/v and gate/up are
- * stored concatenated so each is one GEMM or GEMV. The residual stream is
+ * f16 ones converted on the device while uploading). q/k/v are stored
+ * concatenated and gate/up with their rows interleaved (gate_i, up_i), so
+ * each is one GEMM or GEMV and SwiGLU can be fused into the gate/up
+ * GEMV's output. The residual stream is
  * f32; inputs of matrix products are bf16, rounded where a bf16 model in
  * transformers rounds them.
  *
@@ -36,7 +38,7 @@ typedef struct {
     uint16_t *qkv, *qkv_b; /* [(hq + 2 hkv) D, H], bias or NULL */
     uint16_t *o, *o_b;
     uint16_t *q_norm, *k_norm;
-    uint16_t *gate_up, *gate_up_b; /* [2 I, H] */
+    uint16_t *gate_up, *gate_up_b; /* [2 I, H], rows gate_0, up_0, gate_1, ... */
     uint16_t *down, *down_b;
 } cu_layer;
 
@@ -46,6 +48,7 @@ typedef struct {
     float eps;
     int rnd; /* round intermediates to bf16 (bf16 checkpoints) */
     int num_sms;
+    int dec_splits; /* decode attention splits per KV head */
     cudaStream_t stream;
     lmc_cu_gemm_ctx gemm;
     bool gemm_ok;
@@ -54,7 +57,7 @@ typedef struct {
     float *inv_freq;
     /* decode scratch (fixed addresses: captured in graphs) */
     float *d_x, *d_logits;
-    uint16_t *d_qkv, *d_q, *d_attn, *d_gu;
+    uint16_t *d_qkv, *d_attn, *d_act;
     int32_t *d_next;
     void *d_argmax_ws;
     /* prefill scratch (grown on demand) */
@@ -76,7 +79,7 @@ typedef struct {
     size_t cap;
     uint16_t *k, *v;
     int32_t *d_state;
-    float *ws;
+    void *ws; /* decode attention partials + arrival counters */
     cudaGraphExec_t graph;
     bool have_graph, graph_failed;
 } cu_cache;
@@ -180,6 +183,35 @@ static lmc_status alloc_stack(cu_model *m, const lmc_cpu_mat *const *parts, int 
     return LMC_OK;
 }
 
+/* Two matrices (or vectors) of one shape, their rows interleaved into one
+ * allocation: a0, b0, a1, b1, ... (both or neither may be present). */
+static lmc_status alloc_interleave(cu_model *m, const lmc_cpu_mat *const parts[2],
+                                   void *staging, uint16_t **out, const char *what) {
+    *out = NULL;
+    const lmc_cpu_mat *a = parts[0], *b = parts[1];
+    if (!a->data || !b->data) return LMC_OK;
+    if (a->rows != b->rows || a->cols != b->cols)
+        return lmc_err(LMC_ERR_FORMAT, "device cuda: %s: the two halves differ in shape", what);
+    size_t n = (size_t)a->rows * (size_t)a->cols;
+    size_t unit = a->rows == 1 ? 1 : (size_t)a->cols; /* elements per interleaved row */
+    lmc_status st = dev_alloc(m, 2 * n * 2, (void **)out, what);
+    if (st) return st;
+    m->weight_bytes += 2 * n * 2;
+    uint16_t *tmp = NULL;
+    CU(cudaMalloc((void **)&tmp, n * 2));
+    for (int i = 0; i < 2 && !st; i++) {
+        st = upload(m, tmp, parts[i], staging);
+        cudaError_t e = st ? cudaSuccess
+                           : cudaMemcpy2D(*out + i * unit, 2 * unit * 2, tmp, unit * 2, unit * 2,
+                                          n / unit, cudaMemcpyDeviceToDevice);
+        if (!st && e != cudaSuccess)
+            st = lmc_err(LMC_ERR_DEVICE, "device cuda: interleaving %s: %s", what,
+                         cudaGetErrorString(e));
+    }
+    cudaFree(tmp);
+    return st;
+}
+
 static void cu_model_free(lmc_model *mm) {
     cu_model *m = (cu_model *)mm;
     if (!m) return;
@@ -233,20 +265,15 @@ static lmc_status cache_reserve(cu_cache *c, size_t need) {
     size_t rows = (size_t)m->L * m->hkv, D = (size_t)m->D;
     size_t bytes = rows * cap * D * 2;
     uint16_t *k = NULL, *v = NULL;
-    float *ws = NULL;
     lmc_status st;
     if ((st = dev_alloc(m, bytes, (void **)&k, "kv cache keys")) ||
-        (st = dev_alloc(m, bytes, (void **)&v, "kv cache values")) ||
-        (st = dev_alloc(m, lmc_cu_attn_decode_ws_floats(m->hq, m->hkv, m->D, (int)cap) * 4,
-                        (void **)&ws, "attention workspace"))) {
+        (st = dev_alloc(m, bytes, (void **)&v, "kv cache values"))) {
         dev_release(m, k);
         dev_release(m, v);
         return st;
     }
     CU(cudaMemsetAsync(k, 0, bytes, m->stream));
     CU(cudaMemsetAsync(v, 0, bytes, m->stream));
-    CU(cudaMemsetAsync(ws, 0, lmc_cu_attn_decode_ws_floats(m->hq, m->hkv, m->D, (int)cap) * 4,
-                       m->stream));
     if (c->len && c->k) {
         size_t w = c->len * D * 2;
         CU(cudaMemcpy2DAsync(k, cap * D * 2, c->k, c->cap * D * 2, w, rows,
@@ -257,10 +284,8 @@ static lmc_status cache_reserve(cu_cache *c, size_t need) {
     CU(cudaStreamSynchronize(m->stream));
     dev_release(m, c->k);
     dev_release(m, c->v);
-    dev_release(m, c->ws);
     c->k = k;
     c->v = v;
-    c->ws = ws;
     c->cap = cap;
     if (c->have_graph) cudaGraphExecDestroy(c->graph);
     c->have_graph = false;
@@ -348,7 +373,11 @@ static lmc_status cu_cache_new(lmc_model *mm, lmc_kv_cache **out) {
     if (!c) return lmc_err(LMC_ERR_NOMEM, "cuda kv cache: no memory");
     c->base.vt = &cu_kv_vt;
     c->m = m;
+    size_t wsb = lmc_cu_attn_decode_ws_bytes(m->hq, m->hkv, m->D, m->dec_splits);
     lmc_status st = dev_alloc(m, 2 * sizeof(int32_t), (void **)&c->d_state, "cache state");
+    if (!st) st = dev_alloc(m, wsb, &c->ws, "attention workspace");
+    if (!st && cudaMemsetAsync(c->ws, 0, wsb, m->stream) != cudaSuccess)
+        st = lmc_err(LMC_ERR_DEVICE, "cuda kv cache: clearing the attention workspace failed");
     if (!st) {
         size_t first = (size_t)m->base.cfg.max_position_embeddings;
         if (first == 0 || first > KV_INITIAL) first = KV_INITIAL;
@@ -434,16 +463,14 @@ static lmc_status decode_body(cu_model *m, cu_cache *c) {
         if ((st = gemv(m, w->qkv, m->qkv_dim, H, LMC_GEMV_IN_RMSNORM, m->d_x, w->in_norm,
                        w->qkv_b, LMC_GEMV_OUT_BF16, m->d_qkv)))
             return st;
-        KL(lmc_cu_qkv_post(m->d_qkv, 1, m->hq, m->hkv, m->D, NULL, w->q_norm, w->k_norm, m->eps,
-                           m->inv_freq, c->d_state, m->d_q, c->k + koff, c->v + koff,
-                           (int)c->cap, m->rnd, s));
-        KL(lmc_cu_attn_decode(m->d_q, c->k + koff, c->v + koff, m->d_attn, m->hq, m->hkv, m->D,
-                              (int)c->cap, c->d_state, m->window, c->ws, s));
+        KL(lmc_cu_attn_decode(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
+                              m->inv_freq, c->d_state, c->k + koff, c->v + koff, (int)c->cap,
+                              m->window, m->dec_splits, c->ws, m->d_attn, m->rnd, s));
         if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
                        LMC_GEMV_OUT_F32_ADD, m->d_x)) ||
             (st = gemv(m, w->gate_up, 2 * m->I, H, LMC_GEMV_IN_RMSNORM, m->d_x, w->post_norm,
-                       w->gate_up_b, LMC_GEMV_OUT_BF16, m->d_gu)) ||
-            (st = gemv(m, w->down, H, m->I, LMC_GEMV_IN_SWIGLU, m->d_gu, NULL, w->down_b,
+                       w->gate_up_b, LMC_GEMV_OUT_SWIGLU, m->d_act)) ||
+            (st = gemv(m, w->down, H, m->I, LMC_GEMV_IN_BF16, m->d_act, NULL, w->down_b,
                        LMC_GEMV_OUT_F32_ADD, m->d_x)))
             return st;
     }
@@ -452,6 +479,24 @@ static lmc_status decode_body(cu_model *m, cu_cache *c) {
         return st;
     KL(lmc_cu_argmax(m->d_logits, m->V, m->d_argmax_ws, m->d_next, s));
     return LMC_OK;
+}
+
+/* Diagnostics (LMC_CUDA_GRAPH_INFO set): how many of the captured graph's
+ * edges are programmatic, i.e. let a kernel start before its predecessor
+ * has finished. */
+static void report_graph(cudaGraph_t g) {
+    size_t nodes = 0, edges = 0, prog = 0;
+    cudaGraphGetNodes(g, NULL, &nodes);
+    cudaGraphGetEdges(g, NULL, NULL, NULL, &edges);
+    cudaGraphNode_t *from = calloc(edges + 1, sizeof *from), *to = calloc(edges + 1, sizeof *to);
+    cudaGraphEdgeData *data = calloc(edges + 1, sizeof *data);
+    if (from && to && data && cudaGraphGetEdges(g, from, to, data, &edges) == cudaSuccess)
+        for (size_t i = 0; i < edges; i++) prog += data[i].type == cudaGraphDependencyTypeProgrammatic;
+    fprintf(stderr, "lmc cuda graph: %zu nodes, %zu edges, %zu programmatic\n", nodes, edges,
+            prog);
+    free(from);
+    free(to);
+    free(data);
 }
 
 static lmc_status run_decode(cu_model *m, cu_cache *c) {
@@ -464,6 +509,7 @@ static lmc_status run_decode(cu_model *m, cu_cache *c) {
             if (g) cudaGraphDestroy(g);
             return st;
         }
+        if (e == cudaSuccess && getenv("LMC_CUDA_GRAPH_INFO")) report_graph(g);
         if (e == cudaSuccess && cudaGraphInstantiate(&c->graph, g, 0) == cudaSuccess)
             c->have_graph = true;
         else
@@ -713,8 +759,8 @@ static lmc_status upload_weights(cu_model *m, const lmc_llama_weights *w, void *
             (st = alloc_upload(m, &s->o_b, staging, &d->o_b, "o_proj bias")) ||
             (st = alloc_upload(m, &s->q_norm, staging, &d->q_norm, "q_norm")) ||
             (st = alloc_upload(m, &s->k_norm, staging, &d->k_norm, "k_norm")) ||
-            (st = alloc_stack(m, gu, 2, staging, &d->gate_up, "gate/up_proj")) ||
-            (st = alloc_stack(m, gub, 2, staging, &d->gate_up_b, "gate/up_proj bias")) ||
+            (st = alloc_interleave(m, gu, staging, &d->gate_up, "gate/up_proj")) ||
+            (st = alloc_interleave(m, gub, staging, &d->gate_up_b, "gate/up_proj bias")) ||
             (st = alloc_upload(m, &s->down, staging, &d->down, "down_proj")) ||
             (st = alloc_upload(m, &s->down_b, staging, &d->down_b, "down_proj bias")))
             return lmc_err_prefix(st, "layer %d", l);
@@ -784,6 +830,9 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
         st = lmc_err(LMC_ERR_DEVICE, "device cuda: setup: %s", cudaGetErrorString(e));
         goto fail;
     }
+    m->dec_splits = lmc_cu_attn_decode_splits(m->hkv, m->num_sms);
+    const char *pdl = getenv("LMC_CUDA_PDL");
+    lmc_cu_set_pdl(!(pdl && !strcmp(pdl, "0")));
     int maxc = m->H > m->I ? m->H : m->I;
     if (m->hq * m->D > maxc) maxc = m->hq * m->D;
     if ((e = (cudaError_t)lmc_cu_gemv_setup(maxc)) != cudaSuccess) {
@@ -826,9 +875,8 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
     if ((st = dev_alloc(m, (size_t)m->H * 4, (void **)&m->d_x, "decode residual")) ||
         (st = dev_alloc(m, (size_t)m->V * 4, (void **)&m->d_logits, "logits")) ||
         (st = dev_alloc(m, (size_t)m->qkv_dim * 2, (void **)&m->d_qkv, "decode qkv")) ||
-        (st = dev_alloc(m, QD * 2, (void **)&m->d_q, "decode q")) ||
         (st = dev_alloc(m, QD * 2, (void **)&m->d_attn, "decode attention")) ||
-        (st = dev_alloc(m, (size_t)m->I * 4, (void **)&m->d_gu, "decode gate/up")) ||
+        (st = dev_alloc(m, (size_t)m->I * 2, (void **)&m->d_act, "decode activation")) ||
         (st = dev_alloc(m, 16, (void **)&m->d_next, "argmax")) ||
         (st = dev_alloc(m, lmc_cu_argmax_ws_bytes(), &m->d_argmax_ws, "argmax workspace")) ||
         (st = dev_alloc(m, (size_t)LOGIT_ROWS * m->V * 4, (void **)&m->p_logits,

@@ -15,6 +15,10 @@ static __device__ __forceinline__ void pdl_trigger(void) {
     asm volatile("griddepcontrol.launch_dependents;");
 }
 
+/* 0 turns programmatic launches off (environment LMC_CUDA_PDL=0; for
+ * comparisons); set once by the model constructor. */
+extern "C" int lmc_cu_pdl_enabled;
+
 template <typename... Exp, typename... Act>
 static cudaError_t lmc_pdl_launch(void (*kernel)(Exp...), dim3 grid, dim3 block, size_t smem,
                                   cudaStream_t s, Act &&...args) {
@@ -27,7 +31,7 @@ static cudaError_t lmc_pdl_launch(void (*kernel)(Exp...), dim3 grid, dim3 block,
     cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cfg.attrs = &attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = lmc_cu_pdl_enabled ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, kernel, static_cast<Act &&>(args)...);
 }
 

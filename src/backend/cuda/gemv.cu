@@ -3,7 +3,8 @@
  * U chunks per row in flight (R*U*16 bytes per lane outstanding), bypassing
  * L1.
  * The input vector is prepared once per block in shared memory (bf16),
- * which is where RMSNorm or SwiGLU of the previous stage is fused in. */
+ * which is where the RMSNorm before a projection is fused in; SwiGLU is
+ * fused into the gate/up product's output (interleaved gate/up rows). */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -106,22 +107,6 @@ __global__ void __launch_bounds__(GEMV_THREADS)
             }
             xs4[i] = o;
         }
-    } else {
-        const uint4 *g4 = (const uint4 *)x, *u4 = (const uint4 *)x + nch;
-#pragma unroll 4
-        for (int i = tid; i < nch; i += GEMV_THREADS) {
-            uint4 gv = g4[i], uv = u4[i];
-            const uint16_t *g16 = (const uint16_t *)&gv, *u16 = (const uint16_t *)&uv;
-            uint4 o;
-            uint16_t *o16 = (uint16_t *)&o;
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                float g = bf2f(g16[e]);
-                float a = g / (1.f + __expf(-g));
-                o16[e] = f2bf((rnd ? rbf(a) : a) * bf2f(u16[e]));
-            }
-            xs4[i] = o;
-        }
     }
     __syncthreads();
 
@@ -157,11 +142,27 @@ __global__ void __launch_bounds__(GEMV_THREADS)
         }
         prefetched = false;
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            float v = acc[r];
-            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-            int row = r0 + r;
-            if (lane == 0 && row < rows) {
+        for (int r = 0; r < R; r++)
+            for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+        if (lane == 0 && out_mode == LMC_GEMV_OUT_SWIGLU) {
+            /* rows r0 (gate) and r0 + 1 (up) of an interleaved gate/up */
+            if (R == 2 && r0 + 1 < rows) {
+                float g = acc[0], u = acc[R - 1];
+                if (bias) {
+                    g += bf2f(bias[r0]);
+                    u += bf2f(bias[r0 + 1]);
+                }
+                g = rbf(g);
+                u = rbf(u);
+                float act = g / (1.f + expf(-g));
+                ((uint16_t *)y)[r0 / 2] = f2bf((rnd ? rbf(act) : act) * u);
+            }
+        } else if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const int row = r0 + r;
+                if (row >= rows) continue;
+                float v = acc[r];
                 if (bias) v += bf2f(bias[row]);
                 if (out_mode == LMC_GEMV_OUT_BF16)
                     ((uint16_t *)y)[row] = f2bf(v);
@@ -193,7 +194,7 @@ extern "C" int lmc_cu_gemv(const uint16_t *w, int rows, int cols, int in_mode, c
     /* Blocks beyond a few per SM loop over rows instead of redoing the
      * input prologue. */
     const int max_blocks = 4 * num_sms;
-    if (rows >= 2 * wpb * 2 * num_sms) {
+    if (rows >= 2 * wpb * 2 * num_sms || out_mode == LMC_GEMV_OUT_SWIGLU) {
         int blocks = (rows + 2 * wpb - 1) / (2 * wpb);
         if (blocks > max_blocks) blocks = max_blocks;
         return (int)lmc_pdl_launch(k_gemv<2, 4>, dim3(blocks), dim3(GEMV_THREADS), smem,

@@ -36,6 +36,9 @@ static __device__ __forceinline__ float block_sum(float v, float *red) {
 
 static int launch_status(void) { return (int)cudaGetLastError(); }
 
+extern "C" int lmc_cu_pdl_enabled = 1;
+extern "C" void lmc_cu_set_pdl(int on) { lmc_cu_pdl_enabled = on; }
+
 /* ---------------------------------------------------------------- embed */
 __global__ void k_embed(const uint16_t *emb, const int32_t *ids, int hidden, int vocab,
                         float *out) {
@@ -76,54 +79,85 @@ extern "C" int lmc_cu_rmsnorm(const float *x, const uint16_t *w, int rows, int c
 }
 
 /* ------------------------------------------------------------- qkv post */
-/* One block per (token, head) with heads ordered q..., k..., v...; the
- * block holds the head's D values in shared memory. */
-__global__ void k_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *bias,
-                           const uint16_t *q_norm, const uint16_t *k_norm, float eps,
-                           const float *inv_freq, const int32_t *d_state, uint16_t *q_out,
-                           uint16_t *k_cache, uint16_t *v_cache, int cap, int rnd) {
-    extern __shared__ float hv[];
-    __shared__ float red[32];
-    const int t = blockIdx.x, head = blockIdx.y;
+/* One block per token: the RoPE angles of its position are computed once
+ * into shared memory, then each warp takes whole heads (q..., k..., v...),
+ * one head's values held in registers across the lanes. */
+#define QKV_THREADS 256
+#define QKV_MAXD 256
+
+__global__ void __launch_bounds__(QKV_THREADS)
+    k_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *bias,
+               const uint16_t *q_norm, const uint16_t *k_norm, float eps, const float *inv_freq,
+               const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache,
+               int cap, int rnd) {
+    __shared__ float cs_tab[QKV_MAXD / 2], sn_tab[QKV_MAXD / 2];
+    const int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int half = d / 2, per = d / 32; /* values per lane (d >= 32) or 1 */
     pdl_trigger();
     pdl_wait();
-    const int width = (hq + 2 * hkv) * d;
-    const uint16_t *src = qkv + (size_t)t * width + (size_t)head * d;
-    const uint16_t *b = bias ? bias + (size_t)head * d : NULL;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float v = bf2f(src[i]);
-        if (b) v = rbfc(v + bf2f(b[i]), rnd);
-        hv[i] = v;
-    }
     const int pos = d_state[0] + t;
-    if (head >= hq + hkv) { /* value head: straight into the cache */
-        int kv = head - hq - hkv;
-        uint16_t *dst = v_cache + ((size_t)kv * cap + pos) * d;
-        __syncthreads();
-        for (int i = threadIdx.x; i < d; i += blockDim.x) dst[i] = f2bf(hv[i]);
-        return;
-    }
-    const uint16_t *nw = head < hq ? q_norm : k_norm;
+    for (int i = threadIdx.x; i < half; i += QKV_THREADS)
+        sincosf((float)pos * inv_freq[i], &sn_tab[i], &cs_tab[i]);
     __syncthreads();
-    if (nw) {
-        float ss = 0.f;
-        for (int i = threadIdx.x; i < d; i += blockDim.x) ss += hv[i] * hv[i];
-        ss = block_sum(ss, red);
-        float r = rsqrtf(ss / (float)d + eps);
-        __syncthreads();
-        for (int i = threadIdx.x; i < d; i += blockDim.x)
-            hv[i] = rbfc(rbfc(hv[i] * r, rnd) * bf2f(nw[i]), rnd);
-        __syncthreads();
-    }
-    uint16_t *dst = head < hq ? q_out + ((size_t)t * hq + head) * d
-                              : k_cache + ((size_t)(head - hq) * cap + pos) * d;
-    const int half = d / 2;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float sn, cs;
-        sincosf((float)pos * inv_freq[i], &sn, &cs);
-        float x1 = hv[i], x2 = hv[i + half];
-        dst[i] = f2bf(x1 * cs - x2 * sn);
-        dst[i + half] = f2bf(x2 * cs + x1 * sn);
+    const int heads = hq + 2 * hkv;
+    const uint16_t *row = qkv + (size_t)t * heads * d;
+    for (int head = warp; head < heads; head += QKV_THREADS / 32) {
+        /* lane owns elements lane + 32 j (j < per), or lane itself if d < 32 */
+        float v[QKV_MAXD / 32];
+        const int cnt = per ? per : (lane < d ? 1 : 0);
+#pragma unroll
+        for (int j = 0; j < QKV_MAXD / 32; j++) {
+            if (j >= cnt) break;
+            const int i = lane + 32 * j;
+            float x = bf2f(row[(size_t)head * d + i]);
+            if (bias) x = rbfc(x + bf2f(bias[(size_t)head * d + i]), rnd);
+            v[j] = x;
+        }
+        if (head >= hq + hkv) { /* value head: straight into the cache */
+            uint16_t *dst = v_cache + ((size_t)(head - hq - hkv) * cap + pos) * d;
+#pragma unroll
+            for (int j = 0; j < QKV_MAXD / 32; j++) {
+                if (j >= cnt) break;
+                dst[lane + 32 * j] = f2bf(v[j]);
+            }
+            continue;
+        }
+        const uint16_t *nw = head < hq ? q_norm : k_norm;
+        if (nw) {
+            float ss = 0.f;
+#pragma unroll
+            for (int j = 0; j < QKV_MAXD / 32; j++)
+                if (j < cnt) ss += v[j] * v[j];
+            for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            const float r = rsqrtf(ss / (float)d + eps);
+#pragma unroll
+            for (int j = 0; j < QKV_MAXD / 32; j++)
+                if (j < cnt) v[j] = rbfc(rbfc(v[j] * r, rnd) * bf2f(nw[lane + 32 * j]), rnd);
+        }
+        uint16_t *dst = head < hq ? q_out + ((size_t)t * hq + head) * d
+                                  : k_cache + ((size_t)(head - hq) * cap + pos) * d;
+        /* rotate-half: element i pairs with i +- half, which lives in the
+         * same lane (half is a multiple of 32) or, for d < 64, in lane
+         * i +- half of the same register */
+        if (per >= 2) {
+            const int hp = per / 2; /* registers per half */
+#pragma unroll
+            for (int j = 0; j < QKV_MAXD / 64; j++) {
+                if (j >= hp) break;
+                const int i = lane + 32 * j;
+                const float x1 = v[j], x2 = v[j + hp];
+                dst[i] = f2bf(x1 * cs_tab[i] - x2 * sn_tab[i]);
+                dst[i + half] = f2bf(x2 * cs_tab[i] + x1 * sn_tab[i]);
+            }
+        } else {
+            const float other = __shfl_xor_sync(0xffffffffu, v[0], half);
+            if (lane < d) {
+                const int i = lane < half ? lane : lane - half;
+                const float x1 = lane < half ? v[0] : other, x2 = lane < half ? other : v[0];
+                dst[lane] = f2bf(lane < half ? x1 * cs_tab[i] - x2 * sn_tab[i]
+                                             : x2 * cs_tab[i] + x1 * sn_tab[i]);
+            }
+        }
     }
 }
 
@@ -132,30 +166,39 @@ extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int 
                                const uint16_t *k_norm, float norm_eps, const float *inv_freq,
                                const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
                                uint16_t *v_cache, int cap, int rnd, lmc_cu_stream s) {
-    dim3 grid(n, hq + 2 * hkv);
-    return (int)lmc_pdl_launch(k_qkv_post, grid, dim3(64), d * sizeof(float), (cudaStream_t)s,
-                               qkv, hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, d_state,
+    if (d > QKV_MAXD || d % 2 || (d > 32 && d % 64)) return (int)cudaErrorInvalidValue;
+    return (int)lmc_pdl_launch(k_qkv_post, dim3(n), dim3(QKV_THREADS), 0, (cudaStream_t)s, qkv,
+                               hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, d_state,
                                q_out, k_cache, v_cache, cap, rnd);
 }
 
 /* --------------------------------------------------------------- swiglu */
-__global__ void k_swiglu(const uint16_t *gu, int rows, int inter, uint16_t *out, int rnd) {
-    size_t total = (size_t)rows * inter;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+/* Gate and up are interleaved, so output i reads inputs 2i and 2i + 1:
+ * 8 outputs per thread from two 16-byte loads. */
+__global__ void k_swiglu(const uint16_t *gu, size_t n8, uint16_t *out, int rnd) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8;
          i += (size_t)gridDim.x * blockDim.x) {
-        size_t r = i / inter, c = i % inter;
-        float g = bf2f(gu[r * 2 * inter + c]), u = bf2f(gu[r * 2 * inter + inter + c]);
-        float a = rbfc(g / (1.f + expf(-g)), rnd);
-        out[i] = f2bf(a * u);
+        const uint4 a = ((const uint4 *)gu)[2 * i], b = ((const uint4 *)gu)[2 * i + 1];
+        const uint16_t *p = (const uint16_t *)&a, *q = (const uint16_t *)&b;
+        uint4 o;
+        uint16_t *o16 = (uint16_t *)&o;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const uint16_t *src = e < 4 ? p + 2 * e : q + 2 * (e - 4);
+            const float g = bf2f(src[0]), u = bf2f(src[1]);
+            o16[e] = f2bf(rbfc(g / (1.f + expf(-g)), rnd) * u);
+        }
+        ((uint4 *)out)[i] = o;
     }
 }
 
 extern "C" int lmc_cu_swiglu(const uint16_t *gu, int rows, int inter, uint16_t *out, int rnd,
                              lmc_cu_stream s) {
-    size_t total = (size_t)rows * inter;
-    size_t blocks = (total + 255) / 256;
+    if (inter % 8) return (int)cudaErrorInvalidValue;
+    size_t n8 = (size_t)rows * inter / 8;
+    size_t blocks = (n8 + 255) / 256;
     if (blocks > 65535) blocks = 65535;
-    k_swiglu<<<(unsigned)blocks, 256, 0, (cudaStream_t)s>>>(gu, rows, inter, out, rnd);
+    k_swiglu<<<(unsigned)blocks, 256, 0, (cudaStream_t)s>>>(gu, n8, out, rnd);
     return launch_status();
 }
 
