@@ -440,6 +440,93 @@ lmc_status lmc_dataset_record(const lmc_dataset *d, size_t i, char **json, const
                               size_t *line);
 /* ================ end fine-tuning datasets (src/train) =================== */
 
+/* ===================== LoRA fine-tuning (src/train) ====================== */
+/* LoRA training of the llama family (llama, mistral, qwen2, qwen3) on the
+ * CPU in fp32, as PEFT defines it: an adapted linear computes
+ * y = W x + b + (alpha / rank) * B (A x), A [rank, in] initialised
+ * kaiming-uniform(a = sqrt(5)) from `seed`, B [out, rank] zero. Base
+ * weights stay frozen and are read in their stored dtype (F32/F16/BF16).
+ * Loss: mean cross-entropy over the target tokens of a batch; token j of a
+ * record counts when max(prompt_len, 1) <= j < n (prompt_len is the
+ * dataset's mask_prompt offset, 0 without masking). Optimizer: AdamW with
+ * torch.optim.AdamW semantics. Dropout is not supported (must be 0).
+ * Adapters are saved in PEFT's format (adapter_model.safetensors with fp32
+ * base_model.model.model.layers.N.<module>.lora_A|B.weight, and
+ * adapter_config.json), loadable by transformers + peft. */
+typedef struct lmc_lora_trainer lmc_lora_trainer;
+
+typedef struct {
+    int32_t step, iters;   /* optimizer steps done / planned */
+    float loss;            /* mean loss of this step's batch(es) */
+    double tokens_per_sec; /* tokens (inputs) processed per second in the step */
+    size_t trained_tokens; /* target tokens so far */
+    size_t truncated;      /* records cut to max_seq_length so far */
+} lmc_lora_progress;
+/* Called after every step; return false to stop (lmc_lora_train then
+ * fails with LMC_ERR_CANCELLED; the trainer keeps the last step's values). */
+typedef bool (*lmc_lora_progress_fn)(void *user, const lmc_lora_progress *p);
+
+typedef struct {
+    int32_t rank;                 /* 8 */
+    float alpha;                  /* 16 (scaling = alpha / rank) */
+    float dropout;                /* 0; anything else is LMC_ERR_UNSUPPORTED */
+    const char *target_modules;   /* comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,
+                                     up_proj,down_proj; NULL: "q_proj,v_proj" */
+    int32_t num_layers;           /* adapt the last N layers, -1: all (16, as mlx-lm) */
+    uint64_t seed;                /* adapter init and batch shuffling (0) */
+    int32_t iters;                /* optimizer steps of lmc_lora_train (1000) */
+    int32_t batch_size;           /* records per micro-batch (4) */
+    int32_t grad_accumulation_steps; /* micro-batches per step, gradients averaged (1) */
+    size_t max_seq_length;        /* longer records are truncated and counted (2048) */
+    float learning_rate;          /* 1e-5 */
+    float beta1, beta2, eps, weight_decay; /* 0.9, 0.999, 1e-8, 0.01 */
+    lmc_lora_progress_fn progress; /* optional */
+    void *progress_user;
+} lmc_lora_options;
+
+typedef struct {
+    int32_t steps;
+    float final_loss;        /* loss of the last step */
+    size_t trained_tokens;   /* target tokens */
+    size_t truncated;        /* records cut to max_seq_length (each time drawn) */
+    size_t skipped_records;  /* records without any target token, never drawn */
+    double seconds;
+} lmc_lora_train_stats;
+
+void lmc_lora_options_init(lmc_lora_options *o);
+/* Map model_dir's config.json and weights (no tokenizer needed) and create
+ * fresh adapters. opts NULL: defaults; opts is copied. Errors: unknown
+ * target module, bad rank/alpha/num_layers, nonzero dropout, unsupported
+ * model_type, missing or mis-shaped weights. */
+lmc_status lmc_lora_trainer_new(const char *model_dir, const lmc_lora_options *opts,
+                                lmc_lora_trainer **out);
+void lmc_lora_trainer_free(lmc_lora_trainer *t);
+/* Run opts.iters steps over `train` (borrowed; records drawn in a seeded
+ * shuffled order, reshuffled every epoch). An empty dataset, one smaller
+ * than batch_size, or one where no record has a target token fails with
+ * LMC_ERR_INVALID_ARG. stats may be NULL. */
+lmc_status lmc_lora_train(lmc_lora_trainer *t, lmc_dataset *train, lmc_lora_train_stats *stats);
+/* One optimizer step on an explicit batch of n token sequences (each
+ * truncated to max_seq_length) with their prompt offsets (NULL: all 0);
+ * *loss (may be NULL) gets the batch loss before the update. */
+lmc_status lmc_lora_trainer_step(lmc_lora_trainer *t, const int32_t *const *seqs,
+                                 const size_t *lens, const size_t *offsets, size_t n,
+                                 float *loss);
+/* Write <dir>/adapter_model.safetensors and <dir>/adapter_config.json
+ * (atomically; dir created when absent). */
+lmc_status lmc_lora_trainer_save(const lmc_lora_trainer *t, const char *adapter_dir);
+/* Resume: read adapters saved for the same configuration. rank, alpha,
+ * target modules, layers and every tensor's shape are checked first;
+ * on any error nothing changes and the message names the file and tensor. */
+lmc_status lmc_lora_trainer_load(lmc_lora_trainer *t, const char *adapter_dir);
+/* Write save_dir with W' = W + (alpha/r) B A for every adapted weight (in
+ * the base dtype), all other tensors copied, into one model.safetensors,
+ * plus config.json, generation_config.json and tokenizer files copied. It
+ * loads with lmc_context_load. progress (optional) gets stage "fuse". */
+lmc_status lmc_lora_fuse(const char *model_dir, const char *adapter_dir, const char *save_dir,
+                         lmc_progress_fn progress, void *progress_user);
+/* =================== end LoRA fine-tuning (src/train) ==================== */
+
 /* ============== vision-language models (src/vlm) ======================== */
 /* A loaded vision-language checkpoint: model + processor + tokenizer. */
 typedef struct lmc_vlm_context lmc_vlm_context;
