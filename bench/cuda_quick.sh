@@ -11,9 +11,11 @@ mkdir -p "$out"
 source scripts/device_env.sh
 cmake -S . -B build-dev $LMC_DEVICE_CMAKE_ARGS -DLMC_CUDA=ON > "$out/build.log" 2>&1 &&
   cmake --build build-dev -j16 --target decode prefill test_cuda_kernels test_cuda_parity \
+    test_cuda_generate \
     >> "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
 build-dev/tests/cuda/test_cuda_kernels 2>&1 | tee "$out/kernels.log" | tail -25
 build-dev/tests/cuda/test_cuda_parity 2>&1 | tee "$out/parity.log" | tail -4
+build-dev/tests/cuda/test_cuda_generate 2>&1 | tail -3
 [ -n "${WITH_HF:-}" ] || export LMC_BENCH_SKIP_HF=1
 python3 bench/decode_prefill_vs_hf.py build-dev "$work" 2>&1 |
   tee "$out/bench.log" | grep -v '^  \$' | tail -8

@@ -41,12 +41,12 @@ int main(int argc, char **argv) {
     for (int r = 0; r < reps + 1; r++) { /* first round warms up */
         lmc_kv_cache_clear(c);
         int32_t next;
-        if (m->vt->forward_greedy(m, c, prompt, np, &next)) goto fail;
+        if (m->vt->forward_greedy(m, c, prompt, np, &next, NULL)) goto fail;
         double ts = bench_now();
         for (size_t i = 0; i < ng; i++) {
             if (i < 8) first_tokens[i] = next;
             int32_t t = next;
-            if (m->vt->forward_greedy(m, c, &t, 1, &next)) goto fail;
+            if (m->vt->forward_greedy(m, c, &t, 1, &next, NULL)) goto fail;
         }
         double dt = bench_now() - ts;
         if (r > 0) per_tok[r - 1] = dt / (double)ng;

@@ -537,14 +537,41 @@ typedef struct lmc_vlm_context lmc_vlm_context;
  * eos_token_id); refuse an unsupported model_type; read the processor
  * config (preprocessor_config.json preferred over processor_config.json)
  * and refuse an unsupported processor_class; only then map the weights,
- * build the tokenizer once and construct model and processor. No VLM
- * architecture is built in yet, so this fails with LMC_ERR_UNSUPPORTED
- * naming the model_type. opts->progress is not called. */
+ * build the tokenizer once and construct model and processor. Built in:
+ * model_type "llava" (LLaVA-1.5 style: CLIP vision tower, projector,
+ * llama-family text model; processor_class "LlavaProcessor"), on the CPU
+ * only (device cuda: LMC_ERR_UNSUPPORTED). Other model types fail with
+ * LMC_ERR_UNSUPPORTED naming them. opts->progress is not called. */
 lmc_status lmc_vlm_load(const lmc_load_options *opts, lmc_vlm_context **out);
 void lmc_vlm_free(lmc_vlm_context *ctx);
 /* Borrowed; live as long as the context. */
 const char *lmc_vlm_model_type(const lmc_vlm_context *ctx);
 lmc_tokenizer *lmc_vlm_tokenizer(const lmc_vlm_context *ctx);
+/* The text a prompt marks each image's place with ("<image>"). Borrowed. */
+const char *lmc_vlm_image_token(const lmc_vlm_context *ctx);
+/* One user turn through the tokenizer's chat template: n_images image
+ * items, then `text`, with the generation prompt (as transformers'
+ * apply_chat_template renders [{"role": "user", "content": [{"type":
+ * "image"}, ..., {"type": "text", "text": text}]}]). *out: lmc_free.
+ * No chat template: LMC_ERR_NOT_FOUND. */
+lmc_status lmc_vlm_chat_prompt(const lmc_vlm_context *ctx, const char *text, size_t n_images,
+                               char **out);
+/* Generate from a prompt holding exactly n_images image tokens and the
+ * image files they stand for (in order): each image is preprocessed, its
+ * token expanded to one per image feature (as the model's transformers
+ * processor does), the prompt encoded with special tokens, and the image
+ * features replace those tokens' embeddings. Sampling, stop strings, eos,
+ * max_tokens, the callback and stats behave as in lmc_generate_ids
+ * (p NULL: defaults; p->draft must be NULL). Token-count mismatches,
+ * unreadable images and wrong image sizes fail with a message naming them. */
+lmc_status lmc_vlm_generate(lmc_vlm_context *ctx, const char *prompt,
+                            const char *const *image_paths, size_t n_images,
+                            const lmc_gen_params *p, lmc_gen_callback cb, void *user,
+                            lmc_gen_stats *stats);
+/* The same, collecting the whole text (*out_text: lmc_free). */
+lmc_status lmc_vlm_generate_text(lmc_vlm_context *ctx, const char *prompt,
+                                 const char *const *image_paths, size_t n_images,
+                                 const lmc_gen_params *p, char **out_text, lmc_gen_stats *stats);
 
 /* Image preprocessing as the Hugging Face image processors of the CLIP /
  * SigLIP / Qwen2-VL kind do it: decode (PNG, JPEG, BMP, GIF, PPM/PGM),

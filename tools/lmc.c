@@ -13,7 +13,8 @@
     X(template, "render a chat template")                                       \
     X(lora, "fine-tune LoRA adapters")                                          \
     X(fuse, "fuse LoRA adapters into the base weights")                         \
-    X(bench, "measure prefill and decode speed")
+    X(bench, "measure prefill and decode speed")                                \
+    X(vlm, "describe images with a vision-language model")
 
 #define DECLARE(name, help) __attribute__((weak)) int lmc_cmd_##name(int argc, char **argv);
 LMC_COMMANDS(DECLARE)

@@ -326,31 +326,46 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
         st = lmc_err(LMC_ERR_NOMEM, "generate: out of memory");
         goto done;
     }
+    int32_t top_n = lmc_sampler_top_logprobs(s);
+    /* Greedy without processors or top logprobs on a backend that can
+     * pick the token itself: only the id and its logprob cross over. */
+    bool on_device = m->vt->forward_greedy && lmc_sampler_is_greedy(s) && top_n == 0;
+    int32_t dev_tok = 0;
+    float dev_lp = 0.f;
     double t0 = lmc_now_s();
-    st = lmc_prefill(m, kv, feed, n_feed, p->prefill_step, logits);
+    if (on_device) {
+        size_t step = p->prefill_step ? p->prefill_step : 512, last = (n_feed - 1) / step * step;
+        st = lmc_prefill(m, kv, feed, last, step, logits);
+        if (!st) st = m->vt->forward_greedy(m, kv, feed + last, n_feed - last, &dev_tok, &dev_lp);
+        if (st) lmc_err_prefix(st, "prefill at prompt token %zu", last);
+    } else {
+        st = lmc_prefill(m, kv, feed, n_feed, p->prefill_step, logits);
+    }
     if (st) goto done;
     double t1 = lmc_now_s();
     e->prompt_tps = t1 > t0 ? (double)n_feed / (t1 - t0) : 0.0;
     if (stt) stt->prefill_tokens = n_feed;
-    int32_t top_n = lmc_sampler_top_logprobs(s);
     while (!e->finished) {
         if (e->max_tokens == 0) {
             e->finished = true;
             e->reason = LMC_FINISH_LENGTH;
             break;
         }
-        int32_t tok;
-        float lp;
-        st = lmc_sampler_sample(s, logits, hist.v, hist.n, &tok, &lp);
-        if (st) goto done;
-        st = lmc_emitter_token(e, tok, lp, logits, V, top_n, false);
+        int32_t tok = dev_tok;
+        float lp = dev_lp;
+        if (!on_device) {
+            st = lmc_sampler_sample(s, logits, hist.v, hist.n, &tok, &lp);
+            if (st) goto done;
+        }
+        st = lmc_emitter_token(e, tok, lp, on_device ? NULL : logits, V, top_n, false);
         if (st) goto done;
         if (e->finished) break;
         if (!lmc_ivec_push(&hist, tok)) {
             st = lmc_err(LMC_ERR_NOMEM, "generate: out of memory");
             goto done;
         }
-        st = lmc_model_forward(m, kv, &tok, 1, logits, false);
+        st = on_device ? m->vt->forward_greedy(m, kv, &tok, 1, &dev_tok, &dev_lp)
+                       : lmc_model_forward(m, kv, &tok, 1, logits, false);
         if (st) {
             lmc_err_prefix(st, "decode step %zu", e->produced);
             goto done;

@@ -131,7 +131,10 @@ void lmc_sampler_free(lmc_sampler *s) {
     free(s);
 }
 
-bool lmc_sampler_is_greedy(const lmc_sampler *s) { return s->p.temperature == 0.0f; }
+bool lmc_sampler_is_greedy(const lmc_sampler *s) {
+    return s->p.temperature == 0.0f && s->p.n_logit_bias == 0 &&
+           (s->p.repetition_penalty == 0.0f || s->p.repetition_penalty == 1.0f);
+}
 size_t lmc_sampler_vocab(const lmc_sampler *s) { return s->vocab; }
 int32_t lmc_sampler_top_logprobs(const lmc_sampler *s) { return s->p.top_logprobs; }
 

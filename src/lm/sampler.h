@@ -14,7 +14,7 @@ double lmc_rng_uniform(lmc_rng *r); /* [0, 1) with 53 random bits */
 /* The n best entries of `logprobs` (descending, ties by lower id). */
 void lmc_top_n(const float *logprobs, size_t vocab, size_t n, int32_t *ids, float *vals);
 
-/* Greedy configuration (temperature 0 and no processors). */
+/* Plain argmax: temperature 0, no logit bias, no repetition penalty. */
 bool lmc_sampler_is_greedy(const lmc_sampler *s);
 size_t lmc_sampler_vocab(const lmc_sampler *s);
 int32_t lmc_sampler_top_logprobs(const lmc_sampler *s);

@@ -228,10 +228,9 @@ static void store_kv(lmc_cpu_kv_cache *c, size_t l, const float *k, const float 
     }
 }
 
-/* One chunk of n tokens through every layer; leaves the final hidden
- * states (after the last norm) of the rows that need logits in ws->h. */
-static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *ids,
-                                size_t n, workspace *ws) {
+/* One chunk of n rows, whose input embeddings are already in ws->x,
+ * through every layer; ws->x ends holding the last layer's output. */
+static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, workspace *ws) {
     const lmc_model_config *cfg = &m->base.cfg;
     const lmc_llama_weights *W = &m->w;
     size_t H = (size_t)cfg->hidden_size, nh = (size_t)cfg->num_attention_heads;
@@ -240,7 +239,6 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, const int32
     float eps = (float)cfg->rms_norm_eps;
     lmc_dtype rd = m->act_dt;
     lmc_status st;
-    for (size_t i = 0; i < n; i++) lmc_cpu_widen(&W->embed, ids[i], 0, H, ws->x + i * H);
     if ((st = lmc_cpu_kv_reserve(c, n))) return st;
     for (size_t l = 0; l < W->n_layers; l++) {
         const lmc_llama_layer *L = &W->layers[l];
@@ -278,26 +276,25 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, const int32
     return LMC_OK;
 }
 
-static lmc_status llama_forward(lmc_model *base, lmc_kv_cache *cache, const int32_t *ids,
-                                size_t n, float *logits, bool all_logits) {
-    llama_model *m = (llama_model *)base;
-    const lmc_model_config *cfg = &base->cfg;
-    if (!cache || !ids || (n && !logits))
-        return lmc_err(LMC_ERR_INVALID_ARG, "forward: cache, ids and logits are required");
+/* The cache must have been made by this backend for this model's shape. */
+static lmc_status check_cache(const llama_model *m, lmc_kv_cache *cache, const char *what) {
+    const lmc_model_config *cfg = &m->base.cfg;
     if (cache->vt != &lmc_cpu_kv_vtable)
-        return lmc_err(LMC_ERR_INVALID_ARG, "forward: the KV cache belongs to another backend");
+        return lmc_err(LMC_ERR_INVALID_ARG, "%s: the KV cache belongs to another backend", what);
     lmc_cpu_kv_cache *c = (lmc_cpu_kv_cache *)cache;
     if (c->n_layers != m->w.n_layers || c->kv_heads != (size_t)cfg->num_key_value_heads ||
         c->head_dim != (size_t)cfg->head_dim || c->window != m->window)
         return lmc_err(LMC_ERR_INVALID_ARG,
-                       "forward: the KV cache was made for a model of another shape");
-    if (n == 0) return lmc_err(LMC_ERR_INVALID_ARG, "forward: no tokens");
-    /* Checked up front so a bad id never leaves the cache half-advanced. */
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= cfg->vocab_size)
-            return lmc_err(LMC_ERR_INVALID_ARG,
-                           "forward: token id %d at index %zu is outside the vocabulary (size %" PRId64 ")",
-                           ids[i], i, cfg->vocab_size);
+                       "%s: the KV cache was made for a model of another shape", what);
+    return LMC_OK;
+}
+
+/* The shared body of forward and forward_embeds: n rows in chunks, each
+ * chunk's input taken from ids (embedding lookup) or from embeds (rows of
+ * hidden_size floats, rounded to the activation dtype). */
+static lmc_status run_rows(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *ids,
+                           const float *embeds, size_t n, float *logits, bool all_logits) {
+    const lmc_model_config *cfg = &m->base.cfg;
     size_t H = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size;
     size_t chunk = n < PREFILL_CHUNK ? n : PREFILL_CHUNK;
     workspace ws;
@@ -306,7 +303,14 @@ static lmc_status llama_forward(lmc_model *base, lmc_kv_cache *cache, const int3
     float eps = (float)cfg->rms_norm_eps;
     for (size_t done = 0; done < n && !st; done += chunk) {
         size_t k = n - done < chunk ? n - done : chunk;
-        if ((st = forward_chunk(m, c, ids + done, k, &ws))) break;
+        if (ids) {
+            for (size_t i = 0; i < k; i++)
+                lmc_cpu_widen(&m->w.embed, ids[done + i], 0, H, ws.x + i * H);
+        } else {
+            memcpy(ws.x, embeds + done * H, k * H * sizeof(float));
+            lmc_cpu_round(ws.x, k * H, m->act_dt);
+        }
+        if ((st = forward_chunk(m, c, k, &ws))) break;
         bool last = done + k == n;
         if (!all_logits && !last) continue;
         /* Logits for every row (all_logits) or only the final position. */
@@ -317,6 +321,36 @@ static lmc_status llama_forward(lmc_model *base, lmc_kv_cache *cache, const int3
     }
     ws_free(&ws);
     return st;
+}
+
+static lmc_status llama_forward(lmc_model *base, lmc_kv_cache *cache, const int32_t *ids,
+                                size_t n, float *logits, bool all_logits) {
+    llama_model *m = (llama_model *)base;
+    const lmc_model_config *cfg = &base->cfg;
+    if (!cache || !ids || (n && !logits))
+        return lmc_err(LMC_ERR_INVALID_ARG, "forward: cache, ids and logits are required");
+    lmc_status st = check_cache(m, cache, "forward");
+    if (st) return st;
+    if (n == 0) return lmc_err(LMC_ERR_INVALID_ARG, "forward: no tokens");
+    /* Checked up front so a bad id never leaves the cache half-advanced. */
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= cfg->vocab_size)
+            return lmc_err(LMC_ERR_INVALID_ARG,
+                           "forward: token id %d at index %zu is outside the vocabulary (size %" PRId64 ")",
+                           ids[i], i, cfg->vocab_size);
+    return run_rows(m, (lmc_cpu_kv_cache *)cache, ids, NULL, n, logits, all_logits);
+}
+
+static lmc_status llama_forward_embeds(lmc_model *base, lmc_kv_cache *cache, const float *embeds,
+                                       size_t n, float *logits, bool all_logits) {
+    llama_model *m = (llama_model *)base;
+    if (!cache || !embeds || (n && !logits))
+        return lmc_err(LMC_ERR_INVALID_ARG,
+                       "forward_embeds: cache, embeddings and logits are required");
+    lmc_status st = check_cache(m, cache, "forward_embeds");
+    if (st) return st;
+    if (n == 0) return lmc_err(LMC_ERR_INVALID_ARG, "forward_embeds: no rows");
+    return run_rows(m, (lmc_cpu_kv_cache *)cache, NULL, embeds, n, logits, all_logits);
 }
 
 static lmc_status llama_cache_new(lmc_model *base, lmc_kv_cache **out) {
@@ -336,6 +370,7 @@ static void llama_free(lmc_model *base) {
 
 static const lmc_model_vtable llama_vt = {
     .forward = llama_forward,
+    .forward_embeds = llama_forward_embeds,
     .cache_new = llama_cache_new,
     .free = llama_free,
     .cache_load = lmc_cpu_kv_load,
@@ -349,7 +384,10 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
 }
 #endif
 
-lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
+/* Both constructors: names are the tensor-name prefix of the decoder and
+ * the lm_head tensor (NULL: "model." and "lm_head.weight" on any device). */
+static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *names,
+                         lmc_model **out) {
     if (!lm || !lm->config || !lm->weights || !out)
         return lmc_err(LMC_ERR_INVALID_ARG, "llama: config, weights and out are required");
     *out = NULL;
@@ -357,7 +395,13 @@ lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
     int64_t window = 0;
     if (!st) st = lmc_llama_effective_window(lm, &window);
     if (st) return st;
-    if (lm->device == LMC_DEVICE_CUDA) return lmc_llama_cuda_create(lm, out);
+    if (lm->device == LMC_DEVICE_CUDA) {
+        if (names)
+            return lmc_err(LMC_ERR_UNSUPPORTED,
+                           "llama: a text model under prefix '%s' runs on the CPU only",
+                           names->prefix);
+        return lmc_llama_cuda_create(lm, out);
+    }
     if (lm->device != LMC_DEVICE_CPU)
         return lmc_err(LMC_ERR_UNSUPPORTED, "llama: unknown device %d", (int)lm->device);
     llama_model *m = calloc(1, sizeof *m);
@@ -367,7 +411,9 @@ lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
     m->base.cfg.sliding_window = window;
     m->base.device = LMC_DEVICE_CPU;
     const lmc_model_config *c = &m->base.cfg;
-    if ((st = lmc_llama_weights_bind(c, lm->weights, &m->w)) || (st = make_inv_freq(c, &m->inv_freq))) {
+    st = names ? lmc_llama_weights_bind_named(c, lm->weights, names, &m->w)
+               : lmc_llama_weights_bind(c, lm->weights, &m->w);
+    if (st || (st = make_inv_freq(c, &m->inv_freq))) {
         llama_free(&m->base);
         return st;
     }
@@ -378,4 +424,15 @@ lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
     m->act_dt = m->w.embed.dt == LMC_DT_F32 ? LMC_DT_F32 : m->w.embed.dt;
     *out = &m->base;
     return LMC_OK;
+}
+
+lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
+    return create(lm, NULL, out);
+}
+
+lmc_status lmc_llama_create_named(const lmc_loaded_model *lm, const lmc_llama_names *names,
+                                  lmc_model **out) {
+    if (!names || !names->prefix || !names->lm_head)
+        return lmc_err(LMC_ERR_INVALID_ARG, "llama: tensor names are required");
+    return create(lm, names, out);
 }

@@ -1,4 +1,4 @@
-/* Tensor lookup for the llama family (HF names, "model." prefix). */
+/* Tensor lookup for the llama family (HF names, "model." prefix by default). */
 #include "models/llama_weights.h"
 #include "base/error.h"
 #include <inttypes.h>
@@ -60,7 +60,15 @@ static lmc_status bind(lmc_llama_weights *w, const lmc_st_set *set, const char *
 
 lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
                                   lmc_llama_weights *w) {
+    const lmc_llama_names names = {.prefix = "model.", .lm_head = "lm_head.weight"};
+    return lmc_llama_weights_bind_named(c, set, &names, w);
+}
+
+lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_set *set,
+                                        const lmc_llama_names *names, lmc_llama_weights *w) {
     memset(w, 0, sizeof *w);
+    const char *pre = names->prefix;
+    char nm[256];
     const char *mt = c->model_type;
     int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     int64_t qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
@@ -74,21 +82,21 @@ lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *s
     w->n_layers = (size_t)c->num_hidden_layers;
     w->layers = calloc(w->n_layers, sizeof *w->layers);
     if (!w->layers) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory");
-    if ((st = bind(w, set, "model.embed_tokens.weight", V, H, true, &w->embed)) ||
-        (st = bind(w, set, "model.norm.weight", H, 0, true, &w->final_norm)))
-        goto fail;
+    snprintf(nm, sizeof nm, "%sembed_tokens.weight", pre);
+    if ((st = bind(w, set, nm, V, H, true, &w->embed))) goto fail;
+    snprintf(nm, sizeof nm, "%snorm.weight", pre);
+    if ((st = bind(w, set, nm, H, 0, true, &w->final_norm))) goto fail;
     if (c->tie_word_embeddings) {
         w->lm_head = w->embed;
     } else {
-        st = bind(w, set, "lm_head.weight", V, H, true, &w->lm_head);
+        st = bind(w, set, names->lm_head, V, H, true, &w->lm_head);
         if (st) goto fail;
     }
-    char nm[160];
     for (size_t l = 0; l < w->n_layers; l++) {
         lmc_llama_layer *L = &w->layers[l];
 #define B(field, suffix, d0, d1, req)                                                    \
     do {                                                                                 \
-        snprintf(nm, sizeof nm, "model.layers.%zu.%s", l, suffix);                       \
+        snprintf(nm, sizeof nm, "%slayers.%zu.%s", pre, l, suffix);                      \
         if ((st = bind(w, set, nm, d0, d1, req, &L->field))) goto fail;                  \
     } while (0)
         B(in_norm, "input_layernorm.weight", H, 0, true);

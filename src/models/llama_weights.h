@@ -4,6 +4,7 @@
 #include "backend/cpu/cpu_ops.h"
 #include "formats/config.h"
 #include "formats/safetensors.h"
+#include "models/model.h"
 
 /* An absent optional tensor has data == NULL. */
 typedef struct {
@@ -25,6 +26,11 @@ typedef struct {
  * dtypes F32/F16/BF16). Errors name the tensor and expected vs actual. */
 lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
                                   lmc_llama_weights *w);
+/* The same for a decoder stored under other names (the text model of a
+ * VLM): "<prefix>embed_tokens.weight", "<prefix>layers.N...",
+ * "<prefix>norm.weight" and the lm_head tensor named in full. */
+lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_set *set,
+                                        const lmc_llama_names *names, lmc_llama_weights *w);
 void lmc_llama_weights_free(lmc_llama_weights *w);
 
 #endif

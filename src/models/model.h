@@ -36,10 +36,17 @@ typedef struct {
      * backend cannot; lmc_kv_cache_load then fails with UNSUPPORTED). */
     lmc_status (*cache_load)(lmc_model *m, const char *path, lmc_kv_cache **out);
     /* Optional (NULL on CPU): like forward, but only the greedy (argmax) id
-     * of the last position's logits comes back; the logits stay on the
-     * device. Generation may use it for temperature-0 sampling. */
+     * of the last position's logits and its log-softmax (logprob may be
+     * NULL) come back; the logits stay on the device. Generation uses it
+     * for temperature-0 sampling without processors or top logprobs. */
     lmc_status (*forward_greedy)(lmc_model *m, lmc_kv_cache *c, const int32_t *ids, size_t n,
-                                 int32_t *next);
+                                 int32_t *next, float *logprob);
+    /* Optional (NULL when the backend cannot): like forward, but the input
+     * is n rows of hidden_size floats (host memory) used in place of the
+     * token embeddings, e.g. a VLM prompt with image features spliced in.
+     * A bf16/fp16 model rounds them to its dtype first. */
+    lmc_status (*forward_embeds)(lmc_model *m, lmc_kv_cache *c, const float *embeds, size_t n,
+                                 float *logits, bool all_logits);
 } lmc_model_vtable;
 
 struct lmc_model {
@@ -86,6 +93,15 @@ lmc_status lmc_kv_cache_load(lmc_model *m, const char *path, lmc_kv_cache **out)
 /* Architectures (src/models/). llama covers mistral; qwen2 adds qkv bias;
  * qwen3 adds q/k RMSNorm. */
 lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out);
+/* Tensor names of a llama-family decoder nested in a larger checkpoint. */
+typedef struct {
+    const char *prefix;  /* e.g. "model.language_model." (default "model.") */
+    const char *lm_head; /* e.g. "lm_head.weight"; unused with tied embeddings */
+} lmc_llama_names;
+/* lmc_llama_create for such a decoder; CPU only (LMC_ERR_UNSUPPORTED on
+ * cuda). Its vtable has forward_embeds. */
+lmc_status lmc_llama_create_named(const lmc_loaded_model *lm, const lmc_llama_names *names,
+                                  lmc_model **out);
 /* The sliding window every layer of a llama-family model applies: the
  * config's sliding_window when all layers slide (mistral; layer_types all
  * "sliding_attention"; qwen2/qwen3 with max_window_layers 0), 0 when none

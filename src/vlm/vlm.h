@@ -1,13 +1,15 @@
 /* The VLM load factory: the minimal base config.json, processor-config
  * resolution, the model_type and processor_class registries, and the
- * loader that ties them together. No VLM architecture or processor is
- * built in: both registries start empty and are the seam architectures
- * register into. */
+ * loader that ties them together; the hooks an architecture fills in to
+ * run (embeddings with image features, prompt expansion) and generation
+ * over them. Registries made with *_registry_new start empty; the default
+ * ones hold the built-in architecture (LLaVA). */
 #ifndef LMC_VLM_VLM_H
 #define LMC_VLM_VLM_H
 #include "formats/config.h"
 #include "formats/safetensors.h"
 #include "lmc.h"
+#include "models/model.h"
 #include "vlm/image.h"
 #include <json-c/json.h>
 #include <stdbool.h>
@@ -74,15 +76,40 @@ lmc_status lmc_vlm_processor_config_load(const char *dir, lmc_vlm_processor_conf
 void lmc_vlm_processor_config_free(lmc_vlm_processor_config *pc);
 
 /* ---- constructed objects. Architectures embed these as their first
- * member and free through the function pointer. */
+ * member and free through the function pointer. The other members are
+ * what generation needs; an architecture that leaves them NULL can be
+ * loaded but not run. */
+
+/* One preprocessed image: c x h x w floats, channel-major (borrowed). */
+typedef struct {
+    const float *pixels;
+    size_t c, h, w;
+} lmc_vlm_image;
+
 typedef struct lmc_vlm_model lmc_vlm_model;
 struct lmc_vlm_model {
     void (*free)(lmc_vlm_model *m);
+    /* The language model (owned by the VLM model); its vtable must have
+     * forward_embeds. */
+    lmc_model *text;
+    /* Input embeddings (n x text hidden_size floats, *embeds malloc'd) for
+     * prompt ids whose image-token placeholders take the features of
+     * `images`, in order. The placeholder count must match the images. */
+    lmc_status (*embed)(lmc_vlm_model *m, const int32_t *ids, size_t n,
+                        const lmc_vlm_image *images, size_t n_images, float **embeds);
 };
+
 typedef struct lmc_vlm_processor lmc_vlm_processor;
 struct lmc_vlm_processor {
     void (*free)(lmc_vlm_processor *p);
     lmc_image_config image; /* what the model's vision encoder expects */
+    const char *image_token; /* the placeholder text a prompt marks images with */
+    /* Prompt text with one image_token per image (`images` preprocessed
+     * with `image`) -> token ids, each image token expanded to the number
+     * of features of its image and special tokens added. ids: malloc'd. */
+    lmc_status (*encode)(const lmc_vlm_processor *p, const char *prompt,
+                         const lmc_vlm_image *images, size_t n_images, int32_t **ids,
+                         size_t *n_ids);
 };
 
 /* What a model constructor receives (no I/O left to do). */
@@ -137,7 +164,9 @@ lmc_status lmc_vlm_processor_registry_create(const lmc_vlm_processor_registry *r
                                              const lmc_vlm_loaded_processor *lp,
                                              lmc_vlm_processor **out);
 
-/* The built-in registries (both empty in this build). Shared, read-only. */
+/* The built-in registries: model_type "llava"; processor classes
+ * "LlavaProcessor" (and the CLIP image-processor class names a LLaVA
+ * checkpoint may carry as its processor_class). Shared, read-only. */
 const lmc_vlm_model_registry *lmc_vlm_default_model_registry(void);
 const lmc_vlm_processor_registry *lmc_vlm_default_processor_registry(void);
 
@@ -158,5 +187,30 @@ struct lmc_vlm_context {
 lmc_status lmc_vlm_load_with(const lmc_load_options *opts, const lmc_vlm_model_registry *models,
                              const lmc_vlm_processor_registry *processors,
                              lmc_vlm_context **out);
+
+/* ---- built-in architectures (llava.c, llava_processor.c) */
+lmc_status lmc_llava_create(const lmc_vlm_loaded_model *lm, lmc_vlm_model **out);
+lmc_status lmc_llava_processor_create(const lmc_vlm_loaded_processor *lp,
+                                      lmc_vlm_processor **out);
+
+/* ---- running a loaded VLM (vlm_generate.c) */
+/* Preprocess image files with the context's processor (RGB, resize, crop,
+ * normalize). *pixels[i] is malloc'd (free each, then the array). */
+lmc_status lmc_vlm_load_images(const lmc_vlm_context *ctx, const char *const *paths, size_t n,
+                               float ***pixels, lmc_vlm_image **images);
+void lmc_vlm_free_images(float **pixels, lmc_vlm_image *images, size_t n);
+/* Feed prompt ids (image tokens expanded) with their images into `cache`
+ * (made for ctx->model->text); logits of the last position, or n x vocab
+ * with all_logits. */
+lmc_status lmc_vlm_prefill(lmc_vlm_context *ctx, lmc_kv_cache *cache, const int32_t *ids,
+                           size_t n, const lmc_vlm_image *images, size_t n_images,
+                           float *logits, bool all_logits);
+/* Generate from prompt ids and images: prefill with the image features,
+ * then decode like lmc_generate_ids (sampler, stop strings, eos, max_tokens,
+ * callback). */
+lmc_status lmc_vlm_generate_ids(lmc_vlm_context *ctx, const int32_t *ids, size_t n,
+                                const lmc_vlm_image *images, size_t n_images,
+                                const lmc_gen_params *p, lmc_gen_callback cb, void *user,
+                                lmc_gen_stats *stats);
 
 #endif

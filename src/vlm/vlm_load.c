@@ -119,7 +119,10 @@ lmc_status lmc_vlm_load_with(const lmc_load_options *opts, const lmc_vlm_model_r
         .weights = ctx->weights,
         .device = opts->device,
     };
-    if ((st = lmc_vlm_model_registry_create(models, &lm, &ctx->model))) goto fail;
+    if ((st = lmc_vlm_model_registry_create(models, &lm, &ctx->model))) {
+        lmc_err_prefix(st, "%s", dir);
+        goto fail;
+    }
     if (!ctx->model) {
         st = lmc_err(LMC_ERR_STATE, "%s: constructor for '%s' returned no model", dir, mt);
         goto fail;
@@ -135,7 +138,10 @@ lmc_status lmc_vlm_load_with(const lmc_load_options *opts, const lmc_vlm_model_r
         .processor_config_filename = ctx->proc.filename,
         .tokenizer = ctx->tok,
     };
-    if ((st = lmc_vlm_processor_registry_create(processors, &lp, &ctx->processor))) goto fail;
+    if ((st = lmc_vlm_processor_registry_create(processors, &lp, &ctx->processor))) {
+        lmc_err_prefix(st, "%s", dir);
+        goto fail;
+    }
     if (!ctx->processor) {
         st = lmc_err(LMC_ERR_STATE, "%s: constructor for processor '%s' returned nothing", dir,
                      ctx->processor_class);

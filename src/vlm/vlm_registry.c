@@ -1,6 +1,7 @@
 /* The model_type and processor_class constructor tables. */
 #include "base/error.h"
 #include "vlm/vlm.h"
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -156,12 +157,30 @@ lmc_status lmc_vlm_processor_registry_create(const lmc_vlm_processor_registry *r
 
 /* ------------------------------------------------------------ defaults */
 
-/* No VLM architecture or processor ships yet: the defaults are empty
- * tables, so every model_type is refused right after config.json. */
-static const lmc_vlm_model_registry g_models;
-static const lmc_vlm_processor_registry g_processors;
+/* Built once, on first use, and never changed afterwards. A LLaVA
+ * checkpoint saved from a bare image processor names the CLIP class as
+ * its processor_class, so those keys lead to the LLaVA processor too. */
+static lmc_vlm_model_registry g_models;
+static lmc_vlm_processor_registry g_processors;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
-const lmc_vlm_model_registry *lmc_vlm_default_model_registry(void) { return &g_models; }
+static void build_defaults(void) {
+    static const char *const llava_processors[] = {"LlavaProcessor", "CLIPImageProcessor",
+                                                   "CLIPImageProcessorFast"};
+    /* Allocation failure leaves a table short; lookups then refuse the
+     * missing ids as unsupported rather than crash. */
+    lmc_vlm_model_registry_register(&g_models, "llava", lmc_llava_create, NULL);
+    for (size_t i = 0; i < sizeof llava_processors / sizeof llava_processors[0]; i++)
+        lmc_vlm_processor_registry_register(&g_processors, llava_processors[i],
+                                            lmc_llava_processor_create, NULL);
+    lmc_err_clear();
+}
+
+const lmc_vlm_model_registry *lmc_vlm_default_model_registry(void) {
+    pthread_once(&g_once, build_defaults);
+    return &g_models;
+}
 const lmc_vlm_processor_registry *lmc_vlm_default_processor_registry(void) {
+    pthread_once(&g_once, build_defaults);
     return &g_processors;
 }

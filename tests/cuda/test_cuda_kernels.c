@@ -239,6 +239,7 @@ static void test_decode(int pos0, int steps, int hq, int hkv, int d, int cap, in
     uint16_t *k = rand_bf16(kn, 2.f, kf), *v = rand_bf16(kn, 1.f, vf);
     uint16_t *nq = rand_bf16(d, 1.5f, nqf), *nk = rand_bf16(d, 1.5f, nkf);
     for (int i = 0; i < d / 2; i++) inv[i] = (float)pow(theta, -2.0 * i / d);
+    CHECK_EQ_INT(lmc_cu_attn_decode_setup(hq, hkv, d), 0);
     int ns = lmc_cu_attn_decode_splits(hkv, sms);
     size_t wsb = lmc_cu_attn_decode_ws_bytes(hq, hkv, d, ns);
     void *dk = to_dev(k, kn * 2), *dv = to_dev(v, kn * 2), *dinv = to_dev(inv, d / 2 * 4);

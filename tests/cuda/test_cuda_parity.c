@@ -168,13 +168,36 @@ static void check_model(const char *dir, const char *name) {
               toks[same < g.ng ? same : 0], g.greedy[same < g.ng ? same : 0]);
     CHECK_EQ_INT(lmc_kv_cache_len(c), g.np + g.ng);
 
+    /* 3a. the greedy hook's logprob is the log-softmax of the maximum of
+     * the logits the same prompt gives through forward */
+    {
+        float *lg = malloc(V * sizeof *lg);
+        lmc_kv_cache_clear(c);
+        st = lmc_model_forward(m, c, g.prompt, g.np, lg, false);
+        CHECK_MSG(!st, "%s: forward: %s", name, lmc_last_error());
+        double mx = -INFINITY, se = 0;
+        int32_t arg = 0;
+        for (size_t i = 0; i < V; i++)
+            if (lg[i] > mx) mx = lg[i], arg = (int32_t)i;
+        for (size_t i = 0; i < V; i++) se += exp(lg[i] - mx);
+        lmc_kv_cache_clear(c);
+        int32_t tok = -1;
+        float lp = 1.f;
+        st = m->vt->forward_greedy(m, c, g.prompt, g.np, &tok, &lp);
+        CHECK_MSG(!st, "%s: forward_greedy: %s", name, lmc_last_error());
+        CHECK_EQ_INT(tok, arg);
+        CHECK_MSG(fabs(lp + log(se)) < 1e-3, "%s: greedy logprob %g, expected %g", name, lp,
+                  -log(se));
+        free(lg);
+    }
+
     /* 3. teacher-forced through the on-device greedy hook: every step whose
      * reference margin is clear must pick the reference token. */
     lmc_kv_cache_clear(c);
     int32_t next = -1;
     /* a flip needs a margin under twice the logit error (<= TOL * range) */
     double clear_tf = TOL * (hi - lo);
-    st = m->vt->forward_greedy(m, c, g.prompt, g.np, &next);
+    st = m->vt->forward_greedy(m, c, g.prompt, g.np, &next, NULL);
     CHECK_MSG(!st, "%s: forward_greedy: %s", name, lmc_last_error());
     size_t agree = 0, checked = 0;
     for (size_t i = 0; i < g.ng && !st; i++) {
@@ -186,7 +209,7 @@ static void check_model(const char *dir, const char *name) {
                           g.greedy[i], g.margins[i]);
         }
         int32_t t = g.greedy[i];
-        st = m->vt->forward_greedy(m, c, &t, 1, &next);
+        st = m->vt->forward_greedy(m, c, &t, 1, &next, NULL);
     }
     printf("%-20s teacher-forced device greedy: %zu/%zu clear steps agree\n", name, agree,
            checked);

@@ -116,7 +116,10 @@ def hf_part():
 
     names = make_inputs(Image)
     for key, (cls_name, cfg) in HF_CONFIGS.items():
-        cls = getattr(transformers, cls_name)
+        # transformers 5 takes the torchvision path by default when it is
+        # installed; the Pillow-backed class ("...Pil") is the reference the
+        # C resampler reproduces exactly.
+        cls = getattr(transformers, cls_name + "Pil", None) or getattr(transformers, cls_name)
         proc = cls(**cfg)
         cfg_file = f"hf_{key}_preprocessor_config.json"
         with open(os.path.join(OUT, cfg_file), "w") as fh:

@@ -450,11 +450,13 @@ static void test_registries(void) {
               "'PixtralProcessor'");
     lmc_vlm_processor_registry_free(p);
 
-    /* The built-in registries are empty in this build. */
+    /* The built-in registries hold LLaVA only. */
     CHECK(!lmc_vlm_model_registry_contains(lmc_vlm_default_model_registry(), "qwen2_vl"));
-    CHECK(!lmc_vlm_model_registry_contains(lmc_vlm_default_model_registry(), "llava"));
+    CHECK(lmc_vlm_model_registry_contains(lmc_vlm_default_model_registry(), "llava"));
     CHECK(!lmc_vlm_processor_registry_contains(lmc_vlm_default_processor_registry(),
                                                "Qwen2VLProcessor"));
+    CHECK(lmc_vlm_processor_registry_contains(lmc_vlm_default_processor_registry(),
+                                              "LlavaProcessor"));
 }
 
 /* ------------------------------------------------------------ load order */
@@ -515,7 +517,7 @@ static void test_load(void) {
     CHECK(ctx == NULL);
     vt_write(d, "config.json", "{\"model_type\":\"lfm2-vl\"}");
     CHECK_ERR(vload(d, NULL, models, procs, &ctx), LMC_ERR_UNSUPPORTED, "alias of 'lfm2_vl'");
-    /* The public entry point has no architectures yet. */
+    /* The public entry point has no qwen2_vl architecture. */
     vt_write(d, "config.json", "{\"model_type\":\"qwen2_vl\"}");
     lmc_load_options o = {.model_dir = d};
     CHECK_ERR(lmc_vlm_load(&o, &ctx), LMC_ERR_UNSUPPORTED, "'qwen2_vl'");

@@ -71,9 +71,11 @@ __global__ void __launch_bounds__(128)
     fa_smem<D> &sm = *(fa_smem<D> *)fa_raw;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, t4 = lane & 3;
-    const int h = blockIdx.y, hk = h / (hq / hkv);
+    /* heads vary fastest and the longest (last) query tiles come first, so
+     * the heavy causal tiles do not end up in a last, partly filled wave */
+    const int h = blockIdx.x, hk = h / (hq / hkv);
     const int pos0 = d_state[0];
-    const int qrow0 = blockIdx.x * FA_BQ;
+    const int qrow0 = (gridDim.y - 1 - blockIdx.y) * FA_BQ;
     const int wrow = qrow0 + warp * 16;
 
     const int last_row = min(n, qrow0 + FA_BQ) - 1;
@@ -262,7 +264,7 @@ extern "C" int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache,
                                    const uint16_t *v_cache, uint16_t *out, int n, int hq,
                                    int hkv, int d, int cap, const int32_t *d_state, int window,
                                    lmc_cu_stream s) {
-    dim3 grid((n + FA_BQ - 1) / FA_BQ, hq);
+    dim3 grid(hq, (n + FA_BQ - 1) / FA_BQ);
     float sl2 = LOG2E / sqrtf((float)d);
     cudaStream_t st = (cudaStream_t)s;
     switch (d) {

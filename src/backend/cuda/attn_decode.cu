@@ -5,9 +5,11 @@
  * (an arrival counter per KV head), so no second kernel is needed.
  *
  * Grid (Hkv, nsplit): the live span is cut into at most nsplit chunks of a
- * whole number of 64-key tiles, computed on the device from d_state, so the
- * launch is graph-safe and only blocks with keys do any work. Each block
- * walks its chunk tile by tile with an online softmax. */
+ * whole number of 64-key tiles (at least DEC_MINCHUNK keys), computed on
+ * the device from d_state, so the launch is graph-safe and only blocks
+ * with keys do any work. Each block streams its chunk through shared
+ * memory two tiles ahead (cp.async; the first tiles before the wait on the
+ * previous kernel) and walks it with an online softmax. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -17,10 +19,12 @@
 #include "cuda_pdl.cuh"
 
 #define DEC_TILE 64
-#define DEC_THREADS 128
+#define DEC_THREADS 256
 #define DEC_WARPS (DEC_THREADS / 32)
 #define DEC_MAXG 16
-#define DEC_MAXSPLIT 64
+#define DEC_MAXSPLIT 64  /* <= DEC_TILE: the merge stages one row per split */
+#define DEC_STAGES 2     /* key tiles in flight per block */
+#define DEC_MINCHUNK 64  /* keys per split at least */
 
 static __device__ __forceinline__ float bf2f(uint16_t v) {
     return __uint_as_float(((uint32_t)v) << 16);
@@ -81,35 +85,73 @@ static __device__ void rope_head(const uint16_t *src, const uint16_t *nw, float 
     __syncwarp();
 }
 
+static __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool live) {
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(sa), "l"(src),
+                 "r"(live ? 16 : 0));
+}
+
+/* GM: the smallest supported bound on the query heads per KV head, so the
+ * per-head register arrays and unrolled loops are no larger than needed. */
+template <int GM>
 __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
-    extern __shared__ float sm[];
+    extern __shared__ __align__(16) float sm[];
     __shared__ int s_last;
     const int G = a.hq / a.hkv, d = a.d, ns = a.nsplit;
     const int hk = blockIdx.x, split = blockIdx.y, tid = threadIdx.x;
     const int warp = tid >> 5, lane = tid & 31;
-    float *qs = sm;                      /* [G][d] roped queries */
-    float *sc = qs + G * d;              /* [G][DEC_TILE] scores, then weights */
-    float *acc = sc + G * DEC_TILE;      /* [warps][G][d]; rope scratch first */
-    float *run_m = acc + DEC_WARPS * G * d, *run_l = run_m + G, *run_a = run_l + G;
+    /* [stage][K|V][DEC_TILE][d] bf16 tiles; after the key loop the same
+     * bytes hold the per-warp partial outputs [warps][G][d] (floats) */
+    uint16_t *tiles = (uint16_t *)sm;
+    float *acc = sm;
+    float *qs = sm + DEC_STAGES * DEC_TILE * d; /* [G][d] roped queries */
+    float *sc = qs + G * d;                     /* [G][DEC_TILE] scores, then weights */
+    float *tmp = sc + G * DEC_TILE;             /* [warps][d] rope scratch */
+    float *run_m = tmp + DEC_WARPS * d, *run_l = run_m + G, *run_a = run_l + G;
     pdl_trigger();
-    pdl_wait();
+    /* The position comes from the host before the graph runs, and every
+     * key before it was written by earlier steps: both may be read before
+     * waiting on the previous kernel, so the first tiles stream in while
+     * the q/k/v projection is still finishing. */
     const int pos = a.d_state[0], L = pos + 1;
     const int lo0 = a.window > 0 ? max(0, pos - a.window + 1) : 0;
     const int span = L - lo0;
     int chunk = (span + ns - 1) / ns;
-    chunk = max(DEC_TILE, (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE);
+    chunk = max(DEC_MINCHUNK, (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE);
     const int used = (span + chunk - 1) / chunk;
     if (split >= used) return;
     const int lo = lo0 + split * chunk, hi = min(lo + chunk, L);
+    const int ntiles = (hi - lo + DEC_TILE - 1) / DEC_TILE;
+    const uint16_t *kb = a.kc + (size_t)hk * a.cap * d;
+    const uint16_t *vb = a.vc + (size_t)hk * a.cap * d;
+    const int cpr = d / 8; /* 16-byte chunks per key */
+    auto load_tile = [&](int t) {
+        const int k0 = lo + t * DEC_TILE;
+        uint16_t *kt = tiles + (size_t)(t % DEC_STAGES) * 2 * DEC_TILE * d, *vt = kt + DEC_TILE * d;
+        for (int c = tid; c < DEC_TILE * cpr; c += DEC_THREADS) {
+            const int j = c / cpr, off = (c - j * cpr) * 8, key = k0 + j;
+            const bool live = key < hi;
+            const size_t g = (size_t)(live ? key : lo) * d + off;
+            cp_async16(kt + j * d + off, kb + g, live);
+            cp_async16(vt + j * d + off, vb + g, live);
+        }
+        asm volatile("cp.async.commit_group;");
+    };
+    /* the tile holding the new token (the last of the last split) is read
+     * only after this block has appended it */
+    const int safe_tiles = split == used - 1 ? ntiles - 1 : ntiles;
+    int issued = 0;
+    while (issued < DEC_STAGES && issued < safe_tiles) load_tile(issued++);
+    pdl_wait();
 
     for (int gg = warp; gg < G; gg += DEC_WARPS)
         rope_head(a.qkv + (size_t)(hk * G + gg) * d, a.q_norm, a.eps, a.rnd, a.inv_freq, pos, d,
-                  acc + warp * d, qs + gg * d, NULL);
+                  tmp + warp * d, qs + gg * d, NULL);
     if (split == used - 1) { /* this chunk ends at the new token: append it */
         const size_t at = ((size_t)hk * a.cap + pos) * d;
         if (warp == DEC_WARPS - 1)
             rope_head(a.qkv + (size_t)(a.hq + hk) * d, a.k_norm, a.eps, a.rnd, a.inv_freq, pos,
-                      d, acc + warp * d, NULL, a.kc + at);
+                      d, tmp + warp * d, NULL, a.kc + at);
         const uint16_t *vsrc = a.qkv + (size_t)(a.hq + a.hkv + hk) * d;
         for (int i = tid; i < d; i += DEC_THREADS) a.vc[at + i] = vsrc[i];
     }
@@ -117,43 +159,59 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
         run_m[tid] = -INFINITY;
         run_l[tid] = 0.f;
     }
-    __syncthreads(); /* also makes the appended k/v visible to the block */
+    __threadfence_block();
+    __syncthreads(); /* queries staged; the appended k/v visible to the block */
 
     /* Scores: d/8 lanes per key, 16 bytes each; PV: the same lanes own an
      * 8-wide slice of d for every kpi-th key. */
     const int lpk = d / 8, kpi = DEC_THREADS / lpk;
     const int grp = tid / lpk, sub = tid % lpk;
-    const uint16_t *kb = a.kc + (size_t)hk * a.cap * d;
-    const uint16_t *vb = a.vc + (size_t)hk * a.cap * d;
-    float o[DEC_MAXG][8];
+    float o[GM][8];
 #pragma unroll
-    for (int gg = 0; gg < DEC_MAXG; gg++)
+    for (int gg = 0; gg < GM; gg++)
 #pragma unroll
         for (int e = 0; e < 8; e++) o[gg][e] = 0.f;
 
-    for (int t0 = lo; t0 < hi; t0 += DEC_TILE) {
-        const int cnt = min(DEC_TILE, hi - t0);
+    for (int t = 0; t < ntiles; t++) {
+        /* keep the next tile in flight; its stage was freed at the end of
+         * the previous iteration */
+        if (issued < ntiles && issued <= t + 1) load_tile(issued++);
+        if (issued > t + 1)
+            asm volatile("cp.async.wait_group 1;");
+        else
+            asm volatile("cp.async.wait_group 0;");
+        __syncthreads();
+        const uint16_t *kt = tiles + (size_t)(t % DEC_STAGES) * 2 * DEC_TILE * d;
+        const uint16_t *vt = kt + DEC_TILE * d;
+        const int cnt = min(DEC_TILE, hi - (lo + t * DEC_TILE));
         for (int jb = 0; jb < cnt; jb += kpi) {
             const int j = jb + grp;
             const bool live = j < cnt;
             float kf[8];
-            if (live) {
-                uint4 kv = *(const uint4 *)(kb + (size_t)(t0 + j) * d + sub * 8);
-                const uint16_t *ke = (const uint16_t *)&kv;
+            const uint4 kv = *(const uint4 *)(kt + (live ? j : 0) * d + sub * 8);
+            const uint16_t *ke = (const uint16_t *)&kv;
 #pragma unroll
-                for (int e = 0; e < 8; e++) kf[e] = bf2f(ke[e]);
-            } else {
+            for (int e = 0; e < 8; e++) kf[e] = bf2f(ke[e]);
+            /* every head's partial dot product first, then the reductions
+             * interleaved: G independent chains instead of one long one */
+            float p[GM];
 #pragma unroll
-                for (int e = 0; e < 8; e++) kf[e] = 0.f;
+            for (int gg = 0; gg < GM; gg++) {
+                p[gg] = 0.f;
+                if (gg < G) {
+                    const float *qq = qs + gg * d + sub * 8;
+#pragma unroll
+                    for (int e = 0; e < 8; e++) p[gg] += qq[e] * kf[e];
+                }
             }
-            for (int gg = 0; gg < G; gg++) {
-                const float *qq = qs + gg * d + sub * 8;
-                float p = 0.f;
+            for (int s = lpk / 2; s > 0; s >>= 1)
 #pragma unroll
-                for (int e = 0; e < 8; e++) p += qq[e] * kf[e];
-                for (int s = lpk / 2; s > 0; s >>= 1) p += __shfl_xor_sync(0xffffffffu, p, s);
-                if (live && sub == 0) sc[gg * DEC_TILE + j] = p * a.scale;
-            }
+                for (int gg = 0; gg < GM; gg++)
+                    if (gg < G) p[gg] += __shfl_xor_sync(0xffffffffu, p[gg], s);
+            if (live && sub == 0)
+#pragma unroll
+                for (int gg = 0; gg < GM; gg++)
+                    if (gg < G) sc[gg * DEC_TILE + j] = p[gg] * a.scale;
         }
         __syncthreads();
         for (int gg = warp; gg < G; gg += DEC_WARPS) {
@@ -177,33 +235,33 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
         }
         __syncthreads();
 #pragma unroll
-        for (int gg = 0; gg < DEC_MAXG; gg++)
+        for (int gg = 0; gg < GM; gg++)
             if (gg < G) {
                 const float al = run_a[gg];
 #pragma unroll
                 for (int e = 0; e < 8; e++) o[gg][e] *= al;
             }
         for (int j = grp; j < cnt; j += kpi) {
-            uint4 vv = *(const uint4 *)(vb + (size_t)(t0 + j) * d + sub * 8);
+            const uint4 vv = *(const uint4 *)(vt + j * d + sub * 8);
             const uint16_t *ve = (const uint16_t *)&vv;
             float vf[8];
 #pragma unroll
             for (int e = 0; e < 8; e++) vf[e] = bf2f(ve[e]);
 #pragma unroll
-            for (int gg = 0; gg < DEC_MAXG; gg++)
+            for (int gg = 0; gg < GM; gg++)
                 if (gg < G) {
                     const float p = sc[gg * DEC_TILE + j];
 #pragma unroll
                     for (int e = 0; e < 8; e++) o[gg][e] += p * vf[e];
                 }
         }
-        __syncthreads(); /* sc is rewritten by the next tile */
+        __syncthreads(); /* sc and this stage are rewritten next */
     }
 
     /* Sum over key groups: within the warp by shuffles, across warps in
-     * shared memory. */
+     * shared memory (the tile bytes, free now). */
 #pragma unroll
-    for (int gg = 0; gg < DEC_MAXG; gg++)
+    for (int gg = 0; gg < GM; gg++)
         if (gg < G)
 #pragma unroll
             for (int e = 0; e < 8; e++)
@@ -211,7 +269,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
                     o[gg][e] += __shfl_xor_sync(0xffffffffu, o[gg][e], off);
     if (lane < lpk) {
 #pragma unroll
-        for (int gg = 0; gg < DEC_MAXG; gg++)
+        for (int gg = 0; gg < GM; gg++)
             if (gg < G)
 #pragma unroll
                 for (int e = 0; e < 8; e++) acc[(warp * G + gg) * d + sub * 8 + e] = o[gg][e];
@@ -219,7 +277,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     __syncthreads();
     if (used == 1) {
         for (int i = tid; i < G * d; i += DEC_THREADS) {
-            const int gg = i / d, c = i % d;
+            const int gg = i / d, c = i - gg * d;
             float v = 0.f;
             for (int w = 0; w < DEC_WARPS; w++) v += acc[(w * G + gg) * d + c];
             a.out[(size_t)(hk * G + gg) * d + c] = f2bf(v / run_l[gg]);
@@ -228,7 +286,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     }
     float *ws_m = a.ws, *ws_l = a.ws + (size_t)a.hq * ns, *ws_o = a.ws + 2 * (size_t)a.hq * ns;
     for (int i = tid; i < G * d; i += DEC_THREADS) {
-        const int gg = i / d, c = i % d;
+        const int gg = i / d, c = i - gg * d;
         float v = 0.f;
         for (int w = 0; w < DEC_WARPS; w++) v += acc[(w * G + gg) * d + c];
         ws_o[((size_t)(hk * G + gg) * ns + split) * d + c] = v;
@@ -243,30 +301,70 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     __syncthreads();
     if (!s_last) return;
 
-    /* The last block of this KV head merges every split's partials. */
+    /* The last block of this KV head merges every split's partials: the
+     * per-split weights exp(m_s - M) / l go to sc (loaded in parallel),
+     * then each output element sums its column of partial outputs. */
     __threadfence();
     if (tid == 0) a.counters[hk] = 0;
+    float *mm = sc, *ll = acc; /* [G][used] each; used <= DEC_TILE */
+    for (int i = tid; i < G * used; i += DEC_THREADS) {
+        const int gg = i / used, sp = i - gg * used;
+        const size_t at = (size_t)(hk * G + gg) * ns + sp;
+        mm[gg * DEC_TILE + sp] = __ldcg(ws_m + at);
+        ll[gg * DEC_TILE + sp] = __ldcg(ws_l + at);
+    }
+    __syncthreads();
     if (tid < G) {
-        const size_t h = (size_t)(hk * G + tid) * ns;
         float M = -INFINITY, l = 0.f;
-        for (int s = 0; s < used; s++) M = fmaxf(M, __ldcg(ws_m + h + s));
-        for (int s = 0; s < used; s++) l += __ldcg(ws_l + h + s) * __expf(__ldcg(ws_m + h + s) - M);
+        for (int sp = 0; sp < used; sp++) M = fmaxf(M, mm[tid * DEC_TILE + sp]);
+        for (int sp = 0; sp < used; sp++) l += ll[tid * DEC_TILE + sp] * __expf(mm[tid * DEC_TILE + sp] - M);
         run_m[tid] = M;
-        run_l[tid] = l;
+        run_l[tid] = 1.f / l;
+    }
+    __syncthreads();
+    for (int i = tid; i < G * used; i += DEC_THREADS) {
+        const int gg = i / used, sp = i - gg * used;
+        mm[gg * DEC_TILE + sp] = __expf(mm[gg * DEC_TILE + sp] - run_m[gg]) * run_l[gg];
     }
     __syncthreads();
     for (int i = tid; i < G * d; i += DEC_THREADS) {
-        const int gg = i / d, c = i % d;
-        const size_t h = (size_t)(hk * G + gg) * ns;
-        float v = 0.f;
-        for (int s = 0; s < used; s++)
-            v += __ldcg(ws_o + (h + s) * d + c) * __expf(__ldcg(ws_m + h + s) - run_m[gg]);
-        a.out[(size_t)(hk * G + gg) * d + c] = f2bf(v / run_l[gg]);
+        const int gg = i / d, c = i - gg * d;
+        const float *col = ws_o + (size_t)(hk * G + gg) * ns * d + c;
+        const float *wt = mm + gg * DEC_TILE;
+        float v0 = 0.f, v1 = 0.f, v2 = 0.f, v3 = 0.f;
+        int sp = 0;
+        for (; sp + 4 <= used; sp += 4) {
+            v0 += __ldcg(col + (size_t)sp * d) * wt[sp];
+            v1 += __ldcg(col + (size_t)(sp + 1) * d) * wt[sp + 1];
+            v2 += __ldcg(col + (size_t)(sp + 2) * d) * wt[sp + 2];
+            v3 += __ldcg(col + (size_t)(sp + 3) * d) * wt[sp + 3];
+        }
+        for (; sp < used; sp++) v0 += __ldcg(col + (size_t)sp * d) * wt[sp];
+        a.out[(size_t)(hk * G + gg) * d + c] = f2bf((v0 + v1) + (v2 + v3));
     }
 }
 
 static size_t dec_smem(int G, int d) {
-    return (size_t)(G * d + G * DEC_TILE + DEC_WARPS * G * d + 3 * G) * sizeof(float);
+    size_t tiles = (size_t)DEC_STAGES * 2 * DEC_TILE * d * 2;
+    size_t accb = (size_t)DEC_WARPS * G * d * 4, mergeb = (size_t)G * DEC_TILE * 4;
+    if (accb < mergeb) accb = mergeb;
+    if (tiles < accb) tiles = accb;
+    return tiles + (size_t)(G * d + G * DEC_TILE + DEC_WARPS * d + 3 * G) * sizeof(float);
+}
+
+typedef void (*dec_kernel)(dec_args);
+static dec_kernel dec_pick(int G) {
+    return G <= 2 ? k_attn_decode<2> : G <= 4 ? k_attn_decode<4> : G <= 8 ? k_attn_decode<8>
+                                                                        : k_attn_decode<16>;
+}
+
+extern "C" int lmc_cu_attn_decode_setup(int hq, int hkv, int d) {
+    dec_kernel k = dec_pick(hq / hkv);
+    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    const size_t smem = dec_smem(hq / hkv, d);
+    if (e == cudaSuccess && smem > 48 * 1024)
+        e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    return (int)e;
 }
 
 extern "C" int lmc_cu_attn_decode_splits(int hkv, int num_sms) {
@@ -281,7 +379,7 @@ extern "C" size_t lmc_cu_attn_decode_ws_bytes(int hq, int hkv, int d, int nsplit
 
 extern "C" int lmc_cu_attn_decode_supported(int hq, int hkv, int d) {
     return hkv > 0 && hq % hkv == 0 && hq / hkv <= DEC_MAXG && d % 8 == 0 && d >= 16 &&
-           d <= 256 && ((d / 8) & (d / 8 - 1)) == 0 && dec_smem(hq / hkv, d) <= 48 * 1024;
+           d <= 256 && ((d / 8) & (d / 8 - 1)) == 0 && dec_smem(hq / hkv, d) <= 160 * 1024;
 }
 
 extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
@@ -309,6 +407,7 @@ extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
     a.window = window;
     a.nsplit = nsplit;
     a.rnd = rnd;
-    return (int)lmc_pdl_launch(k_attn_decode, dim3(hkv, nsplit), dim3(DEC_THREADS),
-                               dec_smem(hq / hkv, d), (cudaStream_t)s, a);
+    const size_t smem = dec_smem(hq / hkv, d);
+    return (int)lmc_pdl_launch(dec_pick(hq / hkv), dim3(hkv, nsplit), dim3(DEC_THREADS), smem,
+                               (cudaStream_t)s, a);
 }

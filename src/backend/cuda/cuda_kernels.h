@@ -53,9 +53,13 @@ int lmc_cu_swiglu(const uint16_t *gu, int rows, int inter, uint16_t *out, int rn
 int lmc_cu_add_bias(void *y, int is_f32, const uint16_t *bias, int rows, int cols,
                     lmc_cu_stream s);
 
-/* *out = the first index of the largest value of x[0..n); ws is a device
+/* out[0] = the first index of the largest value of x[0..n), and out[1]
+ * (as a float) = its log-softmax, -log(sum exp(x - max)); ws is a device
  * buffer of lmc_cu_argmax_ws_bytes(). */
 size_t lmc_cu_argmax_ws_bytes(void);
+/* Once per process: the embedding and argmax kernels' launch attributes
+ * (the decode chain's shared memory carveout). */
+int lmc_cu_decode_kernels_setup(void);
 int lmc_cu_argmax(const float *x, int n, void *ws, int32_t *out, lmc_cu_stream s);
 
 /* Element conversions used while uploading weights. */
@@ -100,6 +104,7 @@ int lmc_cu_attn_prefill_supported(int d);
  * ws: lmc_cu_attn_decode_ws_bytes(), zeroed once when allocated (its
  * arrival counters return to zero after every launch). nsplit: from
  * lmc_cu_attn_decode_splits(); ws must be sized for the same value. */
+int lmc_cu_attn_decode_setup(int hq, int hkv, int d); /* once per process and shape */
 int lmc_cu_attn_decode_splits(int hkv, int num_sms);
 size_t lmc_cu_attn_decode_ws_bytes(int hq, int hkv, int d, int nsplit);
 int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *q_norm,

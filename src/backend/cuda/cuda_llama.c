@@ -649,7 +649,7 @@ static lmc_status cu_forward(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids
 }
 
 static lmc_status cu_forward_greedy(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids,
-                                    size_t n, int32_t *next) {
+                                    size_t n, int32_t *next, float *logprob) {
     cu_model *m = (cu_model *)mm;
     cu_cache *c = NULL;
     lmc_status st = check_call(m, cc, ids, n, &c);
@@ -657,13 +657,15 @@ static lmc_status cu_forward_greedy(lmc_model *mm, lmc_kv_cache *cc, const int32
     size_t len0 = c->len;
     st = feed(m, c, ids, n, NULL, false, true);
     if (!st) {
-        cudaError_t e = cudaMemcpyAsync(m->h_state + 1, m->d_next, 4, cudaMemcpyDeviceToHost,
+        cudaError_t e = cudaMemcpyAsync(m->h_state + 2, m->d_next, 8, cudaMemcpyDeviceToHost,
                                         m->stream);
         if (e == cudaSuccess) e = cudaStreamSynchronize(m->stream);
-        if (e != cudaSuccess)
+        if (e != cudaSuccess) {
             st = lmc_err(LMC_ERR_DEVICE, "cuda forward: %s", cudaGetErrorString(e));
-        else
-            *next = m->h_state[1];
+        } else {
+            *next = m->h_state[2];
+            if (logprob) memcpy(logprob, &m->h_state[3], sizeof *logprob);
+        }
     } else {
         cudaStreamSynchronize(m->stream);
     }
@@ -835,7 +837,9 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
     lmc_cu_set_pdl(!(pdl && !strcmp(pdl, "0")));
     int maxc = m->H > m->I ? m->H : m->I;
     if (m->hq * m->D > maxc) maxc = m->hq * m->D;
-    if ((e = (cudaError_t)lmc_cu_gemv_setup(maxc)) != cudaSuccess) {
+    if ((e = (cudaError_t)lmc_cu_gemv_setup(maxc)) != cudaSuccess ||
+        (e = (cudaError_t)lmc_cu_attn_decode_setup(m->hq, m->hkv, m->D)) != cudaSuccess ||
+        (e = (cudaError_t)lmc_cu_decode_kernels_setup()) != cudaSuccess) {
         st = lmc_err(LMC_ERR_DEVICE, "device cuda: gemv setup: %s", cudaGetErrorString(e));
         goto fail;
     }

@@ -177,9 +177,16 @@ __global__ void __launch_bounds__(GEMV_THREADS)
 
 extern "C" int lmc_cu_gemv_setup(int max_cols) {
     int smem = max_cols * 2;
-    if (smem < 48 * 1024) return 0;
-    cudaError_t e = cudaFuncSetAttribute(k_gemv<1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         smem);
+    /* Every kernel of the decode chain asks for the same (largest) shared
+     * memory carveout: an SM can only host blocks of kernels that agree on
+     * it, so differing carveouts would serialize the overlapped launches. */
+    cudaError_t e = cudaFuncSetAttribute(k_gemv<1, 4>,
+                                         cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(k_gemv<2, 4>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 100);
+    if (e != cudaSuccess || smem < 48 * 1024) return (int)e;
+    e = cudaFuncSetAttribute(k_gemv<1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(k_gemv<2, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     return (int)e;

@@ -260,19 +260,28 @@ static __device__ void block_argmax(float best, int idx, float *out_v, int *out_
 }
 
 __global__ void __launch_bounds__(ARGMAX_THREADS)
-    k_argmax_partial(const float *x, int n, float *ws_v, int *ws_i) {
+    k_argmax_partial(const float *x, int n, float *ws_v, int *ws_i, float *ws_s) {
+    __shared__ float red[32];
     float best = -INFINITY;
     int idx = 0x7fffffff;
     pdl_trigger();
     pdl_wait();
-    for (int i = blockIdx.x * ARGMAX_THREADS + threadIdx.x; i < n; i += gridDim.x * ARGMAX_THREADS)
-        better(best, idx, x[i], i);
+    const int i0 = blockIdx.x * ARGMAX_THREADS + threadIdx.x, step = gridDim.x * ARGMAX_THREADS;
+    for (int i = i0; i < n; i += step) better(best, idx, x[i], i);
     block_argmax(best, idx, &ws_v[blockIdx.x], &ws_i[blockIdx.x]);
+    __syncthreads();
+    /* this block's sum of exp(x - its max), for the chosen token's logprob */
+    const float m = ws_v[blockIdx.x];
+    float sum = 0.f;
+    if (m > -INFINITY)
+        for (int i = i0; i < n; i += step) sum += __expf(x[i] - m);
+    sum = block_sum(sum, red);
+    if (threadIdx.x == 0) ws_s[blockIdx.x] = sum;
 }
 
 __global__ void __launch_bounds__(ARGMAX_THREADS)
-    k_argmax_final(const float *ws_v, const int *ws_i, int nb, int32_t *out) {
-    __shared__ float v;
+    k_argmax_final(const float *ws_v, const int *ws_i, const float *ws_s, int nb, int32_t *out) {
+    __shared__ float v, red[32];
     __shared__ int i;
     float best = -INFINITY;
     int idx = 0x7fffffff;
@@ -280,10 +289,30 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
     pdl_wait();
     for (int b = threadIdx.x; b < nb; b += ARGMAX_THREADS) better(best, idx, ws_v[b], ws_i[b]);
     block_argmax(best, idx, &v, &i);
-    if (threadIdx.x == 0) *out = i == 0x7fffffff ? 0 : i; /* all NaN: 0 */
+    __syncthreads();
+    float sum = 0.f;
+    for (int b = threadIdx.x; b < nb; b += ARGMAX_THREADS)
+        if (ws_v[b] > -INFINITY) sum += ws_s[b] * __expf(ws_v[b] - v);
+    sum = block_sum(sum, red);
+    if (threadIdx.x == 0) {
+        out[0] = i == 0x7fffffff ? 0 : i; /* all NaN: 0 */
+        ((float *)out)[1] = -logf(sum);   /* log-softmax of the maximum */
+    }
 }
 
-extern "C" size_t lmc_cu_argmax_ws_bytes(void) { return ARGMAX_BLOCKS * 8; }
+extern "C" size_t lmc_cu_argmax_ws_bytes(void) { return ARGMAX_BLOCKS * 12; }
+
+extern "C" int lmc_cu_decode_kernels_setup(void) {
+    cudaError_t e = cudaFuncSetAttribute(k_embed, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         100);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(k_argmax_partial,
+                                 cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(k_argmax_final, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 100);
+    return (int)e;
+}
 
 extern "C" int lmc_cu_argmax(const float *x, int n, void *ws, int32_t *out, lmc_cu_stream s) {
     int nb = (n + ARGMAX_THREADS * 4 - 1) / (ARGMAX_THREADS * 4);
@@ -291,11 +320,12 @@ extern "C" int lmc_cu_argmax(const float *x, int n, void *ws, int32_t *out, lmc_
     if (nb < 1) nb = 1;
     float *wv = (float *)ws;
     int *wi = (int *)(wv + ARGMAX_BLOCKS);
+    float *wsum = wv + 2 * ARGMAX_BLOCKS;
     cudaError_t e = lmc_pdl_launch(k_argmax_partial, dim3(nb), dim3(ARGMAX_THREADS), 0,
-                                   (cudaStream_t)s, x, n, wv, wi);
+                                   (cudaStream_t)s, x, n, wv, wi, wsum);
     if (e == cudaSuccess)
         e = lmc_pdl_launch(k_argmax_final, dim3(1), dim3(ARGMAX_THREADS), 0, (cudaStream_t)s, wv,
-                           wi, nb, out);
+                           wi, wsum, nb, out);
     return (int)e;
 }
 
