@@ -15,22 +15,21 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     if (len < cap) snprintf(buf + len, cap - len, "]");
 }
 
-/* Find `name` and check it is [d0] (d1 == 0) or [d0, d1] in a float dtype.
- * Missing and optional -> data NULL. */
-static lmc_status bind(lmc_llama_weights *w, const lmc_st_set *set, const char *name,
-                       int64_t d0, int64_t d1, bool required, lmc_cpu_mat *out) {
+lmc_status lmc_weights_bind_tensor(const lmc_st_set *set, const char *name, int ndim,
+                                   const int64_t *shape, bool required, void ***owned,
+                                   size_t *n_owned, lmc_cpu_mat *out) {
     memset(out, 0, sizeof *out);
     const lmc_tensor_view *t = lmc_st_set_find(set, name);
     if (!t) {
         if (!required) return LMC_OK;
         return lmc_err(LMC_ERR_NOT_FOUND, "model weights: missing tensor '%s'", name);
     }
-    int ndim = d1 ? 2 : 1;
-    int64_t want[2] = {d0, d1};
-    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
-        char got[160], exp[64];
+    bool ok = t->ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
+    if (!ok) {
+        char got[160], exp[160];
         shape_str(got, sizeof got, t->ndim, t->shape);
-        shape_str(exp, sizeof exp, ndim, want);
+        shape_str(exp, sizeof exp, ndim, shape);
         return lmc_err(LMC_ERR_FORMAT, "model weights: tensor '%s' has shape %s, expected %s",
                        name, got, exp);
     }
@@ -39,23 +38,31 @@ static lmc_status bind(lmc_llama_weights *w, const lmc_st_set *set, const char *
                        "model weights: tensor '%s' has dtype %s; expected F32, F16 or BF16", name,
                        lmc_dtype_name(t->dtype));
     out->dt = t->dtype;
-    out->rows = d0;
-    out->cols = d1 ? d1 : d0;
-    if (!d1) out->rows = 1;
+    out->rows = ndim == 1 ? 1 : shape[0];
+    out->cols = ndim == 1 ? shape[0] : 1;
+    for (int d = 1; d < ndim; d++) out->cols *= shape[d];
     out->data = t->data;
     size_t es = lmc_dtype_size(t->dtype);
     if ((uintptr_t)t->data % es) {
         /* Kernels load whole elements; keep an aligned copy instead. */
-        void **grown = realloc(w->owned, (w->n_owned + 1) * sizeof *grown);
+        void **grown = realloc(*owned, (*n_owned + 1) * sizeof *grown);
         if (!grown) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory for '%s'", name);
-        w->owned = grown;
+        *owned = grown;
         void *copy = malloc(t->nbytes ? t->nbytes : 1);
         if (!copy) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory for '%s'", name);
         memcpy(copy, t->data, t->nbytes);
-        w->owned[w->n_owned++] = copy;
+        (*owned)[(*n_owned)++] = copy;
         out->data = copy;
     }
     return LMC_OK;
+}
+
+/* [d0] (d1 == 0) or [d0, d1]; missing and optional -> data NULL. */
+static lmc_status bind(lmc_llama_weights *w, const lmc_st_set *set, const char *name,
+                       int64_t d0, int64_t d1, bool required, lmc_cpu_mat *out) {
+    const int64_t shape[2] = {d0, d1};
+    return lmc_weights_bind_tensor(set, name, d1 ? 2 : 1, shape, required, &w->owned,
+                                   &w->n_owned, out);
 }
 
 lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,

@@ -22,6 +22,15 @@ typedef struct {
     size_t n_owned;
 } lmc_llama_weights;
 
+/* One tensor of `set`, checked against an N-d shape and a float dtype
+ * (F32/F16/BF16) and viewed as a matrix: rows = shape[0], cols = the
+ * product of the rest (a 1-d tensor is one row). A misaligned tensor is
+ * copied; the copy is appended to *owned (the caller frees). Missing and
+ * optional -> data NULL. Errors name the tensor and the expected shape. */
+lmc_status lmc_weights_bind_tensor(const lmc_st_set *set, const char *name, int ndim,
+                                   const int64_t *shape, bool required, void ***owned,
+                                   size_t *n_owned, lmc_cpu_mat *out);
+
 /* Look up and check every tensor the config implies (names, shapes,
  * dtypes F32/F16/BF16). Errors name the tensor and expected vs actual. */
 lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,

@@ -157,55 +157,6 @@ lmc_status lmc_clip_vision_config_parse(json_object *vc, const char *what,
 
 /* ------------------------------------------------------------ weights */
 
-static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
-    size_t len = (size_t)snprintf(buf, cap, "[");
-    for (int d = 0; d < ndim && len < cap; d++)
-        len += (size_t)snprintf(buf + len, cap - len, "%s%" PRId64, d ? ", " : "", shape[d]);
-    if (len < cap) snprintf(buf + len, cap - len, "]");
-}
-
-lmc_status lmc_vlm_bind_tensor(const lmc_st_set *set, const char *name, int ndim,
-                               const int64_t *shape, bool required, void ***owned,
-                               size_t *n_owned, lmc_cpu_mat *out) {
-    memset(out, 0, sizeof *out);
-    const lmc_tensor_view *t = lmc_st_set_find(set, name);
-    if (!t) {
-        if (!required) return LMC_OK;
-        return lmc_err(LMC_ERR_NOT_FOUND, "model weights: missing tensor '%s'", name);
-    }
-    bool ok = t->ndim == ndim;
-    for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
-    if (!ok) {
-        char got[160], exp[160];
-        shape_str(got, sizeof got, t->ndim, t->shape);
-        shape_str(exp, sizeof exp, ndim, shape);
-        return lmc_err(LMC_ERR_FORMAT, "model weights: tensor '%s' has shape %s, expected %s",
-                       name, got, exp);
-    }
-    if (t->dtype != LMC_DT_F32 && t->dtype != LMC_DT_F16 && t->dtype != LMC_DT_BF16)
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "model weights: tensor '%s' has dtype %s; expected F32, F16 or BF16", name,
-                       lmc_dtype_name(t->dtype));
-    out->dt = t->dtype;
-    out->rows = ndim == 1 ? 1 : shape[0];
-    out->cols = ndim == 1 ? shape[0] : 1;
-    for (int d = 1; d < ndim; d++) out->cols *= shape[d];
-    out->data = t->data;
-    size_t es = lmc_dtype_size(t->dtype);
-    if ((uintptr_t)t->data % es) {
-        /* Kernels load whole elements; keep an aligned copy instead. */
-        void **grown = realloc(*owned, (*n_owned + 1) * sizeof *grown);
-        if (!grown) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory for '%s'", name);
-        *owned = grown;
-        void *copy = malloc(t->nbytes ? t->nbytes : 1);
-        if (!copy) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory for '%s'", name);
-        memcpy(copy, t->data, t->nbytes);
-        (*owned)[(*n_owned)++] = copy;
-        out->data = copy;
-    }
-    return LMC_OK;
-}
-
 void lmc_clip_vision_free(lmc_clip_vision *v) {
     if (!v) return;
     for (size_t i = 0; i < v->n_owned; i++) free(v->owned[i]);
@@ -231,7 +182,7 @@ lmc_status lmc_clip_vision_bind(const lmc_clip_vision_config *cfg, const lmc_st_
 #define BIND(dst, req, nd, ...)                                                               \
     do {                                                                                     \
         const int64_t shp_[] = {__VA_ARGS__};                                                \
-        if ((st = lmc_vlm_bind_tensor(set, nm, nd, shp_, req, &v->owned, &v->n_owned, dst))) \
+        if ((st = lmc_weights_bind_tensor(set, nm, nd, shp_, req, &v->owned, &v->n_owned, dst))) \
             goto fail;                                                                       \
     } while (0)
 #define NAME(...) snprintf(nm, sizeof nm, __VA_ARGS__)

@@ -9,6 +9,7 @@
 #define LMC_VLM_CLIP_VISION_H
 #include "backend/cpu/cpu_ops.h"
 #include "formats/safetensors.h"
+#include "models/llama_weights.h" /* lmc_weights_bind_tensor */
 #include "lmc.h"
 #include <json-c/json.h>
 
@@ -77,13 +78,6 @@ static inline size_t lmc_clip_vision_tokens(const lmc_clip_vision_config *c) {
  * hidden state, tokens x hidden floats, into outs[k]. */
 lmc_status lmc_clip_vision_forward(const lmc_clip_vision *v, const float *pixels,
                                    const size_t *states, size_t n_states, float *const *outs);
-
-/* Bind a tensor of the given shape (ndim 1..4; a 4-D or 3-D tensor is
- * viewed as [d0, d1*d2*d3]) in a float dtype into a matrix view. `owned`
- * collects aligned copies. Missing and !required -> data NULL. */
-lmc_status lmc_vlm_bind_tensor(const lmc_st_set *set, const char *name, int ndim,
-                               const int64_t *shape, bool required, void ***owned,
-                               size_t *n_owned, lmc_cpu_mat *out);
 
 /* Row-wise LayerNorm (biased variance, fp32 statistics; out may alias x). */
 void lmc_vlm_layernorm(const float *x, const lmc_cpu_mat *w, const lmc_cpu_mat *b, float eps,

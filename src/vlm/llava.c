@@ -347,7 +347,7 @@ lmc_status lmc_llava_create(const lmc_vlm_loaded_model *lm, lmc_vlm_model **out)
     do {                                                                                       \
         const int64_t shp_[] = {__VA_ARGS__};                                                  \
         snprintf(nm, sizeof nm, "%s%s", proj_pre, suffix);                                     \
-        if ((st = lmc_vlm_bind_tensor(lm->weights, nm, nd, shp_, req, &m->owned, &m->n_owned, \
+        if ((st = lmc_weights_bind_tensor(lm->weights, nm, nd, shp_, req, &m->owned, &m->n_owned, \
                                       dst))) {                                                 \
             lmc_err_prefix(st, "llava projector");                                             \
             goto fail;                                                                         \
@@ -360,7 +360,7 @@ lmc_status lmc_llava_create(const lmc_vlm_loaded_model *lm, lmc_vlm_model **out)
 #undef BIND
     snprintf(nm, sizeof nm, "%sembed_tokens.weight", text_pre);
     const int64_t eshape[2] = {tc.vocab_size, H};
-    if ((st = lmc_vlm_bind_tensor(lm->weights, nm, 2, eshape, true, &m->owned, &m->n_owned,
+    if ((st = lmc_weights_bind_tensor(lm->weights, nm, 2, eshape, true, &m->owned, &m->n_owned,
                                   &m->embed)))
         goto fail;
     size_t g = (size_t)(vc.image_size / vc.patch_size);

@@ -275,22 +275,18 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
                 for (int e = 0; e < 8; e++) acc[(warp * G + gg) * d + sub * 8 + e] = o[gg][e];
     }
     __syncthreads();
-    if (used == 1) {
-        for (int i = tid; i < G * d; i += DEC_THREADS) {
-            const int gg = i / d, c = i - gg * d;
-            float v = 0.f;
-            for (int w = 0; w < DEC_WARPS; w++) v += acc[(w * G + gg) * d + c];
-            a.out[(size_t)(hk * G + gg) * d + c] = f2bf(v / run_l[gg]);
-        }
-        return;
-    }
+    /* one split: the normalized output directly; else the partials */
     float *ws_m = a.ws, *ws_l = a.ws + (size_t)a.hq * ns, *ws_o = a.ws + 2 * (size_t)a.hq * ns;
     for (int i = tid; i < G * d; i += DEC_THREADS) {
         const int gg = i / d, c = i - gg * d;
         float v = 0.f;
         for (int w = 0; w < DEC_WARPS; w++) v += acc[(w * G + gg) * d + c];
-        ws_o[((size_t)(hk * G + gg) * ns + split) * d + c] = v;
+        if (used == 1)
+            a.out[(size_t)(hk * G + gg) * d + c] = f2bf(v / run_l[gg]);
+        else
+            ws_o[((size_t)(hk * G + gg) * ns + split) * d + c] = v;
     }
+    if (used == 1) return;
     if (tid < G) {
         ws_m[(size_t)(hk * G + tid) * ns + split] = run_m[tid];
         ws_l[(size_t)(hk * G + tid) * ns + split] = run_l[tid];
