@@ -55,6 +55,34 @@ static lmc_status get_str(json_object *o, const char *what, const char *prefix,
     return LMC_OK;
 }
 
+/* Per-module entries of the "quantization" object: false (left
+ * unquantized), true (the default setting) or {group_size, bits}. */
+static lmc_status parse_quant_overrides(json_object *q, const char *what, lmc_model_config *c) {
+    json_object_object_foreach(q, key, val) {
+        if (!strcmp(key, "group_size") || !strcmp(key, "bits") || !strcmp(key, "mode"))
+            continue;
+        if (json_object_is_type(val, json_type_boolean)) {
+            c->q_n_overrides++;
+            continue;
+        }
+        if (!json_object_is_type(val, json_type_object))
+            return lmc_err(LMC_ERR_FORMAT,
+                           "%s: quantization entry '%.80s' must be false, true or an object "
+                           "with group_size and bits", what, key);
+        int64_t g = -1, b = -1;
+        lmc_status st;
+        if ((st = get_int(val, what, "quantization entry ", "group_size", &g)) ||
+            (st = get_int(val, what, "quantization entry ", "bits", &b)))
+            return st;
+        if (g <= 0 || b <= 0)
+            return lmc_err(LMC_ERR_FORMAT,
+                           "%s: quantization entry '%.80s' needs positive group_size and bits",
+                           what, key);
+        c->q_n_overrides++;
+    }
+    return LMC_OK;
+}
+
 /* Rope parameters from a rope_scaling / rope_parameters object. */
 static lmc_status parse_rope_obj(json_object *r, const char *what, const char *name,
                                  lmc_model_config *c) {
@@ -256,9 +284,12 @@ lmc_status lmc_config_parse(const char *text, size_t len, const char *what,
             goto done;
         }
         c->quantized = true;
+        snprintf(c->q_mode, sizeof c->q_mode, "affine");
         if ((st = get_int(q, what, "quantization.", "group_size", &c->q_group_size)) ||
-            (st = get_int(q, what, "quantization.", "bits", &c->q_bits)))
+            (st = get_int(q, what, "quantization.", "bits", &c->q_bits)) ||
+            (st = get_str(q, what, "quantization.", "mode", c->q_mode, sizeof c->q_mode)))
             goto done;
+        if ((st = parse_quant_overrides(q, what, c))) goto done;
     }
 
     if ((st = parse_config_eos(lmc_json_get(o, "eos_token_id"), what, c))) goto done;

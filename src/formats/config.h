@@ -31,9 +31,14 @@ typedef struct {
     bool mlp_bias;
     int64_t sliding_window;       /* 0 = none (also 0 when use_sliding_window false) */
     char hidden_act[32];          /* "silu" */
-    /* MLX affine quantization ("quantization": {"group_size", "bits"}) */
+    /* MLX quantization ("quantization": {"group_size", "bits", "mode"} plus
+     * per-module entries "<module path>": false | true | {group_size, bits},
+     * which are checked for form and counted; the weights binder reads
+     * each module's setting off its tensor shapes when there are any). */
     bool quantized;
     int64_t q_group_size, q_bits;
+    char q_mode[16];              /* "affine" unless given */
+    int64_t q_n_overrides;
     /* eos after the generation_config.json override (truthy rule) */
     int32_t eos_ids[LMC_MAX_EOS];
     int n_eos;

@@ -121,9 +121,6 @@ static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
     if (c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
         return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (silu)",
                        c->hidden_act);
-    if (c->quantized)
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "config.json: quantized weights are not supported by the CPU llama model");
     if (c->sliding_window < 0)
         return lmc_err(LMC_ERR_FORMAT, "config.json: sliding_window must not be negative");
     return LMC_OK;

@@ -1,6 +1,7 @@
 /* Tensor lookup for the llama family (HF names, "model." prefix by default). */
 #include "models/llama_weights.h"
 #include "base/error.h"
+#include "models/quantized.h"
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,30 @@ static lmc_status bind(lmc_llama_weights *w, const lmc_st_set *set, const char *
                                    &w->n_owned, out);
 }
 
+/* A Linear / Embedding weight "<module>.weight" of shape [d0, d1]. In a
+ * quantized checkpoint a U32 weight is MLX-packed (with .scales and
+ * .biases) and dequantized; a float one is a module left unquantized. With
+ * per-module overrides the setting is read off the shapes of each module. */
+static lmc_status bind_matrix(lmc_llama_weights *w, const lmc_model_config *c,
+                              const lmc_st_set *set, const char *module, int64_t d0, int64_t d1,
+                              lmc_cpu_mat *out) {
+    char nm[300];
+    int len = snprintf(nm, sizeof nm, "%s.weight", module);
+    if (len < 0 || (size_t)len >= sizeof nm)
+        return lmc_err(LMC_ERR_LIMIT, "model weights: tensor name '%.64s...' is too long", module);
+    const lmc_tensor_view *t = c->quantized ? lmc_st_set_find(set, nm) : NULL;
+    if (t && t->dtype == LMC_DT_U32) {
+        if (strcmp(c->q_mode, "affine"))
+            return lmc_err(LMC_ERR_UNSUPPORTED,
+                           "config.json: quantization mode '%s' is not supported (affine)",
+                           c->q_mode);
+        bool fixed = !c->q_n_overrides;
+        return lmc_mlx_bind(set, module, d0, d1, fixed ? c->q_bits : 0,
+                            fixed ? c->q_group_size : 0, &w->owned, &w->n_owned, out);
+    }
+    return bind(w, set, nm, d0, d1, true, out);
+}
+
 lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
                                   lmc_llama_weights *w) {
     const lmc_llama_names names = {.prefix = "model.", .lm_head = "lm_head.weight"};
@@ -89,14 +114,22 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
     w->n_layers = (size_t)c->num_hidden_layers;
     w->layers = calloc(w->n_layers, sizeof *w->layers);
     if (!w->layers) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory");
-    snprintf(nm, sizeof nm, "%sembed_tokens.weight", pre);
-    if ((st = bind(w, set, nm, V, H, true, &w->embed))) goto fail;
+    snprintf(nm, sizeof nm, "%sembed_tokens", pre);
+    if ((st = bind_matrix(w, c, set, nm, V, H, &w->embed))) goto fail;
     snprintf(nm, sizeof nm, "%snorm.weight", pre);
     if ((st = bind(w, set, nm, H, 0, true, &w->final_norm))) goto fail;
     if (c->tie_word_embeddings) {
         w->lm_head = w->embed;
     } else {
-        st = bind(w, set, names->lm_head, V, H, true, &w->lm_head);
+        /* the module name is the tensor name less ".weight" */
+        size_t ln = strlen(names->lm_head);
+        if (ln > 7 && ln - 7 < sizeof nm && !strcmp(names->lm_head + ln - 7, ".weight")) {
+            memcpy(nm, names->lm_head, ln - 7);
+            nm[ln - 7] = 0;
+            st = bind_matrix(w, c, set, nm, V, H, &w->lm_head);
+        } else {
+            st = bind(w, set, names->lm_head, V, H, true, &w->lm_head);
+        }
         if (st) goto fail;
     }
     for (size_t l = 0; l < w->n_layers; l++) {
@@ -106,12 +139,17 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
         snprintf(nm, sizeof nm, "%slayers.%zu.%s", pre, l, suffix);                      \
         if ((st = bind(w, set, nm, d0, d1, req, &L->field))) goto fail;                  \
     } while (0)
+#define M(field, module, d0, d1)                                                         \
+    do {                                                                                 \
+        snprintf(nm, sizeof nm, "%slayers.%zu.%s", pre, l, module);                      \
+        if ((st = bind_matrix(w, c, set, nm, d0, d1, &L->field))) goto fail;             \
+    } while (0)
         B(in_norm, "input_layernorm.weight", H, 0, true);
         B(post_norm, "post_attention_layernorm.weight", H, 0, true);
-        B(q, "self_attn.q_proj.weight", qd, H, true);
-        B(k, "self_attn.k_proj.weight", kvd, H, true);
-        B(v, "self_attn.v_proj.weight", kvd, H, true);
-        B(o, "self_attn.o_proj.weight", H, qd, true);
+        M(q, "self_attn.q_proj", qd, H);
+        M(k, "self_attn.k_proj", kvd, H);
+        M(v, "self_attn.v_proj", kvd, H);
+        M(o, "self_attn.o_proj", H, qd);
         if (qkv_bias) {
             B(q_b, "self_attn.q_proj.bias", qd, 0, true);
             B(k_b, "self_attn.k_proj.bias", kvd, 0, true);
@@ -122,15 +160,16 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
             B(q_norm, "self_attn.q_norm.weight", c->head_dim, 0, true);
             B(k_norm, "self_attn.k_norm.weight", c->head_dim, 0, true);
         }
-        B(gate, "mlp.gate_proj.weight", I, H, true);
-        B(up, "mlp.up_proj.weight", I, H, true);
-        B(down, "mlp.down_proj.weight", H, I, true);
+        M(gate, "mlp.gate_proj", I, H);
+        M(up, "mlp.up_proj", I, H);
+        M(down, "mlp.down_proj", H, I);
         if (mlp_bias) {
             B(gate_b, "mlp.gate_proj.bias", I, 0, true);
             B(up_b, "mlp.up_proj.bias", I, 0, true);
             B(down_b, "mlp.down_proj.bias", H, 0, true);
         }
 #undef B
+#undef M
     }
     return LMC_OK;
 fail:

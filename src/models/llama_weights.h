@@ -18,7 +18,8 @@ typedef struct {
     size_t n_layers;
     lmc_llama_layer *layers;
     lmc_cpu_mat embed, final_norm, lm_head;
-    void **owned; /* aligned copies of tensors the mapping left misaligned */
+    void **owned; /* aligned copies of tensors the mapping left misaligned,
+                     and dequantized weights of quantized checkpoints */
     size_t n_owned;
 } lmc_llama_weights;
 
@@ -32,7 +33,10 @@ lmc_status lmc_weights_bind_tensor(const lmc_st_set *set, const char *name, int 
                                    size_t *n_owned, lmc_cpu_mat *out);
 
 /* Look up and check every tensor the config implies (names, shapes,
- * dtypes F32/F16/BF16). Errors name the tensor and expected vs actual. */
+ * dtypes F32/F16/BF16). Errors name the tensor and expected vs actual.
+ * When config.quantized, each Linear/Embedding module stored MLX-style
+ * (U32 "<m>.weight" + "<m>.scales" + "<m>.biases") is dequantized into an
+ * owned F32 matrix (models/quantized.h); float modules bind as usual. */
 lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
                                   lmc_llama_weights *w);
 /* The same for a decoder stored under other names (the text model of a

@@ -712,8 +712,6 @@ static lmc_status check_shapes(const lmc_model_config *c) {
         return lmc_err(LMC_ERR_UNSUPPORTED,
                        "device cuda: rope type '%s' is not supported (default, linear, llama3)",
                        rt);
-    if (c->quantized)
-        return lmc_err(LMC_ERR_UNSUPPORTED, "device cuda: quantized weights are not supported");
     int64_t D = c->head_dim, hq = c->num_attention_heads, hkv = c->num_key_value_heads;
     if (c->hidden_size % 8 || c->intermediate_size % 8 || (hq * D) % 8)
         return lmc_err(LMC_ERR_UNSUPPORTED,
