@@ -54,6 +54,24 @@ typedef struct {
 } conn_state;
 
 /* ---------------------------------------------------------------- replies */
+/* Browser clients (web UIs calling an OpenAI-compatible endpoint) need CORS:
+ * every reply allows any origin, and preflight OPTIONS requests are answered. */
+static void add_cors(struct MHD_Response *r) {
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+}
+
+static enum MHD_Result reply_preflight(struct MHD_Connection *c, const char *methods) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    add_cors(r);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", methods);
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Content-Type, Authorization");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
+    enum MHD_Result ret = MHD_queue_response(c, 204, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *body,
                              const char *ctype, const char *allow) {
     if (!body) {
@@ -70,6 +88,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *body
     }
     MHD_add_response_header(r, "Content-Type", ctype);
     if (allow) MHD_add_response_header(r, "Allow", allow);
+    add_cors(r);
     enum MHD_Result ret = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
     return ret;
@@ -506,6 +525,7 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
     }
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
+    add_cors(r);
     enum MHD_Result ret = MHD_queue_response(con, 200, r);
     MHD_destroy_response(r); /* stream_release runs once the connection is done with it */
     return ret;
@@ -570,11 +590,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
             return reply_error(con, 404, "invalid_request_error", msg, NULL, NULL);
         }
         bool get = r == R_HEALTH || r == R_MODELS;
+        if (!strcmp(method, "OPTIONS"))
+            return reply_preflight(con, get ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
         bool is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
         if (get ? !is_get : strcmp(method, "POST")) {
             snprintf(msg, sizeof msg, "method %.32s is not allowed on %s (use %s)", method, url,
                      get ? "GET" : "POST");
-            return reply_error(con, 405, "invalid_request_error", msg, NULL, get ? "GET, HEAD" : "POST");
+            return reply_error(con, 405, "invalid_request_error", msg, NULL,
+                               get ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
         }
         if (get) return serve_get(s, con, r);
         const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");

@@ -174,6 +174,7 @@ static void check_stream(const char *ep, const char *body, bool chat, const refe
     http_post(port, ep, body, &r);
     CHECK_EQ_INT(r.status, 200);
     CHECK(r.head.p && strcasestr(r.head.p, "content-type: text/event-stream"));
+    CHECK(r.head.p && strcasestr(r.head.p, "Access-Control-Allow-Origin: *"));
     sse s;
     parse_sse(r.body.p ? r.body.p : "", chat, &s);
     CHECK(s.ok_json);
@@ -337,6 +338,34 @@ static void test_bad_requests(void) {
     http_request(port, "GET", "/health", NULL, 0, NULL, &r);
     CHECK_EQ_INT(r.status, 200);
     CHECK(r.body.p && strstr(r.body.p, "\"ok\""));
+    http_reply_free(&r);
+}
+
+/* CORS: every reply allows any origin; preflight is answered with 204. */
+static void test_cors(void) {
+    http_reply r;
+    http_request(port, "OPTIONS", "/v1/chat/completions", NULL, 0,
+                 "Origin: http://example.test\r\nAccess-Control-Request-Method: POST\r\n", &r);
+    CHECK_EQ_INT(r.status, 204);
+    CHECK(r.head.p && strcasestr(r.head.p, "Access-Control-Allow-Origin: *"));
+    CHECK(r.head.p && strcasestr(r.head.p, "Access-Control-Allow-Methods: POST, OPTIONS"));
+    CHECK(r.head.p && strcasestr(r.head.p, "Access-Control-Allow-Headers: Content-Type"));
+    http_reply_free(&r);
+    http_request(port, "OPTIONS", "/v1/models", NULL, 0, NULL, &r);
+    CHECK_EQ_INT(r.status, 204);
+    CHECK(r.head.p && strcasestr(r.head.p, "Access-Control-Allow-Methods: GET, HEAD, OPTIONS"));
+    http_reply_free(&r);
+    http_request(port, "OPTIONS", "/nowhere", NULL, 0, NULL, &r);
+    CHECK_EQ_INT(r.status, 404);
+    http_reply_free(&r);
+    http_request(port, "GET", "/health", NULL, 0, NULL, &r);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.head.p && strcasestr(r.head.p, "Access-Control-Allow-Origin: *"));
+    http_reply_free(&r);
+    http_request(port, "DELETE", "/health", NULL, 0, NULL, &r);
+    CHECK_EQ_INT(r.status, 405);
+    CHECK(r.head.p && strcasestr(r.head.p, "Access-Control-Allow-Origin: *"));
+    CHECK(r.head.p && strcasestr(r.head.p, "Allow: GET, HEAD, OPTIONS"));
     http_reply_free(&r);
 }
 
@@ -573,6 +602,7 @@ static void body(lmc_context *ctx, const test_vocab *tv, const char *dir) {
     port = lmc_server_port(srv);
     CHECK(port != 0);
     test_models();
+    test_cors();
     test_generation(ctx, tv);
     test_bad_requests();
     test_template_inputs(ctx);
