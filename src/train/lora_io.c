@@ -7,6 +7,7 @@
 #include "train/lora.h"
 #include <cblas.h>
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -135,8 +136,10 @@ static lmc_status read_adapter_cfg(const char *dir, adapter_cfg *c) {
         st = lmc_err(LMC_ERR_FORMAT, "%s: 'r' must be an integer in 1..4096", path);
         goto done;
     }
-    if (!lmc_json_double(o, "lora_alpha", &c->alpha, &bad) || !(c->alpha > 0.0)) {
-        st = lmc_err(LMC_ERR_FORMAT, "%s: 'lora_alpha' must be a positive number", path);
+    /* Beyond FLT_MAX the float scale is infinite: every fused weight inf/NaN. */
+    if (!lmc_json_double(o, "lora_alpha", &c->alpha, &bad) || !(c->alpha > 0.0) ||
+        !(c->alpha <= FLT_MAX)) {
+        st = lmc_err(LMC_ERR_FORMAT, "%s: 'lora_alpha' must be a positive finite number", path);
         goto done;
     }
     bool flag = false;
@@ -377,6 +380,13 @@ static lmc_status fuse_one(const char *wpath, const char *name, const lmc_tensor
         return lmc_err(LMC_ERR_FORMAT, "%s: tensor '%s' has the wrong shape: expected lora_B "
                        "[%" PRId64 ", %" PRId64 "]",
                        wpath, B->name, out_d, r);
+    /* Other dtypes would widen to zeros and fuse nothing without a word. */
+    for (int i = 0; i < 2; i++) {
+        const lmc_tensor_view *x = i ? B : A;
+        if (x->dtype != LMC_DT_F32 && x->dtype != LMC_DT_F16 && x->dtype != LMC_DT_BF16)
+            return lmc_err(LMC_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16, BF16)",
+                           wpath, x->name, lmc_dtype_name(x->dtype));
+    }
     size_t na = (size_t)(r * in_d), nb = (size_t)(out_d * r), nw = (size_t)(out_d * in_d);
     float *a = malloc(na * sizeof(float)), *b = malloc(nb * sizeof(float));
     float *w = malloc(nw * sizeof(float));
