@@ -9,95 +9,10 @@
 #include "formats/config.h"
 #include "formats/safetensors.h"
 #include "models/model.h"
+#include "model_golden.h"
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define MAX_TOK 128
-
-typedef struct {
-    char name[64];
-    int32_t prompt[MAX_TOK], greedy[MAX_TOK];
-    float margins[MAX_TOK];
-    size_t n_prompt, n_greedy;
-    float *logits, *full_logits;
-    size_t vocab;
-    bool half; /* bf16 or fp16: the reference computed in that dtype */
-} golden;
-
-typedef struct {
-    lmc_model_config cfg;
-    json_object *cfg_json;
-    char *raw;
-    lmc_st_set *weights;
-    lmc_model *model;
-} loaded;
-
-static const char *src_dir(void) {
-    const char *s = getenv("LMC_SOURCE_DIR");
-    return s ? s : ".";
-}
-
-static size_t read_ints(json_object *o, const char *key, int32_t *dst, size_t cap) {
-    json_object *a = lmc_json_get(o, key);
-    size_t n = a ? json_object_array_length(a) : 0;
-    if (n > cap) n = cap;
-    for (size_t i = 0; i < n; i++) dst[i] = (int32_t)json_object_get_int(json_object_array_get_idx(a, i));
-    return n;
-}
-
-static float *read_floats(json_object *o, const char *key, size_t *n_out) {
-    json_object *a = lmc_json_get(o, key);
-    size_t n = a ? json_object_array_length(a) : 0;
-    float *f = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        f[i] = (float)json_object_get_double(json_object_array_get_idx(a, i));
-    *n_out = n;
-    return f;
-}
-
-static bool load_golden(const char *dir, const char *name, golden *g) {
-    memset(g, 0, sizeof *g);
-    snprintf(g->name, sizeof g->name, "%s", name);
-    char path[1500];
-    snprintf(path, sizeof path, "%s/golden.json", dir);
-    json_object *o = NULL;
-    if (lmc_json_load_file(path, "golden.json", 1 << 24, &o, NULL)) return false;
-    g->n_prompt = read_ints(o, "prompt", g->prompt, MAX_TOK);
-    g->n_greedy = read_ints(o, "greedy", g->greedy, MAX_TOK);
-    size_t nm = 0, nf = 0;
-    float *m = read_floats(o, "margins", &nm);
-    for (size_t i = 0; i < nm && i < MAX_TOK; i++) g->margins[i] = m[i];
-    free(m);
-    g->logits = read_floats(o, "logits", &g->vocab);
-    g->full_logits = read_floats(o, "full_logits", &nf);
-    const char *dt = lmc_json_str(o, "dtype", NULL);
-    g->half = dt && (!strcmp(dt, "bf16") || !strcmp(dt, "fp16"));
-    json_object_put(o);
-    return g->vocab > 0 && nf == g->vocab && g->n_prompt > 0;
-}
-
-static void golden_free(golden *g) {
-    free(g->logits);
-    free(g->full_logits);
-}
-
-static lmc_status load_model(const char *dir, loaded *L) {
-    memset(L, 0, sizeof *L);
-    lmc_status st = lmc_config_load(dir, &L->cfg, &L->cfg_json, &L->raw);
-    if (!st) st = lmc_st_set_open_dir(dir, &L->weights);
-    if (st) return st;
-    lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->cfg_json, .config_raw = L->raw,
-                           .weights = L->weights, .device = LMC_DEVICE_CPU};
-    return lmc_llama_create(&lm, &L->model);
-}
-
-static void unload(loaded *L) {
-    lmc_model_free(L->model);
-    lmc_st_set_free(L->weights);
-    if (L->cfg_json) json_object_put(L->cfg_json);
-    free(L->raw);
-}
 
 static float range_of(const float *x, size_t n) {
     float lo = x[0], hi = x[0];
@@ -147,7 +62,7 @@ static void test_checkpoint(const char *dir, const char *name) {
         return;
     }
     loaded L;
-    lmc_status st = load_model(dir, &L);
+    lmc_status st = load_model(dir, &L, NULL);
     CHECK_MSG(st == LMC_OK, "%s: load: %s", name, lmc_last_error());
     if (st) {
         unload(&L);
@@ -371,21 +286,21 @@ static void test_errors(const char *gold) {
 
     /* wrong shape: q_proj [64, 64] stays square, so transpose k_proj [32, 64] */
     CHECK(write_variant(src, tmp, "model.layers.1.self_attn.k_proj.weight", false) == LMC_OK);
-    CHECK_ERR(load_model(tmp, &L), LMC_ERR_FORMAT,
+    CHECK_ERR(load_model(tmp, &L, NULL), LMC_ERR_FORMAT,
               "tensor 'model.layers.1.self_attn.k_proj.weight' has shape [64, 32], expected [32, 64]");
     unload(&L);
     /* missing tensor */
     CHECK(write_variant(src, tmp, "model.layers.0.mlp.up_proj.bias", true) == LMC_OK);
-    CHECK_ERR(load_model(tmp, &L), LMC_ERR_NOT_FOUND,
+    CHECK_ERR(load_model(tmp, &L, NULL), LMC_ERR_NOT_FOUND,
               "missing tensor 'model.layers.0.mlp.up_proj.bias'");
     unload(&L);
     CHECK(write_variant(src, tmp, "lm_head.weight", true) == LMC_OK);
-    CHECK_ERR(load_model(tmp, &L), LMC_ERR_NOT_FOUND, "missing tensor 'lm_head.weight'");
+    CHECK_ERR(load_model(tmp, &L, NULL), LMC_ERR_NOT_FOUND, "missing tensor 'lm_head.weight'");
     unload(&L);
 
     /* config validation, on the intact weights */
     CHECK(write_variant(src, tmp, "", false) == LMC_OK);
-    CHECK(load_model(tmp, &L) == LMC_OK);
+    CHECK(load_model(tmp, &L, NULL) == LMC_OK);
     lmc_model_config bad = L.cfg;
     lmc_loaded_model lm = {.config = &bad, .weights = L.weights, .device = LMC_DEVICE_CPU};
     lmc_model *mm = NULL;
@@ -455,7 +370,7 @@ static void test_errors(const char *gold) {
     loaded M;
     char mdir[1100];
     snprintf(mdir, sizeof mdir, "%s/mistral-fp32", gold);
-    CHECK(load_model(mdir, &M) == LMC_OK);
+    CHECK(load_model(mdir, &M, NULL) == LMC_OK);
     lmc_kv_cache *c = NULL, *r = NULL;
     if (M.model && L.model && lmc_kv_cache_new(M.model, &c) == LMC_OK) {
         int32_t ids[3] = {1, 5, 9};

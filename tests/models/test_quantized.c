@@ -8,15 +8,10 @@
 #include "formats/safetensors.h"
 #include "models/model.h"
 #include "models/quantized.h"
+#include "model_golden.h"
 #include "scratch.h"
 #include <stdint.h>
 
-#define MAX_TOK 128
-
-static const char *src_dir(void) {
-    const char *s = getenv("LMC_SOURCE_DIR");
-    return s ? s : ".";
-}
 
 /* ------------------------------------------------------------ dequantizer */
 
@@ -132,75 +127,9 @@ static void test_dequantize_units(void) {
 
 /* ------------------------------------------------------------ goldens */
 
-typedef struct {
-    int32_t prompt[MAX_TOK], greedy[MAX_TOK];
-    float margins[MAX_TOK];
-    size_t n_prompt, n_greedy, vocab;
-    float *logits, *full_logits;
-} golden;
-
-static size_t read_ints(json_object *o, const char *key, int32_t *dst, size_t cap) {
-    json_object *a = lmc_json_get(o, key);
-    size_t n = a ? json_object_array_length(a) : 0;
-    if (n > cap) n = cap;
-    for (size_t i = 0; i < n; i++)
-        dst[i] = (int32_t)json_object_get_int(json_object_array_get_idx(a, i));
-    return n;
-}
-
-static float *read_floats(json_object *o, const char *key, size_t *n_out) {
-    json_object *a = lmc_json_get(o, key);
-    size_t n = a ? json_object_array_length(a) : 0;
-    float *f = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        f[i] = (float)json_object_get_double(json_object_array_get_idx(a, i));
-    *n_out = n;
-    return f;
-}
-
-static bool load_golden(const char *dir, golden *g) {
-    memset(g, 0, sizeof *g);
-    char path[1200];
-    snprintf(path, sizeof path, "%s/golden.json", dir);
-    json_object *o = NULL;
-    if (lmc_json_load_file(path, "golden.json", 1 << 24, &o, NULL)) return false;
-    g->n_prompt = read_ints(o, "prompt", g->prompt, MAX_TOK);
-    g->n_greedy = read_ints(o, "greedy", g->greedy, MAX_TOK);
-    size_t nm = 0, nf = 0;
-    float *m = read_floats(o, "margins", &nm);
-    for (size_t i = 0; i < nm && i < MAX_TOK; i++) g->margins[i] = m[i];
-    free(m);
-    g->logits = read_floats(o, "logits", &g->vocab);
-    g->full_logits = read_floats(o, "full_logits", &nf);
-    json_object_put(o);
-    return g->vocab > 0 && nf == g->vocab && g->n_prompt > 0 && nm == g->n_greedy;
-}
-
-typedef struct {
-    lmc_model_config cfg;
-    json_object *cfg_json;
-    char *raw;
-    lmc_st_set *weights;
-    lmc_model *model;
-} loaded;
-
-/* Load the checkpoint in dir; `edit` (optional) changes the config first. */
-static lmc_status load_model(const char *dir, loaded *L, void (*edit)(lmc_model_config *)) {
-    memset(L, 0, sizeof *L);
-    lmc_status st = lmc_config_load(dir, &L->cfg, &L->cfg_json, &L->raw);
-    if (!st) st = lmc_st_set_open_dir(dir, &L->weights);
-    if (st) return st;
-    if (edit) edit(&L->cfg);
-    lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->cfg_json, .config_raw = L->raw,
-                           .weights = L->weights, .device = LMC_DEVICE_CPU};
-    return lmc_llama_create(&lm, &L->model);
-}
-
-static void unload(loaded *L) {
-    lmc_model_free(L->model);
-    lmc_st_set_free(L->weights);
-    if (L->cfg_json) json_object_put(L->cfg_json);
-    free(L->raw);
+/* A quantized golden also needs one reference margin per greedy step. */
+static bool load_quant_golden(const char *dir, golden *g) {
+    return load_golden(dir, "", g) && g->n_margins == g->n_greedy;
 }
 
 static double rel_err(const float *a, const float *ref, size_t n) {
@@ -227,7 +156,7 @@ static void test_golden(const char *name) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/tests/golden/quant/%s", src_dir(), name);
     golden g;
-    if (!load_golden(dir, &g)) {
+    if (!load_quant_golden(dir, &g)) {
         CHECK_MSG(0, "%s: unreadable golden.json", name);
         free(g.logits), free(g.full_logits);
         return;
@@ -290,7 +219,7 @@ static void test_golden(const char *name) {
     golden f;
     snprintf(dir, sizeof dir, "%s/tests/golden/models/%s-fp32", src_dir(),
              !strncmp(name, "qwen3", 5) ? "qwen3" : "llama");
-    if (load_golden(dir, &f) && f.vocab == g.vocab) {
+    if (load_quant_golden(dir, &f) && f.vocab == g.vocab) {
         double d = rel_err(f.logits, g.logits, V);
         printf("%-14s vs unquantized max|d|/range = %.3g\n", name, d);
         CHECK_MSG(d > 10 * tol, "%s: quantized and fp32 references barely differ (%g)", name, d);
