@@ -4,12 +4,13 @@
  * splits of a KV head are merged by whichever of its blocks finishes last
  * (an arrival counter per KV head), so no second kernel is needed.
  *
- * Grid (Hkv, nsplit): the live span is cut into at most nsplit chunks of a
- * whole number of 64-key tiles (at least DEC_MINCHUNK keys), computed on
- * the device from d_state, so the launch is graph-safe and only blocks
- * with keys do any work. Each block streams its chunk through shared
- * memory two tiles ahead (cp.async; the first tiles before the wait on the
- * previous kernel) and walks it with an online softmax. */
+ * Grid (Hkv, nsplit): the live span is cut into at most nsplit chunks,
+ * computed on the device from d_state, so the launch is graph-safe and
+ * only blocks with keys do any work. Two kernels share this frame:
+ * k_attn_decode_wk (d = 32/64/128: one key per lane, below) and
+ * k_attn_decode for every other shape, which streams 64-key tiles through
+ * shared memory two ahead (cp.async; the first tiles before the wait on
+ * the previous kernel) and walks them with an online softmax. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -340,6 +341,313 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     }
 }
 
+/* ------------------------------------------------ one key per lane
+ * The kernel used when d is 32, 64 or 128. Each warp takes 32 consecutive
+ * keys at a time, one per lane: the lane holds its key's row in registers
+ * and computes the G dot products itself, so scoring needs no shuffles and
+ * no block barrier. For the weighted sum of values each lane owns d/32
+ * dimensions of the output and walks the 32 keys' values (also held in
+ * registers), reading the weights from a per-warp shared-memory row. The
+ * first group's keys and values are loaded before waiting on the q/k/v
+ * projection. The warps' partial softmax states, plus one for the new
+ * token (which the loop never sees: it only reads keys already cached),
+ * are merged at the end of the block; several blocks per KV head (long
+ * contexts) are merged by the last one to finish, as above. Softmax runs
+ * in base 2 (scores pre-scaled by log2 e). */
+#define WK_GROUP 32
+#define WK_SLOTS (DEC_WARPS + 1)
+
+static __device__ __forceinline__ float bflo(uint32_t w) { return __uint_as_float(w << 16); }
+static __device__ __forceinline__ float bfhi(uint32_t w) {
+    return __uint_as_float(w & 0xffff0000u);
+}
+
+template <int D> struct wk_v { /* one key's values of a lane: D / 32 of them */
+    uint32_t w[D >= 64 ? D / 64 : 1];
+};
+
+/* keys per block at least (a multiple of DEC_WARPS * 32): 256, 512 and
+ * 1,024 measured within 2% of each other at 128-384 keys, 256 ahead */
+static const int wk_minchunk = DEC_WARPS * WK_GROUP;
+
+template <int GM, int D>
+__global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int minchunk) {
+    constexpr int KC = D / 8;  /* 16-byte pieces of a key row */
+    constexpr int DV = D / 32; /* output dimensions per lane */
+    extern __shared__ __align__(16) float sm[];
+    __shared__ int s_last;
+    const int G = a.hq / a.hkv, ns = a.nsplit;
+    const int hk = blockIdx.x, split = blockIdx.y, tid = threadIdx.x;
+    const int warp = tid >> 5, lane = tid & 31;
+    float *qs = sm;                        /* [G][D] roped queries */
+    float *pw = qs + G * D;                /* [warps][G][32] weights of a key group */
+    float *tmp = pw + DEC_WARPS * G * 32;  /* [warps][D] rope scratch */
+    float *wm = tmp + DEC_WARPS * D;       /* [slots][G] max (base 2) */
+    float *wl = wm + WK_SLOTS * G;         /* [slots][G] sum of weights */
+    float *wo = wl + WK_SLOTS * G;         /* [slots][G][D] weighted values */
+    float *knf = wo + WK_SLOTS * G * D;    /* [D] new key, roped */
+    float *vnf = knf + D;                  /* [D] new value */
+    float *mm = vnf + D;                   /* [G][DEC_MAXSPLIT] merge weights */
+    float *run = mm + G * DEC_MAXSPLIT;    /* [2][G] */
+    pdl_trigger();
+    const int pos = a.d_state[0], L = pos + 1;
+    const int lo0 = a.window > 0 ? max(0, pos - a.window + 1) : 0;
+    const int span = L - lo0;
+    int chunk = (span + ns - 1) / ns;
+    chunk = max(minchunk, (chunk + DEC_WARPS * WK_GROUP - 1) / (DEC_WARPS * WK_GROUP) *
+                              (DEC_WARPS * WK_GROUP));
+    const int used = (span + chunk - 1) / chunk;
+    if (split >= used) return;
+    const int lo = lo0 + split * chunk, hi = min(lo + chunk, L);
+    const int hik = min(hi, pos); /* keys read from the cache: all but the new one */
+    const bool has_new = split == used - 1;
+    const uint16_t *kb = a.kc + (size_t)hk * a.cap * D;
+    const uint16_t *vb = a.vc + (size_t)hk * a.cap * D;
+
+    uint4 kr[KC];
+    wk_v<D> vr[WK_GROUP];
+    auto load_group = [&](int g0) {
+        const int key = g0 + lane;
+        const bool live = key < hik;
+        const uint4 *ks = (const uint4 *)(kb + (size_t)(live ? key : 0) * D);
+#pragma unroll
+        for (int c = 0; c < KC; c++) kr[c] = live ? ks[c] : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int j = 0; j < WK_GROUP; j++) {
+            const int kj = g0 + j;
+            const bool lj = kj < hik;
+            const uint16_t *vs = vb + (size_t)(lj ? kj : 0) * D;
+            if constexpr (D == 32) {
+                vr[j].w[0] = lj ? (uint32_t)vs[lane] : 0u;
+            } else if constexpr (D == 64) {
+                vr[j].w[0] = lj ? ((const uint32_t *)vs)[lane] : 0u;
+            } else {
+                const uint2 t = lj ? ((const uint2 *)vs)[lane] : make_uint2(0u, 0u);
+                vr[j].w[0] = t.x;
+                vr[j].w[1] = t.y;
+            }
+        }
+    };
+    const int first = lo + warp * WK_GROUP;
+    if (first < hik) load_group(first);
+    pdl_wait();
+
+    for (int gg = warp; gg < G; gg += DEC_WARPS)
+        rope_head(a.qkv + (size_t)(hk * G + gg) * D, a.q_norm, a.eps, a.rnd, a.inv_freq, pos, D,
+                  tmp + warp * D, qs + gg * D, NULL);
+    if (has_new) { /* append the new token's key and value; keep them for the end */
+        const size_t at = ((size_t)hk * a.cap + pos) * D;
+        if (warp == DEC_WARPS - 1)
+            rope_head(a.qkv + (size_t)(a.hq + hk) * D, a.k_norm, a.eps, a.rnd, a.inv_freq, pos,
+                      D, tmp + warp * D, knf, a.kc + at);
+        const uint16_t *vsrc = a.qkv + (size_t)(a.hq + a.hkv + hk) * D;
+        for (int i = tid; i < D; i += DEC_THREADS) {
+            const uint16_t v = vsrc[i];
+            a.vc[at + i] = v;
+            vnf[i] = bf2f(v);
+        }
+    }
+    __syncthreads(); /* queries, new key and value staged */
+
+    const float sl2 = a.scale * 1.4426950408889634f;
+    float o[GM][DV], mrun[GM], lrun[GM];
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        mrun[g] = -INFINITY;
+        lrun[g] = 0.f;
+#pragma unroll
+        for (int e = 0; e < DV; e++) o[g][e] = 0.f;
+    }
+    float *pwr = pw + warp * G * 32;
+    for (int g0 = first; g0 < hik; g0 += DEC_WARPS * WK_GROUP) {
+        if (g0 != first) load_group(g0);
+        float s[GM];
+#pragma unroll
+        for (int g = 0; g < GM; g++) s[g] = 0.f;
+#pragma unroll
+        for (int c = 0; c < KC; c++) {
+            const uint32_t kw[4] = {kr[c].x, kr[c].y, kr[c].z, kr[c].w};
+#pragma unroll
+            for (int g = 0; g < GM; g++)
+                if (g < G) {
+                    const float4 q0 = *(const float4 *)(qs + g * D + c * 8);
+                    const float4 q1 = *(const float4 *)(qs + g * D + c * 8 + 4);
+                    s[g] += q0.x * bflo(kw[0]) + q0.y * bfhi(kw[0]) + q0.z * bflo(kw[1]) +
+                            q0.w * bfhi(kw[1]) + q1.x * bflo(kw[2]) + q1.y * bfhi(kw[2]) +
+                            q1.z * bflo(kw[3]) + q1.w * bfhi(kw[3]);
+                }
+        }
+        const bool live = g0 + lane < hik;
+#pragma unroll
+        for (int g = 0; g < GM; g++) s[g] = live ? s[g] * sl2 : -INFINITY;
+        float mx[GM];
+#pragma unroll
+        for (int g = 0; g < GM; g++) mx[g] = s[g];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+            for (int g = 0; g < GM; g++)
+                if (g < G) mx[g] = fmaxf(mx[g], __shfl_xor_sync(0xffffffffu, mx[g], off));
+        /* lane 0's key is live, so every new maximum is finite */
+#pragma unroll
+        for (int g = 0; g < GM; g++)
+            if (g < G) {
+                const float mn = fmaxf(mrun[g], mx[g]);
+                const float al = exp2f(mrun[g] - mn), p = exp2f(s[g] - mn);
+                mrun[g] = mn;
+                lrun[g] = lrun[g] * al + p;
+#pragma unroll
+                for (int e = 0; e < DV; e++) o[g][e] *= al;
+                pwr[g * 32 + lane] = p;
+            }
+        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < WK_GROUP; j += 4) {
+            float vf[4][DV];
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                if constexpr (D == 32) {
+                    vf[jj][0] = bflo(vr[j + jj].w[0]);
+                } else {
+#pragma unroll
+                    for (int w = 0; w < DV / 2; w++) {
+                        vf[jj][2 * w] = bflo(vr[j + jj].w[w]);
+                        vf[jj][2 * w + 1] = bfhi(vr[j + jj].w[w]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < GM; g++)
+                if (g < G) {
+                    const float4 p4 = *(const float4 *)(pwr + g * 32 + j);
+#pragma unroll
+                    for (int e = 0; e < DV; e++)
+                        o[g][e] += p4.x * vf[0][e] + p4.y * vf[1][e] + p4.z * vf[2][e] +
+                                   p4.w * vf[3][e];
+                }
+        }
+        __syncwarp(); /* pwr is rewritten by the next group */
+    }
+    /* this warp's partial state */
+#pragma unroll
+    for (int g = 0; g < GM; g++)
+        if (g < G) {
+            float l = lrun[g];
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+            if (lane == 0) {
+                wm[warp * G + g] = mrun[g];
+                wl[warp * G + g] = l;
+            }
+#pragma unroll
+            for (int e = 0; e < DV; e++) wo[(warp * G + g) * D + lane * DV + e] = o[g][e];
+        }
+    /* the new token's slot: its score against each query head */
+    if (warp == DEC_WARPS - 1) {
+        for (int g = 0; g < G; g++) {
+            float s = 0.f;
+            if (has_new)
+                for (int i = lane; i < D; i += 32) s += qs[g * D + i] * knf[i];
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+            if (lane == 0) {
+                wm[DEC_WARPS * G + g] = has_new ? s * sl2 : -INFINITY;
+                wl[DEC_WARPS * G + g] = has_new ? 1.f : 0.f;
+            }
+            for (int i = lane; i < D; i += 32) wo[(DEC_WARPS * G + g) * D + i] = has_new ? vnf[i] : 0.f;
+        }
+    }
+    __syncthreads();
+    float *ws_m = a.ws, *ws_l = a.ws + (size_t)a.hq * ns, *ws_o = a.ws + 2 * (size_t)a.hq * ns;
+    for (int i = tid; i < G * D; i += DEC_THREADS) {
+        const int g = i / D, c = i - g * D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < WK_SLOTS; w++) M = fmaxf(M, wm[w * G + g]);
+        float l = 0.f, v = 0.f;
+#pragma unroll
+        for (int w = 0; w < WK_SLOTS; w++) {
+            const float f = exp2f(wm[w * G + g] - M);
+            l += wl[w * G + g] * f;
+            v += wo[(w * G + g) * D + c] * f;
+        }
+        const size_t hrow = (size_t)(hk * G + g);
+        if (used == 1) {
+            a.out[hrow * D + c] = f2bf(v / l);
+        } else {
+            ws_o[(hrow * ns + split) * D + c] = v;
+            if (c == 0) {
+                ws_m[hrow * ns + split] = M;
+                ws_l[hrow * ns + split] = l;
+            }
+        }
+    }
+    if (used == 1) return;
+    __threadfence(); /* partials visible device-wide before we arrive */
+    __syncthreads();
+    if (tid == 0) s_last = atomicAdd(&a.counters[hk], 1) == used - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    if (tid == 0) a.counters[hk] = 0;
+    float *ll = wo; /* [G][DEC_MAXSPLIT] */
+    for (int i = tid; i < G * used; i += DEC_THREADS) {
+        const int g = i / used, sp = i - g * used;
+        const size_t at = (size_t)(hk * G + g) * ns + sp;
+        mm[g * DEC_MAXSPLIT + sp] = __ldcg(ws_m + at);
+        ll[g * DEC_MAXSPLIT + sp] = __ldcg(ws_l + at);
+    }
+    __syncthreads();
+    if (tid < G) {
+        float M = -INFINITY, l = 0.f;
+        for (int sp = 0; sp < used; sp++) M = fmaxf(M, mm[tid * DEC_MAXSPLIT + sp]);
+        for (int sp = 0; sp < used; sp++)
+            l += ll[tid * DEC_MAXSPLIT + sp] * exp2f(mm[tid * DEC_MAXSPLIT + sp] - M);
+        run[tid] = M;
+        run[G + tid] = 1.f / l;
+    }
+    __syncthreads();
+    for (int i = tid; i < G * used; i += DEC_THREADS) {
+        const int g = i / used, sp = i - g * used;
+        mm[g * DEC_MAXSPLIT + sp] = exp2f(mm[g * DEC_MAXSPLIT + sp] - run[g]) * run[G + g];
+    }
+    __syncthreads();
+    for (int i = tid; i < G * D; i += DEC_THREADS) {
+        const int g = i / D, c = i - g * D;
+        const float *col = ws_o + (size_t)(hk * G + g) * ns * D + c;
+        const float *wt = mm + g * DEC_MAXSPLIT;
+        float v0 = 0.f, v1 = 0.f;
+        int sp = 0;
+        for (; sp + 2 <= used; sp += 2) {
+            v0 += __ldcg(col + (size_t)sp * D) * wt[sp];
+            v1 += __ldcg(col + (size_t)(sp + 1) * D) * wt[sp + 1];
+        }
+        if (sp < used) v0 += __ldcg(col + (size_t)sp * D) * wt[sp];
+        a.out[(size_t)(hk * G + g) * D + c] = f2bf(v0 + v1);
+    }
+}
+
+static size_t wk_smem(int G, int d) {
+    size_t f = (size_t)G * d + DEC_WARPS * G * 32 + DEC_WARPS * d + 2 * WK_SLOTS * G +
+               (size_t)WK_SLOTS * G * d + 2 * d + (size_t)G * DEC_MAXSPLIT + 2 * G;
+    return f * sizeof(float);
+}
+
+typedef void (*wk_kernel)(dec_args, int);
+template <int D> static wk_kernel wk_pick_d(int G) {
+    return G <= 2 ? k_attn_decode_wk<2, D> : G <= 4 ? k_attn_decode_wk<4, D>
+                                                    : k_attn_decode_wk<8, D>;
+}
+/* NULL where the one-key-per-lane kernel does not apply (16 heads per KV
+ * head at d = 128 would not fit in registers) */
+static wk_kernel wk_pick(int G, int d) {
+    if (G < 1 || G > DEC_MAXG) return NULL;
+    if (G > 8)
+        return d == 32 ? k_attn_decode_wk<16, 32> : d == 64 ? k_attn_decode_wk<16, 64> : NULL;
+    return d == 32 ? wk_pick_d<32>(G) : d == 64 ? wk_pick_d<64>(G) : d == 128 ? wk_pick_d<128>(G)
+                                                                          : NULL;
+}
+
 static size_t dec_smem(int G, int d) {
     size_t tiles = (size_t)DEC_STAGES * 2 * DEC_TILE * d * 2;
     size_t accb = (size_t)DEC_WARPS * G * d * 4, mergeb = (size_t)G * DEC_TILE * 4;
@@ -355,9 +663,20 @@ static dec_kernel dec_pick(int G) {
 }
 
 extern "C" int lmc_cu_attn_decode_setup(int hq, int hkv, int d) {
-    dec_kernel k = dec_pick(hq / hkv);
-    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    const size_t smem = dec_smem(hq / hkv, d);
+    const int G = hq / hkv;
+    wk_kernel wk = wk_pick(G, d);
+    cudaError_t e;
+    size_t smem;
+    if (wk) {
+        e = cudaFuncSetAttribute(wk, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+        smem = wk_smem(G, d);
+        if (e == cudaSuccess && smem > 48 * 1024)
+            e = cudaFuncSetAttribute(wk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        return (int)e;
+    }
+    dec_kernel k = dec_pick(G);
+    e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    smem = dec_smem(G, d);
     if (e == cudaSuccess && smem > 48 * 1024)
         e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     return (int)e;
@@ -375,7 +694,8 @@ extern "C" size_t lmc_cu_attn_decode_ws_bytes(int hq, int hkv, int d, int nsplit
 
 extern "C" int lmc_cu_attn_decode_supported(int hq, int hkv, int d) {
     return hkv > 0 && hq % hkv == 0 && hq / hkv <= DEC_MAXG && d % 8 == 0 && d >= 16 &&
-           d <= 256 && ((d / 8) & (d / 8 - 1)) == 0 && dec_smem(hq / hkv, d) <= 160 * 1024;
+           d <= 256 && ((d / 8) & (d / 8 - 1)) == 0 && dec_smem(hq / hkv, d) <= 160 * 1024 &&
+           wk_smem(hq / hkv, d) <= 160 * 1024;
 }
 
 extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
@@ -403,6 +723,10 @@ extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
     a.window = window;
     a.nsplit = nsplit;
     a.rnd = rnd;
+    wk_kernel wk = wk_pick(hq / hkv, d);
+    if (wk)
+        return (int)lmc_pdl_launch(wk, dim3(hkv, nsplit), dim3(DEC_THREADS), wk_smem(hq / hkv, d),
+                                   (cudaStream_t)s, a, wk_minchunk);
     const size_t smem = dec_smem(hq / hkv, d);
     return (int)lmc_pdl_launch(dec_pick(hq / hkv), dim3(hkv, nsplit), dim3(DEC_THREADS), smem,
                                (cudaStream_t)s, a);

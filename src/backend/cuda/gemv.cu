@@ -1,7 +1,7 @@
 /* Batch-1 decode GEMV: y = W x for a row-major bf16 W. Decode is bound by
- * reading W once, so every lane streams 16-byte chunks of R rows with
- * U chunks per row in flight (R*U*16 bytes per lane outstanding), bypassing
- * L1.
+ * reading W once, so every lane streams 16-byte chunks of R rows, two
+ * steps of U chunks per row in flight (2*R*U*16 bytes per lane
+ * outstanding), bypassing L1.
  * The input vector is prepared once per block in shared memory (bf16),
  * which is where the RMSNorm before a projection is fused in; SwiGLU is
  * fused into the gate/up product's output (interleaved gate/up rows). */
@@ -40,38 +40,47 @@ static __device__ __forceinline__ float dot8(uint4 w, uint4 x) {
     return dot2(w.x, x.x) + dot2(w.y, x.y) + dot2(w.z, x.z) + dot2(w.w, x.w);
 }
 
-template <int R, int GEMV_UNROLL>
-__global__ void __launch_bounds__(GEMV_THREADS)
+/* The weight stream is double-buffered: each warp walks a flat list of
+ * (row group, chunk step) items and always has the next item's loads in
+ * flight while it multiplies the current one; the first two items are
+ * issued before the wait on the previous kernel. R == 1 is capped at 64
+ * registers so four blocks fit per SM (the grid is one resident wave). */
+template <int R, int U>
+__global__ void __launch_bounds__(GEMV_THREADS, R == 1 ? 4 : 2)
     k_gemv(const uint16_t *__restrict__ w, int rows, int cols, int in_mode,
-           const void *__restrict__ x, const uint16_t *__restrict__ norm_w, float eps,
-           const uint16_t *__restrict__ bias, int out_mode, void *y) {
+                const void *__restrict__ x, const uint16_t *__restrict__ norm_w, float eps,
+                const uint16_t *__restrict__ bias, int out_mode, void *y) {
     extern __shared__ uint4 xs4[];
     __shared__ float red[GEMV_THREADS / 32];
     const int rnd = !(in_mode & LMC_GEMV_IN_NO_ROUND);
     in_mode &= ~LMC_GEMV_IN_NO_ROUND;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nch = cols / 8;
-    const int warps_total = gridDim.x * (GEMV_THREADS / 32);
-    int r0 = (blockIdx.x * (GEMV_THREADS / 32) + warp) * R;
+    const int stride = gridDim.x * (GEMV_THREADS / 32) * R; /* rows between a warp's groups */
+    const int rfirst = (blockIdx.x * (GEMV_THREADS / 32) + warp) * R;
+    const int steps = (nch + 32 * U - 1) / (32 * U); /* chunk steps per row group */
+    const int groups = rfirst < rows ? (rows - 1 - rfirst) / stride + 1 : 0;
+    const int T = groups * steps;
     pdl_trigger();
 
-    /* Issue this warp's first weight loads before preparing the input, so
-     * the memory system is busy while the prologue runs. */
-    uint4 wv[R][GEMV_UNROLL];
-    if (r0 < rows) {
+    uint4 wa[R][U], wb[R][U];
+    auto load = [&](int t, uint4 (&buf)[R][U]) {
+        const int g = t / steps, cs = t - g * steps;
+        const int r0 = rfirst + g * stride;
 #pragma unroll
         for (int r = 0; r < R; r++) {
             const uint4 *wr = (const uint4 *)(w + (size_t)min(r0 + r, rows - 1) * cols);
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; u++) {
-                int c = lane + 32 * u;
-                if (c < nch) wv[r][u] = ld_stream(wr + c);
+            for (int u = 0; u < U; u++) {
+                const int c = lane + 32 * (cs * U + u);
+                if (c < nch) buf[r][u] = ld_stream(wr + c);
             }
         }
-    }
+    };
+    if (T > 0) load(0, wa);
+    if (T > 1) load(1, wb);
 
     pdl_wait(); /* the input is the previous kernel's output */
-    /* Stage the input vector as bf16, 8 values (16 bytes) per step. */
     if (in_mode == LMC_GEMV_IN_BF16) {
         const uint4 *x4 = (const uint4 *)x;
 #pragma unroll 4
@@ -110,86 +119,88 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     }
     __syncthreads();
 
-    bool prefetched = true;
-    for (; r0 < rows; r0 += warps_total * R) {
-        const uint4 *wr[R];
-        float acc[R];
+    float acc[R];
+    auto consume = [&](int t, const uint4 (&buf)[R][U]) {
+        const int g = t / steps, cs = t - g * steps;
+        if (cs == 0)
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            wr[r] = (const uint4 *)(w + (size_t)min(r0 + r, rows - 1) * cols);
-            acc[r] = 0.f;
-        }
-        for (int c0 = lane; c0 < nch; c0 += 32 * GEMV_UNROLL) {
-            if (!prefetched) {
+            for (int r = 0; r < R; r++) acc[r] = 0.f;
 #pragma unroll
-                for (int u = 0; u < GEMV_UNROLL; u++) {
-                    int c = c0 + 32 * u;
+        for (int u = 0; u < U; u++) {
+            const int c = lane + 32 * (cs * U + u);
+            if (c < nch) {
+                const uint4 xv = xs4[c];
 #pragma unroll
-                    for (int r = 0; r < R; r++)
-                        if (c < nch) wv[r][u] = ld_stream(wr[r] + c);
-                }
-            }
-            prefetched = false;
-#pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; u++) {
-                int c = c0 + 32 * u;
-                if (c < nch) {
-                    uint4 xv = xs4[c];
-#pragma unroll
-                    for (int r = 0; r < R; r++) acc[r] += dot8(wv[r][u], xv);
-                }
+                for (int r = 0; r < R; r++) acc[r] += dot8(buf[r][u], xv);
             }
         }
-        prefetched = false;
+        if (cs != steps - 1) return;
+        const int r0 = rfirst + g * stride;
 #pragma unroll
         for (int r = 0; r < R; r++)
             for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-        if (lane == 0 && out_mode == LMC_GEMV_OUT_SWIGLU) {
+        if (lane != 0) return;
+        if (out_mode == LMC_GEMV_OUT_SWIGLU) {
             /* rows r0 (gate) and r0 + 1 (up) of an interleaved gate/up */
             if (R == 2 && r0 + 1 < rows) {
-                float g = acc[0], u = acc[R - 1];
+                float gt = acc[0], up = acc[R - 1];
                 if (bias) {
-                    g += bf2f(bias[r0]);
-                    u += bf2f(bias[r0 + 1]);
+                    gt += bf2f(bias[r0]);
+                    up += bf2f(bias[r0 + 1]);
                 }
-                g = rbf(g);
-                u = rbf(u);
-                float act = g / (1.f + expf(-g));
-                ((uint16_t *)y)[r0 / 2] = f2bf((rnd ? rbf(act) : act) * u);
+                gt = rbf(gt);
+                up = rbf(up);
+                const float act = gt / (1.f + expf(-gt));
+                ((uint16_t *)y)[r0 / 2] = f2bf((rnd ? rbf(act) : act) * up);
             }
-        } else if (lane == 0) {
+            return;
+        }
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                const int row = r0 + r;
-                if (row >= rows) continue;
-                float v = acc[r];
-                if (bias) v += bf2f(bias[row]);
-                if (out_mode == LMC_GEMV_OUT_BF16)
-                    ((uint16_t *)y)[row] = f2bf(v);
-                else if (out_mode == LMC_GEMV_OUT_F32)
-                    ((float *)y)[row] = v;
-                else
-                    ((float *)y)[row] += v;
-            }
+        for (int r = 0; r < R; r++) {
+            const int row = r0 + r;
+            if (row >= rows) continue;
+            float v = acc[r];
+            if (bias) v += bf2f(bias[row]);
+            if (out_mode == LMC_GEMV_OUT_BF16)
+                ((uint16_t *)y)[row] = f2bf(v);
+            else if (out_mode == LMC_GEMV_OUT_F32)
+                ((float *)y)[row] = v;
+            else
+                ((float *)y)[row] += v;
+        }
+    };
+    for (int t = 0; t < T; t += 2) {
+        consume(t, wa);
+        if (t + 2 < T) load(t + 2, wa);
+        if (t + 1 < T) {
+            consume(t + 1, wb);
+            if (t + 3 < T) load(t + 3, wb);
         }
     }
 }
+
+/* resident blocks per SM of k_gemv<1, 4> and k_gemv<2, 4>: the grid never
+ * exceeds one wave (warps loop over rows instead) */
+static int gemv_occ[2] = {4, 2};
 
 extern "C" int lmc_cu_gemv_setup(int max_cols) {
     int smem = max_cols * 2;
     /* Every kernel of the decode chain asks for the same (largest) shared
      * memory carveout: an SM can only host blocks of kernels that agree on
      * it, so differing carveouts would serialize the overlapped launches. */
-    cudaError_t e = cudaFuncSetAttribute(k_gemv<1, 4>,
-                                         cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(k_gemv<2, 4>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 100);
-    if (e != cudaSuccess || smem < 48 * 1024) return (int)e;
-    e = cudaFuncSetAttribute(k_gemv<1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(k_gemv<2, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    return (int)e;
+    const void *ks[2] = {(const void *)k_gemv<1, 4>, (const void *)k_gemv<2, 4>};
+    for (int i = 0; i < 2; i++) {
+        cudaError_t e =
+            cudaFuncSetAttribute(ks[i], cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+        if (e == cudaSuccess && smem >= 48 * 1024)
+            e = cudaFuncSetAttribute(ks[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        int n = 0;
+        if (e == cudaSuccess)
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, ks[i], GEMV_THREADS, smem);
+        if (e != cudaSuccess) return (int)e;
+        gemv_occ[i] = n > 0 ? n : 1;
+    }
+    return 0;
 }
 
 extern "C" int lmc_cu_gemv(const uint16_t *w, int rows, int cols, int in_mode, const void *x,
@@ -197,22 +208,13 @@ extern "C" int lmc_cu_gemv(const uint16_t *w, int rows, int cols, int in_mode, c
                            int out_mode, void *y, int num_sms, lmc_cu_stream s) {
     const int wpb = GEMV_THREADS / 32;
     size_t smem = (size_t)cols * 2;
-    /* Two rows per warp when that still leaves at least two blocks per SM. */
-    /* Blocks beyond a few per SM loop over rows instead of redoing the
-     * input prologue. */
-    const int max_blocks = 4 * num_sms;
-    if (rows >= 2 * wpb * 2 * num_sms || out_mode == LMC_GEMV_OUT_SWIGLU) {
-        int blocks = (rows + 2 * wpb - 1) / (2 * wpb);
-        if (blocks > max_blocks) blocks = max_blocks;
-        return (int)lmc_pdl_launch(k_gemv<2, 4>, dim3(blocks), dim3(GEMV_THREADS), smem,
-                                   (cudaStream_t)s, w, rows, cols, in_mode, x, norm_w, eps, bias,
-                                   out_mode, y);
-    } else {
-        int blocks = (rows + wpb - 1) / wpb;
-        if (blocks > max_blocks) blocks = max_blocks;
-        return (int)lmc_pdl_launch(k_gemv<1, 4>, dim3(blocks), dim3(GEMV_THREADS), smem,
-                                   (cudaStream_t)s, w, rows, cols, in_mode, x, norm_w, eps, bias,
-                                   out_mode, y);
-    }
-    return (int)cudaGetLastError();
+    /* Two rows per warp when that still leaves at least two blocks per SM;
+     * never more blocks than fit at once (each would redo the prologue). */
+    const int r2 = rows >= 2 * wpb * 2 * num_sms || out_mode == LMC_GEMV_OUT_SWIGLU;
+    const int max_blocks = gemv_occ[r2] * num_sms;
+    int blocks = (rows + (r2 + 1) * wpb - 1) / ((r2 + 1) * wpb);
+    if (blocks > max_blocks) blocks = max_blocks;
+    return (int)lmc_pdl_launch(r2 ? k_gemv<2, 4> : k_gemv<1, 4>, dim3(blocks),
+                               dim3(GEMV_THREADS), smem, (cudaStream_t)s, w, rows, cols, in_mode,
+                               x, norm_w, eps, bias, out_mode, y);
 }
