@@ -9,6 +9,8 @@
 #include "check.h"
 #include "formats/safetensors.h"
 
+#define OUT_GUARD 64 /* poisoned output elements past the end */
+
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float urand(void) { /* uniform in [-1, 1) */
     rng ^= rng << 13;
@@ -171,12 +173,41 @@ static void rope_ref(const float *x, const float *nw, int d, int pos, double the
     }
 }
 
-/* The prefill prologue: n tokens from pos0, bias, optional q/k norm; q to
- * q_out, k and v into the caches. */
-static void test_qkv_post(int n, int pos0, int hq, int hkv, int d, int qk_norm) {
+/* Runs the prefill prologue on device inputs into freshly poisoned outputs
+ * (q_out with a guard tail) and copies them back. */
+static void qkv_run(const void *drow, int n, int hq, int hkv, int d, const void *db,
+                    const void *dnq, const void *dnk, const void *dinv, const void *ds, int cap,
+                    int rnd, uint16_t *q16, uint16_t *k16, uint16_t *v16) {
+    const size_t qn = (size_t)n * hq * d + OUT_GUARD, kn = (size_t)hkv * cap * d;
+    void *dq = NULL, *dk = NULL, *dv = NULL;
+    cudaMalloc(&dq, qn * 2);
+    cudaMalloc(&dk, kn * 2);
+    cudaMalloc(&dv, kn * 2);
+    cudaMemset(dq, 0xff, qn * 2);
+    cudaMemset(dk, 0xff, kn * 2);
+    cudaMemset(dv, 0xff, kn * 2);
+    int e = lmc_cu_qkv_post(drow, n, hq, hkv, d, db, dnq, dnk, 1e-6f, dinv, ds, dq, dk, dv, cap,
+                            rnd, NULL);
+    CHECK_EQ_INT(e, 0);
+    CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
+    cudaMemcpy(q16, dq, qn * 2, cudaMemcpyDeviceToHost);
+    cudaMemcpy(k16, dk, kn * 2, cudaMemcpyDeviceToHost);
+    cudaMemcpy(v16, dv, kn * 2, cudaMemcpyDeviceToHost);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv);
+}
+
+/* The prefill prologue: n tokens from pos0, optional bias, optional q and/or
+ * k norm (qn, kn); q to q_out, k and v into the caches, nothing elsewhere.
+ * Head sizes 16/32/64/128/256 with aligned buffers take the kernel's vector
+ * path; the same rows shifted one element off 16-byte alignment take its
+ * generic path, and both must agree bit for bit (the same rounding
+ * sequence, norm sums added in the same order). */
+static void test_qkv_post_ex(int n, int pos0, int hq, int hkv, int d, int qn, int kn,
+                             int has_bias, int rnd) {
     const double theta = 500000.0;
-    const int heads = hq + 2 * hkv, cap = pos0 + n;
-    size_t rown = (size_t)n * heads * d, kn = (size_t)hkv * cap * d;
+    const int heads = hq + 2 * hkv, cap = pos0 + n + 3;
+    size_t rown = (size_t)n * heads * d, kvn = (size_t)hkv * cap * d;
+    size_t qon = (size_t)n * hq * d + OUT_GUARD;
     float *rowf = malloc(rown * 4), *bf = malloc((size_t)heads * d * 4), nqf[256], nkf[256],
           inv[128];
     uint16_t *row = rand_bf16(rown, 2.f, rowf), *b = rand_bf16((size_t)heads * d, 0.5f, bf);
@@ -185,29 +216,23 @@ static void test_qkv_post(int n, int pos0, int hq, int hkv, int d, int qk_norm) 
     int32_t state[2] = {pos0, 0};
     void *drow = to_dev(row, rown * 2), *db = to_dev(b, (size_t)heads * d * 2),
          *dnq = to_dev(nq, d * 2), *dnk = to_dev(nk, d * 2), *dinv = to_dev(inv, d / 2 * 4),
-         *ds = to_dev(state, 8), *dq = NULL, *dk = NULL, *dv = NULL;
-    cudaMalloc(&dq, (size_t)n * hq * d * 2);
-    cudaMalloc(&dk, kn * 2);
-    cudaMalloc(&dv, kn * 2);
-    int e = lmc_cu_qkv_post(drow, n, hq, hkv, d, db, qk_norm ? dnq : NULL, qk_norm ? dnk : NULL,
-                            1e-6f, dinv, ds, dq, dk, dv, cap, 1, NULL);
-    CHECK_EQ_INT(e, 0);
-    CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
-    uint16_t *q16 = malloc((size_t)n * hq * d * 2), *k16 = malloc(kn * 2), *v16 = malloc(kn * 2);
-    cudaMemcpy(q16, dq, (size_t)n * hq * d * 2, cudaMemcpyDeviceToHost);
-    cudaMemcpy(k16, dk, kn * 2, cudaMemcpyDeviceToHost);
-    cudaMemcpy(v16, dv, kn * 2, cudaMemcpyDeviceToHost);
+         *ds = to_dev(state, 8), *drow_off = NULL;
+    uint16_t *q16 = malloc(qon * 2), *k16 = malloc(kvn * 2), *v16 = malloc(kvn * 2);
+    qkv_run(drow, n, hq, hkv, d, has_bias ? db : NULL, qn ? dnq : NULL, kn ? dnk : NULL, dinv, ds,
+            cap, rnd, q16, k16, v16);
     double maxerr = 0, x[256], r[256];
     for (int t = 0; t < n; t++)
         for (int h = 0; h < heads; h++) {
             float xf[256];
             for (int i = 0; i < d; i++) {
-                x[i] = (double)rowf[((size_t)t * heads + h) * d + i] + bf[(size_t)h * d + i];
+                x[i] = (double)rowf[((size_t)t * heads + h) * d + i] +
+                       (has_bias ? bf[(size_t)h * d + i] : 0.f);
                 xf[i] = (float)x[i];
             }
             const uint16_t *got;
             if (h < hq + hkv) {
-                rope_ref(xf, !qk_norm ? NULL : h < hq ? nqf : nkf, d, pos0 + t, theta, r);
+                const float *nw = h < hq ? (qn ? nqf : NULL) : (kn ? nkf : NULL);
+                rope_ref(xf, nw, d, pos0 + t, theta, r);
                 got = h < hq ? q16 + ((size_t)t * hq + h) * d
                              : k16 + ((size_t)(h - hq) * cap + pos0 + t) * d;
             } else {
@@ -216,15 +241,117 @@ static void test_qkv_post(int n, int pos0, int hq, int hkv, int d, int qk_norm) 
             }
             for (int i = 0; i < d; i++) {
                 double diff = fabs(lmc_bf16_to_f32(got[i]) - r[i]) / (1 + fabs(r[i]));
-                if (diff > maxerr) maxerr = diff;
+                if (!(diff <= maxerr)) maxerr = isnan(diff) ? 1e9 : diff;
             }
         }
-    printf("qkv_post n %4d pos0 %5d hq %2d hkv %d d %3d norm %d: max rel err %.2e\n", n, pos0, hq,
-           hkv, d, qk_norm, maxerr);
-    CHECK_MSG(maxerr < 0.02, "qkv_post d %d norm %d err %.3e", d, qk_norm, maxerr);
+    /* untouched: q_out's guard tail and every other cache position */
+    size_t stray = 0;
+    for (size_t i = (size_t)n * hq * d; i < qon; i++) stray += q16[i] != 0xffff;
+    for (int h = 0; h < hkv; h++)
+        for (int p = 0; p < cap; p++)
+            if (p < pos0 || p >= pos0 + n)
+                for (int i = 0; i < d; i++) {
+                    size_t at = ((size_t)h * cap + p) * d + i;
+                    stray += (k16[at] != 0xffff) + (v16[at] != 0xffff);
+                }
+    printf("qkv_post n %4d pos0 %5d hq %2d hkv %d d %3d norm q%d k%d bias %d rnd %d: max rel err "
+           "%.2e, stray writes %zu\n", n, pos0, hq, hkv, d, qn, kn, has_bias, rnd, maxerr, stray);
+    CHECK_MSG(maxerr < 0.02, "qkv_post d %d norm %d/%d err %.3e", d, qn, kn, maxerr);
+    CHECK_MSG(stray == 0, "qkv_post d %d: %zu values written outside the outputs", d, stray);
+    if (d == 16 || d == 32 || d == 64 || d == 128 || d == 256) {
+        /* rows at an odd element offset: the generic path */
+        uint16_t *q2 = malloc(qon * 2), *k2 = malloc(kvn * 2), *v2 = malloc(kvn * 2);
+        cudaMalloc(&drow_off, (rown + 8) * 2);
+        cudaMemcpy((uint16_t *)drow_off + 1, row, rown * 2, cudaMemcpyHostToDevice);
+        qkv_run((uint16_t *)drow_off + 1, n, hq, hkv, d, has_bias ? db : NULL, qn ? dnq : NULL,
+                kn ? dnk : NULL, dinv, ds, cap, rnd, q2, k2, v2);
+        size_t differ = 0, total = 0;
+        double maxd = 0;
+        for (size_t i = 0; i < qon + 2 * kvn; i++) {
+            uint16_t a = i < qon ? q16[i] : i < qon + kvn ? k16[i - qon] : v16[i - qon - kvn];
+            uint16_t c = i < qon ? q2[i] : i < qon + kvn ? k2[i - qon] : v2[i - qon - kvn];
+            double dd = fabs(lmc_bf16_to_f32(a) - lmc_bf16_to_f32(c)) /
+                        (1 + fabs(lmc_bf16_to_f32(c)));
+            differ += a != c;
+            total++;
+            if (a != c && !(dd <= maxd)) maxd = isnan(dd) ? 1e9 : dd;
+        }
+        printf("  vector vs generic path: %zu of %zu values differ (max rel %.2e)\n", differ,
+               total, maxd);
+        CHECK_MSG(differ == 0, "qkv_post d %d: vector and generic paths differ in %zu values",
+                  d, differ);
+        free(q2), free(k2), free(v2);
+    }
     cudaFree(drow), cudaFree(db), cudaFree(dnq), cudaFree(dnk), cudaFree(dinv), cudaFree(ds);
-    cudaFree(dq), cudaFree(dk), cudaFree(dv);
+    cudaFree(drow_off);
     free(rowf), free(bf), free(row), free(b), free(nq), free(nk), free(q16), free(k16), free(v16);
+}
+
+static void test_qkv_post(int n, int pos0, int hq, int hkv, int d, int qk_norm) {
+    test_qkv_post_ex(n, pos0, hq, hkv, d, qk_norm, qk_norm, 1, 1);
+}
+
+/* lmc_cu_rmsnorm of host rows x placed `xoff` floats into a device buffer
+ * (an odd offset misaligns them), into a poisoned output with a guard tail. */
+static void rms_run(const float *x, int rows, int cols, const void *dw, int rnd, int xoff,
+                    uint16_t *o16) {
+    const size_t nel = (size_t)rows * cols, on = nel + OUT_GUARD;
+    void *dx = NULL, *dout = NULL;
+    cudaMalloc(&dx, (nel + 4) * 4);
+    cudaMemcpy((float *)dx + xoff, x, nel * 4, cudaMemcpyHostToDevice);
+    cudaMalloc(&dout, on * 2);
+    cudaMemset(dout, 0xff, on * 2);
+    int e = lmc_cu_rmsnorm((const float *)dx + xoff, dw, rows, cols, 1e-6f, dout, rnd, NULL);
+    CHECK_EQ_INT(e, 0);
+    CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
+    cudaMemcpy(o16, dout, on * 2, cudaMemcpyDeviceToHost);
+    cudaFree(dx), cudaFree(dout);
+}
+
+/* Row-wise RMSNorm of an f32 matrix to bf16 against the host, rounded as
+ * the kernel does (the normalized value to bf16 when rnd, then times the
+ * weight, then to bf16): within a bf16 step per rounding (the host's
+ * 1/rms differs in the last bits). Aligned rows with cols % 4 == 0 (up to
+ * 16384) take the vector path and misaligned ones the generic path, which
+ * must agree bit for bit (the same sum in the same order); guard tails
+ * after the outputs must stay poisoned. */
+static void test_rmsnorm(int rows, int cols, int rnd) {
+    const size_t nel = (size_t)rows * cols, on = nel + OUT_GUARD;
+    float *x = malloc(nel * 4), *wf = malloc((size_t)cols * 4);
+    for (size_t i = 0; i < nel; i++) x[i] = urand() * 3.f;
+    uint16_t *w = rand_bf16(cols, 1.5f, wf), *ov = malloc(on * 2), *og = malloc(on * 2);
+    void *dw = to_dev(w, (size_t)cols * 2);
+    rms_run(x, rows, cols, dw, rnd, 0, ov);
+    rms_run(x, rows, cols, dw, rnd, 1, og);
+    double maxerr = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * cols;
+        double ss = 0;
+        for (int i = 0; i < cols; i++) ss += (double)xr[i] * xr[i];
+        const float inv = (float)(1.0 / sqrt(ss / cols + 1e-6));
+        for (int i = 0; i < cols; i++) {
+            float t = xr[i] * inv;
+            if (rnd) t = lmc_bf16_to_f32(lmc_f32_to_bf16(t));
+            const double ref = lmc_bf16_to_f32(lmc_f32_to_bf16(t * wf[i]));
+            for (int k = 0; k < 2; k++) {
+                const double got = lmc_bf16_to_f32((k ? og : ov)[(size_t)r * cols + i]);
+                const double err = fabs(got - ref) / (fabs(ref) + 1e-30);
+                if (!(err <= maxerr)) maxerr = isnan(err) ? 1e9 : err;
+            }
+        }
+    }
+    size_t stray = 0, differ = 0;
+    for (size_t i = nel; i < on; i++) stray += (ov[i] != 0xffff) + (og[i] != 0xffff);
+    for (size_t i = 0; i < nel; i++) differ += ov[i] != og[i];
+    printf("rmsnorm rows %4d cols %5d rnd %d: max rel err %.2e, stray writes %zu, vector vs "
+           "generic path: %zu values differ\n", rows, cols, rnd, maxerr, stray, differ);
+    CHECK_MSG(maxerr <= (rnd ? 1.0 / 32 : 1.0 / 64), "rmsnorm %dx%d rnd %d: err %.3e", rows, cols,
+              rnd, maxerr);
+    CHECK_MSG(stray == 0, "rmsnorm %dx%d: %zu values written past the output", rows, cols, stray);
+    CHECK_MSG(differ == 0, "rmsnorm %dx%d: vector and generic paths differ in %zu values", rows,
+              cols, differ);
+    cudaFree(dw);
+    free(x), free(wf), free(w), free(ov), free(og);
 }
 
 /* The fused decode step: `steps` consecutive tokens from position pos0
@@ -305,6 +432,24 @@ static void test_decode(int pos0, int steps, int hq, int hkv, int d, int cap, in
     free(qr), free(o), free(o16);
 }
 
+/* prefill: GQA, tails, a cache already holding tokens, windows; the
+ * head-packed kernel (groups of 7, 3, 8 and 16 heads whose rows do not fill
+ * the last block, windows narrower than the tokens of one block) */
+static void test_prefill_cases(void) {
+    test_attention(300, 0, 8, 2, 128, 512, 0);
+    test_attention(130, 77, 4, 4, 64, 256, 0);
+    test_attention(200, 40, 8, 2, 128, 256, 50);
+    test_attention(70, 0, 14, 2, 64, 128, 0);
+    test_attention(33, 5, 4, 2, 32, 64, 16);
+    test_attention(40, 0, 4, 2, 16, 64, 0);
+    test_attention(150, 33, 14, 2, 64, 256, 0);
+    test_attention(160, 20, 14, 2, 64, 256, 40);
+    test_attention(45, 9, 6, 2, 32, 64, 0);
+    test_attention(90, 0, 8, 2, 16, 128, 7);
+    test_attention(300, 100, 8, 1, 64, 512, 64);
+    test_attention(50, 0, 16, 1, 64, 64, 0);
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
@@ -318,17 +463,53 @@ int main(void) {
     test_gemv(2 * 4864, 896, LMC_GEMV_IN_RMSNORM, LMC_GEMV_OUT_SWIGLU, sms);
     test_gemv(1000, 200, LMC_GEMV_IN_BF16, LMC_GEMV_OUT_F32, sms);
     test_gemv(20000, 2048, LMC_GEMV_IN_RMSNORM, LMC_GEMV_OUT_F32, sms);
-    /* prefill: GQA, tails, a cache already holding tokens, windows */
-    test_attention(300, 0, 8, 2, 128, 512, 0);
-    test_attention(130, 77, 4, 4, 64, 256, 0);
-    test_attention(200, 40, 8, 2, 128, 256, 50);
-    test_attention(70, 0, 14, 2, 64, 128, 0);
-    test_attention(33, 5, 4, 2, 32, 64, 16);
-    test_attention(40, 0, 4, 2, 16, 64, 0);
+    /* prefill with each kernel: the default choice, the one-head kernel
+     * everywhere (packed 0), the head-packed kernel everywhere (packed 1)
+     * in each block shape (rows x key slices) */
+    const char *fa_packed[] = {NULL, "0", "1", "1"};
+    const char *fa_tile[] = {NULL, NULL, "64x2", "128x2"};
+    for (int i = 0; i < 4; i++) {
+        if (fa_packed[i]) setenv("LMC_CUDA_FA_PACKED", fa_packed[i], 1);
+        if (fa_tile[i]) setenv("LMC_CUDA_FA_TILE", fa_tile[i], 1);
+        printf("prefill kernel: packed %s tile %s\n", fa_packed[i] ? fa_packed[i] : "default",
+               fa_tile[i] ? fa_tile[i] : "default");
+        test_prefill_cases();
+    }
+    unsetenv("LMC_CUDA_FA_PACKED");
+    unsetenv("LMC_CUDA_FA_TILE");
     test_qkv_post(37, 3000, 14, 2, 64, 0);
     test_qkv_post(20, 100, 32, 8, 128, 1);
     test_qkv_post(9, 0, 4, 2, 32, 1);
     test_qkv_post(9, 5, 4, 2, 16, 0);
+    /* the prefill of a 0.5B model; one token; q-only and k-only norms
+     * without bias; unrounded; both norms at d 64 and d 256; rows wider
+     * than one block; head sizes of the generic path only */
+    test_qkv_post_ex(2048, 0, 14, 2, 64, 0, 0, 1, 1);
+    test_qkv_post_ex(1, 7, 14, 2, 64, 0, 0, 1, 1);
+    test_qkv_post_ex(13, 40, 16, 8, 128, 1, 0, 0, 0);
+    test_qkv_post_ex(11, 1, 8, 2, 64, 1, 1, 1, 1);
+    test_qkv_post_ex(7, 0, 6, 3, 16, 0, 1, 0, 1);
+    test_qkv_post_ex(5, 10, 8, 2, 256, 1, 1, 1, 1);
+    test_qkv_post_ex(3, 9, 64, 8, 128, 0, 0, 1, 1);
+    test_qkv_post_ex(6, 3, 4, 2, 24, 1, 1, 1, 1);
+    test_qkv_post_ex(4, 2, 4, 1, 192, 0, 0, 1, 0);
+    test_qkv_post_ex(5, 0, 2, 1, 8, 1, 1, 0, 1);
+    /* rmsnorm: each vector shape (a warp per row with 1/2/4 steps per
+     * chain, 2/4/8 warps per row, the widest rows), row counts off the rows
+     * per block, one row, and only the generic path (cols % 4 != 0, rows
+     * beyond the vector path) */
+    test_rmsnorm(2048, 896, 1);
+    test_rmsnorm(37, 896, 1);
+    test_rmsnorm(1, 896, 0);
+    test_rmsnorm(11, 64, 1);
+    test_rmsnorm(4, 300, 1);
+    test_rmsnorm(6, 1000, 0);
+    test_rmsnorm(6, 1536, 1);
+    test_rmsnorm(5, 4096, 1);
+    test_rmsnorm(3, 5120, 0);
+    test_rmsnorm(2, 12288, 1);
+    test_rmsnorm(9, 130, 1);
+    test_rmsnorm(3, 20000, 1);
     /* decode: one split, many splits with a merge, windows, q/k norm,
      * larger groups, the first token */
     test_decode(130, 3, 32, 8, 64, 512, 0, 0, sms);
@@ -338,5 +519,14 @@ int main(void) {
     test_decode(1000, 2, 8, 2, 128, 1024, 300, 0, sms);
     test_decode(0, 2, 4, 2, 32, 64, 0, 0, sms);
     test_decode(63, 2, 16, 1, 16, 128, 0, 1, sms);
+    /* chunk edges of the one-key-per-lane kernel (256 keys per pass, 512
+     * per block at least), several blocks under a window, 16 heads per KV
+     * head (d = 64: that kernel; d = 128: the tiled one) */
+    test_decode(254, 4, 32, 8, 64, 1024, 0, 0, sms);
+    test_decode(510, 4, 16, 2, 128, 1024, 0, 1, sms);
+    test_decode(3000, 2, 16, 2, 128, 4096, 1300, 0, sms);
+    test_decode(600, 2, 16, 1, 64, 1024, 0, 0, sms);
+    test_decode(600, 2, 32, 2, 128, 1024, 0, 0, sms);
+    test_decode(40, 2, 6, 2, 32, 64, 0, 1, sms);
     return check_summary("test_cuda_kernels");
 }

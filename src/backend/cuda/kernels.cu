@@ -21,6 +21,10 @@ static __device__ __forceinline__ uint16_t f2bf(float f) {
  * from f32 checkpoints keep those intermediates unrounded (rnd == 0). */
 static __device__ __forceinline__ float rbf(float f) { return bf2f(f2bf(f)); }
 static __device__ __forceinline__ float rbfc(float f, int rnd) { return rnd ? rbf(f) : f; }
+/* Two values as adjacent bf16 (lo at the lower address), rounded as f2bf. */
+static __device__ __forceinline__ uint32_t pack_bf2(float lo, float hi) {
+    return (uint32_t)f2bf(lo) | ((uint32_t)f2bf(hi) << 16);
+}
 
 static __device__ __forceinline__ float block_sum(float v, float *red) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -59,6 +63,7 @@ extern "C" int lmc_cu_embed(const uint16_t *emb, const int32_t *ids, int n, int 
 }
 
 /* -------------------------------------------------------------- rmsnorm */
+/* Generic path: one block of 256 threads per row, any cols and alignment. */
 __global__ void k_rmsnorm(const float *x, const uint16_t *w, int cols, float eps,
                           uint16_t *out, int rnd) {
     __shared__ float red[32];
@@ -72,18 +77,158 @@ __global__ void k_rmsnorm(const float *x, const uint16_t *w, int cols, float eps
         o[i] = f2bf(rbfc(xr[i] * r, rnd) * bf2f(w[i]));
 }
 
+/* Vector path (cols % 4 == 0, x 16-byte and w/out 8-byte aligned): the row
+ * is read once, as float4 with the matching weights as 8-byte vectors, into
+ * registers, and leaves as 8-byte stores. Its sum of squares is formed
+ * exactly as k_rmsnorm forms it, so both paths agree bit for bit: there
+ * thread t of 256 chains the squares of elements t + 256 k (k = 0, 1, ...),
+ * each warp adds its 32 chains in a butterfly, then the 8 warp sums are
+ * added in order. Element e is step k = e / 256 of chain e % 256, so the
+ * float4 at index q + 64 k holds step k of chains 4q..4q+3 ("quad" q). A
+ * row takes G = 64 M / QS threads: with QS = 2 (G = 32) lane L holds quads
+ * L and L + 32 whole; with QS = 1 quad q has the M lanes M q + h, lane h
+ * holding steps [h KP, (h + 1) KP) and continuing the chain that lane
+ * h - 1 hands it. RMS_THREADS / G rows per block. */
+#define RMS_THREADS 256
+
+template <int KP, int QS, int M>
+__global__ void __launch_bounds__(RMS_THREADS)
+    k_rmsnorm_vec(const float4 *__restrict__ x, const uint2 *__restrict__ w, int rows, int cols,
+                  float eps, uint2 *__restrict__ out, int rnd) {
+    constexpr int G = 64 * M / QS, RPB = RMS_THREADS / G;
+    __shared__ float red[RPB * 8]; /* QS = 1: the rows' 8 warp sums each */
+    const int n4 = cols >> 2, sub = threadIdx.x % G, grp = threadIdx.x / G;
+    const int h = sub % M, q0 = sub / M; /* lane within the quad, first quad */
+    const int row = blockIdx.x * RPB + grp;
+    const bool live = row < rows;
+    const size_t base = (size_t)row * n4;
+    float4 v[QS][KP];
+    uint2 wv[QS][KP];
+#pragma unroll
+    for (int qi = 0; qi < QS; qi++)
+#pragma unroll
+        for (int j = 0; j < KP; j++) {
+            const int i = q0 + 32 * qi + 64 * (h * KP + j);
+            if (live && i < n4) {
+                v[qi][j] = x[base + i];
+                wv[qi][j] = w[i];
+            } else { /* zero squares leave the chains unchanged */
+                v[qi][j] = make_float4(0.f, 0.f, 0.f, 0.f);
+                wv[qi][j] = make_uint2(0u, 0u);
+            }
+        }
+    float p[QS][4]; /* the chains of this lane's quads */
+#pragma unroll
+    for (int qi = 0; qi < QS; qi++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) p[qi][c] = 0.f;
+#pragma unroll
+    for (int s = 0; s < M; s++) {
+        if (s > 0) /* lane h = s takes over the chains of lane s - 1 */
+#pragma unroll
+            for (int qi = 0; qi < QS; qi++)
+#pragma unroll
+                for (int c = 0; c < 4; c++)
+                    p[qi][c] = __shfl_up_sync(0xffffffffu, p[qi][c], 1);
+        if (h == s)
+#pragma unroll
+            for (int qi = 0; qi < QS; qi++)
+#pragma unroll
+                for (int j = 0; j < KP; j++) {
+                    const float4 a = v[qi][j];
+                    p[qi][0] = __fmaf_rn(a.x, a.x, p[qi][0]);
+                    p[qi][1] = __fmaf_rn(a.y, a.y, p[qi][1]);
+                    p[qi][2] = __fmaf_rn(a.z, a.z, p[qi][2]);
+                    p[qi][3] = __fmaf_rn(a.w, a.w, p[qi][3]);
+                }
+    }
+    /* the butterfly of a warp of 32 chains 4q + c: its offsets 16, 8, 4
+     * pair quads q ^ 4, q ^ 2, q ^ 1 (lanes M apart per quad), and 2, 1
+     * pair the chains of one quad */
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1)
+#pragma unroll
+        for (int qi = 0; qi < QS; qi++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                p[qi][c] += __shfl_xor_sync(0xffffffffu, p[qi][c], o * M);
+    float ss = 0.f;
+    if (QS == 2) { /* warp sum vw: quads 8 vw.., in lane 8 (vw % 4) */
+#pragma unroll
+        for (int vw = 0; vw < 8; vw++) {
+            const float *pv = p[(vw >> 2) & (QS - 1)];
+            ss += __shfl_sync(0xffffffffu, (pv[0] + pv[2]) + (pv[1] + pv[3]), (vw & 3) * 8);
+        }
+    } else {
+        if (h == M - 1 && q0 % 8 == 0)
+            red[grp * 8 + q0 / 8] = (p[0][0] + p[0][2]) + (p[0][1] + p[0][3]);
+        __syncthreads();
+#pragma unroll
+        for (int vw = 0; vw < 8; vw++) ss += red[grp * 8 + vw];
+    }
+    const float r = rsqrtf(ss / (float)cols + eps);
+#pragma unroll
+    for (int qi = 0; qi < QS; qi++)
+#pragma unroll
+        for (int j = 0; j < KP; j++) {
+            const int i = q0 + 32 * qi + 64 * (h * KP + j);
+            if (live && i < n4) {
+                const float4 a = v[qi][j];
+                const uint2 g = wv[qi][j];
+                const float o0 = rbfc(a.x * r, rnd) * bf2f((uint16_t)g.x);
+                const float o1 = rbfc(a.y * r, rnd) * bf2f((uint16_t)(g.x >> 16));
+                const float o2 = rbfc(a.z * r, rnd) * bf2f((uint16_t)g.y);
+                const float o3 = rbfc(a.w * r, rnd) * bf2f((uint16_t)(g.y >> 16));
+                out[base + i] = make_uint2(pack_bf2(o0, o1), pack_bf2(o2, o3));
+            }
+        }
+}
+
+template <int KP, int QS, int M>
+static int rmsnorm_vec(const float *x, const uint16_t *w, int rows, int cols, float eps,
+                       uint16_t *out, int rnd, cudaStream_t s) {
+    constexpr int RPB = RMS_THREADS / (64 * M / QS);
+    const unsigned blocks = (unsigned)((rows + RPB - 1) / RPB);
+    k_rmsnorm_vec<KP, QS, M><<<blocks, RMS_THREADS, 0, s>>>(
+        (const float4 *)x, (const uint2 *)w, rows, cols, eps, (uint2 *)out, rnd);
+    return launch_status();
+}
+
 extern "C" int lmc_cu_rmsnorm(const float *x, const uint16_t *w, int rows, int cols, float eps,
                               uint16_t *out, int rnd, lmc_cu_stream s) {
-    k_rmsnorm<<<rows, 256, 0, (cudaStream_t)s>>>(x, w, cols, eps, out, rnd);
+    cudaStream_t st = (cudaStream_t)s;
+    const bool vec = rows > 0 && cols > 0 && cols % 4 == 0 && ((uintptr_t)x & 15) == 0 &&
+                     ((uintptr_t)w & 7) == 0 && ((uintptr_t)out & 7) == 0;
+    /* chain steps per lane x quads per lane x lanes per quad >= cols / 256 */
+    if (vec && cols <= 256) return rmsnorm_vec<1, 2, 1>(x, w, rows, cols, eps, out, rnd, st);
+    if (vec && cols <= 512) return rmsnorm_vec<2, 2, 1>(x, w, rows, cols, eps, out, rnd, st);
+    if (vec && cols <= 1024) return rmsnorm_vec<4, 2, 1>(x, w, rows, cols, eps, out, rnd, st);
+    if (vec && cols <= 2048) return rmsnorm_vec<8, 1, 1>(x, w, rows, cols, eps, out, rnd, st);
+    if (vec && cols <= 4096) return rmsnorm_vec<8, 1, 2>(x, w, rows, cols, eps, out, rnd, st);
+    if (vec && cols <= 8192) return rmsnorm_vec<8, 1, 4>(x, w, rows, cols, eps, out, rnd, st);
+    if (vec && cols <= 16384) return rmsnorm_vec<16, 1, 4>(x, w, rows, cols, eps, out, rnd, st);
+    k_rmsnorm<<<rows, RMS_THREADS, 0, st>>>(x, w, cols, eps, out, rnd);
     return launch_status();
 }
 
 /* ------------------------------------------------------------- qkv post */
-/* One block per token: the RoPE angles of its position are computed once
- * into shared memory, then each warp takes whole heads (q..., k..., v...),
- * one head's values held in registers across the lanes. */
-#define QKV_THREADS 256
 #define QKV_MAXD 256
+
+/* Rotate-half pair (x1 at i, x2 at i + half) by the angle with cosine c and
+ * sine s. The fused multiply-adds are spelled out so that every path
+ * rounds alike. */
+static __device__ __forceinline__ float rope_lo(float x1, float x2, float c, float s) {
+    return __fmaf_rn(x1, c, -__fmul_rn(x2, s));
+}
+static __device__ __forceinline__ float rope_hi(float x1, float x2, float c, float s) {
+    return __fmaf_rn(x2, c, __fmul_rn(x1, s));
+}
+
+/* Generic path (any supported d and alignment). One block per token: the
+ * RoPE angles of its position are computed once into shared memory, then
+ * each warp takes whole heads (q..., k..., v...), one head's values held in
+ * registers across the lanes. */
+#define QKV_THREADS 256
 
 __global__ void __launch_bounds__(QKV_THREADS)
     k_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *bias,
@@ -104,6 +249,7 @@ __global__ void __launch_bounds__(QKV_THREADS)
     for (int head = warp; head < heads; head += QKV_THREADS / 32) {
         /* lane owns elements lane + 32 j (j < per), or lane itself if d < 32 */
         float v[QKV_MAXD / 32];
+        v[0] = 0.f;
         const int cnt = per ? per : (lane < d ? 1 : 0);
 #pragma unroll
         for (int j = 0; j < QKV_MAXD / 32; j++) {
@@ -137,8 +283,8 @@ __global__ void __launch_bounds__(QKV_THREADS)
         uint16_t *dst = head < hq ? q_out + ((size_t)t * hq + head) * d
                                   : k_cache + ((size_t)(head - hq) * cap + pos) * d;
         /* rotate-half: element i pairs with i +- half, which lives in the
-         * same lane (half is a multiple of 32) or, for d < 64, in lane
-         * i +- half of the same register */
+         * same lane (half is a multiple of 32) or, for d <= 32, in lane
+         * i +- half of the same register (half need not be a power of two) */
         if (per >= 2) {
             const int hp = per / 2; /* registers per half */
 #pragma unroll
@@ -146,20 +292,196 @@ __global__ void __launch_bounds__(QKV_THREADS)
                 if (j >= hp) break;
                 const int i = lane + 32 * j;
                 const float x1 = v[j], x2 = v[j + hp];
-                dst[i] = f2bf(x1 * cs_tab[i] - x2 * sn_tab[i]);
-                dst[i + half] = f2bf(x2 * cs_tab[i] + x1 * sn_tab[i]);
+                dst[i] = f2bf(rope_lo(x1, x2, cs_tab[i], sn_tab[i]));
+                dst[i + half] = f2bf(rope_hi(x1, x2, cs_tab[i], sn_tab[i]));
             }
         } else {
-            const float other = __shfl_xor_sync(0xffffffffu, v[0], half);
+            const int src = lane < half ? lane + half : lane < d ? lane - half : lane;
+            const float other = __shfl_sync(0xffffffffu, v[0], src);
             if (lane < d) {
                 const int i = lane < half ? lane : lane - half;
                 const float x1 = lane < half ? v[0] : other, x2 = lane < half ? other : v[0];
-                dst[lane] = f2bf(lane < half ? x1 * cs_tab[i] - x2 * sn_tab[i]
-                                             : x2 * cs_tab[i] + x1 * sn_tab[i]);
+                dst[lane] = f2bf(lane < half ? rope_lo(x1, x2, cs_tab[i], sn_tab[i])
+                                             : rope_hi(x1, x2, cs_tab[i], sn_tab[i]));
             }
         }
     }
 }
+
+/* Vector path (d = 16, 32, 64, 128 or 256; every pointer 16-byte aligned).
+ * A thread owns a "unit": 8 consecutive values at i0 of one head and their
+ * rotate-half partners at i0 + d/2, so each head is d/16 adjacent threads
+ * (a power of two, never straddling a warp) and its RMSNorm sum is formed
+ * by shuffles within them. A block covers `tpb` tokens of `upb` units each (all
+ * of a token's units, or for very wide rows one token's slice blockIdx.y).
+ * Every activation load is one 16-byte access issued before the block
+ * computes its tokens' RoPE table (dynamic shared memory, 2 * tpb * d / 2
+ * floats), and every store is 16 bytes. */
+#define QKV_VEC_THREADS 512
+#define QKV_VEC_TOKENS 8 /* tokens per block at most */
+
+static __device__ __forceinline__ void unpack8(uint4 a, float *f) {
+    const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        f[2 * k] = __uint_as_float(w[k] << 16);
+        f[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+static __device__ __forceinline__ uint4 pack8(const float *f) {
+    return make_uint4(pack_bf2(f[0], f[1]), pack_bf2(f[2], f[3]), pack_bf2(f[4], f[5]),
+                      pack_bf2(f[6], f[7]));
+}
+
+/* The sum of squares of one head, added in exactly k_qkv_post's order so
+ * that both paths agree bit for bit: there lane l chains the squares of
+ * elements l + 32 j (j = 0, 1, ...; for d < 32 lane l < d holds element l
+ * alone), then the warp adds its lanes in a butterfly (offsets 16..1).
+ * Here the head's d / 16 adjacent threads hold elements 8 uh + c (x1) and
+ * d / 2 + 8 uh + c (x2), c < 8, uh = the thread's place in the head. For
+ * d >= 64, lane l's chain runs through threads l / 8 + 4 r (x1 for r < R,
+ * then x2 again from r = 0; R = d / 64), handed on by shuffles; offsets 16
+ * and 8 then pair threads, 4, 2 and 1 the values within one. For d <= 32
+ * every chain is one square: offset 16 pairs x1 and x2 of a thread (for
+ * d = 16 it only adds the idle lanes' zeros and offset 8 does), and for
+ * d = 32 offset 8 pairs the head's two threads. All lanes call it alike. */
+static __device__ float head_sumsq(const float *x1, const float *x2, int d, int uh) {
+    const int base = (threadIdx.x & 31) - uh; /* the head's first lane */
+    float p[8];
+    if (d <= 32) {
+#pragma unroll
+        for (int c = 0; c < 8; c++)
+            p[c] = __fmaf_rn(x1[c], x1[c], 0.f) + __fmaf_rn(x2[c], x2[c], 0.f);
+        if (d == 32)
+#pragma unroll
+            for (int c = 0; c < 8; c++) p[c] += __shfl_xor_sync(0xffffffffu, p[c], 1);
+        return ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+    }
+    const int R = d / 64, g = uh & 3, r = uh >> 2;
+#pragma unroll
+    for (int c = 0; c < 8; c++) p[c] = 0.f;
+    for (int step = 0; step < 2 * R; step++) {
+        const int rr = step % R;
+        if (step > 0 && R > 1) { /* from the thread that took the previous step */
+            const int from = base + g + 4 * (rr > 0 ? rr - 1 : R - 1);
+#pragma unroll
+            for (int c = 0; c < 8; c++) p[c] = __shfl_sync(0xffffffffu, p[c], from);
+        }
+        if (r == rr) {
+            const bool first = step < R;
+#pragma unroll
+            for (int c = 0; c < 8; c++) {
+                const float xv = first ? x1[c] : x2[c];
+                p[c] = __fmaf_rn(xv, xv, p[c]);
+            }
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < 8; c++) p[c] += __shfl_xor_sync(0xffffffffu, p[c], 2);
+#pragma unroll
+    for (int c = 0; c < 8; c++) p[c] += __shfl_xor_sync(0xffffffffu, p[c], 1);
+    const float s = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+    /* complete in the threads that took the last step (r = R - 1) */
+    return __shfl_sync(0xffffffffu, s, base + g + 4 * (R - 1));
+}
+
+__global__ void __launch_bounds__(QKV_VEC_THREADS)
+    k_qkv_post_vec(const uint16_t *__restrict__ qkv, int n, int hq, int hkv, int d, int tpb,
+                   int upb, const uint16_t *__restrict__ bias, const uint16_t *__restrict__ q_norm,
+                   const uint16_t *__restrict__ k_norm, float eps,
+                   const float *__restrict__ inv_freq, const int32_t *__restrict__ d_state,
+                   uint16_t *__restrict__ q_out, uint16_t *__restrict__ k_cache,
+                   uint16_t *__restrict__ v_cache, int cap, int rnd) {
+    extern __shared__ __align__(16) float qkv_tab[]; /* cos [tpb][half], sin [tpb][half] */
+    const int heads = hq + 2 * hkv, half = d / 2, seg = d / 16; /* units per head */
+    float *cs_tab = qkv_tab, *sn_tab = qkv_tab + tpb * half;
+    const int tid = threadIdx.x, lt = tid / upb;                  /* token within block */
+    const int u = blockIdx.y * upb + (tid - lt * upb);            /* unit within token */
+    const int head = u / seg, i0 = (u - head * seg) * 8;
+    const int t0 = blockIdx.x * tpb, t = t0 + lt;
+    const bool live = lt < tpb && t < n && head < heads;
+    const bool is_v = head >= hq + hkv;
+    const uint16_t *nw = !live || is_v ? NULL : head < hq ? q_norm : k_norm;
+    const int ntok = min(tpb, n - t0), ntab = ntok * half;
+    pdl_trigger();
+    /* weights and constants: before waiting on the previous kernel */
+    uint4 b1 = make_uint4(0u, 0u, 0u, 0u), b2 = b1;
+    if (live && bias) {
+        b1 = *(const uint4 *)(bias + (size_t)head * d + i0);
+        b2 = *(const uint4 *)(bias + (size_t)head * d + i0 + half);
+    }
+    const float f_first = tid < ntab ? inv_freq[tid % half] : 0.f;
+    pdl_wait();
+    const int pos0 = d_state[0];
+    uint4 a1 = make_uint4(0u, 0u, 0u, 0u), a2 = a1;
+    if (live) {
+        const uint16_t *src = qkv + ((size_t)t * heads + head) * d + i0;
+        a1 = *(const uint4 *)src;
+        a2 = *(const uint4 *)(src + half);
+    }
+    /* the block's RoPE table while those loads are in flight */
+    for (int k = tid; k < ntab; k += blockDim.x) {
+        const int tt = k / half, i = k - tt * half;
+        const float f = k == tid ? f_first : inv_freq[i];
+        sincosf((float)(pos0 + t0 + tt) * f, &sn_tab[k], &cs_tab[k]);
+    }
+    __syncthreads();
+    float x1[8], x2[8];
+    unpack8(a1, x1);
+    unpack8(a2, x2);
+    if (bias) {
+        float c1[8], c2[8];
+        unpack8(b1, c1);
+        unpack8(b2, c2);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            x1[j] = rbfc(x1[j] + c1[j], rnd);
+            x2[j] = rbfc(x2[j] + c2[j], rnd);
+        }
+    }
+    if (q_norm || k_norm) { /* uniform over the block: every lane shuffles */
+        const float ss = head_sumsq(x1, x2, d, i0 / 8);
+        if (nw) { /* loaded only now: fewer registers held across the wait */
+            const float r = rsqrtf(ss / (float)d + eps);
+            float g1[8], g2[8];
+            unpack8(*(const uint4 *)(nw + i0), g1);
+            unpack8(*(const uint4 *)(nw + i0 + half), g2);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                x1[j] = rbfc(rbfc(x1[j] * r, rnd) * g1[j], rnd);
+                x2[j] = rbfc(rbfc(x2[j] * r, rnd) * g2[j], rnd);
+            }
+        }
+    }
+    if (!live) return;
+    const int pos = pos0 + t;
+    uint16_t *dst;
+    if (is_v) {
+        dst = v_cache + ((size_t)(head - hq - hkv) * cap + pos) * d + i0;
+    } else {
+        const float4 *cp = (const float4 *)(cs_tab + lt * half + i0);
+        const float4 *sp = (const float4 *)(sn_tab + lt * half + i0);
+        const float4 c4[2] = {cp[0], cp[1]}, s4[2] = {sp[0], sp[1]};
+        const float *c = (const float *)c4, *s = (const float *)s4;
+        float y1[8], y2[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            y1[j] = rope_lo(x1[j], x2[j], c[j], s[j]);
+            y2[j] = rope_hi(x1[j], x2[j], c[j], s[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            x1[j] = y1[j];
+            x2[j] = y2[j];
+        }
+        dst = head < hq ? q_out + ((size_t)t * hq + head) * d + i0
+                        : k_cache + ((size_t)(head - hq) * cap + pos) * d + i0;
+    }
+    *(uint4 *)dst = pack8(x1);
+    *(uint4 *)(dst + half) = pack8(x2);
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d,
                                const uint16_t *bias, const uint16_t *q_norm,
@@ -167,6 +489,28 @@ extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int 
                                const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
                                uint16_t *v_cache, int cap, int rnd, lmc_cu_stream s) {
     if (d > QKV_MAXD || d % 2 || (d > 32 && d % 64)) return (int)cudaErrorInvalidValue;
+    const int heads = hq + 2 * hkv;
+    const bool vec = (d == 16 || d == 32 || d == 64 || d == 128 || d == 256) && n > 0 &&
+                     heads > 0 && aligned16(qkv) && aligned16(bias) && aligned16(q_norm) &&
+                     aligned16(k_norm) && aligned16(q_out) && aligned16(k_cache) &&
+                     aligned16(v_cache);
+    if (vec) {
+        const int upt = heads * (d / 16); /* units per token */
+        int tpb = 1, upb = upt, slices = 1;
+        if (upt > QKV_VEC_THREADS) { /* one token per block, its units in slices */
+            upb = QKV_VEC_THREADS;
+            slices = (upt + upb - 1) / upb;
+        } else {
+            tpb = QKV_THREADS / upt;
+            tpb = tpb < 1 ? 1 : tpb > QKV_VEC_TOKENS ? QKV_VEC_TOKENS : tpb;
+        }
+        const int threads = (tpb * upb + 31) / 32 * 32;
+        const size_t smem = (size_t)2 * tpb * (d / 2) * sizeof(float);
+        return (int)lmc_pdl_launch(k_qkv_post_vec, dim3((n + tpb - 1) / tpb, slices),
+                                   dim3(threads), smem, (cudaStream_t)s, qkv, n, hq, hkv, d, tpb,
+                                   upb, bias, q_norm, k_norm, norm_eps, inv_freq, d_state, q_out,
+                                   k_cache, v_cache, cap, rnd);
+    }
     return (int)lmc_pdl_launch(k_qkv_post, dim3(n), dim3(QKV_THREADS), 0, (cudaStream_t)s, qkv,
                                hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, d_state,
                                q_out, k_cache, v_cache, cap, rnd);
