@@ -1,12 +1,75 @@
 /* Generation on the CUDA backend: greedy decoding without processors runs
  * on the device (only the token id and its logprob cross over each step);
  * it must produce exactly the tokens and logprobs of the host path, which
- * the same greedy request takes when it asks for top logprobs. Exits 77
+ * the same greedy request takes when it asks for top logprobs. Full
+ * prefill chunks replayed from a captured graph must give exactly the
+ * logits of plain launches, also after the cache has moved. Exits 77
  * without a GPU or without the tokenizer assets. */
 #include <cuda_runtime.h>
 
 #include "check.h"
 #include "../lm/lm_test_util.h"
+#include "models/model.h"
+
+#define PF_TOKENS 6144 /* three 2,048-row chunks; the cache grows past 4,096 */
+
+/* Last-position logits of three prefills of the same tokens into one cache
+ * (the first runs its first chunk plainly, captures the second and, after
+ * the cache moves for the third, captures again; the others replay), and
+ * of one more chunk appended after the third. */
+static void prefill_runs(lmc_context *ctx, const int32_t *ids, float *out[4]) {
+    lmc_model *m = lmc_context_model(ctx);
+    lmc_kv_cache *c = NULL;
+    CHECK(!lmc_kv_cache_new(m, &c));
+    if (!c) return;
+    for (int r = 0; r < 3; r++) {
+        lmc_kv_cache_clear(c);
+        CHECK_MSG(!lmc_model_forward(m, c, ids, PF_TOKENS, out[r], false), "prefill: %s",
+                  lmc_last_error());
+    }
+    CHECK(!lmc_model_forward(m, c, ids, 2048, out[3], false));
+    lmc_kv_cache_free(c);
+}
+
+static void test_prefill_graph(const tiny_spec *spec) {
+    char dir_g[1024], dir_e[1024];
+    if (tiny_tmpdir(dir_g, sizeof dir_g, "cuda_pfg") || tiny_tmpdir(dir_e, sizeof dir_e, "cuda_pfe"))
+        return;
+    lmc_context *cg = tiny_load(dir_g, spec, ".cache/assets/tokenizers/qwen3");
+    setenv("LMC_CUDA_GRAPHS", "0", 1);
+    lmc_context *ce = tiny_load(dir_e, spec, ".cache/assets/tokenizers/qwen3");
+    unsetenv("LMC_CUDA_GRAPHS");
+    CHECK(cg && ce);
+    const size_t V = (size_t)spec->vocab;
+    int32_t *ids = malloc(PF_TOKENS * sizeof *ids);
+    float *lg[4], *le[4];
+    for (int i = 0; i < 4; i++) {
+        lg[i] = malloc(V * 4);
+        le[i] = malloc(V * 4);
+    }
+    for (size_t i = 0; i < PF_TOKENS; i++) ids[i] = (int32_t)((i * 104729 + 7) % 150000);
+    if (cg && ce) {
+        prefill_runs(cg, ids, lg);
+        prefill_runs(ce, ids, le);
+        for (int r = 0; r < 4; r++) {
+            size_t diff = 0;
+            for (size_t i = 0; i < V; i++) diff += memcmp(&lg[r][i], &le[r][i], 4) != 0;
+            printf("prefill run %d (%s): %zu of %zu logits differ from plain launches\n", r,
+                   r == 0 ? "first: captured, cache moved, recaptured" : r == 3 ? "appended chunk" : "replayed", diff, V);
+            CHECK_EQ_INT((int)diff, 0);
+        }
+        size_t moved = 0; /* the appended chunk sees a longer context */
+        for (size_t i = 0; i < V; i++) moved += lg[3][i] != lg[2][i];
+        CHECK(moved > V / 2);
+        CHECK(memcmp(lg[0], lg[1], V * 4) == 0 && memcmp(lg[0], lg[2], V * 4) == 0);
+    }
+    for (int i = 0; i < 4; i++) free(lg[i]), free(le[i]);
+    free(ids);
+    if (cg) lmc_context_free(cg);
+    if (ce) lmc_context_free(ce);
+    tiny_rmdir(dir_g);
+    tiny_rmdir(dir_e);
+}
 
 typedef struct {
     int32_t tok[64];
@@ -69,5 +132,6 @@ int main(void) {
         lmc_context_free(ctx);
     }
     tiny_rmdir(dir);
+    test_prefill_graph(&spec);
     return check_summary("test_cuda_generate");
 }

@@ -52,6 +52,7 @@ typedef struct {
     cudaStream_t stream;
     lmc_cu_gemm_ctx gemm;
     bool gemm_ok;
+    bool no_graphs; /* LMC_CUDA_GRAPHS=0: plain launches (comparisons, tests) */
     cu_layer *layers;
     uint16_t *embed, *final_norm, *lm_head;
     float *inv_freq;
@@ -82,6 +83,12 @@ typedef struct {
     void *ws; /* decode attention partials + arrival counters */
     cudaGraphExec_t graph;
     bool have_graph, graph_failed;
+    /* full PF_CHUNK-row prefills replay a graph from their second use on
+     * (the first builds the GEMM plans); like the decode graph it holds
+     * the cache's addresses, so it goes when the cache moves */
+    cudaGraphExec_t pf_graph;
+    bool have_pf_graph, pf_graph_failed;
+    unsigned pf_full_runs;
 } cu_cache;
 
 static const lmc_kv_cache_vtable cu_kv_vt;
@@ -288,7 +295,8 @@ static lmc_status cache_reserve(cu_cache *c, size_t need) {
     c->v = v;
     c->cap = cap;
     if (c->have_graph) cudaGraphExecDestroy(c->graph);
-    c->have_graph = false;
+    if (c->have_pf_graph) cudaGraphExecDestroy(c->pf_graph);
+    c->have_graph = c->have_pf_graph = false;
     return LMC_OK;
 }
 
@@ -316,6 +324,7 @@ static void cu_kv_free(lmc_kv_cache *cc) {
     cu_model *m = c->m;
     cudaStreamSynchronize(m->stream);
     if (c->have_graph) cudaGraphExecDestroy(c->graph);
+    if (c->have_pf_graph) cudaGraphExecDestroy(c->pf_graph);
     dev_release(m, c->k);
     dev_release(m, c->v);
     dev_release(m, c->ws);
@@ -500,7 +509,7 @@ static void report_graph(cudaGraph_t g) {
 }
 
 static lmc_status run_decode(cu_model *m, cu_cache *c) {
-    if (!c->have_graph && !c->graph_failed) {
+    if (!c->have_graph && !c->graph_failed && !m->no_graphs) {
         cudaGraph_t g = NULL;
         CU(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
         lmc_status st = decode_body(m, c);
@@ -560,6 +569,32 @@ static lmc_status prefill_body(cu_model *m, cu_cache *c, int n) {
     return LMC_OK;
 }
 
+/* A prefill of n rows: a full chunk replays its graph once captured. */
+static lmc_status run_prefill(cu_model *m, cu_cache *c, int n) {
+    if (n != PF_CHUNK || m->no_graphs) return prefill_body(m, c, n);
+    if (!c->have_pf_graph && !c->pf_graph_failed && c->pf_full_runs++ > 0) {
+        cudaGraph_t g = NULL;
+        CU(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+        lmc_status st = prefill_body(m, c, n);
+        cudaError_t e = cudaStreamEndCapture(m->stream, &g);
+        if (st) {
+            if (g) cudaGraphDestroy(g);
+            return st;
+        }
+        if (e == cudaSuccess && cudaGraphInstantiate(&c->pf_graph, g, 0) == cudaSuccess)
+            c->have_pf_graph = true;
+        else
+            c->pf_graph_failed = true; /* plain launches from now on */
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();
+    }
+    if (c->have_pf_graph) {
+        CU(cudaGraphLaunch(c->pf_graph, m->stream));
+        return LMC_OK;
+    }
+    return prefill_body(m, c, n);
+}
+
 static lmc_status check_call(cu_model *m, lmc_kv_cache *cc, const int32_t *ids, size_t n,
                              cu_cache **out) {
     if (!cc || cc->vt != &cu_kv_vt || ((cu_cache *)cc)->m != m)
@@ -597,7 +632,7 @@ static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
         m->h_state[0] = (int32_t)c->len;
         CU(cudaMemcpyAsync(c->d_state, m->h_state, 4, cudaMemcpyHostToDevice, m->stream));
         CU(cudaMemcpyAsync(m->p_ids, ids + done, rows * 4, cudaMemcpyHostToDevice, m->stream));
-        if ((st = prefill_body(m, c, (int)rows))) return st;
+        if ((st = run_prefill(m, c, (int)rows))) return st;
         bool last = done + rows == n;
         lmc_cu_stream s = (lmc_cu_stream)m->stream;
         if (all_logits && host_logits) {
@@ -831,6 +866,8 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
         goto fail;
     }
     m->dec_splits = lmc_cu_attn_decode_splits(m->hkv, m->num_sms);
+    const char *graphs = getenv("LMC_CUDA_GRAPHS");
+    m->no_graphs = graphs && !strcmp(graphs, "0");
     const char *pdl = getenv("LMC_CUDA_PDL");
     lmc_cu_set_pdl(!(pdl && !strcmp(pdl, "0")));
     int maxc = m->H > m->I ? m->H : m->I;
