@@ -3,6 +3,7 @@
 #include "base/error.h"
 #include "base/file.h"
 #include "base/json.h"
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +105,22 @@ static lmc_status parse_rope_obj(json_object *r, const char *what, const char *n
         (st = get_int(r, what, prefix, "original_max_position_embeddings",
                       &c->rope_original_max_position)))
         return st;
+    if (strcmp(type, "yarn")) return LMC_OK;
+    /* yarn: transformers requires "factor"; null means "derive it from the
+     * two context lengths" (resolved once both are known). */
+    json_object *fv = NULL;
+    if (!json_object_object_get_ex(r, "factor", &fv))
+        return lmc_err(LMC_ERR_FORMAT, "%s: %sfactor is required for yarn rope", what, prefix);
+    if (!fv) c->rope_factor = NAN;
+    if ((st = get_double(r, what, prefix, "beta_fast", &c->rope_beta_fast)) ||
+        (st = get_double(r, what, prefix, "beta_slow", &c->rope_beta_slow)) ||
+        (st = get_double(r, what, prefix, "attention_factor", &c->rope_attention_factor)) ||
+        (st = get_double(r, what, prefix, "mscale", &c->rope_mscale)) ||
+        (st = get_double(r, what, prefix, "mscale_all_dim", &c->rope_mscale_all_dim)))
+        return st;
+    bool bad = false;
+    lmc_json_bool(r, "truncate", &c->rope_truncate, &bad);
+    if (bad) return lmc_err(LMC_ERR_FORMAT, "%s: %struncate must be true or false", what, prefix);
     return LMC_OK;
 }
 
@@ -220,6 +237,8 @@ lmc_status lmc_config_parse(const char *text, size_t len, const char *what,
     c->num_key_value_heads = -1;
     c->head_dim = -1;
     c->rope_original_max_position = -1;
+    c->rope_attention_factor = NAN;
+    c->rope_truncate = true;
     c->q_group_size = 64;
     c->q_bits = 4;
     strcpy(c->hidden_act, "silu");
@@ -261,7 +280,19 @@ lmc_status lmc_config_parse(const char *text, size_t len, const char *what,
     if ((st = get_double(o, what, "", "rope_theta", &c->rope_theta))) goto done;
     json_object *rs = lmc_json_get(o, "rope_scaling");
     if (rs && (st = parse_rope_obj(rs, what, "rope_scaling", c))) goto done;
+    /* A top-level original_max_position_embeddings (phi3 style) takes
+     * precedence for the rope types that use one, as in transformers. */
+    int64_t top_orig = -1;
+    if ((st = get_int(o, what, "", "original_max_position_embeddings", &top_orig))) goto done;
+    if (top_orig >= 0 && (!strcmp(c->rope_type, "llama3") || !strcmp(c->rope_type, "yarn") ||
+                          !strcmp(c->rope_type, "longrope")))
+        c->rope_original_max_position = top_orig;
     if (c->rope_original_max_position < 0) c->rope_original_max_position = c->max_position_embeddings;
+    if (isnan(c->rope_factor)) /* yarn "factor": null */
+        c->rope_factor = c->rope_original_max_position > 0
+                             ? (double)c->max_position_embeddings /
+                                   (double)c->rope_original_max_position
+                             : 0.0;
 
     if ((st = get_bool(o, what, "tie_word_embeddings", &c->tie_word_embeddings, NULL)) ||
         (st = get_bool(o, what, "attention_bias", &c->attention_bias, NULL)) ||

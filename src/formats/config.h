@@ -26,6 +26,13 @@ typedef struct {
     char rope_type[16];
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int64_t rope_original_max_position;
+    /* yarn: beta_fast / beta_slow (0 = absent: 32 / 1), attention_factor
+     * (NAN = absent: derived from factor, mscale and mscale_all_dim, 0 =
+     * absent), truncate (default true). A null yarn factor becomes
+     * max_position_embeddings / original_max_position_embeddings. */
+    double rope_beta_fast, rope_beta_slow, rope_attention_factor;
+    double rope_mscale, rope_mscale_all_dim;
+    bool rope_truncate;
     bool tie_word_embeddings;
     bool attention_bias;          /* qwen2 implies q/k/v bias */
     bool mlp_bias;

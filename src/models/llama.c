@@ -9,6 +9,7 @@
 #include "base/json.h"
 #include "models/kv_cache_cpu.h"
 #include "models/llama_weights.h"
+#include "models/rope.h"
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -22,43 +23,11 @@
 typedef struct {
     lmc_model base;
     lmc_llama_weights w;
-    float *inv_freq;
+    lmc_rope rope;
     size_t window;
     float scale;
     lmc_dtype act_dt; /* rounding of activations: F32 (none), BF16 or F16 */
 } llama_model;
-
-/* ------------------------------------------------------------ rope */
-
-static lmc_status make_inv_freq(const lmc_model_config *c, float **out) {
-    size_t half = (size_t)c->head_dim / 2;
-    float *f = malloc(half * sizeof(float));
-    if (!f) return lmc_err(LMC_ERR_NOMEM, "rope: no memory");
-    for (size_t i = 0; i < half; i++)
-        f[i] = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim));
-    const char *t = c->rope_type;
-    if (!strcmp(t, "linear")) {
-        for (size_t i = 0; i < half; i++) f[i] = (float)(f[i] / c->rope_factor);
-    } else if (!strcmp(t, "llama3")) {
-        /* Long wavelengths are slowed by `factor`, short ones kept, and the
-         * band between low_freq and high_freq wavelengths interpolated. */
-        double old_ctx = (double)c->rope_original_max_position;
-        double low_wl = old_ctx / c->rope_low_freq_factor;
-        double high_wl = old_ctx / c->rope_high_freq_factor;
-        for (size_t i = 0; i < half; i++) {
-            double inv = f[i], wl = 2.0 * M_PI / inv;
-            double scaled = wl > low_wl ? inv / c->rope_factor : inv;
-            if (!(wl < high_wl) && !(wl > low_wl)) {
-                double smooth = (old_ctx / wl - c->rope_low_freq_factor) /
-                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
-                scaled = (1.0 - smooth) * scaled / c->rope_factor + smooth * scaled;
-            }
-            f[i] = (float)scaled;
-        }
-    }
-    *out = f;
-    return LMC_OK;
-}
 
 /* ------------------------------------------------------------ config */
 
@@ -103,21 +72,8 @@ static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
         return lmc_err(LMC_ERR_LIMIT, "config.json: model dimensions are beyond supported limits");
     if (!(c->rms_norm_eps >= 0.0) || !(c->rope_theta > 0.0))
         return lmc_err(LMC_ERR_FORMAT, "config.json: rms_norm_eps must be >= 0 and rope_theta > 0");
-    const char *rt = c->rope_type;
-    if (*rt && strcmp(rt, "default") && strcmp(rt, "linear") && strcmp(rt, "llama3"))
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "config.json: rope type '%s' is not supported (default, linear, llama3)",
-                       rt);
-    if (!strcmp(rt, "linear") || !strcmp(rt, "llama3")) {
-        if (!(c->rope_factor > 0.0))
-            return lmc_err(LMC_ERR_FORMAT, "config.json: rope factor must be positive");
-    }
-    if (!strcmp(rt, "llama3") &&
-        (!(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
-         !(c->rope_low_freq_factor > 0.0) || c->rope_original_max_position <= 0))
-        return lmc_err(LMC_ERR_FORMAT,
-                       "config.json: llama3 rope needs high_freq_factor > low_freq_factor > 0 "
-                       "and original_max_position_embeddings > 0");
+    lmc_status st = lmc_rope_check(c);
+    if (st) return st;
     if (c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
         return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (silu)",
                        c->hidden_act);
@@ -247,8 +203,8 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
             lmc_cpu_rmsnorm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, rd);
             lmc_cpu_rmsnorm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, rd);
         }
-        lmc_cpu_rope(ws->q, n, nh, hd, c->offset, m->inv_freq, rd);
-        lmc_cpu_rope(ws->k, n, nkv, hd, c->offset, m->inv_freq, rd);
+        lmc_cpu_rope(ws->q, n, nh, hd, c->offset, m->rope.inv_freq, m->rope.attn_factor, rd);
+        lmc_cpu_rope(ws->k, n, nkv, hd, c->offset, m->rope.inv_freq, m->rope.attn_factor, rd);
         lmc_cpu_attn_args a = {
             .k = c->k[l], .v = c->v[l], .pos = c->pos, .n_past = c->used,
             .past_stride = c->cap, .k_new = ws->k, .v_new = ws->v, .n = n, .heads = nh,
@@ -361,7 +317,7 @@ static lmc_status llama_cache_new(lmc_model *base, lmc_kv_cache **out) {
 static void llama_free(lmc_model *base) {
     llama_model *m = (llama_model *)base;
     lmc_llama_weights_free(&m->w);
-    free(m->inv_freq);
+    lmc_rope_free(&m->rope);
     free(m);
 }
 
@@ -410,7 +366,7 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
     const lmc_model_config *c = &m->base.cfg;
     st = names ? lmc_llama_weights_bind_named(c, lm->weights, names, &m->w)
                : lmc_llama_weights_bind(c, lm->weights, &m->w);
-    if (st || (st = make_inv_freq(c, &m->inv_freq))) {
+    if (st || (st = lmc_rope_init(c, &m->rope))) {
         llama_free(&m->base);
         return st;
     }

@@ -95,16 +95,8 @@ static lmc_status check_config(const lmc_model_config *c) {
     if (c->hidden_size > (1 << 20) || c->intermediate_size > (1 << 22) ||
         c->vocab_size > (1 << 24) || c->num_hidden_layers > 4096 || c->num_attention_heads > 4096)
         return lmc_err(LMC_ERR_LIMIT, "config.json: model dimensions are beyond supported limits");
-    const char *rt = c->rope_type;
-    if (*rt && strcmp(rt, "default") && strcmp(rt, "linear") && strcmp(rt, "llama3"))
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "config.json: rope type '%s' is not supported (default, linear, llama3)", rt);
-    if ((!strcmp(rt, "linear") || !strcmp(rt, "llama3")) && !(c->rope_factor > 0.0))
-        return lmc_err(LMC_ERR_FORMAT, "config.json: rope factor must be positive");
-    if (!strcmp(rt, "llama3") &&
-        (!(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
-         !(c->rope_low_freq_factor > 0.0) || c->rope_original_max_position <= 0))
-        return lmc_err(LMC_ERR_FORMAT, "config.json: llama3 rope parameters are inconsistent");
+    lmc_status st = lmc_rope_check(c);
+    if (st) return st;
     if (!(c->rope_theta > 0.0) || !(c->rms_norm_eps >= 0.0))
         return lmc_err(LMC_ERR_FORMAT, "config.json: rope_theta must be > 0, rms_norm_eps >= 0");
     if (c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
@@ -112,36 +104,6 @@ static lmc_status check_config(const lmc_model_config *c) {
                        c->hidden_act);
     if (c->quantized)
         return lmc_err(LMC_ERR_UNSUPPORTED, "lora: quantized base weights are not supported");
-    return LMC_OK;
-}
-
-/* Rotary inverse frequencies with the config's scaling (the same rules the
- * inference model applies: linear divides, llama3 blends by wavelength). */
-static lmc_status rope_freqs(const lmc_model_config *c, float **out) {
-    size_t half = (size_t)c->head_dim / 2;
-    float *f = malloc(half * sizeof(float));
-    if (!f) return lmc_err(LMC_ERR_NOMEM, "lora: no memory for rope frequencies");
-    for (size_t i = 0; i < half; i++) {
-        double inv = 1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim);
-        if (!strcmp(c->rope_type, "linear")) {
-            inv /= c->rope_factor;
-        } else if (!strcmp(c->rope_type, "llama3")) {
-            double ctx = (double)c->rope_original_max_position;
-            double lo_wl = ctx / c->rope_low_freq_factor, hi_wl = ctx / c->rope_high_freq_factor;
-            double wl = 2.0 * M_PI / (double)(float)inv;
-            double v = (float)inv;
-            if (wl > lo_wl) {
-                v = v / c->rope_factor;
-            } else if (wl >= hi_wl) {
-                double t = (ctx / wl - c->rope_low_freq_factor) /
-                           (c->rope_high_freq_factor - c->rope_low_freq_factor);
-                v = (1.0 - t) * v / c->rope_factor + t * v;
-            }
-            inv = v;
-        }
-        f[i] = (float)inv;
-    }
-    *out = f;
     return LMC_OK;
 }
 
@@ -201,7 +163,7 @@ lmc_status lmc_lora_net_init(lmc_lora_net *net, const lmc_model_config *cfg,
     net->scaling = shape->alpha / (float)shape->rank;
     net->attn_scale = (float)(1.0 / sqrt((double)cfg->head_dim));
     if ((st = lmc_llama_weights_bind(&net->cfg, set, &net->w))) return st;
-    if ((st = rope_freqs(&net->cfg, &net->inv_freq))) goto fail;
+    if ((st = lmc_rope_init(&net->cfg, &net->rope))) goto fail;
 
     size_t L = net->w.n_layers;
     size_t n_adapt = shape->num_layers < 0 || (size_t)shape->num_layers >= L
@@ -257,7 +219,7 @@ void lmc_lora_net_free(lmc_lora_net *net) {
     }
     free(net->ad);
     free(net->by_layer);
-    free(net->inv_freq);
+    lmc_rope_free(&net->rope);
     lmc_llama_weights_free(&net->w);
     memset(net, 0, sizeof *net);
 }

@@ -11,6 +11,7 @@
 #include "formats/safetensors.h"
 #include "lmc.h"
 #include "models/llama_weights.h"
+#include "models/rope.h"
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -46,7 +47,7 @@ typedef struct {
 typedef struct {
     lmc_model_config cfg;
     lmc_llama_weights w;
-    float *inv_freq;
+    lmc_rope rope;  /* frequencies and attention factor, as the model's */
     size_t window; /* sliding window, 0 for none */
     float attn_scale;
     lmc_lora_shape shape;

@@ -179,15 +179,17 @@ static void rms_bwd(const float *x, const lmc_cpu_mat *weight, float eps, size_t
 static void rope(const lmc_lora_net *net, float *x, size_t n, size_t heads, bool inverse) {
     size_t hd = (size_t)net->cfg.head_dim, half = hd / 2;
     if (!inverse) {
-        lmc_cpu_rope(x, n, heads, hd, 0, net->inv_freq, LMC_DT_F32);
+        lmc_cpu_rope(x, n, heads, hd, 0, net->rope.inv_freq, net->rope.attn_factor, LMC_DT_F32);
         return;
     }
-    /* Transpose of the rotation: rotate by -angle. */
+    /* Transpose of the rotation: rotate by -angle, scaled by the same
+     * attention factor as the forward (yarn). */
+    const float af = net->rope.attn_factor;
     for (size_t i = 0; i < n; i++) {
         float p = (float)i;
         for (size_t f = 0; f < half; f++) {
-            float ang = p * net->inv_freq[f];
-            float c = (float)cos((double)ang), s = (float)sin((double)ang);
+            float ang = p * net->rope.inv_freq[f];
+            float c = (float)cos((double)ang) * af, s = (float)sin((double)ang) * af;
             for (size_t h = 0; h < heads; h++) {
                 float *v = x + (i * heads + h) * hd;
                 float d1 = v[f], d2 = v[f + half];

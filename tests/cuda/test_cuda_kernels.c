@@ -160,14 +160,19 @@ static void test_attention(int n, int pos0, int hq, int hkv, int d, int cap, int
     free(qf), free(kf), free(vf), free(q), free(k), free(v), free(o16), free(o), free(ref);
 }
 
+/* RoPE attention factor (yarn's scaling of cos and sin) passed to the
+ * prologue kernels and applied by rope_ref; 1 except in the yarn cases. */
+static float rope_attn = 1.f;
+
 /* Host reference of the decode prologue for one head: optional RMSNorm
- * (f64), rotate-half RoPE at pos. */
+ * (f64), rotate-half RoPE at pos with cos and sin times rope_attn. */
 static void rope_ref(const float *x, const float *nw, int d, int pos, double theta, double *out) {
     double t[512], ss = 0;
     for (int i = 0; i < d; i++) ss += (double)x[i] * x[i];
     for (int i = 0; i < d; i++) t[i] = nw ? x[i] / sqrt(ss / d + 1e-6) * nw[i] : x[i];
     for (int i = 0; i < d / 2; i++) {
-        double a = pos * pow(theta, -2.0 * i / d), c = cos(a), s = sin(a);
+        double a = pos * pow(theta, -2.0 * i / d), c = cos(a) * rope_attn,
+               s = sin(a) * rope_attn;
         out[i] = t[i] * c - t[i + d / 2] * s;
         out[i + d / 2] = t[i + d / 2] * c + t[i] * s;
     }
@@ -186,8 +191,8 @@ static void qkv_run(const void *drow, int n, int hq, int hkv, int d, const void 
     cudaMemset(dq, 0xff, qn * 2);
     cudaMemset(dk, 0xff, kn * 2);
     cudaMemset(dv, 0xff, kn * 2);
-    int e = lmc_cu_qkv_post(drow, n, hq, hkv, d, db, dnq, dnk, 1e-6f, dinv, ds, dq, dk, dv, cap,
-                            rnd, NULL);
+    int e = lmc_cu_qkv_post(drow, n, hq, hkv, d, db, dnq, dnk, 1e-6f, dinv, rope_attn, ds, dq, dk,
+                            dv, cap, rnd, NULL);
     CHECK_EQ_INT(e, 0);
     CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
     cudaMemcpy(q16, dq, qn * 2, cudaMemcpyDeviceToHost);
@@ -404,7 +409,8 @@ static void test_decode(int pos0, int steps, int hq, int hkv, int d, int cap, in
             }
         }
         int e = lmc_cu_attn_decode(drow, hq, hkv, d, qk_norm ? dnq : NULL, qk_norm ? dnk : NULL,
-                                   1e-6f, dinv, ds, dk, dv, cap, window, ns, ws, dout, 1, NULL);
+                                   1e-6f, dinv, rope_attn, ds, dk, dv, cap, window, ns, ws, dout,
+                                   1, NULL);
         CHECK_EQ_INT(e, 0);
         CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
         for (int h = 0; h < hkv; h++) { /* the appended key, against the host's */
@@ -528,5 +534,16 @@ int main(void) {
     test_decode(600, 2, 16, 1, 64, 1024, 0, 0, sms);
     test_decode(600, 2, 32, 2, 128, 1024, 0, 0, sms);
     test_decode(40, 2, 6, 2, 32, 64, 0, 1, sms);
+    /* yarn: cos and sin scaled by an attention factor, in the prefill
+     * prologue (vector and generic paths) and both decode kernels */
+    rope_attn = 1.3465736f;
+    printf("rope attention factor %g\n", rope_attn);
+    test_qkv_post_ex(9, 100, 4, 2, 64, 1, 1, 1, 1);
+    test_qkv_post_ex(6, 3, 4, 2, 24, 1, 1, 1, 1);
+    test_qkv_post_ex(5, 70, 4, 1, 32, 1, 1, 0, 0);
+    test_decode(130, 2, 32, 8, 64, 512, 0, 1, sms);
+    test_decode(510, 2, 16, 2, 128, 1024, 0, 1, sms);
+    test_decode(63, 2, 16, 1, 16, 128, 0, 0, sms);
+    rope_attn = 1.f;
     return check_summary("test_cuda_kernels");
 }

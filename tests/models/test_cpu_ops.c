@@ -170,9 +170,17 @@ int main(void) {
     /* RoPE: position 3, rotate-half pairs (i, i + half) */
     float hv[8] = {1, 2, 3, 4, 5, 6, 7, 8}, inv[4] = {1.0f, 0.5f, 0.1f, 0.01f}, orig[8];
     memcpy(orig, hv, sizeof hv);
-    lmc_cpu_rope(hv, 1, 1, 8, 3, inv, LMC_DT_F32);
+    lmc_cpu_rope(hv, 1, 1, 8, 3, inv, 1.0f, LMC_DT_F32);
     for (int f = 0; f < 4; f++) {
         double c = cos(3.0 * inv[f]), s = sin(3.0 * inv[f]);
+        CHECK(fabs(hv[f] - (orig[f] * c - orig[f + 4] * s)) < 1e-5);
+        CHECK(fabs(hv[f + 4] - (orig[f + 4] * c + orig[f] * s)) < 1e-5);
+    }
+    /* an attention factor (yarn) scales both rotated halves */
+    memcpy(hv, orig, sizeof hv);
+    lmc_cpu_rope(hv, 1, 1, 8, 3, inv, 1.25f, LMC_DT_F32);
+    for (int f = 0; f < 4; f++) {
+        double c = 1.25 * cos(3.0 * inv[f]), s = 1.25 * sin(3.0 * inv[f]);
         CHECK(fabs(hv[f] - (orig[f] * c - orig[f + 4] * s)) < 1e-5);
         CHECK(fabs(hv[f + 4] - (orig[f + 4] * c + orig[f] * s)) < 1e-5);
     }

@@ -353,8 +353,8 @@ static void test_errors(const char *gold) {
     snprintf(bad.model_type, sizeof bad.model_type, "gpt2");
     CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_UNSUPPORTED, "model_type 'gpt2'");
     bad = L.cfg;
-    snprintf(bad.rope_type, sizeof bad.rope_type, "yarn");
-    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_UNSUPPORTED, "rope type 'yarn'");
+    snprintf(bad.rope_type, sizeof bad.rope_type, "dynamic");
+    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_UNSUPPORTED, "rope type 'dynamic'");
     bad = L.cfg;
     bad.hidden_size = 32; /* every tensor then disagrees; the first is named */
     CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_FORMAT,

@@ -84,15 +84,15 @@ void lmc_cpu_rmsnorm(const float *x, const lmc_cpu_mat *weight, float eps, size_
 }
 
 void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0,
-                  const float *inv_freq, lmc_dtype round_dt) {
+                  const float *inv_freq, float attn_factor, lmc_dtype round_dt) {
     size_t half = head_dim / 2;
     for (size_t i = 0; i < n; i++) {
         float cs[512], sn[512]; /* head_dim <= 1024 is checked by the model */
         float p = (float)(pos0 + i);
         for (size_t f = 0; f < half; f++) {
             float ang = p * inv_freq[f];
-            cs[f] = round_to((float)cos((double)ang), round_dt);
-            sn[f] = round_to((float)sin((double)ang), round_dt);
+            cs[f] = round_to((float)cos((double)ang) * attn_factor, round_dt);
+            sn[f] = round_to((float)sin((double)ang) * attn_factor, round_dt);
         }
         for (size_t h = 0; h < heads; h++) {
             float *v = x + (i * heads + h) * head_dim;

@@ -41,9 +41,11 @@ void lmc_cpu_rmsnorm(const float *x, const lmc_cpu_mat *weight, float eps, size_
 
 /* Rotary embedding in the rotate-half layout, applied in place to n rows of
  * `heads` heads of `head_dim` each (row stride heads*head_dim), row i at
- * position pos0 + i. inv_freq holds head_dim/2 frequencies. */
+ * position pos0 + i. inv_freq holds head_dim/2 frequencies; cos and sin are
+ * multiplied by attn_factor (yarn's attention scaling, else 1) before
+ * they are rounded to round_dt, as transformers does. */
 void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0,
-                  const float *inv_freq, lmc_dtype round_dt);
+                  const float *inv_freq, float attn_factor, lmc_dtype round_dt);
 
 /* a[i] = silu(g[i]) * u[i] (a may alias g); rounding as for rmsnorm. */
 void lmc_cpu_silu_mul(const float *g, const float *u, size_t n, float *a, lmc_dtype round_dt);

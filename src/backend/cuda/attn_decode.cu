@@ -42,6 +42,7 @@ typedef struct {
     const uint16_t *qkv; /* [q heads | k heads | v heads] of the new token, bias included */
     const uint16_t *q_norm, *k_norm;
     const float *inv_freq;
+    float rope_attn; /* multiplies cos and sin (yarn), else 1 */
     const int32_t *d_state;
     uint16_t *kc, *vc; /* this layer's caches [Hkv][cap][D] */
     float *ws;         /* partials: m [hq][ns], l [hq][ns], o [hq][ns][d] */
@@ -55,8 +56,8 @@ typedef struct {
  * rotate-half RoPE at `pos`; the bf16 result goes to out_bf and/or (as
  * float) out_f. tmp: d floats of scratch. Same rounding as k_qkv_post. */
 static __device__ void rope_head(const uint16_t *src, const uint16_t *nw, float eps, int rnd,
-                                 const float *inv_freq, int pos, int d, float *tmp,
-                                 float *out_f, uint16_t *out_bf) {
+                                 const float *inv_freq, float rope_attn, int pos, int d,
+                                 float *tmp, float *out_f, uint16_t *out_bf) {
     const int lane = threadIdx.x & 31;
     for (int i = lane; i < d; i += 32) tmp[i] = bf2f(src[i]);
     __syncwarp();
@@ -72,6 +73,8 @@ static __device__ void rope_head(const uint16_t *src, const uint16_t *nw, float 
     for (int i = lane; i < half; i += 32) {
         float sn, cs;
         sincosf((float)pos * inv_freq[i], &sn, &cs);
+        cs = __fmul_rn(cs, rope_attn);
+        sn = __fmul_rn(sn, rope_attn);
         const float x1 = tmp[i], x2 = tmp[i + half];
         const uint16_t a = f2bf(x1 * cs - x2 * sn), b = f2bf(x2 * cs + x1 * sn);
         if (out_f) {
@@ -146,13 +149,13 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     pdl_wait();
 
     for (int gg = warp; gg < G; gg += DEC_WARPS)
-        rope_head(a.qkv + (size_t)(hk * G + gg) * d, a.q_norm, a.eps, a.rnd, a.inv_freq, pos, d,
-                  tmp + warp * d, qs + gg * d, NULL);
+        rope_head(a.qkv + (size_t)(hk * G + gg) * d, a.q_norm, a.eps, a.rnd, a.inv_freq,
+                  a.rope_attn, pos, d, tmp + warp * d, qs + gg * d, NULL);
     if (split == used - 1) { /* this chunk ends at the new token: append it */
         const size_t at = ((size_t)hk * a.cap + pos) * d;
         if (warp == DEC_WARPS - 1)
-            rope_head(a.qkv + (size_t)(a.hq + hk) * d, a.k_norm, a.eps, a.rnd, a.inv_freq, pos,
-                      d, tmp + warp * d, NULL, a.kc + at);
+            rope_head(a.qkv + (size_t)(a.hq + hk) * d, a.k_norm, a.eps, a.rnd, a.inv_freq,
+                      a.rope_attn, pos, d, tmp + warp * d, NULL, a.kc + at);
         const uint16_t *vsrc = a.qkv + (size_t)(a.hq + a.hkv + hk) * d;
         for (int i = tid; i < d; i += DEC_THREADS) a.vc[at + i] = vsrc[i];
     }
@@ -433,13 +436,13 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
     pdl_wait();
 
     for (int gg = warp; gg < G; gg += DEC_WARPS)
-        rope_head(a.qkv + (size_t)(hk * G + gg) * D, a.q_norm, a.eps, a.rnd, a.inv_freq, pos, D,
-                  tmp + warp * D, qs + gg * D, NULL);
+        rope_head(a.qkv + (size_t)(hk * G + gg) * D, a.q_norm, a.eps, a.rnd, a.inv_freq,
+                  a.rope_attn, pos, D, tmp + warp * D, qs + gg * D, NULL);
     if (has_new) { /* append the new token's key and value; keep them for the end */
         const size_t at = ((size_t)hk * a.cap + pos) * D;
         if (warp == DEC_WARPS - 1)
-            rope_head(a.qkv + (size_t)(a.hq + hk) * D, a.k_norm, a.eps, a.rnd, a.inv_freq, pos,
-                      D, tmp + warp * D, knf, a.kc + at);
+            rope_head(a.qkv + (size_t)(a.hq + hk) * D, a.k_norm, a.eps, a.rnd, a.inv_freq,
+                      a.rope_attn, pos, D, tmp + warp * D, knf, a.kc + at);
         const uint16_t *vsrc = a.qkv + (size_t)(a.hq + a.hkv + hk) * D;
         for (int i = tid; i < D; i += DEC_THREADS) {
             const uint16_t v = vsrc[i];
@@ -700,14 +703,16 @@ extern "C" int lmc_cu_attn_decode_supported(int hq, int hkv, int d) {
 
 extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
                                   const uint16_t *q_norm, const uint16_t *k_norm, float norm_eps,
-                                  const float *inv_freq, const int32_t *d_state,
-                                  uint16_t *k_cache, uint16_t *v_cache, int cap, int window,
-                                  int nsplit, void *ws, uint16_t *out, int rnd, lmc_cu_stream s) {
+                                  const float *inv_freq, float rope_attn,
+                                  const int32_t *d_state, uint16_t *k_cache, uint16_t *v_cache,
+                                  int cap, int window, int nsplit, void *ws, uint16_t *out,
+                                  int rnd, lmc_cu_stream s) {
     dec_args a;
     a.qkv = qkv;
     a.q_norm = q_norm;
     a.k_norm = k_norm;
     a.inv_freq = inv_freq;
+    a.rope_attn = rope_attn;
     a.d_state = d_state;
     a.kc = k_cache;
     a.vc = v_cache;

@@ -37,13 +37,15 @@ int lmc_cu_rmsnorm(const float *x, const uint16_t *w, int rows, int cols, float 
 /* The attention prologue for n new tokens. qkv rows hold [q | k | v]
  * (Hq*D + 2*Hkv*D values, bias not yet added). Adds the optional bias
  * (same layout), applies the optional per-head q/k RMSNorm, rotates q and k
- * (rotate-half convention, angle = position * inv_freq[i]), writes q to
+ * (rotate-half convention, angle = position * inv_freq[i], cos and sin
+ * multiplied by rope_attn: yarn's attention factor, else 1), writes q to
  * q_out [n, Hq, D] and k/v into the layer's cache [Hkv, cap, D] at
  * positions d_state[0] + t. */
 int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d, const uint16_t *bias,
                     const uint16_t *q_norm, const uint16_t *k_norm, float norm_eps,
-                    const float *inv_freq, const int32_t *d_state, uint16_t *q_out,
-                    uint16_t *k_cache, uint16_t *v_cache, int cap, int rnd, lmc_cu_stream s);
+                    const float *inv_freq, float rope_attn, const int32_t *d_state,
+                    uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, int cap, int rnd,
+                    lmc_cu_stream s);
 
 /* out[r, i] = silu(gu[r, 2i]) * gu[r, 2i + 1] (gate and up interleaved). */
 int lmc_cu_swiglu(const uint16_t *gu, int rows, int inter, uint16_t *out, int rnd,
@@ -98,7 +100,8 @@ int lmc_cu_attn_prefill_supported(int d);
 
 /* The attention of one decode step (attn_decode.cu): qkv is the new token's
  * row from the qkv GEMV (bias included); q and k get the optional per-head
- * RMSNorm and RoPE at position d_state[0], k and v are written into the
+ * RMSNorm and RoPE at position d_state[0] (cos and sin times rope_attn, as
+ * in lmc_cu_qkv_post), k and v are written into the
  * layer's caches there, and out [Hq, D] receives the attention over every
  * live key (window > 0 keeps the last `window`). Grid-stable for graphs.
  * ws: lmc_cu_attn_decode_ws_bytes(), zeroed once when allocated (its
@@ -109,9 +112,9 @@ int lmc_cu_attn_decode_splits(int hkv, int num_sms);
 size_t lmc_cu_attn_decode_ws_bytes(int hq, int hkv, int d, int nsplit);
 int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *q_norm,
                        const uint16_t *k_norm, float norm_eps, const float *inv_freq,
-                       const int32_t *d_state, uint16_t *k_cache, uint16_t *v_cache, int cap,
-                       int window, int nsplit, void *ws, uint16_t *out, int rnd,
-                       lmc_cu_stream s);
+                       float rope_attn, const int32_t *d_state, uint16_t *k_cache,
+                       uint16_t *v_cache, int cap, int window, int nsplit, void *ws,
+                       uint16_t *out, int rnd, lmc_cu_stream s);
 int lmc_cu_attn_decode_supported(int hq, int hkv, int d);
 
 #ifdef __cplusplus

@@ -27,6 +27,7 @@
 #include "base/error.h"
 #include "models/llama_weights.h"
 #include "models/model.h"
+#include "models/rope.h"
 
 #define PF_CHUNK 2048     /* rows per prefill launch sequence */
 #define LOGIT_ROWS 128    /* rows per all-logits GEMM (bounds that buffer) */
@@ -56,6 +57,7 @@ typedef struct {
     cu_layer *layers;
     uint16_t *embed, *final_norm, *lm_head;
     float *inv_freq;
+    float rope_attn; /* multiplies RoPE's cos and sin (yarn), else 1 */
     /* decode scratch (fixed addresses: captured in graphs) */
     float *d_x, *d_logits;
     uint16_t *d_qkv, *d_attn, *d_act;
@@ -473,8 +475,9 @@ static lmc_status decode_body(cu_model *m, cu_cache *c) {
                        w->qkv_b, LMC_GEMV_OUT_BF16, m->d_qkv)))
             return st;
         KL(lmc_cu_attn_decode(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
-                              m->inv_freq, c->d_state, c->k + koff, c->v + koff, (int)c->cap,
-                              m->window, m->dec_splits, c->ws, m->d_attn, m->rnd, s));
+                              m->inv_freq, m->rope_attn, c->d_state, c->k + koff,
+                              c->v + koff, (int)c->cap, m->window, m->dec_splits, c->ws,
+                              m->d_attn, m->rnd, s));
         if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
                        LMC_GEMV_OUT_F32_ADD, m->d_x)) ||
             (st = gemv(m, w->gate_up, 2 * m->I, H, LMC_GEMV_IN_RMSNORM, m->d_x, w->post_norm,
@@ -547,8 +550,8 @@ static lmc_status prefill_body(cu_model *m, cu_cache *c, int n) {
                               false, m->stream)))
             return st;
         KL(lmc_cu_qkv_post(m->p_qkv, n, m->hq, m->hkv, m->D, w->qkv_b, w->q_norm, w->k_norm,
-                           m->eps, m->inv_freq, c->d_state, m->p_q, c->k + koff, c->v + koff,
-                           (int)c->cap, m->rnd, s));
+                           m->eps, m->inv_freq, m->rope_attn, c->d_state, m->p_q, c->k + koff,
+                           c->v + koff, (int)c->cap, m->rnd, s));
         KL(lmc_cu_attn_prefill(m->p_q, c->k + koff, c->v + koff, m->p_attn, n, m->hq, m->hkv,
                                m->D, (int)c->cap, c->d_state, m->window, s));
         if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, m->p_x, n, H, QD, true, true,
@@ -718,35 +721,9 @@ static const lmc_model_vtable cu_model_vt = {
 
 /* ------------------------------------------------------------ create */
 
-static void make_inv_freq(const lmc_model_config *c, float *f) {
-    size_t half = (size_t)c->head_dim / 2;
-    for (size_t i = 0; i < half; i++) {
-        double inv = 1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim);
-        if (!strcmp(c->rope_type, "linear")) {
-            inv /= c->rope_factor;
-        } else if (!strcmp(c->rope_type, "llama3")) {
-            double old_ctx = (double)c->rope_original_max_position;
-            double low_wl = old_ctx / c->rope_low_freq_factor;
-            double high_wl = old_ctx / c->rope_high_freq_factor;
-            double wl = 2.0 * M_PI / inv;
-            if (wl > low_wl) {
-                inv /= c->rope_factor;
-            } else if (!(wl < high_wl)) {
-                double smooth = (old_ctx / wl - c->rope_low_freq_factor) /
-                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
-                inv = (1.0 - smooth) * inv / c->rope_factor + smooth * inv;
-            }
-        }
-        f[i] = (float)inv;
-    }
-}
-
 static lmc_status check_shapes(const lmc_model_config *c) {
-    const char *rt = c->rope_type;
-    if (*rt && strcmp(rt, "default") && strcmp(rt, "linear") && strcmp(rt, "llama3"))
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "device cuda: rope type '%s' is not supported (default, linear, llama3)",
-                       rt);
+    lmc_status rst = lmc_rope_check(c);
+    if (rst) return rst;
     int64_t D = c->head_dim, hq = c->num_attention_heads, hkv = c->num_key_value_heads;
     if (c->hidden_size % 8 || c->intermediate_size % 8 || (hq * D) % 8)
         return lmc_err(LMC_ERR_UNSUPPORTED,
@@ -898,17 +875,14 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
     staging = NULL;
     lmc_llama_weights_free(&w);
 
-    float *inv = malloc((size_t)m->D / 2 * sizeof(float));
-    if (!inv) {
-        st = lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
-        goto fail;
-    }
-    make_inv_freq(c, inv);
+    lmc_rope rope;
+    if ((st = lmc_rope_init(c, &rope))) goto fail;
+    m->rope_attn = rope.attn_factor;
     st = dev_alloc(m, (size_t)m->D / 2 * 4, (void **)&m->inv_freq, "rope frequencies");
-    if (!st && (e = cudaMemcpy(m->inv_freq, inv, (size_t)m->D / 2 * 4,
+    if (!st && (e = cudaMemcpy(m->inv_freq, rope.inv_freq, (size_t)m->D / 2 * 4,
                                cudaMemcpyHostToDevice)) != cudaSuccess)
         st = lmc_err(LMC_ERR_DEVICE, "device cuda: rope upload: %s", cudaGetErrorString(e));
-    free(inv);
+    lmc_rope_free(&rope);
     if (st) goto fail;
     size_t QD = (size_t)m->hq * m->D;
     if ((st = dev_alloc(m, (size_t)m->H * 4, (void **)&m->d_x, "decode residual")) ||

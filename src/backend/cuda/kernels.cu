@@ -234,16 +234,20 @@ static __device__ __forceinline__ float rope_hi(float x1, float x2, float c, flo
 __global__ void __launch_bounds__(QKV_THREADS)
     k_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *bias,
                const uint16_t *q_norm, const uint16_t *k_norm, float eps, const float *inv_freq,
-               const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache,
-               int cap, int rnd) {
+               float rope_attn, const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
+               uint16_t *v_cache, int cap, int rnd) {
     __shared__ float cs_tab[QKV_MAXD / 2], sn_tab[QKV_MAXD / 2];
     const int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int half = d / 2, per = d / 32; /* values per lane (d >= 32) or 1 */
     pdl_trigger();
     pdl_wait();
     const int pos = d_state[0] + t;
-    for (int i = threadIdx.x; i < half; i += QKV_THREADS)
-        sincosf((float)pos * inv_freq[i], &sn_tab[i], &cs_tab[i]);
+    for (int i = threadIdx.x; i < half; i += QKV_THREADS) {
+        float sn, cs;
+        sincosf((float)pos * inv_freq[i], &sn, &cs);
+        cs_tab[i] = __fmul_rn(cs, rope_attn);
+        sn_tab[i] = __fmul_rn(sn, rope_attn);
+    }
     __syncthreads();
     const int heads = hq + 2 * hkv;
     const uint16_t *row = qkv + (size_t)t * heads * d;
@@ -390,9 +394,10 @@ __global__ void __launch_bounds__(QKV_VEC_THREADS)
     k_qkv_post_vec(const uint16_t *__restrict__ qkv, int n, int hq, int hkv, int d, int tpb,
                    int upb, const uint16_t *__restrict__ bias, const uint16_t *__restrict__ q_norm,
                    const uint16_t *__restrict__ k_norm, float eps,
-                   const float *__restrict__ inv_freq, const int32_t *__restrict__ d_state,
-                   uint16_t *__restrict__ q_out, uint16_t *__restrict__ k_cache,
-                   uint16_t *__restrict__ v_cache, int cap, int rnd) {
+                   const float *__restrict__ inv_freq, float rope_attn,
+                   const int32_t *__restrict__ d_state, uint16_t *__restrict__ q_out,
+                   uint16_t *__restrict__ k_cache, uint16_t *__restrict__ v_cache, int cap,
+                   int rnd) {
     extern __shared__ __align__(16) float qkv_tab[]; /* cos [tpb][half], sin [tpb][half] */
     const int heads = hq + 2 * hkv, half = d / 2, seg = d / 16; /* units per head */
     float *cs_tab = qkv_tab, *sn_tab = qkv_tab + tpb * half;
@@ -424,7 +429,10 @@ __global__ void __launch_bounds__(QKV_VEC_THREADS)
     for (int k = tid; k < ntab; k += blockDim.x) {
         const int tt = k / half, i = k - tt * half;
         const float f = k == tid ? f_first : inv_freq[i];
-        sincosf((float)(pos0 + t0 + tt) * f, &sn_tab[k], &cs_tab[k]);
+        float sn, cs;
+        sincosf((float)(pos0 + t0 + tt) * f, &sn, &cs);
+        cs_tab[k] = __fmul_rn(cs, rope_attn);
+        sn_tab[k] = __fmul_rn(sn, rope_attn);
     }
     __syncthreads();
     float x1[8], x2[8];
@@ -487,8 +495,9 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d,
                                const uint16_t *bias, const uint16_t *q_norm,
                                const uint16_t *k_norm, float norm_eps, const float *inv_freq,
-                               const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
-                               uint16_t *v_cache, int cap, int rnd, lmc_cu_stream s) {
+                               float rope_attn, const int32_t *d_state, uint16_t *q_out,
+                               uint16_t *k_cache, uint16_t *v_cache, int cap, int rnd,
+                               lmc_cu_stream s) {
     if (d > QKV_MAXD || d % 2 || (d > 32 && d % 64)) return (int)cudaErrorInvalidValue;
     const int heads = hq + 2 * hkv;
     const bool vec = (d == 16 || d == 32 || d == 64 || d == 128 || d == 256) && n > 0 &&
@@ -509,12 +518,12 @@ extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int 
         const size_t smem = (size_t)2 * tpb * (d / 2) * sizeof(float);
         return (int)lmc_pdl_launch(k_qkv_post_vec, dim3((n + tpb - 1) / tpb, slices),
                                    dim3(threads), smem, (cudaStream_t)s, qkv, n, hq, hkv, d, tpb,
-                                   upb, bias, q_norm, k_norm, norm_eps, inv_freq, d_state, q_out,
-                                   k_cache, v_cache, cap, rnd);
+                                   upb, bias, q_norm, k_norm, norm_eps, inv_freq, rope_attn,
+                                   d_state, q_out, k_cache, v_cache, cap, rnd);
     }
     return (int)lmc_pdl_launch(k_qkv_post, dim3(n), dim3(QKV_THREADS), 0, (cudaStream_t)s, qkv,
-                               hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, d_state,
-                               q_out, k_cache, v_cache, cap, rnd);
+                               hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, rope_attn,
+                               d_state, q_out, k_cache, v_cache, cap, rnd);
 }
 
 /* --------------------------------------------------------------- swiglu */

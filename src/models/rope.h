@@ -1,0 +1,31 @@
+/* Rotary position embedding of the llama family, shared by the CPU model,
+ * the CUDA model and LoRA training so that all three rotate alike.
+ *
+ * Supported rope types (config.json rope_scaling / rope_parameters):
+ * default, linear, llama3 and yarn. The angle of frequency i at position p
+ * is p * inv_freq[i]; yarn also scales cos and sin by attn_factor (so q and
+ * k both carry it), as transformers does. */
+#ifndef LMC_MODELS_ROPE_H
+#define LMC_MODELS_ROPE_H
+#include "formats/config.h"
+#include "lmc.h"
+#include <stddef.h>
+
+typedef struct {
+    float *inv_freq;   /* head_dim / 2 entries, owned */
+    size_t n;          /* head_dim / 2 */
+    float attn_factor; /* multiplies cos and sin; 1 except for yarn */
+} lmc_rope;
+
+/* Check the rope type and its parameters (a positive head_dim and
+ * rope_theta are the caller's checks). Errors name config.json and the
+ * field: an unsupported type (dynamic, longrope, ...) is
+ * LMC_ERR_UNSUPPORTED, a bad value LMC_ERR_FORMAT. */
+lmc_status lmc_rope_check(const lmc_model_config *c);
+
+/* Check, then fill r with the frequencies and attention factor of the
+ * config (free with lmc_rope_free; r is zeroed on failure). */
+lmc_status lmc_rope_init(const lmc_model_config *c, lmc_rope *r);
+void lmc_rope_free(lmc_rope *r);
+
+#endif
