@@ -529,10 +529,9 @@ extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int 
 /* --------------------------------------------------------------- swiglu */
 /* Gate and up are interleaved, so output i reads inputs 2i and 2i + 1:
  * 8 outputs per thread from two 16-byte loads. */
-__global__ void k_swiglu(const uint16_t *gu, size_t n8, uint16_t *out, int rnd, int rev) {
-    for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < n8;
-         j += (size_t)gridDim.x * blockDim.x) {
-        const size_t i = rev ? n8 - 1 - j : j;
+__global__ void k_swiglu(const uint16_t *gu, size_t n8, uint16_t *out, int rnd) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8;
+         i += (size_t)gridDim.x * blockDim.x) {
         const uint4 a = ((const uint4 *)gu)[2 * i], b = ((const uint4 *)gu)[2 * i + 1];
         const uint16_t *p = (const uint16_t *)&a, *q = (const uint16_t *)&b;
         uint4 o;
@@ -553,12 +552,7 @@ extern "C" int lmc_cu_swiglu(const uint16_t *gu, int rows, int inter, uint16_t *
     size_t n8 = (size_t)rows * inter / 8;
     size_t blocks = (n8 + 255) / 256;
     if (blocks > 65535) blocks = 65535;
-    static int rev = -1;
-    if (rev < 0) {
-        const char *e = getenv("LMC_CUDA_SWIGLU_REV");
-        rev = e && e[0] == '1';
-    }
-    k_swiglu<<<(unsigned)blocks, 256, 0, (cudaStream_t)s>>>(gu, n8, out, rnd, rev);
+    k_swiglu<<<(unsigned)blocks, 256, 0, (cudaStream_t)s>>>(gu, n8, out, rnd);
     return launch_status();
 }
 
