@@ -95,6 +95,72 @@ static __device__ __forceinline__ void cp_async16(void *dst, const void *src, bo
                  "r"(live ? 16 : 0));
 }
 
+/* After a block has written its partials: whether it is the last of its
+ * KV head's `used` blocks to arrive (it then resets the counter for the
+ * next launch and merges). */
+static __device__ bool last_to_arrive(int *counter, int used, int *s_last) {
+    __threadfence(); /* partials visible device-wide before we arrive */
+    __syncthreads();
+    if (threadIdx.x == 0) *s_last = atomicAdd(counter, 1) == used - 1;
+    __syncthreads();
+    if (!*s_last) return false;
+    __threadfence();
+    if (threadIdx.x == 0) *counter = 0;
+    return true;
+}
+
+/* The last block of a KV head merges every split's partials: the per-split
+ * weights exp(m_s - M) / l (base 2 with B2) go to mm (loaded in
+ * parallel), then each output element sums its column of partial outputs.
+ * mm, ll: [G][DEC_MAXSPLIT] floats of shared memory; run: [2][G]. Not
+ * inlined, so it does not add to the register pressure of the key loop. */
+template <bool B2>
+static __device__ __noinline__ void merge_splits(const dec_args &a, int G, int hk, int used,
+                                                 float *mm, float *ll, float *run) {
+    const int tid = threadIdx.x, d = a.d, ns = a.nsplit;
+    const float *ws_m = a.ws, *ws_l = a.ws + (size_t)a.hq * ns;
+    const float *ws_o = a.ws + 2 * (size_t)a.hq * ns;
+    for (int i = tid; i < G * used; i += DEC_THREADS) {
+        const int g = i / used, sp = i - g * used;
+        const size_t at = (size_t)(hk * G + g) * ns + sp;
+        mm[g * DEC_MAXSPLIT + sp] = __ldcg(ws_m + at);
+        ll[g * DEC_MAXSPLIT + sp] = __ldcg(ws_l + at);
+    }
+    __syncthreads();
+    if (tid < G) {
+        float M = -INFINITY, l = 0.f;
+        for (int sp = 0; sp < used; sp++) M = fmaxf(M, mm[tid * DEC_MAXSPLIT + sp]);
+        for (int sp = 0; sp < used; sp++) {
+            const float x = mm[tid * DEC_MAXSPLIT + sp] - M;
+            l += ll[tid * DEC_MAXSPLIT + sp] * (B2 ? exp2f(x) : __expf(x));
+        }
+        run[tid] = M;
+        run[G + tid] = 1.f / l;
+    }
+    __syncthreads();
+    for (int i = tid; i < G * used; i += DEC_THREADS) {
+        const int g = i / used, sp = i - g * used;
+        const float x = mm[g * DEC_MAXSPLIT + sp] - run[g];
+        mm[g * DEC_MAXSPLIT + sp] = (B2 ? exp2f(x) : __expf(x)) * run[G + g];
+    }
+    __syncthreads();
+    for (int i = tid; i < G * d; i += DEC_THREADS) {
+        const int g = i / d, c = i - g * d;
+        const float *col = ws_o + (size_t)(hk * G + g) * ns * d + c;
+        const float *wt = mm + g * DEC_MAXSPLIT;
+        float v0 = 0.f, v1 = 0.f, v2 = 0.f, v3 = 0.f;
+        int sp = 0;
+        for (; sp + 4 <= used; sp += 4) {
+            v0 += __ldcg(col + (size_t)sp * d) * wt[sp];
+            v1 += __ldcg(col + (size_t)(sp + 1) * d) * wt[sp + 1];
+            v2 += __ldcg(col + (size_t)(sp + 2) * d) * wt[sp + 2];
+            v3 += __ldcg(col + (size_t)(sp + 3) * d) * wt[sp + 3];
+        }
+        for (; sp < used; sp++) v0 += __ldcg(col + (size_t)sp * d) * wt[sp];
+        a.out[(size_t)(hk * G + g) * d + c] = f2bf((v0 + v1) + (v2 + v3));
+    }
+}
+
 /* GM: the smallest supported bound on the query heads per KV head, so the
  * per-head register arrays and unrolled loops are no larger than needed. */
 template <int GM>
@@ -295,53 +361,8 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
         ws_m[(size_t)(hk * G + tid) * ns + split] = run_m[tid];
         ws_l[(size_t)(hk * G + tid) * ns + split] = run_l[tid];
     }
-    __threadfence(); /* partials visible device-wide before we arrive */
-    __syncthreads();
-    if (tid == 0) s_last = atomicAdd(&a.counters[hk], 1) == used - 1;
-    __syncthreads();
-    if (!s_last) return;
-
-    /* The last block of this KV head merges every split's partials: the
-     * per-split weights exp(m_s - M) / l go to sc (loaded in parallel),
-     * then each output element sums its column of partial outputs. */
-    __threadfence();
-    if (tid == 0) a.counters[hk] = 0;
-    float *mm = sc, *ll = acc; /* [G][used] each; used <= DEC_TILE */
-    for (int i = tid; i < G * used; i += DEC_THREADS) {
-        const int gg = i / used, sp = i - gg * used;
-        const size_t at = (size_t)(hk * G + gg) * ns + sp;
-        mm[gg * DEC_TILE + sp] = __ldcg(ws_m + at);
-        ll[gg * DEC_TILE + sp] = __ldcg(ws_l + at);
-    }
-    __syncthreads();
-    if (tid < G) {
-        float M = -INFINITY, l = 0.f;
-        for (int sp = 0; sp < used; sp++) M = fmaxf(M, mm[tid * DEC_TILE + sp]);
-        for (int sp = 0; sp < used; sp++) l += ll[tid * DEC_TILE + sp] * __expf(mm[tid * DEC_TILE + sp] - M);
-        run_m[tid] = M;
-        run_l[tid] = 1.f / l;
-    }
-    __syncthreads();
-    for (int i = tid; i < G * used; i += DEC_THREADS) {
-        const int gg = i / used, sp = i - gg * used;
-        mm[gg * DEC_TILE + sp] = __expf(mm[gg * DEC_TILE + sp] - run_m[gg]) * run_l[gg];
-    }
-    __syncthreads();
-    for (int i = tid; i < G * d; i += DEC_THREADS) {
-        const int gg = i / d, c = i - gg * d;
-        const float *col = ws_o + (size_t)(hk * G + gg) * ns * d + c;
-        const float *wt = mm + gg * DEC_TILE;
-        float v0 = 0.f, v1 = 0.f, v2 = 0.f, v3 = 0.f;
-        int sp = 0;
-        for (; sp + 4 <= used; sp += 4) {
-            v0 += __ldcg(col + (size_t)sp * d) * wt[sp];
-            v1 += __ldcg(col + (size_t)(sp + 1) * d) * wt[sp + 1];
-            v2 += __ldcg(col + (size_t)(sp + 2) * d) * wt[sp + 2];
-            v3 += __ldcg(col + (size_t)(sp + 3) * d) * wt[sp + 3];
-        }
-        for (; sp < used; sp++) v0 += __ldcg(col + (size_t)sp * d) * wt[sp];
-        a.out[(size_t)(hk * G + gg) * d + c] = f2bf((v0 + v1) + (v2 + v3));
-    }
+    if (!last_to_arrive(&a.counters[hk], used, &s_last)) return;
+    merge_splits<false>(a, G, hk, used, sc, acc, run_m); /* run_l follows run_m */
 }
 
 /* ------------------------------------------------ one key per lane
@@ -586,48 +607,8 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
         }
     }
     if (used == 1) return;
-    __threadfence(); /* partials visible device-wide before we arrive */
-    __syncthreads();
-    if (tid == 0) s_last = atomicAdd(&a.counters[hk], 1) == used - 1;
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    if (tid == 0) a.counters[hk] = 0;
-    float *ll = wo; /* [G][DEC_MAXSPLIT] */
-    for (int i = tid; i < G * used; i += DEC_THREADS) {
-        const int g = i / used, sp = i - g * used;
-        const size_t at = (size_t)(hk * G + g) * ns + sp;
-        mm[g * DEC_MAXSPLIT + sp] = __ldcg(ws_m + at);
-        ll[g * DEC_MAXSPLIT + sp] = __ldcg(ws_l + at);
-    }
-    __syncthreads();
-    if (tid < G) {
-        float M = -INFINITY, l = 0.f;
-        for (int sp = 0; sp < used; sp++) M = fmaxf(M, mm[tid * DEC_MAXSPLIT + sp]);
-        for (int sp = 0; sp < used; sp++)
-            l += ll[tid * DEC_MAXSPLIT + sp] * exp2f(mm[tid * DEC_MAXSPLIT + sp] - M);
-        run[tid] = M;
-        run[G + tid] = 1.f / l;
-    }
-    __syncthreads();
-    for (int i = tid; i < G * used; i += DEC_THREADS) {
-        const int g = i / used, sp = i - g * used;
-        mm[g * DEC_MAXSPLIT + sp] = exp2f(mm[g * DEC_MAXSPLIT + sp] - run[g]) * run[G + g];
-    }
-    __syncthreads();
-    for (int i = tid; i < G * D; i += DEC_THREADS) {
-        const int g = i / D, c = i - g * D;
-        const float *col = ws_o + (size_t)(hk * G + g) * ns * D + c;
-        const float *wt = mm + g * DEC_MAXSPLIT;
-        float v0 = 0.f, v1 = 0.f;
-        int sp = 0;
-        for (; sp + 2 <= used; sp += 2) {
-            v0 += __ldcg(col + (size_t)sp * D) * wt[sp];
-            v1 += __ldcg(col + (size_t)(sp + 1) * D) * wt[sp + 1];
-        }
-        if (sp < used) v0 += __ldcg(col + (size_t)sp * D) * wt[sp];
-        a.out[(size_t)(hk * G + g) * D + c] = f2bf(v0 + v1);
-    }
+    if (!last_to_arrive(&a.counters[hk], used, &s_last)) return;
+    merge_splits<true>(a, G, hk, used, mm, wo, run);
 }
 
 static size_t wk_smem(int G, int d) {
