@@ -107,4 +107,21 @@ static inline void unload(loaded *L) {
     free(L->raw);
 }
 
+/* The golden and the CPU model of checkpoint `name` in dir; false (after
+ * recording a failed check) when either cannot be read. */
+static inline bool open_checkpoint(const char *dir, const char *name, golden *g, loaded *L) {
+    if (!load_golden(dir, name, g)) {
+        CHECK_MSG(0, "%s: unreadable golden.json", name);
+        return false;
+    }
+    lmc_status st = load_model(dir, L, NULL);
+    CHECK_MSG(st == LMC_OK, "%s: load: %s", name, lmc_last_error());
+    if (st) {
+        unload(L);
+        golden_free(g);
+        return false;
+    }
+    return true;
+}
+
 #endif

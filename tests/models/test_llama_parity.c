@@ -57,18 +57,8 @@ static void greedy_run(lmc_model *m, lmc_kv_cache *c, float *lg, size_t n, int32
 
 static void test_checkpoint(const char *dir, const char *name) {
     golden g;
-    if (!load_golden(dir, name, &g)) {
-        CHECK_MSG(0, "%s: unreadable golden.json", name);
-        return;
-    }
     loaded L;
-    lmc_status st = load_model(dir, &L, NULL);
-    CHECK_MSG(st == LMC_OK, "%s: load: %s", name, lmc_last_error());
-    if (st) {
-        unload(&L);
-        golden_free(&g);
-        return;
-    }
+    if (!open_checkpoint(dir, name, &g, &L)) return;
     lmc_model *m = L.model;
     size_t V = (size_t)lmc_model_vocab(m);
     CHECK_EQ_INT(V, g.vocab);
@@ -162,7 +152,7 @@ static void test_checkpoint(const char *dir, const char *name) {
     char path[256];
     snprintf(path, sizeof path, "/tmp/lmc_test_kv_%d_%s.safetensors", (int)getpid(), name);
     const char *meta[] = {"note", "parity", NULL};
-    st = lmc_kv_cache_save(c, path, meta);
+    lmc_status st = lmc_kv_cache_save(c, path, meta);
     CHECK_MSG(st == LMC_OK, "%s: save: %s", name, lmc_last_error());
     lmc_kv_cache *r = NULL;
     st = lmc_kv_cache_load(m, path, &r);

@@ -81,18 +81,8 @@ static void no_attn_factor(lmc_model_config *c) { c->rope_attention_factor = 1.0
 
 static void test_checkpoint(const char *dir, const char *name) {
     golden g;
-    if (!load_golden(dir, name, &g)) {
-        CHECK_MSG(0, "%s: unreadable golden.json", name);
-        return;
-    }
     loaded L;
-    lmc_status st = load_model(dir, &L, NULL);
-    CHECK_MSG(st == LMC_OK, "%s: load: %s", name, lmc_last_error());
-    if (st) {
-        unload(&L);
-        golden_free(&g);
-        return;
-    }
+    if (!open_checkpoint(dir, name, &g, &L)) return;
     CHECK_STREQ(L.cfg.rope_type, "yarn");
     CHECK_MSG(g.n_prompt + g.n_greedy > (size_t)L.cfg.rope_original_max_position,
               "%s: the golden stays inside the original context", name);
@@ -147,7 +137,7 @@ static void test_checkpoint(const char *dir, const char *name) {
     printf("%-24s %zu-token logits max|d| = %.3g (range %.3g)\n", name, ns, e, range);
     CHECK_MSG(e <= tol * range, "%s: full-sequence logits err %g", name, e);
     lmc_kv_cache_clear(c);
-    st = lmc_model_forward(m, c, seq, 60, lg, false);
+    lmc_status st = lmc_model_forward(m, c, seq, 60, lg, false);
     for (size_t i = 60; i < ns && !st; i++) st = lmc_model_forward(m, c, &seq[i], 1, lg, false);
     CHECK(st == LMC_OK);
     e = max_abs(lg, g.full_logits, V, &range);
