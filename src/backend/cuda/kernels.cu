@@ -4,7 +4,6 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include "cuda_kernels.h"
 #include "cuda_pdl.cuh"
