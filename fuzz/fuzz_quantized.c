@@ -20,9 +20,6 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-#ifndef LMC_FUZZ_SOURCE_DIR
-#define LMC_FUZZ_SOURCE_DIR "."
-#endif
 
 static char ckpt_dir[600], bin_dir[600], tok_dir[600];
 
@@ -87,22 +84,11 @@ static const char *weights_for(const uint8_t *cfg, size_t n) {
 static void place_weights(const char *model) {
     static char current[32];
     if (!strcmp(current, model)) return;
-    const char *root = getenv("LMC_SOURCE_DIR");
-    char src[1024];
-    snprintf(src, sizeof src, "%s/tests/golden/quant/%s/model.safetensors",
-             root && *root ? root : LMC_FUZZ_SOURCE_DIR, model);
-    FILE *f = fopen(src, "rb");
-    if (!f) {
-        fprintf(stderr, "fuzz_quantized: cannot open %s\n", src);
-        abort();
-    }
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len);
-    FZ_REQUIRE(buf && fread(buf, 1, (size_t)len, f) == (size_t)len);
-    fclose(f);
-    put(ckpt_dir, "model.safetensors", buf, (size_t)len);
+    char rel[128];
+    snprintf(rel, sizeof rel, "tests/golden/quant/%s/model.safetensors", model);
+    size_t len = 0;
+    char *buf = fz_read_source_file(rel, &len);
+    put(ckpt_dir, "model.safetensors", buf, len);
     free(buf);
     snprintf(current, sizeof current, "%s", model);
 }

@@ -10,6 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifndef LMC_FUZZ_SOURCE_DIR
+#define LMC_FUZZ_SOURCE_DIR "."
+#endif
+
 /* A violated invariant: abort so both libFuzzer and the replay test see it. */
 #define FZ_REQUIRE(cond)                                                           \
     do {                                                                           \
@@ -107,6 +111,28 @@ static inline const unsigned char *fz_split(const unsigned char *data, size_t n,
     *head_len = n;
     *tail_len = 0;
     return NULL;
+}
+
+/* The whole file at `rel` under the source tree (LMC_SOURCE_DIR, else the
+ * directory compiled in); malloc'd, its size in *len. Aborts when missing:
+ * a target without its fixtures would fuzz nothing. */
+static inline char *fz_read_source_file(const char *rel, size_t *len) {
+    const char *root = getenv("LMC_SOURCE_DIR");
+    char src[1024];
+    snprintf(src, sizeof src, "%s/%s", root && *root ? root : LMC_FUZZ_SOURCE_DIR, rel);
+    FILE *f = fopen(src, "rb");
+    if (!f) {
+        fprintf(stderr, "fuzz: cannot open %s\n", src);
+        abort();
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    FZ_REQUIRE(buf && fread(buf, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
 }
 
 #endif
