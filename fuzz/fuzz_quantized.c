@@ -212,8 +212,8 @@ static void matrix_mode(const uint8_t *data, size_t size) {
     void **owned = NULL;
     size_t n_owned = 0;
     lmc_cpu_mat m;
-    st = lmc_mlx_bind(set, "m", brows, bcols, fixed ? bits : 0, fixed ? gs : 0, &owned, &n_owned,
-                      &m);
+    st = lmc_mlx_bind(set, "m", brows, bcols, fixed ? bits : 0, fixed ? gs : 0, false, &owned,
+                      &n_owned, &m);
     FZ_REQUIRE_MESSAGE(st);
     fz_note("bind", st);
     if (!st) {
@@ -254,6 +254,23 @@ static void matrix_mode(const uint8_t *data, size_t size) {
             for (size_t i = 0; i < n; i++) FZ_REQUIRE(bf[i] == lmc_f32_to_bf16(got[i]));
             free(bf);
         }
+        /* Bound packed, the kernels' on-the-fly values are those same bits,
+         * for whole rows and for a slice that starts and ends mid-group. */
+        lmc_cpu_mat pm;
+        st = lmc_mlx_bind(set, "m", brows, bcols, fixed ? bits : 0, fixed ? gs : 0, true, &owned,
+                          &n_owned, &pm);
+        FZ_REQUIRE(st == LMC_OK && pm.dt == LMC_DT_U32 && pm.quant && pm.rows == brows &&
+                   pm.cols == bcols);
+        float *row = malloc((size_t)bcols * sizeof *row);
+        FZ_REQUIRE(row);
+        for (int64_t r = 0; r < brows; r++) {
+            lmc_cpu_widen(&pm, r, 0, (size_t)bcols, row);
+            FZ_REQUIRE(!memcmp(row, got + r * bcols, (size_t)bcols * sizeof *row));
+            int64_t c0 = bcols / 3, len = bcols - c0 - (bcols > 2 ? 1 : 0);
+            lmc_cpu_widen(&pm, r, c0, (size_t)len, row);
+            FZ_REQUIRE(!memcmp(row, got + r * bcols + c0, (size_t)len * sizeof *row));
+        }
+        free(row);
     }
     (void)lmc_mlx_check_params(bits, gs, "params");
     for (size_t i = 0; i < n_owned; i++) free(owned[i]);

@@ -364,8 +364,9 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
     m->base.cfg.sliding_window = window;
     m->base.device = LMC_DEVICE_CPU;
     const lmc_model_config *c = &m->base.cfg;
-    st = names ? lmc_llama_weights_bind_named(c, lm->weights, names, &m->w)
-               : lmc_llama_weights_bind(c, lm->weights, &m->w);
+    /* quantized modules stay packed: the CPU kernels dequantize on the fly */
+    st = names ? lmc_llama_weights_bind_named(c, lm->weights, names, true, &m->w)
+               : lmc_llama_weights_bind(c, lm->weights, true, &m->w);
     if (st || (st = lmc_rope_init(c, &m->rope))) {
         llama_free(&m->base);
         return st;
@@ -374,7 +375,8 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
     m->scale = (float)(1.0 / sqrt((double)c->head_dim));
     /* Compute like the checkpoint's dtype: a bf16/fp16 model rounds its
      * activations to that dtype between ops. */
-    m->act_dt = m->w.embed.dt == LMC_DT_F32 ? LMC_DT_F32 : m->w.embed.dt;
+    const lmc_dtype edt = m->w.embed.dt; /* quantized (U32) embeddings compute in fp32 */
+    m->act_dt = edt == LMC_DT_BF16 || edt == LMC_DT_F16 ? edt : LMC_DT_F32;
     *out = &m->base;
     return LMC_OK;
 }

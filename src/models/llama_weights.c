@@ -72,7 +72,7 @@ static lmc_status bind(lmc_llama_weights *w, const lmc_st_set *set, const char *
  * per-module overrides the setting is read off the shapes of each module. */
 static lmc_status bind_matrix(lmc_llama_weights *w, const lmc_model_config *c,
                               const lmc_st_set *set, const char *module, int64_t d0, int64_t d1,
-                              lmc_cpu_mat *out) {
+                              bool packed, lmc_cpu_mat *out) {
     char nm[300];
     int len = snprintf(nm, sizeof nm, "%s.weight", module);
     if (len < 0 || (size_t)len >= sizeof nm)
@@ -85,19 +85,20 @@ static lmc_status bind_matrix(lmc_llama_weights *w, const lmc_model_config *c,
                            c->q_mode);
         bool fixed = !c->q_n_overrides;
         return lmc_mlx_bind(set, module, d0, d1, fixed ? c->q_bits : 0,
-                            fixed ? c->q_group_size : 0, &w->owned, &w->n_owned, out);
+                            fixed ? c->q_group_size : 0, packed, &w->owned, &w->n_owned, out);
     }
     return bind(w, set, nm, d0, d1, true, out);
 }
 
 lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
-                                  lmc_llama_weights *w) {
+                                  bool packed, lmc_llama_weights *w) {
     const lmc_llama_names names = {.prefix = "model.", .lm_head = "lm_head.weight"};
-    return lmc_llama_weights_bind_named(c, set, &names, w);
+    return lmc_llama_weights_bind_named(c, set, &names, packed, w);
 }
 
 lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_set *set,
-                                        const lmc_llama_names *names, lmc_llama_weights *w) {
+                                        const lmc_llama_names *names, bool packed,
+                                        lmc_llama_weights *w) {
     memset(w, 0, sizeof *w);
     const char *pre = names->prefix;
     char nm[256];
@@ -115,7 +116,7 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
     w->layers = calloc(w->n_layers, sizeof *w->layers);
     if (!w->layers) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory");
     snprintf(nm, sizeof nm, "%sembed_tokens", pre);
-    if ((st = bind_matrix(w, c, set, nm, V, H, &w->embed))) goto fail;
+    if ((st = bind_matrix(w, c, set, nm, V, H, packed, &w->embed))) goto fail;
     snprintf(nm, sizeof nm, "%snorm.weight", pre);
     if ((st = bind(w, set, nm, H, 0, true, &w->final_norm))) goto fail;
     if (c->tie_word_embeddings) {
@@ -126,7 +127,7 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
         if (ln > 7 && ln - 7 < sizeof nm && !strcmp(names->lm_head + ln - 7, ".weight")) {
             memcpy(nm, names->lm_head, ln - 7);
             nm[ln - 7] = 0;
-            st = bind_matrix(w, c, set, nm, V, H, &w->lm_head);
+            st = bind_matrix(w, c, set, nm, V, H, packed, &w->lm_head);
         } else {
             st = bind(w, set, names->lm_head, V, H, true, &w->lm_head);
         }
@@ -142,7 +143,7 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
 #define M(field, module, d0, d1)                                                         \
     do {                                                                                 \
         snprintf(nm, sizeof nm, "%slayers.%zu.%s", pre, l, module);                      \
-        if ((st = bind_matrix(w, c, set, nm, d0, d1, &L->field))) goto fail;             \
+        if ((st = bind_matrix(w, c, set, nm, d0, d1, packed, &L->field))) goto fail;             \
     } while (0)
         B(in_norm, "input_layernorm.weight", H, 0, true);
         B(post_norm, "post_attention_layernorm.weight", H, 0, true);

@@ -19,7 +19,8 @@ typedef struct {
     lmc_llama_layer *layers;
     lmc_cpu_mat embed, final_norm, lm_head;
     void **owned; /* aligned copies of tensors the mapping left misaligned,
-                     and dequantized weights of quantized checkpoints */
+                     and the dequantized weights or quantization views of
+                     quantized checkpoints */
     size_t n_owned;
 } lmc_llama_weights;
 
@@ -35,15 +36,17 @@ lmc_status lmc_weights_bind_tensor(const lmc_st_set *set, const char *name, int 
 /* Look up and check every tensor the config implies (names, shapes,
  * dtypes F32/F16/BF16). Errors name the tensor and expected vs actual.
  * When config.quantized, each Linear/Embedding module stored MLX-style
- * (U32 "<m>.weight" + "<m>.scales" + "<m>.biases") is dequantized into an
- * owned F32 matrix (models/quantized.h); float modules bind as usual. */
+ * (U32 "<m>.weight" + "<m>.scales" + "<m>.biases") binds as a packed
+ * quantized matrix (`packed`: for the CPU kernels) or is dequantized into
+ * an owned F32 matrix (models/quantized.h); float modules bind as usual. */
 lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
-                                  lmc_llama_weights *w);
+                                  bool packed, lmc_llama_weights *w);
 /* The same for a decoder stored under other names (the text model of a
  * VLM): "<prefix>embed_tokens.weight", "<prefix>layers.N...",
  * "<prefix>norm.weight" and the lm_head tensor named in full. */
 lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_set *set,
-                                        const lmc_llama_names *names, lmc_llama_weights *w);
+                                        const lmc_llama_names *names, bool packed,
+                                        lmc_llama_weights *w);
 void lmc_llama_weights_free(lmc_llama_weights *w);
 
 #endif

@@ -1,8 +1,10 @@
 /* MLX affine-quantized checkpoints ("quantization": {"group_size", "bits"}).
- * Usage: the llama binder turns each module stored as <m>.weight (U32) + <m>.scales + <m>.biases
- * into an ordinary F32 matrix at load time (one OpenMP pass over rows); CPU and CUDA forwards run
- * unchanged. Per-module overrides (false / {bits, group_size}) are read off the tensor shapes.
- * Limits: bits 2, 4, 8; group_size 32, 64, 128 (3, 6 refused); RAM is 4 bytes per parameter. */
+ * Usage: the llama binder views each module stored as <m>.weight (U32) + <m>.scales + <m>.biases
+ * as a packed matrix that the CPU kernels dequantize on the fly (the words stay in the mapping:
+ * 4-bit weights take ~0.56 bytes per parameter), or for the CUDA upload dequantizes it to an
+ * ordinary F32 matrix (one OpenMP pass over rows). Per-module overrides (false / {bits,
+ * group_size}) are read off the tensor shapes. Limits: bits 2, 4, 8; group_size 32, 64, 128 (3, 6
+ * refused). */
 #include "models/quantized.h"
 #include "base/error.h"
 #include "models/llama_weights.h"
@@ -24,14 +26,6 @@ lmc_status lmc_mlx_check_params(int64_t bits, int64_t group_size, const char *wh
                        "%s: quantization group_size %" PRId64 " is not supported (32, 64 or 128)",
                        what, group_size);
     return LMC_OK;
-}
-
-static inline float elem(const lmc_cpu_mat *m, size_t i) {
-    switch (m->dt) {
-    case LMC_DT_BF16: return lmc_bf16_to_f32(((const uint16_t *)m->data)[i]);
-    case LMC_DT_F16: return lmc_f16_to_f32(((const uint16_t *)m->data)[i]);
-    default: return ((const float *)m->data)[i];
-    }
 }
 
 static bool float_dt(lmc_dtype dt) {
@@ -62,37 +56,49 @@ lmc_status lmc_mlx_dequantize(const lmc_mlx_quant *q, lmc_dtype out_dt, void *ou
     if (!q->packed || !out || (out_dt != LMC_DT_F32 && out_dt != LMC_DT_BF16))
         return lmc_err(LMC_ERR_INVALID_ARG, "%s: packed data, output and an F32/BF16 output "
                                             "dtype are required", what);
-    const int bits = (int)q->bits, per = 32 / bits;
-    const uint32_t mask = (1u << bits) - 1u;
-    const int64_t wpr = cols / per; /* words per row (exact: cols is a multiple of 32) */
-    const int64_t wpg = g / per;    /* words per group */
-    float *of = out_dt == LMC_DT_F32 ? out : NULL;
-    uint16_t *ob = out_dt == LMC_DT_BF16 ? out : NULL;
+    /* the kernels' own dequantizer, so that a dequantized copy and the
+     * packed matrix computed on the fly hold the same values */
+    const lmc_cpu_quant cq = {.bits = (int)q->bits,
+                              .group_size = (int)g,
+                              .scales_dt = q->scales.dt,
+                              .biases_dt = q->biases.dt,
+                              .scales = q->scales.data,
+                              .biases = q->biases.data};
+    const lmc_cpu_mat view = {
+        .dt = LMC_DT_U32, .data = q->packed, .rows = rows, .cols = cols, .quant = &cq};
+    if (out_dt == LMC_DT_F32) {
 #pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
-    for (int64_t r = 0; r < rows; r++) {
-        const uint32_t *pw = q->packed + r * wpr;
-        for (int64_t gi = 0; gi < ng; gi++) {
-            float s = elem(&q->scales, (size_t)(r * ng + gi));
-            float b = elem(&q->biases, (size_t)(r * ng + gi));
-            size_t o = (size_t)(r * cols + gi * g);
-            for (int64_t wi = 0; wi < wpg; wi++) {
-                uint32_t word = pw[gi * wpg + wi];
-                for (int j = 0; j < per; j++, o++) {
-                    /* s * q is exact in fp32 (8-bit scale mantissa times at most
-                     * 8 bits); the add rounds once. */
-                    float v = s * (float)((word >> (j * bits)) & mask) + b;
-                    if (of) of[o] = v;
-                    else ob[o] = lmc_f32_to_bf16(v);
-                }
-            }
-        }
+        for (int64_t r = 0; r < rows; r++)
+            lmc_cpu_widen(&view, r, 0, (size_t)cols, (float *)out + r * cols);
+        return LMC_OK;
     }
+    float *row = malloc((size_t)cols * sizeof(float));
+    if (!row) return lmc_err(LMC_ERR_NOMEM, "%s: no memory for a dequantized row", what);
+    uint16_t *ob = out;
+    for (int64_t r = 0; r < rows; r++) {
+        lmc_cpu_widen(&view, r, 0, (size_t)cols, row);
+        for (int64_t c = 0; c < cols; c++) ob[r * cols + c] = lmc_f32_to_bf16(row[c]);
+    }
+    free(row);
+    return LMC_OK;
+}
+
+/* Appends p to the owned list (freed by the caller); NULL p or no memory:
+ * LMC_ERR_NOMEM naming `what` (p is freed). */
+static lmc_status own(void *p, void ***owned, size_t *n_owned, const char *what) {
+    void **grown = p ? realloc(*owned, (*n_owned + 1) * sizeof *grown) : NULL;
+    if (!grown) {
+        free(p);
+        return lmc_err(LMC_ERR_NOMEM, "model weights: no memory for '%s'", what);
+    }
+    *owned = grown;
+    (*owned)[(*n_owned)++] = p;
     return LMC_OK;
 }
 
 lmc_status lmc_mlx_bind(const lmc_st_set *set, const char *module, int64_t rows, int64_t cols,
-                        int64_t bits, int64_t group_size, void ***owned, size_t *n_owned,
-                        lmc_cpu_mat *out) {
+                        int64_t bits, int64_t group_size, bool packed, void ***owned,
+                        size_t *n_owned, lmc_cpu_mat *out) {
     memset(out, 0, sizeof *out);
     char wn[320], sn[320], bn[320];
     snprintf(wn, sizeof wn, "%s.weight", module);
@@ -153,18 +159,36 @@ lmc_status lmc_mlx_bind(const lmc_st_set *set, const char *module, int64_t rows,
     if ((st = lmc_weights_bind_tensor(set, sn, 2, sshape, true, owned, n_owned, &q.scales)) ||
         (st = lmc_weights_bind_tensor(set, bn, 2, sshape, true, owned, n_owned, &q.biases)))
         return st;
+    if (packed) {
+        /* the words stay in the mapping (copied only when misaligned) */
+        if ((uintptr_t)q.packed % sizeof(uint32_t)) {
+            void *copy = malloc(t->nbytes);
+            if (copy) memcpy(copy, t->data, t->nbytes);
+            if ((st = own(copy, owned, n_owned, wn))) return st;
+            q.packed = copy;
+        }
+        lmc_cpu_quant *cq = malloc(sizeof *cq);
+        if (cq)
+            *cq = (lmc_cpu_quant){.bits = (int)bits,
+                                  .group_size = (int)group_size,
+                                  .scales_dt = q.scales.dt,
+                                  .biases_dt = q.biases.dt,
+                                  .scales = q.scales.data,
+                                  .biases = q.biases.data};
+        if ((st = own(cq, owned, n_owned, wn))) return st;
+        *out = (lmc_cpu_mat){
+            .dt = LMC_DT_U32, .data = q.packed, .rows = rows, .cols = cols, .quant = cq};
+        return LMC_OK;
+    }
     size_t n = (size_t)rows * (size_t)cols;
     if (n > SIZE_MAX / sizeof(float) - 64)
         return lmc_err(LMC_ERR_LIMIT, "model weights: '%s' is too large", wn);
-    void **grown = realloc(*owned, (*n_owned + 1) * sizeof *grown);
-    if (!grown) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory for '%s'", wn);
-    *owned = grown;
     size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
     float *buf = aligned_alloc(64, bytes);
     if (!buf)
         return lmc_err(LMC_ERR_NOMEM, "model weights: no memory to dequantize '%s' (%zu bytes)",
                        wn, bytes);
-    (*owned)[(*n_owned)++] = buf;
+    if ((st = own(buf, owned, n_owned, wn))) return st;
     if ((st = lmc_mlx_dequantize(&q, LMC_DT_F32, buf, wn))) return st;
     out->dt = LMC_DT_F32;
     out->data = buf;

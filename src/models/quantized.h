@@ -5,6 +5,7 @@
 #include "backend/cpu/cpu_ops.h"
 #include "formats/safetensors.h"
 #include "lmc.h"
+#include <stdbool.h>
 #include <stdint.h>
 
 /* One quantized [rows, cols] matrix: packed is rows * (cols*bits/32) words
@@ -31,14 +32,16 @@ lmc_status lmc_mlx_dequantize(const lmc_mlx_quant *q, lmc_dtype out_dt, void *ou
                               const char *what);
 
 /* Bind "<module>.weight" (U32), "<module>.scales" and "<module>.biases" of
- * `set` as a [rows, cols] matrix and dequantize it into an F32 buffer
- * aligned to 64 bytes, appended to *owned (the caller frees). bits and
+ * `set` as a [rows, cols] matrix: with `packed` a quantized lmc_cpu_mat
+ * over the mapped words (its lmc_cpu_quant, and a copy of misaligned
+ * words, appended to *owned), else dequantized into an F32 buffer aligned
+ * to 64 bytes, appended to *owned (the caller frees either). bits and
  * group_size > 0 are the expected setting (shapes checked against it);
  * 0 reads them off the tensor shapes (per-module overrides) and checks
  * that they form a supported setting. Errors name the tensor and the
  * expected shape. */
 lmc_status lmc_mlx_bind(const lmc_st_set *set, const char *module, int64_t rows, int64_t cols,
-                        int64_t bits, int64_t group_size, void ***owned, size_t *n_owned,
-                        lmc_cpu_mat *out);
+                        int64_t bits, int64_t group_size, bool packed, void ***owned,
+                        size_t *n_owned, lmc_cpu_mat *out);
 
 #endif

@@ -162,7 +162,7 @@ lmc_status lmc_lora_net_init(lmc_lora_net *net, const lmc_model_config *cfg,
     net->shape = *shape;
     net->scaling = shape->alpha / (float)shape->rank;
     net->attn_scale = (float)(1.0 / sqrt((double)cfg->head_dim));
-    if ((st = lmc_llama_weights_bind(&net->cfg, set, &net->w))) return st;
+    if ((st = lmc_llama_weights_bind(&net->cfg, set, false, &net->w))) return st;
     if ((st = lmc_rope_init(&net->cfg, &net->rope))) goto fail;
 
     size_t L = net->w.n_layers;

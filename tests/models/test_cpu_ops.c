@@ -35,7 +35,7 @@ static void test_matmul(lmc_dtype dt, size_t n) {
     void *data, *bdata;
     make_mat(dt, rows, cols, &data, wide);
     make_mat(dt, 1, rows, &bdata, bw);
-    lmc_cpu_mat w = {dt, data, rows, cols}, b = {dt, bdata, 1, rows};
+    lmc_cpu_mat w = {dt, data, rows, cols, NULL}, b = {dt, bdata, 1, rows, NULL};
     float *x = malloc(n * (size_t)cols * sizeof(float)), *y = malloc(n * (size_t)rows * sizeof(float));
     for (size_t i = 0; i < n * (size_t)cols; i++) x[i] = frand();
     CHECK(lmc_cpu_matmul(&w, &b, x, n, y) == LMC_OK);
@@ -57,14 +57,14 @@ static void test_matmul_multi(size_t n) {
     int64_t rows[3] = {40, 17, 33}, cols = 70;
     void *data[3], *bdata;
     float *wide = malloc(40 * 70 * sizeof(float)), bw[17];
-    lmc_cpu_mat w[3], b = {LMC_DT_BF16, NULL, 1, 17};
+    lmc_cpu_mat w[3], b = {LMC_DT_BF16, NULL, 1, 17, NULL};
     make_mat(LMC_DT_BF16, 1, 17, &bdata, bw);
     b.data = bdata;
     float *x = malloc(n * 70 * sizeof(float)), *y[3], *ref[3];
     for (size_t i = 0; i < n * 70; i++) x[i] = frand();
     for (int i = 0; i < 3; i++) {
         make_mat(i == 1 ? LMC_DT_F32 : LMC_DT_BF16, rows[i], cols, &data[i], wide);
-        w[i] = (lmc_cpu_mat){i == 1 ? LMC_DT_F32 : LMC_DT_BF16, data[i], rows[i], cols};
+        w[i] = (lmc_cpu_mat){i == 1 ? LMC_DT_F32 : LMC_DT_BF16, data[i], rows[i], cols, NULL};
         y[i] = malloc(n * (size_t)rows[i] * sizeof(float));
         ref[i] = malloc(n * (size_t)rows[i] * sizeof(float));
     }
@@ -156,7 +156,7 @@ int main(void) {
 
     /* RMSNorm */
     float x[12], y[12], wv[6] = {1, 2, 0.5f, -1, 3, 0.25f};
-    lmc_cpu_mat w = {LMC_DT_F32, wv, 1, 6};
+    lmc_cpu_mat w = {LMC_DT_F32, wv, 1, 6, NULL};
     for (int i = 0; i < 12; i++) x[i] = frand();
     lmc_cpu_rmsnorm(x, &w, 1e-5f, 2, 6, y, LMC_DT_F32);
     for (int r = 0; r < 2; r++) {

@@ -53,8 +53,8 @@ static void check_roundtrip(int bits, int64_t group, int64_t rows, int64_t cols,
     lmc_mlx_quant mq = {.rows = rows, .cols = cols, .bits = bits, .group_size = group,
                         .packed = words};
     lmc_dtype sdt = bf16_sb ? LMC_DT_BF16 : LMC_DT_F32;
-    mq.scales = (lmc_cpu_mat){sdt, bf16_sb ? (void *)sh : sf, rows, ng};
-    mq.biases = (lmc_cpu_mat){sdt, bf16_sb ? (void *)bh : bf, rows, ng};
+    mq.scales = (lmc_cpu_mat){sdt, bf16_sb ? (void *)sh : sf, rows, ng, NULL};
+    mq.biases = (lmc_cpu_mat){sdt, bf16_sb ? (void *)bh : bf, rows, ng, NULL};
     CHECK(lmc_mlx_dequantize(&mq, LMC_DT_F32, out, "unit") == LMC_OK);
     CHECK(lmc_mlx_dequantize(&mq, LMC_DT_BF16, outh, "unit") == LMC_OK);
     size_t bad = 0, badh = 0;
@@ -308,15 +308,22 @@ static void test_bind_errors(void) {
         void **owned = NULL;
         size_t n_owned = 0;
         lmc_cpu_mat m;
-        st = lmc_mlx_bind(set, "m", k->rows, k->cols, k->bits, k->group, &owned, &n_owned, &m);
-        if (k->want == LMC_OK) {
+        for (int packed = 0; packed < 2; packed++) {
+            st = lmc_mlx_bind(set, "m", k->rows, k->cols, k->bits, k->group, packed, &owned,
+                              &n_owned, &m);
+            if (k->want != LMC_OK) {
+                CHECK_ERR(st, k->want, k->needle);
+                continue;
+            }
             CHECK_MSG(st == LMC_OK, "%s: %s", k->what, lmc_last_error());
-            CHECK(!st && m.dt == LMC_DT_F32 && m.rows == k->rows && m.cols == k->cols);
+            if (st) continue;
+            CHECK(m.dt == (packed ? LMC_DT_U32 : LMC_DT_F32) && m.rows == k->rows &&
+                  m.cols == k->cols && (m.quant != NULL) == (packed != 0));
             /* all-zero words with scale 0.25, bias 0.25 -> 0.25 everywhere */
-            CHECK(!st && ((const float *)m.data)[0] == 0.25f &&
-                  ((const float *)m.data)[k->rows * k->cols - 1] == 0.25f);
-        } else {
-            CHECK_ERR(st, k->want, k->needle);
+            float first, last;
+            lmc_cpu_widen(&m, 0, 0, 1, &first);
+            lmc_cpu_widen(&m, k->rows - 1, k->cols - 1, 1, &last);
+            CHECK(first == 0.25f && last == 0.25f);
         }
         for (size_t j = 0; j < n_owned; j++) free(owned[j]);
         free(owned);
@@ -341,8 +348,104 @@ static void test_config(void) {
               "needs positive group_size and bits");
 }
 
+/* ------------------------------------------------- packed matrix products */
+
+static uint32_t lcg(uint32_t *st) {
+    *st = *st * 1664525u + 1013904223u;
+    return *st;
+}
+
+/* A packed quantized matrix against its dequantized F32 copy in every
+ * product path: the decode GEMV (n <= 8), the prefill sgemm, and the fused
+ * multi-matrix GEMV beside an ordinary matrix, with a bias. They must agree
+ * bit for bit, since the same values are summed in the same order. Also a
+ * slice that starts and ends inside groups. */
+static void check_packed_matmul(int bits, int group, bool f32_sb) {
+    const int64_t rows = 37, cols = 3 * 128;
+    const int64_t ng = cols / group, nw = rows * cols * bits / 32;
+    uint32_t st = (uint32_t)(bits * 131 + group + f32_sb);
+    uint32_t *words = malloc((size_t)nw * sizeof *words);
+    float *sf = malloc((size_t)(rows * ng) * sizeof(float));
+    float *bf = malloc((size_t)(rows * ng) * sizeof(float));
+    uint16_t *sh = malloc((size_t)(rows * ng) * 2), *bh = malloc((size_t)(rows * ng) * 2);
+    for (int64_t i = 0; i < nw; i++) words[i] = lcg(&st);
+    for (int64_t i = 0; i < rows * ng; i++) {
+        sf[i] = (float)(lcg(&st) % 1000 + 1) * 1e-4f;
+        bf[i] = -(float)(lcg(&st) % 1000) * 1e-3f;
+        sh[i] = lmc_f32_to_bf16(sf[i]);
+        bh[i] = lmc_f32_to_bf16(bf[i]);
+    }
+    lmc_cpu_quant cq = {.bits = bits,
+                        .group_size = group,
+                        .scales_dt = f32_sb ? LMC_DT_F32 : LMC_DT_BF16,
+                        .biases_dt = f32_sb ? LMC_DT_F32 : LMC_DT_BF16,
+                        .scales = f32_sb ? (const void *)sf : (const void *)sh,
+                        .biases = f32_sb ? (const void *)bf : (const void *)bh};
+    lmc_cpu_mat pm = {.dt = LMC_DT_U32, .data = words, .rows = rows, .cols = cols, .quant = &cq};
+    lmc_mlx_quant mq = {.rows = rows, .cols = cols, .bits = bits, .group_size = group,
+                        .packed = words,
+                        .scales = {.dt = cq.scales_dt, .data = cq.scales, .rows = rows, .cols = ng},
+                        .biases = {.dt = cq.biases_dt, .data = cq.biases, .rows = rows, .cols = ng}};
+    float *dense = malloc((size_t)(rows * cols) * sizeof(float));
+    CHECK(lmc_mlx_dequantize(&mq, LMC_DT_F32, dense, "packed") == LMC_OK);
+    lmc_cpu_mat dm = {.dt = LMC_DT_F32, .data = dense, .rows = rows, .cols = cols};
+    /* spot values by hand: the first and last of row 5 */
+    {
+        const int per = 32 / bits, r = 5;
+        const uint32_t mask = (1u << bits) - 1u;
+        const uint32_t *rw = words + r * (cols / per);
+        float s0 = f32_sb ? sf[r * ng] : lmc_bf16_to_f32(sh[r * ng]);
+        float b0 = f32_sb ? bf[r * ng] : lmc_bf16_to_f32(bh[r * ng]);
+        float want0 = s0 * (float)(rw[0] & mask) + b0;
+        CHECK(dense[r * cols] == want0);
+        float sl = f32_sb ? sf[r * ng + ng - 1] : lmc_bf16_to_f32(sh[r * ng + ng - 1]);
+        float bl = f32_sb ? bf[r * ng + ng - 1] : lmc_bf16_to_f32(bh[r * ng + ng - 1]);
+        float wantl = sl * (float)(rw[cols / per - 1] >> ((per - 1) * bits) & mask) + bl;
+        CHECK(dense[r * cols + cols - 1] == wantl);
+    }
+    float slice[128];
+    lmc_cpu_widen(&pm, 11, group / 2 + 3, 100, slice);
+    CHECK(!memcmp(slice, dense + 11 * cols + group / 2 + 3, sizeof(float) * 100));
+
+    const size_t ns[] = {1, 3, 8, 20};
+    float bias_v[37];
+    for (int i = 0; i < rows; i++) bias_v[i] = 0.01f * (float)i;
+    lmc_cpu_mat bias = {.dt = LMC_DT_F32, .data = bias_v, .rows = 1, .cols = rows};
+    for (size_t t = 0; t < sizeof ns / sizeof *ns; t++) {
+        const size_t n = ns[t];
+        float *x = malloc(n * (size_t)cols * sizeof(float));
+        float *y1 = malloc(n * (size_t)rows * sizeof(float)), *y2 = malloc(n * (size_t)rows * 4);
+        for (size_t i = 0; i < n * (size_t)cols; i++) x[i] = (float)(lcg(&st) % 2001) * 1e-3f - 1.f;
+        CHECK(lmc_cpu_matmul(&pm, &bias, x, n, y1) == LMC_OK);
+        CHECK(lmc_cpu_matmul(&dm, &bias, x, n, y2) == LMC_OK);
+        CHECK_MSG(!memcmp(y1, y2, n * (size_t)rows * sizeof(float)),
+                  "bits %d group %d n %zu: packed and dequantized products differ", bits, group, n);
+        if (n <= 8) { /* fused: packed, dense, packed sharing one input */
+            float *ya = malloc(n * (size_t)rows * 4), *yb = malloc(n * (size_t)rows * 4),
+                  *yc = malloc(n * (size_t)rows * 4);
+            const lmc_cpu_mat *ws[3] = {&pm, &dm, &pm}, *bs[3] = {NULL, &bias, &bias};
+            float *const ys[3] = {ya, yb, yc};
+            CHECK(lmc_cpu_matmul_multi(ws, bs, 3, x, n, ys) == LMC_OK);
+            CHECK(!memcmp(yb, y2, n * (size_t)rows * 4) && !memcmp(yc, y2, n * (size_t)rows * 4));
+            CHECK(lmc_cpu_matmul(&dm, NULL, x, n, yb) == LMC_OK);
+            CHECK(!memcmp(ya, yb, n * (size_t)rows * 4));
+            free(ya), free(yb), free(yc);
+        }
+        free(x), free(y1), free(y2);
+    }
+    free(words), free(sf), free(bf), free(sh), free(bh), free(dense);
+}
+
+static void test_packed_matmul(void) {
+    const int bits[] = {2, 4, 8}, groups[] = {32, 64, 128};
+    for (int b = 0; b < 3; b++)
+        for (int g = 0; g < 3; g++)
+            for (int f = 0; f < 2; f++) check_packed_matmul(bits[b], groups[g], f);
+}
+
 int main(void) {
     test_dequantize_units();
+    test_packed_matmul();
     test_config();
     test_bind_errors();
     char probe[1024];

@@ -10,16 +10,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A row-major [rows, cols] matrix (an HF Linear weight is [out, in]). */
+/* MLX affine quantization of a matrix: value c of row r is
+ * scales[r][c / group_size] * q + biases[r][c / group_size] (fp32: the
+ * product, then one rounding for the sum), q the bits-wide unsigned field
+ * of the row's packed 32-bit words, the first value in a word's lowest
+ * bits. */
 typedef struct {
-    lmc_dtype dt; /* LMC_DT_F32, LMC_DT_F16 or LMC_DT_BF16 */
+    int bits;       /* 2, 4 or 8 */
+    int group_size; /* 32, 64 or 128; divides cols */
+    lmc_dtype scales_dt, biases_dt; /* F32, F16 or BF16 */
+    const void *scales, *biases;    /* [rows, cols / group_size] */
+} lmc_cpu_quant;
+
+/* A row-major [rows, cols] matrix (an HF Linear weight is [out, in]):
+ * F32, F16 or BF16 elements, or (dt == LMC_DT_U32, quant set) MLX
+ * affine-quantized words, rows * cols * bits / 32 of them, dequantized on
+ * the fly by every kernel below. */
+typedef struct {
+    lmc_dtype dt;
     const void *data;
     int64_t rows, cols;
+    const lmc_cpu_quant *quant; /* dt == LMC_DT_U32 only */
 } lmc_cpu_mat;
 
 /* y[n, rows] = x[n, cols] @ W^T (+ bias[rows] when bias != NULL; bias is a
  * 1-D matrix of `rows` elements). n == small uses a GEMV that reads W once;
- * larger n widens W in row blocks and calls sgemm. Fails only on OOM. */
+ * larger n widens W in row blocks and calls sgemm. A quantized W gives
+ * bit for bit the result of its dequantized F32 copy. Fails only on OOM. */
 lmc_status lmc_cpu_matmul(const lmc_cpu_mat *w, const lmc_cpu_mat *bias, const float *x,
                           size_t n, float *y);
 
@@ -29,7 +46,8 @@ lmc_status lmc_cpu_matmul(const lmc_cpu_mat *w, const lmc_cpu_mat *bias, const f
 lmc_status lmc_cpu_matmul_multi(const lmc_cpu_mat *const *w, const lmc_cpu_mat *const *bias,
                                 size_t count, const float *x, size_t n, float *const *y);
 
-/* Widen n elements of row `row` of w (starting at column col0) into dst. */
+/* Widen n elements of row `row` of w (starting at column col0) into dst
+ * (a quantized w: dequantized as lmc_cpu_quant describes). */
 void lmc_cpu_widen(const lmc_cpu_mat *w, int64_t row, int64_t col0, size_t n, float *dst);
 
 /* out[i, :] = x[i, :] * rsqrt(mean(x[i]^2) + eps) * weight, for n rows of

@@ -862,7 +862,7 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
         st = lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
         goto fail;
     }
-    if ((st = lmc_llama_weights_bind(c, lm->weights, &w))) goto fail;
+    if ((st = lmc_llama_weights_bind(c, lm->weights, false, &w))) goto fail;
     /* a bf16 reference rounds between ops; f32 and f16 ones keep more */
     m->rnd = w.embed.dt == LMC_DT_BF16;
     if ((e = cudaMalloc(&staging, largest_tensor_bytes(&w) + 16)) != cudaSuccess) {
