@@ -102,8 +102,6 @@ static lmc_status check_config(const lmc_model_config *c) {
     if (c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
         return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (silu)",
                        c->hidden_act);
-    if (c->quantized)
-        return lmc_err(LMC_ERR_UNSUPPORTED, "lora: quantized base weights are not supported");
     return LMC_OK;
 }
 
@@ -162,7 +160,9 @@ lmc_status lmc_lora_net_init(lmc_lora_net *net, const lmc_model_config *cfg,
     net->shape = *shape;
     net->scaling = shape->alpha / (float)shape->rank;
     net->attn_scale = (float)(1.0 / sqrt((double)cfg->head_dim));
-    if ((st = lmc_llama_weights_bind(&net->cfg, set, false, &net->w))) return st;
+    /* a quantized base stays packed (the products dequantize on the fly):
+     * training then holds ~0.56 bytes per frozen parameter at 4 bits */
+    if ((st = lmc_llama_weights_bind(&net->cfg, set, true, &net->w))) return st;
     if ((st = lmc_rope_init(&net->cfg, &net->rope))) goto fail;
 
     size_t L = net->w.n_layers;

@@ -368,6 +368,10 @@ static lmc_status fuse_one(const char *wpath, const char *name, const lmc_tensor
                            const lmc_tensor_view *A, const lmc_tensor_view *B, int64_t r,
                            float scale, void **out) {
     *out = NULL;
+    if (W->dtype == LMC_DT_U32)
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "fuse: base tensor '%s' is quantized; fusing needs the unquantized (float) "
+                       "base model, whose weights the adapters then update", name);
     if (W->ndim != 2 || (W->dtype != LMC_DT_F32 && W->dtype != LMC_DT_F16 && W->dtype != LMC_DT_BF16))
         return lmc_err(LMC_ERR_UNSUPPORTED, "fuse: base tensor '%s' is not a 2-D F32/F16/BF16 matrix",
                        name);
