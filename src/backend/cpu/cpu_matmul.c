@@ -134,7 +134,6 @@ static inline float dequant_one(uint32_t q, float s, float b) {
 }
 
 typedef int32_t v8i32 __attribute__((vector_size(32)));
-
 typedef uint64_t v4u64 __attribute__((vector_size(32)));
 
 /* Values 8c .. 8c + 7 of a row's words, dequantized with the broadcast
@@ -244,35 +243,40 @@ static float dot_quant(const lmc_cpu_mat *w, int64_t row, const float *x) {
     }
 }
 
+/* Values [c, end) of a row one by one (the ragged ends of a slice); dst
+ * holds value c0 at index 0. */
+static void dequant_values(const lmc_cpu_quant *q, const uint32_t *words, size_t row, size_t ng,
+                           size_t c, size_t end, size_t c0, float *dst) {
+    const int bits = q->bits, per = 32 / bits;
+    const size_t g = (size_t)q->group_size;
+    const uint32_t mask = (1u << bits) - 1u;
+    for (; c < end; c++) {
+        const size_t gi = c / g;
+        dst[c - c0] = dequant_one((words[c / per] >> ((c % per) * (size_t)bits)) & mask,
+                                  scalar_at(q->scales_dt, q->scales, row * ng + gi),
+                                  scalar_at(q->biases_dt, q->biases, row * ng + gi));
+    }
+}
+
 static void widen_quant(const lmc_cpu_mat *w, int64_t row, int64_t col0, size_t n, float *dst) {
     const lmc_cpu_quant *q = w->quant;
-    const int bits = q->bits, per = 32 / bits;
-    const size_t g = (size_t)q->group_size, ng = (size_t)w->cols / g;
-    const uint32_t mask = (1u << bits) - 1u;
+    const size_t g = (size_t)q->group_size, ng = (size_t)w->cols / g, r = (size_t)row;
     const uint32_t *words = quant_row(w, row);
     const size_t c0 = (size_t)col0, end = c0 + n;
-    /* whole groups in the middle by vectors, the ragged ends value by value */
+    /* whole groups [g0, g1) by vectors, the ragged ends value by value */
     const size_t g0 = (c0 + g - 1) / g, g1 = end / g;
-    size_t head = g0 < g1 ? g0 * g : end;
-    for (size_t c = c0; c < head; c++) {
-        const size_t gi = c / g;
-        dst[c - c0] = dequant_one((words[c / per] >> ((c % per) * (size_t)bits)) & mask,
-                                  scalar_at(q->scales_dt, q->scales, (size_t)row * ng + gi),
-                                  scalar_at(q->biases_dt, q->biases, (size_t)row * ng + gi));
+    if (g0 >= g1) {
+        dequant_values(q, words, r, ng, c0, end, c0, dst);
+        return;
     }
-    if (head == end) return;
-    float *mid = dst + (head - c0);
-    switch (bits) {
-    case 2: dequant_groups2(q, words, (size_t)row, ng, g0, g1, mid); break;
-    case 4: dequant_groups4(q, words, (size_t)row, ng, g0, g1, mid); break;
-    default: dequant_groups8(q, words, (size_t)row, ng, g0, g1, mid); break;
+    dequant_values(q, words, r, ng, c0, g0 * g, c0, dst);
+    float *mid = dst + (g0 * g - c0);
+    switch (q->bits) {
+    case 2: dequant_groups2(q, words, r, ng, g0, g1, mid); break;
+    case 4: dequant_groups4(q, words, r, ng, g0, g1, mid); break;
+    default: dequant_groups8(q, words, r, ng, g0, g1, mid); break;
     }
-    for (size_t c = g1 * g; c < end; c++) {
-        const size_t gi = c / g;
-        dst[c - c0] = dequant_one((words[c / per] >> ((c % per) * (size_t)bits)) & mask,
-                                  scalar_at(q->scales_dt, q->scales, (size_t)row * ng + gi),
-                                  scalar_at(q->biases_dt, q->biases, (size_t)row * ng + gi));
-    }
+    dequant_values(q, words, r, ng, g1 * g, end, c0, dst);
 }
 
 void lmc_cpu_widen(const lmc_cpu_mat *w, int64_t row, int64_t col0, size_t n, float *dst) {
@@ -295,8 +299,9 @@ static float row_dot(const lmc_cpu_mat *w, int64_t r, const float *x) {
 }
 
 /* y[j * rows + r] for the n inputs x[j] (k wide) and row r of w. A
- * quantized row is dequantized once into `row` (k floats) and then dotted
- * exactly as an F32 row. */
+ * quantized row is dotted while it is dequantized (one input), or
+ * dequantized once into `row` (k floats) and dotted as an F32 row; both
+ * give the F32 row's results bit for bit. */
 static void rows_dot(const lmc_cpu_mat *w, int64_t r, const float *x, size_t n, size_t k,
                      float *y, float *row) {
     const size_t rows = (size_t)w->rows;
