@@ -19,6 +19,12 @@ struct lmc_context {
     lmc_st_set *weights;
 };
 
+/* The tokenizer of a checkpoint: tokenizer.json in tok_dir (a missing one
+ * is named, with a hint about a separate tokenizer directory unless one was
+ * given), its eos set replaced by eos_ids when n_eos > 0. */
+lmc_status lmc_load_model_tokenizer(const char *tok_dir, bool separate_dir, const int32_t *eos_ids,
+                                    int n_eos, lmc_tokenizer **out);
+
 /* Borrowed; live as long as the context. */
 lmc_model *lmc_context_model(const lmc_context *ctx);
 const lmc_model_config *lmc_context_config(const lmc_context *ctx);

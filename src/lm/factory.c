@@ -58,21 +58,8 @@ lmc_status lmc_context_load_with(const lmc_load_options *opts, const lmc_model_r
     /* (5) Tokenizer, built exactly once; the checkpoint's eos ids (config +
      * generation_config) replace the tokenizer_config default. */
     if ((st = report(opts, "tokenizer", 0.0))) goto fail;
-    char *tj = lmc_path_join(tok_dir, "tokenizer.json");
-    if (!tj) {
-        st = lmc_err(LMC_ERR_NOMEM, "%s: out of memory", dir);
-        goto fail;
-    }
-    bool have_tj = lmc_path_exists(tj);
-    if (!have_tj)
-        st = lmc_err(LMC_ERR_NOT_FOUND, "%s not found%s", tj,
-                     opts->tokenizer_dir ? "" : " (set a separate tokenizer directory if the "
-                                                "tokenizer lives elsewhere)");
-    free(tj);
-    if (st) goto fail;
-    if ((st = lmc_tokenizer_load(tok_dir, &ctx->tok))) goto fail;
-    if (ctx->cfg.n_eos > 0 &&
-        (st = lmc_tokenizer_set_eos_ids(ctx->tok, ctx->cfg.eos_ids, (size_t)ctx->cfg.n_eos)))
+    if ((st = lmc_load_model_tokenizer(tok_dir, opts->tokenizer_dir != NULL, ctx->cfg.eos_ids,
+                                       ctx->cfg.n_eos, &ctx->tok)))
         goto fail;
 
     /* (6) Construct through the registry. */
@@ -95,6 +82,25 @@ lmc_status lmc_context_load_with(const lmc_load_options *opts, const lmc_model_r
     return LMC_OK;
 fail:
     lmc_context_free(ctx);
+    return st;
+}
+
+lmc_status lmc_load_model_tokenizer(const char *tok_dir, bool separate_dir, const int32_t *eos_ids,
+                                    int n_eos, lmc_tokenizer **out) {
+    *out = NULL;
+    char *tj = lmc_path_join(tok_dir, "tokenizer.json");
+    if (!tj) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", tok_dir);
+    lmc_status st = LMC_OK;
+    if (!lmc_path_exists(tj))
+        st = lmc_err(LMC_ERR_NOT_FOUND, "%s not found%s", tj,
+                     separate_dir ? "" : " (set a separate tokenizer directory if the "
+                                         "tokenizer lives elsewhere)");
+    free(tj);
+    if (st || (st = lmc_tokenizer_load(tok_dir, out))) return st;
+    if (n_eos > 0 && (st = lmc_tokenizer_set_eos_ids(*out, eos_ids, (size_t)n_eos))) {
+        lmc_tokenizer_free(*out);
+        *out = NULL;
+    }
     return st;
 }
 

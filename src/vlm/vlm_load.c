@@ -4,6 +4,7 @@
  * tokenizer I/O. */
 #include "base/error.h"
 #include "base/file.h"
+#include "lm/context.h"
 #include "vlm/vlm.h"
 #include <stdlib.h>
 #include <string.h>
@@ -95,20 +96,8 @@ lmc_status lmc_vlm_load_with(const lmc_load_options *opts, const lmc_vlm_model_r
     if ((st = lmc_st_set_open_dir(dir, &ctx->weights))) goto fail;
 
     /* (6) Tokenizer, built once; the resolved eos set replaces its default. */
-    char *tj = lmc_path_join(tok_dir, "tokenizer.json");
-    if (!tj) {
-        st = lmc_err(LMC_ERR_NOMEM, "%s: out of memory", dir);
-        goto fail;
-    }
-    if (!lmc_path_exists(tj))
-        st = lmc_err(LMC_ERR_NOT_FOUND, "%s not found%s", tj,
-                     opts->tokenizer_dir ? "" : " (set a separate tokenizer directory if the "
-                                                "tokenizer lives elsewhere)");
-    free(tj);
-    if (st) goto fail;
-    if ((st = lmc_tokenizer_load(tok_dir, &ctx->tok))) goto fail;
-    if (ctx->cfg.has_eos && ctx->cfg.n_eos > 0 &&
-        (st = lmc_tokenizer_set_eos_ids(ctx->tok, ctx->cfg.eos_ids, (size_t)ctx->cfg.n_eos)))
+    if ((st = lmc_load_model_tokenizer(tok_dir, opts->tokenizer_dir != NULL, ctx->cfg.eos_ids,
+                                       ctx->cfg.has_eos ? ctx->cfg.n_eos : 0, &ctx->tok)))
         goto fail;
 
     /* (7) Model. */
