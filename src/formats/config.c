@@ -181,8 +181,9 @@ int lmc_eos_truthy(json_object *v, int32_t *ids, int *n_out) {
 
 lmc_status lmc_generation_eos(const char *dir, int32_t ids[LMC_MAX_EOS], int *n,
                               bool *override) {
-    *n = 0;
     *override = false;
+    int32_t found[LMC_MAX_EOS];
+    int nf = 0;
     char *gpath = lmc_path_join(dir, "generation_config.json");
     if (!gpath) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", dir);
     lmc_status st = LMC_OK;
@@ -192,8 +193,12 @@ lmc_status lmc_generation_eos(const char *dir, int32_t ids[LMC_MAX_EOS], int *n,
         json_object *g = NULL;
         if (lmc_json_parse(gtext, glen, gpath, &g) == LMC_OK) {
             /* lmc_json_get yields NULL for a non-object document. */
-            int t = lmc_eos_truthy(lmc_json_get(g, "eos_token_id"), ids, n);
-            *override = t > 0;
+            int t = lmc_eos_truthy(lmc_json_get(g, "eos_token_id"), found, &nf);
+            if (t > 0) { /* the caller's set is replaced only now */
+                memcpy(ids, found, (size_t)nf * sizeof *found);
+                *n = nf;
+                *override = true;
+            }
             if (t < 0)
                 st = lmc_err(LMC_ERR_LIMIT, "%s: eos_token_id has more than %d ids", gpath,
                              LMC_MAX_EOS);
@@ -353,14 +358,8 @@ lmc_status lmc_config_load(const char *dir, lmc_model_config *cfg, json_object *
     if ((st = lmc_read_file(path, path, LMC_MAX_CONFIG_BYTES, &text, &len))) goto done;
     if ((st = lmc_config_parse(text, len, path, cfg, &o))) goto done;
 
-    int32_t ids[LMC_MAX_EOS];
-    int n = 0;
     bool override = false;
-    if ((st = lmc_generation_eos(dir, ids, &n, &override))) goto done;
-    if (override) {
-        memcpy(cfg->eos_ids, ids, (size_t)n * sizeof ids[0]);
-        cfg->n_eos = n;
-    }
+    if ((st = lmc_generation_eos(dir, cfg->eos_ids, &cfg->n_eos, &override))) goto done;
 done:
     if (!st && json_out) {
         *json_out = o;

@@ -66,7 +66,8 @@ lmc_status lmc_config_load(const char *dir, lmc_model_config *cfg, json_object *
  * -1 when the list is longer than LMC_MAX_EOS. */
 int lmc_eos_truthy(json_object *v, int32_t *ids, int *n);
 /* <dir>/generation_config.json's eos_token_id: *override is true when it is
- * truthy (ids/n then hold it; n may be 0 when no list entry was a valid id).
+ * truthy, and only then are ids/n replaced by it (n may be 0 when no list
+ * entry was a valid id).
  * Best effort: a missing, unreadable, non-regular or malformed file means no
  * override; only an over-long list is an error (LMC_ERR_LIMIT). */
 lmc_status lmc_generation_eos(const char *dir, int32_t ids[LMC_MAX_EOS], int *n,

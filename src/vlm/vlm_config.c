@@ -180,15 +180,9 @@ lmc_status lmc_vlm_base_config_load(const char *dir, lmc_vlm_base_config *cfg,
     if (!cfg->has_eos && (st = promote_nested_eos(o, path, cfg))) goto done;
 
     /* The same best-effort override as for language models. */
-    int32_t ids[LMC_MAX_EOS];
-    int n = 0;
     bool override = false;
-    if ((st = lmc_generation_eos(dir, ids, &n, &override))) goto done;
-    if (override) {
-        memcpy(cfg->eos_ids, ids, (size_t)n * sizeof ids[0]);
-        cfg->n_eos = n;
-        cfg->has_eos = true;
-    }
+    if ((st = lmc_generation_eos(dir, cfg->eos_ids, &cfg->n_eos, &override))) goto done;
+    if (override) cfg->has_eos = true;
 done:
     if (!st && json_out) {
         *json_out = o;
