@@ -197,7 +197,10 @@ typedef struct lmc_context lmc_context; /* a loaded model + tokenizer */
 
 /* Sampling and logits processing, applied in this order each step:
  * logit bias, repetition penalty (over the last repetition_context_size
- * tokens of prompt + output), log-softmax (the reported logprobs), then,
+ * tokens of prompt + output), presence and frequency penalties (over the
+ * last penalty_context_size tokens: a token seen c > 0 times there loses
+ * presence_penalty + c * frequency_penalty), log-softmax (the reported
+ * logprobs), then,
  * when temperature > 0, the top-p, min-p and top-k masks and a categorical
  * draw at `temperature` from a seeded generator; temperature 0 is argmax. */
 typedef struct {
@@ -213,6 +216,9 @@ typedef struct {
     size_t n_logit_bias;
     uint64_t seed;                   /* same seed + same logits -> same draws */
     int32_t top_logprobs;            /* report the N most likely tokens (0..64) */
+    float presence_penalty;          /* 0 = off; finite, negative favours repeats */
+    float frequency_penalty;         /* 0 = off; per occurrence */
+    int32_t penalty_context_size;    /* default 20 */
 } lmc_sampler_params;
 
 void lmc_sampler_params_default(lmc_sampler_params *p);

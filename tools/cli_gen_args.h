@@ -17,6 +17,9 @@
     "  --min-p M                  keep tokens with p >= M * p_max (default 0: off)\n" \
     "  --repetition-penalty R     penalise recent tokens (default 1: off)\n"         \
     "  --repetition-context-size N  tokens the penalty looks back over (default 20)\n" \
+    "  --presence-penalty P       subtract P from tokens seen recently (default 0)\n"  \
+    "  --frequency-penalty F      subtract F per recent occurrence (default 0)\n"     \
+    "  --penalty-context-size N   tokens those two look back over (default 20)\n"     \
     "  --seed S                   random seed (default 0)\n"                         \
     "  --stop STR                 stop string (repeatable)\n"
 
@@ -90,6 +93,15 @@ static inline int lmc_cli_gen_arg(lmc_cli_gen_args *g, const char *a, const char
     } else if (!strcmp(a, "--repetition-context-size")) {
         if (!lmc_cli_int(a, v, 0, INT32_MAX, &n)) return -1;
         s->repetition_context_size = (int32_t)n;
+    } else if (!strcmp(a, "--presence-penalty")) {
+        if (!lmc_cli_num(a, v, -100, 100, &d)) return -1;
+        s->presence_penalty = (float)d;
+    } else if (!strcmp(a, "--frequency-penalty")) {
+        if (!lmc_cli_num(a, v, -100, 100, &d)) return -1;
+        s->frequency_penalty = (float)d;
+    } else if (!strcmp(a, "--penalty-context-size")) {
+        if (!lmc_cli_int(a, v, 0, INT32_MAX, &n)) return -1;
+        s->penalty_context_size = (int32_t)n;
     } else if (!strcmp(a, "--seed")) {
         if (!lmc_cli_int(a, v, 0, INT64_MAX, &n)) return -1;
         s->seed = (uint64_t)n;

@@ -1,4 +1,5 @@
-/* Logits processors (bias, repetition penalty) and the sampler (greedy or
+/* Logits processors (bias, repetition, presence and frequency penalties)
+ * and the sampler (greedy or
  * temperature draw restricted by top-p / min-p / top-k masks). */
 #include "lm/sampler.h"
 #include "base/error.h"
@@ -57,6 +58,7 @@ void lmc_sampler_params_default(lmc_sampler_params *p) {
     p->min_tokens_to_keep = 1;
     p->repetition_penalty = 1.0f;
     p->repetition_context_size = 20;
+    p->penalty_context_size = 20;
 }
 
 lmc_status lmc_sampler_new(const lmc_sampler_params *p, size_t vocab, lmc_sampler **out) {
@@ -81,6 +83,13 @@ lmc_status lmc_sampler_new(const lmc_sampler_params *p, size_t vocab, lmc_sample
     if (p->repetition_context_size < 0)
         return lmc_err(LMC_ERR_INVALID_ARG, "sampler: repetition_context_size %d must be >= 0",
                        p->repetition_context_size);
+    if (!isfinite(p->presence_penalty) || !isfinite(p->frequency_penalty))
+        return lmc_err(LMC_ERR_INVALID_ARG,
+                       "sampler: presence_penalty %g and frequency_penalty %g must be finite",
+                       p->presence_penalty, p->frequency_penalty);
+    if (p->penalty_context_size < 0)
+        return lmc_err(LMC_ERR_INVALID_ARG, "sampler: penalty_context_size %d must be >= 0",
+                       p->penalty_context_size);
     if (p->top_logprobs < 0 || p->top_logprobs > LMC_MAX_TOP_LOGPROBS)
         return lmc_err(LMC_ERR_INVALID_ARG, "sampler: top_logprobs %d must be in [0, %d]",
                        p->top_logprobs, LMC_MAX_TOP_LOGPROBS);
@@ -131,9 +140,15 @@ void lmc_sampler_free(lmc_sampler *s) {
     free(s);
 }
 
+static bool has_count_penalty(const lmc_sampler *s) {
+    return (s->p.presence_penalty != 0.0f || s->p.frequency_penalty != 0.0f) &&
+           s->p.penalty_context_size > 0;
+}
+
 bool lmc_sampler_is_greedy(const lmc_sampler *s) {
     return s->p.temperature == 0.0f && s->p.n_logit_bias == 0 &&
-           (s->p.repetition_penalty == 0.0f || s->p.repetition_penalty == 1.0f);
+           (s->p.repetition_penalty == 0.0f || s->p.repetition_penalty == 1.0f) &&
+           !has_count_penalty(s);
 }
 size_t lmc_sampler_vocab(const lmc_sampler *s) { return s->vocab; }
 int32_t lmc_sampler_top_logprobs(const lmc_sampler *s) { return s->p.top_logprobs; }
@@ -188,6 +203,26 @@ static void apply_processors(const lmc_sampler *s, float *logits, const int32_t 
             if (t < 0 || (size_t)t >= s->vocab || seen[t]) continue;
             seen[t] = true;
             logits[t] = logits[t] < 0 ? logits[t] * pen : logits[t] / pen;
+        }
+    }
+    if (has_count_penalty(s) && recent) {
+        size_t ctx = (size_t)s->p.penalty_context_size;
+        size_t start = n_recent > ctx ? n_recent - ctx : 0;
+        /* counts in the probability scratch, which the draw rewrites later */
+        double *count = s->probs;
+        for (size_t i = start; i < n_recent; i++) {
+            int32_t t = recent[i];
+            if (t >= 0 && (size_t)t < s->vocab) count[t] = 0.0;
+        }
+        for (size_t i = start; i < n_recent; i++) {
+            int32_t t = recent[i];
+            if (t >= 0 && (size_t)t < s->vocab) count[t] += 1.0;
+        }
+        for (size_t i = start; i < n_recent; i++) {
+            int32_t t = recent[i];
+            if (t < 0 || (size_t)t >= s->vocab || count[t] == 0.0) continue;
+            logits[t] -= (float)(s->p.presence_penalty + count[t] * s->p.frequency_penalty);
+            count[t] = 0.0; /* once per distinct token */
         }
     }
 }

@@ -530,14 +530,20 @@ static lmc_status parse_sampling(lmc_srv_request *rq, json_object *root, size_t 
     if ((r = get_int(rq, root, "repetition_context_size", 0, INT32_MAX, &v)) < 0)
         return LMC_ERR_INVALID_ARG;
     if (r) s->repetition_context_size = (int32_t)v;
+    /* OpenAI's range; counted over the last penalty_context_size tokens */
+    if ((r = get_num(rq, root, "presence_penalty", -2, 2, &d)) < 0) return LMC_ERR_INVALID_ARG;
+    if (r) s->presence_penalty = (float)d;
+    if ((r = get_num(rq, root, "frequency_penalty", -2, 2, &d)) < 0) return LMC_ERR_INVALID_ARG;
+    if (r) s->frequency_penalty = (float)d;
+    if ((r = get_int(rq, root, "penalty_context_size", 0, INT32_MAX, &v)) < 0)
+        return LMC_ERR_INVALID_ARG;
+    if (r) s->penalty_context_size = (int32_t)v;
     if ((r = get_int(rq, root, "seed", INT64_MIN + 1, INT64_MAX - 1, &v)) < 0)
         return LMC_ERR_INVALID_ARG;
     if (r) s->seed = (uint64_t)v;
     /* fields lmc cannot honour are refused rather than ignored */
     if ((r = get_int(rq, root, "n", 1, 1, &v)) < 0) return LMC_ERR_INVALID_ARG;
     if ((r = get_int(rq, root, "best_of", 1, 1, &v)) < 0) return LMC_ERR_INVALID_ARG;
-    if ((r = get_num(rq, root, "presence_penalty", 0, 0, &d)) < 0) return LMC_ERR_INVALID_ARG;
-    if ((r = get_num(rq, root, "frequency_penalty", 0, 0, &d)) < 0) return LMC_ERR_INVALID_ARG;
     bool echo = false;
     if (get_bool(rq, root, "echo", &echo) < 0) return LMC_ERR_INVALID_ARG;
     if (echo) return bad(rq, "echo", "is not supported");

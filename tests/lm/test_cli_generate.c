@@ -76,7 +76,8 @@ int main(void) {
     snprintf(cmd, sizeof cmd,
              "'%s' generate -m '%s' --tokenizer '%s' -p hello --chat --system 'Be brief' "
              "--max-tokens 4 --temp 0.7 --top-p 0.9 --top-k 20 --min-p 0.05 "
-             "--repetition-penalty 1.1 --seed 3 --stop zzz 2>'%s'",
+             "--repetition-penalty 1.1 --presence-penalty -0.5 --frequency-penalty 0.25 "
+             "--penalty-context-size 8 --seed 3 --stop zzz 2>'%s'",
              lmc, dir, tok, err);
     lmc_buf o2 = {0};
     CHECK_EQ_INT(run(cmd, &o2), 0);

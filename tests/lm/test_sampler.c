@@ -187,6 +187,47 @@ static void test_greedy_and_processors(void) {
     for (int i = 0; i < V; i++) sum += exp(pr[i]);
     CHECK(fabs(x[2] - (pr[2] - log(sum))) < 1e-5);
     lmc_sampler_free(s);
+    p.repetition_penalty = 1.0f;
+
+    /* presence and frequency penalties: a token seen c times in the last
+     * penalty_context_size tokens loses presence + c * frequency, once */
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.75f;
+    p.penalty_context_size = 5;
+    CHECK(lmc_sampler_new(&p, V, &s) == LMC_OK);
+    int32_t recent3[7] = {3, 3, 1, 3, 7, 1, 3}; /* last 5: 1 x2, 3 x2, 7 x1 */
+    memcpy(x, raw, sizeof x);
+    CHECK(lmc_sampler_sample(s, x, recent3, 7, &t, NULL) == LMC_OK);
+    memcpy(pr, raw, sizeof pr);
+    pr[3] -= 0.5f + 2 * 0.75f;
+    pr[1] -= 0.5f + 2 * 0.75f;
+    pr[7] -= 0.5f + 0.75f;
+    sum = 0;
+    for (int i = 0; i < V; i++) sum += exp(pr[i]);
+    for (int i = 0; i < V; i++)
+        CHECK_MSG(fabs(x[i] - (pr[i] - log(sum))) < 1e-5, "count-penalised logprob %d", i);
+    CHECK_EQ_INT(t, 1); /* 4 - 2 = 2 beats 3 - 2 = 1 and 2 - 1.25 */
+    CHECK(!lmc_sampler_is_greedy(s));
+    lmc_sampler_free(s);
+    /* negative values favour repeats: a window of one sees only id 2 */
+    p.presence_penalty = -3.0f;
+    p.frequency_penalty = 0.0f;
+    p.penalty_context_size = 1;
+    CHECK(lmc_sampler_new(&p, V, &s) == LMC_OK);
+    memcpy(x, raw, sizeof x);
+    CHECK(lmc_sampler_sample(s, x, recent2, 2, &t, NULL) == LMC_OK);
+    CHECK_EQ_INT(t, 1); /* id 2: -1 + 3 = 2 < 4 */
+    memcpy(x, raw, sizeof x);
+    x[1] = 1.0f;
+    CHECK(lmc_sampler_sample(s, x, recent2, 2, &t, NULL) == LMC_OK);
+    CHECK_EQ_INT(t, 3); /* id 2 at 2 still below 3 */
+    lmc_sampler_free(s);
+    p.presence_penalty = NAN;
+    CHECK_ERR(lmc_sampler_new(&p, V, &s), LMC_ERR_INVALID_ARG, "must be finite");
+    p.presence_penalty = 0.0f;
+    p.penalty_context_size = -1;
+    CHECK_ERR(lmc_sampler_new(&p, V, &s), LMC_ERR_INVALID_ARG, "penalty_context_size");
+    p.penalty_context_size = 20;
 }
 
 static void test_reproducible(void) {

@@ -256,6 +256,12 @@ static void test_bad_requests(void) {
     bad(C, b, "min_p", "must be in");
     snprintf(b, sizeof b, "{%s,\"repetition_penalty\":true}", user);
     bad(C, b, "repetition_penalty", "number");
+    snprintf(b, sizeof b, "{%s,\"presence_penalty\":2.5}", user);
+    bad(C, b, "presence_penalty", "must be in [-2, 2]");
+    snprintf(b, sizeof b, "{%s,\"frequency_penalty\":\"x\"}", user);
+    bad(C, b, "frequency_penalty", "number");
+    snprintf(b, sizeof b, "{%s,\"penalty_context_size\":-1}", user);
+    bad(C, b, "penalty_context_size", "must be in");
     snprintf(b, sizeof b, "{%s,\"seed\":\"x\"}", user);
     bad(C, b, "seed", "integer");
     snprintf(b, sizeof b, "{%s,\"stop\":5}", user);
@@ -447,6 +453,39 @@ static void test_generation(lmc_context *ctx, const test_vocab *tv) {
     }
     json_object_put(o);
     http_reply_free(&r);
+
+    /* presence and frequency penalties reach the sampler: after a prompt of
+     * three " cat" tokens, " cat" (favoured by +100) loses 2 + 3 * 2, so the
+     * runner-up's reported logprob rises by 8 */
+    double runner[2] = {0, 0};
+    char runner_tok[2][64] = {"", ""};
+    for (int k = 0; k < 2; k++) {
+        snprintf(body, sizeof body,
+                 "{\"prompt\":\" cat cat cat\",\"max_tokens\":1,\"logprobs\":2,"
+                 "\"logit_bias\":{\"%d\":100}%s}",
+                 tv->ids[0],
+                 k ? ",\"presence_penalty\":2,\"frequency_penalty\":2,"
+                     "\"penalty_context_size\":100"
+                   : "");
+        http_post(port, "/v1/completions", body, &r);
+        CHECK_EQ_INT(r.status, 200);
+        o = parse_body(&r);
+        json_object *tops = path(path(o, "choices", NULL, 0, "logprobs"), "top_logprobs", NULL,
+                                 0, NULL);
+        CHECK(tops && json_object_is_type(tops, json_type_object));
+        if (tops) {
+            json_object_object_foreach(tops, key, val) {
+                if (!strcmp(key, " cat")) continue;
+                snprintf(runner_tok[k], sizeof runner_tok[k], "%s", key);
+                runner[k] = json_object_get_double(val);
+            }
+        }
+        json_object_put(o);
+        http_reply_free(&r);
+    }
+    CHECK_STREQ(runner_tok[0], runner_tok[1]);
+    CHECK_MSG(fabs(runner[1] - runner[0] - 8.0) < 1e-3, "runner-up logprob %g -> %g", runner[0],
+              runner[1]);
 
     /* stop strings cut the reply: generate " cat cat cat", stop at " cat cat" */
     snprintf(body, sizeof body,
