@@ -531,6 +531,17 @@ lmc_status lmc_lora_trainer_load(lmc_lora_trainer *t, const char *adapter_dir);
  * loads with lmc_context_load. progress (optional) gets stage "fuse". */
 lmc_status lmc_lora_fuse(const char *model_dir, const char *adapter_dir, const char *save_dir,
                          lmc_progress_fn progress, void *progress_user);
+
+/* Write an MLX affine-quantized copy of a float checkpoint to save_dir
+ * (created if missing; never the model's own directory): bits 2, 4 or 8,
+ * group_size 32, 64 or 128. Every 2-D "*.weight" tensor whose input size
+ * is a multiple of group_size becomes <m>.weight (U32) + <m>.scales +
+ * <m>.biases (bf16); the rest stay as they are (config.json lists such
+ * matrices as per-module `false` overrides). config.json gains
+ * "quantization"; generation config and tokenizer files are copied. The
+ * result loads with lmc_context_load (and MLX). Progress stage "quantize". */
+lmc_status lmc_quantize_model(const char *model_dir, const char *save_dir, int bits,
+                              int group_size, lmc_progress_fn progress, void *progress_user);
 /* =================== end LoRA fine-tuning (src/train) ==================== */
 
 /* ============== vision-language models (src/vlm) ======================== */

@@ -13,8 +13,8 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lmc lora train --model DIR --data DIR_OR_FILE --adapter-path OUT [options]\n"
-            "       lmc lora fuse --model DIR --adapter-path DIR --save-path DIR\n"
+            "usage: lmc lora train -m/--model DIR --data DIR_OR_FILE --adapter-path OUT [options]\n"
+            "       lmc lora fuse -m/--model DIR --adapter-path DIR --save-path DIR\n"
             "train options:\n"
             "  --iters N                 optimizer steps (1000)\n"
             "  --batch-size B            records per step (4)\n"
@@ -100,7 +100,7 @@ static int cmd_train(int argc, char **argv) {
         } else if (!v) {
             fprintf(stderr, "lmc lora train: %s needs a value\n", a);
             return 2;
-        } else if (!strcmp(a, "--model")) {
+        } else if (!strcmp(a, "--model") || !strcmp(a, "-m")) {
             model = v;
         } else if (!strcmp(a, "--data")) {
             data = v;
@@ -216,7 +216,7 @@ static int cmd_fuse(int argc, char **argv) {
             fprintf(stderr, "lmc lora fuse: %s needs a value\n", a);
             return 2;
         }
-        if (!strcmp(a, "--model")) model = v;
+        if (!strcmp(a, "--model") || !strcmp(a, "-m")) model = v;
         else if (!strcmp(a, "--adapter-path")) adapters = v;
         else if (!strcmp(a, "--save-path")) save = v;
         else {

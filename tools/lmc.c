@@ -13,6 +13,7 @@
     X(template, "render a chat template")                                       \
     X(lora, "fine-tune LoRA adapters")                                          \
     X(fuse, "fuse LoRA adapters into the base weights")                         \
+    X(quantize, "write an MLX affine-quantized copy of a model")                \
     X(bench, "measure prefill and decode speed")                                \
     X(vlm, "describe images with a vision-language model")
 

@@ -195,3 +195,42 @@ lmc_status lmc_write_file_atomic(const char *path, const void *data, size_t len)
     }
     return lmc_atomic_commit(&f);
 }
+
+lmc_status lmc_ensure_dir(const char *dir) {
+    if (lmc_is_dir(dir)) return LMC_OK;
+    if (lmc_path_exists(dir))
+        return lmc_err(LMC_ERR_IO, "%s: exists and is not a directory", dir);
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return lmc_err(LMC_ERR_IO, "%s: cannot create directory: %s", dir, strerror(errno));
+    return LMC_OK;
+}
+
+lmc_status lmc_copy_file(const char *src_dir, const char *dst_dir, const char *name,
+                         bool required) {
+    char *src = lmc_path_join(src_dir, name), *dst = lmc_path_join(dst_dir, name);
+    lmc_status st = LMC_OK;
+    if (!src || !dst) {
+        st = lmc_err(LMC_ERR_NOMEM, "out of memory");
+    } else if (lmc_path_exists(src)) {
+        char *buf = NULL;
+        size_t len = 0;
+        st = lmc_read_file(src, src, (size_t)1 << 31, &buf, &len);
+        if (!st) st = lmc_write_file_atomic(dst, buf, len);
+        free(buf);
+    } else if (required) {
+        st = lmc_err(LMC_ERR_NOT_FOUND, "%s not found", src);
+    }
+    free(src), free(dst);
+    return st;
+}
+
+lmc_status lmc_copy_model_side_files(const char *src_dir, const char *dst_dir) {
+    static const char *const names[] = {
+        "generation_config.json", "tokenizer.json",  "tokenizer_config.json",
+        "special_tokens_map.json", "tokenizer.model", "chat_template.jinja",
+        "chat_template.json",      "vocab.json",      "merges.txt", "added_tokens.json"};
+    lmc_status st = LMC_OK;
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !st; i++)
+        st = lmc_copy_file(src_dir, dst_dir, names[i], false);
+    return st;
+}

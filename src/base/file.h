@@ -41,5 +41,16 @@ char *lmc_path_join(const char *dir, const char *name);
 /* True for an existing path of any kind (no open, so FIFOs are safe). */
 bool lmc_path_exists(const char *path);
 bool lmc_is_dir(const char *path);
+/* `dir` as a directory: created (one level) when missing; an existing
+ * non-directory is an error. */
+lmc_status lmc_ensure_dir(const char *dir);
+/* Copy src_dir/name to dst_dir/name (written atomically); a missing source
+ * is an error only when `required`. */
+lmc_status lmc_copy_file(const char *src_dir, const char *dst_dir, const char *name,
+                         bool required);
+/* The files beside a checkpoint's weights and config that a derived
+ * checkpoint keeps (generation config, tokenizer, chat template), each
+ * copied when present. */
+lmc_status lmc_copy_model_side_files(const char *src_dir, const char *dst_dir);
 
 #endif

@@ -44,4 +44,10 @@ lmc_status lmc_mlx_bind(const lmc_st_set *set, const char *module, int64_t rows,
                         int64_t bits, int64_t group_size, bool packed, void ***owned,
                         size_t *n_owned, lmc_cpu_mat *out);
 
+/* Quantize a row-major fp32 [rows, cols] matrix (cols a multiple of
+ * group): packed holds rows * cols * bits / 32 words, scales and biases
+ * rows * cols / group bf16 values (quantize.c gives the rule). */
+lmc_status lmc_mlx_quantize(const float *w, int64_t rows, int64_t cols, int bits, int group,
+                            uint32_t *packed, uint16_t *scales, uint16_t *biases);
+
 #endif

@@ -19,15 +19,6 @@
 #define ADAPTER_CONFIG "adapter_config.json"
 #define MAX_ADAPTER_CONFIG_BYTES (1u << 20)
 
-static lmc_status ensure_dir(const char *dir) {
-    if (lmc_is_dir(dir)) return LMC_OK;
-    if (lmc_path_exists(dir))
-        return lmc_err(LMC_ERR_IO, "%s: exists and is not a directory", dir);
-    if (mkdir(dir, 0755) && errno != EEXIST)
-        return lmc_err(LMC_ERR_IO, "%s: cannot create directory: %s", dir, strerror(errno));
-    return LMC_OK;
-}
-
 /* ------------------------------------------------------------ save */
 
 static char *config_json(const lmc_lora_net *net, const char *base_model) {
@@ -72,7 +63,7 @@ static char *config_json(const lmc_lora_net *net, const char *base_model) {
 lmc_status lmc_lora_save(const lmc_lora_net *net, const char *dir, const char *base_model) {
     if (!net || !dir || !*dir)
         return lmc_err(LMC_ERR_INVALID_ARG, "lora save: adapter directory is required");
-    lmc_status st = ensure_dir(dir);
+    lmc_status st = lmc_ensure_dir(dir);
     if (st) return st;
     size_t n = net->n_ad * 2;
     lmc_st_write_tensor *t = calloc(n ? n : 1, sizeof *t);
@@ -331,25 +322,6 @@ lmc_status lmc_lora_load(lmc_lora_net *net, const char *dir) {
 
 /* ------------------------------------------------------------ fuse */
 
-static lmc_status copy_file(const char *src_dir, const char *dst_dir, const char *name,
-                            bool required) {
-    char *src = lmc_path_join(src_dir, name), *dst = lmc_path_join(dst_dir, name);
-    lmc_status st = LMC_OK;
-    if (!src || !dst) {
-        st = lmc_err(LMC_ERR_NOMEM, "out of memory");
-    } else if (lmc_path_exists(src)) {
-        char *buf = NULL;
-        size_t len = 0;
-        st = lmc_read_file(src, src, (size_t)1 << 31, &buf, &len);
-        if (!st) st = lmc_write_file_atomic(dst, buf, len);
-        free(buf);
-    } else if (required) {
-        st = lmc_err(LMC_ERR_NOT_FOUND, "%s not found", src);
-    }
-    free(src), free(dst);
-    return st;
-}
-
 /* "base_model.model.<name>.lora_A.weight" -> "<name>.weight". */
 static bool base_name(const char *key, char *out, size_t cap, bool *is_b) {
     static const char pre[] = "base_model.model.";
@@ -475,7 +447,7 @@ lmc_status lmc_lora_fuse_dirs(const char *model_dir, const char *adapter_dir,
         st = lmc_err(LMC_ERR_FORMAT, "%s: no LoRA tensors", wpath);
         goto done;
     }
-    if ((st = ensure_dir(save_dir))) goto done;
+    if ((st = lmc_ensure_dir(save_dir))) goto done;
     size_t done_pairs = 0;
     for (size_t i = 0; i < nt; i++) {
         const lmc_tensor_view *W = lmc_st_set_at(base.weights, i);
@@ -506,13 +478,8 @@ lmc_status lmc_lora_fuse_dirs(const char *model_dir, const char *adapter_dir,
     }
     static const char *const meta[] = {"format", "pt", NULL};
     if ((st = lmc_st_write(out_path, t, nt, meta))) goto done;
-    st = copy_file(model_dir, save_dir, "config.json", true);
-    static const char *const extra[] = {
-        "generation_config.json", "tokenizer.json",  "tokenizer_config.json",
-        "special_tokens_map.json", "tokenizer.model", "chat_template.jinja",
-        "chat_template.json",      "vocab.json",      "merges.txt", "added_tokens.json"};
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0] && !st; i++)
-        st = copy_file(model_dir, save_dir, extra[i], false);
+    st = lmc_copy_file(model_dir, save_dir, "config.json", true);
+    if (!st) st = lmc_copy_model_side_files(model_dir, save_dir);
 done:
     for (size_t i = 0; i < nt && fused; i++) free(fused[i]);
     free(fused), free(t), free(wpath), free(out_path);
