@@ -133,15 +133,16 @@ typedef struct {
     bool *on;
 } lmc_cli_opt;
 
-/* Parses argv[1..]: the generation flags into `g`, then `opts` (ended by an
- * entry with no name), and -h/--help. Returns -1 when the command should go
- * on, else its exit code (0 after printing help, 2 after an error). */
+/* Parses argv[1..]: the generation flags into `g` (none when g is NULL),
+ * then `opts` (ended by an entry with no name), and -h/--help. Returns -1
+ * when the command should go on, else its exit code (0 after printing
+ * help, 2 after an error). */
 static inline int lmc_cli_parse(const char *cmd, int argc, char **argv, const lmc_cli_opt *opts,
                                 lmc_cli_gen_args *g, void (*usage)(FILE *)) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int used = lmc_cli_gen_arg(g, a, v);
+        int used = g ? lmc_cli_gen_arg(g, a, v) : 0;
         if (used < 0) return 2;
         if (used > 0) {
             i += used - 1;

@@ -1,9 +1,8 @@
 /* `lmc quantize`: an MLX affine-quantized copy of a float checkpoint. */
+#include "cli_gen_args.h"
 #include "lmc.h"
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lmc quantize -m MODEL_DIR --save-path OUT_DIR [--bits 4] [--group-size 64]\n"
@@ -18,55 +17,30 @@ static bool progress(void *user, const char *stage, double fraction) {
     return true;
 }
 
-static bool parse_int(const char *flag, const char *v, long *out) {
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (end == v || *end || errno) {
-        fprintf(stderr, "lmc quantize: %s expects an integer, got '%s'\n", flag, v);
-        return false;
-    }
-    *out = n;
-    return true;
-}
-
 int lmc_cmd_quantize(int argc, char **argv) {
-    const char *model = NULL, *save = NULL;
-    long bits = 4, group = 64;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "lmc quantize: %s needs a value\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--save-path")) save = v;
-        else if (!strcmp(a, "--bits")) {
-            if (!parse_int(a, v, &bits)) return 2;
-        } else if (!strcmp(a, "--group-size")) {
-            if (!parse_int(a, v, &group)) return 2;
-        } else {
-            fprintf(stderr, "lmc quantize: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-    }
+    const char *model = NULL, *save = NULL, *bits_s = "4", *group_s = "64";
+    const lmc_cli_opt opts[] = {
+        {"-m", "--model", &model, NULL},
+        {"--save-path", NULL, &save, NULL},
+        {"--bits", NULL, &bits_s, NULL},
+        {"--group-size", NULL, &group_s, NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    int prc = lmc_cli_parse("quantize", argc, argv, opts, NULL, usage);
+    if (prc >= 0) return prc;
+    long long bits, group;
+    if (!lmc_cli_int("--bits", bits_s, 1, 64, &bits) ||
+        !lmc_cli_int("--group-size", group_s, 1, 4096, &group))
+        return 2;
     if (!model || !save) {
         fprintf(stderr, "lmc quantize: -m MODEL_DIR and --save-path OUT_DIR are required\n");
+        usage(stderr);
         return 2;
     }
-    if (bits < 1 || bits > 64 || group < 1 || group > 4096 ||
-        lmc_quantize_model(model, save, (int)bits, (int)group, progress, NULL)) {
-        fprintf(stderr, "lmc quantize: %s\n",
-                bits < 1 || bits > 64 || group < 1 || group > 4096 ? "bits or group size out of range"
-                                                                   : lmc_last_error());
-        return bits < 1 || bits > 64 || group < 1 || group > 4096 ? 2 : 1;
+    if (lmc_quantize_model(model, save, (int)bits, (int)group, progress, NULL)) {
+        fprintf(stderr, "lmc: %s\n", lmc_last_error()); /* the message names the step */
+        return 1;
     }
-    printf("%ld-bit (group %ld) model written to %s\n", bits, group, save);
+    printf("%lld-bit (group %lld) model written to %s\n", bits, group, save);
     return 0;
 }
