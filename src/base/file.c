@@ -234,3 +234,10 @@ lmc_status lmc_copy_model_side_files(const char *src_dir, const char *dst_dir) {
         st = lmc_copy_file(src_dir, dst_dir, names[i], false);
     return st;
 }
+
+bool lmc_same_path(const char *a, const char *b) {
+    char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+    bool same = ra && rb && !strcmp(ra, rb);
+    free(ra), free(rb);
+    return same;
+}

@@ -41,6 +41,10 @@ char *lmc_path_join(const char *dir, const char *name);
 /* True for an existing path of any kind (no open, so FIFOs are safe). */
 bool lmc_path_exists(const char *path);
 bool lmc_is_dir(const char *path);
+/* Whether two existing paths name the same file or directory (after
+ * resolving links and "..") — a derived checkpoint must not overwrite
+ * its source. */
+bool lmc_same_path(const char *a, const char *b);
 /* `dir` as a directory: created (one level) when missing; an existing
  * non-directory is an error. */
 lmc_status lmc_ensure_dir(const char *dir);

@@ -111,10 +111,7 @@ lmc_status lmc_quantize_model(const char *model_dir, const char *save_dir, int b
     if (st) return st;
     if (!lmc_is_dir(model_dir))
         return lmc_err(LMC_ERR_NOT_FOUND, "%s: model directory not found", model_dir);
-    char *rm = realpath(model_dir, NULL), *rs = realpath(save_dir, NULL);
-    bool same = rm && rs && !strcmp(rm, rs);
-    free(rm), free(rs);
-    if (same)
+    if (lmc_same_path(model_dir, save_dir))
         return lmc_err(LMC_ERR_INVALID_ARG,
                        "quantize: the save directory %s is the model's directory; choose another "
                        "so the original stays intact",

@@ -394,10 +394,7 @@ lmc_status lmc_lora_fuse_dirs(const char *model_dir, const char *adapter_dir,
         return lmc_err(LMC_ERR_INVALID_ARG, "fuse: model, adapter and save directories are required");
     if (!lmc_is_dir(adapter_dir))
         return lmc_err(LMC_ERR_NOT_FOUND, "%s: adapter directory not found", adapter_dir);
-    char *rm = realpath(model_dir, NULL), *rs = realpath(save_dir, NULL);
-    bool same = rm && rs && !strcmp(rm, rs);
-    free(rm), free(rs);
-    if (same)
+    if (lmc_same_path(model_dir, save_dir))
         return lmc_err(LMC_ERR_INVALID_ARG, "fuse: the save directory %s is the base model's "
                        "directory; choose another so the base stays intact", save_dir);
     adapter_cfg ac;

@@ -35,8 +35,10 @@ typedef struct {
 
 /* y[n, rows] = x[n, cols] @ W^T (+ bias[rows] when bias != NULL; bias is a
  * 1-D matrix of `rows` elements). n == small uses a GEMV that reads W once;
- * larger n widens W in row blocks and calls sgemm. A quantized W gives
- * bit for bit the result of its dequantized F32 copy. Fails only on OOM. */
+ * larger n widens W in row blocks and calls sgemm. A quantized W computes
+ * with exactly the values of its dequantized F32 copy (the GEMV gives its
+ * results bit for bit; sgemm's may differ in rounding, as its blocking
+ * does). Fails only on OOM. */
 lmc_status lmc_cpu_matmul(const lmc_cpu_mat *w, const lmc_cpu_mat *bias, const float *x,
                           size_t n, float *y);
 
