@@ -224,7 +224,8 @@ def main():
     log("|---|---|---|---|---|---|---|---|---|")
     for name, r in results["models"].items():
         hf_tok = 1 / r["hf_s_per_token"] if "hf_s_per_token" in r else float("nan")
-        log("| %s | %.0f | %.0f%% | %.0f (%s) | %.2fx | %.1f | %.0f%% | %.1f | %.2fx |" % (
+        # one decimal: a goal line must not be crossed by rounding
+        log("| %s | %.0f | %.1f%% | %.0f (%s) | %.2fx | %.2f | %.1f%% | %.1f | %.2fx |" % (
             name, 1 / r["lmc_s_per_token"], 100 * r["bw_fraction"], hf_tok,
             r.get("hf_mode", "n/a"), r.get("decode_speedup", float("nan")),
             1e3 * r["lmc_prefill_s"], 100 * r["peak_fraction"],

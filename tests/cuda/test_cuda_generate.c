@@ -31,6 +31,37 @@ static void prefill_runs(lmc_context *ctx, const int32_t *ids, float *out[4]) {
     lmc_kv_cache_free(c);
 }
 
+/* One call of 2,100 tokens (its first chunk only fills the cache: the last
+ * layer stops after its keys and values) against two calls of 2,048 and 52
+ * (the first also carries its last row on to logits): the same cache, so
+ * the same last logits bit for bit, then the same next decode step. */
+static void test_prefill_chunk_rows(lmc_context *ctx, const int32_t *ids, size_t V) {
+    lmc_model *m = lmc_context_model(ctx);
+    lmc_kv_cache *c[2] = {NULL, NULL};
+    float *lg[2] = {malloc(V * 4), malloc(V * 4)}, *dec[2] = {malloc(V * 4), malloc(V * 4)};
+    const int32_t next = 1234;
+    for (int k = 0; k < 2; k++) {
+        CHECK(!lmc_kv_cache_new(m, &c[k]));
+        if (!c[k]) break;
+        if (k == 0)
+            CHECK(!lmc_model_forward(m, c[k], ids, 2100, lg[k], false));
+        else
+            CHECK(!lmc_model_forward(m, c[k], ids, 2048, dec[k], false) &&
+                  !lmc_model_forward(m, c[k], ids + 2048, 52, lg[k], false));
+        CHECK(!lmc_model_forward(m, c[k], &next, 1, dec[k], false));
+    }
+    if (c[0] && c[1]) {
+        const int same = memcmp(lg[0], lg[1], V * 4) == 0, same_dec = memcmp(dec[0], dec[1], V * 4) == 0;
+        printf("prefill of 2,100 tokens in one call vs 2,048 + 52: last logits %s, next step %s\n",
+               same ? "identical" : "DIFFER", same_dec ? "identical" : "DIFFERS");
+        CHECK(same && same_dec);
+    }
+    for (int k = 0; k < 2; k++) {
+        if (c[k]) lmc_kv_cache_free(c[k]);
+        free(lg[k]), free(dec[k]);
+    }
+}
+
 static void test_prefill_graph(const tiny_spec *spec) {
     char dir_g[1024], dir_e[1024];
     if (tiny_tmpdir(dir_g, sizeof dir_g, "cuda_pfg") || tiny_tmpdir(dir_e, sizeof dir_e, "cuda_pfe"))
@@ -51,6 +82,7 @@ static void test_prefill_graph(const tiny_spec *spec) {
     if (cg && ce) {
         prefill_runs(cg, ids, lg);
         prefill_runs(ce, ids, le);
+        test_prefill_chunk_rows(cg, ids, V);
         for (int r = 0; r < 4; r++) {
             size_t diff = 0;
             for (size_t i = 0; i < V; i++) diff += memcmp(&lg[r][i], &le[r][i], 4) != 0;

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "cuda_bf16.cuh"
 #include "cuda_kernels.h"
 #include "cuda_pdl.cuh"
 
@@ -26,17 +27,6 @@
 #define DEC_MAXSPLIT 64  /* <= DEC_TILE: the merge stages one row per split */
 #define DEC_STAGES 2     /* key tiles in flight per block */
 #define DEC_MINCHUNK 64  /* keys per split at least */
-
-static __device__ __forceinline__ float bf2f(uint16_t v) {
-    return __uint_as_float(((uint32_t)v) << 16);
-}
-static __device__ __forceinline__ uint16_t f2bf(float f) {
-    __nv_bfloat16 h = __float2bfloat16_rn(f);
-    return *(uint16_t *)&h;
-}
-static __device__ __forceinline__ float rbfc(float f, int rnd) {
-    return rnd ? bf2f(f2bf(f)) : f;
-}
 
 typedef struct {
     const uint16_t *qkv; /* [q heads | k heads | v heads] of the new token, bias included */

@@ -1,5 +1,6 @@
 #include "backend/cuda/cuda_gemm.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,11 +8,12 @@
 
 #define GEMM_WORKSPACE (32u << 20)
 #define TUNE_CANDIDATES 8
+#define TUNE_MEMO 64
 
-lmc_status lmc_cu_gemm_init(lmc_cu_gemm_ctx *g) {
+lmc_status lmc_cu_gemm_init(lmc_cu_gemm_ctx *g, int tune_rows) {
     memset(g, 0, sizeof *g);
     const char *t = getenv("LMC_CUDA_GEMM_TUNE");
-    g->tune = t && t[0] == '1';
+    g->tune_rows = t && t[0] == '0' ? 0 : t && t[0] == '1' ? -1 : tune_rows;
     cublasStatus_t st = cublasLtCreate(&g->lt);
     if (st != CUBLAS_STATUS_SUCCESS)
         return lmc_err(LMC_ERR_DEVICE, "cublasLtCreate failed (status %d)", (int)st);
@@ -42,9 +44,51 @@ void lmc_cu_gemm_free(lmc_cu_gemm_ctx *g) {
     g->lt = NULL;
 }
 
-/* The fastest of the heuristic's candidates, by timing each into a scratch
- * output (so an accumulating product leaves Y alone). Falls back to the
- * first candidate on any failure. Not while the stream is being captured. */
+/* One pick per shape and device for the whole process: two models of one
+ * checkpoint then run the same algorithms and agree bit for bit, and a
+ * shape is timed once. The lock is held while a shape is timed. */
+typedef struct {
+    int dev, m, n, k;
+    bool out_f32, accumulate;
+    cublasLtMatmulAlgo_t algo;
+} tune_memo;
+static pthread_mutex_t memo_lock = PTHREAD_MUTEX_INITIALIZER;
+static tune_memo memo[TUNE_MEMO];
+static int memo_len;
+
+static const tune_memo *memo_find(int dev, const lmc_cu_gemm_plan *p) {
+    for (int i = 0; i < memo_len; i++)
+        if (memo[i].dev == dev && memo[i].m == p->m && memo[i].n == p->n && memo[i].k == p->k &&
+            memo[i].out_f32 == p->out_f32 && memo[i].accumulate == p->accumulate)
+            return &memo[i];
+    return NULL;
+}
+
+/* Mean time of one launch over `reps` back-to-back launches, in ms; < 0 on
+ * failure. Back-to-back, as a prefill runs them: a lone launch's time is
+ * mostly its ramp-up. */
+static float time_algo(lmc_cu_gemm_ctx *g, const lmc_cu_gemm_plan *p,
+                       const cublasLtMatmulAlgo_t *algo, const uint16_t *x, const uint16_t *w,
+                       void *scratch, cudaEvent_t e0, cudaEvent_t e1, int reps, cudaStream_t s) {
+    const float alpha = 1.f, beta = p->accumulate ? 1.f : 0.f;
+    float ms = 0.f;
+    if (cudaEventRecord(e0, s) != cudaSuccess) return -1.f;
+    for (int r = 0; r < reps; r++)
+        if (cublasLtMatmul(g->lt, p->op, &alpha, w, p->la, x, p->lb, &beta, scratch, p->lc,
+                           scratch, p->lc, algo, g->workspace, g->workspace_bytes,
+                           s) != CUBLAS_STATUS_SUCCESS)
+            return -1.f;
+    if (cudaEventRecord(e1, s) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess)
+        return -1.f;
+    return ms / (float)reps;
+}
+
+/* The fastest of the heuristic's candidates, each timed (best of 3 runs of
+ * 5 launches) into a scratch output, so an accumulating product leaves Y
+ * alone. Another candidate must beat the heuristic's first by 3% (timing
+ * noise). Falls back to the first on any failure, and while the stream is
+ * being captured. */
 static int tune_pick(lmc_cu_gemm_ctx *g, lmc_cu_gemm_plan *p,
                      const cublasLtMatmulHeuristicResult_t *cand, int found, const uint16_t *x,
                      const uint16_t *w, cudaStream_t s) {
@@ -55,28 +99,24 @@ static int tune_pick(lmc_cu_gemm_ctx *g, lmc_cu_gemm_plan *p,
     void *scratch = NULL;
     cudaEvent_t e0 = NULL, e1 = NULL;
     int pick = 0;
-    if (cudaMalloc(&scratch, (size_t)p->m * p->n * 4) != cudaSuccess) goto out;
+    const size_t bytes = (size_t)p->m * p->n * (p->out_f32 ? 4 : 2);
+    if (cudaMalloc(&scratch, bytes) != cudaSuccess ||
+        cudaMemsetAsync(scratch, 0, bytes, s) != cudaSuccess)
+        goto out;
     if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) goto out;
-    const float alpha = 1.f, beta = p->accumulate ? 1.f : 0.f;
     float best = -1.f;
     for (int a = 0; a < found; a++) {
         float fastest = -1.f;
-        for (int r = 0; r < 4; r++) { /* the first run warms up */
-            float ms = 0.f;
-            cudaEventRecord(e0, s);
-            cublasStatus_t q =
-                cublasLtMatmul(g->lt, p->op, &alpha, w, p->la, x, p->lb, &beta, scratch, p->lc,
-                               scratch, p->lc, &cand[a].algo, g->workspace, g->workspace_bytes, s);
-            cudaEventRecord(e1, s);
-            if (q != CUBLAS_STATUS_SUCCESS || cudaEventSynchronize(e1) != cudaSuccess ||
-                cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) {
+        if (time_algo(g, p, &cand[a].algo, x, w, scratch, e0, e1, 1, s) < 0.f) continue;
+        for (int r = 0; r < 3; r++) {
+            const float ms = time_algo(g, p, &cand[a].algo, x, w, scratch, e0, e1, 5, s);
+            if (ms < 0.f) {
                 fastest = -1.f;
                 break;
             }
-            if (r > 0 && (fastest < 0.f || ms < fastest)) fastest = ms;
+            if (fastest < 0.f || ms < fastest) fastest = ms;
         }
-        /* a candidate must beat the best so far by 2% (timing noise) */
-        if (fastest >= 0.f && (best < 0.f || fastest < best * 0.98f)) {
+        if (fastest >= 0.f && (best < 0.f || fastest < best * 0.97f)) {
             best = fastest;
             pick = a;
         }
@@ -87,6 +127,47 @@ out:
     if (e1) cudaEventDestroy(e1);
     if (scratch) cudaFree(scratch);
     return pick;
+}
+
+/* The algorithm for p: the process's earlier pick for the shape, else the
+ * heuristic's candidates, timed when tuning applies. */
+static lmc_status choose_algo(lmc_cu_gemm_ctx *g, lmc_cu_gemm_plan *p,
+                              cublasLtMatmulPreference_t pref, const uint16_t *x,
+                              const uint16_t *w, cudaStream_t s) {
+    bool tune = g->tune_rows < 0 || (g->tune_rows > 0 && p->m == g->tune_rows);
+    cublasLtMatmulHeuristicResult_t cand[TUNE_CANDIDATES];
+    int found = 0, dev = 0;
+    if (tune && cudaGetDevice(&dev) != cudaSuccess) tune = false;
+    if (tune) pthread_mutex_lock(&memo_lock);
+    const tune_memo *known = tune ? memo_find(dev, p) : NULL;
+    lmc_status rc = LMC_OK;
+    if (known) {
+        p->algo = known->algo;
+        goto done;
+    }
+    if (tune && memo_len == TUNE_MEMO) { /* a shape not remembered is not timed again and again */
+        pthread_mutex_unlock(&memo_lock);
+        tune = false;
+    }
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(g->lt, p->op, p->la, p->lb, p->lc, p->lc,
+                                                       pref, tune ? TUNE_CANDIDATES : 1, cand,
+                                                       &found);
+    if (st != CUBLAS_STATUS_SUCCESS || found < 1) {
+        rc = lmc_err(LMC_ERR_DEVICE, "cuBLASLt: no algorithm for %dx%dx%d (status %d)", p->m,
+                     p->n, p->k, (int)st);
+        goto done;
+    }
+    int pick = tune ? tune_pick(g, p, cand, found, x, w, s) : 0;
+    p->algo = cand[pick].algo;
+    enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    /* a capture could not time: its fallback pick is not remembered */
+    if (tune && memo_len < TUNE_MEMO && cudaStreamIsCapturing(s, &cs) == cudaSuccess &&
+        cs == cudaStreamCaptureStatusNone)
+        memo[memo_len++] = (tune_memo){dev, p->m, p->n, p->k, p->out_f32, p->accumulate,
+                                       p->algo};
+done:
+    if (tune) pthread_mutex_unlock(&memo_lock);
+    return rc;
 }
 
 /* Column-major view: Y^T [n x m] = W^T-as-stored [k x n]^T . X^T [k x m]. */
@@ -117,15 +198,7 @@ static lmc_status plan_build(lmc_cu_gemm_ctx *g, lmc_cu_gemm_plan *p, const uint
     LT(cublasLtMatmulPreferenceCreate(&pref));
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                             &g->workspace_bytes, sizeof(g->workspace_bytes)));
-    cublasLtMatmulHeuristicResult_t cand[TUNE_CANDIDATES];
-    int found = 0;
-    LT(cublasLtMatmulAlgoGetHeuristic(g->lt, p->op, p->la, p->lb, p->lc, p->lc, pref,
-                                      g->tune ? TUNE_CANDIDATES : 1, cand, &found));
-    if (found < 1) {
-        rc = lmc_err(LMC_ERR_DEVICE, "cuBLASLt: no algorithm for %dx%dx%d", m, n, k);
-        goto done;
-    }
-    p->algo = cand[g->tune ? tune_pick(g, p, cand, found, x, w, s) : 0].algo;
+    rc = choose_algo(g, p, pref, x, w, s);
 #undef LT
 done:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);

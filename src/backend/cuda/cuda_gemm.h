@@ -26,12 +26,17 @@ typedef struct {
     cublasLtHandle_t lt;
     void *workspace;
     size_t workspace_bytes;
-    bool tune; /* LMC_CUDA_GEMM_TUNE=1: time the heuristic's candidates once per shape */
+    /* products of exactly this many rows time the heuristic's candidates
+     * (once per shape and process); 0 none, -1 all */
+    int tune_rows;
     unsigned long long tick;
     lmc_cu_gemm_plan plans[LMC_CU_GEMM_PLANS];
 } lmc_cu_gemm_ctx;
 
-lmc_status lmc_cu_gemm_init(lmc_cu_gemm_ctx *g);
+/* tune_rows: the row count whose products are tuned (the model's full
+ * prefill chunk: the shape every long prompt repeats, so the one-time
+ * timing pays off); LMC_CUDA_GEMM_TUNE=0 turns tuning off, =1 on for all. */
+lmc_status lmc_cu_gemm_init(lmc_cu_gemm_ctx *g, int tune_rows);
 void lmc_cu_gemm_free(lmc_cu_gemm_ctx *g);
 lmc_status lmc_cu_gemm(lmc_cu_gemm_ctx *g, const uint16_t *x, const uint16_t *w, void *y, int m,
                        int n, int k, bool out_f32, bool accumulate, cudaStream_t s);

@@ -34,6 +34,11 @@
 #define KV_INITIAL 4096   /* first cache capacity, tokens */
 #define KV_HARD_MAX (1u << 21)
 
+/* The rows a prefill carries past the last layer's attention: every row
+ * (all logits), the last one (its logits), or none (an earlier chunk, whose
+ * only product is the cache). */
+typedef enum { PF_ROWS_ALL, PF_ROWS_LAST, PF_ROWS_NONE, PF_KINDS } pf_rows;
+
 typedef struct {
     uint16_t *in_norm, *post_norm;
     uint16_t *qkv, *qkv_b; /* [(hq + 2 hkv) D, H], bias or NULL */
@@ -86,11 +91,12 @@ typedef struct {
     cudaGraphExec_t graph;
     bool have_graph, graph_failed;
     /* full PF_CHUNK-row prefills replay a graph from their second use on
-     * (the first builds the GEMM plans); like the decode graph it holds
-     * the cache's addresses, so it goes when the cache moves */
-    cudaGraphExec_t pf_graph;
-    bool have_pf_graph, pf_graph_failed;
-    unsigned pf_full_runs;
+     * (the first builds the GEMM plans), one per pf_rows kind; like the
+     * decode graph they hold the cache's addresses, so they go when the
+     * cache moves */
+    cudaGraphExec_t pf_graph[PF_KINDS];
+    bool have_pf_graph[PF_KINDS], pf_graph_failed[PF_KINDS];
+    unsigned pf_full_runs[PF_KINDS];
 } cu_cache;
 
 static const lmc_kv_cache_vtable cu_kv_vt;
@@ -262,6 +268,15 @@ static lmc_status ensure_prefill_rows(cu_model *m, size_t rows) {
 
 /* ------------------------------------------------------------ cache */
 
+static void drop_graphs(cu_cache *c) {
+    if (c->have_graph) cudaGraphExecDestroy(c->graph);
+    c->have_graph = false;
+    for (int i = 0; i < PF_KINDS; i++) {
+        if (c->have_pf_graph[i]) cudaGraphExecDestroy(c->pf_graph[i]);
+        c->have_pf_graph[i] = false;
+    }
+}
+
 static lmc_status cache_reserve(cu_cache *c, size_t need) {
     cu_model *m = c->m;
     if (need <= c->cap) return LMC_OK;
@@ -296,9 +311,7 @@ static lmc_status cache_reserve(cu_cache *c, size_t need) {
     c->k = k;
     c->v = v;
     c->cap = cap;
-    if (c->have_graph) cudaGraphExecDestroy(c->graph);
-    if (c->have_pf_graph) cudaGraphExecDestroy(c->pf_graph);
-    c->have_graph = c->have_pf_graph = false;
+    drop_graphs(c);
     return LMC_OK;
 }
 
@@ -325,8 +338,7 @@ static void cu_kv_free(lmc_kv_cache *cc) {
     if (!c) return;
     cu_model *m = c->m;
     cudaStreamSynchronize(m->stream);
-    if (c->have_graph) cudaGraphExecDestroy(c->graph);
-    if (c->have_pf_graph) cudaGraphExecDestroy(c->pf_graph);
+    drop_graphs(c);
     dev_release(m, c->k);
     dev_release(m, c->v);
     dev_release(m, c->ws);
@@ -536,8 +548,11 @@ static lmc_status run_decode(cu_model *m, cu_cache *c) {
     return decode_body(m, c);
 }
 
-/* Rows [0, n) of the prefill buffers, positions d_state[0] + row. */
-static lmc_status prefill_body(cu_model *m, cu_cache *c, int n) {
+/* Rows [0, n) of the prefill buffers, positions d_state[0] + row. The last
+ * layer finishes only the rows `keep` asks for: its keys and values go
+ * into the cache for every row, but past its attention only the last row
+ * (through the decode step's GEMVs) or none goes on. */
+static lmc_status prefill_body(cu_model *m, cu_cache *c, int n, pf_rows keep) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
     const int H = m->H, I = m->I, QD = m->hq * m->D;
     lmc_status st;
@@ -552,8 +567,22 @@ static lmc_status prefill_body(cu_model *m, cu_cache *c, int n) {
         KL(lmc_cu_qkv_post(m->p_qkv, n, m->hq, m->hkv, m->D, w->qkv_b, w->q_norm, w->k_norm,
                            m->eps, m->inv_freq, m->rope_attn, c->d_state, m->p_q, c->k + koff,
                            c->v + koff, (int)c->cap, m->rnd, s));
+        const bool tail = l == m->L - 1 && keep != PF_ROWS_ALL;
+        if (tail && keep == PF_ROWS_NONE) break;
         KL(lmc_cu_attn_prefill(m->p_q, c->k + koff, c->v + koff, m->p_attn, n, m->hq, m->hkv,
                                m->D, (int)c->cap, c->d_state, m->window, s));
+        if (tail) {
+            const size_t r = (size_t)n - 1;
+            float *xr = m->p_x + r * H;
+            if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->p_attn + r * QD, NULL, w->o_b,
+                           LMC_GEMV_OUT_F32_ADD, xr)) ||
+                (st = gemv(m, w->gate_up, 2 * I, H, LMC_GEMV_IN_RMSNORM, xr, w->post_norm,
+                           w->gate_up_b, LMC_GEMV_OUT_SWIGLU, m->d_act)) ||
+                (st = gemv(m, w->down, H, I, LMC_GEMV_IN_BF16, m->d_act, NULL, w->down_b,
+                           LMC_GEMV_OUT_F32_ADD, xr)))
+                return st;
+            break;
+        }
         if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, m->p_x, n, H, QD, true, true,
                               m->stream)))
             return st;
@@ -573,29 +602,29 @@ static lmc_status prefill_body(cu_model *m, cu_cache *c, int n) {
 }
 
 /* A prefill of n rows: a full chunk replays its graph once captured. */
-static lmc_status run_prefill(cu_model *m, cu_cache *c, int n) {
-    if (n != PF_CHUNK || m->no_graphs) return prefill_body(m, c, n);
-    if (!c->have_pf_graph && !c->pf_graph_failed && c->pf_full_runs++ > 0) {
+static lmc_status run_prefill(cu_model *m, cu_cache *c, int n, pf_rows keep) {
+    if (n != PF_CHUNK || m->no_graphs) return prefill_body(m, c, n, keep);
+    if (!c->have_pf_graph[keep] && !c->pf_graph_failed[keep] && c->pf_full_runs[keep]++ > 0) {
         cudaGraph_t g = NULL;
         CU(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
-        lmc_status st = prefill_body(m, c, n);
+        lmc_status st = prefill_body(m, c, n, keep);
         cudaError_t e = cudaStreamEndCapture(m->stream, &g);
         if (st) {
             if (g) cudaGraphDestroy(g);
             return st;
         }
-        if (e == cudaSuccess && cudaGraphInstantiate(&c->pf_graph, g, 0) == cudaSuccess)
-            c->have_pf_graph = true;
+        if (e == cudaSuccess && cudaGraphInstantiate(&c->pf_graph[keep], g, 0) == cudaSuccess)
+            c->have_pf_graph[keep] = true;
         else
-            c->pf_graph_failed = true; /* plain launches from now on */
+            c->pf_graph_failed[keep] = true; /* plain launches from now on */
         if (g) cudaGraphDestroy(g);
         cudaGetLastError();
     }
-    if (c->have_pf_graph) {
-        CU(cudaGraphLaunch(c->pf_graph, m->stream));
+    if (c->have_pf_graph[keep]) {
+        CU(cudaGraphLaunch(c->pf_graph[keep], m->stream));
         return LMC_OK;
     }
-    return prefill_body(m, c, n);
+    return prefill_body(m, c, n, keep);
 }
 
 static lmc_status check_call(cu_model *m, lmc_kv_cache *cc, const int32_t *ids, size_t n,
@@ -635,8 +664,10 @@ static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
         m->h_state[0] = (int32_t)c->len;
         CU(cudaMemcpyAsync(c->d_state, m->h_state, 4, cudaMemcpyHostToDevice, m->stream));
         CU(cudaMemcpyAsync(m->p_ids, ids + done, rows * 4, cudaMemcpyHostToDevice, m->stream));
-        if ((st = run_prefill(m, c, (int)rows))) return st;
-        bool last = done + rows == n;
+        const bool last = done + rows == n, every = all_logits && host_logits;
+        if ((st = run_prefill(m, c, (int)rows,
+                              every ? PF_ROWS_ALL : last ? PF_ROWS_LAST : PF_ROWS_NONE)))
+            return st;
         lmc_cu_stream s = (lmc_cu_stream)m->stream;
         if (all_logits && host_logits) {
             for (size_t r = 0; r < rows; r += LOGIT_ROWS) {
@@ -654,10 +685,9 @@ static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
                                    m->p_logits + ((rows - 1) % LOGIT_ROWS) * (size_t)m->V,
                                    (size_t)m->V * 4, cudaMemcpyDeviceToDevice, m->stream));
         } else if (last) {
-            KL(lmc_cu_rmsnorm(m->p_x + (rows - 1) * m->H, m->final_norm, 1, m->H, m->eps,
-                              m->p_norm, m->rnd, s));
-            if ((st = gemv(m, m->lm_head, m->V, m->H, LMC_GEMV_IN_BF16, m->p_norm, NULL, NULL,
-                           LMC_GEMV_OUT_F32, m->d_logits)))
+            if ((st = gemv(m, m->lm_head, m->V, m->H, LMC_GEMV_IN_RMSNORM,
+                           m->p_x + (rows - 1) * m->H, m->final_norm, NULL, LMC_GEMV_OUT_F32,
+                           m->d_logits)))
                 return st;
             if (host_logits)
                 CU(cudaMemcpyAsync(host_logits, m->d_logits, (size_t)m->V * 4,
@@ -855,7 +885,7 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
         st = lmc_err(LMC_ERR_DEVICE, "device cuda: gemv setup: %s", cudaGetErrorString(e));
         goto fail;
     }
-    if ((st = lmc_cu_gemm_init(&m->gemm))) goto fail;
+    if ((st = lmc_cu_gemm_init(&m->gemm, PF_CHUNK))) goto fail;
     m->gemm_ok = true;
     m->layers = calloc((size_t)m->L, sizeof *m->layers);
     if (!m->layers) {

@@ -9,19 +9,11 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "cuda_bf16.cuh"
 #include "cuda_kernels.h"
 #include "cuda_pdl.cuh"
 
 #define GEMV_THREADS 256
-
-static __device__ __forceinline__ float bf2f(uint16_t v) {
-    return __uint_as_float(((uint32_t)v) << 16);
-}
-static __device__ __forceinline__ uint16_t f2bf(float f) {
-    __nv_bfloat16 h = __float2bfloat16_rn(f);
-    return *(uint16_t *)&h;
-}
-static __device__ __forceinline__ float rbf(float f) { return bf2f(f2bf(f)); }
 
 static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     uint4 v;
