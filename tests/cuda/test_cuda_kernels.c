@@ -410,7 +410,7 @@ static void test_decode(int pos0, int steps, int hq, int hkv, int d, int cap, in
         }
         int e = lmc_cu_attn_decode(drow, hq, hkv, d, qk_norm ? dnq : NULL, qk_norm ? dnk : NULL,
                                    1e-6f, dinv, rope_attn, ds, dk, dv, cap, window, ns, ws, dout,
-                                   1, NULL);
+                                   1, 1, NULL);
         CHECK_EQ_INT(e, 0);
         CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
         for (int h = 0; h < hkv; h++) { /* the appended key, against the host's */

@@ -40,6 +40,7 @@ typedef struct {
     uint16_t *out;     /* [hq][d] */
     float eps, scale;
     int hq, hkv, d, cap, window, nsplit, rnd;
+    int append; /* 0: the token's k and v are already in the caches */
 } dec_args;
 
 /* One warp: the head's d values from src, optional RMSNorm with weight nw,
@@ -207,7 +208,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     for (int gg = warp; gg < G; gg += DEC_WARPS)
         rope_head(a.qkv + (size_t)(hk * G + gg) * d, a.q_norm, a.eps, a.rnd, a.inv_freq,
                   a.rope_attn, pos, d, tmp + warp * d, qs + gg * d, NULL);
-    if (split == used - 1) { /* this chunk ends at the new token: append it */
+    if (split == used - 1 && a.append) { /* this chunk ends at the new token: append it */
         const size_t at = ((size_t)hk * a.cap + pos) * d;
         if (warp == DEC_WARPS - 1)
             rope_head(a.qkv + (size_t)(a.hq + hk) * d, a.k_norm, a.eps, a.rnd, a.inv_freq,
@@ -453,11 +454,11 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
         const size_t at = ((size_t)hk * a.cap + pos) * D;
         if (warp == DEC_WARPS - 1)
             rope_head(a.qkv + (size_t)(a.hq + hk) * D, a.k_norm, a.eps, a.rnd, a.inv_freq,
-                      a.rope_attn, pos, D, tmp + warp * D, knf, a.kc + at);
+                      a.rope_attn, pos, D, tmp + warp * D, knf, a.append ? a.kc + at : NULL);
         const uint16_t *vsrc = a.qkv + (size_t)(a.hq + a.hkv + hk) * D;
         for (int i = tid; i < D; i += DEC_THREADS) {
             const uint16_t v = vsrc[i];
-            a.vc[at + i] = v;
+            if (a.append) a.vc[at + i] = v;
             vnf[i] = bf2f(v);
         }
     }
@@ -677,7 +678,7 @@ extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
                                   const float *inv_freq, float rope_attn,
                                   const int32_t *d_state, uint16_t *k_cache, uint16_t *v_cache,
                                   int cap, int window, int nsplit, void *ws, uint16_t *out,
-                                  int rnd, lmc_cu_stream s) {
+                                  int rnd, int append, lmc_cu_stream s) {
     dec_args a;
     a.qkv = qkv;
     a.q_norm = q_norm;
@@ -699,6 +700,7 @@ extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
     a.window = window;
     a.nsplit = nsplit;
     a.rnd = rnd;
+    a.append = append;
     wk_kernel wk = wk_pick(hq / hkv, d);
     if (wk)
         return (int)lmc_pdl_launch(wk, dim3(hkv, nsplit), dim3(DEC_THREADS), wk_smem(hq / hkv, d),

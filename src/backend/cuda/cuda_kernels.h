@@ -114,8 +114,17 @@ int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d, const uint16
                        const uint16_t *k_norm, float norm_eps, const float *inv_freq,
                        float rope_attn, const int32_t *d_state, uint16_t *k_cache,
                        uint16_t *v_cache, int cap, int window, int nsplit, void *ws,
-                       uint16_t *out, int rnd, lmc_cu_stream s);
+                       uint16_t *out, int rnd, int append, lmc_cu_stream s);
 int lmc_cu_attn_decode_supported(int hq, int hkv, int d);
+
+/* A row of a prefill's qkv GEMM output as lmc_cu_attn_decode takes a
+ * token (bias added, rounded as lmc_cu_qkv_post rounds it), so that the
+ * last prefill row attends through the split-K decode kernel (append 0;
+ * its position, which that kernel reads before waiting, set by the host).
+ * It finishes only after its predecessor: the decode kernel may then read
+ * the cache that predecessor wrote. */
+int lmc_cu_decode_row(const uint16_t *row, const uint16_t *bias, int cols, uint16_t *out,
+                      int rnd, lmc_cu_stream s);
 
 #ifdef __cplusplus
 }

@@ -489,7 +489,7 @@ static lmc_status decode_body(cu_model *m, cu_cache *c) {
         KL(lmc_cu_attn_decode(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
                               m->inv_freq, m->rope_attn, c->d_state, c->k + koff,
                               c->v + koff, (int)c->cap, m->window, m->dec_splits, c->ws,
-                              m->d_attn, m->rnd, s));
+                              m->d_attn, m->rnd, 1, s));
         if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
                        LMC_GEMV_OUT_F32_ADD, m->d_x)) ||
             (st = gemv(m, w->gate_up, 2 * m->I, H, LMC_GEMV_IN_RMSNORM, m->d_x, w->post_norm,
@@ -550,8 +550,9 @@ static lmc_status run_decode(cu_model *m, cu_cache *c) {
 
 /* Rows [0, n) of the prefill buffers, positions d_state[0] + row. The last
  * layer finishes only the rows `keep` asks for: its keys and values go
- * into the cache for every row, but past its attention only the last row
- * (through the decode step's GEMVs) or none goes on. */
+ * into the cache for every row, but then only the last row goes on, through
+ * the decode step's kernels (its attention over the cache, then the GEMVs),
+ * or none. */
 static lmc_status prefill_body(cu_model *m, cu_cache *c, int n, pf_rows keep) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
     const int H = m->H, I = m->I, QD = m->hq * m->D;
@@ -569,12 +570,16 @@ static lmc_status prefill_body(cu_model *m, cu_cache *c, int n, pf_rows keep) {
                            c->v + koff, (int)c->cap, m->rnd, s));
         const bool tail = l == m->L - 1 && keep != PF_ROWS_ALL;
         if (tail && keep == PF_ROWS_NONE) break;
-        KL(lmc_cu_attn_prefill(m->p_q, c->k + koff, c->v + koff, m->p_attn, n, m->hq, m->hkv,
-                               m->D, (int)c->cap, c->d_state, m->window, s));
         if (tail) {
             const size_t r = (size_t)n - 1;
             float *xr = m->p_x + r * H;
-            if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->p_attn + r * QD, NULL, w->o_b,
+            KL(lmc_cu_decode_row(m->p_qkv + r * m->qkv_dim, w->qkv_b, m->qkv_dim, m->d_qkv,
+                                 m->rnd, s));
+            KL(lmc_cu_attn_decode(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
+                                  m->inv_freq, m->rope_attn, c->d_state + 1, c->k + koff,
+                                  c->v + koff, (int)c->cap, m->window, m->dec_splits, c->ws,
+                                  m->d_attn, m->rnd, 0, s));
+            if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
                            LMC_GEMV_OUT_F32_ADD, xr)) ||
                 (st = gemv(m, w->gate_up, 2 * I, H, LMC_GEMV_IN_RMSNORM, xr, w->post_norm,
                            w->gate_up_b, LMC_GEMV_OUT_SWIGLU, m->d_act)) ||
@@ -583,6 +588,8 @@ static lmc_status prefill_body(cu_model *m, cu_cache *c, int n, pf_rows keep) {
                 return st;
             break;
         }
+        KL(lmc_cu_attn_prefill(m->p_q, c->k + koff, c->v + koff, m->p_attn, n, m->hq, m->hkv,
+                               m->D, (int)c->cap, c->d_state, m->window, s));
         if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, m->p_x, n, H, QD, true, true,
                               m->stream)))
             return st;
@@ -662,7 +669,8 @@ static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
         size_t rows = n - done < PF_CHUNK ? n - done : PF_CHUNK;
         if ((st = ensure_prefill_rows(m, rows))) return st;
         m->h_state[0] = (int32_t)c->len;
-        CU(cudaMemcpyAsync(c->d_state, m->h_state, 4, cudaMemcpyHostToDevice, m->stream));
+        m->h_state[1] = (int32_t)(c->len + rows - 1); /* the last row's, for its attention */
+        CU(cudaMemcpyAsync(c->d_state, m->h_state, 8, cudaMemcpyHostToDevice, m->stream));
         CU(cudaMemcpyAsync(m->p_ids, ids + done, rows * 4, cudaMemcpyHostToDevice, m->stream));
         const bool last = done + rows == n, every = all_logits && host_logits;
         if ((st = run_prefill(m, c, (int)rows,

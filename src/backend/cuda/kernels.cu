@@ -500,6 +500,23 @@ extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int 
                                d_state, q_out, k_cache, v_cache, cap, rnd);
 }
 
+/* No early trigger: the decode attention launched next reads the cache
+ * before it waits, so it must not start before the prologue that wrote the
+ * cache has finished, which this kernel's own wait ensures. */
+__global__ void k_decode_row(const uint16_t *row, const uint16_t *bias, int cols,
+                             uint16_t *out, int rnd) {
+    pdl_wait();
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < cols) out[i] = bias ? f2bf(rbfc(bf2f(row[i]) + bf2f(bias[i]), rnd)) : row[i];
+}
+
+extern "C" int lmc_cu_decode_row(const uint16_t *row, const uint16_t *bias, int cols,
+                                 uint16_t *out, int rnd, lmc_cu_stream s) {
+    if (cols <= 0) return (int)cudaErrorInvalidValue;
+    return (int)lmc_pdl_launch(k_decode_row, dim3((cols + 255) / 256), dim3(256), 0,
+                               (cudaStream_t)s, row, bias, cols, out, rnd);
+}
+
 /* --------------------------------------------------------------- swiglu */
 /* Gate and up are interleaved, so output i reads inputs 2i and 2i + 1:
  * 8 outputs per thread from two 16-byte loads. */
