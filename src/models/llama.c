@@ -1,5 +1,7 @@
 /* The llama family on the CPU: llama, mistral (sliding window), qwen2 (q/k/v
- * bias) and qwen3 (per-head q/k RMSNorm, explicit head_dim). Weights are
+ * bias), qwen3 (per-head q/k RMSNorm, explicit head_dim) and gemma3_text
+ * (Gemma 3: scaled embeddings, (1 + w) norms around both sublayers, GeGLU,
+ * sliding and full attention layers with their own RoPE). Weights are
  * views into the mmapped safetensors; activations are fp32. For bf16/fp16
  * checkpoints the activations are rounded to that dtype after each op, the
  * way a model computed in that dtype (transformers, mlx) rounds them, so
@@ -27,16 +29,46 @@ typedef struct {
     size_t window;
     float scale;
     lmc_dtype act_dt; /* rounding of activations: F32 (none), BF16 or F16 */
+    /* gemma3_text */
+    bool gemma;
+    float embed_scale;     /* sqrt(hidden_size) in the activation dtype */
+    lmc_rope rope_local;   /* the sliding layers' table */
+    size_t *layer_window;  /* per layer: the window, 0 for full attention */
 } llama_model;
 
 /* ------------------------------------------------------------ config */
 
+/* gemma3_text's own keys: the activation, no soft-capping, the attention
+ * scalar. */
+static lmc_status validate_gemma3(json_object *raw) {
+    json_object *o = raw ? lmc_json_get(raw, "hidden_activation") : NULL;
+    const char *act = o ? json_object_get_string(o) : "gelu_pytorch_tanh";
+    if (!act || strcmp(act, "gelu_pytorch_tanh"))
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "config.json: hidden_activation '%s' is not supported (gelu_pytorch_tanh)",
+                       act ? act : "null");
+    static const char *const capping[] = {"final_logit_softcapping", "attn_logit_softcapping"};
+    for (size_t i = 0; i < 2; i++) {
+        o = raw ? lmc_json_get(raw, capping[i]) : NULL;
+        if (o && !json_object_is_type(o, json_type_null))
+            return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: %s is not supported", capping[i]);
+    }
+    o = raw ? lmc_json_get(raw, "query_pre_attn_scalar") : NULL;
+    if (o && !(json_object_is_type(o, json_type_int) || json_object_is_type(o, json_type_double)))
+        return lmc_err(LMC_ERR_FORMAT, "config.json: query_pre_attn_scalar must be a number");
+    if (o && !(json_object_get_double(o) > 0.0))
+        return lmc_err(LMC_ERR_FORMAT, "config.json: query_pre_attn_scalar must be positive");
+    return LMC_OK;
+}
+
 static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
     const char *mt = c->model_type;
-    if (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") && strcmp(mt, "qwen3"))
+    bool gemma = !strcmp(mt, "gemma3_text");
+    if (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") &&
+        strcmp(mt, "qwen3") && !gemma)
         return lmc_err(LMC_ERR_UNSUPPORTED,
                        "config.json: model_type '%s' is not in the llama family "
-                       "(llama, mistral, qwen2, qwen3)",
+                       "(llama, mistral, qwen2, qwen3, gemma3_text)",
                        mt);
 #define POSITIVE(field)                                                                   \
     if (c->field <= 0)                                                                    \
@@ -74,12 +106,12 @@ static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
         return lmc_err(LMC_ERR_FORMAT, "config.json: rms_norm_eps must be >= 0 and rope_theta > 0");
     lmc_status st = lmc_rope_check(c);
     if (st) return st;
-    if (c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
+    if (!gemma && c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
         return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (silu)",
                        c->hidden_act);
     if (c->sliding_window < 0)
         return lmc_err(LMC_ERR_FORMAT, "config.json: sliding_window must not be negative");
-    return LMC_OK;
+    return gemma ? validate_gemma3(raw) : LMC_OK;
 }
 
 lmc_status lmc_llama_effective_window(const lmc_loaded_model *lm, int64_t *window) {
@@ -193,35 +225,46 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
     lmc_dtype rd = m->act_dt;
     lmc_status st;
     if ((st = lmc_cpu_kv_reserve(c, n))) return st;
+    /* gemma3's norms scale by (1 + w) in fp32 */
+    void (*norm)(const float *, const lmc_cpu_mat *, float, size_t, size_t, float *, lmc_dtype) =
+        m->gemma ? lmc_cpu_rmsnorm_offset : lmc_cpu_rmsnorm;
     for (size_t l = 0; l < W->n_layers; l++) {
         const lmc_llama_layer *L = &W->layers[l];
-        lmc_cpu_rmsnorm(ws->x, &L->in_norm, eps, n, H, ws->h, rd);
+        const size_t window = m->layer_window ? m->layer_window[l] : m->window;
+        const lmc_rope *rope = m->layer_window && window ? &m->rope_local : &m->rope;
+        norm(ws->x, &L->in_norm, eps, n, H, ws->h, rd);
         const lmc_cpu_mat *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {&L->q_b, &L->k_b, &L->v_b};
         float *qkv_out[3] = {ws->q, ws->k, ws->v};
         if ((st = linear_multi(m, qkv, qkv_b, 3, ws->h, n, qkv_out))) return st;
         if (L->q_norm.data) {
-            lmc_cpu_rmsnorm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, rd);
-            lmc_cpu_rmsnorm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, rd);
+            norm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, rd);
+            norm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, rd);
         }
-        lmc_cpu_rope(ws->q, n, nh, hd, c->offset, m->rope.inv_freq, m->rope.attn_factor, rd);
-        lmc_cpu_rope(ws->k, n, nkv, hd, c->offset, m->rope.inv_freq, m->rope.attn_factor, rd);
+        lmc_cpu_rope(ws->q, n, nh, hd, c->offset, rope->inv_freq, rope->attn_factor, rd);
+        lmc_cpu_rope(ws->k, n, nkv, hd, c->offset, rope->inv_freq, rope->attn_factor, rd);
         lmc_cpu_attn_args a = {
             .k = c->k[l], .v = c->v[l], .pos = c->pos, .n_past = c->used,
             .past_stride = c->cap, .k_new = ws->k, .v_new = ws->v, .n = n, .heads = nh,
-            .kv_heads = nkv, .head_dim = hd, .pos0 = c->offset, .window = m->window,
+            .kv_heads = nkv, .head_dim = hd, .pos0 = c->offset, .window = window,
             .scale = m->scale, .round_dt = rd,
         };
         if ((st = lmc_cpu_attention(&a, ws->q, ws->att))) return st;
         store_kv(c, l, ws->k, ws->v, n);
         if ((st = linear(m, &L->o, &L->o_b, ws->att, n, ws->o))) return st;
+        if (m->gemma) /* the attention output is normed before the residual add */
+            norm(ws->o, &L->post_norm, eps, n, H, ws->o, rd);
         lmc_cpu_add(ws->x, ws->o, n * H);
         lmc_cpu_round(ws->x, n * H, rd);
-        lmc_cpu_rmsnorm(ws->x, &L->post_norm, eps, n, H, ws->h, rd);
+        norm(ws->x, m->gemma ? &L->pre_ff_norm : &L->post_norm, eps, n, H, ws->h, rd);
         const lmc_cpu_mat *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {&L->gate_b, &L->up_b};
         float *gu_out[2] = {ws->g, ws->u};
         if ((st = linear_multi(m, gu, gu_b, 2, ws->h, n, gu_out))) return st;
-        lmc_cpu_silu_mul(ws->g, ws->u, n * I, ws->g, rd);
+        if (m->gemma)
+            lmc_cpu_gelu_tanh_mul(ws->g, ws->u, n * I, ws->g, rd);
+        else
+            lmc_cpu_silu_mul(ws->g, ws->u, n * I, ws->g, rd);
         if ((st = linear(m, &L->down, &L->down_b, ws->g, n, ws->o))) return st;
+        if (m->gemma) norm(ws->o, &L->post_ff_norm, eps, n, H, ws->o, rd);
         lmc_cpu_add(ws->x, ws->o, n * H);
         lmc_cpu_round(ws->x, n * H, rd);
     }
@@ -259,6 +302,10 @@ static lmc_status run_rows(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *i
         if (ids) {
             for (size_t i = 0; i < k; i++)
                 lmc_cpu_widen(&m->w.embed, ids[done + i], 0, H, ws.x + i * H);
+            if (m->gemma) { /* embeddings times sqrt(hidden_size), in the model's dtype */
+                for (size_t i = 0; i < k * H; i++) ws.x[i] *= m->embed_scale;
+                lmc_cpu_round(ws.x, k * H, m->act_dt);
+            }
         } else {
             memcpy(ws.x, embeds + done * H, k * H * sizeof(float));
             lmc_cpu_round(ws.x, k * H, m->act_dt);
@@ -268,7 +315,8 @@ static lmc_status run_rows(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *i
         if (!all_logits && !last) continue;
         /* Logits for every row (all_logits) or only the final position. */
         size_t r0 = all_logits ? 0 : k - 1, nr = k - r0;
-        lmc_cpu_rmsnorm(ws.x + r0 * H, &m->w.final_norm, eps, nr, H, ws.h, m->act_dt);
+        (m->gemma ? lmc_cpu_rmsnorm_offset : lmc_cpu_rmsnorm)(ws.x + r0 * H, &m->w.final_norm,
+                                                              eps, nr, H, ws.h, m->act_dt);
         float *dst = all_logits ? logits + done * V : logits;
         st = linear(m, &m->w.lm_head, NULL, ws.h, nr, dst);
     }
@@ -318,6 +366,8 @@ static void llama_free(lmc_model *base) {
     llama_model *m = (llama_model *)base;
     lmc_llama_weights_free(&m->w);
     lmc_rope_free(&m->rope);
+    lmc_rope_free(&m->rope_local);
+    free(m->layer_window);
     free(m);
 }
 
@@ -337,6 +387,81 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
 }
 #endif
 
+static double json_number(json_object *o, double fallback) {
+    return o && (json_object_is_type(o, json_type_int) || json_object_is_type(o, json_type_double))
+               ? json_object_get_double(o)
+               : fallback;
+}
+
+/* gemma3_text: which layers slide (layer_types, else all but every
+ * sliding_window_pattern-th, 6 by default), the sliding layers' RoPE
+ * (rope_parameters.sliding_attention, else rope_local_base_freq, 10000 by
+ * default; unscaled), the attention scale query_pre_attn_scalar^-1/2 and
+ * the embedding scale. The cache keeps every position: the windows are
+ * applied per layer by the attention. */
+static lmc_status gemma3_setup(llama_model *m, json_object *raw, int64_t window) {
+    const lmc_model_config *c = &m->base.cfg;
+    const size_t L = (size_t)c->num_hidden_layers;
+    m->gemma = true;
+    m->layer_window = calloc(L, sizeof *m->layer_window);
+    if (!m->layer_window) return lmc_err(LMC_ERR_NOMEM, "gemma3: no memory");
+    json_object *types = lmc_json_get(raw, "layer_types");
+    bool slides = false;
+    if (types) {
+        if (!json_object_is_type(types, json_type_array) || json_object_array_length(types) != L)
+            return lmc_err(LMC_ERR_FORMAT,
+                           "config.json: layer_types must be a list of %zu layer types", L);
+        for (size_t i = 0; i < L; i++) {
+            const char *t = json_object_get_string(json_object_array_get_idx(types, i));
+            bool sliding = t && !strcmp(t, "sliding_attention");
+            if (!sliding && (!t || strcmp(t, "full_attention")))
+                return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: layer_types[%zu] is '%s'", i,
+                               t ? t : "null");
+            m->layer_window[i] = sliding ? (size_t)window : 0;
+            slides |= sliding;
+        }
+    } else {
+        json_object *p = lmc_json_get(raw, "sliding_window_pattern");
+        double pattern = json_number(p ? p : lmc_json_get(raw, "_sliding_window_pattern"), 6);
+        if (!(pattern >= 1) || pattern != floor(pattern) || pattern > 1e6)
+            return lmc_err(LMC_ERR_FORMAT,
+                           "config.json: sliding_window_pattern must be a positive integer");
+        for (size_t i = 0; i < L; i++) {
+            bool sliding = (i + 1) % (size_t)pattern != 0;
+            m->layer_window[i] = sliding ? (size_t)window : 0;
+            slides |= sliding;
+        }
+    }
+    if (slides && window <= 0)
+        return lmc_err(LMC_ERR_FORMAT,
+                       "config.json: gemma3 sliding layers need a positive sliding_window");
+    lmc_model_config local = *c;
+    local.rope_type[0] = 0;
+    json_object *rp = lmc_json_get(raw, "rope_parameters");
+    json_object *sl = rp ? lmc_json_get(rp, "sliding_attention") : NULL;
+    if (sl) {
+        json_object *t = lmc_json_get(sl, "rope_type");
+        const char *ts = t ? json_object_get_string(t) : "default";
+        if (!ts || strcmp(ts, "default"))
+            return lmc_err(LMC_ERR_UNSUPPORTED,
+                           "config.json: rope_parameters.sliding_attention.rope_type '%s' is not "
+                           "supported (default)",
+                           ts ? ts : "null");
+        local.rope_theta = json_number(lmc_json_get(sl, "rope_theta"), 10000.0);
+    } else {
+        local.rope_theta = json_number(lmc_json_get(raw, "rope_local_base_freq"), 10000.0);
+    }
+    if (!(local.rope_theta > 0.0))
+        return lmc_err(LMC_ERR_FORMAT, "config.json: the sliding layers' rope_theta must be positive");
+    lmc_status st = lmc_rope_init(&local, &m->rope_local);
+    if (st) return st;
+    m->scale = (float)(1.0 / sqrt(json_number(lmc_json_get(raw, "query_pre_attn_scalar"),
+                                              (double)c->head_dim)));
+    m->embed_scale = (float)sqrt((double)c->hidden_size);
+    lmc_cpu_round(&m->embed_scale, 1, m->act_dt);
+    return LMC_OK;
+}
+
 /* Both constructors: names are the tensor-name prefix of the decoder and
  * the lm_head tensor (NULL: "model." and "lm_head.weight" on any device). */
 static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *names,
@@ -345,9 +470,14 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
         return lmc_err(LMC_ERR_INVALID_ARG, "llama: config, weights and out are required");
     *out = NULL;
     lmc_status st = validate_config(lm->config, lm->config_json);
+    const bool gemma = !strcmp(lm->config->model_type, "gemma3_text");
     int64_t window = 0;
-    if (!st) st = lmc_llama_effective_window(lm, &window);
+    if (!st && !gemma) st = lmc_llama_effective_window(lm, &window);
     if (st) return st;
+    if (gemma && names)
+        return lmc_err(LMC_ERR_UNSUPPORTED, "gemma3_text: not supported as a VLM's text model");
+    if (gemma && lm->device != LMC_DEVICE_CPU)
+        return lmc_err(LMC_ERR_UNSUPPORTED, "gemma3_text runs on the CPU only (--device cpu)");
     if (lm->device == LMC_DEVICE_CUDA) {
         if (names)
             return lmc_err(LMC_ERR_UNSUPPORTED,
@@ -361,7 +491,7 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
     if (!m) return lmc_err(LMC_ERR_NOMEM, "llama: no memory");
     m->base.vt = &llama_vt;
     m->base.cfg = *lm->config;
-    m->base.cfg.sliding_window = window;
+    m->base.cfg.sliding_window = window; /* gemma3: 0, a cache of every position */
     m->base.device = LMC_DEVICE_CPU;
     const lmc_model_config *c = &m->base.cfg;
     /* quantized modules stay packed: the CPU kernels dequantize on the fly */
@@ -377,6 +507,10 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
      * activations to that dtype between ops. */
     const lmc_dtype edt = m->w.embed.dt; /* quantized (U32) embeddings compute in fp32 */
     m->act_dt = edt == LMC_DT_BF16 || edt == LMC_DT_F16 ? edt : LMC_DT_F32;
+    if (gemma && (st = gemma3_setup(m, lm->config_json, lm->config->sliding_window))) {
+        llama_free(&m->base);
+        return st;
+    }
     *out = &m->base;
     return LMC_OK;
 }

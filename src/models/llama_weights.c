@@ -106,7 +106,7 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
     int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     int64_t qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
     bool is_llama = !strcmp(mt, "llama"), is_qwen2 = !strcmp(mt, "qwen2");
-    bool is_qwen3 = !strcmp(mt, "qwen3");
+    bool is_qwen3 = !strcmp(mt, "qwen3"), is_gemma3 = !strcmp(mt, "gemma3_text");
     /* Which optional tensors each architecture declares. */
     bool qkv_bias = is_qwen2 || ((is_llama || is_qwen3) && c->attention_bias);
     bool o_bias = (is_llama || is_qwen3) && c->attention_bias;
@@ -157,9 +157,13 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
             B(v_b, "self_attn.v_proj.bias", kvd, 0, true);
         }
         if (o_bias) B(o_b, "self_attn.o_proj.bias", H, 0, true);
-        if (is_qwen3) {
+        if (is_qwen3 || is_gemma3) {
             B(q_norm, "self_attn.q_norm.weight", c->head_dim, 0, true);
             B(k_norm, "self_attn.k_norm.weight", c->head_dim, 0, true);
+        }
+        if (is_gemma3) {
+            B(pre_ff_norm, "pre_feedforward_layernorm.weight", H, 0, true);
+            B(post_ff_norm, "post_feedforward_layernorm.weight", H, 0, true);
         }
         M(gate, "mlp.gate_proj", I, H);
         M(up, "mlp.up_proj", I, H);

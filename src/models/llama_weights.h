@@ -10,7 +10,8 @@
 typedef struct {
     lmc_cpu_mat in_norm, post_norm;
     lmc_cpu_mat q, k, v, o, q_b, k_b, v_b, o_b;
-    lmc_cpu_mat q_norm, k_norm; /* qwen3 */
+    lmc_cpu_mat q_norm, k_norm;            /* qwen3, gemma3 */
+    lmc_cpu_mat pre_ff_norm, post_ff_norm; /* gemma3 (its post_norm follows attention) */
     lmc_cpu_mat gate, up, down, gate_b, up_b, down_b;
 } lmc_llama_layer;
 

@@ -8,6 +8,7 @@
 #include "formats/config.h"
 #include "formats/safetensors.h"
 #include "models/model.h"
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -70,6 +71,25 @@ static inline bool load_golden(const char *dir, const char *name, golden *g) {
     g->half = dt && (!strcmp(dt, "bf16") || !strcmp(dt, "fp16"));
     json_object_put(o);
     return g->vocab > 0 && nf == g->vocab && g->n_prompt > 0;
+}
+
+/* max|a - ref| / range(ref) over n values (NaN in a fails any bound). */
+static inline double golden_rel_err(const float *a, const float *ref, size_t n) {
+    double mx = 0, lo = ref[0], hi = ref[0];
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]);
+        if (!(d <= mx)) mx = d;
+        if (ref[i] < lo) lo = ref[i];
+        if (ref[i] > hi) hi = ref[i];
+    }
+    return mx / (hi - lo);
+}
+
+static inline int32_t golden_argmax(const float *x, size_t n) {
+    size_t b = 0;
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return (int32_t)b;
 }
 
 static inline void golden_free(golden *g) {

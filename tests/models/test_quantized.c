@@ -132,23 +132,6 @@ static bool load_quant_golden(const char *dir, golden *g) {
     return load_golden(dir, "", g) && g->n_margins == g->n_greedy;
 }
 
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double mx = 0, lo = ref[0], hi = ref[0];
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= mx)) mx = d; /* NaN propagates as a failure */
-        if (ref[i] < lo) lo = ref[i];
-        if (ref[i] > hi) hi = ref[i];
-    }
-    return mx / (hi - lo);
-}
-
-static int32_t argmax(const float *x, size_t n) {
-    size_t b = 0;
-    for (size_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return (int32_t)b;
-}
 
 static double worst_err;
 
@@ -176,7 +159,7 @@ static void test_golden(const char *name) {
     lmc_kv_cache *c = NULL;
     CHECK(lmc_kv_cache_new(L.model, &c) == LMC_OK);
     CHECK(lmc_model_forward(L.model, c, g.prompt, g.n_prompt, lg, false) == LMC_OK);
-    double e = rel_err(lg, g.logits, V);
+    double e = golden_rel_err(lg, g.logits, V);
     if (e > worst_err) worst_err = e;
     printf("%-14s prompt logits  max|d|/range = %.3g (tol %.0g)\n", name, e, tol);
     CHECK_MSG(e <= tol, "%s: prompt logits rel err %g > %g", name, e, tol);
@@ -186,7 +169,7 @@ static void test_golden(const char *name) {
     int32_t toks[MAX_TOK];
     size_t same = 0, must = g.n_greedy;
     for (size_t i = 0; i < g.n_greedy; i++) {
-        toks[i] = argmax(lg, V);
+        toks[i] = golden_argmax(lg, V);
         if (lmc_model_forward(L.model, c, &toks[i], 1, lg, false)) break;
     }
     for (size_t i = 0; i < g.n_greedy; i++)
@@ -205,7 +188,7 @@ static void test_golden(const char *name) {
     memcpy(all + g.n_prompt, g.greedy, (g.n_greedy - 1) * sizeof(int32_t));
     lmc_kv_cache_clear(c);
     CHECK(lmc_model_forward(L.model, c, all, n, lg, false) == LMC_OK);
-    e = rel_err(lg, g.full_logits, V);
+    e = golden_rel_err(lg, g.full_logits, V);
     if (e > worst_err) worst_err = e;
     printf("%-14s full logits    max|d|/range = %.3g (tol %.0g)\n", name, e, tol);
     CHECK_MSG(e <= tol, "%s: full logits rel err %g > %g", name, e, tol);
@@ -220,7 +203,7 @@ static void test_golden(const char *name) {
     snprintf(dir, sizeof dir, "%s/tests/golden/models/%s-fp32", src_dir(),
              !strncmp(name, "qwen3", 5) ? "qwen3" : "llama");
     if (load_quant_golden(dir, &f) && f.vocab == g.vocab) {
-        double d = rel_err(f.logits, g.logits, V);
+        double d = golden_rel_err(f.logits, g.logits, V);
         printf("%-14s vs unquantized max|d|/range = %.3g\n", name, d);
         CHECK_MSG(d > 10 * tol, "%s: quantized and fp32 references barely differ (%g)", name, d);
     } else {

@@ -64,6 +64,13 @@ void lmc_cpu_add(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+/* 1 / sqrt(mean(x^2) + eps) of one row, the statistics in double. */
+static float inv_rms(const float *x, size_t d, float eps) {
+    double ss = 0.0;
+    for (size_t j = 0; j < d; j++) ss += (double)x[j] * x[j];
+    return 1.0f / sqrtf((float)(ss / (double)d) + eps);
+}
+
 void lmc_cpu_rmsnorm(const float *x, const lmc_cpu_mat *weight, float eps, size_t n, size_t d,
                      float *out, lmc_dtype round_dt) {
     float *w = malloc(d * sizeof(float));
@@ -71,9 +78,7 @@ void lmc_cpu_rmsnorm(const float *x, const lmc_cpu_mat *weight, float eps, size_
     for (size_t i = 0; i < n; i++) {
         const float *xi = x + i * d;
         float *oi = out + i * d;
-        double ss = 0.0;
-        for (size_t j = 0; j < d; j++) ss += (double)xi[j] * xi[j];
-        float r = 1.0f / sqrtf((float)(ss / (double)d) + eps);
+        const float r = inv_rms(xi, d, eps);
         for (size_t j = 0; j < d; j++) {
             float wj = w ? w[j] : 0.0f;
             if (!w) lmc_cpu_widen(weight, 0, (int64_t)j, 1, &wj);
@@ -81,6 +86,20 @@ void lmc_cpu_rmsnorm(const float *x, const lmc_cpu_mat *weight, float eps, size_
         }
     }
     free(w);
+}
+
+void lmc_cpu_rmsnorm_offset(const float *x, const lmc_cpu_mat *weight, float eps, size_t n,
+                            size_t d, float *out, lmc_dtype round_dt) {
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * d;
+        float *oi = out + i * d;
+        const float r = inv_rms(xi, d, eps);
+        for (size_t j = 0; j < d; j++) {
+            float wj;
+            lmc_cpu_widen(weight, 0, (int64_t)j, 1, &wj);
+            oi[j] = round_to(xi[j] * r * (1.0f + wj), round_dt);
+        }
+    }
 }
 
 void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0,
@@ -110,6 +129,16 @@ void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0
 void lmc_cpu_silu_mul(const float *g, const float *u, size_t n, float *a, lmc_dtype round_dt) {
     for (size_t i = 0; i < n; i++) {
         float s = round_to(g[i] / (1.0f + expf(-g[i])), round_dt);
+        a[i] = round_to(s * u[i], round_dt);
+    }
+}
+
+void lmc_cpu_gelu_tanh_mul(const float *g, const float *u, size_t n, float *a,
+                           lmc_dtype round_dt) {
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (size_t i = 0; i < n; i++) {
+        const float x = g[i];
+        float s = round_to(0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x))), round_dt);
         a[i] = round_to(s * u[i], round_dt);
     }
 }

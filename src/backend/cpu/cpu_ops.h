@@ -59,6 +59,11 @@ void lmc_cpu_widen(const lmc_cpu_mat *w, int64_t row, int64_t col0, size_t n, fl
 void lmc_cpu_rmsnorm(const float *x, const lmc_cpu_mat *weight, float eps, size_t n, size_t d,
                      float *out, lmc_dtype round_dt);
 
+/* Gemma's RMSNorm: out = x * rsqrt(mean(x^2) + eps) * (1 + weight), all in
+ * fp32 and rounded once to round_dt at the end (out may alias x). */
+void lmc_cpu_rmsnorm_offset(const float *x, const lmc_cpu_mat *weight, float eps, size_t n,
+                            size_t d, float *out, lmc_dtype round_dt);
+
 /* Rotary embedding in the rotate-half layout, applied in place to n rows of
  * `heads` heads of `head_dim` each (row stride heads*head_dim), row i at
  * position pos0 + i. inv_freq holds head_dim/2 frequencies; cos and sin are
@@ -69,6 +74,10 @@ void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0
 
 /* a[i] = silu(g[i]) * u[i] (a may alias g); rounding as for rmsnorm. */
 void lmc_cpu_silu_mul(const float *g, const float *u, size_t n, float *a, lmc_dtype round_dt);
+/* a[i] = gelu(g[i]) * u[i] with GELU's tanh approximation
+ * ("gelu_pytorch_tanh"); rounding as for lmc_cpu_silu_mul. */
+void lmc_cpu_gelu_tanh_mul(const float *g, const float *u, size_t n, float *a,
+                           lmc_dtype round_dt);
 
 /* x[i] += y[i]. */
 void lmc_cpu_add(float *x, const float *y, size_t n);

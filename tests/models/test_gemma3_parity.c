@@ -1,0 +1,199 @@
+/* Gemma 3 text (gemma3_text) on the CPU against transformers: for each
+ * checkpoint in tests/golden/gemma3 (built by
+ * tests/oracle/make_gemma3_models.py: sliding layers with a window shorter
+ * than the sequence mixed with a full layer, two RoPE tables, an attention
+ * scalar unlike head_dim, (1 + w) norms) compare the prompt's last logits,
+ * the greedy continuation and the logits after prompt + continuation (one
+ * forward, and prefill + decode steps); then controls that must miss, and
+ * the refusals (CUDA, bad settings). */
+#include "base/file.h"
+#include "base/json.h"
+#include "check.h"
+#include "formats/config.h"
+#include "models/model.h"
+#include "model_golden.h"
+#include <stdint.h>
+#include <unistd.h>
+
+/* max|a - ref| / range(ref) */
+
+/* A copy of checkpoint dir in a new temporary directory (tmp, a mkdtemp
+ * template) with one textual edit of config.json (from -> to; none when
+ * from is NULL); false when from is not in config.json. */
+static const char *const ckpt_files[] = {"config.json", "generation_config.json",
+                                         "model.safetensors"};
+
+static bool copy_edited(const char *dir, char *tmp, const char *from, const char *to) {
+    if (!mkdtemp(tmp)) return false;
+    for (size_t i = 0; i < 3; i++)
+        if (lmc_copy_file(dir, tmp, ckpt_files[i], true)) return false;
+    if (!from) return true;
+    char path[1500];
+    snprintf(path, sizeof path, "%s/config.json", tmp);
+    char *text = NULL;
+    size_t len = 0;
+    if (lmc_read_file(path, "config.json", 1 << 20, &text, &len)) return false;
+    char *at = strstr(text, from);
+    if (at) {
+        FILE *f = fopen(path, "w");
+        fprintf(f, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+        fclose(f);
+    }
+    free(text);
+    return at != NULL;
+}
+
+static void remove_copy(const char *tmp) {
+    char path[1500];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", tmp, ckpt_files[i]);
+        remove(path);
+    }
+    rmdir(tmp);
+}
+
+/* The error of the prompt's last logits of the checkpoint with config.json
+ * edited; < 0 when the edit does not apply or the model fails. */
+static double prompt_err(const char *dir, const golden *g, const char *from, const char *to) {
+    char tmp[] = "/tmp/lmc_gemma3_XXXXXX";
+    double e = -1;
+    loaded L;
+    if (copy_edited(dir, tmp, from, to) && !load_model(tmp, &L, NULL)) {
+        float *lg = calloc(g->vocab, sizeof(float));
+        lmc_kv_cache *c = NULL;
+        if (!lmc_kv_cache_new(L.model, &c) &&
+            !lmc_model_forward(L.model, c, g->prompt, g->n_prompt, lg, false))
+            e = golden_rel_err(lg, g->logits, g->vocab);
+        if (c) lmc_kv_cache_free(c);
+        free(lg);
+        unload(&L);
+    }
+    remove_copy(tmp);
+    return e;
+}
+
+static void test_checkpoint(const char *dir, const char *name) {
+    golden g;
+    loaded L;
+    if (!open_checkpoint(dir, name, &g, &L)) return;
+    CHECK_STREQ(L.cfg.model_type, "gemma3_text");
+    lmc_model *m = L.model;
+    size_t V = (size_t)lmc_model_vocab(m);
+    CHECK_EQ_INT(V, g.vocab);
+    const double tol = g.half ? 2e-2 : 1e-4;
+    float *lg = calloc(V, sizeof(float));
+    lmc_kv_cache *c = NULL;
+    CHECK(lmc_kv_cache_new(m, &c) == LMC_OK);
+
+    /* 1. prompt logits */
+    CHECK(lmc_model_forward(m, c, g.prompt, g.n_prompt, lg, false) == LMC_OK);
+    double e = golden_rel_err(lg, g.logits, V);
+    printf("%-14s prompt logits   max|d|/range = %.3g (tol %.0g)\n", name, e, tol);
+    CHECK_MSG(e <= tol, "%s: prompt logits err %g", name, e);
+
+    /* 2. free-running greedy, identical up to the first reference near-tie */
+    size_t must = g.n_greedy, same = 0;
+    const double tie = g.half ? 0.05 : 1e-3;
+    for (size_t i = 0; i < g.n_greedy; i++)
+        if (g.margins[i] <= tie) {
+            must = i;
+            break;
+        }
+    int32_t toks[MAX_TOK];
+    for (size_t i = 0; i < g.n_greedy; i++) {
+        toks[i] = golden_argmax(lg, V);
+        if (lmc_model_forward(m, c, &toks[i], 1, lg, false)) {
+            toks[i] = -1;
+            break;
+        }
+    }
+    while (same < g.n_greedy && toks[same] == g.greedy[same]) same++;
+    printf("%-14s greedy          %zu/%zu tokens identical (reference has no tie before %zu)\n",
+           name, same, g.n_greedy, must);
+    CHECK_MSG(same >= must, "%s: greedy diverged at token %zu", name, same);
+    CHECK(must >= 5);
+
+    /* 3. prompt + greedy[:-1] (51 positions, the window is 6): one forward,
+     * then prefill + one token at a time */
+    int32_t seq[2 * MAX_TOK];
+    const size_t ns = g.n_prompt + g.n_greedy - 1;
+    memcpy(seq, g.prompt, g.n_prompt * sizeof(int32_t));
+    memcpy(seq + g.n_prompt, g.greedy, (g.n_greedy - 1) * sizeof(int32_t));
+    lmc_kv_cache_clear(c);
+    CHECK(lmc_model_forward(m, c, seq, ns, lg, false) == LMC_OK);
+    e = golden_rel_err(lg, g.full_logits, V);
+    printf("%-14s %zu-token logits max|d|/range = %.3g\n", name, ns, e);
+    CHECK_MSG(e <= tol, "%s: full-sequence logits err %g", name, e);
+    lmc_kv_cache_clear(c);
+    lmc_status st = lmc_model_forward(m, c, seq, 9, lg, false);
+    for (size_t i = 9; i < ns && !st; i++) st = lmc_model_forward(m, c, &seq[i], 1, lg, false);
+    CHECK(st == LMC_OK);
+    e = golden_rel_err(lg, g.full_logits, V);
+    CHECK_MSG(e <= tol, "%s: decode-path full logits err %g", name, e);
+    lmc_kv_cache_free(c);
+    free(lg);
+    unload(&L);
+
+    /* 4. controls: each feature left out misses the reference by 5% of its
+     * range at least, far beyond the tolerances above (or they could not
+     * tell) */
+    static const struct {
+        const char *what, *from, *to;
+    } controls[] = {
+        {"no attention scalar", "\"query_pre_attn_scalar\": 24", "\"query_pre_attn_scalar\": 32"},
+        {"every layer full", "\"sliding_attention\",\n    \"sliding_attention\",",
+         "\"full_attention\",\n    \"full_attention\","},
+        {"one RoPE table", "\"rope_theta\": 10000.0", "\"rope_theta\": 1000000.0"},
+    };
+    for (size_t i = 0; i < sizeof controls / sizeof controls[0]; i++) {
+        double ec = prompt_err(dir, &g, controls[i].from, controls[i].to);
+        printf("%-14s control (%s): max|d|/range = %.3g\n", name, controls[i].what, ec);
+        CHECK_MSG(ec > 0.05, "%s: control '%s' err %g is not far off", name, controls[i].what,
+                  ec);
+    }
+    golden_free(&g);
+}
+
+static void expect_load_error(const char *dir, const char *from, const char *to,
+                              lmc_status want, const char *fragment) {
+    char tmp[] = "/tmp/lmc_gemma3e_XXXXXX";
+    CHECK_MSG(copy_edited(dir, tmp, from, to), "config.json has no '%s'", from);
+    loaded L;
+    CHECK_ERR(load_model(tmp, &L, NULL), want, fragment);
+    unload(&L);
+    remove_copy(tmp);
+}
+
+int main(void) {
+    char dir[1024];
+    static const char *const names[] = {"gemma3-fp32", "gemma3-bf16"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(dir, sizeof dir, "%s/tests/golden/gemma3/%s", src_dir(), names[i]);
+        test_checkpoint(dir, names[i]);
+    }
+    snprintf(dir, sizeof dir, "%s/tests/golden/gemma3/gemma3-fp32", src_dir());
+    expect_load_error(dir, "\"hidden_activation\": \"gelu_pytorch_tanh\"",
+                      "\"hidden_activation\": \"relu\"", LMC_ERR_UNSUPPORTED, "hidden_activation");
+    expect_load_error(dir, "\"final_logit_softcapping\": null", "\"final_logit_softcapping\": 30.0",
+                      LMC_ERR_UNSUPPORTED, "final_logit_softcapping");
+    expect_load_error(dir, "\"full_attention\",\n    \"sliding_attention\"\n",
+                      "\"full_attention\"\n", LMC_ERR_FORMAT, "layer_types");
+    expect_load_error(dir, "\"sliding_window\": 6", "\"sliding_window\": 0", LMC_ERR_FORMAT,
+                      "sliding_window");
+    expect_load_error(dir, "\"rope_theta\": 10000.0,\n      \"rope_type\": \"default\"",
+                      "\"rope_theta\": 10000.0,\n      \"rope_type\": \"yarn\"",
+                      LMC_ERR_UNSUPPORTED, "sliding_attention");
+    /* CUDA: refused by name, before any upload */
+    {
+        loaded L;
+        memset(&L, 0, sizeof L);
+        CHECK(!lmc_config_load(dir, &L.cfg, &L.cfg_json, &L.raw));
+        CHECK(!lmc_st_set_open_dir(dir, &L.weights));
+        lmc_loaded_model lm = {.config = &L.cfg, .config_json = L.cfg_json, .config_raw = L.raw,
+                               .weights = L.weights, .device = LMC_DEVICE_CUDA};
+        CHECK_ERR(lmc_llama_create(&lm, &L.model), LMC_ERR_UNSUPPORTED, "CPU only");
+        CHECK(L.model == NULL);
+        unload(&L);
+    }
+    return check_summary("test_gemma3_parity");
+}
