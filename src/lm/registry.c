@@ -117,7 +117,8 @@ static lmc_model_registry *g_default;
 static pthread_once_t g_default_once = PTHREAD_ONCE_INIT;
 
 static void build_default(void) {
-    static const char *const llama_family[] = {"llama", "qwen2", "qwen3", "gemma3_text"};
+    static const char *const llama_family[] = {"llama", "qwen2", "qwen3", "phi3",
+                                               "gemma3_text"};
     lmc_model_registry *r;
     if (lmc_registry_new(&r)) return;
     for (size_t i = 0; i < sizeof llama_family / sizeof llama_family[0]; i++) {

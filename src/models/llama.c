@@ -1,5 +1,6 @@
 /* The llama family on the CPU: llama, mistral (sliding window), qwen2 (q/k/v
- * bias), qwen3 (per-head q/k RMSNorm, explicit head_dim) and gemma3_text
+ * bias), qwen3 (per-head q/k RMSNorm, explicit head_dim), phi3 (fused
+ * q/k/v and gate/up weights, partial rotary embedding) and gemma3_text
  * (Gemma 3: scaled embeddings, (1 + w) norms around both sublayers, GeGLU,
  * sliding and full attention layers with their own RoPE). Weights are
  * views into the mmapped safetensors; activations are fp32. For bf16/fp16
@@ -28,6 +29,7 @@ typedef struct {
     lmc_rope rope;
     size_t window;
     float scale;
+    size_t rot_dim;   /* the rotated leading values of each head (phi3: partial) */
     lmc_dtype act_dt; /* rounding of activations: F32 (none), BF16 or F16 */
     /* gemma3_text */
     bool gemma;
@@ -37,6 +39,18 @@ typedef struct {
 } llama_model;
 
 /* ------------------------------------------------------------ config */
+
+/* partial_rotary_factor: under rope_parameters (transformers 5) or at the
+ * top level; 1 when absent. */
+static double partial_rotary(json_object *raw) {
+    json_object *rp = lmc_json_get(raw, "rope_parameters");
+    json_object *o = rp ? lmc_json_get(rp, "partial_rotary_factor") : NULL;
+    if (!o) o = lmc_json_get(raw, "partial_rotary_factor");
+    if (!o) return 1.0;
+    return json_object_is_type(o, json_type_int) || json_object_is_type(o, json_type_double)
+               ? json_object_get_double(o)
+               : NAN;
+}
 
 /* gemma3_text's own keys: the activation, no soft-capping, the attention
  * scalar. */
@@ -65,10 +79,10 @@ static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
     const char *mt = c->model_type;
     bool gemma = !strcmp(mt, "gemma3_text");
     if (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") &&
-        strcmp(mt, "qwen3") && !gemma)
+        strcmp(mt, "qwen3") && strcmp(mt, "phi3") && !gemma)
         return lmc_err(LMC_ERR_UNSUPPORTED,
                        "config.json: model_type '%s' is not in the llama family "
-                       "(llama, mistral, qwen2, qwen3, gemma3_text)",
+                       "(llama, mistral, qwen2, qwen3, phi3, gemma3_text)",
                        mt);
 #define POSITIVE(field)                                                                   \
     if (c->field <= 0)                                                                    \
@@ -106,6 +120,13 @@ static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
         return lmc_err(LMC_ERR_FORMAT, "config.json: rms_norm_eps must be >= 0 and rope_theta > 0");
     lmc_status st = lmc_rope_check(c);
     if (st) return st;
+    double prf = partial_rotary(raw);
+    size_t rot = (size_t)((double)c->head_dim * prf);
+    if (!(prf > 0.0 && prf <= 1.0) || rot < 2 || rot % 2)
+        return lmc_err(LMC_ERR_FORMAT,
+                       "config.json: partial_rotary_factor %g leaves %zu rotated values of "
+                       "head_dim %" PRId64 " (a positive even count is needed)",
+                       prf, rot, c->head_dim);
     if (!gemma && c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
         return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (silu)",
                        c->hidden_act);
@@ -240,8 +261,10 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
             norm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, rd);
             norm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, rd);
         }
-        lmc_cpu_rope(ws->q, n, nh, hd, c->offset, rope->inv_freq, rope->attn_factor, rd);
-        lmc_cpu_rope(ws->k, n, nkv, hd, c->offset, rope->inv_freq, rope->attn_factor, rd);
+        lmc_cpu_rope_partial(ws->q, n, nh, hd, m->rot_dim, c->offset, rope->inv_freq,
+                             rope->attn_factor, rd);
+        lmc_cpu_rope_partial(ws->k, n, nkv, hd, m->rot_dim, c->offset, rope->inv_freq,
+                             rope->attn_factor, rd);
         lmc_cpu_attn_args a = {
             .k = c->k[l], .v = c->v[l], .pos = c->pos, .n_past = c->used,
             .past_stride = c->cap, .k_new = ws->k, .v_new = ws->v, .n = n, .heads = nh,
@@ -476,8 +499,10 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
     if (st) return st;
     if (gemma && names)
         return lmc_err(LMC_ERR_UNSUPPORTED, "gemma3_text: not supported as a VLM's text model");
-    if (gemma && lm->device != LMC_DEVICE_CPU)
-        return lmc_err(LMC_ERR_UNSUPPORTED, "gemma3_text runs on the CPU only (--device cpu)");
+    const bool phi3 = !strcmp(lm->config->model_type, "phi3");
+    if ((gemma || phi3) && lm->device != LMC_DEVICE_CPU)
+        return lmc_err(LMC_ERR_UNSUPPORTED, "%s runs on the CPU only (--device cpu)",
+                       lm->config->model_type);
     if (lm->device == LMC_DEVICE_CUDA) {
         if (names)
             return lmc_err(LMC_ERR_UNSUPPORTED,
@@ -497,7 +522,11 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
     /* quantized modules stay packed: the CPU kernels dequantize on the fly */
     st = names ? lmc_llama_weights_bind_named(c, lm->weights, names, true, &m->w)
                : lmc_llama_weights_bind(c, lm->weights, true, &m->w);
-    if (st || (st = lmc_rope_init(c, &m->rope))) {
+    /* the frequencies of a partial rotary embedding span its rotated dims */
+    lmc_model_config rc = *c;
+    m->rot_dim = (size_t)((double)c->head_dim * partial_rotary(lm->config_json));
+    rc.head_dim = (int64_t)m->rot_dim;
+    if (st || (st = lmc_rope_init(&rc, &m->rope))) {
         llama_free(&m->base);
         return st;
     }

@@ -90,6 +90,35 @@ static lmc_status bind_matrix(lmc_llama_weights *w, const lmc_model_config *c,
     return bind(w, set, nm, d0, d1, true, out);
 }
 
+/* Rows [r0, r0 + rows) of m as a matrix of their own (a view: Phi-3's fused
+ * qkv_proj and gate_up_proj). A quantized m gets its own quantization
+ * record, offset to the slice's scales and biases (owned by w). */
+static lmc_status slice_rows(lmc_llama_weights *w, const lmc_cpu_mat *m, int64_t r0,
+                             int64_t rows, lmc_cpu_mat *out) {
+    *out = *m;
+    out->rows = rows;
+    if (m->dt != LMC_DT_U32) {
+        out->data = (const char *)m->data + (size_t)r0 * (size_t)m->cols * lmc_dtype_size(m->dt);
+        return LMC_OK;
+    }
+    const lmc_cpu_quant *q = m->quant;
+    lmc_cpu_quant *sq = malloc(sizeof *sq);
+    void **grown = sq ? realloc(w->owned, (w->n_owned + 1) * sizeof *grown) : NULL;
+    if (!grown) {
+        free(sq);
+        return lmc_err(LMC_ERR_NOMEM, "model weights: no memory");
+    }
+    w->owned = grown;
+    w->owned[w->n_owned++] = sq;
+    const size_t groups = (size_t)(m->cols / q->group_size);
+    *sq = *q;
+    sq->scales = (const char *)q->scales + (size_t)r0 * groups * lmc_dtype_size(q->scales_dt);
+    sq->biases = (const char *)q->biases + (size_t)r0 * groups * lmc_dtype_size(q->biases_dt);
+    out->data = (const uint32_t *)m->data + (size_t)r0 * (size_t)m->cols * q->bits / 32;
+    out->quant = sq;
+    return LMC_OK;
+}
+
 lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
                                   bool packed, lmc_llama_weights *w) {
     const lmc_llama_names names = {.prefix = "model.", .lm_head = "lm_head.weight"};
@@ -107,6 +136,7 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
     int64_t qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
     bool is_llama = !strcmp(mt, "llama"), is_qwen2 = !strcmp(mt, "qwen2");
     bool is_qwen3 = !strcmp(mt, "qwen3"), is_gemma3 = !strcmp(mt, "gemma3_text");
+    bool is_phi3 = !strcmp(mt, "phi3"); /* q/k/v and gate/up stored fused */
     /* Which optional tensors each architecture declares. */
     bool qkv_bias = is_qwen2 || ((is_llama || is_qwen3) && c->attention_bias);
     bool o_bias = (is_llama || is_qwen3) && c->attention_bias;
@@ -147,9 +177,26 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
     } while (0)
         B(in_norm, "input_layernorm.weight", H, 0, true);
         B(post_norm, "post_attention_layernorm.weight", H, 0, true);
-        M(q, "self_attn.q_proj", qd, H);
-        M(k, "self_attn.k_proj", kvd, H);
-        M(v, "self_attn.v_proj", kvd, H);
+        if (is_phi3) {
+            lmc_cpu_mat fused;
+            M(o, "self_attn.qkv_proj", qd + 2 * kvd, H); /* o: filled below */
+            fused = L->o;
+            if ((st = slice_rows(w, &fused, 0, qd, &L->q)) ||
+                (st = slice_rows(w, &fused, qd, kvd, &L->k)) ||
+                (st = slice_rows(w, &fused, qd + kvd, kvd, &L->v)))
+                goto fail;
+            M(gate, "mlp.gate_up_proj", 2 * I, H);
+            fused = L->gate;
+            if ((st = slice_rows(w, &fused, 0, I, &L->gate)) ||
+                (st = slice_rows(w, &fused, I, I, &L->up)))
+                goto fail;
+        } else {
+            M(q, "self_attn.q_proj", qd, H);
+            M(k, "self_attn.k_proj", kvd, H);
+            M(v, "self_attn.v_proj", kvd, H);
+            M(gate, "mlp.gate_proj", I, H);
+            M(up, "mlp.up_proj", I, H);
+        }
         M(o, "self_attn.o_proj", H, qd);
         if (qkv_bias) {
             B(q_b, "self_attn.q_proj.bias", qd, 0, true);
@@ -165,8 +212,6 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
             B(pre_ff_norm, "pre_feedforward_layernorm.weight", H, 0, true);
             B(post_ff_norm, "post_feedforward_layernorm.weight", H, 0, true);
         }
-        M(gate, "mlp.gate_proj", I, H);
-        M(up, "mlp.up_proj", I, H);
         M(down, "mlp.down_proj", H, I);
         if (mlp_bias) {
             B(gate_b, "mlp.gate_proj.bias", I, 0, true);

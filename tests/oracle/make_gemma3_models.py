@@ -16,13 +16,10 @@ fp32 and bf16, each computed by transformers in that dtype (eager, CPU).
 
 Usage: python3 make_gemma3_models.py OUT_DIR
 """
-import copy
-import json
 import os
 import sys
 
 import torch
-import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -102,31 +99,8 @@ def main():
     base = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
     randomize(base, gen)
     for dt in ("fp32", "bf16"):
-        d = os.path.join(out_dir, "gemma3-%s" % dt)
-        m = copy.deepcopy(base).to(tiny.DTYPES[dt])
-        m.save_pretrained(d, safe_serialization=True)
-        ref = AutoModelForCausalLM.from_pretrained(d, dtype=tiny.DTYPES[dt],
-                                                   attn_implementation="eager")
-        ref.eval()
-        with torch.no_grad():
-            logits, toks, margins = tiny.greedy(ref, prompt)
-            full = ref(input_ids=torch.tensor([prompt + toks[:-1]])).logits[0, -1].float()
-            hs = ref(input_ids=torch.tensor([prompt]), output_hidden_states=True).hidden_states
-        # the prompt's last position after the embedding and each layer (the
-        # last entry after the final norm): for locating a divergence
-        hidden = [tiny.fl(h[0, -1].float()) for h in hs]
-        golden = dict(
-            transformers=transformers.__version__, torch=torch.__version__,
-            model_type="gemma3_text", dtype=dt, prompt=prompt, greedy=toks,
-            margins=[float("%.5g" % x) for x in margins],
-            logits=tiny.fl(logits), full_logits=tiny.fl(full), hidden_last=hidden,
-        )
-        with open(os.path.join(d, "golden.json"), "w") as f:
-            json.dump(golden, f)
-        print(d, "tokens", toks[:8], "min margin %.4g" % min(margins),
-              "logit range %.3f" % float(logits.max() - logits.min()))
-        with open(os.path.join(d, "config.json")) as f:
-            print(f.read())
+        tiny.write_reference(base, dt, os.path.join(out_dir, "gemma3-%s" % dt), prompt,
+                             "gemma3_text")
 
 
 if __name__ == "__main__":

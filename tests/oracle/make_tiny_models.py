@@ -119,6 +119,32 @@ def fl(t):
     return [float("%.7g" % x) for x in t.tolist()]
 
 
+def write_reference(base, dt, d, prompt, model_type):
+    """Save base in dtype dt to d, reload it there with transformers (eager)
+    and write d/golden.json: this file's keys plus hidden_last, the prompt's
+    last position after the embedding and each layer (the last entry after
+    the final norm). Used by the sibling scripts; returns the golden."""
+    m = copy.deepcopy(base).to(DTYPES[dt])
+    m.save_pretrained(d, safe_serialization=True)
+    ref = AutoModelForCausalLM.from_pretrained(d, dtype=DTYPES[dt], attn_implementation="eager")
+    ref.eval()
+    with torch.no_grad():
+        logits, toks, margins = greedy(ref, prompt)
+        full = ref(input_ids=torch.tensor([prompt + toks[:-1]])).logits[0, -1].float()
+        hs = ref(input_ids=torch.tensor([prompt]), output_hidden_states=True).hidden_states
+    golden = dict(
+        transformers=transformers.__version__, torch=torch.__version__,
+        model_type=model_type, dtype=dt, prompt=prompt, greedy=toks,
+        margins=[float("%.5g" % x) for x in margins],
+        logits=fl(logits), full_logits=fl(full), hidden_last=[fl(h[0, -1].float()) for h in hs],
+    )
+    with open(os.path.join(d, "golden.json"), "w") as f:
+        json.dump(golden, f)
+    print(d, "tokens", toks[:12], "min margin %.4g" % min(margins),
+          "logit range %.3f" % float(logits.max() - logits.min()))
+    return golden
+
+
 def main():
     out_dir = sys.argv[1]
     os.makedirs(out_dir, exist_ok=True)

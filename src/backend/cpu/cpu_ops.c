@@ -104,7 +104,13 @@ void lmc_cpu_rmsnorm_offset(const float *x, const lmc_cpu_mat *weight, float eps
 
 void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0,
                   const float *inv_freq, float attn_factor, lmc_dtype round_dt) {
-    size_t half = head_dim / 2;
+    lmc_cpu_rope_partial(x, n, heads, head_dim, head_dim, pos0, inv_freq, attn_factor, round_dt);
+}
+
+void lmc_cpu_rope_partial(float *x, size_t n, size_t heads, size_t head_dim, size_t rot_dim,
+                          size_t pos0, const float *inv_freq, float attn_factor,
+                          lmc_dtype round_dt) {
+    size_t half = rot_dim / 2;
     for (size_t i = 0; i < n; i++) {
         float cs[512], sn[512]; /* head_dim <= 1024 is checked by the model */
         float p = (float)(pos0 + i);

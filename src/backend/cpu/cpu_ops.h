@@ -71,6 +71,12 @@ void lmc_cpu_rmsnorm_offset(const float *x, const lmc_cpu_mat *weight, float eps
  * they are rounded to round_dt, as transformers does. */
 void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0,
                   const float *inv_freq, float attn_factor, lmc_dtype round_dt);
+/* The same on the first rot_dim (even, <= head_dim) values of each head
+ * only, with rot_dim / 2 frequencies; the rest pass through (partial
+ * rotary embedding). */
+void lmc_cpu_rope_partial(float *x, size_t n, size_t heads, size_t head_dim, size_t rot_dim,
+                          size_t pos0, const float *inv_freq, float attn_factor,
+                          lmc_dtype round_dt);
 
 /* a[i] = silu(g[i]) * u[i] (a may alias g); rounding as for rmsnorm. */
 void lmc_cpu_silu_mul(const float *g, const float *u, size_t n, float *a, lmc_dtype round_dt);

@@ -1,17 +1,20 @@
-/* Gemma 3 text (gemma3_text) on the CPU against transformers: for each
- * checkpoint in tests/golden/gemma3 (built by
+/* The architectures beyond llama/qwen on the CPU against transformers:
+ * Gemma 3 text (tests/golden/gemma3, built by
  * tests/oracle/make_gemma3_models.py: sliding layers with a window shorter
  * than the sequence mixed with a full layer, two RoPE tables, an attention
- * scalar unlike head_dim, (1 + w) norms) compare the prompt's last logits,
- * the greedy continuation and the logits after prompt + continuation (one
- * forward, and prefill + decode steps); then controls that must miss, and
- * the refusals (CUDA, bad settings). */
+ * scalar unlike head_dim, (1 + w) norms) and Phi-3 (tests/golden/phi3, from
+ * make_phi3_models.py: fused q/k/v and gate/up weights, a partial rotary
+ * embedding). For each checkpoint: the prompt's last logits, the greedy
+ * continuation and the logits after prompt + continuation (one forward,
+ * and prefill + decode steps); controls that must miss; the refusals (CUDA,
+ * bad settings). */
 #include "base/file.h"
 #include "base/json.h"
 #include "check.h"
 #include "formats/config.h"
 #include "models/model.h"
 #include "model_golden.h"
+#include "scratch.h"
 #include <stdint.h>
 #include <unistd.h>
 
@@ -72,11 +75,17 @@ static double prompt_err(const char *dir, const golden *g, const char *from, con
     return e;
 }
 
-static void test_checkpoint(const char *dir, const char *name) {
+/* A config.json edit that must move the prompt logits far off. */
+typedef struct {
+    const char *what, *from, *to;
+} control;
+
+static void test_checkpoint(const char *dir, const char *name, const char *model_type,
+                            const control *controls, size_t n_controls) {
     golden g;
     loaded L;
     if (!open_checkpoint(dir, name, &g, &L)) return;
-    CHECK_STREQ(L.cfg.model_type, "gemma3_text");
+    CHECK_STREQ(L.cfg.model_type, model_type);
     lmc_model *m = L.model;
     size_t V = (size_t)lmc_model_vocab(m);
     CHECK_EQ_INT(V, g.vocab);
@@ -113,8 +122,8 @@ static void test_checkpoint(const char *dir, const char *name) {
     CHECK_MSG(same >= must, "%s: greedy diverged at token %zu", name, same);
     CHECK(must >= 5);
 
-    /* 3. prompt + greedy[:-1] (51 positions, the window is 6): one forward,
-     * then prefill + one token at a time */
+    /* 3. prompt + greedy[:-1] (51 positions; gemma3's window is 6): one
+     * forward, then prefill + one token at a time */
     int32_t seq[2 * MAX_TOK];
     const size_t ns = g.n_prompt + g.n_greedy - 1;
     memcpy(seq, g.prompt, g.n_prompt * sizeof(int32_t));
@@ -137,15 +146,7 @@ static void test_checkpoint(const char *dir, const char *name) {
     /* 4. controls: each feature left out misses the reference by 5% of its
      * range at least, far beyond the tolerances above (or they could not
      * tell) */
-    static const struct {
-        const char *what, *from, *to;
-    } controls[] = {
-        {"no attention scalar", "\"query_pre_attn_scalar\": 24", "\"query_pre_attn_scalar\": 32"},
-        {"every layer full", "\"sliding_attention\",\n    \"sliding_attention\",",
-         "\"full_attention\",\n    \"full_attention\","},
-        {"one RoPE table", "\"rope_theta\": 10000.0", "\"rope_theta\": 1000000.0"},
-    };
-    for (size_t i = 0; i < sizeof controls / sizeof controls[0]; i++) {
+    for (size_t i = 0; i < n_controls; i++) {
         double ec = prompt_err(dir, &g, controls[i].from, controls[i].to);
         printf("%-14s control (%s): max|d|/range = %.3g\n", name, controls[i].what, ec);
         CHECK_MSG(ec > 0.05, "%s: control '%s' err %g is not far off", name, controls[i].what,
@@ -164,12 +165,74 @@ static void expect_load_error(const char *dir, const char *from, const char *to,
     remove_copy(tmp);
 }
 
+/* Phi-3's fused matrices quantized (8 bits, group 32): slices of the
+ * packed words, scales and biases give the float reference's logits within
+ * quantization error (a slice off by a row would not). */
+static void test_phi3_quantized(void) {
+    char in[1024], out[1100];
+    snprintf(in, sizeof in, "%s/tests/golden/phi3/phi3-fp32", src_dir());
+    snprintf(out, sizeof out, "%s/phi3-q8", scratch_root("arch"));
+    CHECK_MSG(lmc_quantize_model(in, out, 8, 32, NULL, NULL) == LMC_OK, "quantize: %s",
+              lmc_last_error());
+    golden g;
+    loaded L;
+    if (!load_golden(in, "phi3-q8", &g)) {
+        CHECK_MSG(0, "phi3-fp32: unreadable golden.json");
+        return;
+    }
+    lmc_status st = load_model(out, &L, NULL);
+    CHECK_MSG(st == LMC_OK, "phi3-q8: load: %s", lmc_last_error());
+    if (!st) {
+        const lmc_tensor_view *t =
+            lmc_st_set_find(L.weights, "model.layers.0.self_attn.qkv_proj.weight");
+        CHECK(t && t->dtype == LMC_DT_U32);
+        float *lg = calloc(g.vocab, sizeof(float));
+        lmc_kv_cache *c = NULL;
+        CHECK(!lmc_kv_cache_new(L.model, &c));
+        CHECK(c && !lmc_model_forward(L.model, c, g.prompt, g.n_prompt, lg, false));
+        const double e = golden_rel_err(lg, g.logits, g.vocab);
+        printf("phi3-q8        prompt logits   max|d|/range = %.3g against the float "
+               "reference\n", e);
+        CHECK_MSG(e > 1e-6 && e < 0.02, "phi3-q8: prompt logits err %g", e);
+        if (c) lmc_kv_cache_free(c);
+        free(lg);
+    }
+    unload(&L);
+    golden_free(&g);
+}
+
+static const control gemma3_controls[] = {
+    {"no attention scalar", "\"query_pre_attn_scalar\": 24", "\"query_pre_attn_scalar\": 32"},
+    {"every layer full", "\"sliding_attention\",\n    \"sliding_attention\",",
+     "\"full_attention\",\n    \"full_attention\","},
+    {"one RoPE table", "\"rope_theta\": 10000.0", "\"rope_theta\": 1000000.0"},
+};
+static const control phi3_controls[] = {
+    {"a sliding window", "\"sliding_window\": null", "\"sliding_window\": 4"},
+};
+static const control phi3_partial_controls[] = {
+    {"full rotary", "\"partial_rotary_factor\": 0.5,\n    \"rope_theta\"",
+     "\"partial_rotary_factor\": 1.0,\n    \"rope_theta\""},
+};
+
 int main(void) {
     char dir[1024];
-    static const char *const names[] = {"gemma3-fp32", "gemma3-bf16"};
-    for (size_t i = 0; i < 2; i++) {
-        snprintf(dir, sizeof dir, "%s/tests/golden/gemma3/%s", src_dir(), names[i]);
-        test_checkpoint(dir, names[i]);
+    static const struct {
+        const char *sub, *name, *model_type;
+        const control *controls;
+        size_t n_controls;
+    } ckpts[] = {
+        {"gemma3", "gemma3-fp32", "gemma3_text", gemma3_controls, 3},
+        {"gemma3", "gemma3-bf16", "gemma3_text", gemma3_controls, 3},
+        {"phi3", "phi3-fp32", "phi3", phi3_controls, 1},
+        {"phi3", "phi3-bf16", "phi3", phi3_controls, 1},
+        {"phi3", "phi3_partial-fp32", "phi3", phi3_partial_controls, 1},
+    };
+    for (size_t i = 0; i < sizeof ckpts / sizeof ckpts[0]; i++) {
+        snprintf(dir, sizeof dir, "%s/tests/golden/%s/%s", src_dir(), ckpts[i].sub,
+                 ckpts[i].name);
+        test_checkpoint(dir, ckpts[i].name, ckpts[i].model_type, ckpts[i].controls,
+                        ckpts[i].n_controls);
     }
     snprintf(dir, sizeof dir, "%s/tests/golden/gemma3/gemma3-fp32", src_dir());
     expect_load_error(dir, "\"hidden_activation\": \"gelu_pytorch_tanh\"",
@@ -195,5 +258,10 @@ int main(void) {
         CHECK(L.model == NULL);
         unload(&L);
     }
-    return check_summary("test_gemma3_parity");
+    test_phi3_quantized();
+    snprintf(dir, sizeof dir, "%s/tests/golden/phi3/phi3_partial-fp32", src_dir());
+    expect_load_error(dir, "\"partial_rotary_factor\": 0.5,\n    \"rope_theta\"",
+                      "\"partial_rotary_factor\": 0.01,\n    \"rope_theta\"", LMC_ERR_FORMAT,
+                      "partial_rotary_factor");
+    return check_summary("test_arch_parity");
 }
