@@ -20,21 +20,24 @@ static bool has_word(const uint8_t *s, size_t n, const char *w) {
     return false;
 }
 
+/* A golden checkpoint, as its directory under tests/golden. */
 static const char *weights_for(const uint8_t *cfg, size_t n) {
-    if (has_word(cfg, n, "qwen3")) return "qwen3-fp32";
-    if (has_word(cfg, n, "qwen2")) return "qwen2-fp32";
-    if (has_word(cfg, n, "mistral")) return "mistral-fp32";
-    if (has_word(cfg, n, "linear")) return "llama_linear-fp32"; /* the one with biases */
-    return "llama-fp32";
+    if (has_word(cfg, n, "gemma3_text")) return "gemma3/gemma3-fp32";
+    if (has_word(cfg, n, "phi3")) return "phi3/phi3_partial-fp32";
+    if (has_word(cfg, n, "qwen3")) return "models/qwen3-fp32";
+    if (has_word(cfg, n, "qwen2")) return "models/qwen2-fp32";
+    if (has_word(cfg, n, "mistral")) return "models/mistral-fp32";
+    if (has_word(cfg, n, "linear")) return "models/llama_linear-fp32"; /* the one with biases */
+    return "models/llama-fp32";
 }
 
 /* Copy the chosen golden model's weights into the scratch directory (only
  * when the choice changes). */
 static void place_weights(const char *model) {
-    static char current[32];
+    static char current[64];
     if (!strcmp(current, model)) return;
     char rel[128];
-    snprintf(rel, sizeof rel, "tests/golden/models/%s/model.safetensors", model);
+    snprintf(rel, sizeof rel, "tests/golden/%s/model.safetensors", model);
     size_t len = 0;
     char *buf = fz_read_source_file(rel, &len);
     fz_write("model.safetensors", 2, buf, len);

@@ -120,9 +120,11 @@ static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
         return lmc_err(LMC_ERR_FORMAT, "config.json: rms_norm_eps must be >= 0 and rope_theta > 0");
     lmc_status st = lmc_rope_check(c);
     if (st) return st;
-    double prf = partial_rotary(raw);
-    size_t rot = (size_t)((double)c->head_dim * prf);
-    if (!(prf > 0.0 && prf <= 1.0) || rot < 2 || rot % 2)
+    const double prf = partial_rotary(raw);
+    if (!(prf > 0.0 && prf <= 1.0))
+        return lmc_err(LMC_ERR_FORMAT, "config.json: partial_rotary_factor must be in (0, 1]");
+    const size_t rot = (size_t)((double)c->head_dim * prf);
+    if (rot < 2 || rot % 2)
         return lmc_err(LMC_ERR_FORMAT,
                        "config.json: partial_rotary_factor %g leaves %zu rotated values of "
                        "head_dim %" PRId64 " (a positive even count is needed)",
