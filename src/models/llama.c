@@ -137,6 +137,14 @@ static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
     return gemma ? validate_gemma3(raw) : LMC_OK;
 }
 
+lmc_status lmc_llama_require_full_rotary(const lmc_loaded_model *lm, const char *who) {
+    if (partial_rotary(lm->config_json) == 1.0) return LMC_OK;
+    return lmc_err(LMC_ERR_UNSUPPORTED,
+                   "%s: config.json asks for a partial rotary embedding, which only the CPU "
+                   "model supports",
+                   who);
+}
+
 lmc_status lmc_llama_effective_window(const lmc_loaded_model *lm, int64_t *window) {
     const lmc_model_config *c = lm->config;
     int64_t L = c->num_hidden_layers, sliding = 0;
@@ -505,6 +513,8 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
     if ((gemma || phi3) && lm->device != LMC_DEVICE_CPU)
         return lmc_err(LMC_ERR_UNSUPPORTED, "%s runs on the CPU only (--device cpu)",
                        lm->config->model_type);
+    if (lm->device != LMC_DEVICE_CPU && (st = lmc_llama_require_full_rotary(lm, "device cuda")))
+        return st;
     if (lm->device == LMC_DEVICE_CUDA) {
         if (names)
             return lmc_err(LMC_ERR_UNSUPPORTED,

@@ -109,6 +109,10 @@ lmc_status lmc_llama_create_named(const lmc_loaded_model *lm, const lmc_llama_na
  * max_window_layers covers every layer). A mix of the two is UNSUPPORTED.
  * lmc_llama_create stores the result in the model's cfg.sliding_window. */
 lmc_status lmc_llama_effective_window(const lmc_loaded_model *lm, int64_t *window);
+/* A partial rotary embedding (partial_rotary_factor < 1) runs in the CPU
+ * model only; the other consumers (CUDA, LoRA training; `who` names them)
+ * refuse it with this check. */
+lmc_status lmc_llama_require_full_rotary(const lmc_loaded_model *lm, const char *who);
 /* The CUDA implementation of the same family (src/backend/cuda); called by
  * lmc_llama_create for LMC_DEVICE_CUDA in builds with CUDA. */
 lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out);

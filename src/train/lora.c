@@ -154,7 +154,8 @@ lmc_status lmc_lora_net_init(lmc_lora_net *net, const lmc_model_config *cfg,
     net->cfg = *cfg;
     lmc_loaded_model lm = {.config = cfg, .config_json = config_json, .device = LMC_DEVICE_CPU};
     int64_t window = 0;
-    if ((st = lmc_llama_effective_window(&lm, &window))) return st;
+    if ((st = lmc_llama_effective_window(&lm, &window)) ||
+        (st = lmc_llama_require_full_rotary(&lm, "lora"))) return st;
     net->window = window > 0 ? (size_t)window : 0;
     net->cfg.sliding_window = window;
     net->shape = *shape;

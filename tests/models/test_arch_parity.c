@@ -259,6 +259,20 @@ int main(void) {
         unload(&L);
     }
     test_phi3_quantized();
+    { /* a partial rotary embedding outside the CPU model: refused by name */
+        char tmp[] = "/tmp/lmc_rotary_XXXXXX";
+        snprintf(dir, sizeof dir, "%s/tests/golden/phi3/phi3_partial-fp32", src_dir());
+        CHECK(copy_edited(dir, tmp, "\"model_type\": \"phi3\"", "\"model_type\": \"llama\""));
+        loaded L;
+        memset(&L, 0, sizeof L);
+        CHECK(!lmc_config_load(tmp, &L.cfg, &L.cfg_json, &L.raw));
+        CHECK(!lmc_st_set_open_dir(tmp, &L.weights));
+        lmc_loaded_model lm = {.config = &L.cfg, .config_json = L.cfg_json, .config_raw = L.raw,
+                               .weights = L.weights, .device = LMC_DEVICE_CUDA};
+        CHECK_ERR(lmc_llama_create(&lm, &L.model), LMC_ERR_UNSUPPORTED, "partial rotary");
+        unload(&L);
+        remove_copy(tmp);
+    }
     snprintf(dir, sizeof dir, "%s/tests/golden/phi3/phi3_partial-fp32", src_dir());
     expect_load_error(dir, "\"partial_rotary_factor\": 0.5,\n    \"rope_theta\"",
                       "\"partial_rotary_factor\": 0.01,\n    \"rope_theta\"", LMC_ERR_FORMAT,
