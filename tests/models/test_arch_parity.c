@@ -215,6 +215,25 @@ static const control phi3_partial_controls[] = {
      "\"partial_rotary_factor\": 1.0,\n    \"rope_theta\""},
 };
 
+/* The checkpoint in dir (config.json edited: from -> to, unless NULL)
+ * loaded for CUDA: refused with `fragment` in the message, in builds with
+ * or without CUDA. */
+static void expect_cuda_refusal(const char *dir, const char *from, const char *to,
+                                const char *fragment) {
+    char tmp[] = "/tmp/lmc_cudaref_XXXXXX";
+    CHECK(copy_edited(dir, tmp, from, to));
+    loaded L;
+    memset(&L, 0, sizeof L);
+    CHECK(!lmc_config_load(tmp, &L.cfg, &L.cfg_json, &L.raw));
+    CHECK(!lmc_st_set_open_dir(tmp, &L.weights));
+    lmc_loaded_model lm = {.config = &L.cfg, .config_json = L.cfg_json, .config_raw = L.raw,
+                           .weights = L.weights, .device = LMC_DEVICE_CUDA};
+    CHECK_ERR(lmc_llama_create(&lm, &L.model), LMC_ERR_UNSUPPORTED, fragment);
+    CHECK(L.model == NULL);
+    unload(&L);
+    remove_copy(tmp);
+}
+
 int main(void) {
     char dir[1024];
     static const struct {
@@ -246,33 +265,13 @@ int main(void) {
     expect_load_error(dir, "\"rope_theta\": 10000.0,\n      \"rope_type\": \"default\"",
                       "\"rope_theta\": 10000.0,\n      \"rope_type\": \"yarn\"",
                       LMC_ERR_UNSUPPORTED, "sliding_attention");
-    /* CUDA: refused by name, before any upload */
-    {
-        loaded L;
-        memset(&L, 0, sizeof L);
-        CHECK(!lmc_config_load(dir, &L.cfg, &L.cfg_json, &L.raw));
-        CHECK(!lmc_st_set_open_dir(dir, &L.weights));
-        lmc_loaded_model lm = {.config = &L.cfg, .config_json = L.cfg_json, .config_raw = L.raw,
-                               .weights = L.weights, .device = LMC_DEVICE_CUDA};
-        CHECK_ERR(lmc_llama_create(&lm, &L.model), LMC_ERR_UNSUPPORTED, "CPU only");
-        CHECK(L.model == NULL);
-        unload(&L);
-    }
+    /* CUDA refuses gemma3_text, and a partial rotary embedding in any model
+     * of the family, before any upload */
+    expect_cuda_refusal(dir, NULL, NULL, "CPU only");
     test_phi3_quantized();
-    { /* a partial rotary embedding outside the CPU model: refused by name */
-        char tmp[] = "/tmp/lmc_rotary_XXXXXX";
-        snprintf(dir, sizeof dir, "%s/tests/golden/phi3/phi3_partial-fp32", src_dir());
-        CHECK(copy_edited(dir, tmp, "\"model_type\": \"phi3\"", "\"model_type\": \"llama\""));
-        loaded L;
-        memset(&L, 0, sizeof L);
-        CHECK(!lmc_config_load(tmp, &L.cfg, &L.cfg_json, &L.raw));
-        CHECK(!lmc_st_set_open_dir(tmp, &L.weights));
-        lmc_loaded_model lm = {.config = &L.cfg, .config_json = L.cfg_json, .config_raw = L.raw,
-                               .weights = L.weights, .device = LMC_DEVICE_CUDA};
-        CHECK_ERR(lmc_llama_create(&lm, &L.model), LMC_ERR_UNSUPPORTED, "partial rotary");
-        unload(&L);
-        remove_copy(tmp);
-    }
+    snprintf(dir, sizeof dir, "%s/tests/golden/phi3/phi3_partial-fp32", src_dir());
+    expect_cuda_refusal(dir, "\"model_type\": \"phi3\"", "\"model_type\": \"llama\"",
+                        "partial rotary");
     snprintf(dir, sizeof dir, "%s/tests/golden/phi3/phi3_partial-fp32", src_dir());
     expect_load_error(dir, "\"partial_rotary_factor\": 0.5,\n    \"rope_theta\"",
                       "\"partial_rotary_factor\": 0.01,\n    \"rope_theta\"", LMC_ERR_FORMAT,
