@@ -31,6 +31,8 @@ typedef struct {
     float scale;
     size_t rot_dim;   /* the rotated leading values of each head (phi3: partial) */
     lmc_dtype act_dt; /* rounding of activations: F32 (none), BF16 or F16 */
+    /* lmc_cpu_rmsnorm, or gemma3's (1 + w) form */
+    void (*norm)(const float *, const lmc_cpu_mat *, float, size_t, size_t, float *, lmc_dtype);
     /* gemma3_text */
     bool gemma;
     float embed_scale;     /* sqrt(hidden_size) in the activation dtype */
@@ -55,7 +57,7 @@ static double partial_rotary(json_object *raw) {
 /* gemma3_text's own keys: the activation, no soft-capping, the attention
  * scalar. */
 static lmc_status validate_gemma3(json_object *raw) {
-    json_object *o = raw ? lmc_json_get(raw, "hidden_activation") : NULL;
+    json_object *o = lmc_json_get(raw, "hidden_activation"); /* NULL-safe */
     const char *act = o ? json_object_get_string(o) : "gelu_pytorch_tanh";
     if (!act || strcmp(act, "gelu_pytorch_tanh"))
         return lmc_err(LMC_ERR_UNSUPPORTED,
@@ -63,11 +65,11 @@ static lmc_status validate_gemma3(json_object *raw) {
                        act ? act : "null");
     static const char *const capping[] = {"final_logit_softcapping", "attn_logit_softcapping"};
     for (size_t i = 0; i < 2; i++) {
-        o = raw ? lmc_json_get(raw, capping[i]) : NULL;
+        o = lmc_json_get(raw, capping[i]);
         if (o && !json_object_is_type(o, json_type_null))
             return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: %s is not supported", capping[i]);
     }
-    o = raw ? lmc_json_get(raw, "query_pre_attn_scalar") : NULL;
+    o = lmc_json_get(raw, "query_pre_attn_scalar");
     if (o && !(json_object_is_type(o, json_type_int) || json_object_is_type(o, json_type_double)))
         return lmc_err(LMC_ERR_FORMAT, "config.json: query_pre_attn_scalar must be a number");
     if (o && !(json_object_get_double(o) > 0.0))
@@ -256,20 +258,17 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
     lmc_dtype rd = m->act_dt;
     lmc_status st;
     if ((st = lmc_cpu_kv_reserve(c, n))) return st;
-    /* gemma3's norms scale by (1 + w) in fp32 */
-    void (*norm)(const float *, const lmc_cpu_mat *, float, size_t, size_t, float *, lmc_dtype) =
-        m->gemma ? lmc_cpu_rmsnorm_offset : lmc_cpu_rmsnorm;
     for (size_t l = 0; l < W->n_layers; l++) {
         const lmc_llama_layer *L = &W->layers[l];
         const size_t window = m->layer_window ? m->layer_window[l] : m->window;
         const lmc_rope *rope = m->layer_window && window ? &m->rope_local : &m->rope;
-        norm(ws->x, &L->in_norm, eps, n, H, ws->h, rd);
+        m->norm(ws->x, &L->in_norm, eps, n, H, ws->h, rd);
         const lmc_cpu_mat *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {&L->q_b, &L->k_b, &L->v_b};
         float *qkv_out[3] = {ws->q, ws->k, ws->v};
         if ((st = linear_multi(m, qkv, qkv_b, 3, ws->h, n, qkv_out))) return st;
         if (L->q_norm.data) {
-            norm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, rd);
-            norm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, rd);
+            m->norm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, rd);
+            m->norm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, rd);
         }
         lmc_cpu_rope_partial(ws->q, n, nh, hd, m->rot_dim, c->offset, rope->inv_freq,
                              rope->attn_factor, rd);
@@ -285,10 +284,10 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
         store_kv(c, l, ws->k, ws->v, n);
         if ((st = linear(m, &L->o, &L->o_b, ws->att, n, ws->o))) return st;
         if (m->gemma) /* the attention output is normed before the residual add */
-            norm(ws->o, &L->post_norm, eps, n, H, ws->o, rd);
+            m->norm(ws->o, &L->post_norm, eps, n, H, ws->o, rd);
         lmc_cpu_add(ws->x, ws->o, n * H);
         lmc_cpu_round(ws->x, n * H, rd);
-        norm(ws->x, m->gemma ? &L->pre_ff_norm : &L->post_norm, eps, n, H, ws->h, rd);
+        m->norm(ws->x, m->gemma ? &L->pre_ff_norm : &L->post_norm, eps, n, H, ws->h, rd);
         const lmc_cpu_mat *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {&L->gate_b, &L->up_b};
         float *gu_out[2] = {ws->g, ws->u};
         if ((st = linear_multi(m, gu, gu_b, 2, ws->h, n, gu_out))) return st;
@@ -297,7 +296,7 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
         else
             lmc_cpu_silu_mul(ws->g, ws->u, n * I, ws->g, rd);
         if ((st = linear(m, &L->down, &L->down_b, ws->g, n, ws->o))) return st;
-        if (m->gemma) norm(ws->o, &L->post_ff_norm, eps, n, H, ws->o, rd);
+        if (m->gemma) m->norm(ws->o, &L->post_ff_norm, eps, n, H, ws->o, rd);
         lmc_cpu_add(ws->x, ws->o, n * H);
         lmc_cpu_round(ws->x, n * H, rd);
     }
@@ -348,8 +347,7 @@ static lmc_status run_rows(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *i
         if (!all_logits && !last) continue;
         /* Logits for every row (all_logits) or only the final position. */
         size_t r0 = all_logits ? 0 : k - 1, nr = k - r0;
-        (m->gemma ? lmc_cpu_rmsnorm_offset : lmc_cpu_rmsnorm)(ws.x + r0 * H, &m->w.final_norm,
-                                                              eps, nr, H, ws.h, m->act_dt);
+        m->norm(ws.x + r0 * H, &m->w.final_norm, eps, nr, H, ws.h, m->act_dt);
         float *dst = all_logits ? logits + done * V : logits;
         st = linear(m, &m->w.lm_head, NULL, ws.h, nr, dst);
     }
@@ -436,6 +434,7 @@ static lmc_status gemma3_setup(llama_model *m, json_object *raw, int64_t window)
     const lmc_model_config *c = &m->base.cfg;
     const size_t L = (size_t)c->num_hidden_layers;
     m->gemma = true;
+    m->norm = lmc_cpu_rmsnorm_offset;
     m->layer_window = calloc(L, sizeof *m->layer_window);
     if (!m->layer_window) return lmc_err(LMC_ERR_NOMEM, "gemma3: no memory");
     json_object *types = lmc_json_get(raw, "layer_types");
@@ -527,6 +526,7 @@ static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *name
     llama_model *m = calloc(1, sizeof *m);
     if (!m) return lmc_err(LMC_ERR_NOMEM, "llama: no memory");
     m->base.vt = &llama_vt;
+    m->norm = lmc_cpu_rmsnorm;
     m->base.cfg = *lm->config;
     m->base.cfg.sliding_window = window; /* gemma3: 0, a cache of every position */
     m->base.device = LMC_DEVICE_CPU;

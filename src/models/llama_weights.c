@@ -178,17 +178,17 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
         B(in_norm, "input_layernorm.weight", H, 0, true);
         B(post_norm, "post_attention_layernorm.weight", H, 0, true);
         if (is_phi3) {
-            lmc_cpu_mat fused;
-            M(o, "self_attn.qkv_proj", qd + 2 * kvd, H); /* o: filled below */
-            fused = L->o;
-            if ((st = slice_rows(w, &fused, 0, qd, &L->q)) ||
-                (st = slice_rows(w, &fused, qd, kvd, &L->k)) ||
-                (st = slice_rows(w, &fused, qd + kvd, kvd, &L->v)))
-                goto fail;
-            M(gate, "mlp.gate_up_proj", 2 * I, H);
-            fused = L->gate;
-            if ((st = slice_rows(w, &fused, 0, I, &L->gate)) ||
-                (st = slice_rows(w, &fused, I, I, &L->up)))
+            lmc_cpu_mat qkv, gu;
+            char gnm[256];
+            snprintf(nm, sizeof nm, "%slayers.%zu.self_attn.qkv_proj", pre, l);
+            snprintf(gnm, sizeof gnm, "%slayers.%zu.mlp.gate_up_proj", pre, l);
+            if ((st = bind_matrix(w, c, set, nm, qd + 2 * kvd, H, packed, &qkv)) ||
+                (st = slice_rows(w, &qkv, 0, qd, &L->q)) ||
+                (st = slice_rows(w, &qkv, qd, kvd, &L->k)) ||
+                (st = slice_rows(w, &qkv, qd + kvd, kvd, &L->v)) ||
+                (st = bind_matrix(w, c, set, gnm, 2 * I, H, packed, &gu)) ||
+                (st = slice_rows(w, &gu, 0, I, &L->gate)) ||
+                (st = slice_rows(w, &gu, I, I, &L->up)))
                 goto fail;
         } else {
             M(q, "self_attn.q_proj", qd, H);

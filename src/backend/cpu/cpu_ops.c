@@ -65,41 +65,38 @@ void lmc_cpu_add(float *x, const float *y, size_t n) {
 }
 
 /* 1 / sqrt(mean(x^2) + eps) of one row, the statistics in double. */
-static float inv_rms(const float *x, size_t d, float eps) {
-    double ss = 0.0;
-    for (size_t j = 0; j < d; j++) ss += (double)x[j] * x[j];
-    return 1.0f / sqrtf((float)(ss / (double)d) + eps);
-}
-
-void lmc_cpu_rmsnorm(const float *x, const lmc_cpu_mat *weight, float eps, size_t n, size_t d,
-                     float *out, lmc_dtype round_dt) {
+/* Both RMSNorms: the statistics in double, the weight widened once (per
+ * element if that allocation fails). llama rounds the normalized value
+ * before the weight; gemma's offset form scales by (1 + w) in fp32 and
+ * rounds once. */
+static void rmsnorm_rows(const float *x, const lmc_cpu_mat *weight, float eps, size_t n,
+                         size_t d, float *out, lmc_dtype round_dt, bool offset) {
     float *w = malloc(d * sizeof(float));
     if (w) lmc_cpu_widen(weight, 0, 0, d, w);
     for (size_t i = 0; i < n; i++) {
         const float *xi = x + i * d;
         float *oi = out + i * d;
-        const float r = inv_rms(xi, d, eps);
+        double ss = 0.0;
+        for (size_t j = 0; j < d; j++) ss += (double)xi[j] * xi[j];
+        const float r = 1.0f / sqrtf((float)(ss / (double)d) + eps);
         for (size_t j = 0; j < d; j++) {
             float wj = w ? w[j] : 0.0f;
             if (!w) lmc_cpu_widen(weight, 0, (int64_t)j, 1, &wj);
-            oi[j] = round_to(wj * round_to(xi[j] * r, round_dt), round_dt);
+            oi[j] = offset ? round_to(xi[j] * r * (1.0f + wj), round_dt)
+                           : round_to(wj * round_to(xi[j] * r, round_dt), round_dt);
         }
     }
     free(w);
 }
 
+void lmc_cpu_rmsnorm(const float *x, const lmc_cpu_mat *weight, float eps, size_t n, size_t d,
+                     float *out, lmc_dtype round_dt) {
+    rmsnorm_rows(x, weight, eps, n, d, out, round_dt, false);
+}
+
 void lmc_cpu_rmsnorm_offset(const float *x, const lmc_cpu_mat *weight, float eps, size_t n,
                             size_t d, float *out, lmc_dtype round_dt) {
-    for (size_t i = 0; i < n; i++) {
-        const float *xi = x + i * d;
-        float *oi = out + i * d;
-        const float r = inv_rms(xi, d, eps);
-        for (size_t j = 0; j < d; j++) {
-            float wj;
-            lmc_cpu_widen(weight, 0, (int64_t)j, 1, &wj);
-            oi[j] = round_to(xi[j] * r * (1.0f + wj), round_dt);
-        }
-    }
+    rmsnorm_rows(x, weight, eps, n, d, out, round_dt, true);
 }
 
 void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0,
