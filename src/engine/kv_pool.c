@@ -40,6 +40,7 @@ struct lmc_kv_pool {
     size_t index_cap, n_entries, n_dead, n_cached;
     uint64_t next_serial, tick;
     size_t n_seqs;
+    const void *owner;
 };
 
 struct lmc_kv_seq {
@@ -107,6 +108,9 @@ void lmc_kv_pool_free(lmc_kv_pool *p) {
 
 size_t lmc_kv_pool_block_tokens(const lmc_kv_pool *p) { return p->B; }
 size_t lmc_kv_pool_n_blocks(const lmc_kv_pool *p) { return p->n_blocks; }
+size_t lmc_kv_pool_bytes_per_block(const lmc_kv_pool *p) { return p->bpb; }
+const void *lmc_kv_pool_owner(const lmc_kv_pool *p) { return p->owner; }
+void lmc_kv_pool_set_owner(lmc_kv_pool *p, const void *owner) { p->owner = owner; }
 size_t lmc_kv_pool_free_blocks(const lmc_kv_pool *p) { return p->n_free; }
 size_t lmc_kv_pool_cached_blocks(const lmc_kv_pool *p) { return p->n_cached; }
 void *lmc_kv_pool_block(lmc_kv_pool *p, uint32_t id) {
@@ -298,6 +302,8 @@ void lmc_kv_seq_free(lmc_kv_seq *s) {
 }
 
 size_t lmc_kv_seq_len(const lmc_kv_seq *s) { return s->len; }
+size_t lmc_kv_seq_window(const lmc_kv_seq *s) { return s->window; }
+lmc_kv_pool *lmc_kv_seq_pool(const lmc_kv_seq *s) { return s->p; }
 size_t lmc_kv_seq_first_live(const lmc_kv_seq *s) { return s->first_block * s->p->B; }
 const uint32_t *lmc_kv_seq_table(const lmc_kv_seq *s, size_t *n) {
     *n = s->n_table;

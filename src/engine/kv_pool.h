@@ -46,6 +46,10 @@ lmc_status lmc_kv_pool_new(const lmc_kv_pool_options *o, lmc_kv_pool **out);
 void lmc_kv_pool_free(lmc_kv_pool *p);
 size_t lmc_kv_pool_block_tokens(const lmc_kv_pool *p);
 size_t lmc_kv_pool_n_blocks(const lmc_kv_pool *p);
+size_t lmc_kv_pool_bytes_per_block(const lmc_kv_pool *p);
+/* The caller's tag (a backend marks the pools it made for a model). */
+const void *lmc_kv_pool_owner(const lmc_kv_pool *p);
+void lmc_kv_pool_set_owner(lmc_kv_pool *p, const void *owner);
 /* Blocks on the free list, and blocks held only by the prefix cache (which
  * an allocation may evict); their sum is what a new sequence can get. */
 size_t lmc_kv_pool_free_blocks(const lmc_kv_pool *p);
@@ -63,6 +67,8 @@ lmc_status lmc_kv_seq_new(lmc_kv_pool *p, size_t window, lmc_kv_seq **out);
 lmc_status lmc_kv_seq_fork(lmc_kv_seq *s, lmc_kv_seq **out);
 void lmc_kv_seq_free(lmc_kv_seq *s);
 size_t lmc_kv_seq_len(const lmc_kv_seq *s);
+size_t lmc_kv_seq_window(const lmc_kv_seq *s);
+lmc_kv_pool *lmc_kv_seq_pool(const lmc_kv_seq *s);
 /* The first position whose keys/values are still held (0 without window). */
 size_t lmc_kv_seq_first_live(const lmc_kv_seq *s);
 /* Make positions len .. len + n - 1 writable: allocate blocks, and copy the

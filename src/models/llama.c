@@ -8,7 +8,9 @@
  * way a model computed in that dtype (transformers, mlx) rounds them, so
  * greedy decoding follows the reference. */
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_paged_attn.h"
 #include "base/error.h"
+#include "engine/kv_pool.h"
 #include "base/json.h"
 #include "models/kv_cache_cpu.h"
 #include "models/llama_weights.h"
@@ -246,62 +248,108 @@ static void store_kv(lmc_cpu_kv_cache *c, size_t l, const float *k, const float 
     }
 }
 
+/* The first half of layer l for n rows of ws->x: the input norm, q/k/v
+ * (ws->q, ws->k, ws->v) and qwen3/gemma3's per-head q/k norms. */
+static lmc_status layer_qkv(llama_model *m, size_t l, size_t n, workspace *ws) {
+    const lmc_model_config *cfg = &m->base.cfg;
+    const lmc_llama_layer *L = &m->w.layers[l];
+    size_t H = (size_t)cfg->hidden_size, nh = (size_t)cfg->num_attention_heads;
+    size_t nkv = (size_t)cfg->num_key_value_heads, hd = (size_t)cfg->head_dim;
+    float eps = (float)cfg->rms_norm_eps;
+    m->norm(ws->x, &L->in_norm, eps, n, H, ws->h, m->act_dt);
+    const lmc_cpu_mat *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {&L->q_b, &L->k_b, &L->v_b};
+    float *qkv_out[3] = {ws->q, ws->k, ws->v};
+    lmc_status st = linear_multi(m, qkv, qkv_b, 3, ws->h, n, qkv_out);
+    if (!st && L->q_norm.data) {
+        m->norm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, m->act_dt);
+        m->norm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, m->act_dt);
+    }
+    return st;
+}
+
+/* RoPE of layer l on n rows of q and k (row stride one position) from pos0. */
+static void layer_rope(llama_model *m, size_t l, float *q, float *k, size_t n, size_t pos0) {
+    const lmc_model_config *cfg = &m->base.cfg;
+    const size_t window = m->layer_window ? m->layer_window[l] : m->window;
+    const lmc_rope *rope = m->layer_window && window ? &m->rope_local : &m->rope;
+    size_t nh = (size_t)cfg->num_attention_heads, nkv = (size_t)cfg->num_key_value_heads;
+    size_t hd = (size_t)cfg->head_dim;
+    lmc_cpu_rope_partial(q, n, nh, hd, m->rot_dim, pos0, rope->inv_freq, rope->attn_factor,
+                         m->act_dt);
+    lmc_cpu_rope_partial(k, n, nkv, hd, m->rot_dim, pos0, rope->inv_freq, rope->attn_factor,
+                         m->act_dt);
+}
+
+/* The rest of layer l once ws->att holds the attention rows: o_proj, the
+ * residual (gemma3: normed first), the MLP and its residual, into ws->x. */
+static lmc_status layer_out(llama_model *m, size_t l, size_t n, workspace *ws) {
+    const lmc_model_config *cfg = &m->base.cfg;
+    const lmc_llama_layer *L = &m->w.layers[l];
+    size_t H = (size_t)cfg->hidden_size, I = (size_t)cfg->intermediate_size;
+    float eps = (float)cfg->rms_norm_eps;
+    lmc_dtype rd = m->act_dt;
+    lmc_status st;
+    if ((st = linear(m, &L->o, &L->o_b, ws->att, n, ws->o))) return st;
+    if (m->gemma) /* the attention output is normed before the residual add */
+        m->norm(ws->o, &L->post_norm, eps, n, H, ws->o, rd);
+    lmc_cpu_add(ws->x, ws->o, n * H);
+    lmc_cpu_round(ws->x, n * H, rd);
+    m->norm(ws->x, m->gemma ? &L->pre_ff_norm : &L->post_norm, eps, n, H, ws->h, rd);
+    const lmc_cpu_mat *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {&L->gate_b, &L->up_b};
+    float *gu_out[2] = {ws->g, ws->u};
+    if ((st = linear_multi(m, gu, gu_b, 2, ws->h, n, gu_out))) return st;
+    if (m->gemma)
+        lmc_cpu_gelu_tanh_mul(ws->g, ws->u, n * I, ws->g, rd);
+    else
+        lmc_cpu_silu_mul(ws->g, ws->u, n * I, ws->g, rd);
+    if ((st = linear(m, &L->down, &L->down_b, ws->g, n, ws->o))) return st;
+    if (m->gemma) m->norm(ws->o, &L->post_ff_norm, eps, n, H, ws->o, rd);
+    lmc_cpu_add(ws->x, ws->o, n * H);
+    lmc_cpu_round(ws->x, n * H, rd);
+    return LMC_OK;
+}
+
 /* One chunk of n rows, whose input embeddings are already in ws->x,
  * through every layer; ws->x ends holding the last layer's output. */
 static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, workspace *ws) {
     const lmc_model_config *cfg = &m->base.cfg;
-    const lmc_llama_weights *W = &m->w;
-    size_t H = (size_t)cfg->hidden_size, nh = (size_t)cfg->num_attention_heads;
+    size_t nh = (size_t)cfg->num_attention_heads;
     size_t nkv = (size_t)cfg->num_key_value_heads, hd = (size_t)cfg->head_dim;
-    size_t I = (size_t)cfg->intermediate_size;
-    float eps = (float)cfg->rms_norm_eps;
-    lmc_dtype rd = m->act_dt;
     lmc_status st;
     if ((st = lmc_cpu_kv_reserve(c, n))) return st;
-    for (size_t l = 0; l < W->n_layers; l++) {
-        const lmc_llama_layer *L = &W->layers[l];
-        const size_t window = m->layer_window ? m->layer_window[l] : m->window;
-        const lmc_rope *rope = m->layer_window && window ? &m->rope_local : &m->rope;
-        m->norm(ws->x, &L->in_norm, eps, n, H, ws->h, rd);
-        const lmc_cpu_mat *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {&L->q_b, &L->k_b, &L->v_b};
-        float *qkv_out[3] = {ws->q, ws->k, ws->v};
-        if ((st = linear_multi(m, qkv, qkv_b, 3, ws->h, n, qkv_out))) return st;
-        if (L->q_norm.data) {
-            m->norm(ws->q, &L->q_norm, eps, n * nh, hd, ws->q, rd);
-            m->norm(ws->k, &L->k_norm, eps, n * nkv, hd, ws->k, rd);
-        }
-        lmc_cpu_rope_partial(ws->q, n, nh, hd, m->rot_dim, c->offset, rope->inv_freq,
-                             rope->attn_factor, rd);
-        lmc_cpu_rope_partial(ws->k, n, nkv, hd, m->rot_dim, c->offset, rope->inv_freq,
-                             rope->attn_factor, rd);
+    for (size_t l = 0; l < m->w.n_layers; l++) {
+        if ((st = layer_qkv(m, l, n, ws))) return st;
+        layer_rope(m, l, ws->q, ws->k, n, c->offset);
         lmc_cpu_attn_args a = {
             .k = c->k[l], .v = c->v[l], .pos = c->pos, .n_past = c->used,
             .past_stride = c->cap, .k_new = ws->k, .v_new = ws->v, .n = n, .heads = nh,
-            .kv_heads = nkv, .head_dim = hd, .pos0 = c->offset, .window = window,
-            .scale = m->scale, .round_dt = rd,
+            .kv_heads = nkv, .head_dim = hd, .pos0 = c->offset,
+            .window = m->layer_window ? m->layer_window[l] : m->window,
+            .scale = m->scale, .round_dt = m->act_dt,
         };
         if ((st = lmc_cpu_attention(&a, ws->q, ws->att))) return st;
         store_kv(c, l, ws->k, ws->v, n);
-        if ((st = linear(m, &L->o, &L->o_b, ws->att, n, ws->o))) return st;
-        if (m->gemma) /* the attention output is normed before the residual add */
-            m->norm(ws->o, &L->post_norm, eps, n, H, ws->o, rd);
-        lmc_cpu_add(ws->x, ws->o, n * H);
-        lmc_cpu_round(ws->x, n * H, rd);
-        m->norm(ws->x, m->gemma ? &L->pre_ff_norm : &L->post_norm, eps, n, H, ws->h, rd);
-        const lmc_cpu_mat *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {&L->gate_b, &L->up_b};
-        float *gu_out[2] = {ws->g, ws->u};
-        if ((st = linear_multi(m, gu, gu_b, 2, ws->h, n, gu_out))) return st;
-        if (m->gemma)
-            lmc_cpu_gelu_tanh_mul(ws->g, ws->u, n * I, ws->g, rd);
-        else
-            lmc_cpu_silu_mul(ws->g, ws->u, n * I, ws->g, rd);
-        if ((st = linear(m, &L->down, &L->down_b, ws->g, n, ws->o))) return st;
-        if (m->gemma) m->norm(ws->o, &L->post_ff_norm, eps, n, H, ws->o, rd);
-        lmc_cpu_add(ws->x, ws->o, n * H);
-        lmc_cpu_round(ws->x, n * H, rd);
+        if ((st = layer_out(m, l, n, ws))) return st;
     }
     lmc_cpu_kv_commit(c, n);
     return LMC_OK;
+}
+
+/* Rows of ids (or embeds) into ws->x: the embedding lookup (gemma3: scaled
+ * in the model's dtype), or the given rows rounded to the activation dtype. */
+static void embed_rows(llama_model *m, const int32_t *ids, const float *embeds, size_t k,
+                       float *x) {
+    size_t H = (size_t)m->base.cfg.hidden_size;
+    if (ids) {
+        for (size_t i = 0; i < k; i++) lmc_cpu_widen(&m->w.embed, ids[i], 0, H, x + i * H);
+        if (m->gemma) {
+            for (size_t i = 0; i < k * H; i++) x[i] *= m->embed_scale;
+            lmc_cpu_round(x, k * H, m->act_dt);
+        }
+    } else {
+        memcpy(x, embeds, k * H * sizeof(float));
+        lmc_cpu_round(x, k * H, m->act_dt);
+    }
 }
 
 /* The cache must have been made by this backend for this model's shape. */
@@ -331,17 +379,7 @@ static lmc_status run_rows(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *i
     float eps = (float)cfg->rms_norm_eps;
     for (size_t done = 0; done < n && !st; done += chunk) {
         size_t k = n - done < chunk ? n - done : chunk;
-        if (ids) {
-            for (size_t i = 0; i < k; i++)
-                lmc_cpu_widen(&m->w.embed, ids[done + i], 0, H, ws.x + i * H);
-            if (m->gemma) { /* embeddings times sqrt(hidden_size), in the model's dtype */
-                for (size_t i = 0; i < k * H; i++) ws.x[i] *= m->embed_scale;
-                lmc_cpu_round(ws.x, k * H, m->act_dt);
-            }
-        } else {
-            memcpy(ws.x, embeds + done * H, k * H * sizeof(float));
-            lmc_cpu_round(ws.x, k * H, m->act_dt);
-        }
+        embed_rows(m, ids ? ids + done : NULL, ids ? NULL : embeds + done * H, k, ws.x);
         if ((st = forward_chunk(m, c, k, &ws))) break;
         bool last = done + k == n;
         if (!all_logits && !last) continue;
@@ -385,6 +423,156 @@ static lmc_status llama_forward_embeds(lmc_model *base, lmc_kv_cache *cache, con
     return run_rows(m, (lmc_cpu_kv_cache *)cache, NULL, embeds, n, logits, all_logits);
 }
 
+/* ------------------------------------------------------------ batched */
+
+/* Floats of one pool block: per layer, keys then values, each
+ * [kv_heads][block_tokens][head_dim]. */
+static size_t block_floats(const llama_model *m, size_t B) {
+    const lmc_model_config *c = &m->base.cfg;
+    return m->w.n_layers * 2 * (size_t)c->num_key_value_heads * B * (size_t)c->head_dim;
+}
+
+static lmc_status llama_pool_new(lmc_model *base, size_t n_blocks, size_t block_tokens,
+                                 lmc_kv_pool **out) {
+    llama_model *m = (llama_model *)base;
+    if (block_tokens == 0 || block_tokens > (1u << 16))
+        return lmc_err(LMC_ERR_INVALID_ARG, "kv pool: block size %zu is not in 1..65536",
+                       block_tokens);
+    lmc_kv_pool_options o = {.n_blocks = n_blocks, .block_tokens = block_tokens,
+                             .bytes_per_block = block_floats(m, block_tokens) * sizeof(float)};
+    lmc_status st = lmc_kv_pool_new(&o, out);
+    if (!st) lmc_kv_pool_set_owner(*out, m);
+    return st;
+}
+
+/* The batch is checked whole before anything changes. */
+static lmc_status check_batch(llama_model *m, lmc_kv_pool *pool, const lmc_batch_item *it,
+                              size_t ni, size_t *rows) {
+    const lmc_model_config *cfg = &m->base.cfg;
+    if (!pool || !it || !ni)
+        return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: a pool and items are required");
+    if (lmc_kv_pool_owner(pool) != m)
+        return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: the pool was made for another model");
+    *rows = 0;
+    for (size_t i = 0; i < ni; i++) {
+        if (!it[i].seq || !it[i].ids || !it[i].n)
+            return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: item %zu has no tokens", i);
+        if (lmc_kv_seq_pool(it[i].seq) != pool)
+            return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: item %zu's sequence is of "
+                           "another pool", i);
+        if (lmc_kv_seq_window(it[i].seq) != lmc_model_seq_window(&m->base))
+            return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: item %zu's sequence has window "
+                           "%zu, the model %zu", i, lmc_kv_seq_window(it[i].seq),
+                           lmc_model_seq_window(&m->base));
+        for (size_t j = 0; j < i; j++)
+            if (it[j].seq == it[i].seq)
+                return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: items %zu and %zu share a "
+                               "sequence", j, i);
+        for (size_t k = 0; k < it[i].n; k++)
+            if (it[i].ids[k] < 0 || it[i].ids[k] >= cfg->vocab_size)
+                return lmc_err(LMC_ERR_INVALID_ARG,
+                               "forward_batch: item %zu: token id %d at index %zu is outside "
+                               "the vocabulary (size %" PRId64 ")",
+                               i, it[i].ids[k], k, cfg->vocab_size);
+        *rows += it[i].n;
+    }
+    return LMC_OK;
+}
+
+/* Keys and values of rows r0.. of one item (positions pos0..) into layer
+ * l of its blocks. */
+static lmc_status store_paged(llama_model *m, lmc_kv_pool *pool, lmc_kv_seq *seq, size_t l,
+                              const float *k, const float *v, size_t n, size_t pos0) {
+    size_t nkv = (size_t)m->base.cfg.num_key_value_heads, hd = (size_t)m->base.cfg.head_dim;
+    size_t B = lmc_kv_pool_block_tokens(pool), per = nkv * B * hd;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b, slot;
+        lmc_status st = lmc_kv_seq_locate(seq, pos0 + i, &b, &slot);
+        if (st) return st;
+        float *K = (float *)lmc_kv_pool_block(pool, b) + l * 2 * per, *V = K + per;
+        for (size_t g = 0; g < nkv; g++) {
+            memcpy(K + (g * B + slot) * hd, k + (i * nkv + g) * hd, hd * sizeof(float));
+            memcpy(V + (g * B + slot) * hd, v + (i * nkv + g) * hd, hd * sizeof(float));
+        }
+    }
+    return LMC_OK;
+}
+
+static lmc_status batch_layers(llama_model *m, lmc_kv_pool *pool, lmc_batch_item *it, size_t ni,
+                               size_t T, workspace *ws) {
+    const lmc_model_config *cfg = &m->base.cfg;
+    size_t nh = (size_t)cfg->num_attention_heads, nkv = (size_t)cfg->num_key_value_heads;
+    size_t hd = (size_t)cfg->head_dim, qd = nh * hd, kvd = nkv * hd;
+    size_t B = lmc_kv_pool_block_tokens(pool), per = nkv * B * hd;
+    lmc_status st;
+    for (size_t l = 0; l < m->w.n_layers; l++) {
+        if ((st = layer_qkv(m, l, T, ws))) return st;
+        for (size_t i = 0, r = 0; i < ni; r += it[i].n, i++) {
+            size_t pos0 = lmc_kv_seq_len(it[i].seq);
+            layer_rope(m, l, ws->q + r * qd, ws->k + r * kvd, it[i].n, pos0);
+            if ((st = store_paged(m, pool, it[i].seq, l, ws->k + r * kvd, ws->v + r * kvd,
+                                  it[i].n, pos0)))
+                return st;
+            size_t nt;
+            const uint32_t *table = lmc_kv_seq_table(it[i].seq, &nt);
+            lmc_cpu_paged_kv kv = {.pool = lmc_kv_pool_block(pool, 0), .table = table,
+                                   .n_table = nt, .block_tokens = B,
+                                   .block_floats = block_floats(m, B), .k_off = l * 2 * per,
+                                   .v_off = l * 2 * per + per,
+                                   .first_live = lmc_kv_seq_first_live(it[i].seq)};
+            lmc_cpu_paged_attn_args a = {
+                .n = it[i].n, .heads = nh, .kv_heads = nkv, .head_dim = hd, .pos0 = pos0,
+                .window = m->layer_window ? m->layer_window[l] : m->window, .scale = m->scale,
+                .round_dt = m->act_dt};
+            if ((st = lmc_cpu_paged_attention(&kv, &a, ws->q + r * qd, ws->att + r * qd)))
+                return st;
+        }
+        if ((st = layer_out(m, l, T, ws))) return st;
+    }
+    return LMC_OK;
+}
+
+static lmc_status llama_forward_batch(lmc_model *base, lmc_kv_pool *pool, lmc_batch_item *it,
+                                      size_t ni) {
+    llama_model *m = (llama_model *)base;
+    const lmc_model_config *cfg = &base->cfg;
+    size_t H = (size_t)cfg->hidden_size, T = 0;
+    lmc_status st = check_batch(m, pool, it, ni, &T);
+    if (st) return st;
+    for (size_t i = 0; i < ni; i++)
+        if ((st = lmc_kv_seq_reserve(it[i].seq, it[i].n)))
+            return lmc_err_prefix(st, "forward_batch: item %zu", i);
+    workspace ws;
+    if ((st = ws_alloc(cfg, T, &ws))) return st;
+    for (size_t i = 0, r = 0; i < ni; r += it[i].n, i++)
+        embed_rows(m, it[i].ids, NULL, it[i].n, ws.x + r * H);
+    st = batch_layers(m, pool, it, ni, T, &ws);
+    for (size_t i = 0; i < ni && !st; i++) st = lmc_kv_seq_commit(it[i].seq, it[i].n);
+    /* the last row of every item that wants logits, gathered */
+    size_t nl = 0;
+    for (size_t i = 0, r = 0; i < ni && !st; r += it[i].n, i++)
+        if (it[i].logits) {
+            if (nl != r + it[i].n - 1)
+                memmove(ws.x + nl * H, ws.x + (r + it[i].n - 1) * H, H * sizeof(float));
+            nl++;
+        }
+    float *lg = NULL;
+    if (!st && nl) {
+        size_t V = (size_t)cfg->vocab_size;
+        lg = malloc(nl * V * sizeof *lg);
+        if (!lg) st = lmc_err(LMC_ERR_NOMEM, "forward_batch: no memory for %zu logit rows", nl);
+        if (!st) {
+            m->norm(ws.x, &m->w.final_norm, (float)cfg->rms_norm_eps, nl, H, ws.h, m->act_dt);
+            st = linear(m, &m->w.lm_head, NULL, ws.h, nl, lg);
+        }
+        for (size_t i = 0, j = 0; i < ni && !st; i++)
+            if (it[i].logits) memcpy(it[i].logits, lg + j++ * V, V * sizeof *lg);
+    }
+    free(lg);
+    ws_free(&ws);
+    return st;
+}
+
 static lmc_status llama_cache_new(lmc_model *base, lmc_kv_cache **out) {
     lmc_cpu_kv_cache *c;
     lmc_status st = lmc_cpu_kv_new(&base->cfg, &c);
@@ -405,6 +593,8 @@ static void llama_free(lmc_model *base) {
 static const lmc_model_vtable llama_vt = {
     .forward = llama_forward,
     .forward_embeds = llama_forward_embeds,
+    .pool_new = llama_pool_new,
+    .forward_batch = llama_forward_batch,
     .cache_new = llama_cache_new,
     .free = llama_free,
     .cache_load = lmc_cpu_kv_load,

@@ -22,6 +22,19 @@ typedef struct {
 
 typedef lmc_status (*lmc_model_ctor)(const lmc_loaded_model *lm, lmc_model **out);
 
+/* Batched execution over a paged KV cache (src/engine/kv_pool.h). One
+ * forward takes a ragged batch: each item appends its n tokens to its own
+ * sequence at that sequence's position, so prefill chunks and single
+ * decode tokens mix in one step. */
+struct lmc_kv_pool;
+struct lmc_kv_seq;
+typedef struct {
+    struct lmc_kv_seq *seq; /* made from the model's pool */
+    const int32_t *ids;
+    size_t n;               /* >= 1 */
+    float *logits;          /* vocab floats for the item's last row, or NULL */
+} lmc_batch_item;
+
 typedef struct {
     /* Feed n tokens at the cache's current position; append their K/V.
      * logits: vocab floats for the last position, or n*vocab when
@@ -47,6 +60,16 @@ typedef struct {
      * A bf16/fp16 model rounds them to its dtype first. */
     lmc_status (*forward_embeds)(lmc_model *m, lmc_kv_cache *c, const float *embeds, size_t n,
                                  float *logits, bool all_logits);
+    /* Optional (NULL when the backend has no paged path): a pool of
+     * n_blocks blocks of block_tokens positions shaped for this model, and
+     * one forward over a ragged batch of its sequences. Sequences of a
+     * model whose every layer slides are made with its window
+     * (lmc_model_seq_window); others keep every position. The pool's
+     * exhaustion is LMC_ERR_LIMIT with no sequence advanced. */
+    lmc_status (*pool_new)(lmc_model *m, size_t n_blocks, size_t block_tokens,
+                           struct lmc_kv_pool **out);
+    lmc_status (*forward_batch)(lmc_model *m, struct lmc_kv_pool *pool, lmc_batch_item *items,
+                                size_t n_items);
 } lmc_model_vtable;
 
 struct lmc_model {
@@ -60,6 +83,10 @@ static inline lmc_status lmc_model_forward(lmc_model *m, lmc_kv_cache *c, const 
     return m->vt->forward(m, c, ids, n, logits, all_logits);
 }
 static inline int64_t lmc_model_vocab(const lmc_model *m) { return m->cfg.vocab_size; }
+/* The window sequences of this model's pool are made with (0: none). */
+static inline size_t lmc_model_seq_window(const lmc_model *m) {
+    return m->cfg.sliding_window > 0 ? (size_t)m->cfg.sliding_window : 0;
+}
 static inline void lmc_model_free(lmc_model *m) {
     if (m) m->vt->free(m);
 }
