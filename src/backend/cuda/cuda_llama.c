@@ -149,15 +149,23 @@ static void dev_release(cu_model *m, void *p) {
 }
 
 /* Upload `src` (F32/F16/BF16, rows*cols elements) as bf16 at dst; staging
- * is a device buffer big enough for the largest tensor in f32. */
+ * is a device buffer big enough for the largest tensor in f32.
+ *
+ * Every copy here is ordered on the model's stream. The model's stream is
+ * non-blocking, so a plain cudaMemcpy (legacy default stream) is not
+ * ordered before a kernel launched on it: from pageable memory the call may
+ * return while the last DMA chunks are still in flight, and the conversion
+ * kernel then read a half-written staging buffer. Small tensors (one DMA
+ * chunk) escaped it; every f32/f16 tensor of a realistic width did not. */
 static lmc_status upload(cu_model *m, uint16_t *dst, const lmc_cpu_mat *src, void *staging) {
     size_t n = (size_t)src->rows * (size_t)src->cols;
     if (src->dt == LMC_DT_BF16) {
-        CU(cudaMemcpy(dst, src->data, n * 2, cudaMemcpyHostToDevice));
+        CU(cudaMemcpyAsync(dst, src->data, n * 2, cudaMemcpyHostToDevice, m->stream));
+        CU(cudaStreamSynchronize(m->stream));
         return LMC_OK;
     }
     size_t es = src->dt == LMC_DT_F32 ? 4 : 2;
-    CU(cudaMemcpy(staging, src->data, n * es, cudaMemcpyHostToDevice));
+    CU(cudaMemcpyAsync(staging, src->data, n * es, cudaMemcpyHostToDevice, m->stream));
     if (src->dt == LMC_DT_F32)
         KL(lmc_cu_f32_to_bf16((const float *)staging, n, dst, (lmc_cu_stream)m->stream));
     else
@@ -217,8 +225,10 @@ static lmc_status alloc_interleave(cu_model *m, const lmc_cpu_mat *const parts[2
     for (int i = 0; i < 2 && !st; i++) {
         st = upload(m, tmp, parts[i], staging);
         cudaError_t e = st ? cudaSuccess
-                           : cudaMemcpy2D(*out + i * unit, 2 * unit * 2, tmp, unit * 2, unit * 2,
-                                          n / unit, cudaMemcpyDeviceToDevice);
+                           : cudaMemcpy2DAsync(*out + i * unit, 2 * unit * 2, tmp, unit * 2,
+                                               unit * 2, n / unit, cudaMemcpyDeviceToDevice,
+                                               m->stream);
+        if (e == cudaSuccess && !st) e = cudaStreamSynchronize(m->stream);
         if (!st && e != cudaSuccess)
             st = lmc_err(LMC_ERR_DEVICE, "device cuda: interleaving %s: %s", what,
                          cudaGetErrorString(e));
@@ -368,9 +378,11 @@ static lmc_status cu_kv_save(const lmc_kv_cache *cc, const char *path,
     for (size_t l = 0; l < s.n_layers && !st; l++)
         for (int kv = 0; kv < 2 && !st; kv++) {
             const uint16_t *src = (kv ? c->v : c->k) + ((l * s.kv_heads) * c->cap + c->floor) * D;
-            cudaError_t e = T ? cudaMemcpy2D(tmp, T * D * 2, src, c->cap * D * 2, T * D * 2,
-                                             s.kv_heads, cudaMemcpyDeviceToHost)
+            cudaError_t e = T ? cudaMemcpy2DAsync(tmp, T * D * 2, src, c->cap * D * 2,
+                                                  T * D * 2, s.kv_heads, cudaMemcpyDeviceToHost,
+                                                  m->stream)
                               : cudaSuccess;
+            if (e == cudaSuccess) e = cudaStreamSynchronize(m->stream);
             if (e != cudaSuccess) {
                 st = lmc_err(LMC_ERR_DEVICE, "%s: reading the cache: %s", path,
                              cudaGetErrorString(e));
@@ -444,9 +456,13 @@ static lmc_status cu_cache_load(lmc_model *mm, const char *path, lmc_kv_cache **
             const float *src = kv ? s.values[l] : s.keys[l];
             for (size_t i = 0; i < per; i++) tmp[i] = lmc_f32_to_bf16(src[i]);
             uint16_t *dst = (kv ? c->v : c->k) + ((l * s.kv_heads) * c->cap + c->floor) * D;
-            cudaError_t e = T ? cudaMemcpy2D(dst, c->cap * D * 2, tmp, T * D * 2, T * D * 2,
-                                             s.kv_heads, cudaMemcpyHostToDevice)
+            /* ordered after cache_reserve's clearing memset on the same
+             * stream; synchronized before tmp is refilled */
+            cudaError_t e = T ? cudaMemcpy2DAsync(dst, c->cap * D * 2, tmp, T * D * 2,
+                                                  T * D * 2, s.kv_heads, cudaMemcpyHostToDevice,
+                                                  m->stream)
                               : cudaSuccess;
+            if (e == cudaSuccess) e = cudaStreamSynchronize(m->stream);
             if (e != cudaSuccess)
                 st = lmc_err(LMC_ERR_DEVICE, "%s: uploading the cache: %s", path,
                              cudaGetErrorString(e));
@@ -917,8 +933,9 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
     if ((st = lmc_rope_init(c, &rope))) goto fail;
     m->rope_attn = rope.attn_factor;
     st = dev_alloc(m, (size_t)m->D / 2 * 4, (void **)&m->inv_freq, "rope frequencies");
-    if (!st && (e = cudaMemcpy(m->inv_freq, rope.inv_freq, (size_t)m->D / 2 * 4,
-                               cudaMemcpyHostToDevice)) != cudaSuccess)
+    if (!st && ((e = cudaMemcpyAsync(m->inv_freq, rope.inv_freq, (size_t)m->D / 2 * 4,
+                                     cudaMemcpyHostToDevice, m->stream)) != cudaSuccess ||
+                (e = cudaStreamSynchronize(m->stream)) != cudaSuccess))
         st = lmc_err(LMC_ERR_DEVICE, "device cuda: rope upload: %s", cudaGetErrorString(e));
     lmc_rope_free(&rope);
     if (st) goto fail;
