@@ -29,6 +29,7 @@ typedef struct {
 struct lmc_kv_pool {
     size_t n_blocks, B, bpb;
     lmc_status (*copy)(void *user, uint32_t dst, uint32_t src);
+    void (*release)(void *user);
     void *user;
     unsigned char *storage;
     uint32_t *refs;
@@ -82,7 +83,7 @@ lmc_status lmc_kv_pool_new(const lmc_kv_pool_options *o, lmc_kv_pool **out) {
     if (p->bpb) p->storage = malloc(p->n_blocks * p->bpb);
     if (!p->refs || !p->free_list || !p->tokens || !p->entry_of || !p->index ||
         (p->bpb && !p->storage)) {
-        lmc_kv_pool_free(p);
+        lmc_kv_pool_free(p); /* the caller still owns its storage: no release yet */
         return lmc_err(LMC_ERR_NOMEM, "kv pool: no memory for %zu blocks", o->n_blocks);
     }
     for (size_t i = 0; i < p->n_blocks; i++) {
@@ -91,12 +92,14 @@ lmc_status lmc_kv_pool_new(const lmc_kv_pool_options *o, lmc_kv_pool **out) {
     }
     p->n_free = p->n_blocks;
     p->next_serial = 1;
+    p->release = o->release;
     *out = p;
     return LMC_OK;
 }
 
 void lmc_kv_pool_free(lmc_kv_pool *p) {
     if (!p) return;
+    if (p->release) p->release(p->user);
     free(p->refs);
     free(p->free_list);
     free(p->tokens);
@@ -113,6 +116,7 @@ const void *lmc_kv_pool_owner(const lmc_kv_pool *p) { return p->owner; }
 void lmc_kv_pool_set_owner(lmc_kv_pool *p, const void *owner) { p->owner = owner; }
 size_t lmc_kv_pool_free_blocks(const lmc_kv_pool *p) { return p->n_free; }
 size_t lmc_kv_pool_cached_blocks(const lmc_kv_pool *p) { return p->n_cached; }
+void *lmc_kv_pool_user(const lmc_kv_pool *p) { return p->user; }
 void *lmc_kv_pool_block(lmc_kv_pool *p, uint32_t id) {
     return p->storage && id < p->n_blocks ? p->storage + (size_t)id * p->bpb : NULL;
 }

@@ -38,6 +38,8 @@ typedef struct {
     /* Copy block src's contents into dst (copy-on-write). Required when
      * bytes_per_block is 0; otherwise NULL means memcpy of host storage. */
     lmc_status (*copy)(void *user, uint32_t dst, uint32_t src);
+    /* Called by lmc_kv_pool_free (the backend frees its storage); may be NULL. */
+    void (*release)(void *user);
     void *user;
 } lmc_kv_pool_options;
 
@@ -56,6 +58,8 @@ size_t lmc_kv_pool_free_blocks(const lmc_kv_pool *p);
 size_t lmc_kv_pool_cached_blocks(const lmc_kv_pool *p);
 /* Drop every cached prefix no sequence uses (their blocks become free). */
 void lmc_kv_pool_drop_cache(lmc_kv_pool *p);
+/* The backend's user pointer given at creation. */
+void *lmc_kv_pool_user(const lmc_kv_pool *p);
 /* Host storage of block id (NULL when the backend keeps the storage). */
 void *lmc_kv_pool_block(lmc_kv_pool *p, uint32_t id);
 /* References held on block id (sequences + the prefix cache); for tests. */

@@ -445,40 +445,6 @@ static lmc_status llama_pool_new(lmc_model *base, size_t n_blocks, size_t block_
     return st;
 }
 
-/* The batch is checked whole before anything changes. */
-static lmc_status check_batch(llama_model *m, lmc_kv_pool *pool, const lmc_batch_item *it,
-                              size_t ni, size_t *rows) {
-    const lmc_model_config *cfg = &m->base.cfg;
-    if (!pool || !it || !ni)
-        return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: a pool and items are required");
-    if (lmc_kv_pool_owner(pool) != m)
-        return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: the pool was made for another model");
-    *rows = 0;
-    for (size_t i = 0; i < ni; i++) {
-        if (!it[i].seq || !it[i].ids || !it[i].n)
-            return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: item %zu has no tokens", i);
-        if (lmc_kv_seq_pool(it[i].seq) != pool)
-            return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: item %zu's sequence is of "
-                           "another pool", i);
-        if (lmc_kv_seq_window(it[i].seq) != lmc_model_seq_window(&m->base))
-            return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: item %zu's sequence has window "
-                           "%zu, the model %zu", i, lmc_kv_seq_window(it[i].seq),
-                           lmc_model_seq_window(&m->base));
-        for (size_t j = 0; j < i; j++)
-            if (it[j].seq == it[i].seq)
-                return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: items %zu and %zu share a "
-                               "sequence", j, i);
-        for (size_t k = 0; k < it[i].n; k++)
-            if (it[i].ids[k] < 0 || it[i].ids[k] >= cfg->vocab_size)
-                return lmc_err(LMC_ERR_INVALID_ARG,
-                               "forward_batch: item %zu: token id %d at index %zu is outside "
-                               "the vocabulary (size %" PRId64 ")",
-                               i, it[i].ids[k], k, cfg->vocab_size);
-        *rows += it[i].n;
-    }
-    return LMC_OK;
-}
-
 /* Keys and values of rows r0.. of one item (positions pos0..) into layer
  * l of its blocks. */
 static lmc_status store_paged(llama_model *m, lmc_kv_pool *pool, lmc_kv_seq *seq, size_t l,
@@ -537,7 +503,7 @@ static lmc_status llama_forward_batch(lmc_model *base, lmc_kv_pool *pool, lmc_ba
     llama_model *m = (llama_model *)base;
     const lmc_model_config *cfg = &base->cfg;
     size_t H = (size_t)cfg->hidden_size, T = 0;
-    lmc_status st = check_batch(m, pool, it, ni, &T);
+    lmc_status st = lmc_batch_check(&m->base, pool, it, ni, &T);
     if (st) return st;
     for (size_t i = 0; i < ni; i++)
         if ((st = lmc_kv_seq_reserve(it[i].seq, it[i].n)))
@@ -551,7 +517,7 @@ static lmc_status llama_forward_batch(lmc_model *base, lmc_kv_pool *pool, lmc_ba
     /* the last row of every item that wants logits, gathered */
     size_t nl = 0;
     for (size_t i = 0, r = 0; i < ni && !st; r += it[i].n, i++)
-        if (it[i].logits) {
+        if (it[i].logits || it[i].next) {
             if (nl != r + it[i].n - 1)
                 memmove(ws.x + nl * H, ws.x + (r + it[i].n - 1) * H, H * sizeof(float));
             nl++;
@@ -565,8 +531,17 @@ static lmc_status llama_forward_batch(lmc_model *base, lmc_kv_pool *pool, lmc_ba
             m->norm(ws.x, &m->w.final_norm, (float)cfg->rms_norm_eps, nl, H, ws.h, m->act_dt);
             st = linear(m, &m->w.lm_head, NULL, ws.h, nl, lg);
         }
-        for (size_t i = 0, j = 0; i < ni && !st; i++)
-            if (it[i].logits) memcpy(it[i].logits, lg + j++ * V, V * sizeof *lg);
+        for (size_t i = 0, j = 0; i < ni && !st; i++) {
+            if (!it[i].logits && !it[i].next) continue;
+            const float *row = lg + j++ * V;
+            if (it[i].logits) memcpy(it[i].logits, row, V * sizeof *lg);
+            if (it[i].next) {
+                size_t b = 0;
+                for (size_t v = 1; v < V; v++)
+                    if (row[v] > row[b]) b = v;
+                *it[i].next = (int32_t)b;
+            }
+        }
     }
     free(lg);
     ws_free(&ws);

@@ -33,6 +33,8 @@ typedef struct {
     const int32_t *ids;
     size_t n;               /* >= 1 */
     float *logits;          /* vocab floats for the item's last row, or NULL */
+    int32_t *next;          /* or NULL: the greedy (argmax) id of that row,
+                               computed where the logits are */
 } lmc_batch_item;
 
 typedef struct {
@@ -87,6 +89,12 @@ static inline int64_t lmc_model_vocab(const lmc_model *m) { return m->cfg.vocab_
 static inline size_t lmc_model_seq_window(const lmc_model *m) {
     return m->cfg.sliding_window > 0 ? (size_t)m->cfg.sliding_window : 0;
 }
+/* The checks every backend's forward_batch makes before anything changes:
+ * the pool was made for m, each item has tokens in the vocabulary and a
+ * sequence of that pool with the model's window, no sequence twice.
+ * *rows = the total token count. */
+lmc_status lmc_batch_check(const lmc_model *m, struct lmc_kv_pool *pool,
+                           const lmc_batch_item *items, size_t n_items, size_t *rows);
 static inline void lmc_model_free(lmc_model *m) {
     if (m) m->vt->free(m);
 }

@@ -126,6 +126,25 @@ int lmc_cu_attn_decode_supported(int hq, int hkv, int d);
 int lmc_cu_decode_row(const uint16_t *row, const uint16_t *bias, int cols, uint16_t *out,
                       int rnd, lmc_cu_stream s);
 
+/* Batched execution over a paged KV cache (paged_attn.cu, kernels.cu):
+ * row t of a ragged batch belongs to sequence row_seq[t] at position
+ * row_pos[t]; tables holds each sequence's block table (max_blocks
+ * entries per sequence); a layer's pools are [blocks][hkv][block_tokens][d].
+ * lmc_cu_paged_qkv_post is lmc_cu_qkv_post writing into the pools;
+ * lmc_cu_paged_attn: out [n, Hq, D] over positions [pos - window + 1, pos]
+ * (all up to pos without a window), scores scaled by `scale`. */
+int lmc_cu_paged_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d,
+                          const uint16_t *bias, const uint16_t *q_norm, const uint16_t *k_norm,
+                          float norm_eps, const float *inv_freq, float rope_attn,
+                          const int32_t *row_seq, const int32_t *row_pos, const int32_t *tables,
+                          int max_blocks, int block_tokens, uint16_t *q_out, uint16_t *k_pool,
+                          uint16_t *v_pool, int rnd, lmc_cu_stream s);
+int lmc_cu_paged_attn_supported(int hq, int hkv, int d);
+int lmc_cu_paged_attn(const uint16_t *q, const uint16_t *k_pool, const uint16_t *v_pool,
+                      const int32_t *row_seq, const int32_t *row_pos, const int32_t *tables,
+                      int max_blocks, int block_tokens, int n, int hq, int hkv, int d, int window,
+                      float scale, uint16_t *out, lmc_cu_stream s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -24,60 +24,11 @@
 #include "backend/cuda/cuda.h"
 #include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_model.h"
 #include "base/error.h"
 #include "models/llama_weights.h"
 #include "models/model.h"
 #include "models/rope.h"
-
-#define PF_CHUNK 2048     /* rows per prefill launch sequence */
-#define LOGIT_ROWS 128    /* rows per all-logits GEMM (bounds that buffer) */
-#define KV_INITIAL 4096   /* first cache capacity, tokens */
-#define KV_HARD_MAX (1u << 21)
-
-/* The rows a prefill carries past the last layer's attention: every row
- * (all logits), the last one (its logits), or none (an earlier chunk, whose
- * only product is the cache). */
-typedef enum { PF_ROWS_ALL, PF_ROWS_LAST, PF_ROWS_NONE, PF_KINDS } pf_rows;
-
-typedef struct {
-    uint16_t *in_norm, *post_norm;
-    uint16_t *qkv, *qkv_b; /* [(hq + 2 hkv) D, H], bias or NULL */
-    uint16_t *o, *o_b;
-    uint16_t *q_norm, *k_norm;
-    uint16_t *gate_up, *gate_up_b; /* [2 I, H], rows gate_0, up_0, gate_1, ... */
-    uint16_t *down, *down_b;
-} cu_layer;
-
-typedef struct {
-    lmc_model base;
-    int H, I, V, L, hq, hkv, D, qkv_dim, window;
-    float eps;
-    int rnd; /* round intermediates to bf16 (bf16 checkpoints) */
-    int num_sms;
-    int dec_splits; /* decode attention splits per KV head */
-    cudaStream_t stream;
-    lmc_cu_gemm_ctx gemm;
-    bool gemm_ok;
-    bool no_graphs; /* LMC_CUDA_GRAPHS=0: plain launches (comparisons, tests) */
-    cu_layer *layers;
-    uint16_t *embed, *final_norm, *lm_head;
-    float *inv_freq;
-    float rope_attn; /* multiplies RoPE's cos and sin (yarn), else 1 */
-    /* decode scratch (fixed addresses: captured in graphs) */
-    float *d_x, *d_logits;
-    uint16_t *d_qkv, *d_attn, *d_act;
-    int32_t *d_next;
-    void *d_argmax_ws;
-    /* prefill scratch (grown on demand) */
-    size_t pf_rows;
-    float *p_x, *p_logits;
-    uint16_t *p_norm, *p_qkv, *p_q, *p_attn, *p_gu, *p_act;
-    int32_t *p_ids;
-    int32_t *h_state; /* pinned [2] */
-    void **allocs;
-    size_t n_allocs, cap_allocs;
-    size_t weight_bytes;
-} cu_model;
 
 typedef struct {
     lmc_kv_cache base;
@@ -101,21 +52,6 @@ typedef struct {
 
 static const lmc_kv_cache_vtable cu_kv_vt;
 static const lmc_model_vtable cu_model_vt;
-
-#define CU(call)                                                                          \
-    do {                                                                                  \
-        cudaError_t e_ = (call);                                                          \
-        if (e_ != cudaSuccess)                                                            \
-            return lmc_err(LMC_ERR_DEVICE, "cuda: %s: %s (%s:%d)", #call,                 \
-                           cudaGetErrorString(e_), __FILE__, __LINE__);                   \
-    } while (0)
-#define KL(call)                                                                          \
-    do {                                                                                  \
-        int e_ = (call);                                                                  \
-        if (e_)                                                                           \
-            return lmc_err(LMC_ERR_DEVICE, "cuda kernel %s: %s", #call,                   \
-                           cudaGetErrorString((cudaError_t)e_));                          \
-    } while (0)
 
 /* ------------------------------------------------------------ memory */
 
@@ -245,6 +181,8 @@ static void cu_model_free(lmc_model *mm) {
     free(m->allocs);
     if (m->gemm_ok) lmc_cu_gemm_free(&m->gemm);
     if (m->h_state) cudaFreeHost(m->h_state);
+    if (m->h_meta) cudaFreeHost(m->h_meta);
+    if (m->b_have_graph) cudaGraphExecDestroy(m->b_graph);
     if (m->stream) cudaStreamDestroy(m->stream);
     free(m->layers);
     free(m);
@@ -275,6 +213,12 @@ static lmc_status ensure_prefill_rows(cu_model *m, size_t rows) {
     m->pf_rows = rows;
     return LMC_OK;
 }
+
+lmc_status lmc_cu_model_alloc(cu_model *m, size_t bytes, void **out, const char *what) {
+    return dev_alloc(m, bytes, out, what);
+}
+void lmc_cu_model_release(cu_model *m, void *p) { dev_release(m, p); }
+lmc_status lmc_cu_model_rows(cu_model *m, size_t rows) { return ensure_prefill_rows(m, rows); }
 
 /* ------------------------------------------------------------ cache */
 
@@ -771,6 +715,8 @@ static const lmc_model_vtable cu_model_vt = {
     .free = cu_model_free,
     .cache_load = cu_cache_load,
     .forward_greedy = cu_forward_greedy,
+    .pool_new = lmc_cu_pool_new,
+    .forward_batch = lmc_cu_forward_batch,
 };
 
 /* ------------------------------------------------------------ create */

@@ -205,17 +205,18 @@ extern "C" int lmc_cu_rmsnorm(const float *x, const uint16_t *w, int rows, int c
  * registers across the lanes. */
 #define QKV_THREADS 256
 
-__global__ void __launch_bounds__(QKV_THREADS)
-    k_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *bias,
-               const uint16_t *q_norm, const uint16_t *k_norm, float eps, const float *inv_freq,
-               float rope_attn, const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
-               uint16_t *v_cache, int cap, int rnd) {
+/* Token t of qkv at position pos; its key and value for KV head h go to
+ * k_at + h * hstride and v_at + h * hstride (a contiguous cache: the
+ * position's row of head 0 with stride cap * d; a paged one: the slot in
+ * the position's block). Called by the whole block. */
+static __device__ void qkv_post_token(const uint16_t *qkv, int t, int pos, int hq, int hkv,
+                                      int d, const uint16_t *bias, const uint16_t *q_norm,
+                                      const uint16_t *k_norm, float eps, const float *inv_freq,
+                                      float rope_attn, uint16_t *q_out, uint16_t *k_at,
+                                      uint16_t *v_at, size_t hstride, int rnd) {
     __shared__ float cs_tab[QKV_MAXD / 2], sn_tab[QKV_MAXD / 2];
-    const int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int half = d / 2, per = d / 32; /* values per lane (d >= 32) or 1 */
-    pdl_trigger();
-    pdl_wait();
-    const int pos = d_state[0] + t;
     for (int i = threadIdx.x; i < half; i += QKV_THREADS) {
         float sn, cs;
         sincosf((float)pos * inv_freq[i], &sn, &cs);
@@ -239,7 +240,7 @@ __global__ void __launch_bounds__(QKV_THREADS)
             v[j] = x;
         }
         if (head >= hq + hkv) { /* value head: straight into the cache */
-            uint16_t *dst = v_cache + ((size_t)(head - hq - hkv) * cap + pos) * d;
+            uint16_t *dst = v_at + (size_t)(head - hq - hkv) * hstride;
 #pragma unroll
             for (int j = 0; j < QKV_MAXD / 32; j++) {
                 if (j >= cnt) break;
@@ -260,7 +261,7 @@ __global__ void __launch_bounds__(QKV_THREADS)
                 if (j < cnt) v[j] = rbfc(rbfc(v[j] * r, rnd) * bf2f(nw[lane + 32 * j]), rnd);
         }
         uint16_t *dst = head < hq ? q_out + ((size_t)t * hq + head) * d
-                                  : k_cache + ((size_t)(head - hq) * cap + pos) * d;
+                                  : k_at + (size_t)(head - hq) * hstride;
         /* rotate-half: element i pairs with i +- half, which lives in the
          * same lane (half is a multiple of 32) or, for d <= 32, in lane
          * i +- half of the same register (half need not be a power of two) */
@@ -285,6 +286,48 @@ __global__ void __launch_bounds__(QKV_THREADS)
             }
         }
     }
+}
+
+__global__ void __launch_bounds__(QKV_THREADS)
+    k_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *bias,
+               const uint16_t *q_norm, const uint16_t *k_norm, float eps, const float *inv_freq,
+               float rope_attn, const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
+               uint16_t *v_cache, int cap, int rnd) {
+    pdl_trigger();
+    pdl_wait();
+    const int t = blockIdx.x, pos = d_state[0] + t;
+    qkv_post_token(qkv, t, pos, hq, hkv, d, bias, q_norm, k_norm, eps, inv_freq, rope_attn, q_out,
+                   k_cache + (size_t)pos * d, v_cache + (size_t)pos * d, (size_t)cap * d, rnd);
+}
+
+/* Rows of a ragged batch: row t at position pos[t] of sequence seq[t],
+ * whose block table is tables[seq * max_blocks ...]; the layer's pools are
+ * [blocks][hkv][bt][d]. */
+__global__ void __launch_bounds__(QKV_THREADS)
+    k_paged_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *bias,
+                     const uint16_t *q_norm, const uint16_t *k_norm, float eps,
+                     const float *inv_freq, float rope_attn, const int32_t *row_seq,
+                     const int32_t *row_pos, const int32_t *tables, int max_blocks, int bt,
+                     uint16_t *q_out, uint16_t *k_pool, uint16_t *v_pool, int rnd) {
+    const int t = blockIdx.x, pos = row_pos[t];
+    const size_t blk = (size_t)tables[(size_t)row_seq[t] * max_blocks + pos / bt];
+    const size_t at = (blk * hkv * bt + pos % bt) * d;
+    qkv_post_token(qkv, t, pos, hq, hkv, d, bias, q_norm, k_norm, eps, inv_freq, rope_attn, q_out,
+                   k_pool + at, v_pool + at, (size_t)bt * d, rnd);
+}
+
+extern "C" int lmc_cu_paged_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d,
+                                     const uint16_t *bias, const uint16_t *q_norm,
+                                     const uint16_t *k_norm, float norm_eps,
+                                     const float *inv_freq, float rope_attn,
+                                     const int32_t *row_seq, const int32_t *row_pos,
+                                     const int32_t *tables, int max_blocks, int block_tokens,
+                                     uint16_t *q_out, uint16_t *k_pool, uint16_t *v_pool, int rnd,
+                                     lmc_cu_stream s) {
+    k_paged_qkv_post<<<n, QKV_THREADS, 0, (cudaStream_t)s>>>(
+        qkv, hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, rope_attn, row_seq, row_pos,
+        tables, max_blocks, block_tokens, q_out, k_pool, v_pool, rnd);
+    return launch_status();
 }
 
 /* Vector path (d = 16, 32, 64, 128 or 256; every pointer 16-byte aligned).

@@ -1,0 +1,330 @@
+/* Batched execution on CUDA over the paged KV cache (src/engine): one
+ * forward for a ragged batch whose rows belong to different sequences,
+ * each at its own position, prefill chunks and decode tokens mixed.
+ *
+ * The dense work of every row goes through the same cuBLASLt GEMMs as a
+ * prefill chunk (one weight read serves the whole batch: what makes
+ * batched decode cheaper per token); the per-sequence parts are the RoPE +
+ * cache write (lmc_cu_paged_qkv_post) and the attention
+ * (lmc_cu_paged_attn), which find each row's keys through its sequence's
+ * block table. The pool's blocks live in one device allocation per model
+ * pool: [layers][k, v][blocks][hkv][block_tokens][head_dim] bf16; the
+ * pool's copy hook copies a block of every layer for copy-on-write. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_model.h"
+#include "engine/kv_pool.h"
+
+/* rows of one forward_batch at most (the prefill scratch is sized for it) */
+#define BATCH_ROWS PF_CHUNK
+
+typedef struct {
+    cu_model *m;
+    uint16_t *base;
+    size_t n_blocks, block_elems; /* elements of one block of one layer's k (or v) */
+} cu_pool;
+
+static uint16_t *pool_k(const cu_pool *p, int l) {
+    return p->base + (size_t)l * 2 * p->n_blocks * p->block_elems;
+}
+static uint16_t *pool_v(const cu_pool *p, int l) {
+    return pool_k(p, l) + p->n_blocks * p->block_elems;
+}
+
+static lmc_status pool_copy(void *user, uint32_t dst, uint32_t src) {
+    cu_pool *p = user;
+    size_t b = p->block_elems * 2;
+    for (int l = 0; l < p->m->L; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            uint16_t *base = kv ? pool_v(p, l) : pool_k(p, l);
+            CU(cudaMemcpyAsync(base + dst * p->block_elems, base + src * p->block_elems, b,
+                               cudaMemcpyDeviceToDevice, p->m->stream));
+        }
+    return LMC_OK;
+}
+
+static void pool_release(void *user) {
+    cu_pool *p = user;
+    cudaStreamSynchronize(p->m->stream);
+    lmc_cu_model_release(p->m, p->base);
+    free(p);
+}
+
+lmc_status lmc_cu_pool_new(lmc_model *mm, size_t n_blocks, size_t block_tokens,
+                           struct lmc_kv_pool **out) {
+    cu_model *m = (cu_model *)mm;
+    *out = NULL;
+    if (!lmc_cu_paged_attn_supported(m->hq, m->hkv, m->D))
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "device cuda: batched attention needs head_dim 64 or 128 and at most 8 "
+                       "query heads per kv head (got %d, %d/%d)",
+                       m->D, m->hq, m->hkv);
+    if (block_tokens == 0 || block_tokens > 4096 || n_blocks == 0 || n_blocks > (1u << 24))
+        return lmc_err(LMC_ERR_INVALID_ARG, "kv pool: %zu blocks of %zu tokens is not a pool",
+                       n_blocks, block_tokens);
+    cu_pool *p = calloc(1, sizeof *p);
+    if (!p) return lmc_err(LMC_ERR_NOMEM, "kv pool: no memory");
+    p->m = m;
+    p->n_blocks = n_blocks;
+    p->block_elems = (size_t)m->hkv * block_tokens * m->D;
+    size_t bytes = (size_t)m->L * 2 * n_blocks * p->block_elems * 2;
+    lmc_status st = lmc_cu_model_alloc(m, bytes, (void **)&p->base, "kv pool");
+    if (st) {
+        free(p);
+        return lmc_err_prefix(st, "kv pool of %zu blocks (%zu MiB)", n_blocks, bytes >> 20);
+    }
+    lmc_kv_pool_options o = {.n_blocks = n_blocks, .block_tokens = block_tokens,
+                             .copy = pool_copy, .release = pool_release, .user = p};
+    if ((st = lmc_kv_pool_new(&o, out))) {
+        lmc_cu_model_release(m, p->base);
+        free(p);
+        return st;
+    }
+    lmc_kv_pool_set_owner(*out, m);
+    return LMC_OK;
+}
+
+/* Host-side description of the batch, uploaded once per forward. */
+typedef struct {
+    int32_t *ids, *row_seq, *row_pos, *tables; /* in the pinned host buffer */
+    int max_blocks;
+    int32_t *d_meta; /* device copy: ids | row_seq | row_pos | tables */
+    int32_t *d_next; /* 2 words per item: greedy id and its log-probability */
+    int32_t *h_next; /* their pinned host copy */
+} batch_meta;
+
+/* The batch tables in the pinned host buffer, uploaded to b_scratch. The
+ * previous step has finished (every forward ends synchronized), so both
+ * buffers are free to rewrite. */
+static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, size_t T,
+                             batch_meta *b) {
+    memset(b, 0, sizeof *b);
+    for (size_t i = 0; i < ni; i++) {
+        size_t nt;
+        lmc_kv_seq_table(it[i].seq, &nt);
+        if ((int)nt > b->max_blocks) b->max_blocks = (int)nt;
+    }
+    size_t words = 3 * T + ni * (size_t)b->max_blocks;
+    size_t need = words + 2 * ni;
+    if (need > m->b_words) { /* grow-only: no allocation in the steady state */
+        CU(cudaStreamSynchronize(m->stream));
+        lmc_cu_model_release(m, m->b_scratch);
+        if (m->h_meta) cudaFreeHost(m->h_meta);
+        m->b_scratch = NULL;
+        m->h_meta = NULL;
+        m->b_words = 0;
+        size_t cap = need < 4096 ? 4096 : 2 * need;
+        lmc_status st = lmc_cu_model_alloc(m, cap * 4, (void **)&m->b_scratch, "batch tables");
+        if (st) return st;
+        CU(cudaMallocHost((void **)&m->h_meta, cap * 4));
+        m->b_words = cap;
+    }
+    int32_t *h = m->h_meta;
+    b->ids = h;
+    b->row_seq = h + T;
+    b->row_pos = h + 2 * T;
+    b->tables = h + 3 * T;
+    for (size_t i = 0, r = 0; i < ni; i++) {
+        size_t pos0 = lmc_kv_seq_len(it[i].seq), nt;
+        const uint32_t *tab = lmc_kv_seq_table(it[i].seq, &nt);
+        for (size_t j = 0; j < (size_t)b->max_blocks; j++)
+            b->tables[i * b->max_blocks + j] =
+                j < nt && tab[j] != LMC_KV_NO_BLOCK ? (int32_t)tab[j] : 0;
+        for (size_t j = 0; j < it[i].n; j++, r++) {
+            b->ids[r] = it[i].ids[j];
+            b->row_seq[r] = (int32_t)i;
+            b->row_pos[r] = (int32_t)(pos0 + j);
+        }
+    }
+    b->d_meta = m->b_scratch;
+    b->d_next = m->b_scratch + words;
+    b->h_next = h + words;
+    CU(cudaMemcpyAsync(b->d_meta, h, words * 4, cudaMemcpyHostToDevice, m->stream));
+    return LMC_OK;
+}
+
+static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *b, int T,
+                               size_t bt) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const int H = m->H, I = m->I, QD = m->hq * m->D;
+    const int32_t *d_seq = b->d_meta + T, *d_pos = b->d_meta + 2 * T,
+                  *d_tab = b->d_meta + 3 * T;
+    const float scale = 1.0f / sqrtf((float)m->D);
+    lmc_status st;
+    KL(lmc_cu_embed(m->embed, b->d_meta, T, H, m->V, m->p_x, s));
+    for (int l = 0; l < m->L; l++) {
+        const cu_layer *w = &m->layers[l];
+        KL(lmc_cu_rmsnorm(m->p_x, w->in_norm, T, H, m->eps, m->p_norm, m->rnd, s));
+        if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->qkv, m->p_qkv, T, m->qkv_dim, H, false,
+                              false, m->stream)))
+            return st;
+        KL(lmc_cu_paged_qkv_post(m->p_qkv, T, m->hq, m->hkv, m->D, w->qkv_b, w->q_norm,
+                                 w->k_norm, m->eps, m->inv_freq, m->rope_attn, d_seq, d_pos,
+                                 d_tab, b->max_blocks, (int)bt, m->p_q, pool_k(p, l),
+                                 pool_v(p, l), m->rnd, s));
+        KL(lmc_cu_paged_attn(m->p_q, pool_k(p, l), pool_v(p, l), d_seq, d_pos, d_tab,
+                             b->max_blocks, (int)bt, T, m->hq, m->hkv, m->D, m->window, scale,
+                             m->p_attn, s));
+        if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, m->p_x, T, H, QD, true, true,
+                              m->stream)))
+            return st;
+        if (w->o_b) KL(lmc_cu_add_bias(m->p_x, 1, w->o_b, T, H, s));
+        KL(lmc_cu_rmsnorm(m->p_x, w->post_norm, T, H, m->eps, m->p_norm, m->rnd, s));
+        if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->gate_up, m->p_gu, T, 2 * I, H, false,
+                              false, m->stream)))
+            return st;
+        if (w->gate_up_b) KL(lmc_cu_add_bias(m->p_gu, 0, w->gate_up_b, T, 2 * I, s));
+        KL(lmc_cu_swiglu(m->p_gu, T, I, m->p_act, m->rnd, s));
+        if ((st = lmc_cu_gemm(&m->gemm, m->p_act, w->down, m->p_x, T, H, I, true, true,
+                              m->stream)))
+            return st;
+        if (w->down_b) KL(lmc_cu_add_bias(m->p_x, 1, w->down_b, T, H, s));
+    }
+    return LMC_OK;
+}
+
+/* The last row of every item that wants logits or a greedy id: gathered to
+ * the front of p_x, normed, through lm_head in LOGIT_ROWS pieces; logits
+ * go to the host, greedy ids to d_next (two words per item). Host logits
+ * are only ever asked of direct launches, never of a captured graph. */
+static lmc_status batch_logits(cu_model *m, lmc_batch_item *it, size_t ni, int32_t *d_next) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const size_t H = (size_t)m->H, V = (size_t)m->V;
+    size_t nl = 0;
+    for (size_t i = 0, r = 0; i < ni; r += it[i].n, i++) {
+        if (!it[i].logits && !it[i].next) continue;
+        size_t src = r + it[i].n - 1;
+        if (src != nl)
+            CU(cudaMemcpyAsync(m->p_x + nl * H, m->p_x + src * H, H * 4,
+                               cudaMemcpyDeviceToDevice, m->stream));
+        nl++;
+    }
+    size_t j = 0; /* the item of the next gathered row */
+    for (size_t r0 = 0; r0 < nl; r0 += LOGIT_ROWS) {
+        size_t rr = nl - r0 < LOGIT_ROWS ? nl - r0 : LOGIT_ROWS;
+        KL(lmc_cu_rmsnorm(m->p_x + r0 * H, m->final_norm, (int)rr, m->H, m->eps, m->p_norm,
+                          m->rnd, s));
+        lmc_status st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, (int)rr, m->V,
+                                    m->H, true, false, m->stream);
+        if (st) return st;
+        bool host = false;
+        for (size_t k = 0; k < rr; k++, j++) {
+            while (!it[j].logits && !it[j].next) j++;
+            const float *row = m->p_logits + k * V;
+            if (it[j].logits) {
+                CU(cudaMemcpyAsync(it[j].logits, row, V * 4, cudaMemcpyDeviceToHost, m->stream));
+                host = true;
+            }
+            if (it[j].next) KL(lmc_cu_argmax(row, m->V, m->d_argmax_ws, d_next + 2 * j, s));
+        }
+        /* p_logits is reused by the next piece; pageable host copies end
+         * before it is overwritten only once the stream reaches them */
+        if (host && r0 + rr < nl) CU(cudaStreamSynchronize(m->stream));
+    }
+    return LMC_OK;
+}
+
+/* Everything of a step after the tables' upload (the part a graph holds). */
+static lmc_status batch_body(cu_model *m, const cu_pool *p, const batch_meta *b, size_t T,
+                             size_t bt, lmc_batch_item *it, size_t ni) {
+    lmc_status st = batch_layers(m, p, b, (int)T, bt);
+    return st ? st : batch_logits(m, it, ni, b->d_next);
+}
+
+/* A step whose items all want only greedy ids replays a graph while its
+ * shape repeats: rows, items, each item's row count, the table width, the
+ * pool and the scratch addresses the kernels were given. */
+static unsigned long long step_sig(const cu_model *m, const struct lmc_kv_pool *pool,
+                                   const batch_meta *b, const lmc_batch_item *it, size_t ni,
+                                   size_t T, bool *graphable) {
+    unsigned long long h = 1469598103934665603ull;
+#define MIX(v) (h = (h ^ (unsigned long long)(v)) * 1099511628211ull)
+    *graphable = !m->no_graphs;
+    MIX(T);
+    MIX(ni);
+    MIX(b->max_blocks);
+    MIX((uintptr_t)pool);
+    MIX((uintptr_t)m->b_scratch);
+    const void *bufs[] = {m->p_x,    m->p_norm, m->p_qkv, m->p_q,     m->p_attn,
+                          m->p_gu,   m->p_act,  m->p_logits, m->d_argmax_ws};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) MIX((uintptr_t)bufs[i]);
+    for (size_t i = 0; i < ni; i++) {
+        MIX(it[i].n);
+        MIX(it[i].next != NULL);
+        if (it[i].logits) *graphable = false;
+    }
+#undef MIX
+    return h;
+}
+
+static lmc_status run_step(cu_model *m, const struct lmc_kv_pool *pool, const cu_pool *p,
+                           const batch_meta *b, size_t T, size_t bt, lmc_batch_item *it,
+                           size_t ni) {
+    bool graphable;
+    unsigned long long sig = step_sig(m, pool, b, it, ni, T, &graphable);
+    if (!graphable) return batch_body(m, p, b, T, bt, it, ni);
+    if (m->b_have_graph && m->b_sig == sig) {
+        CU(cudaGraphLaunch(m->b_graph, m->stream));
+        return LMC_OK;
+    }
+    if (m->b_seen_sig != sig) { /* first step of this shape: plain, builds the plans */
+        m->b_seen_sig = sig;
+        return batch_body(m, p, b, T, bt, it, ni);
+    }
+    if (m->b_have_graph) cudaGraphExecDestroy(m->b_graph);
+    m->b_have_graph = false;
+    cudaGraph_t g = NULL;
+    CU(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+    lmc_status st = batch_body(m, p, b, T, bt, it, ni);
+    cudaError_t e = cudaStreamEndCapture(m->stream, &g);
+    if (st) {
+        if (g) cudaGraphDestroy(g);
+        return st;
+    }
+    if (e == cudaSuccess && cudaGraphInstantiate(&m->b_graph, g, 0) == cudaSuccess) {
+        m->b_have_graph = true;
+        m->b_sig = sig;
+    }
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+    if (m->b_have_graph) {
+        CU(cudaGraphLaunch(m->b_graph, m->stream));
+        return LMC_OK;
+    }
+    return batch_body(m, p, b, T, bt, it, ni); /* capture failed: plain launches */
+}
+
+lmc_status lmc_cu_forward_batch(lmc_model *mm, struct lmc_kv_pool *pool, lmc_batch_item *it,
+                                size_t ni) {
+    cu_model *m = (cu_model *)mm;
+    size_t T = 0;
+    lmc_status st = lmc_batch_check(mm, pool, it, ni, &T);
+    if (st) return st;
+    if (T > BATCH_ROWS)
+        return lmc_err(LMC_ERR_LIMIT, "forward_batch: %zu rows exceed the %d rows of one step",
+                       T, BATCH_ROWS);
+    const cu_pool *p = lmc_kv_pool_user(pool);
+    size_t bt = lmc_kv_pool_block_tokens(pool);
+    for (size_t i = 0; i < ni; i++)
+        if ((st = lmc_kv_seq_reserve(it[i].seq, it[i].n)))
+            return lmc_err_prefix(st, "forward_batch: item %zu", i);
+    if ((st = lmc_cu_model_rows(m, T))) return st;
+    batch_meta b;
+    st = build_meta(m, it, ni, T, &b);
+    if (!st) st = run_step(m, pool, p, &b, T, bt, it, ni);
+    bool greedy = false;
+    for (size_t i = 0; i < ni; i++) greedy |= it[i].next != NULL;
+    if (!st && greedy &&
+        cudaMemcpyAsync(b.h_next, b.d_next, 2 * ni * 4, cudaMemcpyDeviceToHost, m->stream) !=
+            cudaSuccess)
+        st = lmc_err(LMC_ERR_DEVICE, "forward_batch: copying the greedy ids failed");
+    cudaError_t e = cudaStreamSynchronize(m->stream);
+    if (!st && e != cudaSuccess)
+        st = lmc_err(LMC_ERR_DEVICE, "forward_batch: %s", cudaGetErrorString(e));
+    for (size_t i = 0; i < ni && !st; i++)
+        if (it[i].next) *it[i].next = b.h_next[2 * i];
+    for (size_t i = 0; i < ni && !st; i++) st = lmc_kv_seq_commit(it[i].seq, it[i].n);
+    return st;
+}

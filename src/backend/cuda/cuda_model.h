@@ -1,0 +1,105 @@
+/* The CUDA llama-family model's state, shared by its files: the
+ * single-sequence paths and caches (cuda_llama.c) and batched execution
+ * over the paged KV cache (cuda_batch.c). Private to src/backend/cuda. */
+#ifndef LMC_BACKEND_CUDA_MODEL_H
+#define LMC_BACKEND_CUDA_MODEL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime.h>
+
+#include "backend/cuda/cuda_gemm.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "base/error.h"
+#include "models/model.h"
+
+#define PF_CHUNK 2048     /* rows per prefill launch sequence */
+#define LOGIT_ROWS 128    /* rows per all-logits GEMM (bounds that buffer) */
+#define KV_INITIAL 4096   /* first cache capacity, tokens */
+#define KV_HARD_MAX (1u << 21)
+
+/* The rows a prefill carries past the last layer's attention: every row
+ * (all logits), the last one (its logits), or none (an earlier chunk, whose
+ * only product is the cache). */
+typedef enum { PF_ROWS_ALL, PF_ROWS_LAST, PF_ROWS_NONE, PF_KINDS } pf_rows;
+
+typedef struct {
+    uint16_t *in_norm, *post_norm;
+    uint16_t *qkv, *qkv_b; /* [(hq + 2 hkv) D, H], bias or NULL */
+    uint16_t *o, *o_b;
+    uint16_t *q_norm, *k_norm;
+    uint16_t *gate_up, *gate_up_b; /* [2 I, H], rows gate_0, up_0, gate_1, ... */
+    uint16_t *down, *down_b;
+} cu_layer;
+
+typedef struct {
+    lmc_model base;
+    int H, I, V, L, hq, hkv, D, qkv_dim, window;
+    float eps;
+    int rnd; /* round intermediates to bf16 (bf16 checkpoints) */
+    int num_sms;
+    int dec_splits; /* decode attention splits per KV head */
+    cudaStream_t stream;
+    lmc_cu_gemm_ctx gemm;
+    bool gemm_ok;
+    bool no_graphs; /* LMC_CUDA_GRAPHS=0: plain launches (comparisons, tests) */
+    cu_layer *layers;
+    uint16_t *embed, *final_norm, *lm_head;
+    float *inv_freq;
+    float rope_attn; /* multiplies RoPE's cos and sin (yarn), else 1 */
+    /* decode scratch (fixed addresses: captured in graphs) */
+    float *d_x, *d_logits;
+    uint16_t *d_qkv, *d_attn, *d_act;
+    int32_t *d_next;
+    void *d_argmax_ws;
+    /* prefill scratch (grown on demand) */
+    size_t pf_rows;
+    float *p_x, *p_logits;
+    uint16_t *p_norm, *p_qkv, *p_q, *p_attn, *p_gu, *p_act;
+    int32_t *p_ids;
+    int32_t *h_state; /* pinned [2] */
+    /* batched execution: the batch's ids, rows and block tables, then two
+     * words per item for greedy ids (grown on demand) */
+    int32_t *b_scratch;
+    size_t b_words;
+    int32_t *h_meta; /* pinned host copy of the batch tables (grown with b_scratch) */
+    /* the graph of a batched step whose items want only greedy ids, kept
+     * while the step's shape (b_sig) repeats; captured on a shape's second
+     * step, once the GEMM plans exist */
+    cudaGraphExec_t b_graph;
+    bool b_have_graph, b_graph_failed;
+    unsigned long long b_sig, b_seen_sig;
+    void **allocs;
+    size_t n_allocs, cap_allocs;
+    size_t weight_bytes;
+} cu_model;
+
+#define CU(call)                                                                          \
+    do {                                                                                  \
+        cudaError_t e_ = (call);                                                          \
+        if (e_ != cudaSuccess)                                                            \
+            return lmc_err(LMC_ERR_DEVICE, "cuda: %s: %s (%s:%d)", #call,                 \
+                           cudaGetErrorString(e_), __FILE__, __LINE__);                   \
+    } while (0)
+#define KL(call)                                                                          \
+    do {                                                                                  \
+        int e_ = (call);                                                                  \
+        if (e_)                                                                           \
+            return lmc_err(LMC_ERR_DEVICE, "cuda kernel %s: %s", #call,                   \
+                           cudaGetErrorString((cudaError_t)e_));                          \
+    } while (0)
+
+/* Device memory owned by the model (freed with it). */
+lmc_status lmc_cu_model_alloc(cu_model *m, size_t bytes, void **out, const char *what);
+void lmc_cu_model_release(cu_model *m, void *p);
+/* The prefill scratch (p_*) for at least `rows` rows. */
+lmc_status lmc_cu_model_rows(cu_model *m, size_t rows);
+
+/* Batched execution (cuda_batch.c). */
+lmc_status lmc_cu_pool_new(lmc_model *m, size_t n_blocks, size_t block_tokens,
+                           struct lmc_kv_pool **out);
+lmc_status lmc_cu_forward_batch(lmc_model *m, struct lmc_kv_pool *pool, lmc_batch_item *items,
+                                size_t n_items);
+
+#endif

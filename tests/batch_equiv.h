@@ -1,0 +1,314 @@
+/* The batch-equivalence check shared by tests/engine/test_batch.c (CPU)
+ * and tests/cuda/test_cuda_batch.c: see the former's head comment. */
+#ifndef LMC_TEST_BATCH_EQUIV_H
+#define LMC_TEST_BATCH_EQUIV_H
+#include <stdint.h>
+
+#include "check.h"
+#include "engine/kv_pool.h"
+#include "formats/config.h"
+#include "models/model.h"
+
+#define NSEQ 18
+#define MAXP 72
+#define MAXG 12
+#define CHUNK 16
+#define BLOCK 4
+
+typedef struct {
+    int32_t ids[MAXP + MAXG];
+    size_t np, ng;
+    float *ref;           /* (ng + 1) rows: prompt logits, then each step's */
+    int32_t ref_tok[MAXG + 1];
+    lmc_kv_seq *seq;
+    size_t fed, made, start;
+    bool done;
+} sequence;
+
+typedef struct {
+    lmc_model_config cfg;
+    json_object *json;
+    char *raw;
+    lmc_st_set *w;
+    lmc_model *m;
+} loaded;
+
+static lmc_status load(const char *dir, lmc_device dev, loaded *L) {
+    memset(L, 0, sizeof *L);
+    lmc_status st = lmc_config_load(dir, &L->cfg, &L->json, &L->raw);
+    if (!st) st = lmc_st_set_open_dir(dir, &L->w);
+    if (st) return st;
+    lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->json, .config_raw = L->raw,
+                           .weights = L->w, .device = dev};
+    return lmc_llama_create(&lm, &L->m);
+}
+
+static void unload(loaded *L) {
+    lmc_model_free(L->m);
+    lmc_st_set_free(L->w);
+    if (L->json) json_object_put(L->json);
+    free(L->raw);
+}
+
+static uint64_t rng = 99;
+static uint32_t rnd(uint32_t n) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)((rng >> 33) % n);
+}
+
+static int32_t argmax(const float *x, size_t n) {
+    size_t b = 0;
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return (int32_t)b;
+}
+
+static double rel_err(const float *a, const float *ref, size_t n) {
+    double mx = 0, lo = ref[0], hi = ref[0];
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]);
+        if (!(d <= mx)) mx = isnan(d) ? INFINITY : d;
+        if (ref[i] < lo) lo = ref[i];
+        if (ref[i] > hi) hi = ref[i];
+    }
+    return mx / (hi - lo);
+}
+
+/* Prompts from three stems; the reference run of each sequence alone. */
+static void make_sequences(lmc_model *m, sequence *s, size_t V) {
+    int32_t stems[3][40];
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 40; i++) stems[k][i] = (int32_t)(3 + rnd((uint32_t)V - 3));
+    for (int i = 0; i < NSEQ; i++) {
+        sequence *q = &s[i];
+        memset(q, 0, sizeof *q);
+        q->np = 5 + rnd(MAXP - 5);
+        q->ng = 3 + rnd(MAXG - 2);
+        size_t stem = i % 4 == 3 ? 0 : 8 + rnd(33); /* a quarter share nothing */
+        for (size_t j = 0; j < q->np; j++)
+            q->ids[j] = j < stem ? stems[i % 3][j] : (int32_t)(3 + rnd((uint32_t)V - 3));
+        q->start = (size_t)i / 2;
+        q->ref = malloc((q->ng + 1) * V * sizeof(float));
+        lmc_kv_cache *c = NULL;
+        CHECK(!lmc_kv_cache_new(m, &c));
+        lmc_status st = lmc_model_forward(m, c, q->ids, q->np, q->ref, false);
+        for (size_t g = 0; g < q->ng && !st; g++) {
+            q->ref_tok[g] = argmax(q->ref + g * V, V);
+            st = lmc_model_forward(m, c, &q->ref_tok[g], 1, q->ref + (g + 1) * V, false);
+        }
+        CHECK_MSG(!st, "reference run %d: %s", i, lmc_last_error());
+        lmc_kv_cache_free(c);
+    }
+}
+
+/* Runs the staggered schedule; returns the worst logit error. */
+static double range(const float *x, size_t n) {
+    float lo = x[0], hi = x[0];
+    for (size_t i = 1; i < n; i++) {
+        if (x[i] < lo) lo = x[i];
+        if (x[i] > hi) hi = x[i];
+    }
+    return (double)hi - lo;
+}
+
+/* top-1 minus top-2 */
+static double margin(const float *x, size_t n) {
+    float a = -INFINITY, b = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (x[i] > a) {
+            b = a;
+            a = x[i];
+        } else if (x[i] > b)
+            b = x[i];
+    }
+    return (double)a - b;
+}
+
+static double run_batched(lmc_model *m, lmc_kv_pool *pool, sequence *s, size_t V, const char *name,
+                          double tol, size_t *shared, size_t *mixed_steps) {
+    double worst = 0;
+    size_t window = lmc_model_seq_window(m);
+    float *lg = malloc(NSEQ * V * sizeof *lg);
+    lmc_batch_item items[NSEQ];
+    int owner[NSEQ];
+    for (size_t step = 0;; step++) {
+        size_t ni = 0, prefills = 0, decodes = 0;
+        bool live = false;
+        for (int i = 0; i < NSEQ; i++) {
+            sequence *q = &s[i];
+            if (q->done) continue;
+            live = true;
+            if (step < q->start) continue;
+            if (!q->seq) {
+                size_t matched = 0;
+                CHECK(!lmc_kv_seq_new_prefix(pool, window, 0, q->ids, q->np, &q->seq, &matched));
+                q->fed = matched;
+                *shared += matched;
+            }
+            lmc_batch_item *it = &items[ni];
+            memset(it, 0, sizeof *it);
+            it->seq = q->seq;
+            if (q->fed < q->np) { /* a prefill chunk */
+                size_t n = q->np - q->fed < CHUNK ? q->np - q->fed : CHUNK;
+                it->ids = q->ids + q->fed;
+                it->n = n;
+                it->logits = q->fed + n == q->np ? lg + ni * V : NULL;
+                prefills++;
+            } else { /* a decode step: the token this sequence chose last */
+                it->ids = q->ids + q->np + q->made - 1;
+                it->n = 1;
+                it->logits = lg + ni * V;
+                decodes++;
+            }
+            owner[ni++] = i;
+        }
+        if (!live) break;
+        if (!ni) continue;
+        if (prefills && decodes) (*mixed_steps)++;
+        lmc_status st = m->vt->forward_batch(m, pool, items, ni);
+        CHECK_MSG(!st, "%s: step %zu: %s", name, step, lmc_last_error());
+        if (st) break;
+        for (size_t k = 0; k < ni; k++) {
+            sequence *q = &s[owner[k]];
+            bool was_prefill = q->fed < q->np;
+            if (was_prefill) q->fed += items[k].n;
+            if (!items[k].logits) continue;
+            if (was_prefill && q->fed == q->np) /* publish the prompt's full blocks */
+                CHECK(!lmc_kv_seq_publish(q->seq, 0, q->ids, q->np));
+            size_t row = q->made; /* 0: prompt logits */
+            const float *ref = q->ref + row * V;
+            double e = rel_err(items[k].logits, ref, V);
+            if (!(e <= worst)) worst = e;
+            /* the greedy pick must be the one made alone wherever that
+             * choice was clear of the tolerance; the sequence then goes on
+             * with the token chosen alone (teacher forcing), so a near-tie
+             * cannot make the histories differ */
+            int32_t t = argmax(items[k].logits, V);
+            CHECK_MSG(row == q->ng || t == q->ref_tok[row] || margin(ref, V) <= 2 * tol * range(ref, V),
+                      "%s: sequence %d step %zu: token %d, alone %d", name, owner[k], row, t,
+                      q->ref_tok[row]);
+            t = q->ref_tok[row];
+            if (row == q->ng) {
+                q->done = true;
+                lmc_kv_seq_free(q->seq);
+                q->seq = NULL;
+                continue;
+            }
+            q->ids[q->np + q->made++] = t;
+            CHECK_EQ_INT(lmc_kv_seq_len(q->seq), q->np + q->made - 1);
+        }
+    }
+    free(lg);
+    return worst;
+}
+
+/* Steps whose items want only the greedy id (the path a CUDA graph
+ * replays from a shape's second step): 8 sequences prefilled together,
+ * then 8 steps feeding back their own picks, which must be the picks made
+ * alone as long as every earlier pick was clear of the tolerance. */
+static void greedy_only(lmc_model *m, lmc_kv_pool *pool, sequence *s, size_t V, const char *name,
+                        double tol) {
+    enum { NG = 8 };
+    lmc_batch_item it[NG];
+    int32_t next[NG], fed[NG];
+    lmc_kv_seq *seq[NG] = {0};
+    bool track[NG];
+    size_t agree = 0;
+    for (int i = 0; i < NG; i++) {
+        CHECK(!lmc_kv_seq_new(pool, lmc_model_seq_window(m), &seq[i]));
+        it[i] = (lmc_batch_item){.seq = seq[i], .ids = s[i].ids, .n = s[i].np, .next = &next[i]};
+        track[i] = true;
+    }
+    lmc_status st = m->vt->forward_batch(m, pool, it, NG);
+    CHECK_MSG(!st, "%s: greedy-only prefill: %s", name, lmc_last_error());
+    for (int step = 0; step < NG && !st; step++) {
+        for (int i = 0; i < NG; i++) {
+            sequence *q = &s[i];
+            if (track[i] && (size_t)step < q->ng) {
+                const float *ref = q->ref + (size_t)step * V;
+                if (next[i] == q->ref_tok[step]) agree++;
+                else if (margin(ref, V) > 2 * tol * range(ref, V))
+                    CHECK_MSG(0, "%s: greedy-only sequence %d step %d: %d, alone %d", name, i,
+                              step, next[i], q->ref_tok[step]);
+                if (margin(ref, V) <= 2 * tol * range(ref, V) || next[i] != q->ref_tok[step])
+                    track[i] = false;
+            } else
+                track[i] = false;
+            fed[i] = next[i];
+            it[i] = (lmc_batch_item){.seq = seq[i], .ids = &fed[i], .n = 1, .next = &next[i]};
+        }
+        st = m->vt->forward_batch(m, pool, it, NG);
+        CHECK_MSG(!st, "%s: greedy-only step %d: %s", name, step, lmc_last_error());
+    }
+    printf("%-16s greedy-only steps: %zu picks identical to the runs alone\n", name, agree);
+    CHECK(agree >= NG);
+    for (int i = 0; i < NG; i++) lmc_kv_seq_free(seq[i]);
+}
+
+static void check_model(const char *dir, const char *name, lmc_device dev, double tol) {
+    loaded L;
+    lmc_status st = load(dir, dev, &L);
+    CHECK_MSG(!st, "%s: load: %s", name, lmc_last_error());
+    if (st) {
+        unload(&L);
+        return;
+    }
+    lmc_model *m = L.m;
+    CHECK(m->vt->forward_batch && m->vt->pool_new);
+    size_t V = (size_t)lmc_model_vocab(m);
+    sequence s[NSEQ];
+    make_sequences(m, s, V);
+    lmc_kv_pool *pool = NULL;
+    st = m->vt->pool_new(m, 512, BLOCK, &pool);
+    CHECK_MSG(!st, "%s: pool: %s", name, lmc_last_error());
+    if (st) {
+        for (int i = 0; i < NSEQ; i++) free(s[i].ref);
+        unload(&L);
+        return;
+    }
+    size_t shared = 0, mixed = 0;
+    double worst = run_batched(m, pool, s, V, name, tol, &shared, &mixed);
+    printf("%-16s %d sequences: logits err %.2e (bound %.0e), %zu prompt tokens from shared "
+           "blocks, %zu mixed prefill+decode steps\n",
+           name, NSEQ, worst, tol, shared, mixed);
+    CHECK_MSG(worst <= tol, "%s: batched logits err %.3e", name, worst);
+    CHECK(shared > 0 && mixed > 0);
+    greedy_only(m, pool, s, V, name, tol);
+    for (int i = 0; i < NSEQ; i++) {
+        CHECK(s[i].done);
+        lmc_kv_seq_free(s[i].seq);
+        free(s[i].ref);
+    }
+    lmc_kv_pool_drop_cache(pool);
+    CHECK_EQ_INT(lmc_kv_pool_free_blocks(pool), 512);
+
+    /* exhaustion: 3 blocks cannot hold 20 tokens; nothing advances */
+    lmc_kv_pool *tiny = NULL;
+    CHECK(!m->vt->pool_new(m, 3, BLOCK, &tiny));
+    lmc_kv_seq *a = NULL, *b = NULL;
+    CHECK(!lmc_kv_seq_new(tiny, lmc_model_seq_window(m), &a));
+    int32_t ids[20] = {0};
+    float *lg = malloc(V * sizeof *lg);
+    lmc_batch_item it = {.seq = a, .ids = ids, .n = 20, .logits = lg};
+    CHECK_ERR(m->vt->forward_batch(m, tiny, &it, 1), LMC_ERR_LIMIT, "blocks");
+    CHECK_EQ_INT(lmc_kv_seq_len(a), 0);
+    /* bad batches: a sequence twice, another pool's sequence, a bad id */
+    it.n = 2;
+    lmc_batch_item two[2] = {it, it};
+    CHECK_ERR(m->vt->forward_batch(m, tiny, two, 2), LMC_ERR_INVALID_ARG, "share");
+    CHECK_ERR(m->vt->forward_batch(m, pool, &it, 1), LMC_ERR_INVALID_ARG, "another pool");
+    ids[1] = (int32_t)V;
+    CHECK_ERR(m->vt->forward_batch(m, tiny, &it, 1), LMC_ERR_INVALID_ARG, "vocabulary");
+    CHECK(!lmc_kv_seq_new(tiny, lmc_model_seq_window(m) + 1, &b));
+    ids[1] = 0;
+    it.seq = b;
+    CHECK_ERR(m->vt->forward_batch(m, tiny, &it, 1), LMC_ERR_INVALID_ARG, "window");
+    free(lg);
+    lmc_kv_seq_free(a);
+    lmc_kv_seq_free(b);
+    lmc_kv_pool_free(tiny);
+    lmc_kv_pool_free(pool);
+    unload(&L);
+}
+
+#endif
