@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "check.h"
+#include "model_load.h"
 #include "engine/kv_pool.h"
 #include "formats/config.h"
 #include "models/model.h"
@@ -25,30 +26,6 @@ typedef struct {
     bool done;
 } sequence;
 
-typedef struct {
-    lmc_model_config cfg;
-    json_object *json;
-    char *raw;
-    lmc_st_set *w;
-    lmc_model *m;
-} loaded;
-
-static lmc_status load(const char *dir, lmc_device dev, loaded *L) {
-    memset(L, 0, sizeof *L);
-    lmc_status st = lmc_config_load(dir, &L->cfg, &L->json, &L->raw);
-    if (!st) st = lmc_st_set_open_dir(dir, &L->w);
-    if (st) return st;
-    lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->json, .config_raw = L->raw,
-                           .weights = L->w, .device = dev};
-    return lmc_llama_create(&lm, &L->m);
-}
-
-static void unload(loaded *L) {
-    lmc_model_free(L->m);
-    lmc_st_set_free(L->w);
-    if (L->json) json_object_put(L->json);
-    free(L->raw);
-}
 
 static uint64_t rng = 99;
 static uint32_t rnd(uint32_t n) {
@@ -246,11 +223,11 @@ static void greedy_only(lmc_model *m, lmc_kv_pool *pool, sequence *s, size_t V, 
 }
 
 static void check_model(const char *dir, const char *name, lmc_device dev, double tol) {
-    loaded L;
-    lmc_status st = load(dir, dev, &L);
+    test_model L;
+    lmc_status st = test_model_load(dir, dev, &L);
     CHECK_MSG(!st, "%s: load: %s", name, lmc_last_error());
     if (st) {
-        unload(&L);
+        test_model_unload(&L);
         return;
     }
     lmc_model *m = L.m;
@@ -263,7 +240,7 @@ static void check_model(const char *dir, const char *name, lmc_device dev, doubl
     CHECK_MSG(!st, "%s: pool: %s", name, lmc_last_error());
     if (st) {
         for (int i = 0; i < NSEQ; i++) free(s[i].ref);
-        unload(&L);
+        test_model_unload(&L);
         return;
     }
     size_t shared = 0, mixed = 0;
@@ -308,7 +285,7 @@ static void check_model(const char *dir, const char *name, lmc_device dev, doubl
     lmc_kv_seq_free(b);
     lmc_kv_pool_free(tiny);
     lmc_kv_pool_free(pool);
-    unload(&L);
+    test_model_unload(&L);
 }
 
 #endif

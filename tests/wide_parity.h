@@ -18,6 +18,7 @@
 #include <dirent.h>
 
 #include "check.h"
+#include "model_load.h"
 #include "formats/config.h"
 #include "models/model.h"
 #include "scratch.h"
@@ -172,45 +173,21 @@ static void wide_greedy_(const char *name, lmc_model *m, lmc_kv_cache *c, float 
            agree, checked, n, worst);
 }
 
-typedef struct {
-    lmc_model_config cfg;
-    json_object *json;
-    char *raw;
-    lmc_st_set *w;
-    lmc_model *m;
-} wide_loaded;
-
-static lmc_status wide_load_(const char *dir, lmc_device dev, wide_loaded *L) {
-    memset(L, 0, sizeof *L);
-    lmc_status st = lmc_config_load(dir, &L->cfg, &L->json, &L->raw);
-    if (!st) st = lmc_st_set_open_dir(dir, &L->w);
-    if (st) return st;
-    lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->json, .config_raw = L->raw,
-                           .weights = L->w, .device = dev};
-    return lmc_llama_create(&lm, &L->m);
-}
-
-static void wide_unload_(wide_loaded *L) {
-    lmc_model_free(L->m);
-    lmc_st_set_free(L->w);
-    if (L->json) json_object_put(L->json);
-    free(L->raw);
-}
 
 /* One checkpoint: tol is max|Δlogit| / range for every compared row. */
 static void wide_check_one(const char *name, const char *dir, const wide_golden *g,
                            lmc_device dev, double tol, bool required) {
-    wide_loaded L;
-    lmc_status st = wide_load_(dir, dev, &L);
+    test_model L;
+    lmc_status st = test_model_load(dir, dev, &L);
     if (st == LMC_ERR_UNSUPPORTED && !required) {
         printf("  %-28s refused: %s\n", name, lmc_last_error());
         CHECK_MSG(strlen(lmc_last_error()) > 10, "%s: refusal without a reason", name);
-        wide_unload_(&L);
+        test_model_unload(&L);
         return;
     }
     CHECK_MSG(!st, "%s: load: %s", name, lmc_last_error());
     if (st) {
-        wide_unload_(&L);
+        test_model_unload(&L);
         return;
     }
     size_t V = g->vocab, n = g->n_prompt;
@@ -257,7 +234,7 @@ static void wide_check_one(const char *name, const char *dir, const wide_golden 
     lmc_kv_cache_free(c);
     free(all);
     free(lg);
-    wide_unload_(&L);
+    test_model_unload(&L);
 }
 
 /* Every recipe in tests/golden/wide, in fp32, fp16 and bf16, with the

@@ -148,7 +148,7 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
 static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *b, int T,
                                size_t bt) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
-    const int H = m->H, I = m->I, QD = m->hq * m->D;
+    const int H = m->H;
     const int32_t *d_seq = b->d_meta + T, *d_pos = b->d_meta + 2 * T,
                   *d_tab = b->d_meta + 3 * T;
     const float scale = 1.0f / sqrtf((float)m->D);
@@ -167,20 +167,7 @@ static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *
         KL(lmc_cu_paged_attn(m->p_q, pool_k(p, l), pool_v(p, l), d_seq, d_pos, d_tab,
                              b->max_blocks, (int)bt, T, m->hq, m->hkv, m->D, m->window, scale,
                              m->p_attn, s));
-        if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, m->p_x, T, H, QD, true, true,
-                              m->stream)))
-            return st;
-        if (w->o_b) KL(lmc_cu_add_bias(m->p_x, 1, w->o_b, T, H, s));
-        KL(lmc_cu_rmsnorm(m->p_x, w->post_norm, T, H, m->eps, m->p_norm, m->rnd, s));
-        if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->gate_up, m->p_gu, T, 2 * I, H, false,
-                              false, m->stream)))
-            return st;
-        if (w->gate_up_b) KL(lmc_cu_add_bias(m->p_gu, 0, w->gate_up_b, T, 2 * I, s));
-        KL(lmc_cu_swiglu(m->p_gu, T, I, m->p_act, m->rnd, s));
-        if ((st = lmc_cu_gemm(&m->gemm, m->p_act, w->down, m->p_x, T, H, I, true, true,
-                              m->stream)))
-            return st;
-        if (w->down_b) KL(lmc_cu_add_bias(m->p_x, 1, w->down_b, T, H, s));
+        if ((st = lmc_cu_rows_out(m, w, T))) return st;
     }
     return LMC_OK;
 }

@@ -550,21 +550,27 @@ static lmc_status prefill_body(cu_model *m, cu_cache *c, int n, pf_rows keep) {
         }
         KL(lmc_cu_attn_prefill(m->p_q, c->k + koff, c->v + koff, m->p_attn, n, m->hq, m->hkv,
                                m->D, (int)c->cap, c->d_state, m->window, s));
-        if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, m->p_x, n, H, QD, true, true,
-                              m->stream)))
-            return st;
-        if (w->o_b) KL(lmc_cu_add_bias(m->p_x, 1, w->o_b, n, H, s));
-        KL(lmc_cu_rmsnorm(m->p_x, w->post_norm, n, H, m->eps, m->p_norm, m->rnd, s));
-        if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->gate_up, m->p_gu, n, 2 * I, H, false,
-                              false, m->stream)))
-            return st;
-        if (w->gate_up_b) KL(lmc_cu_add_bias(m->p_gu, 0, w->gate_up_b, n, 2 * I, s));
-        KL(lmc_cu_swiglu(m->p_gu, n, I, m->p_act, m->rnd, s));
-        if ((st = lmc_cu_gemm(&m->gemm, m->p_act, w->down, m->p_x, n, H, I, true, true,
-                              m->stream)))
-            return st;
-        if (w->down_b) KL(lmc_cu_add_bias(m->p_x, 1, w->down_b, n, H, s));
+        if ((st = lmc_cu_rows_out(m, w, n))) return st;
     }
+    return LMC_OK;
+}
+
+lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const int H = m->H, I = m->I, QD = m->hq * m->D;
+    lmc_status st;
+    if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, m->p_x, n, H, QD, true, true, m->stream)))
+        return st;
+    if (w->o_b) KL(lmc_cu_add_bias(m->p_x, 1, w->o_b, n, H, s));
+    KL(lmc_cu_rmsnorm(m->p_x, w->post_norm, n, H, m->eps, m->p_norm, m->rnd, s));
+    if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->gate_up, m->p_gu, n, 2 * I, H, false, false,
+                          m->stream)))
+        return st;
+    if (w->gate_up_b) KL(lmc_cu_add_bias(m->p_gu, 0, w->gate_up_b, n, 2 * I, s));
+    KL(lmc_cu_swiglu(m->p_gu, n, I, m->p_act, m->rnd, s));
+    if ((st = lmc_cu_gemm(&m->gemm, m->p_act, w->down, m->p_x, n, H, I, true, true, m->stream)))
+        return st;
+    if (w->down_b) KL(lmc_cu_add_bias(m->p_x, 1, w->down_b, n, H, s));
     return LMC_OK;
 }
 

@@ -93,6 +93,10 @@ typedef struct {
 /* Device memory owned by the model (freed with it). */
 lmc_status lmc_cu_model_alloc(cu_model *m, size_t bytes, void **out, const char *what);
 void lmc_cu_model_release(cu_model *m, void *p);
+/* Rows [0, n) of the prefill scratch after their attention (p_attn):
+ * o_proj added to the residual p_x, the post-attention norm, gate/up,
+ * SwiGLU, down added to p_x (GEMMs for every row at once). */
+lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n);
 /* The prefill scratch (p_*) for at least `rows` rows. */
 lmc_status lmc_cu_model_rows(cu_model *m, size_t rows);
 
