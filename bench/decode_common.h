@@ -10,6 +10,7 @@
 #include "backend/cuda/cuda.h"
 #include "formats/config.h"
 #include "formats/safetensors.h"
+#include "backend/backend.h"
 #include "models/model.h"
 
 typedef struct {
@@ -33,7 +34,7 @@ static inline int bench_load(const char *dir, bench_model *b) {
         lmc_loaded_model lm = {.config = &b->cfg, .config_json = b->json,
                                .config_raw = b->raw, .weights = b->w,
                                .device = LMC_DEVICE_CUDA};
-        st = lmc_llama_create(&lm, &b->m);
+        st = lmc_model_create(&lm, &b->m);
     }
     if (st) {
         fprintf(stderr, "%s: %s\n", dir, lmc_last_error());

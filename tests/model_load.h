@@ -8,6 +8,7 @@
 
 #include "formats/config.h"
 #include "formats/safetensors.h"
+#include "backend/backend.h"
 #include "models/model.h"
 
 typedef struct {
@@ -25,7 +26,7 @@ static lmc_status test_model_load(const char *dir, lmc_device dev, test_model *L
     if (st) return st;
     lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->json, .config_raw = L->raw,
                            .weights = L->w, .device = dev};
-    return lmc_llama_create(&lm, &L->m);
+    return lmc_model_create(&lm, &L->m);
 }
 
 static void test_model_unload(test_model *L) {

@@ -20,6 +20,7 @@
 #include "check.h"
 #include "model_load.h"
 #include "formats/config.h"
+#include "backend/backend.h"
 #include "models/model.h"
 #include "scratch.h"
 #include "wide_model.h"

@@ -50,7 +50,8 @@ bool lmc_registry_contains(const lmc_model_registry *r, const char *model_type);
  * "unsupported model type 'x'". */
 lmc_status lmc_registry_create(const lmc_model_registry *r, const lmc_loaded_model *lm,
                                lmc_model **out);
-/* The built-in architectures (llama, qwen2, qwen3; mistral via its alias).
+/* The built-in architectures: every description in models/arch (llama,
+ * mistral, qwen2, qwen3, phi3, gemma3_text).
  * Shared and read-only. */
 const lmc_model_registry *lmc_default_registry(void);
 

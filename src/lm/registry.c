@@ -104,29 +104,44 @@ lmc_status lmc_registry_create(const lmc_model_registry *r, const lmc_loaded_mod
 }
 
 #ifdef LMC_NO_MODELS
-/* Built without src/models: the table still names llama, but loading one
- * reports that the architecture is missing from this build. */
-lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
+/* Built without src/models and src/backend: the table still names llama,
+ * but loading one reports that the architecture is missing. */
+static lmc_status no_models(const lmc_loaded_model *lm, lmc_model **out) {
     *out = NULL;
     return lmc_err(LMC_ERR_UNSUPPORTED, "model type '%s': this build has no llama architecture",
                    lm->config->model_type);
 }
+#else
+#include "backend/backend.h"
 #endif
 
 static lmc_model_registry *g_default;
 static pthread_once_t g_default_once = PTHREAD_ONCE_INIT;
 
+/* Every architecture description (models/arch/registry.c) under its
+ * canonical model_type; aliases resolve through lmc_remap_model_type or,
+ * for those only the descriptions name, through their own entries. */
 static void build_default(void) {
-    static const char *const llama_family[] = {"llama", "qwen2", "qwen3", "phi3",
-                                               "gemma3_text"};
     lmc_model_registry *r;
     if (lmc_registry_new(&r)) return;
-    for (size_t i = 0; i < sizeof llama_family / sizeof llama_family[0]; i++) {
-        if (lmc_registry_register(r, llama_family[i], lmc_llama_create, NULL)) {
+#ifdef LMC_NO_MODELS
+    if (lmc_registry_register(r, "llama", no_models, NULL)) {
+        lmc_registry_free(r);
+        return;
+    }
+#else
+    size_t n = 0;
+    const lmc_arch_desc *const *all = lmc_arch_all(&n);
+    for (size_t i = 0; i < n; i++) {
+        bool ok = !lmc_registry_register(r, all[i]->model_type, lmc_model_create, NULL);
+        for (const char *const *a = all[i]->aliases; ok && a && *a; a++)
+            ok = !lmc_registry_register(r, *a, lmc_model_create, NULL);
+        if (!ok) {
             lmc_registry_free(r);
             return;
         }
     }
+#endif
     g_default = r;
 }
 

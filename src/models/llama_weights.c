@@ -119,35 +119,120 @@ static lmc_status slice_rows(lmc_llama_weights *w, const lmc_cpu_mat *m, int64_t
     return LMC_OK;
 }
 
-lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
-                                  bool packed, lmc_llama_weights *w) {
+lmc_status lmc_llama_weights_bind(const lmc_arch_plan *p, const lmc_model_config *c,
+                                  const lmc_st_set *set, bool packed, lmc_llama_weights *w) {
     const lmc_llama_names names = {.prefix = "model.", .lm_head = "lm_head.weight"};
-    return lmc_llama_weights_bind_named(c, set, &names, packed, w);
+    return lmc_llama_weights_bind_named(p, c, set, &names, packed, w);
 }
 
-lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_set *set,
-                                        const lmc_llama_names *names, bool packed,
-                                        lmc_llama_weights *w) {
-    memset(w, 0, sizeof *w);
-    const char *pre = names->prefix;
-    char nm[256];
-    const char *mt = c->model_type;
-    int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+/* A module, or the rows of a fused one: "<prefix>layers.N.<module>". */
+static lmc_status bind_layer_matrix(lmc_llama_weights *w, const lmc_model_config *c,
+                                    const lmc_st_set *set, const char *pre, size_t l,
+                                    const char *module, int64_t d0, int64_t d1, bool packed,
+                                    lmc_cpu_mat *out) {
+    char nm[300];
+    snprintf(nm, sizeof nm, "%slayers.%zu.%s", pre, l, module);
+    return bind_matrix(w, c, set, nm, d0, d1, packed, out);
+}
+
+/* A fused module split into its parts' rows (count of them, rows each). */
+static lmc_status bind_fused(lmc_llama_weights *w, const lmc_model_config *c,
+                             const lmc_st_set *set, const char *pre, size_t l, const char *module,
+                             const int64_t *rows, size_t count, int64_t cols, bool packed,
+                             lmc_cpu_mat *const *parts) {
+    int64_t total = 0, r0 = 0;
+    for (size_t i = 0; i < count; i++) total += rows[i];
+    lmc_cpu_mat fused;
+    lmc_status st = bind_layer_matrix(w, c, set, pre, l, module, total, cols, packed, &fused);
+    for (size_t i = 0; i < count && !st; r0 += rows[i], i++)
+        st = slice_rows(w, &fused, r0, rows[i], parts[i]);
+    return st;
+}
+
+/* "<prefix>layers.N.<name>" of shape [d0] (optional tensors: data NULL). */
+static lmc_status bind_layer_vec(lmc_llama_weights *w, const lmc_st_set *set, const char *pre,
+                                 size_t l, const char *name, int64_t d0, lmc_cpu_mat *out) {
+    char nm[300];
+    snprintf(nm, sizeof nm, "%slayers.%zu.%s", pre, l, name);
+    return bind(w, set, nm, d0, 0, true, out);
+}
+
+/* A bias "<prefix>layers.N.<module>.bias" of shape [d0]. */
+static lmc_status bind_bias(lmc_llama_weights *w, const lmc_st_set *set, const char *pre,
+                            size_t l, const char *module, int64_t d0, lmc_cpu_mat *out) {
+    char nm[300];
+    snprintf(nm, sizeof nm, "%slayers.%zu.%s.bias", pre, l, module);
+    return bind(w, set, nm, d0, 0, true, out);
+}
+
+static lmc_status bind_layer(const lmc_arch_plan *p, const lmc_model_config *c,
+                             const lmc_st_set *set, const char *pre, size_t l, bool packed,
+                             lmc_llama_weights *w) {
+    const lmc_arch_desc *d = p->arch;
+    const lmc_arch_names *N = d->names;
+    lmc_llama_layer *L = &w->layers[l];
+    int64_t H = c->hidden_size, I = c->intermediate_size;
     int64_t qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
-    bool is_llama = !strcmp(mt, "llama"), is_qwen2 = !strcmp(mt, "qwen2");
-    bool is_qwen3 = !strcmp(mt, "qwen3"), is_gemma3 = !strcmp(mt, "gemma3_text");
-    bool is_phi3 = !strcmp(mt, "phi3"); /* q/k/v and gate/up stored fused */
-    /* Which optional tensors each architecture declares. */
-    bool qkv_bias = is_qwen2 || ((is_llama || is_qwen3) && c->attention_bias);
-    bool o_bias = (is_llama || is_qwen3) && c->attention_bias;
-    bool mlp_bias = is_llama && c->mlp_bias;
+    lmc_status st;
+    if ((st = bind_layer_vec(w, set, pre, l, N->in_norm, H, &L->in_norm)) ||
+        (st = bind_layer_vec(w, set, pre, l, N->post_attn_norm, H, &L->post_norm)))
+        return st;
+    if (d->fused_qkv) {
+        const int64_t rows[3] = {qd, kvd, kvd};
+        lmc_cpu_mat *parts[3] = {&L->q, &L->k, &L->v};
+        st = bind_fused(w, c, set, pre, l, N->qkv, rows, 3, H, packed, parts);
+    } else if (!(st = bind_layer_matrix(w, c, set, pre, l, N->q, qd, H, packed, &L->q)) &&
+               !(st = bind_layer_matrix(w, c, set, pre, l, N->k, kvd, H, packed, &L->k))) {
+        st = bind_layer_matrix(w, c, set, pre, l, N->v, kvd, H, packed, &L->v);
+    }
+    if (st) return st;
+    if (d->fused_gate_up) {
+        const int64_t rows[2] = {I, I};
+        lmc_cpu_mat *parts[2] = {&L->gate, &L->up};
+        st = bind_fused(w, c, set, pre, l, N->gate_up, rows, 2, H, packed, parts);
+    } else if (!(st = bind_layer_matrix(w, c, set, pre, l, N->gate, I, H, packed, &L->gate))) {
+        st = bind_layer_matrix(w, c, set, pre, l, N->up, I, H, packed, &L->up);
+    }
+    if (st || (st = bind_layer_matrix(w, c, set, pre, l, N->o, H, qd, packed, &L->o)) ||
+        (st = bind_layer_matrix(w, c, set, pre, l, N->down, H, I, packed, &L->down)))
+        return st;
+    if (p->qkv_bias && ((st = bind_bias(w, set, pre, l, d->fused_qkv ? N->qkv : N->q, qd, &L->q_b)) ||
+                        (st = bind_bias(w, set, pre, l, N->k, kvd, &L->k_b)) ||
+                        (st = bind_bias(w, set, pre, l, N->v, kvd, &L->v_b))))
+        return st;
+    if (p->o_bias && (st = bind_bias(w, set, pre, l, N->o, H, &L->o_b))) return st;
+    if (p->mlp_bias && ((st = bind_bias(w, set, pre, l, N->gate, I, &L->gate_b)) ||
+                        (st = bind_bias(w, set, pre, l, N->up, I, &L->up_b)) ||
+                        (st = bind_bias(w, set, pre, l, N->down, H, &L->down_b))))
+        return st;
+    if (d->qk_norm && ((st = bind_layer_vec(w, set, pre, l, N->q_norm, c->head_dim, &L->q_norm)) ||
+                       (st = bind_layer_vec(w, set, pre, l, N->k_norm, c->head_dim, &L->k_norm))))
+        return st;
+    if (d->sandwich_norms &&
+        ((st = bind_layer_vec(w, set, pre, l, N->pre_ff_norm, H, &L->pre_ff_norm)) ||
+         (st = bind_layer_vec(w, set, pre, l, N->post_ff_norm, H, &L->post_ff_norm))))
+        return st;
+    return LMC_OK;
+}
+
+lmc_status lmc_llama_weights_bind_named(const lmc_arch_plan *p, const lmc_model_config *c,
+                                        const lmc_st_set *set, const lmc_llama_names *names,
+                                        bool packed, lmc_llama_weights *w) {
+    memset(w, 0, sizeof *w);
+    if (p->arch->fused_qkv && p->qkv_bias)
+        return lmc_err(LMC_ERR_UNSUPPORTED, "model weights: %s: biases on a fused q/k/v "
+                       "projection are not supported", p->arch->model_type);
+    const char *pre = names->prefix;
+    const lmc_arch_names *N = p->arch->names;
+    char nm[256];
+    int64_t H = c->hidden_size, V = c->vocab_size;
     lmc_status st;
     w->n_layers = (size_t)c->num_hidden_layers;
     w->layers = calloc(w->n_layers, sizeof *w->layers);
     if (!w->layers) return lmc_err(LMC_ERR_NOMEM, "model weights: no memory");
-    snprintf(nm, sizeof nm, "%sembed_tokens", pre);
+    snprintf(nm, sizeof nm, "%s%s", pre, N->embed);
     if ((st = bind_matrix(w, c, set, nm, V, H, packed, &w->embed))) goto fail;
-    snprintf(nm, sizeof nm, "%snorm.weight", pre);
+    snprintf(nm, sizeof nm, "%s%s", pre, N->final_norm);
     if ((st = bind(w, set, nm, H, 0, true, &w->final_norm))) goto fail;
     if (c->tie_word_embeddings) {
         w->lm_head = w->embed;
@@ -163,64 +248,8 @@ lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_
         }
         if (st) goto fail;
     }
-    for (size_t l = 0; l < w->n_layers; l++) {
-        lmc_llama_layer *L = &w->layers[l];
-#define B(field, suffix, d0, d1, req)                                                    \
-    do {                                                                                 \
-        snprintf(nm, sizeof nm, "%slayers.%zu.%s", pre, l, suffix);                      \
-        if ((st = bind(w, set, nm, d0, d1, req, &L->field))) goto fail;                  \
-    } while (0)
-#define M(field, module, d0, d1)                                                         \
-    do {                                                                                 \
-        snprintf(nm, sizeof nm, "%slayers.%zu.%s", pre, l, module);                      \
-        if ((st = bind_matrix(w, c, set, nm, d0, d1, packed, &L->field))) goto fail;             \
-    } while (0)
-        B(in_norm, "input_layernorm.weight", H, 0, true);
-        B(post_norm, "post_attention_layernorm.weight", H, 0, true);
-        if (is_phi3) {
-            lmc_cpu_mat qkv, gu;
-            char gnm[256];
-            snprintf(nm, sizeof nm, "%slayers.%zu.self_attn.qkv_proj", pre, l);
-            snprintf(gnm, sizeof gnm, "%slayers.%zu.mlp.gate_up_proj", pre, l);
-            if ((st = bind_matrix(w, c, set, nm, qd + 2 * kvd, H, packed, &qkv)) ||
-                (st = slice_rows(w, &qkv, 0, qd, &L->q)) ||
-                (st = slice_rows(w, &qkv, qd, kvd, &L->k)) ||
-                (st = slice_rows(w, &qkv, qd + kvd, kvd, &L->v)) ||
-                (st = bind_matrix(w, c, set, gnm, 2 * I, H, packed, &gu)) ||
-                (st = slice_rows(w, &gu, 0, I, &L->gate)) ||
-                (st = slice_rows(w, &gu, I, I, &L->up)))
-                goto fail;
-        } else {
-            M(q, "self_attn.q_proj", qd, H);
-            M(k, "self_attn.k_proj", kvd, H);
-            M(v, "self_attn.v_proj", kvd, H);
-            M(gate, "mlp.gate_proj", I, H);
-            M(up, "mlp.up_proj", I, H);
-        }
-        M(o, "self_attn.o_proj", H, qd);
-        if (qkv_bias) {
-            B(q_b, "self_attn.q_proj.bias", qd, 0, true);
-            B(k_b, "self_attn.k_proj.bias", kvd, 0, true);
-            B(v_b, "self_attn.v_proj.bias", kvd, 0, true);
-        }
-        if (o_bias) B(o_b, "self_attn.o_proj.bias", H, 0, true);
-        if (is_qwen3 || is_gemma3) {
-            B(q_norm, "self_attn.q_norm.weight", c->head_dim, 0, true);
-            B(k_norm, "self_attn.k_norm.weight", c->head_dim, 0, true);
-        }
-        if (is_gemma3) {
-            B(pre_ff_norm, "pre_feedforward_layernorm.weight", H, 0, true);
-            B(post_ff_norm, "post_feedforward_layernorm.weight", H, 0, true);
-        }
-        M(down, "mlp.down_proj", H, I);
-        if (mlp_bias) {
-            B(gate_b, "mlp.gate_proj.bias", I, 0, true);
-            B(up_b, "mlp.up_proj.bias", I, 0, true);
-            B(down_b, "mlp.down_proj.bias", H, 0, true);
-        }
-#undef B
-#undef M
-    }
+    for (size_t l = 0; l < w->n_layers; l++)
+        if ((st = bind_layer(p, c, set, pre, l, packed, w))) goto fail;
     return LMC_OK;
 fail:
     lmc_llama_weights_free(w);

@@ -4,6 +4,7 @@
 #include "backend/cpu/cpu_ops.h"
 #include "formats/config.h"
 #include "formats/safetensors.h"
+#include "models/arch.h"
 #include "models/model.h"
 
 /* An absent optional tensor has data == NULL. */
@@ -34,20 +35,22 @@ lmc_status lmc_weights_bind_tensor(const lmc_st_set *set, const char *name, int 
                                    const int64_t *shape, bool required, void ***owned,
                                    size_t *n_owned, lmc_cpu_mat *out);
 
-/* Look up and check every tensor the config implies (names, shapes,
- * dtypes F32/F16/BF16). Errors name the tensor and expected vs actual.
+/* Look up and check every tensor the plan implies (its descriptor's
+ * names, fusions, biases and norms; fused modules are bound as views of
+ * their parts' rows), with shapes and
+ * dtypes F32/F16/BF16 checked. Errors name the tensor and expected vs actual.
  * When config.quantized, each Linear/Embedding module stored MLX-style
  * (U32 "<m>.weight" + "<m>.scales" + "<m>.biases") binds as a packed
  * quantized matrix (`packed`: for the CPU kernels) or is dequantized into
  * an owned F32 matrix (models/quantized.h); float modules bind as usual. */
-lmc_status lmc_llama_weights_bind(const lmc_model_config *c, const lmc_st_set *set,
-                                  bool packed, lmc_llama_weights *w);
+lmc_status lmc_llama_weights_bind(const lmc_arch_plan *p, const lmc_model_config *c,
+                                  const lmc_st_set *set, bool packed, lmc_llama_weights *w);
 /* The same for a decoder stored under other names (the text model of a
  * VLM): "<prefix>embed_tokens.weight", "<prefix>layers.N...",
  * "<prefix>norm.weight" and the lm_head tensor named in full. */
-lmc_status lmc_llama_weights_bind_named(const lmc_model_config *c, const lmc_st_set *set,
-                                        const lmc_llama_names *names, bool packed,
-                                        lmc_llama_weights *w);
+lmc_status lmc_llama_weights_bind_named(const lmc_arch_plan *p, const lmc_model_config *c,
+                                        const lmc_st_set *set, const lmc_llama_names *names,
+                                        bool packed, lmc_llama_weights *w);
 void lmc_llama_weights_free(lmc_llama_weights *w);
 
 #endif

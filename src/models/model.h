@@ -125,32 +125,12 @@ lmc_status lmc_kv_cache_save(const lmc_kv_cache *c, const char *path,
                              const char *const *meta_kv);
 lmc_status lmc_kv_cache_load(lmc_model *m, const char *path, lmc_kv_cache **out);
 
-/* Architectures (src/models/). llama covers mistral; qwen2 adds qkv bias;
- * qwen3 adds q/k RMSNorm. */
-lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out);
-/* Tensor names of a llama-family decoder nested in a larger checkpoint. */
+/* Tensor names of a llama-family decoder nested in a larger checkpoint
+ * (backend/backend.h builds models; models/arch.h describes them). */
 typedef struct {
     const char *prefix;  /* e.g. "model.language_model." (default "model.") */
     const char *lm_head; /* e.g. "lm_head.weight"; unused with tied embeddings */
 } lmc_llama_names;
-/* lmc_llama_create for such a decoder; CPU only (LMC_ERR_UNSUPPORTED on
- * cuda). Its vtable has forward_embeds. */
-lmc_status lmc_llama_create_named(const lmc_loaded_model *lm, const lmc_llama_names *names,
-                                  lmc_model **out);
-/* The sliding window every layer of a llama-family model applies: the
- * config's sliding_window when all layers slide (mistral; layer_types all
- * "sliding_attention"; qwen2/qwen3 with max_window_layers 0), 0 when none
- * does (layer_types all "full_attention", or qwen2/qwen3 whose
- * max_window_layers covers every layer). A mix of the two is UNSUPPORTED.
- * lmc_llama_create stores the result in the model's cfg.sliding_window. */
-lmc_status lmc_llama_effective_window(const lmc_loaded_model *lm, int64_t *window);
-/* A partial rotary embedding (partial_rotary_factor < 1) runs in the CPU
- * model only; the other consumers (CUDA, LoRA training; `who` names them)
- * refuse it with this check. */
-lmc_status lmc_llama_require_full_rotary(const lmc_loaded_model *lm, const char *who);
-/* The CUDA implementation of the same family (src/backend/cuda); called by
- * lmc_llama_create for LMC_DEVICE_CUDA in builds with CUDA. */
-lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out);
 
 /* Prompt-cache file format shared by every backend: safetensors with
  * "layers.N.keys" / "layers.N.values" tensors of shape [1, kv_heads, T,

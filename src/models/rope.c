@@ -71,14 +71,19 @@ static lmc_status check_yarn(const lmc_model_config *c) {
     return LMC_OK;
 }
 
+bool lmc_rope_type_computed(const char *type) {
+    static const char *const types[] = {"", "default", "linear", "llama3", "yarn"};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(type, types[i])) return true;
+    return false;
+}
+
 lmc_status lmc_rope_check(const lmc_model_config *c) {
     const char *rt = c->rope_type;
     bool yarn = !strcmp(rt, "yarn"), llama3 = !strcmp(rt, "llama3");
-    if (*rt && strcmp(rt, "default") && strcmp(rt, "linear") && !llama3 && !yarn)
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "config.json: rope type '%s' is not supported (default, linear, llama3, "
-                       "yarn)",
-                       rt);
+    if (!lmc_rope_type_computed(rt))
+        return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: rope type '%s' is not supported (%s)",
+                       rt, LMC_ROPE_TYPES);
     if (yarn) return check_yarn(c);
     if ((!strcmp(rt, "linear") || llama3) && !(c->rope_factor > 0.0))
         return lmc_err(LMC_ERR_FORMAT, "config.json: %s rope factor must be positive, got %g", rt,

@@ -9,6 +9,7 @@
 #define LMC_MODELS_ROPE_H
 #include "formats/config.h"
 #include "lmc.h"
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct {
@@ -16,6 +17,11 @@ typedef struct {
     size_t n;          /* head_dim / 2 */
     float attn_factor; /* multiplies cos and sin; 1 except for yarn */
 } lmc_rope;
+
+/* The rope types whose tables lmc_rope_init computes (the backends'
+ * capability checks refuse the others by name: longrope, dynamic, ...). */
+#define LMC_ROPE_TYPES "default, linear, llama3, yarn"
+bool lmc_rope_type_computed(const char *type);
 
 /* Check the rope type and its parameters (a positive head_dim and
  * rope_theta are the caller's checks). Errors name config.json and the

@@ -75,33 +75,36 @@ static double next_unit(uint64_t *s) { return (double)(next_u64(s) >> 11) * 0x1.
 
 /* ------------------------------------------------------------ base */
 
-static lmc_status check_config(const lmc_model_config *c) {
-    const char *mt = c->model_type;
-    if (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") && strcmp(mt, "qwen3"))
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "lora: model_type '%s' is not supported for training (llama, mistral, "
-                       "qwen2, qwen3)",
-                       mt);
-    if (c->vocab_size <= 0 || c->hidden_size <= 0 || c->intermediate_size <= 0 ||
-        c->num_hidden_layers <= 0 || c->num_attention_heads <= 0 ||
-        c->num_key_value_heads <= 0 || c->head_dim <= 0)
-        return lmc_err(LMC_ERR_FORMAT, "config.json: model dimensions must be positive");
-    if (c->num_attention_heads % c->num_key_value_heads)
-        return lmc_err(LMC_ERR_FORMAT,
-                       "config.json: num_attention_heads is not a multiple of num_key_value_heads");
-    if (c->head_dim % 2 || c->head_dim > 1024)
-        return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: head_dim %" PRId64 " must be even, <= 1024",
-                       c->head_dim);
-    if (c->hidden_size > (1 << 20) || c->intermediate_size > (1 << 22) ||
-        c->vocab_size > (1 << 24) || c->num_hidden_layers > 4096 || c->num_attention_heads > 4096)
-        return lmc_err(LMC_ERR_LIMIT, "config.json: model dimensions are beyond supported limits");
-    lmc_status st = lmc_rope_check(c);
-    if (st) return st;
-    if (!(c->rope_theta > 0.0) || !(c->rms_norm_eps >= 0.0))
-        return lmc_err(LMC_ERR_FORMAT, "config.json: rope_theta must be > 0, rms_norm_eps >= 0");
-    if (c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
-        return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (silu)",
-                       c->hidden_act);
+/* What the trainer's forward/backward implements, stated in one place:
+ * the llama-family layer (RMSNorm weights as stored, optional q/k norms
+ * and biases, SwiGLU, full rotary embedding with one table, one window for
+ * every layer, separate q/k/v and gate/up modules). The rest of a
+ * description is refused here by name. */
+lmc_status lmc_lora_supports(const lmc_arch_plan *p, const lmc_model_config *c) {
+    const lmc_arch_desc *d = p->arch;
+    const struct {
+        bool refused;
+        const char *what;
+    } features[] = {
+        {p->rot_dim != (size_t)c->head_dim, "a partial rotary embedding (partial_rotary_factor)"},
+        {d->fused_qkv || d->fused_gate_up, "fused q/k/v or gate/up projections"},
+        {d->norm != LMC_NORM_W, "(1 + w) RMSNorm weights"},
+        {d->sandwich_norms, "sandwich norms around the sublayers"},
+        {p->act != LMC_GLU_SILU, "an MLP activation other than SwiGLU"},
+        {p->embed_scale != 0.0f, "scaled embeddings"},
+        {p->attn_scale != (float)(1.0 / sqrt((double)c->head_dim)),
+         "an attention scale other than head_dim^-1/2 (query_pre_attn_scalar)"},
+        {p->local_rope, "a second RoPE table for the sliding layers"},
+        {p->mixed_windows, "layers mixing sliding-window and full attention"},
+        {p->final_softcap != 0.0f || p->attn_softcap != 0.0f, "logit softcapping"},
+    };
+    if (!lmc_rope_type_computed(c->rope_type))
+        return lmc_err(LMC_ERR_UNSUPPORTED, "lora: rope type '%s' is not supported (%s)",
+                       c->rope_type, LMC_ROPE_TYPES);
+    for (size_t i = 0; i < sizeof features / sizeof features[0]; i++)
+        if (features[i].refused)
+            return lmc_err(LMC_ERR_UNSUPPORTED, "lora: %s (%s) is not supported for training",
+                           features[i].what, d->model_type);
     return LMC_OK;
 }
 
@@ -149,22 +152,19 @@ lmc_status lmc_lora_net_init(lmc_lora_net *net, const lmc_model_config *cfg,
     if (shape->num_layers == 0 || shape->num_layers < -1)
         return lmc_err(LMC_ERR_INVALID_ARG, "lora: num_layers must be -1 (all) or positive, got %d",
                        (int)shape->num_layers);
-    lmc_status st = check_config(cfg);
+    lmc_status st = lmc_arch_plan_init(cfg, config_json, &net->plan);
     if (st) return st;
+    if ((st = lmc_lora_supports(&net->plan, cfg))) goto fail;
     net->cfg = *cfg;
-    lmc_loaded_model lm = {.config = cfg, .config_json = config_json, .device = LMC_DEVICE_CPU};
-    int64_t window = 0;
-    if ((st = lmc_llama_effective_window(&lm, &window)) ||
-        (st = lmc_llama_require_full_rotary(&lm, "lora"))) return st;
-    net->window = window > 0 ? (size_t)window : 0;
-    net->cfg.sliding_window = window;
+    net->window = net->plan.cache_window;
+    net->cfg.sliding_window = (int64_t)net->window;
     net->shape = *shape;
     net->scaling = shape->alpha / (float)shape->rank;
-    net->attn_scale = (float)(1.0 / sqrt((double)cfg->head_dim));
+    net->attn_scale = net->plan.attn_scale;
     /* a quantized base stays packed (the products dequantize on the fly):
      * training then holds ~0.56 bytes per frozen parameter at 4 bits */
-    if ((st = lmc_llama_weights_bind(&net->cfg, set, true, &net->w))) return st;
-    if ((st = lmc_rope_init(&net->cfg, &net->rope))) goto fail;
+    if ((st = lmc_llama_weights_bind(&net->plan, &net->cfg, set, true, &net->w))) goto fail;
+    if ((st = lmc_arch_rope_init(&net->plan, &net->cfg, false, &net->rope))) goto fail;
 
     size_t L = net->w.n_layers;
     size_t n_adapt = shape->num_layers < 0 || (size_t)shape->num_layers >= L
@@ -222,6 +222,7 @@ void lmc_lora_net_free(lmc_lora_net *net) {
     free(net->by_layer);
     lmc_rope_free(&net->rope);
     lmc_llama_weights_free(&net->w);
+    lmc_arch_plan_free(&net->plan);
     memset(net, 0, sizeof *net);
 }
 

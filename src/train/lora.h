@@ -1,4 +1,5 @@
-/* LoRA on the llama family (llama, mistral, qwen2, qwen3), CPU, fp32:
+/* LoRA on the architectures lmc_lora_supports accepts (llama, mistral,
+ * qwen2, qwen3 today), CPU, fp32:
  * a training forward that keeps what the backward needs and a backward
  * pass that produces gradients for the adapters only (base weights frozen,
  * read in their stored dtype straight from the mapping).
@@ -10,6 +11,7 @@
 #include "formats/config.h"
 #include "formats/safetensors.h"
 #include "lmc.h"
+#include "models/arch.h"
 #include "models/llama_weights.h"
 #include "models/rope.h"
 #include <json-c/json.h>
@@ -46,6 +48,7 @@ typedef struct {
 /* The frozen base plus the adapters. */
 typedef struct {
     lmc_model_config cfg;
+    lmc_arch_plan plan;
     lmc_llama_weights w;
     lmc_rope rope;  /* frequencies and attention factor, as the model's */
     size_t window; /* sliding window, 0 for none */
@@ -57,6 +60,10 @@ typedef struct {
     size_t n_ad;
     lmc_lora_adapter **by_layer; /* [n_layers * LORA_N_MODULES], NULL when not adapted */
 } lmc_lora_net;
+
+/* The trainer's capability check: LMC_ERR_UNSUPPORTED naming "lora" and
+ * the feature of the description it does not implement. */
+lmc_status lmc_lora_supports(const lmc_arch_plan *p, const lmc_model_config *c);
 
 /* Bind the base weights of `set` (config already parsed; config_json for
  * layer_types / max_window_layers) and allocate adapters: A from a seeded

@@ -5,6 +5,7 @@
  * prompt, in order, and the text model runs on the result. */
 #include "base/error.h"
 #include "base/json.h"
+#include "backend/backend.h"
 #include "vlm/clip_vision.h"
 #include "vlm/vlm.h"
 #include <inttypes.h>
@@ -325,7 +326,7 @@ lmc_status lmc_llava_create(const lmc_vlm_loaded_model *lm, lmc_vlm_model **out)
     lmc_loaded_model tl = {.config = &tc, .config_json = tjson, .config_raw = NULL,
                            .weights = lm->weights, .device = LMC_DEVICE_CPU};
     lmc_llama_names names = {.prefix = text_pre, .lm_head = lm_head};
-    if ((st = lmc_llama_create_named(&tl, &names, &m->base.text))) {
+    if ((st = lmc_model_create_named(&tl, &names, &m->base.text))) {
         lmc_err_prefix(st, "llava text model");
         goto fail;
     }

@@ -15,6 +15,7 @@
 #include "check.h"
 #include "formats/config.h"
 #include "formats/safetensors.h"
+#include "backend/backend.h"
 #include "models/model.h"
 
 #define MAXT 128
@@ -100,7 +101,7 @@ static lmc_status load(const char *dir, loaded *L) {
     if (st) return st;
     lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->json, .config_raw = L->raw,
                            .weights = L->w, .device = LMC_DEVICE_CUDA};
-    return lmc_llama_create(&lm, &L->m);
+    return lmc_model_create(&lm, &L->m);
 }
 
 static void unload(loaded *L) {

@@ -7,6 +7,7 @@
 #include "base/json.h"
 #include "formats/config.h"
 #include "formats/safetensors.h"
+#include "backend/backend.h"
 #include "models/model.h"
 #include <math.h>
 #include <stdbool.h>
@@ -117,7 +118,7 @@ static inline lmc_status load_model(const char *dir, loaded *L,
     if (edit) edit(&L->cfg);
     lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->cfg_json, .config_raw = L->raw,
                            .weights = L->weights, .device = LMC_DEVICE_CPU};
-    return lmc_llama_create(&lm, &L->model);
+    return lmc_model_create(&lm, &L->model);
 }
 
 static inline void unload(loaded *L) {

@@ -12,6 +12,7 @@
 #include "base/json.h"
 #include "check.h"
 #include "formats/config.h"
+#include "backend/backend.h"
 #include "models/model.h"
 #include "model_golden.h"
 #include "scratch.h"
@@ -228,7 +229,7 @@ static void expect_cuda_refusal(const char *dir, const char *from, const char *t
     CHECK(!lmc_st_set_open_dir(tmp, &L.weights));
     lmc_loaded_model lm = {.config = &L.cfg, .config_json = L.cfg_json, .config_raw = L.raw,
                            .weights = L.weights, .device = LMC_DEVICE_CUDA};
-    CHECK_ERR(lmc_llama_create(&lm, &L.model), LMC_ERR_UNSUPPORTED, fragment);
+    CHECK_ERR(lmc_model_create(&lm, &L.model), LMC_ERR_UNSUPPORTED, fragment);
     CHECK(L.model == NULL);
     unload(&L);
     remove_copy(tmp);
@@ -267,11 +268,13 @@ int main(void) {
                       LMC_ERR_UNSUPPORTED, "sliding_attention");
     /* CUDA refuses gemma3_text, and a partial rotary embedding in any model
      * of the family, before any upload */
-    expect_cuda_refusal(dir, NULL, NULL, "CPU only");
+    expect_cuda_refusal(dir, NULL, NULL, "device cuda: (1 + w) RMSNorm weights (gemma3_text)");
     test_phi3_quantized();
     snprintf(dir, sizeof dir, "%s/tests/golden/phi3/phi3_partial-fp32", src_dir());
-    expect_cuda_refusal(dir, "\"model_type\": \"phi3\"", "\"model_type\": \"llama\"",
-                        "partial rotary");
+    expect_cuda_refusal(dir, NULL, NULL, "device cuda: a partial rotary embedding");
+    /* an architecture that rotates whole heads refuses the key */
+    expect_load_error(dir, "\"model_type\": \"phi3\"", "\"model_type\": \"llama\"",
+                      LMC_ERR_UNSUPPORTED, "partial_rotary_factor 0.5: llama rotates whole heads");
     snprintf(dir, sizeof dir, "%s/tests/golden/phi3/phi3_partial-fp32", src_dir());
     expect_load_error(dir, "\"partial_rotary_factor\": 0.5,\n    \"rope_theta\"",
                       "\"partial_rotary_factor\": 0.01,\n    \"rope_theta\"", LMC_ERR_FORMAT,

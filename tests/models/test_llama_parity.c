@@ -8,6 +8,7 @@
 #include "check.h"
 #include "formats/config.h"
 #include "formats/safetensors.h"
+#include "backend/backend.h"
 #include "models/model.h"
 #include "model_golden.h"
 #include <stdint.h>
@@ -295,20 +296,22 @@ static void test_errors(const char *gold) {
     lmc_loaded_model lm = {.config = &bad, .weights = L.weights, .device = LMC_DEVICE_CPU};
     lmc_model *mm = NULL;
     bad.num_key_value_heads = 3;
-    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_FORMAT, "not a multiple of num_key_value_heads");
+    CHECK_ERR(lmc_model_create(&lm, &mm), LMC_ERR_FORMAT, "not a multiple of num_key_value_heads");
     bad = L.cfg;
     bad.hidden_size = 66; /* 66 / 4 heads, and the config names no head_dim */
     json_object *no_head_dim = json_object_new_object();
     lm.config_json = no_head_dim;
-    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_FORMAT,
+    CHECK_ERR(lmc_model_create(&lm, &mm), LMC_ERR_FORMAT,
               "hidden_size (66) is not a multiple of num_attention_heads (4)");
     lm.config_json = NULL;
     json_object_put(no_head_dim);
-    /* Which layers slide: layer_types, else qwen's max_window_layers. */
+    /* Which layers slide: layer_types, else qwen's max_window_layers. A
+     * mix runs on the CPU (per-layer windows over a full cache); CUDA
+     * refuses it by name. */
     {
         static const struct {
             const char *type, *json;
-            int64_t want; /* -1: unsupported */
+            int64_t want; /* the cache window; -1: a mix of the two */
         } cases[] = {
             {"mistral", "{}", 16},
             {"mistral", "{\"layer_types\":[\"full_attention\",\"full_attention\"]}", 0},
@@ -324,35 +327,39 @@ static void test_errors(const char *gold) {
             wc.sliding_window = 16;
             snprintf(wc.model_type, sizeof wc.model_type, "%s", cases[i].type);
             json_object *j = json_tokener_parse(cases[i].json);
-            lmc_loaded_model wl = {.config = &wc, .config_json = j, .weights = L.weights};
-            int64_t w = -7;
-            if (cases[i].want < 0) {
-                CHECK_ERR(lmc_llama_effective_window(&wl, &w), LMC_ERR_UNSUPPORTED,
-                          "not supported");
-            } else {
-                CHECK(lmc_llama_effective_window(&wl, &w) == LMC_OK);
-                CHECK_MSG(w == cases[i].want, "window case %zu: %lld", i, (long long)w);
-            }
+            lmc_arch_plan p;
+            CHECK(lmc_arch_plan_init(&wc, j, &p) == LMC_OK);
+            CHECK_MSG(p.mixed_windows == (cases[i].want < 0), "window case %zu", i);
+            if (cases[i].want >= 0)
+                CHECK_MSG(p.cache_window == (size_t)cases[i].want, "window case %zu: %zu", i,
+                          p.cache_window);
+            else
+                CHECK(p.layer_window[0] + p.layer_window[1] == 16);
+            CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &wc) == LMC_OK);
+            if (cases[i].want < 0)
+                CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &wc), LMC_ERR_UNSUPPORTED,
+                          "mixing sliding-window and full attention");
+            lmc_arch_plan_free(&p);
             json_object_put(j);
         }
     }
     bad = L.cfg;
     bad.vocab_size = 0;
-    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_FORMAT, "vocab_size must be positive");
+    CHECK_ERR(lmc_model_create(&lm, &mm), LMC_ERR_FORMAT, "vocab_size must be positive");
     bad = L.cfg;
     snprintf(bad.model_type, sizeof bad.model_type, "gpt2");
-    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_UNSUPPORTED, "model_type 'gpt2'");
+    CHECK_ERR(lmc_model_create(&lm, &mm), LMC_ERR_UNSUPPORTED, "model_type 'gpt2'");
     bad = L.cfg;
     snprintf(bad.rope_type, sizeof bad.rope_type, "dynamic");
-    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_UNSUPPORTED, "rope type 'dynamic'");
+    CHECK_ERR(lmc_model_create(&lm, &mm), LMC_ERR_UNSUPPORTED, "rope type 'dynamic'");
     bad = L.cfg;
     bad.hidden_size = 32; /* every tensor then disagrees; the first is named */
-    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_FORMAT,
+    CHECK_ERR(lmc_model_create(&lm, &mm), LMC_ERR_FORMAT,
               "'model.embed_tokens.weight' has shape [512, 64], expected [512, 32]");
 #ifndef LMC_HAVE_CUDA
     lm.config = &L.cfg;
     lm.device = LMC_DEVICE_CUDA;
-    CHECK_ERR(lmc_llama_create(&lm, &mm), LMC_ERR_UNSUPPORTED, "without CUDA");
+    CHECK_ERR(lmc_model_create(&lm, &mm), LMC_ERR_UNSUPPORTED, "without CUDA");
 #endif
     CHECK(mm == NULL);
 

@@ -14,6 +14,7 @@
 #include "base/file.h"
 #include "base/json.h"
 #include "lora_test_util.h"
+#include "backend/backend.h"
 #include "models/model.h"
 
 static double worst_grad, worst_loss, worst_step, worst_fuse;
@@ -58,7 +59,7 @@ static bool infer_logits(const char *dir, const int32_t *ids, size_t n, float *l
     bool ok = !lmc_config_load(dir, &cfg, &cj, NULL) && !lmc_st_set_open_dir(dir, &set);
     if (ok) {
         lmc_loaded_model lm = {.config = &cfg, .config_json = cj, .weights = set};
-        ok = !lmc_llama_create(&lm, &m) && !lmc_kv_cache_new(m, &c) &&
+        ok = !lmc_model_create(&lm, &m) && !lmc_kv_cache_new(m, &c) &&
              !lmc_model_forward(m, c, ids, n, logits, false);
     }
     if (!ok) fprintf(stderr, "inference on %s: %s\n", dir, lmc_last_error());

@@ -1,9 +1,20 @@
-/* CUDA backend entry points beyond lmc_llama_cuda_create (declared in
- * models/model.h). */
+/* The CUDA backend's entry points: its one capability check, its model
+ * constructor, and what tests and benchmarks read off a CUDA model. */
 #ifndef LMC_BACKEND_CUDA_H
 #define LMC_BACKEND_CUDA_H
+#include "models/arch.h"
 #include "models/model.h"
 #include <stddef.h>
+
+/* LMC_OK when the CUDA model can run the plan for this config; otherwise
+ * LMC_ERR_UNSUPPORTED (or LMC_ERR_LIMIT) naming "device cuda" and the
+ * feature or shape. The only place the CUDA backend refuses a description;
+ * available in builds without CUDA too. */
+lmc_status lmc_cuda_supports(const lmc_arch_plan *p, const lmc_model_config *c);
+/* Build the CUDA model of a plan that passed lmc_cuda_supports (builds
+ * with CUDA only). */
+lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan *plan,
+                                 lmc_model **out);
 
 /* Bytes of weights the model holds on the device (0 for a non-CUDA model). */
 size_t lmc_llama_cuda_weight_bytes(const lmc_model *m);

@@ -1,8 +1,10 @@
-/* The llama family (llama, mistral, qwen2, qwen3) on one CUDA device.
+/* The CUDA model: executes an architecture plan (models/arch.h) that passed
+ * lmc_cuda_supports (cuda_supports.c says which) on one CUDA device.
  *
  * Weights are uploaded once as bf16 (bf16 checkpoints as they are; f32 and
  * f16 ones converted on the device while uploading). q/k/v are stored
- * concatenated and gate/up with their rows interleaved (gate_i, up_i), so
+ * concatenated and gate/up with their rows interleaved (gate_i, up_i) —
+ * a checkpoint storing them fused is bound as views of its parts — so
  * each is one GEMM or GEMV and SwiGLU can be fused into the gate/up
  * GEMV's output. The residual stream is
  * f32; inputs of matrix products are bf16, rounded where a bf16 model in
@@ -727,33 +729,6 @@ static const lmc_model_vtable cu_model_vt = {
 
 /* ------------------------------------------------------------ create */
 
-static lmc_status check_shapes(const lmc_model_config *c) {
-    lmc_status rst = lmc_rope_check(c);
-    if (rst) return rst;
-    int64_t D = c->head_dim, hq = c->num_attention_heads, hkv = c->num_key_value_heads;
-    if (c->hidden_size % 8 || c->intermediate_size % 8 || (hq * D) % 8)
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "device cuda: hidden_size (%" PRId64 "), intermediate_size (%" PRId64
-                       ") and heads*head_dim must be multiples of 8",
-                       c->hidden_size, c->intermediate_size);
-    if (!lmc_cu_attn_prefill_supported((int)D) ||
-        !lmc_cu_attn_decode_supported((int)hq, (int)hkv, (int)D))
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "device cuda: head_dim %" PRId64 " with %" PRId64 " query and %" PRId64
-                       " kv heads is not supported (head_dim 16, 32, 64 or 128; at most 16 "
-                       "query heads per kv head)",
-                       D, hq, hkv);
-    int64_t maxc = c->hidden_size;
-    if (c->intermediate_size > maxc) maxc = c->intermediate_size;
-    if (hq * D > maxc) maxc = hq * D;
-    if (maxc > 100000)
-        return lmc_err(LMC_ERR_LIMIT, "device cuda: a matrix width of %" PRId64
-                                      " exceeds the decode kernel's limit of 100000", maxc);
-    if (c->vocab_size > INT32_MAX / 2)
-        return lmc_err(LMC_ERR_LIMIT, "device cuda: vocabulary too large");
-    return LMC_OK;
-}
-
 static lmc_status upload_weights(cu_model *m, const lmc_llama_weights *w, void *staging) {
     lmc_status st;
     if ((st = alloc_upload(m, &w->embed, staging, &m->embed, "embed_tokens")) ||
@@ -809,13 +784,13 @@ static size_t largest_tensor_bytes(const lmc_llama_weights *w) {
     return best;
 }
 
-lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
-    if (!lm || !lm->config || !lm->weights || !out)
+lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan *plan,
+                                 lmc_model **out) {
+    if (!lm || !lm->config || !lm->weights || !plan || !out)
         return lmc_err(LMC_ERR_INVALID_ARG, "device cuda: config, weights and out are required");
     *out = NULL;
     const lmc_model_config *c = lm->config;
-    lmc_status st = check_shapes(c);
-    if (st) return st;
+    lmc_status st = LMC_OK;
     int ndev = 0;
     cudaError_t e = cudaGetDeviceCount(&ndev);
     if (e != cudaSuccess || ndev == 0)
@@ -825,6 +800,7 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
     if (!m) return lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
     m->base.vt = &cu_model_vt;
     m->base.cfg = *c;
+    m->base.cfg.sliding_window = (int64_t)plan->cache_window;
     m->base.device = LMC_DEVICE_CUDA;
     m->H = (int)c->hidden_size;
     m->I = (int)c->intermediate_size;
@@ -834,7 +810,7 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
     m->hkv = (int)c->num_key_value_heads;
     m->D = (int)c->head_dim;
     m->qkv_dim = (m->hq + 2 * m->hkv) * m->D;
-    m->window = c->sliding_window > 0 ? (int)c->sliding_window : 0;
+    m->window = (int)plan->cache_window;
     m->eps = (float)c->rms_norm_eps;
     lmc_llama_weights w;
     memset(&w, 0, sizeof w);
@@ -868,7 +844,7 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
         st = lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
         goto fail;
     }
-    if ((st = lmc_llama_weights_bind(c, lm->weights, false, &w))) goto fail;
+    if ((st = lmc_llama_weights_bind(plan, c, lm->weights, false, &w))) goto fail;
     /* a bf16 reference rounds between ops; f32 and f16 ones keep more */
     m->rnd = w.embed.dt == LMC_DT_BF16;
     if ((e = cudaMalloc(&staging, largest_tensor_bytes(&w) + 16)) != cudaSuccess) {
@@ -882,7 +858,7 @@ lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
     lmc_llama_weights_free(&w);
 
     lmc_rope rope;
-    if ((st = lmc_rope_init(c, &rope))) goto fail;
+    if ((st = lmc_arch_rope_init(plan, c, false, &rope))) goto fail;
     m->rope_attn = rope.attn_factor;
     st = dev_alloc(m, (size_t)m->D / 2 * 4, (void **)&m->inv_freq, "rope frequencies");
     if (!st && ((e = cudaMemcpyAsync(m->inv_freq, rope.inv_freq, (size_t)m->D / 2 * 4,

@@ -1,6 +1,6 @@
-/* The host-memory KV cache the CPU models use (private to src/models). */
-#ifndef LMC_MODELS_KV_CACHE_CPU_H
-#define LMC_MODELS_KV_CACHE_CPU_H
+/* The host-memory KV cache the CPU model uses (private to src/backend/cpu). */
+#ifndef LMC_BACKEND_CPU_KV_CACHE_H
+#define LMC_BACKEND_CPU_KV_CACHE_H
 #include "models/model.h"
 
 /* Growth step of a standard cache, in tokens. */

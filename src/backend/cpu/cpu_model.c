@@ -1,18 +1,17 @@
-/* The llama family on the CPU: llama, mistral (sliding window), qwen2 (q/k/v
- * bias), qwen3 (per-head q/k RMSNorm, explicit head_dim), phi3 (fused
- * q/k/v and gate/up weights, partial rotary embedding) and gemma3_text
- * (Gemma 3: scaled embeddings, (1 + w) norms around both sublayers, GeGLU,
- * sliding and full attention layers with their own RoPE). Weights are
- * views into the mmapped safetensors; activations are fp32. For bf16/fp16
- * checkpoints the activations are rounded to that dtype after each op, the
- * way a model computed in that dtype (transformers, mlx) rounds them, so
- * greedy decoding follows the reference. */
+/* The CPU backend's decoder: executes an architecture plan (models/arch.h)
+ * for every description in the registry (llama, mistral, qwen2, qwen3,
+ * phi3, gemma3_text). Weights are views into the mmapped safetensors
+ * (quantized modules stay packed; the kernels dequantize on the fly);
+ * activations are fp32. For bf16/fp16 checkpoints the activations are
+ * rounded to that dtype after each op, the way a model computed in that
+ * dtype (transformers, mlx) rounds them, so greedy decoding follows the
+ * reference. */
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_kv_cache.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/cpu_paged_attn.h"
 #include "base/error.h"
 #include "engine/kv_pool.h"
-#include "base/json.h"
-#include "models/kv_cache_cpu.h"
 #include "models/llama_weights.h"
 #include "models/rope.h"
 #include <inttypes.h>
@@ -27,164 +26,15 @@
 
 typedef struct {
     lmc_model base;
+    lmc_arch_plan plan;
     lmc_llama_weights w;
-    lmc_rope rope;
-    size_t window;
-    float scale;
-    size_t rot_dim;   /* the rotated leading values of each head (phi3: partial) */
-    lmc_dtype act_dt; /* rounding of activations: F32 (none), BF16 or F16 */
-    /* lmc_cpu_rmsnorm, or gemma3's (1 + w) form */
+    lmc_rope rope;       /* full-attention layers (all layers without a local table) */
+    lmc_rope rope_local; /* sliding layers when the plan has a local table */
+    lmc_dtype act_dt;    /* rounding of activations: F32 (none), BF16 or F16 */
+    float embed_scale;   /* the plan's, in the activation dtype; 0 for none */
+    /* lmc_cpu_rmsnorm, or the (1 + w) form */
     void (*norm)(const float *, const lmc_cpu_mat *, float, size_t, size_t, float *, lmc_dtype);
-    /* gemma3_text */
-    bool gemma;
-    float embed_scale;     /* sqrt(hidden_size) in the activation dtype */
-    lmc_rope rope_local;   /* the sliding layers' table */
-    size_t *layer_window;  /* per layer: the window, 0 for full attention */
 } llama_model;
-
-/* ------------------------------------------------------------ config */
-
-/* partial_rotary_factor: under rope_parameters (transformers 5) or at the
- * top level; 1 when absent. */
-static double partial_rotary(json_object *raw) {
-    json_object *rp = lmc_json_get(raw, "rope_parameters");
-    json_object *o = rp ? lmc_json_get(rp, "partial_rotary_factor") : NULL;
-    if (!o) o = lmc_json_get(raw, "partial_rotary_factor");
-    if (!o) return 1.0;
-    return json_object_is_type(o, json_type_int) || json_object_is_type(o, json_type_double)
-               ? json_object_get_double(o)
-               : NAN;
-}
-
-/* gemma3_text's own keys: the activation, no soft-capping, the attention
- * scalar. */
-static lmc_status validate_gemma3(json_object *raw) {
-    json_object *o = lmc_json_get(raw, "hidden_activation"); /* NULL-safe */
-    const char *act = o ? json_object_get_string(o) : "gelu_pytorch_tanh";
-    if (!act || strcmp(act, "gelu_pytorch_tanh"))
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "config.json: hidden_activation '%s' is not supported (gelu_pytorch_tanh)",
-                       act ? act : "null");
-    static const char *const capping[] = {"final_logit_softcapping", "attn_logit_softcapping"};
-    for (size_t i = 0; i < 2; i++) {
-        o = lmc_json_get(raw, capping[i]);
-        if (o && !json_object_is_type(o, json_type_null))
-            return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: %s is not supported", capping[i]);
-    }
-    o = lmc_json_get(raw, "query_pre_attn_scalar");
-    if (o && !(json_object_is_type(o, json_type_int) || json_object_is_type(o, json_type_double)))
-        return lmc_err(LMC_ERR_FORMAT, "config.json: query_pre_attn_scalar must be a number");
-    if (o && !(json_object_get_double(o) > 0.0))
-        return lmc_err(LMC_ERR_FORMAT, "config.json: query_pre_attn_scalar must be positive");
-    return LMC_OK;
-}
-
-static lmc_status validate_config(const lmc_model_config *c, json_object *raw) {
-    const char *mt = c->model_type;
-    bool gemma = !strcmp(mt, "gemma3_text");
-    if (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") &&
-        strcmp(mt, "qwen3") && strcmp(mt, "phi3") && !gemma)
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "config.json: model_type '%s' is not in the llama family "
-                       "(llama, mistral, qwen2, qwen3, phi3, gemma3_text)",
-                       mt);
-#define POSITIVE(field)                                                                   \
-    if (c->field <= 0)                                                                    \
-        return lmc_err(LMC_ERR_FORMAT, "config.json: " #field " must be positive, got %" PRId64, \
-                       (int64_t)c->field);
-    POSITIVE(vocab_size)
-    POSITIVE(hidden_size)
-    POSITIVE(intermediate_size)
-    POSITIVE(num_hidden_layers)
-    POSITIVE(num_attention_heads)
-    POSITIVE(num_key_value_heads)
-    POSITIVE(head_dim)
-#undef POSITIVE
-    if (c->num_attention_heads % c->num_key_value_heads)
-        return lmc_err(LMC_ERR_FORMAT,
-                       "config.json: num_attention_heads (%" PRId64
-                       ") is not a multiple of num_key_value_heads (%" PRId64 ")",
-                       c->num_attention_heads, c->num_key_value_heads);
-    json_object *hd = raw ? lmc_json_get(raw, "head_dim") : NULL;
-    if (!hd && c->hidden_size % c->num_attention_heads)
-        return lmc_err(LMC_ERR_FORMAT,
-                       "config.json: hidden_size (%" PRId64
-                       ") is not a multiple of num_attention_heads (%" PRId64
-                       ") and no head_dim is given",
-                       c->hidden_size, c->num_attention_heads);
-    if (c->head_dim % 2 || c->head_dim > 1024)
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "config.json: head_dim %" PRId64 " must be even and at most 1024",
-                       c->head_dim);
-    if (c->hidden_size > (1 << 20) || c->intermediate_size > (1 << 22) ||
-        c->vocab_size > (1 << 24) || c->num_hidden_layers > 4096 ||
-        c->num_attention_heads > 4096)
-        return lmc_err(LMC_ERR_LIMIT, "config.json: model dimensions are beyond supported limits");
-    if (!(c->rms_norm_eps >= 0.0) || !(c->rope_theta > 0.0))
-        return lmc_err(LMC_ERR_FORMAT, "config.json: rms_norm_eps must be >= 0 and rope_theta > 0");
-    lmc_status st = lmc_rope_check(c);
-    if (st) return st;
-    const double prf = partial_rotary(raw);
-    if (!(prf > 0.0 && prf <= 1.0))
-        return lmc_err(LMC_ERR_FORMAT, "config.json: partial_rotary_factor must be in (0, 1]");
-    const size_t rot = (size_t)((double)c->head_dim * prf);
-    if (rot < 2 || rot % 2)
-        return lmc_err(LMC_ERR_FORMAT,
-                       "config.json: partial_rotary_factor %g leaves %zu rotated values of "
-                       "head_dim %" PRId64 " (a positive even count is needed)",
-                       prf, rot, c->head_dim);
-    if (!gemma && c->hidden_act[0] && strcmp(c->hidden_act, "silu"))
-        return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (silu)",
-                       c->hidden_act);
-    if (c->sliding_window < 0)
-        return lmc_err(LMC_ERR_FORMAT, "config.json: sliding_window must not be negative");
-    return gemma ? validate_gemma3(raw) : LMC_OK;
-}
-
-lmc_status lmc_llama_require_full_rotary(const lmc_loaded_model *lm, const char *who) {
-    if (partial_rotary(lm->config_json) == 1.0) return LMC_OK;
-    return lmc_err(LMC_ERR_UNSUPPORTED,
-                   "%s: config.json asks for a partial rotary embedding, which only the CPU "
-                   "model supports",
-                   who);
-}
-
-lmc_status lmc_llama_effective_window(const lmc_loaded_model *lm, int64_t *window) {
-    const lmc_model_config *c = lm->config;
-    int64_t L = c->num_hidden_layers, sliding = 0;
-    *window = 0;
-    if (c->sliding_window <= 0) return LMC_OK;
-    json_object *types = lm->config_json ? lmc_json_get(lm->config_json, "layer_types") : NULL;
-    if (types && json_object_is_type(types, json_type_array)) {
-        size_t n = json_object_array_length(types);
-        for (size_t i = 0; i < n; i++) {
-            const char *t = json_object_get_string(json_object_array_get_idx(types, i));
-            if (t && !strcmp(t, "sliding_attention")) sliding++;
-            else if (!t || strcmp(t, "full_attention"))
-                return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: layer_types[%zu] is '%s'", i,
-                               t ? t : "null");
-        }
-        if ((int64_t)n != L)
-            return lmc_err(LMC_ERR_FORMAT,
-                           "config.json: layer_types has %zu entries for %" PRId64 " layers", n, L);
-    } else if (!strcmp(c->model_type, "qwen2") || !strcmp(c->model_type, "qwen3")) {
-        /* Without layer_types these slide from layer max_window_layers on. */
-        int64_t mwl = 28;
-        json_object *o = lm->config_json ? lmc_json_get(lm->config_json, "max_window_layers") : NULL;
-        if (o && json_object_is_type(o, json_type_int)) mwl = json_object_get_int64(o);
-        sliding = mwl >= L ? 0 : L - (mwl > 0 ? mwl : 0);
-    } else {
-        sliding = L;
-    }
-    if (sliding && sliding != L)
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "config.json: %" PRId64 " of %" PRId64
-                       " layers use a sliding window; mixing windowed and full attention "
-                       "layers is not supported",
-                       sliding, L);
-    *window = sliding ? c->sliding_window : 0;
-    return LMC_OK;
-}
 
 /* ------------------------------------------------------------ forward */
 
@@ -249,7 +99,7 @@ static void store_kv(lmc_cpu_kv_cache *c, size_t l, const float *k, const float 
 }
 
 /* The first half of layer l for n rows of ws->x: the input norm, q/k/v
- * (ws->q, ws->k, ws->v) and qwen3/gemma3's per-head q/k norms. */
+ * (ws->q, ws->k, ws->v) and the per-head q/k norms (when the plan has them). */
 static lmc_status layer_qkv(llama_model *m, size_t l, size_t n, workspace *ws) {
     const lmc_model_config *cfg = &m->base.cfg;
     const lmc_llama_layer *L = &m->w.layers[l];
@@ -270,40 +120,42 @@ static lmc_status layer_qkv(llama_model *m, size_t l, size_t n, workspace *ws) {
 /* RoPE of layer l on n rows of q and k (row stride one position) from pos0. */
 static void layer_rope(llama_model *m, size_t l, float *q, float *k, size_t n, size_t pos0) {
     const lmc_model_config *cfg = &m->base.cfg;
-    const size_t window = m->layer_window ? m->layer_window[l] : m->window;
-    const lmc_rope *rope = m->layer_window && window ? &m->rope_local : &m->rope;
+    const lmc_arch_plan *P = &m->plan;
+    const lmc_rope *rope = P->local_rope && P->layer_window[l] ? &m->rope_local : &m->rope;
     size_t nh = (size_t)cfg->num_attention_heads, nkv = (size_t)cfg->num_key_value_heads;
     size_t hd = (size_t)cfg->head_dim;
-    lmc_cpu_rope_partial(q, n, nh, hd, m->rot_dim, pos0, rope->inv_freq, rope->attn_factor,
+    lmc_cpu_rope_partial(q, n, nh, hd, P->rot_dim, pos0, rope->inv_freq, rope->attn_factor,
                          m->act_dt);
-    lmc_cpu_rope_partial(k, n, nkv, hd, m->rot_dim, pos0, rope->inv_freq, rope->attn_factor,
+    lmc_cpu_rope_partial(k, n, nkv, hd, P->rot_dim, pos0, rope->inv_freq, rope->attn_factor,
                          m->act_dt);
 }
 
 /* The rest of layer l once ws->att holds the attention rows: o_proj, the
- * residual (gemma3: normed first), the MLP and its residual, into ws->x. */
+ * residual (sandwich norms: normed first), the MLP and its residual, into
+ * ws->x. */
 static lmc_status layer_out(llama_model *m, size_t l, size_t n, workspace *ws) {
     const lmc_model_config *cfg = &m->base.cfg;
     const lmc_llama_layer *L = &m->w.layers[l];
     size_t H = (size_t)cfg->hidden_size, I = (size_t)cfg->intermediate_size;
     float eps = (float)cfg->rms_norm_eps;
     lmc_dtype rd = m->act_dt;
+    const bool sandwich = m->plan.arch->sandwich_norms;
     lmc_status st;
     if ((st = linear(m, &L->o, &L->o_b, ws->att, n, ws->o))) return st;
-    if (m->gemma) /* the attention output is normed before the residual add */
+    if (sandwich) /* the attention output is normed before the residual add */
         m->norm(ws->o, &L->post_norm, eps, n, H, ws->o, rd);
     lmc_cpu_add(ws->x, ws->o, n * H);
     lmc_cpu_round(ws->x, n * H, rd);
-    m->norm(ws->x, m->gemma ? &L->pre_ff_norm : &L->post_norm, eps, n, H, ws->h, rd);
+    m->norm(ws->x, sandwich ? &L->pre_ff_norm : &L->post_norm, eps, n, H, ws->h, rd);
     const lmc_cpu_mat *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {&L->gate_b, &L->up_b};
     float *gu_out[2] = {ws->g, ws->u};
     if ((st = linear_multi(m, gu, gu_b, 2, ws->h, n, gu_out))) return st;
-    if (m->gemma)
+    if (m->plan.act == LMC_GLU_GELU_TANH)
         lmc_cpu_gelu_tanh_mul(ws->g, ws->u, n * I, ws->g, rd);
     else
         lmc_cpu_silu_mul(ws->g, ws->u, n * I, ws->g, rd);
     if ((st = linear(m, &L->down, &L->down_b, ws->g, n, ws->o))) return st;
-    if (m->gemma) m->norm(ws->o, &L->post_ff_norm, eps, n, H, ws->o, rd);
+    if (sandwich) m->norm(ws->o, &L->post_ff_norm, eps, n, H, ws->o, rd);
     lmc_cpu_add(ws->x, ws->o, n * H);
     lmc_cpu_round(ws->x, n * H, rd);
     return LMC_OK;
@@ -324,8 +176,8 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
             .k = c->k[l], .v = c->v[l], .pos = c->pos, .n_past = c->used,
             .past_stride = c->cap, .k_new = ws->k, .v_new = ws->v, .n = n, .heads = nh,
             .kv_heads = nkv, .head_dim = hd, .pos0 = c->offset,
-            .window = m->layer_window ? m->layer_window[l] : m->window,
-            .scale = m->scale, .round_dt = m->act_dt,
+            .window = m->plan.layer_window[l], .scale = m->plan.attn_scale,
+            .round_dt = m->act_dt,
         };
         if ((st = lmc_cpu_attention(&a, ws->q, ws->att))) return st;
         store_kv(c, l, ws->k, ws->v, n);
@@ -335,14 +187,15 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
     return LMC_OK;
 }
 
-/* Rows of ids (or embeds) into ws->x: the embedding lookup (gemma3: scaled
- * in the model's dtype), or the given rows rounded to the activation dtype. */
+/* Rows of ids (or embeds) into ws->x: the embedding lookup (scaled in the
+ * model's dtype when the plan says so), or the given rows rounded to the
+ * activation dtype. */
 static void embed_rows(llama_model *m, const int32_t *ids, const float *embeds, size_t k,
                        float *x) {
     size_t H = (size_t)m->base.cfg.hidden_size;
     if (ids) {
         for (size_t i = 0; i < k; i++) lmc_cpu_widen(&m->w.embed, ids[i], 0, H, x + i * H);
-        if (m->gemma) {
+        if (m->embed_scale != 0.0f) {
             for (size_t i = 0; i < k * H; i++) x[i] *= m->embed_scale;
             lmc_cpu_round(x, k * H, m->act_dt);
         }
@@ -359,7 +212,7 @@ static lmc_status check_cache(const llama_model *m, lmc_kv_cache *cache, const c
         return lmc_err(LMC_ERR_INVALID_ARG, "%s: the KV cache belongs to another backend", what);
     lmc_cpu_kv_cache *c = (lmc_cpu_kv_cache *)cache;
     if (c->n_layers != m->w.n_layers || c->kv_heads != (size_t)cfg->num_key_value_heads ||
-        c->head_dim != (size_t)cfg->head_dim || c->window != m->window)
+        c->head_dim != (size_t)cfg->head_dim || c->window != m->plan.cache_window)
         return lmc_err(LMC_ERR_INVALID_ARG,
                        "%s: the KV cache was made for a model of another shape", what);
     return LMC_OK;
@@ -488,7 +341,7 @@ static lmc_status batch_layers(llama_model *m, lmc_kv_pool *pool, lmc_batch_item
                                    .first_live = lmc_kv_seq_first_live(it[i].seq)};
             lmc_cpu_paged_attn_args a = {
                 .n = it[i].n, .heads = nh, .kv_heads = nkv, .head_dim = hd, .pos0 = pos0,
-                .window = m->layer_window ? m->layer_window[l] : m->window, .scale = m->scale,
+                .window = m->plan.layer_window[l], .scale = m->plan.attn_scale,
                 .round_dt = m->act_dt};
             if ((st = lmc_cpu_paged_attention(&kv, &a, ws->q + r * qd, ws->att + r * qd)))
                 return st;
@@ -561,7 +414,7 @@ static void llama_free(lmc_model *base) {
     lmc_llama_weights_free(&m->w);
     lmc_rope_free(&m->rope);
     lmc_rope_free(&m->rope_local);
-    free(m->layer_window);
+    lmc_arch_plan_free(&m->plan);
     free(m);
 }
 
@@ -575,159 +428,34 @@ static const lmc_model_vtable llama_vt = {
     .cache_load = lmc_cpu_kv_load,
 };
 
-#ifndef LMC_HAVE_CUDA
-lmc_status lmc_llama_cuda_create(const lmc_loaded_model *lm, lmc_model **out) {
-    (void)lm;
+lmc_status lmc_cpu_model_create(const lmc_loaded_model *lm, const lmc_arch_plan *plan,
+                                const lmc_llama_names *names, lmc_model **out) {
     *out = NULL;
-    return lmc_err(LMC_ERR_UNSUPPORTED, "device cuda: this lmc was built without CUDA");
-}
-#endif
-
-static double json_number(json_object *o, double fallback) {
-    return o && (json_object_is_type(o, json_type_int) || json_object_is_type(o, json_type_double))
-               ? json_object_get_double(o)
-               : fallback;
-}
-
-/* gemma3_text: which layers slide (layer_types, else all but every
- * sliding_window_pattern-th, 6 by default), the sliding layers' RoPE
- * (rope_parameters.sliding_attention, else rope_local_base_freq, 10000 by
- * default; unscaled), the attention scale query_pre_attn_scalar^-1/2 and
- * the embedding scale. The cache keeps every position: the windows are
- * applied per layer by the attention. */
-static lmc_status gemma3_setup(llama_model *m, json_object *raw, int64_t window) {
-    const lmc_model_config *c = &m->base.cfg;
-    const size_t L = (size_t)c->num_hidden_layers;
-    m->gemma = true;
-    m->norm = lmc_cpu_rmsnorm_offset;
-    m->layer_window = calloc(L, sizeof *m->layer_window);
-    if (!m->layer_window) return lmc_err(LMC_ERR_NOMEM, "gemma3: no memory");
-    json_object *types = lmc_json_get(raw, "layer_types");
-    bool slides = false;
-    if (types) {
-        if (!json_object_is_type(types, json_type_array) || json_object_array_length(types) != L)
-            return lmc_err(LMC_ERR_FORMAT,
-                           "config.json: layer_types must be a list of %zu layer types", L);
-        for (size_t i = 0; i < L; i++) {
-            const char *t = json_object_get_string(json_object_array_get_idx(types, i));
-            bool sliding = t && !strcmp(t, "sliding_attention");
-            if (!sliding && (!t || strcmp(t, "full_attention")))
-                return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: layer_types[%zu] is '%s'", i,
-                               t ? t : "null");
-            m->layer_window[i] = sliding ? (size_t)window : 0;
-            slides |= sliding;
-        }
-    } else {
-        json_object *p = lmc_json_get(raw, "sliding_window_pattern");
-        double pattern = json_number(p ? p : lmc_json_get(raw, "_sliding_window_pattern"), 6);
-        if (!(pattern >= 1) || pattern != floor(pattern) || pattern > 1e6)
-            return lmc_err(LMC_ERR_FORMAT,
-                           "config.json: sliding_window_pattern must be a positive integer");
-        for (size_t i = 0; i < L; i++) {
-            bool sliding = (i + 1) % (size_t)pattern != 0;
-            m->layer_window[i] = sliding ? (size_t)window : 0;
-            slides |= sliding;
-        }
-    }
-    if (slides && window <= 0)
-        return lmc_err(LMC_ERR_FORMAT,
-                       "config.json: gemma3 sliding layers need a positive sliding_window");
-    lmc_model_config local = *c;
-    local.rope_type[0] = 0;
-    json_object *rp = lmc_json_get(raw, "rope_parameters");
-    json_object *sl = rp ? lmc_json_get(rp, "sliding_attention") : NULL;
-    if (sl) {
-        json_object *t = lmc_json_get(sl, "rope_type");
-        const char *ts = t ? json_object_get_string(t) : "default";
-        if (!ts || strcmp(ts, "default"))
-            return lmc_err(LMC_ERR_UNSUPPORTED,
-                           "config.json: rope_parameters.sliding_attention.rope_type '%s' is not "
-                           "supported (default)",
-                           ts ? ts : "null");
-        local.rope_theta = json_number(lmc_json_get(sl, "rope_theta"), 10000.0);
-    } else {
-        local.rope_theta = json_number(lmc_json_get(raw, "rope_local_base_freq"), 10000.0);
-    }
-    if (!(local.rope_theta > 0.0))
-        return lmc_err(LMC_ERR_FORMAT, "config.json: the sliding layers' rope_theta must be positive");
-    lmc_status st = lmc_rope_init(&local, &m->rope_local);
-    if (st) return st;
-    m->scale = (float)(1.0 / sqrt(json_number(lmc_json_get(raw, "query_pre_attn_scalar"),
-                                              (double)c->head_dim)));
-    m->embed_scale = (float)sqrt((double)c->hidden_size);
-    lmc_cpu_round(&m->embed_scale, 1, m->act_dt);
-    return LMC_OK;
-}
-
-/* Both constructors: names are the tensor-name prefix of the decoder and
- * the lm_head tensor (NULL: "model." and "lm_head.weight" on any device). */
-static lmc_status create(const lmc_loaded_model *lm, const lmc_llama_names *names,
-                         lmc_model **out) {
-    if (!lm || !lm->config || !lm->weights || !out)
-        return lmc_err(LMC_ERR_INVALID_ARG, "llama: config, weights and out are required");
-    *out = NULL;
-    lmc_status st = validate_config(lm->config, lm->config_json);
-    const bool gemma = !strcmp(lm->config->model_type, "gemma3_text");
-    int64_t window = 0;
-    if (!st && !gemma) st = lmc_llama_effective_window(lm, &window);
-    if (st) return st;
-    if (gemma && names)
-        return lmc_err(LMC_ERR_UNSUPPORTED, "gemma3_text: not supported as a VLM's text model");
-    const bool phi3 = !strcmp(lm->config->model_type, "phi3");
-    if ((gemma || phi3) && lm->device != LMC_DEVICE_CPU)
-        return lmc_err(LMC_ERR_UNSUPPORTED, "%s runs on the CPU only (--device cpu)",
-                       lm->config->model_type);
-    if (lm->device != LMC_DEVICE_CPU && (st = lmc_llama_require_full_rotary(lm, "device cuda")))
-        return st;
-    if (lm->device == LMC_DEVICE_CUDA) {
-        if (names)
-            return lmc_err(LMC_ERR_UNSUPPORTED,
-                           "llama: a text model under prefix '%s' runs on the CPU only",
-                           names->prefix);
-        return lmc_llama_cuda_create(lm, out);
-    }
-    if (lm->device != LMC_DEVICE_CPU)
-        return lmc_err(LMC_ERR_UNSUPPORTED, "llama: unknown device %d", (int)lm->device);
     llama_model *m = calloc(1, sizeof *m);
-    if (!m) return lmc_err(LMC_ERR_NOMEM, "llama: no memory");
+    if (!m) return lmc_err(LMC_ERR_NOMEM, "device cpu: no memory");
     m->base.vt = &llama_vt;
-    m->norm = lmc_cpu_rmsnorm;
     m->base.cfg = *lm->config;
-    m->base.cfg.sliding_window = window; /* gemma3: 0, a cache of every position */
+    m->base.cfg.sliding_window = (int64_t)plan->cache_window; /* the cache's window */
     m->base.device = LMC_DEVICE_CPU;
+    m->norm = plan->arch->norm == LMC_NORM_ONE_PLUS_W ? lmc_cpu_rmsnorm_offset : lmc_cpu_rmsnorm;
     const lmc_model_config *c = &m->base.cfg;
+    lmc_status st = lmc_arch_plan_copy(plan, &m->plan);
     /* quantized modules stay packed: the CPU kernels dequantize on the fly */
-    st = names ? lmc_llama_weights_bind_named(c, lm->weights, names, true, &m->w)
-               : lmc_llama_weights_bind(c, lm->weights, true, &m->w);
-    /* the frequencies of a partial rotary embedding span its rotated dims */
-    lmc_model_config rc = *c;
-    m->rot_dim = (size_t)((double)c->head_dim * partial_rotary(lm->config_json));
-    rc.head_dim = (int64_t)m->rot_dim;
-    if (st || (st = lmc_rope_init(&rc, &m->rope))) {
+    if (!st)
+        st = names ? lmc_llama_weights_bind_named(plan, c, lm->weights, names, true, &m->w)
+                   : lmc_llama_weights_bind(plan, c, lm->weights, true, &m->w);
+    if (!st) st = lmc_arch_rope_init(plan, c, false, &m->rope);
+    if (!st && plan->local_rope) st = lmc_arch_rope_init(plan, c, true, &m->rope_local);
+    if (st) {
         llama_free(&m->base);
         return st;
     }
-    m->window = c->sliding_window > 0 ? (size_t)c->sliding_window : 0;
-    m->scale = (float)(1.0 / sqrt((double)c->head_dim));
     /* Compute like the checkpoint's dtype: a bf16/fp16 model rounds its
      * activations to that dtype between ops. */
     const lmc_dtype edt = m->w.embed.dt; /* quantized (U32) embeddings compute in fp32 */
     m->act_dt = edt == LMC_DT_BF16 || edt == LMC_DT_F16 ? edt : LMC_DT_F32;
-    if (gemma && (st = gemma3_setup(m, lm->config_json, lm->config->sliding_window))) {
-        llama_free(&m->base);
-        return st;
-    }
+    m->embed_scale = plan->embed_scale;
+    lmc_cpu_round(&m->embed_scale, 1, m->act_dt);
     *out = &m->base;
     return LMC_OK;
-}
-
-lmc_status lmc_llama_create(const lmc_loaded_model *lm, lmc_model **out) {
-    return create(lm, NULL, out);
-}
-
-lmc_status lmc_llama_create_named(const lmc_loaded_model *lm, const lmc_llama_names *names,
-                                  lmc_model **out) {
-    if (!names || !names->prefix || !names->lm_head)
-        return lmc_err(LMC_ERR_INVALID_ARG, "llama: tensor names are required");
-    return create(lm, names, out);
 }
