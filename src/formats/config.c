@@ -303,7 +303,6 @@ lmc_status lmc_config_parse(const char *text, size_t len, const char *what,
         (st = get_bool(o, what, "attention_bias", &c->attention_bias, NULL)) ||
         (st = get_bool(o, what, "mlp_bias", &c->mlp_bias, NULL)))
         goto done;
-    if (!strcmp(c->model_type, "qwen2")) c->attention_bias = true; /* always q/k/v bias */
 
     if ((st = get_int(o, what, "", "sliding_window", &c->sliding_window))) goto done;
     bool use_sw = true, has_use_sw = false;

@@ -34,7 +34,7 @@ typedef struct {
     double rope_mscale, rope_mscale_all_dim;
     bool rope_truncate;
     bool tie_word_embeddings;
-    bool attention_bias;          /* qwen2 implies q/k/v bias */
+    bool attention_bias;          /* as given (qwen2's q/k/v bias is its description's) */
     bool mlp_bias;
     int64_t sliding_window;       /* 0 = none (also 0 when use_sliding_window false) */
     char hidden_act[32];          /* "silu" */

@@ -60,7 +60,7 @@ static void test_real_configs(void) {
     CHECK_EQ_INT(c.head_dim, 64); /* 896 / 14 */
     CHECK(c.rope_theta == 1e6 && c.rms_norm_eps == 1e-6);
     CHECK(c.tie_word_embeddings);
-    CHECK(c.attention_bias); /* qwen2 always has q/k/v bias */
+    CHECK(!c.attention_bias); /* not in the file (qwen2's q/k/v bias: models/arch/qwen2.c) */
     CHECK_EQ_INT(c.sliding_window, 0); /* use_sliding_window: false */
     CHECK_EQ_INT(c.n_eos, 1);
     CHECK_EQ_INT(c.eos_ids[0], 151645);
