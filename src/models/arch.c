@@ -315,3 +315,60 @@ lmc_status lmc_arch_rope_init(const lmc_arch_plan *p, const lmc_model_config *c,
     }
     return lmc_rope_init(&rc, r);
 }
+
+unsigned lmc_arch_plan_features(const lmc_arch_plan *p, const lmc_model_config *c) {
+    const lmc_arch_desc *d = p->arch;
+    const struct {
+        bool used;
+        unsigned bit;
+    } uses[] = {
+        {p->rot_dim != (size_t)c->head_dim, LMC_FEAT_PARTIAL_ROTARY},
+        {d->fused_qkv || d->fused_gate_up, LMC_FEAT_FUSED},
+        {d->norm == LMC_NORM_ONE_PLUS_W, LMC_FEAT_NORM_ONE_PLUS_W},
+        {d->sandwich_norms, LMC_FEAT_SANDWICH_NORMS},
+        {p->act == LMC_GLU_GELU_TANH, LMC_FEAT_GEGLU},
+        {p->embed_scale != 0.0f, LMC_FEAT_EMBED_SCALE},
+        {p->attn_scale != (float)(1.0 / sqrt((double)c->head_dim)), LMC_FEAT_ATTN_SCALE},
+        {p->local_rope, LMC_FEAT_LOCAL_ROPE},
+        {p->mixed_windows, LMC_FEAT_MIXED_WINDOWS},
+        {p->final_softcap != 0.0f, LMC_FEAT_FINAL_SOFTCAP},
+        {p->attn_softcap != 0.0f, LMC_FEAT_ATTN_SOFTCAP},
+    };
+    unsigned f = 0;
+    for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++)
+        if (uses[i].used) f |= uses[i].bit;
+    return f;
+}
+
+static const char *feature_name(unsigned bit) {
+    static const char *const names[] = {
+        "a partial rotary embedding (partial_rotary_factor)",
+        "fused q/k/v or gate/up projections",
+        "(1 + w) RMSNorm weights",
+        "sandwich norms around the sublayers",
+        "a GeGLU MLP",
+        "scaled embeddings",
+        "an attention scale other than head_dim^-1/2 (query_pre_attn_scalar)",
+        "a second RoPE table for the sliding layers",
+        "layers mixing sliding-window and full attention",
+        "final_logit_softcapping",
+        "attn_logit_softcapping",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (bit == 1u << i) return names[i];
+    return "an unnamed feature";
+}
+
+lmc_status lmc_arch_require(const lmc_arch_plan *p, const lmc_model_config *c,
+                            unsigned supported, const char *who, const char *hint) {
+    if (!lmc_rope_type_computed(c->rope_type))
+        return lmc_err(LMC_ERR_UNSUPPORTED, "%s: rope type '%s' is not supported (%s)", who,
+                       c->rope_type, LMC_ROPE_TYPES);
+    if (c->quantized && strcmp(c->q_mode, "affine"))
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "%s: quantization mode '%s' is not supported (affine)", who, c->q_mode);
+    unsigned missing = lmc_arch_plan_features(p, c) & ~supported;
+    if (!missing) return LMC_OK;
+    return lmc_err(LMC_ERR_UNSUPPORTED, "%s: %s (%s) is not supported%s", who,
+                   feature_name(missing & -missing), p->arch->model_type, hint);
+}

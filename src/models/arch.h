@@ -116,6 +116,34 @@ struct lmc_arch_plan {
     double local_rope_theta;
 };
 
+/* Features a plan may use beyond the plain llama layer (RMSNorm weights as
+ * stored, SwiGLU, one full-width RoPE table, head_dim^-1/2 attention scale,
+ * one window for every layer, separate projections; q/k norms and biases
+ * are plain). A backend's capability check passes the set it executes. */
+typedef enum {
+    LMC_FEAT_PARTIAL_ROTARY = 1u << 0, /* partial_rotary_factor < 1 */
+    LMC_FEAT_FUSED = 1u << 1,          /* fused q/k/v or gate/up stored */
+    LMC_FEAT_NORM_ONE_PLUS_W = 1u << 2,
+    LMC_FEAT_SANDWICH_NORMS = 1u << 3,
+    LMC_FEAT_GEGLU = 1u << 4,
+    LMC_FEAT_EMBED_SCALE = 1u << 5,
+    LMC_FEAT_ATTN_SCALE = 1u << 6,     /* query_pre_attn_scalar != head_dim */
+    LMC_FEAT_LOCAL_ROPE = 1u << 7,     /* a second RoPE table (sliding layers) */
+    LMC_FEAT_MIXED_WINDOWS = 1u << 8,  /* sliding and full layers in one model */
+    LMC_FEAT_FINAL_SOFTCAP = 1u << 9,
+    LMC_FEAT_ATTN_SOFTCAP = 1u << 10,
+    LMC_FEAT_ALL = (1u << 11) - 1,
+} lmc_arch_feature;
+
+/* The features p uses (a set of lmc_arch_feature bits). */
+unsigned lmc_arch_plan_features(const lmc_arch_plan *p, const lmc_model_config *c);
+/* The shared part of every capability check: the rope type must be one
+ * rope.c computes, a quantization mode affine, and every feature the plan
+ * uses in `supported`. Else LMC_ERR_UNSUPPORTED "<who>: <what> (<model
+ * type>) is not supported<hint>". */
+lmc_status lmc_arch_require(const lmc_arch_plan *p, const lmc_model_config *c,
+                            unsigned supported, const char *who, const char *hint);
+
 /* The descriptor serving model_type (an alias included), NULL if none. */
 const lmc_arch_desc *lmc_arch_find(const char *model_type);
 /* Every registered descriptor (for the model registry and tests). */

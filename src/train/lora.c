@@ -76,36 +76,13 @@ static double next_unit(uint64_t *s) { return (double)(next_u64(s) >> 11) * 0x1.
 /* ------------------------------------------------------------ base */
 
 /* What the trainer's forward/backward implements, stated in one place:
- * the llama-family layer (RMSNorm weights as stored, optional q/k norms
- * and biases, SwiGLU, full rotary embedding with one table, one window for
- * every layer, separate q/k/v and gate/up modules). The rest of a
- * description is refused here by name. */
+ * the plain llama layer (separate projections, RMSNorm weights as stored,
+ * optional q/k norms and biases, SwiGLU, one full-width RoPE table, one
+ * window for every layer); the rest is refused by name. */
+static const unsigned lora_features = 0;
+
 lmc_status lmc_lora_supports(const lmc_arch_plan *p, const lmc_model_config *c) {
-    const lmc_arch_desc *d = p->arch;
-    const struct {
-        bool refused;
-        const char *what;
-    } features[] = {
-        {p->rot_dim != (size_t)c->head_dim, "a partial rotary embedding (partial_rotary_factor)"},
-        {d->fused_qkv || d->fused_gate_up, "fused q/k/v or gate/up projections"},
-        {d->norm != LMC_NORM_W, "(1 + w) RMSNorm weights"},
-        {d->sandwich_norms, "sandwich norms around the sublayers"},
-        {p->act != LMC_GLU_SILU, "an MLP activation other than SwiGLU"},
-        {p->embed_scale != 0.0f, "scaled embeddings"},
-        {p->attn_scale != (float)(1.0 / sqrt((double)c->head_dim)),
-         "an attention scale other than head_dim^-1/2 (query_pre_attn_scalar)"},
-        {p->local_rope, "a second RoPE table for the sliding layers"},
-        {p->mixed_windows, "layers mixing sliding-window and full attention"},
-        {p->final_softcap != 0.0f || p->attn_softcap != 0.0f, "logit softcapping"},
-    };
-    if (!lmc_rope_type_computed(c->rope_type))
-        return lmc_err(LMC_ERR_UNSUPPORTED, "lora: rope type '%s' is not supported (%s)",
-                       c->rope_type, LMC_ROPE_TYPES);
-    for (size_t i = 0; i < sizeof features / sizeof features[0]; i++)
-        if (features[i].refused)
-            return lmc_err(LMC_ERR_UNSUPPORTED, "lora: %s (%s) is not supported for training",
-                           features[i].what, d->model_type);
-    return LMC_OK;
+    return lmc_arch_require(p, c, lora_features, "lora", " for training");
 }
 
 lmc_status lmc_lora_base_open(const char *dir, lmc_lora_base *b) {

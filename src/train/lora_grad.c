@@ -148,124 +148,24 @@ static void lin_bwd(const lmc_lora_net *net, const lmc_cpu_mat *W, lmc_lora_adap
                     ad->A, in, 1.0f, dx, in);
 }
 
-/* ------------------------------------------------------------ rmsnorm */
+/* ------------------------------------------------------------ ops */
 
-static float rms_inv(const float *x, size_t d, float eps) {
-    double ss = 0.0;
-    for (size_t j = 0; j < d; j++) ss += (double)x[j] * x[j];
-    return 1.0f / sqrtf((float)(ss / (double)d) + eps);
-}
-
-/* dx (+)= d/dx of y = w * x * r(x), for n rows of width d. */
-static void rms_bwd(const float *x, const lmc_cpu_mat *weight, float eps, size_t n, size_t d,
-                    const float *dy, float *dx, bool acc, float *wbuf) {
-    lmc_cpu_widen(weight, 0, 0, d, wbuf);
-    for (size_t i = 0; i < n; i++) {
-        const float *xi = x + i * d, *gi = dy + i * d;
-        float *oi = dx + i * d;
-        float r = rms_inv(xi, d, eps);
-        double dot = 0.0;
-        for (size_t j = 0; j < d; j++) dot += (double)wbuf[j] * gi[j] * xi[j];
-        float c = (float)(dot * (double)r * r * r / (double)d);
-        for (size_t j = 0; j < d; j++) {
-            float v = r * wbuf[j] * gi[j] - c * xi[j];
-            oi[j] = acc ? oi[j] + v : v;
-        }
-    }
-}
-
-/* ------------------------------------------------------------ rope */
-
+/* RoPE of the training forward (positions 0..n-1), or its transpose. */
 static void rope(const lmc_lora_net *net, float *x, size_t n, size_t heads, bool inverse) {
-    size_t hd = (size_t)net->cfg.head_dim, half = hd / 2;
-    if (!inverse) {
+    size_t hd = (size_t)net->cfg.head_dim;
+    if (inverse)
+        lmc_cpu_rope_bwd(x, n, heads, hd, hd, 0, net->rope.inv_freq, net->rope.attn_factor);
+    else
         lmc_cpu_rope(x, n, heads, hd, 0, net->rope.inv_freq, net->rope.attn_factor, LMC_DT_F32);
-        return;
-    }
-    /* Transpose of the rotation: rotate by -angle, scaled by the same
-     * attention factor as the forward (yarn). */
-    const float af = net->rope.attn_factor;
-    for (size_t i = 0; i < n; i++) {
-        float p = (float)i;
-        for (size_t f = 0; f < half; f++) {
-            float ang = p * net->rope.inv_freq[f];
-            float c = (float)cos((double)ang) * af, s = (float)sin((double)ang) * af;
-            for (size_t h = 0; h < heads; h++) {
-                float *v = x + (i * heads + h) * hd;
-                float d1 = v[f], d2 = v[f + half];
-                v[f] = d1 * c + d2 * s;
-                v[f + half] = d2 * c - d1 * s;
-            }
-        }
-    }
 }
 
-/* ------------------------------------------------------------ attention */
-
-/* P = softmax(scale * q_h k_g^T) under the causal (and window) mask. */
-static void head_probs(const lmc_lora_net *net, const float *q, const float *k, size_t T,
-                       size_t h, float *P) {
+static lmc_cpu_seq_attn seq_attn(const lmc_lora_net *net, lora_ws *ws, size_t T) {
     const lmc_model_config *c = &net->cfg;
-    size_t hd = (size_t)c->head_dim, nh = (size_t)c->num_attention_heads;
-    size_t nkv = (size_t)c->num_key_value_heads, g = h / (nh / nkv);
-    size_t qd = nh * hd, kvd = nkv * hd;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, net->attn_scale,
-                q + h * hd, (int)qd, k + g * hd, (int)kvd, 0.0f, P, (int)T);
-    for (size_t i = 0; i < T; i++) {
-        float *row = P + i * T;
-        size_t lo = net->window && i + 1 > net->window ? i + 1 - net->window : 0;
-        float mx = -INFINITY;
-        for (size_t j = lo; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-        double sum = 0.0;
-        for (size_t j = lo; j <= i; j++) {
-            row[j] = expf(row[j] - mx);
-            sum += row[j];
-        }
-        float inv = (float)(1.0 / sum);
-        for (size_t j = 0; j < T; j++) row[j] = (j >= lo && j <= i) ? row[j] * inv : 0.0f;
-    }
-}
-
-static void attn_fwd(const lmc_lora_net *net, lora_ws *ws, size_t T) {
-    const lmc_model_config *c = &net->cfg;
-    size_t hd = (size_t)c->head_dim, nh = (size_t)c->num_attention_heads;
-    size_t nkv = (size_t)c->num_key_value_heads, qd = nh * hd, kvd = nkv * hd;
-    for (size_t h = 0; h < nh; h++) {
-        size_t g = h / (nh / nkv);
-        head_probs(net, ws->q, ws->k, T, h, ws->P);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f,
-                    ws->P, (int)T, ws->v + g * hd, (int)kvd, 0.0f, ws->att + h * hd, (int)qd);
-    }
-}
-
-/* From datt: dq (overwritten), dk and dv (overwritten). */
-static void attn_bwd(const lmc_lora_net *net, lora_ws *ws, size_t T) {
-    const lmc_model_config *c = &net->cfg;
-    size_t hd = (size_t)c->head_dim, nh = (size_t)c->num_attention_heads;
-    size_t nkv = (size_t)c->num_key_value_heads, qd = nh * hd, kvd = nkv * hd;
-    float sc = net->attn_scale;
-    memset(ws->dk, 0, T * kvd * sizeof(float));
-    memset(ws->dv, 0, T * kvd * sizeof(float));
-    for (size_t h = 0; h < nh; h++) {
-        size_t g = h / (nh / nkv);
-        float *P = ws->P, *dP = ws->dP;
-        head_probs(net, ws->q, ws->k, T, h, P);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f,
-                    ws->datt + h * hd, (int)qd, ws->v + g * hd, (int)kvd, 0.0f, dP, (int)T);
-        /* dS = P * (dP - rowsum(P * dP)), stored over dP. */
-        for (size_t i = 0; i < T; i++) {
-            float *p = P + i * T, *d = dP + i * T;
-            double D = 0.0;
-            for (size_t j = 0; j <= i; j++) D += (double)p[j] * d[j];
-            for (size_t j = 0; j < T; j++) d[j] = p[j] * (d[j] - (float)D);
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, sc, dP,
-                    (int)T, ws->k + g * hd, (int)kvd, 0.0f, ws->dq + h * hd, (int)qd);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, sc, dP,
-                    (int)T, ws->q + h * hd, (int)qd, 1.0f, ws->dk + g * hd, (int)kvd);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, P,
-                    (int)T, ws->datt + h * hd, (int)qd, 1.0f, ws->dv + g * hd, (int)kvd);
-    }
+    return (lmc_cpu_seq_attn){
+        .T = T, .heads = (size_t)c->num_attention_heads,
+        .kv_heads = (size_t)c->num_key_value_heads, .head_dim = (size_t)c->head_dim,
+        .window = net->window, .scale = net->attn_scale, .P = ws->P, .dP = ws->dP,
+    };
 }
 
 /* ------------------------------------------------------------ layer */
@@ -301,7 +201,8 @@ static lmc_status layer_fwd(const lmc_lora_net *net, size_t l, const float *x_in
     }
     rope(net, ws->q, T, nh, false);
     rope(net, ws->k, T, nkv, false);
-    attn_fwd(net, ws, T);
+    lmc_cpu_seq_attn sa = seq_attn(net, ws, T);
+    lmc_cpu_seq_attention(&sa, ws->q, ws->k, ws->v, ws->att);
     if ((st = lin_fwd(net, &Ly->o, &Ly->o_b, adapter(net, l, LORA_O), ws->att, T, ws->tmp,
                       ws->xa[LORA_O])))
         return st;
@@ -312,10 +213,7 @@ static lmc_status layer_fwd(const lmc_lora_net *net, size_t l, const float *x_in
         (st = lin_fwd(net, &Ly->up, &Ly->up_b, adapter(net, l, LORA_UP), ws->h2, T, ws->u,
                       ws->xa[LORA_UP])))
         return st;
-    for (size_t i = 0; i < T * Idim; i++) {
-        float g = ws->g[i];
-        ws->a[i] = g / (1.0f + expf(-g)) * ws->u[i];
-    }
+    lmc_cpu_silu_mul(ws->g, ws->u, T * Idim, ws->a, LMC_DT_F32);
     if ((st = lin_fwd(net, &Ly->down, &Ly->down_b, adapter(net, l, LORA_DOWN), ws->a, T, ws->tmp,
                       ws->xa[LORA_DOWN])))
         return st;
@@ -336,28 +234,27 @@ static void layer_bwd(lmc_lora_net *net, size_t l, const float *x_in, lora_ws *w
     /* MLP: x_out = x_mid + down(silu(gate(h2)) * up(h2)) */
     lin_bwd(net, &Ly->down, adapter(net, l, LORA_DOWN), ws->a, ws->xa[LORA_DOWN], ws->dx, T,
             ws->da, false, ws);
-    for (size_t i = 0; i < T * Idim; i++) {
-        float g = ws->g[i], sg = 1.0f / (1.0f + expf(-g));
-        ws->dg[i] = ws->da[i] * ws->u[i] * sg * (1.0f + g * (1.0f - sg));
-        ws->du[i] = ws->da[i] * g * sg;
-    }
+    lmc_cpu_silu_mul_bwd(ws->g, ws->u, ws->da, T * Idim, ws->dg, ws->du);
     lin_bwd(net, &Ly->gate, adapter(net, l, LORA_GATE), ws->h2, ws->xa[LORA_GATE], ws->dg, T,
             ws->dh, false, ws);
     lin_bwd(net, &Ly->up, adapter(net, l, LORA_UP), ws->h2, ws->xa[LORA_UP], ws->du, T, ws->dh,
             true, ws);
-    rms_bwd(ws->x_mid, &Ly->post_norm, eps, T, H, ws->dh, ws->dx, true, ws->wbuf);
+    lmc_cpu_rmsnorm_bwd(ws->x_mid, &Ly->post_norm, eps, T, H, ws->dh, ws->dx, true, ws->wbuf);
     /* Attention: x_mid = x_in + o(attn(rope(norm?(q)), rope(norm?(k)), v)) */
     lin_bwd(net, &Ly->o, adapter(net, l, LORA_O), ws->att, ws->xa[LORA_O], ws->dx, T, ws->datt,
             false, ws);
-    attn_bwd(net, ws, T);
+    lmc_cpu_seq_attn sa = seq_attn(net, ws, T);
+    lmc_cpu_seq_attention_bwd(&sa, ws->q, ws->k, ws->v, ws->datt, ws->dq, ws->dk, ws->dv);
     rope(net, ws->dq, T, nh, true);
     rope(net, ws->dk, T, nkv, true);
     if (Ly->q_norm.data) {
         /* datt is free again after attn_bwd: scratch for the norm input
          * gradients (kvd <= qd). */
-        rms_bwd(ws->q_pre, &Ly->q_norm, eps, T * nh, hd, ws->dq, ws->datt, false, ws->wbuf);
+        lmc_cpu_rmsnorm_bwd(ws->q_pre, &Ly->q_norm, eps, T * nh, hd, ws->dq, ws->datt, false,
+                            ws->wbuf);
         memcpy(ws->dq, ws->datt, T * nh * hd * sizeof(float));
-        rms_bwd(ws->k_pre, &Ly->k_norm, eps, T * nkv, hd, ws->dk, ws->datt, false, ws->wbuf);
+        lmc_cpu_rmsnorm_bwd(ws->k_pre, &Ly->k_norm, eps, T * nkv, hd, ws->dk, ws->datt, false,
+                            ws->wbuf);
         memcpy(ws->dk, ws->datt, T * nkv * hd * sizeof(float));
     }
     lin_bwd(net, &Ly->q, adapter(net, l, LORA_Q), ws->h1, ws->xa[LORA_Q], ws->dq, T,
@@ -366,7 +263,8 @@ static void layer_bwd(lmc_lora_net *net, size_t l, const float *x_in, lora_ws *w
             need_dx ? ws->dh : NULL, true, ws);
     lin_bwd(net, &Ly->v, adapter(net, l, LORA_V), ws->h1, ws->xa[LORA_V], ws->dv, T,
             need_dx ? ws->dh : NULL, true, ws);
-    if (need_dx) rms_bwd(x_in, &Ly->in_norm, eps, T, H, ws->dh, ws->dx, true, ws->wbuf);
+    if (need_dx)
+        lmc_cpu_rmsnorm_bwd(x_in, &Ly->in_norm, eps, T, H, ws->dh, ws->dx, true, ws->wbuf);
 }
 
 /* ------------------------------------------------------------ model */
@@ -448,7 +346,7 @@ lmc_status lmc_lora_seq_grad(lmc_lora_net *net, const int32_t *ids, size_t n, si
         mat_dx(&net->w.lm_head, ws.logits, nb, ws.dh + r0 * H, false, ws.wbuf);
     }
     *loss_sum += (double)weight * loss;
-    rms_bwd(xL, &net->w.final_norm, eps, T, H, ws.dh, ws.dx, false, ws.wbuf);
+    lmc_cpu_rmsnorm_bwd(xL, &net->w.final_norm, eps, T, H, ws.dh, ws.dx, false, ws.wbuf);
     /* Layers from the top down to the first adapted one; the last layer's
      * activations are still in ws from the forward. */
     for (size_t l = L; l-- > net->first_layer;) {

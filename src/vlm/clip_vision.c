@@ -36,42 +36,6 @@ lmc_status lmc_act_parse(const char *name, const char *what, lmc_act *out) {
                    what, name ? name : "null");
 }
 
-static float round_one(float x, lmc_dtype dt) {
-    lmc_cpu_round(&x, 1, dt);
-    return x;
-}
-
-void lmc_act_apply(lmc_act act, float *x, size_t n, lmc_dtype rd) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i], r;
-        switch (act) {
-        case LMC_ACT_QUICK_GELU: {
-            /* x * sigmoid(1.702 x): three ops, each rounded in a half dtype */
-            float t = round_one(1.702f * v, rd);
-            float s = round_one(1.0f / (1.0f + expf(-t)), rd);
-            r = v * s;
-            break;
-        }
-        case LMC_ACT_GELU:
-            r = (float)(0.5 * v * (1.0 + erf(v * 0.70710678118654752440)));
-            break;
-        case LMC_ACT_GELU_TANH: {
-            double d = v;
-            r = (float)(0.5 * d * (1.0 + tanh(0.79788456080286535588 * (d + 0.044715 * d * d * d))));
-            break;
-        }
-        case LMC_ACT_RELU:
-            r = v > 0.f ? v : 0.f;
-            break;
-        default: /* silu */
-            r = v / (1.0f + expf(-v));
-            break;
-        }
-        x[i] = round_one(r, rd);
-    }
-}
-
 /* ------------------------------------------------------------ config */
 
 static lmc_status get_pos_int(json_object *o, const char *what, const char *key, int64_t *out) {
@@ -233,43 +197,6 @@ fail:
 
 /* ------------------------------------------------------------ forward */
 
-void lmc_vlm_layernorm(const float *x, const lmc_cpu_mat *w, const lmc_cpu_mat *b, float eps,
-                       size_t n, size_t d, float *out, lmc_dtype rd) {
-    float *wf = malloc(2 * d * sizeof(float));
-    if (!wf) { /* d is tiny next to the activations; widen per element instead */
-        for (size_t i = 0; i < n; i++) {
-            const float *r = x + i * d;
-            double mean = 0, var = 0;
-            for (size_t j = 0; j < d; j++) mean += r[j];
-            mean /= (double)d;
-            for (size_t j = 0; j < d; j++) var += (r[j] - mean) * (r[j] - mean);
-            float inv = (float)(1.0 / sqrt(var / (double)d + eps));
-            for (size_t j = 0; j < d; j++) {
-                float g, bb;
-                lmc_cpu_widen(w, 0, (int64_t)j, 1, &g);
-                lmc_cpu_widen(b, 0, (int64_t)j, 1, &bb);
-                out[i * d + j] = round_one(((float)(r[j] - mean)) * inv * g + bb, rd);
-            }
-        }
-        return;
-    }
-    lmc_cpu_widen(w, 0, 0, d, wf);
-    lmc_cpu_widen(b, 0, 0, d, wf + d);
-#pragma omp parallel for schedule(static) if (n * d > 65536)
-    for (size_t i = 0; i < n; i++) {
-        const float *r = x + i * d;
-        double mean = 0, var = 0;
-        for (size_t j = 0; j < d; j++) mean += r[j];
-        mean /= (double)d;
-        for (size_t j = 0; j < d; j++) var += (r[j] - mean) * (r[j] - mean);
-        float inv = (float)(1.0 / sqrt(var / (double)d + eps)), m = (float)mean;
-        float *o = out + i * d;
-        for (size_t j = 0; j < d; j++) o[j] = (r[j] - m) * inv * wf[j] + wf[d + j];
-        lmc_cpu_round(o, d, rd);
-    }
-    free(wf);
-}
-
 static lmc_status linear(const lmc_cpu_mat *w, const lmc_cpu_mat *b, const float *x, size_t n,
                          float *y, lmc_dtype rd) {
     lmc_status st = lmc_cpu_matmul(w, b && b->data ? b : NULL, x, n, y);
@@ -277,38 +204,17 @@ static lmc_status linear(const lmc_cpu_mat *w, const lmc_cpu_mat *b, const float
     return st;
 }
 
-/* Bidirectional multi-head attention of N tokens (q, k, v: [N][D]),
- * computed like transformers' eager path: scores = (q k^T) * scale,
- * softmax in fp32, probabilities @ v; scores, probabilities and the output
- * rounded in a half dtype. */
-static void attention(const float *q, const float *k, const float *v, size_t N, size_t heads,
-                      size_t hd, float scale, float *scores, float *out, lmc_dtype rd) {
-    size_t D = heads * hd;
-    for (size_t h = 0; h < heads; h++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)N, (int)hd, 1.0f,
-                    q + h * hd, (int)D, k + h * hd, (int)D, 0.0f, scores, (int)N);
-#pragma omp parallel for schedule(static) if (N > 64)
-        for (size_t i = 0; i < N; i++) {
-            float *s = scores + i * N;
-            lmc_cpu_round(s, N, rd);
-            float mx = -INFINITY;
-            for (size_t j = 0; j < N; j++) {
-                s[j] = round_one(s[j] * scale, rd);
-                if (s[j] > mx) mx = s[j];
-            }
-            double sum = 0;
-            for (size_t j = 0; j < N; j++) {
-                s[j] = expf(s[j] - mx);
-                sum += s[j];
-            }
-            float inv = (float)(1.0 / sum);
-            for (size_t j = 0; j < N; j++) s[j] *= inv;
-            lmc_cpu_round(s, N, rd);
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)hd, (int)N, 1.0f,
-                    scores, (int)N, v + h * hd, (int)D, 0.0f, out + h * hd, (int)D);
-    }
-    for (size_t i = 0; i < N; i++) lmc_cpu_round(out + i * D, D, rd);
+/* Bidirectional multi-head attention of N tokens (q, k, v: [N][D]) through
+ * the op layer, which computes it like transformers' eager path: scores
+ * (q k^T) * scale, softmax in fp32, probabilities @ v; scores,
+ * probabilities and the output rounded in a half dtype. */
+static lmc_status attention(const float *q, const float *k, const float *v, size_t N,
+                            size_t heads, size_t hd, float scale, float *out, lmc_dtype rd) {
+    lmc_cpu_attn_args a = {
+        .k_new = k, .v_new = v, .n = N, .heads = heads, .kv_heads = heads, .head_dim = hd,
+        .scale = scale, .round_dt = rd, .bidirectional = true,
+    };
+    return lmc_cpu_attention(&a, q, out);
 }
 
 lmc_status lmc_clip_vision_forward(const lmc_clip_vision *v, const float *pixels,
@@ -329,9 +235,9 @@ lmc_status lmc_clip_vision_forward(const lmc_clip_vision *v, const float *pixels
     float *q = malloc(N * D * sizeof(float)), *kk = malloc(N * D * sizeof(float));
     float *vv = malloc(N * D * sizeof(float)), *att = malloc(N * D * sizeof(float));
     float *mlp = malloc(N * (I > D ? I : D) * sizeof(float));
-    float *scores = malloc(N * N * sizeof(float)), *emb = malloc(D * sizeof(float));
+    float *emb = malloc(D * sizeof(float));
     lmc_status st = LMC_OK;
-    if (!patches || !x || !h || !q || !kk || !vv || !att || !mlp || !scores || !emb) {
+    if (!patches || !x || !h || !q || !kk || !vv || !att || !mlp || !emb) {
         st = lmc_err(LMC_ERR_NOMEM, "vision tower: no memory for %zu tokens", N);
         goto done;
     }
@@ -353,7 +259,7 @@ lmc_status lmc_clip_vision_forward(const lmc_clip_vision *v, const float *pixels
         lmc_cpu_add(x + i * D, emb, D);
     }
     lmc_cpu_round(x, N * D, rd);
-    lmc_vlm_layernorm(x, &v->pre_w, &v->pre_b, eps, N, D, x, rd);
+    lmc_cpu_layernorm(x, &v->pre_w, &v->pre_b, eps, N, D, x, rd);
     size_t last = 0;
     for (size_t k = 0; k < n_states; k++)
         if (states[k] > last) last = states[k];
@@ -363,24 +269,24 @@ lmc_status lmc_clip_vision_forward(const lmc_clip_vision *v, const float *pixels
             if (states[k] == l) memcpy(outs[k], x, N * D * sizeof(float));
         if (l == last) break;
         const lmc_clip_layer *L = &v->layers[l];
-        lmc_vlm_layernorm(x, &L->ln1_w, &L->ln1_b, eps, N, D, h, rd);
+        lmc_cpu_layernorm(x, &L->ln1_w, &L->ln1_b, eps, N, D, h, rd);
         const lmc_cpu_mat *w3[3] = {&L->q, &L->k, &L->v}, *b3[3] = {&L->q_b, &L->k_b, &L->v_b};
         float *y3[3] = {q, kk, vv};
         if ((st = lmc_cpu_matmul_multi(w3, b3, 3, h, N, y3))) goto done;
         for (int i = 0; i < 3; i++) lmc_cpu_round(y3[i], N * D, rd);
-        attention(q, kk, vv, N, H, D / H, scale, scores, att, rd);
+        if ((st = attention(q, kk, vv, N, H, D / H, scale, att, rd))) goto done;
         if ((st = linear(&L->o, &L->o_b, att, N, h, rd))) goto done;
         lmc_cpu_add(x, h, N * D);
         lmc_cpu_round(x, N * D, rd);
-        lmc_vlm_layernorm(x, &L->ln2_w, &L->ln2_b, eps, N, D, h, rd);
+        lmc_cpu_layernorm(x, &L->ln2_w, &L->ln2_b, eps, N, D, h, rd);
         if ((st = linear(&L->fc1, &L->fc1_b, h, N, mlp, rd))) goto done;
-        lmc_act_apply(c->act, mlp, N * I, rd);
+        lmc_cpu_act(c->act, mlp, N * I, rd);
         if ((st = linear(&L->fc2, &L->fc2_b, mlp, N, h, rd))) goto done;
         lmc_cpu_add(x, h, N * D);
         lmc_cpu_round(x, N * D, rd);
     }
 done:
     free(patches), free(x), free(h), free(q), free(kk), free(vv), free(att), free(mlp);
-    free(scores), free(emb);
+    free(emb);
     return st;
 }

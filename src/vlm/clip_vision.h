@@ -13,20 +13,10 @@
 #include "lmc.h"
 #include <json-c/json.h>
 
-/* Activations named by hidden_act / projector_hidden_act. */
-typedef enum {
-    LMC_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) */
-    LMC_ACT_GELU,       /* exact (erf) */
-    LMC_ACT_GELU_TANH,  /* gelu_new, gelu_pytorch_tanh, gelu_fast */
-    LMC_ACT_RELU,
-    LMC_ACT_SILU,
-} lmc_act;
-
-/* Parse an activation name; `what` names the file and key in errors
+/* Parse an activation name (hidden_act / projector_hidden_act; applied by
+ * lmc_cpu_act); `what` names the file and key in errors
  * (LMC_ERR_UNSUPPORTED lists the supported names). */
 lmc_status lmc_act_parse(const char *name, const char *what, lmc_act *out);
-/* In place on n floats, rounding like a model computed in round_dt. */
-void lmc_act_apply(lmc_act act, float *x, size_t n, lmc_dtype round_dt);
 
 typedef struct {
     int64_t hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
@@ -78,9 +68,5 @@ static inline size_t lmc_clip_vision_tokens(const lmc_clip_vision_config *c) {
  * hidden state, tokens x hidden floats, into outs[k]. */
 lmc_status lmc_clip_vision_forward(const lmc_clip_vision *v, const float *pixels,
                                    const size_t *states, size_t n_states, float *const *outs);
-
-/* Row-wise LayerNorm (biased variance, fp32 statistics; out may alias x). */
-void lmc_vlm_layernorm(const float *x, const lmc_cpu_mat *w, const lmc_cpu_mat *b, float eps,
-                       size_t n, size_t d, float *out, lmc_dtype round_dt);
 
 #endif

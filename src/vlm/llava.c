@@ -206,7 +206,7 @@ static lmc_status llava_embed(lmc_vlm_model *base, const int32_t *ids, size_t n,
         if ((st = lmc_cpu_matmul(&m->p1_w, m->p1_b.data ? &m->p1_b : NULL, sel, T, mid)))
             goto done;
         lmc_cpu_round(mid, T * H, m->act_dt);
-        lmc_act_apply(m->proj_act, mid, T * H, m->act_dt);
+        lmc_cpu_act(m->proj_act, mid, T * H, m->act_dt);
         float *feat = malloc(T * H * sizeof(float));
         if (!feat) {
             st = lmc_err(LMC_ERR_NOMEM, "llava: no memory for image features");

@@ -104,9 +104,11 @@ void lmc_cpu_rope(float *x, size_t n, size_t heads, size_t head_dim, size_t pos0
     lmc_cpu_rope_partial(x, n, heads, head_dim, head_dim, pos0, inv_freq, attn_factor, round_dt);
 }
 
-void lmc_cpu_rope_partial(float *x, size_t n, size_t heads, size_t head_dim, size_t rot_dim,
-                          size_t pos0, const float *inv_freq, float attn_factor,
-                          lmc_dtype round_dt) {
+/* Rotation of the first rot_dim values of each head by the position's
+ * angles; sign -1 rotates backwards (the transpose, for training). */
+static void rope_rotate(float *x, size_t n, size_t heads, size_t head_dim, size_t rot_dim,
+                        size_t pos0, const float *inv_freq, float attn_factor, lmc_dtype round_dt,
+                        float sign) {
     size_t half = rot_dim / 2;
     for (size_t i = 0; i < n; i++) {
         float cs[512], sn[512]; /* head_dim <= 1024 is checked by the model */
@@ -114,7 +116,7 @@ void lmc_cpu_rope_partial(float *x, size_t n, size_t heads, size_t head_dim, siz
         for (size_t f = 0; f < half; f++) {
             float ang = p * inv_freq[f];
             cs[f] = round_to((float)cos((double)ang) * attn_factor, round_dt);
-            sn[f] = round_to((float)sin((double)ang) * attn_factor, round_dt);
+            sn[f] = sign * round_to((float)sin((double)ang) * attn_factor, round_dt);
         }
         for (size_t h = 0; h < heads; h++) {
             float *v = x + (i * heads + h) * head_dim;
@@ -129,21 +131,109 @@ void lmc_cpu_rope_partial(float *x, size_t n, size_t heads, size_t head_dim, siz
     }
 }
 
+void lmc_cpu_rope_partial(float *x, size_t n, size_t heads, size_t head_dim, size_t rot_dim,
+                          size_t pos0, const float *inv_freq, float attn_factor,
+                          lmc_dtype round_dt) {
+    rope_rotate(x, n, heads, head_dim, rot_dim, pos0, inv_freq, attn_factor, round_dt, 1.0f);
+}
+
+void lmc_cpu_rope_bwd(float *x, size_t n, size_t heads, size_t head_dim, size_t rot_dim,
+                      size_t pos0, const float *inv_freq, float attn_factor) {
+    rope_rotate(x, n, heads, head_dim, rot_dim, pos0, inv_freq, attn_factor, LMC_DT_F32, -1.0f);
+}
+
+/* The scalar activations, one definition each, unrounded. */
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+static inline float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
 void lmc_cpu_silu_mul(const float *g, const float *u, size_t n, float *a, lmc_dtype round_dt) {
     for (size_t i = 0; i < n; i++) {
-        float s = round_to(g[i] / (1.0f + expf(-g[i])), round_dt);
+        float s = round_to(silu(g[i]), round_dt);
         a[i] = round_to(s * u[i], round_dt);
     }
 }
 
 void lmc_cpu_gelu_tanh_mul(const float *g, const float *u, size_t n, float *a,
                            lmc_dtype round_dt) {
-    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
     for (size_t i = 0; i < n; i++) {
-        const float x = g[i];
-        float s = round_to(0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x))), round_dt);
+        float s = round_to(gelu_tanh(g[i]), round_dt);
         a[i] = round_to(s * u[i], round_dt);
     }
+}
+
+void lmc_cpu_silu_mul_bwd(const float *g, const float *u, const float *da, size_t n, float *dg,
+                          float *du) {
+    for (size_t i = 0; i < n; i++) {
+        float x = g[i], sg = 1.0f / (1.0f + expf(-x));
+        dg[i] = da[i] * u[i] * sg * (1.0f + x * (1.0f - sg));
+        du[i] = da[i] * x * sg;
+    }
+}
+
+void lmc_cpu_act(lmc_act act, float *x, size_t n, lmc_dtype rd) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i], r;
+        switch (act) {
+        case LMC_ACT_QUICK_GELU: {
+            /* x * sigmoid(1.702 x): three ops, each rounded in a half dtype */
+            float t = round_to(1.702f * v, rd);
+            float s = round_to(1.0f / (1.0f + expf(-t)), rd);
+            r = v * s;
+            break;
+        }
+        case LMC_ACT_GELU:
+            r = (float)(0.5 * v * (1.0 + erf(v * 0.70710678118654752440)));
+            break;
+        case LMC_ACT_GELU_TANH:
+            r = gelu_tanh(v);
+            break;
+        case LMC_ACT_RELU:
+            r = v > 0.f ? v : 0.f;
+            break;
+        default:
+            r = silu(v);
+            break;
+        }
+        x[i] = round_to(r, rd);
+    }
+}
+
+/* One LayerNorm row: statistics in double; the weight and bias from wf
+ * (widened, d each) or, when that allocation failed, widened per element. */
+static void layernorm_row(const float *r, size_t d, float eps, const float *wf,
+                          const lmc_cpu_mat *w, const lmc_cpu_mat *b, float *o, lmc_dtype rd) {
+    double mean = 0, var = 0;
+    for (size_t j = 0; j < d; j++) mean += r[j];
+    mean /= (double)d;
+    for (size_t j = 0; j < d; j++) var += (r[j] - mean) * (r[j] - mean);
+    float inv = (float)(1.0 / sqrt(var / (double)d + eps)), m = (float)mean;
+    for (size_t j = 0; j < d; j++) {
+        float g, bb;
+        if (wf) {
+            g = wf[j], bb = wf[d + j];
+        } else {
+            lmc_cpu_widen(w, 0, (int64_t)j, 1, &g);
+            lmc_cpu_widen(b, 0, (int64_t)j, 1, &bb);
+        }
+        o[j] = (r[j] - m) * inv * g + bb;
+    }
+    lmc_cpu_round(o, d, rd);
+}
+
+void lmc_cpu_layernorm(const float *x, const lmc_cpu_mat *w, const lmc_cpu_mat *b, float eps,
+                       size_t n, size_t d, float *out, lmc_dtype rd) {
+    float *wf = malloc(2 * d * sizeof(float));
+    if (wf) {
+        lmc_cpu_widen(w, 0, 0, d, wf);
+        lmc_cpu_widen(b, 0, 0, d, wf + d);
+    }
+#pragma omp parallel for schedule(static) if (n * d > 65536)
+    for (size_t i = 0; i < n; i++) layernorm_row(x + i * d, d, eps, wf, w, b, out + i * d, rd);
+    free(wf);
 }
 
 /* Decode and short chunks: one (query, head) pair per OpenMP task. */
@@ -181,7 +271,8 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
                 sc[s] = round_to(d * a->scale, a->round_dt);
                 if (sc[s] > mx) mx = sc[s];
             }
-            for (size_t s = 0; s <= i; s++) {
+            const size_t seen = a->bidirectional ? a->n : i + 1; /* new keys visible */
+            for (size_t s = 0; s < seen; s++) {
                 float *o = &sc[a->n_past + s];
                 if (a->pos0 + s < lo) {
                     *o = -INFINITY;
@@ -191,7 +282,7 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
                 *o = round_to(d * a->scale, a->round_dt);
                 if (*o > mx) mx = *o;
             }
-            size_t m = a->n_past + i + 1;
+            size_t m = a->n_past + seen;
             double sum = 0.0;
             for (size_t s = 0; s < m; s++) {
                 float e = sc[s] == -INFINITY ? 0.0f : expf(sc[s] - mx);
@@ -204,7 +295,7 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
                 if (sc[s] == 0.0f) continue;
                 vaxpy(acc, round_to(sc[s] * inv, a->round_dt), vp + s * hd, hd);
             }
-            for (size_t s = 0; s <= i; s++) {
+            for (size_t s = 0; s < seen; s++) {
                 float w = sc[a->n_past + s];
                 if (w == 0.0f) continue;
                 vaxpy(acc, round_to(w * inv, a->round_dt), a->v_new + s * kv_stride + g * hd,
@@ -241,7 +332,7 @@ static lmc_status attention_blas(const lmc_cpu_attn_args *a, const float *q, flo
         const float *vp = np ? a->v + g * a->past_stride * hd : NULL;
         for (size_t i0 = 0; i0 < n; i0 += rb) {
             size_t nb = n - i0 < rb ? n - i0 : rb;
-            size_t nn = i0 + nb; /* new keys this block can see (causal) */
+            size_t nn = a->bidirectional ? n : i0 + nb; /* new keys this block can see */
             size_t m = np + nn;
             const float *qh = q + i0 * q_stride + h * hd;
             if (np)
@@ -257,7 +348,8 @@ static lmc_status attention_blas(const lmc_cpu_attn_args *a, const float *q, flo
                 float mx = -INFINITY;
                 for (size_t s = 0; s < m; s++) {
                     bool masked = s < np ? (a->pos[s] < 0 || (size_t)a->pos[s] < lo)
-                                         : (s - np > i || a->pos0 + (s - np) < lo);
+                                         : ((!a->bidirectional && s - np > i) ||
+                                            a->pos0 + (s - np) < lo);
                     if (masked) {
                         row[s] = -INFINITY;
                         continue;

@@ -1,4 +1,5 @@
-/* CPU kernels for transformer inference. Weights are read in their stored
+/* The CPU op layer: the kernels the CPU model, LoRA training (forward and
+ * backward) and the vision towers share. Weights are read in their stored
  * dtype (F32/F16/BF16, straight from the mmap) and widened to fp32 on the
  * fly; activations and accumulation are fp32. Parallelism is OpenMP for the
  * element-wise and decode kernels and OpenBLAS sgemm for prefill. */
@@ -78,12 +79,58 @@ void lmc_cpu_rope_partial(float *x, size_t n, size_t heads, size_t head_dim, siz
                           size_t pos0, const float *inv_freq, float attn_factor,
                           lmc_dtype round_dt);
 
+/* Row-wise LayerNorm: (x - mean) * rsqrt(var + eps) * w + b (biased
+ * variance, statistics in double; out may alias x), rounded to round_dt. */
+void lmc_cpu_layernorm(const float *x, const lmc_cpu_mat *w, const lmc_cpu_mat *b, float eps,
+                       size_t n, size_t d, float *out, lmc_dtype round_dt);
+
+/* Activations (config names: see the callers' parsers). */
+typedef enum {
+    LMC_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) */
+    LMC_ACT_GELU,       /* exact (erf) */
+    LMC_ACT_GELU_TANH,  /* tanh approximation: gelu_new, gelu_pytorch_tanh, gelu_fast */
+    LMC_ACT_RELU,
+    LMC_ACT_SILU,
+} lmc_act;
+/* In place on n floats, rounding like a model computed in round_dt. */
+void lmc_cpu_act(lmc_act act, float *x, size_t n, lmc_dtype round_dt);
+
 /* a[i] = silu(g[i]) * u[i] (a may alias g); rounding as for rmsnorm. */
 void lmc_cpu_silu_mul(const float *g, const float *u, size_t n, float *a, lmc_dtype round_dt);
 /* a[i] = gelu(g[i]) * u[i] with GELU's tanh approximation
  * ("gelu_pytorch_tanh"); rounding as for lmc_cpu_silu_mul. */
 void lmc_cpu_gelu_tanh_mul(const float *g, const float *u, size_t n, float *a,
                            lmc_dtype round_dt);
+
+/* ---- training (fp32, no rounding): the backward passes of the ops above,
+ * and attention over a whole sequence keeping what its backward needs. */
+
+/* dx (+)= d/dx of out = w * x * rsqrt(mean(x^2) + eps) given dy, for n rows
+ * of width d (acc: add to dx, else overwrite). wbuf: d floats of scratch. */
+void lmc_cpu_rmsnorm_bwd(const float *x, const lmc_cpu_mat *weight, float eps, size_t n,
+                         size_t d, const float *dy, float *dx, bool acc, float *wbuf);
+/* The transpose of lmc_cpu_rope_partial (fp32): rotates by minus the angle,
+ * scaled by the same attention factor. */
+void lmc_cpu_rope_bwd(float *x, size_t n, size_t heads, size_t head_dim, size_t rot_dim,
+                      size_t pos0, const float *inv_freq, float attn_factor);
+/* Given da of a = silu(g) * u: dg and du (overwritten). */
+void lmc_cpu_silu_mul_bwd(const float *g, const float *u, const float *da, size_t n, float *dg,
+                          float *du);
+
+/* Causal (windowed) grouped-query attention over T tokens at positions
+ * 0..T-1, probabilities recomputed per head (T x T scratch P, dP). */
+typedef struct {
+    size_t T, heads, kv_heads, head_dim;
+    size_t window; /* 0: none */
+    float scale;
+    float *P, *dP; /* [T, T] scratch; dP only for the backward */
+} lmc_cpu_seq_attn;
+/* att[T, heads*hd] = softmax(scale q k^T) v. */
+void lmc_cpu_seq_attention(const lmc_cpu_seq_attn *a, const float *q, const float *k,
+                           const float *v, float *att);
+/* From datt: dq, dk and dv (all overwritten). */
+void lmc_cpu_seq_attention_bwd(const lmc_cpu_seq_attn *a, const float *q, const float *k,
+                               const float *v, const float *datt, float *dq, float *dk, float *dv);
 
 /* x[i] += y[i]. */
 void lmc_cpu_add(float *x, const float *y, size_t n);
@@ -96,7 +143,8 @@ void lmc_cpu_round(float *x, size_t n, lmc_dtype dt);
  * a cache ("past", laid out [kv_heads][past_stride][head_dim] with a
  * position per slot) plus the n new keys ([n][kv_heads*head_dim]).
  * Query i sits at position pos0 + i and sees key position j when
- * j <= pos0 + i and, with window > 0, j > pos0 + i - window.
+ * j <= pos0 + i and, with window > 0, j > pos0 + i - window; with
+ * bidirectional (no past, no window) every query sees every new key.
  * q: [n][heads*head_dim]; out: same shape. round_dt (F32 for none) rounds
  * scores/probabilities like a model computed in that dtype. */
 typedef struct {
@@ -108,6 +156,7 @@ typedef struct {
     size_t pos0, window;
     float scale;
     lmc_dtype round_dt;
+    bool bidirectional; /* every query sees every key (encoders; no past) */
 } lmc_cpu_attn_args;
 lmc_status lmc_cpu_attention(const lmc_cpu_attn_args *a, const float *q, float *out);
 

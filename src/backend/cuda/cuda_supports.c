@@ -8,44 +8,14 @@
 #include "backend/cuda/cuda.h"
 #include "base/error.h"
 #include <inttypes.h>
-#include <math.h>
 #include <string.h>
 #ifdef LMC_HAVE_CUDA
 #include "backend/cuda/cuda_kernels.h"
 #endif
 
-/* The description's features the kernels do not implement. */
-static lmc_status check_features(const lmc_arch_plan *p, const lmc_model_config *c) {
-    const lmc_arch_desc *d = p->arch;
-    const struct {
-        bool refused;
-        const char *what;
-    } features[] = {
-        {p->rot_dim != (size_t)c->head_dim, "a partial rotary embedding (partial_rotary_factor)"},
-        {d->norm != LMC_NORM_W, "(1 + w) RMSNorm weights"},
-        {d->sandwich_norms, "sandwich norms around the sublayers"},
-        {p->act != LMC_GLU_SILU, "an MLP activation other than SwiGLU"},
-        {p->embed_scale != 0.0f, "scaled embeddings"},
-        {p->attn_scale != (float)(1.0 / sqrt((double)c->head_dim)),
-         "an attention scale other than head_dim^-1/2 (query_pre_attn_scalar)"},
-        {p->local_rope, "a second RoPE table for the sliding layers"},
-        {p->mixed_windows, "layers mixing sliding-window and full attention"},
-        {p->final_softcap != 0.0f, "final_logit_softcapping"},
-        {p->attn_softcap != 0.0f, "attn_logit_softcapping"},
-    };
-    if (!lmc_rope_type_computed(c->rope_type))
-        return lmc_err(LMC_ERR_UNSUPPORTED, "device cuda: rope type '%s' is not supported (%s)",
-                       c->rope_type, LMC_ROPE_TYPES);
-    if (c->quantized && strcmp(c->q_mode, "affine"))
-        return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "device cuda: quantization mode '%s' is not supported (affine)", c->q_mode);
-    for (size_t i = 0; i < sizeof features / sizeof features[0]; i++)
-        if (features[i].refused)
-            return lmc_err(LMC_ERR_UNSUPPORTED,
-                           "device cuda: %s (%s) is not supported; use --device cpu",
-                           features[i].what, d->model_type);
-    return LMC_OK;
-}
+/* The description's features the kernels implement (fused checkpoints
+ * are split at upload; the rest of the plain llama layer is native). */
+static const unsigned cuda_features = LMC_FEAT_FUSED;
 
 static lmc_status check_shapes(const lmc_model_config *c) {
     int64_t D = c->head_dim, hq = c->num_attention_heads, hkv = c->num_key_value_heads;
@@ -77,6 +47,6 @@ static lmc_status check_shapes(const lmc_model_config *c) {
 }
 
 lmc_status lmc_cuda_supports(const lmc_arch_plan *p, const lmc_model_config *c) {
-    lmc_status st = check_features(p, c);
+    lmc_status st = lmc_arch_require(p, c, cuda_features, "device cuda", "; use --device cpu");
     return st ? st : check_shapes(c);
 }
