@@ -211,6 +211,7 @@ static void test_capabilities(void) {
     CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS "\"sliding_window\": 8,"
                    " \"final_logit_softcapping\": 30.0}", &c, &p));
     CHECK(p.final_softcap == 30.0f);
+    CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
     CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
               "device cuda: (1 + w) RMSNorm weights (gemma3_text)");
     lmc_arch_plan_free(&p);

@@ -56,24 +56,69 @@ static void remove_copy(const char *tmp) {
     rmdir(tmp);
 }
 
-/* The error of the prompt's last logits of the checkpoint with config.json
- * edited; < 0 when the edit does not apply or the model fails. */
-static double prompt_err(const char *dir, const golden *g, const char *from, const char *to) {
+/* The prompt's last logits (g->vocab floats into lg) of the checkpoint
+ * with config.json edited; false when the edit does not apply or the model
+ * fails. */
+static bool prompt_logits(const char *dir, const golden *g, const char *from, const char *to,
+                          float *lg) {
     char tmp[] = "/tmp/lmc_gemma3_XXXXXX";
-    double e = -1;
+    bool ok = false;
     loaded L;
     if (copy_edited(dir, tmp, from, to) && !load_model(tmp, &L, NULL)) {
-        float *lg = calloc(g->vocab, sizeof(float));
         lmc_kv_cache *c = NULL;
-        if (!lmc_kv_cache_new(L.model, &c) &&
-            !lmc_model_forward(L.model, c, g->prompt, g->n_prompt, lg, false))
-            e = golden_rel_err(lg, g->logits, g->vocab);
+        ok = !lmc_kv_cache_new(L.model, &c) &&
+             !lmc_model_forward(L.model, c, g->prompt, g->n_prompt, lg, false);
         if (c) lmc_kv_cache_free(c);
-        free(lg);
         unload(&L);
     }
     remove_copy(tmp);
+    return ok;
+}
+
+/* The error of the prompt's last logits of the checkpoint with config.json
+ * edited; < 0 when the edit does not apply or the model fails. */
+static double prompt_err(const char *dir, const golden *g, const char *from, const char *to) {
+    float *lg = calloc(g->vocab, sizeof(float));
+    double e = prompt_logits(dir, g, from, to, lg) ? golden_rel_err(lg, g->logits, g->vocab) : -1;
+    free(lg);
     return e;
+}
+
+/* Gemma's logit softcapping on the CPU: the final cap is c * tanh(x / c) of
+ * the uncapped logits (fp32: to the bit); an attention cap far above the
+ * scores leaves the logits where they were, a tight one moves them. */
+static void test_gemma3_softcap(const char *dir) {
+    golden g;
+    if (!load_golden(dir, "gemma3-fp32", &g)) {
+        CHECK_MSG(0, "gemma3-fp32: unreadable golden.json");
+        return;
+    }
+    float *base = calloc(g.vocab, sizeof(float)), *lg = calloc(g.vocab, sizeof(float));
+    CHECK(prompt_logits(dir, &g, NULL, NULL, base));
+    float amax = 0;
+    for (size_t i = 0; i < g.vocab; i++) amax = fmaxf(amax, fabsf(base[i]));
+    const float cap = amax / 2;
+    char to[64];
+    snprintf(to, sizeof to, "\"final_logit_softcapping\": %.9g", cap);
+    CHECK(prompt_logits(dir, &g, "\"final_logit_softcapping\": null", to, lg));
+    size_t exact = 0;
+    for (size_t i = 0; i < g.vocab; i++) exact += lg[i] == cap * tanhf(base[i] / cap);
+    CHECK_MSG(exact == g.vocab, "final softcap: %zu of %zu logits as c * tanh(x / c)", exact,
+              g.vocab);
+    CHECK(fabsf(lg[0] - base[0]) > 0 || fabsf(base[0]) < 1e-3f);
+    CHECK(prompt_logits(dir, &g, "\"attn_logit_softcapping\": null",
+                        "\"attn_logit_softcapping\": 100000.0", lg));
+    double e_loose = golden_rel_err(lg, base, g.vocab);
+    CHECK(prompt_logits(dir, &g, "\"attn_logit_softcapping\": null",
+                        "\"attn_logit_softcapping\": 0.05", lg));
+    double e_tight = golden_rel_err(lg, base, g.vocab);
+    printf("gemma3-fp32    attn softcap    loose %.3g, tight %.3g of the logit range\n", e_loose,
+           e_tight);
+    CHECK_MSG(e_loose < 1e-5 && e_tight > 1e-3, "attn softcap: loose %g, tight %g", e_loose,
+              e_tight);
+    free(base);
+    free(lg);
+    golden_free(&g);
 }
 
 /* A config.json edit that must move the prompt logits far off. */
@@ -257,8 +302,9 @@ int main(void) {
     snprintf(dir, sizeof dir, "%s/tests/golden/gemma3/gemma3-fp32", src_dir());
     expect_load_error(dir, "\"hidden_activation\": \"gelu_pytorch_tanh\"",
                       "\"hidden_activation\": \"relu\"", LMC_ERR_UNSUPPORTED, "hidden_activation");
-    expect_load_error(dir, "\"final_logit_softcapping\": null", "\"final_logit_softcapping\": 30.0",
-                      LMC_ERR_UNSUPPORTED, "final_logit_softcapping");
+    test_gemma3_softcap(dir);
+    expect_cuda_refusal(dir, "\"final_logit_softcapping\": null",
+                        "\"final_logit_softcapping\": 30.0", "device cuda");
     expect_load_error(dir, "\"full_attention\",\n    \"sliding_attention\"\n",
                       "\"full_attention\"\n", LMC_ERR_FORMAT, "layer_types");
     expect_load_error(dir, "\"sliding_window\": 6", "\"sliding_window\": 0", LMC_ERR_FORMAT,

@@ -89,12 +89,15 @@ static void attn_ref(const lmc_cpu_attn_args *a, const float *q, size_t i, size_
     for (size_t s = 0; s < m; s++) {
         bool past = s < a->n_past;
         int64_t j = past ? a->pos[s] : (int64_t)(a->pos0 + s - a->n_past);
-        bool ok = j >= 0 && (size_t)j <= p && (!a->window || (size_t)j + a->window > p);
+        bool ok = j >= 0 && (a->bidirectional || (size_t)j <= p) &&
+                  (!a->window || (size_t)j + a->window > p);
         const float *k = past ? a->k + (g * a->past_stride + s) * hd
                               : a->k_new + (s - a->n_past) * a->kv_heads * hd + g * hd;
         double d = 0;
         for (size_t t = 0; t < hd; t++) d += (double)q[(i * a->heads + h) * hd + t] * k[t];
-        sc[s] = ok ? d * a->scale : -INFINITY;
+        d *= a->scale;
+        if (a->softcap > 0) d = a->softcap * tanh(d / a->softcap);
+        sc[s] = ok ? d : -INFINITY;
         if (sc[s] > mx) mx = sc[s];
     }
     for (size_t s = 0; s < m; s++) sum += sc[s] = sc[s] == -INFINITY ? 0 : exp(sc[s] - mx);
@@ -107,7 +110,7 @@ static void attn_ref(const lmc_cpu_attn_args *a, const float *q, size_t i, size_
     free(sc);
 }
 
-static void test_attention(size_t n, size_t n_past, size_t window) {
+static void test_attention(size_t n, size_t n_past, size_t window, float softcap, bool bidir) {
     size_t heads = 4, kvh = 2, hd = 8, stride = n_past + 3;
     float *k = malloc(kvh * stride * hd * sizeof(float)), *v = malloc(kvh * stride * hd * sizeof(float));
     float *kn = malloc(n * kvh * hd * sizeof(float)), *vn = malloc(n * kvh * hd * sizeof(float));
@@ -122,7 +125,7 @@ static void test_attention(size_t n, size_t n_past, size_t window) {
     lmc_cpu_attn_args a = {.k = k, .v = v, .pos = pos, .n_past = n_past, .past_stride = stride,
                            .k_new = kn, .v_new = vn, .n = n, .heads = heads, .kv_heads = kvh,
                            .head_dim = hd, .pos0 = n_past, .window = window, .scale = 0.35f,
-                           .round_dt = LMC_DT_F32};
+                           .round_dt = LMC_DT_F32, .bidirectional = bidir, .softcap = softcap};
     CHECK(lmc_cpu_attention(&a, q, out) == LMC_OK);
     double worst = 0, o[8];
     for (size_t i = 0; i < n; i++)
@@ -133,8 +136,8 @@ static void test_attention(size_t n, size_t n_past, size_t window) {
                 if (d > worst) worst = d;
             }
         }
-    CHECK_MSG(worst < 1e-5, "attention n=%zu past=%zu window=%zu: max error %g", n, n_past,
-              window, worst);
+    CHECK_MSG(worst < 1e-5, "attention n=%zu past=%zu window=%zu cap=%g%s: max error %g", n,
+              n_past, window, (double)softcap, bidir ? " bidirectional" : "", worst);
     free(k), free(v), free(kn), free(vn), free(q), free(out), free(pos);
 }
 
@@ -152,7 +155,15 @@ int main(void) {
                          /* a past long enough that query rows go in blocks */
                          {20, 210000, 0}, {20, 210000, 50}};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
-        test_attention(cases[c][0], cases[c][1], cases[c][2]);
+        test_attention(cases[c][0], cases[c][1], cases[c][2], 0.0f, false);
+    /* softcapped scores (gemma), and encoders' unmasked attention, on both
+     * paths (rows below 16 new tokens, sgemm from 16) */
+    for (size_t n = 3; n <= 40; n += 37) {
+        test_attention(n, 0, 0, 0.3f, false);
+        test_attention(n, 5, 4, 0.3f, false);
+        test_attention(n, 0, 0, 0.0f, true);
+        test_attention(n, 0, 0, 0.3f, true);
+    }
 
     /* RMSNorm */
     float x[12], y[12], wv[6] = {1, 2, 0.5f, -1, 3, 0.25f};

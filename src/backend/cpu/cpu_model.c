@@ -177,7 +177,7 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
             .past_stride = c->cap, .k_new = ws->k, .v_new = ws->v, .n = n, .heads = nh,
             .kv_heads = nkv, .head_dim = hd, .pos0 = c->offset,
             .window = m->plan.layer_window[l], .scale = m->plan.attn_scale,
-            .round_dt = m->act_dt,
+            .round_dt = m->act_dt, .softcap = m->plan.attn_softcap,
         };
         if ((st = lmc_cpu_attention(&a, ws->q, ws->att))) return st;
         store_kv(c, l, ws->k, ws->v, n);
@@ -241,6 +241,7 @@ static lmc_status run_rows(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *i
         m->norm(ws.x + r0 * H, &m->w.final_norm, eps, nr, H, ws.h, m->act_dt);
         float *dst = all_logits ? logits + done * V : logits;
         st = linear(m, &m->w.lm_head, NULL, ws.h, nr, dst);
+        if (!st) lmc_cpu_softcap(dst, nr * V, m->plan.final_softcap, m->act_dt);
     }
     ws_free(&ws);
     return st;
@@ -342,7 +343,7 @@ static lmc_status batch_layers(llama_model *m, lmc_kv_pool *pool, lmc_batch_item
             lmc_cpu_paged_attn_args a = {
                 .n = it[i].n, .heads = nh, .kv_heads = nkv, .head_dim = hd, .pos0 = pos0,
                 .window = m->plan.layer_window[l], .scale = m->plan.attn_scale,
-                .round_dt = m->act_dt};
+                .round_dt = m->act_dt, .softcap = m->plan.attn_softcap};
             if ((st = lmc_cpu_paged_attention(&kv, &a, ws->q + r * qd, ws->att + r * qd)))
                 return st;
         }
@@ -383,6 +384,7 @@ static lmc_status llama_forward_batch(lmc_model *base, lmc_kv_pool *pool, lmc_ba
         if (!st) {
             m->norm(ws.x, &m->w.final_norm, (float)cfg->rms_norm_eps, nl, H, ws.h, m->act_dt);
             st = linear(m, &m->w.lm_head, NULL, ws.h, nl, lg);
+            if (!st) lmc_cpu_softcap(lg, nl * V, m->plan.final_softcap, m->act_dt);
         }
         for (size_t i = 0, j = 0; i < ni && !st; i++) {
             if (!it[i].logits && !it[i].next) continue;

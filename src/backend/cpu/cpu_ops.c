@@ -45,6 +45,16 @@ void lmc_cpu_round(float *x, size_t n, lmc_dtype dt) {
         for (size_t i = 0; i < n; i++) x[i] = round_f16(x[i]);
 }
 
+static inline float softcap1(float x, float cap, lmc_dtype dt) {
+    if (cap == 0.0f) return x;
+    return round_to(round_to(tanhf(round_to(x / cap, dt)), dt) * cap, dt);
+}
+
+void lmc_cpu_softcap(float *x, size_t n, float cap, lmc_dtype round_dt) {
+    if (cap != 0.0f)
+        for (size_t i = 0; i < n; i++) x[i] = softcap1(x[i], cap, round_dt);
+}
+
 HOT static float vdot(const float *a, const float *b, size_t n) {
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
@@ -268,7 +278,7 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
                     continue;
                 }
                 float d = round_to(vdot(qi, kp + s * hd, hd), a->round_dt);
-                sc[s] = round_to(d * a->scale, a->round_dt);
+                sc[s] = softcap1(round_to(d * a->scale, a->round_dt), a->softcap, a->round_dt);
                 if (sc[s] > mx) mx = sc[s];
             }
             const size_t seen = a->bidirectional ? a->n : i + 1; /* new keys visible */
@@ -279,7 +289,7 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
                     continue;
                 }
                 float d = round_to(vdot(qi, a->k_new + s * kv_stride + g * hd, hd), a->round_dt);
-                *o = round_to(d * a->scale, a->round_dt);
+                *o = softcap1(round_to(d * a->scale, a->round_dt), a->softcap, a->round_dt);
                 if (*o > mx) mx = *o;
             }
             size_t m = a->n_past + seen;
@@ -355,6 +365,7 @@ static lmc_status attention_blas(const lmc_cpu_attn_args *a, const float *q, flo
                         continue;
                     }
                     row[s] = round_to(round_to(row[s], a->round_dt) * a->scale, a->round_dt);
+                    row[s] = softcap1(row[s], a->softcap, a->round_dt);
                     if (row[s] > mx) mx = row[s];
                 }
                 double sum = 0.0;

@@ -132,6 +132,11 @@ void lmc_cpu_seq_attention(const lmc_cpu_seq_attn *a, const float *q, const floa
 void lmc_cpu_seq_attention_bwd(const lmc_cpu_seq_attn *a, const float *q, const float *k,
                                const float *v, const float *datt, float *dq, float *dk, float *dv);
 
+/* Logit softcapping in place: x = cap * tanh(x / cap), each of the three
+ * steps rounded to round_dt as a model computed in that dtype rounds them
+ * (cap == 0: unchanged). */
+void lmc_cpu_softcap(float *x, size_t n, float cap, lmc_dtype round_dt);
+
 /* x[i] += y[i]. */
 void lmc_cpu_add(float *x, const float *y, size_t n);
 
@@ -145,6 +150,7 @@ void lmc_cpu_round(float *x, size_t n, lmc_dtype dt);
  * Query i sits at position pos0 + i and sees key position j when
  * j <= pos0 + i and, with window > 0, j > pos0 + i - window; with
  * bidirectional (no past, no window) every query sees every new key.
+ * Scores are scaled, then softcapped when softcap > 0, then masked.
  * q: [n][heads*head_dim]; out: same shape. round_dt (F32 for none) rounds
  * scores/probabilities like a model computed in that dtype. */
 typedef struct {
@@ -157,6 +163,7 @@ typedef struct {
     float scale;
     lmc_dtype round_dt;
     bool bidirectional; /* every query sees every key (encoders; no past) */
+    float softcap;      /* > 0: scores become softcap * tanh(score / softcap) */
 } lmc_cpu_attn_args;
 lmc_status lmc_cpu_attention(const lmc_cpu_attn_args *a, const float *q, float *out);
 

@@ -61,6 +61,7 @@ lmc_status lmc_cpu_paged_attention(const lmc_cpu_paged_kv *kv, const lmc_cpu_pag
             for (size_t s = 0; s < m; s++) {
                 sc[s] *= a->scale;
                 lmc_cpu_round(&sc[s], 1, a->round_dt);
+                lmc_cpu_softcap(&sc[s], 1, a->softcap, a->round_dt);
                 if (sc[s] > mx) mx = sc[s];
             }
             double sum = 0.0;

@@ -28,6 +28,7 @@ typedef struct {
     size_t n, heads, kv_heads, head_dim, pos0, window;
     float scale;
     lmc_dtype round_dt;
+    float softcap; /* > 0: scores softcapped as in lmc_cpu_attention */
 } lmc_cpu_paged_attn_args;
 
 lmc_status lmc_cpu_paged_attention(const lmc_cpu_paged_kv *kv, const lmc_cpu_paged_attn_args *a,
