@@ -11,7 +11,8 @@
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
-    static const char *const cuda[] = {"llama", "mistral", "qwen2", "qwen3", NULL};
+    /* phi3 with a full rotary embedding: fused q/k/v and gate/up split at upload */
+    static const char *const cuda[] = {"llama", "mistral", "qwen2", "qwen3", "phi3", NULL};
     int n = wide_check_all("wide-cuda", LMC_DEVICE_CUDA, 2e-2, 2e-2, 2e-2, cuda);
     CHECK_EQ_INT(n, 18);
     return check_summary("test_cuda_wide_parity");
