@@ -807,6 +807,11 @@ static lmc_status check_write_tensor(const char *path, const lmc_st_write_tensor
 
 lmc_status lmc_st_write(const char *path, const lmc_st_write_tensor *tensors, size_t n,
                         const char *const *meta_kv) {
+    return lmc_st_write_mode(path, tensors, n, meta_kv, LMC_MODE_PUBLIC);
+}
+
+lmc_status lmc_st_write_mode(const char *path, const lmc_st_write_tensor *tensors, size_t n,
+                             const char *const *meta_kv, unsigned mode) {
     if (n && !tensors) return lmc_err(LMC_ERR_INVALID_ARG, "%s: no tensors given", path);
     lmc_status st = LMC_OK;
     size_t *nbytes = calloc(n + 1, sizeof *nbytes);
@@ -883,7 +888,7 @@ lmc_status lmc_st_write(const char *path, const lmc_st_write_tensor *tensors, si
         goto done;
     }
     lmc_atomic_file af;
-    if ((st = lmc_atomic_open(&af, path))) goto done;
+    if ((st = lmc_atomic_open_mode(&af, path, mode))) goto done;
     st = lmc_atomic_write(&af, head.p, head.len);
     for (size_t j = 0; !st && j < n; j++)
         if (nbytes[order[j]]) st = lmc_atomic_write(&af, tensors[order[j]].data, nbytes[order[j]]);
