@@ -29,12 +29,12 @@ lmc_status lmc_dir_stage_begin(lmc_dir_stage *s, const char *target) {
     while (n > 1 && target[n - 1] == '/') n--; /* "out/" names "out" */
     if (!(s->target = strndup(target, n))) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", target);
     struct stat st;
-    if (lstat(s->target, &st) == 0 && S_ISLNK(st.st_mode)) { /* write where it points */
-        char *real = realpath(s->target, NULL);
-        if (real) {
-            free(s->target);
-            s->target = real;
-        }
+    /* an existing target by its real path: a symlink is written where it
+     * points, and "." or "dir/.." get a real sibling */
+    char *real = lstat(s->target, &st) == 0 ? realpath(s->target, NULL) : NULL;
+    if (real) {
+        free(s->target);
+        s->target = real;
     }
     if (stat(s->target, &st) == 0 && !S_ISDIR(st.st_mode)) {
         lmc_status e = lmc_err(LMC_ERR_IO, "%s: exists and is not a directory", s->target);

@@ -65,8 +65,9 @@ unsigned lmc_umask(void);
  * An existing target is swapped out (atomically, renameat2 EXCHANGE) and
  * removed only after the new one is in place; files in it that the new
  * output does not write are kept (hard-linked into the new one), and a
- * subdirectory in it is refused. The staging directory is removed on
- * abort and on SIGINT/SIGTERM. */
+ * subdirectory in it is refused. An existing target is taken by its real
+ * path (a symlinked output directory is written where it points). The
+ * staging directory is removed on abort and on SIGINT/SIGTERM. */
 typedef struct {
     char *target, *dir; /* dir: where to write the files meanwhile */
     int slot;
