@@ -329,6 +329,7 @@ static char *decode_key(const char *text, size_t b, size_t e) {
 }
 
 static lmc_status dup_keys(const char *p, char **keys, size_t n) {
+    if (n < 2) return LMC_OK;
     qsort(keys, n, sizeof *keys, cmp_str);
     for (size_t i = 1; i < n; i++)
         if (!strcmp(keys[i - 1], keys[i]))
