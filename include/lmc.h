@@ -308,7 +308,10 @@ void lmc_prompt_cache_free(lmc_prompt_cache *c);
 size_t lmc_prompt_cache_len(const lmc_prompt_cache *c);
 /* Token ids the cache is known to hold (borrowed; excludes an opaque prefix). */
 size_t lmc_prompt_cache_tokens(const lmc_prompt_cache *c, const int32_t **ids);
-/* safetensors with the K/V tensors and metadata (token ids, model type). */
+/* safetensors with the K/V tensors and metadata (token ids, model type),
+ * written atomically with mode 0600 (it holds the conversation). load
+ * refuses a file whose shapes, metadata or values (NaN, inf) do not fit,
+ * naming the file, tensor, layer and index. */
 lmc_status lmc_prompt_cache_save(const lmc_prompt_cache *c, const char *path);
 lmc_status lmc_prompt_cache_load(lmc_context *ctx, const char *path, lmc_prompt_cache **out);
 
