@@ -119,6 +119,14 @@ void lmc_chat_template_free(lmc_chat_template *t);
  * 5,000,000 loop iterations). Over-limit renders fail with LMC_ERR_LIMIT. */
 lmc_status lmc_chat_template_set_limits(lmc_chat_template *t, size_t max_output_bytes,
                                         long max_loop_iterations);
+/* The work budget of a render, besides the caps above: `max_steps` counts
+ * one step per template node evaluated plus the size of every value a
+ * filter, test, call or operator reads (strings: bytes/16; lists, dicts:
+ * items); 0 keeps the default of 100,000,000 (real chat templates use under
+ * 1% of it). `max_seconds` > 0 also bounds a render's wall-clock time
+ * (default 0: no time bound). Over budget: LMC_ERR_LIMIT. */
+lmc_status lmc_chat_template_set_budget(lmc_chat_template *t, uint64_t max_steps,
+                                        double max_seconds);
 /* Render with the keys of `context_json` (a JSON object, may be NULL) as
  * variables. *out: caller frees with lmc_free. raise_exception() in the
  * template fails with LMC_ERR_TEMPLATE carrying its message. */
@@ -300,7 +308,10 @@ void lmc_prompt_cache_free(lmc_prompt_cache *c);
 size_t lmc_prompt_cache_len(const lmc_prompt_cache *c);
 /* Token ids the cache is known to hold (borrowed; excludes an opaque prefix). */
 size_t lmc_prompt_cache_tokens(const lmc_prompt_cache *c, const int32_t **ids);
-/* safetensors with the K/V tensors and metadata (token ids, model type). */
+/* safetensors with the K/V tensors and metadata (token ids, model type),
+ * written atomically with mode 0600 (it holds the conversation). load
+ * refuses a file whose shapes, metadata or values (NaN, inf) do not fit,
+ * naming the file, tensor, layer and index. */
 lmc_status lmc_prompt_cache_save(const lmc_prompt_cache *c, const char *path);
 lmc_status lmc_prompt_cache_load(lmc_context *ctx, const char *path, lmc_prompt_cache **out);
 

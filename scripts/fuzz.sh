@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # libFuzzer runs for lmc's parsers (see fuzz/README.md).
 #   scripts/fuzz.sh build                   configure + build every fuzz target (clang)
-#   scripts/fuzz.sh smoke [SECONDS]         each target for SECONDS (default 30); fails on any finding
+#   scripts/fuzz.sh smoke [SECONDS]         replay, then each target for SECONDS (default 30); fails on any finding
+#   scripts/fuzz.sh replay                  every target once over its corpus and known reproducers
 #   scripts/fuzz.sh long TARGET SECONDS     one long run; the grown corpus is kept in the build dir
 #   scripts/fuzz.sh merge TARGET            minimize the grown corpus back into fuzz/corpus/<name>
 #   scripts/fuzz.sh list                    the targets that were built
@@ -14,7 +15,7 @@ build=${LMC_FUZZ_BUILD_DIR:-build-fuzz}
 nice_level=${LMC_FUZZ_NICE:-10}
 targets=(fuzz_safetensors fuzz_config fuzz_model_config fuzz_tokenizer_load fuzz_tokenizer_encode
          fuzz_template fuzz_jsonl fuzz_image fuzz_http_body fuzz_lora_adapters fuzz_quantized
-         fuzz_llava_config)
+         fuzz_llava_config fuzz_prompt_cache)
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -47,6 +48,7 @@ dict_for() {
     fuzz_tokenizer_load) echo fuzz/dicts/tokenizer.dict ;;
     fuzz_tokenizer_encode) echo fuzz/dicts/text.dict ;;
     fuzz_template) [ -f fuzz/dicts/template.dict ] && echo fuzz/dicts/template.dict ;;
+    fuzz_prompt_cache) echo fuzz/dicts/prompt_cache.dict ;;
   esac
 }
 
@@ -87,6 +89,28 @@ run() {
   fi
 }
 
+# replay TARGET: the committed corpus and the known crash reproducers
+# (fuzz/crashes/<name>/), each run once; any crash, leak or report fails.
+replay() {
+  local t=$1 name; name=$(short "$t")
+  local bin="$build/fuzz/$t"
+  [ -x "$bin" ] || return 0
+  local inputs=() d
+  for d in "fuzz/corpus/$name" "fuzz/crashes/$name"; do
+    [ -d "$d" ] && while IFS= read -r -d '' f; do inputs+=("$f"); done < <(find "$d" -type f -print0 | sort -z)
+  done
+  ((${#inputs[@]})) || return 0
+  local log="$build/fuzz-replay-$name.log" rc=0
+  LMC_SOURCE_DIR="$root" nice -n "$nice_level" "$bin" -rss_limit_mb=2048 -timeout=30 \
+    -runs=1 "${inputs[@]}" >"$log" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ] || grep -q 'runtime error:' "$log"; then
+    echo "fuzz: $t: a known input fails on replay (exit $rc); log $log" >&2
+    grep -E 'ERROR: |runtime error:|SUMMARY:|Running: ' "$log" | tail -20 >&2
+    return 1
+  fi
+  echo "== $t: ${#inputs[@]} known inputs replayed clean"
+}
+
 cmd=${1:-}
 case "$cmd" in
   build) do_build; for t in "${targets[@]}"; do [ -x "$build/fuzz/$t" ] && echo "built $build/fuzz/$t"; done; true ;;
@@ -95,7 +119,14 @@ case "$cmd" in
     secs=${2:-30}
     fail=0
     do_build || fail=1
+    # the known inputs first: a regression there is not a new finding
+    for t in "${targets[@]}"; do replay "$t" || fail=1; done
+    [ $fail -eq 0 ] || { echo "fuzz: known inputs fail; not fuzzing" >&2; exit 1; }
     for t in "${targets[@]}"; do run "$t" "$secs" || fail=1; done
+    exit $fail ;;
+  replay)
+    fail=0
+    for t in "${targets[@]}"; do replay "$t" || fail=1; done
     exit $fail ;;
   long)
     [ $# -eq 3 ] || usage

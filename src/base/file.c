@@ -1,7 +1,12 @@
 #include "base/file.h"
+#include "base/cleanup.h"
 #include "base/error.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/random.h>
+#include <stdint.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,27 +127,93 @@ bool lmc_is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-lmc_status lmc_atomic_open(lmc_atomic_file *f, const char *path) {
-    f->fd = -1;
-    f->path = strdup(path);
-    size_t n = strlen(path) + 32;
-    f->tmp = malloc(n);
-    if (!f->path || !f->tmp) {
-        free(f->path);
-        free(f->tmp);
-        return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", path);
+int lmc_create_new_file(const char *path) {
+    return open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+}
+
+void lmc_random_hex(char *out, size_t n) {
+    unsigned char r[32];
+    size_t want = (n + 1) / 2 > sizeof r ? sizeof r : (n + 1) / 2;
+    if (getrandom(r, want, GRND_NONBLOCK) != (ssize_t)want) {
+        /* no entropy yet: still unique enough, and O_EXCL keeps it safe */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t x = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid() << 32 ^
+                     (uint64_t)(uintptr_t)out;
+        for (size_t i = 0; i < want; i++, x = x * 6364136223846793005ull + 1442695040888963407ull)
+            r[i] = (unsigned char)(x >> 56);
     }
-    snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n && i / 2 < want; i++) out[i] = hex[(r[i / 2] >> (i % 2 ? 0 : 4)) & 15];
+    out[n < 2 * want ? n : 2 * want] = '\0';
+}
+
+static unsigned g_umask = 022;
+static void read_umask(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[128];
+    unsigned m;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Umask: %o", &m) == 1) g_umask = m & 0777;
+    if (f) fclose(f);
+}
+unsigned lmc_umask(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, read_umask);
+    return g_umask;
+}
+
+/* "<dir of path>/.<base of path>.<tag>-<12 hex>" (malloc'd). */
+char *lmc_sibling_temp_name(const char *path, const char *tag) {
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path) + 1 : 0;
+    size_t n = strlen(path) + strlen(tag) + 20;
+    char *t = malloc(n), rnd[13];
+    if (!t) return NULL;
+    lmc_random_hex(rnd, 12);
+    snprintf(t, n, "%.*s.%s.%s-%s", (int)dlen, path, path + dlen, tag, rnd);
+    return t;
+}
+
+lmc_status lmc_fsync_parent(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    lmc_status st = LMC_OK;
+    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
+        st = lmc_err(LMC_ERR_IO, "fsync of directory %s: %s", dir, strerror(errno));
+    if (fd >= 0) close(fd);
+    free(dir);
+    return st;
+}
+
+lmc_status lmc_atomic_open_mode(lmc_atomic_file *f, const char *path, unsigned mode) {
+    f->fd = f->slot = -1;
+    f->mode = mode;
+    f->tmp = NULL;
+    if (!(f->path = strdup(path))) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", path);
+    for (int tries = 0; tries < 16 && f->fd < 0; tries++) {
+        free(f->tmp);
+        if (!(f->tmp = lmc_sibling_temp_name(path, "tmp"))) break;
+        f->fd = lmc_create_new_file(f->tmp);
+        if (f->fd < 0 && errno != EEXIST) break;
+    }
     if (f->fd < 0) {
         int e = errno;
-        lmc_status st = lmc_err(LMC_ERR_IO, "cannot create %s: %s", f->tmp, strerror(e));
+        lmc_status st = f->tmp ? lmc_err(LMC_ERR_IO, "cannot create %s: %s", f->tmp, strerror(e))
+                               : lmc_err(LMC_ERR_NOMEM, "%s: out of memory", path);
         free(f->path);
         free(f->tmp);
         f->path = f->tmp = NULL;
         return st;
     }
+    f->slot = lmc_tmp_register(f->tmp, false);
     return LMC_OK;
+}
+
+lmc_status lmc_atomic_open(lmc_atomic_file *f, const char *path) {
+    return lmc_atomic_open_mode(f, path, LMC_MODE_PUBLIC);
 }
 
 lmc_status lmc_atomic_write(lmc_atomic_file *f, const void *data, size_t len) {
@@ -160,6 +231,8 @@ lmc_status lmc_atomic_write(lmc_atomic_file *f, const void *data, size_t len) {
 void lmc_atomic_abort(lmc_atomic_file *f) {
     if (f->fd >= 0) close(f->fd);
     if (f->tmp) unlink(f->tmp);
+    lmc_tmp_unregister(f->slot);
+    f->slot = -1;
     free(f->path);
     free(f->tmp);
     f->fd = -1;
@@ -168,7 +241,10 @@ void lmc_atomic_abort(lmc_atomic_file *f) {
 
 lmc_status lmc_atomic_commit(lmc_atomic_file *f) {
     lmc_status st = LMC_OK;
-    if (fsync(f->fd) != 0)
+    unsigned mode = f->mode & ~(f->mode == LMC_MODE_PRIVATE ? 0u : lmc_umask()) & 0777;
+    if (mode != 0600 && fchmod(f->fd, mode) != 0)
+        st = lmc_err(LMC_ERR_IO, "chmod %s: %s", f->tmp, strerror(errno));
+    if (!st && fsync(f->fd) != 0)
         st = lmc_err(LMC_ERR_IO, "fsync %s: %s", f->tmp, strerror(errno));
     if (!st && close(f->fd) != 0)
         st = lmc_err(LMC_ERR_IO, "close %s: %s", f->tmp, strerror(errno));
@@ -178,6 +254,9 @@ lmc_status lmc_atomic_commit(lmc_atomic_file *f) {
     if (!st && rename(f->tmp, f->path) != 0)
         st = lmc_err(LMC_ERR_IO, "rename %s -> %s: %s", f->tmp, f->path, strerror(errno));
     if (st) unlink(f->tmp);
+    lmc_tmp_unregister(f->slot);
+    f->slot = -1;
+    if (!st) st = lmc_fsync_parent(f->path);
     free(f->path);
     free(f->tmp);
     f->path = f->tmp = NULL;

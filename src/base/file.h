@@ -22,19 +22,59 @@ typedef struct {
 lmc_status lmc_map_file(const char *path, const char *what, lmc_mapping *m);
 void lmc_unmap(lmc_mapping *m);
 
-/* Write via "<path>.tmp.<pid>" + fsync + rename so a crash never leaves a
- * half-written file in place of a good one. */
+/* Final modes of written files: public ones get 0666 less the umask,
+ * private ones (prompt caches) 0600. */
+#define LMC_MODE_PUBLIC 0666
+#define LMC_MODE_PRIVATE 0600
+
+/* Write via a temporary sibling ".<name>.tmp-<random>" (created with
+ * O_EXCL|O_NOFOLLOW, mode 0600, removed on SIGINT/SIGTERM) + fsync +
+ * rename + fsync of the directory, so a crash never leaves a half-written
+ * file in place of a good one, and a symlink at either path is replaced,
+ * never followed. */
 lmc_status lmc_write_file_atomic(const char *path, const void *data, size_t len);
 
 /* Streaming variant: open a temp file, write pieces, then commit or abort. */
 typedef struct {
-    int fd;
+    int fd, slot;
+    unsigned mode;
     char *path, *tmp;
 } lmc_atomic_file;
 lmc_status lmc_atomic_open(lmc_atomic_file *f, const char *path);
+lmc_status lmc_atomic_open_mode(lmc_atomic_file *f, const char *path, unsigned mode);
 lmc_status lmc_atomic_write(lmc_atomic_file *f, const void *data, size_t len);
 lmc_status lmc_atomic_commit(lmc_atomic_file *f);
 void lmc_atomic_abort(lmc_atomic_file *f);
+
+/* Create `path` as a new file (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600):
+ * an existing file or symlink there is an error (EEXIST), never followed.
+ * Returns the fd or -1 with errno set. */
+int lmc_create_new_file(const char *path);
+/* `n` unpredictable lowercase hex characters and a NUL into out[n + 1]. */
+void lmc_random_hex(char *out, size_t n);
+/* "<dir of path>/.<base name>.<tag>-<12 random hex>" (malloc'd). */
+char *lmc_sibling_temp_name(const char *path, const char *tag);
+/* fsync the directory holding `path` (after a rename into it). */
+lmc_status lmc_fsync_parent(const char *path);
+/* The process umask, read without changing it. */
+unsigned lmc_umask(void);
+
+/* A multi-file output (a model or adapter directory) written into a
+ * temporary sibling ".<name>.tmp-<random>" and moved into place by
+ * commit: a crash leaves the old directory or the new one, never a mix.
+ * An existing target is swapped out (atomically, renameat2 EXCHANGE) and
+ * removed only after the new one is in place; files in it that the new
+ * output does not write are kept (hard-linked into the new one), and a
+ * subdirectory in it is refused. An existing target is taken by its real
+ * path (a symlinked output directory is written where it points). The
+ * staging directory is removed on abort and on SIGINT/SIGTERM. */
+typedef struct {
+    char *target, *dir; /* dir: where to write the files meanwhile */
+    int slot;
+} lmc_dir_stage;
+lmc_status lmc_dir_stage_begin(lmc_dir_stage *s, const char *target);
+lmc_status lmc_dir_stage_commit(lmc_dir_stage *s);
+void lmc_dir_stage_abort(lmc_dir_stage *s);
 
 /* "<dir>/<name>" (malloc'd, NULL on OOM). */
 char *lmc_path_join(const char *dir, const char *name);

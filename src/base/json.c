@@ -4,11 +4,20 @@
 #include <ctype.h>
 #include <stdlib.h>
 
+/* JSON's own whitespace (RFC 8259): what strict documents may trail with. */
+static bool json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
 lmc_status lmc_json_parse(const char *text, size_t len, const char *what,
                           json_object **out) {
+    return lmc_json_parse_ex(text, len, what, false, out);
+}
+
+lmc_status lmc_json_parse_ex(const char *text, size_t len, const char *what, bool strict,
+                             json_object **out) {
     *out = NULL;
     json_tokener *tok = json_tokener_new_ex(128);
     if (!tok) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", what);
+    if (strict) json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     if (len > INT32_MAX) {
         json_tokener_free(tok);
         return lmc_err(LMC_ERR_LIMIT, "%s: document too large", what);
@@ -25,7 +34,7 @@ lmc_status lmc_json_parse(const char *text, size_t len, const char *what,
         return lmc_err(LMC_ERR_FORMAT, "%s: invalid JSON at byte %zu: %s", what, off,
                        json_tokener_error_desc(e));
     for (size_t i = off; i < len; i++) {
-        if (!isspace((unsigned char)text[i])) {
+        if (strict ? !json_space(text[i]) : !isspace((unsigned char)text[i])) {
             json_object_put(o);
             return lmc_err(LMC_ERR_FORMAT, "%s: invalid JSON at byte %zu: trailing data",
                            what, i);

@@ -10,6 +10,10 @@
  * Messages read "<what>: invalid JSON at byte N: <reason>". */
 lmc_status lmc_json_parse(const char *text, size_t len, const char *what,
                           json_object **out);
+/* As lmc_json_parse; `strict` also refuses what json-c otherwise tolerates
+ * (comments, trailing commas, invalid UTF-8, non-JSON trailing space). */
+lmc_status lmc_json_parse_ex(const char *text, size_t len, const char *what, bool strict,
+                             json_object **out);
 /* Read + parse a file with a size cap (see lmc_read_file). */
 lmc_status lmc_json_load_file(const char *path, const char *what, size_t max_bytes,
                               json_object **out, char **raw_text);

@@ -299,6 +299,142 @@ static lmc_status parse_tensor(lmc_st_file *f, const char *name, json_object *de
     return LMC_OK;
 }
 
+/* ------------------------------------------------------- header text checks */
+
+/* What json-c accepts but the reference reader (serde_json) refuses, and
+ * what json-c's object drops: the header must start with `{` (after JSON
+ * whitespace), hold no single quotes, NaN/Infinity or raw control
+ * characters, and no top-level key twice (json-c keeps only the last). */
+static bool json_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Bytes allowed outside strings: structure, numbers, true/false/null. */
+static bool json_bare(unsigned char c) {
+    return json_ws(c) || (c && strchr("{}[]:,-+.0123456789eEtrufalsn", c));
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The decoded text of the JSON string literal text[b, e) (quotes included). */
+static char *decode_key(const char *text, size_t b, size_t e) {
+    json_tokener *tok = json_tokener_new();
+    if (!tok) return NULL;
+    json_object *o = json_tokener_parse_ex(tok, text + b, (int)(e - b));
+    json_tokener_free(tok);
+    char *s = o && json_object_is_type(o, json_type_string) ? strdup(json_object_get_string(o))
+                                                             : NULL;
+    json_object_put(o);
+    return s;
+}
+
+static lmc_status dup_keys(const char *p, char **keys, size_t n) {
+    if (n < 2) return LMC_OK;
+    qsort(keys, n, sizeof *keys, cmp_str);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(keys[i - 1], keys[i]))
+            return lmc_err(LMC_ERR_FORMAT, "%s: %s '%s' appears more than once in the header", p,
+                           strcmp(keys[i], "__metadata__") ? "tensor" : "key", keys[i]);
+    return LMC_OK;
+}
+
+static lmc_status header_start_check(const char *p, const char *text, size_t len) {
+    size_t i = 0;
+    while (i < len && json_ws((unsigned char)text[i])) i++;
+    if (i == len || text[i] != '{')
+        return lmc_err(LMC_ERR_FORMAT, "%s: header does not start with '{' (byte %zu is 0x%02x)",
+                       p, i, i < len ? (unsigned char)text[i] : 0u);
+    return LMC_OK;
+}
+
+static lmc_status header_text_check(const char *p, const char *text, size_t len) {
+    size_t i = 0;
+    while (text[i] != '{') i++; /* header_start_check found it */
+    char **keys = NULL;
+    size_t n = 0, cap = 0, depth = 0, key_begin = 0;
+    bool in_str = false, esc = false, want_key = false, is_key = false;
+    lmc_status st = LMC_OK;
+    for (; i < len && !st; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (in_str) {
+            if (c < 0x20)
+                st = lmc_err(LMC_ERR_FORMAT, "%s: header: control character 0x%02x in a string "
+                             "at byte %zu", p, c, i);
+            else if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"') {
+                in_str = false;
+                if (!is_key) continue;
+                if (n == cap) {
+                    char **k = realloc(keys, (cap = cap ? 2 * cap : 64) * sizeof *keys);
+                    if (!k) {
+                        st = lmc_err(LMC_ERR_NOMEM, "%s: out of memory", p);
+                        break;
+                    }
+                    keys = k;
+                }
+                if (!(keys[n] = decode_key(text, key_begin, i + 1)))
+                    st = lmc_err(LMC_ERR_FORMAT, "%s: header: bad key at byte %zu", p, key_begin);
+                else
+                    n++;
+            }
+            continue;
+        }
+        if (!json_bare(c) && c != '"') {
+            st = lmc_err(LMC_ERR_FORMAT, "%s: header: character '%c' at byte %zu is not JSON", p,
+                         c >= 0x20 && c < 0x7f ? c : '?', i);
+        } else if (c == '"') {
+            in_str = true;
+            is_key = want_key && depth == 1;
+            key_begin = i;
+            want_key = false;
+        } else if (c == '{' || c == '[') {
+            depth++;
+            want_key = c == '{';
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',') {
+            want_key = depth == 1 || want_key;
+        } else if (!json_ws(c)) {
+            want_key = false;
+        }
+    }
+    if (!st) st = dup_keys(p, keys, n);
+    for (size_t k = 0; k < n; k++) free(keys[k]);
+    free(keys);
+    return st;
+}
+
+/* HF's rule: sorted by offsets, the tensors' data regions tile the data
+ * section exactly: no overlap, no hole, nothing after the last one. */
+static lmc_status check_tiling(lmc_st_file *f, st_range *ranges, uint64_t data_size) {
+    qsort(ranges, f->n, sizeof *ranges, cmp_range);
+    uint64_t at = 0;
+    const char *prev = NULL;
+    for (size_t i = 0; i < f->n; i++) {
+        const char *name = f->tensors[ranges[i].idx].name;
+        unsigned long long b = ranges[i].begin, e = ranges[i].end;
+        if (b < at)
+            return lmc_err(LMC_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] overlap "
+                           "tensor '%s' (which ends at %llu)", f->path, name, b, e, prev,
+                           (unsigned long long)at);
+        if (b > at)
+            return lmc_err(LMC_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] leave a "
+                           "hole: bytes [%llu, %llu) belong to no tensor", f->path, name, b, e,
+                           (unsigned long long)at, b);
+        at = e;
+        prev = name;
+    }
+    if (at != data_size)
+        return lmc_err(LMC_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor '%s' "
+                       "(its data ends at offset %llu of %llu)", f->path,
+                       (unsigned long long)(data_size - at), prev ? prev : "(none)",
+                       (unsigned long long)at, (unsigned long long)data_size);
+    return LMC_OK;
+}
+
 static lmc_status st_validate(lmc_st_file *f) {
     const char *p = f->path;
     const unsigned char *base = f->map.data;
@@ -322,12 +458,17 @@ static lmc_status st_validate(lmc_st_file *f) {
     lmc_buf what = {0};
     if (!lmc_buf_printf(&what, "%s: header", p))
         return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", p);
-    lmc_status st = lmc_json_parse((const char *)base + 8, (size_t)hlen, what.p, &hdr);
+    lmc_status st = header_start_check(p, (const char *)base + 8, (size_t)hlen);
+    if (!st) st = lmc_json_parse_ex((const char *)base + 8, (size_t)hlen, what.p, true, &hdr);
     lmc_buf_free(&what);
     if (st) return st;
     if (!json_object_is_type(hdr, json_type_object)) {
         json_object_put(hdr);
         return lmc_err(LMC_ERR_FORMAT, "%s: header is not a JSON object", p);
+    }
+    if ((st = header_text_check(p, (const char *)base + 8, (size_t)hlen))) {
+        json_object_put(hdr);
+        return st;
     }
     size_t n = (size_t)json_object_object_length(hdr);
     f->tensors = calloc(n + 1, sizeof *f->tensors);
@@ -370,23 +511,7 @@ static lmc_status st_validate(lmc_st_file *f) {
         f->tensors[i].data = data + ranges[i].begin;
         f->by_name[i] = &f->tensors[i];
     }
-    /* Overlap: sort by begin; any non-empty range starting before the
-     * furthest end seen so far overlaps an earlier one. */
-    qsort(ranges, f->n, sizeof *ranges, cmp_range);
-    uint64_t max_end = 0;
-    size_t max_idx = 0;
-    for (size_t i = 0; i < f->n; i++) {
-        if (ranges[i].begin == ranges[i].end) continue;
-        if (ranges[i].begin < max_end) {
-            st = lmc_err(LMC_ERR_FORMAT,
-                         "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s'", p,
-                         f->tensors[ranges[i].idx].name, (unsigned long long)ranges[i].begin,
-                         (unsigned long long)ranges[i].end, f->tensors[max_idx].name);
-            goto done;
-        }
-        max_end = ranges[i].end;
-        max_idx = ranges[i].idx;
-    }
+    if ((st = check_tiling(f, ranges, data_size))) goto done;
     qsort(f->by_name, f->n, sizeof *f->by_name, cmp_view_name);
 done:
     free(ranges);
@@ -516,10 +641,6 @@ fail:
 static void free_names(char **names, size_t n) {
     for (size_t i = 0; i < n; i++) free(names[i]);
     free(names);
-}
-
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Shards named by model.safetensors.index.json, first-appearance order. */
@@ -687,6 +808,11 @@ static lmc_status check_write_tensor(const char *path, const lmc_st_write_tensor
 
 lmc_status lmc_st_write(const char *path, const lmc_st_write_tensor *tensors, size_t n,
                         const char *const *meta_kv) {
+    return lmc_st_write_mode(path, tensors, n, meta_kv, LMC_MODE_PUBLIC);
+}
+
+lmc_status lmc_st_write_mode(const char *path, const lmc_st_write_tensor *tensors, size_t n,
+                             const char *const *meta_kv, unsigned mode) {
     if (n && !tensors) return lmc_err(LMC_ERR_INVALID_ARG, "%s: no tensors given", path);
     lmc_status st = LMC_OK;
     size_t *nbytes = calloc(n + 1, sizeof *nbytes);
@@ -763,7 +889,7 @@ lmc_status lmc_st_write(const char *path, const lmc_st_write_tensor *tensors, si
         goto done;
     }
     lmc_atomic_file af;
-    if ((st = lmc_atomic_open(&af, path))) goto done;
+    if ((st = lmc_atomic_open_mode(&af, path, mode))) goto done;
     st = lmc_atomic_write(&af, head.p, head.len);
     for (size_t j = 0; !st && j < n; j++)
         if (nbytes[order[j]]) st = lmc_atomic_write(&af, tensors[order[j]].data, nbytes[order[j]]);

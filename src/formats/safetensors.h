@@ -72,6 +72,9 @@ typedef struct {
 } lmc_st_write_tensor;
 lmc_status lmc_st_write(const char *path, const lmc_st_write_tensor *tensors, size_t n,
                         const char *const *meta_kv /* key,value,...,NULL or NULL */);
+/* As lmc_st_write, with the file's final mode (LMC_MODE_PUBLIC/PRIVATE). */
+lmc_status lmc_st_write_mode(const char *path, const lmc_st_write_tensor *tensors, size_t n,
+                             const char *const *meta_kv, unsigned mode);
 
 /* Element conversion helpers (used by CPU kernels and writers). */
 float lmc_bf16_to_f32(uint16_t h);

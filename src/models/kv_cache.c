@@ -6,6 +6,7 @@
 #include "models/model.h"
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,7 +130,8 @@ lmc_status lmc_kv_snapshot_save(const lmc_kv_snapshot *s, const char *model_type
             t[i].shape[3] = (int64_t)s->head_dim;
             t[i].data = kv ? s->values[l] : s->keys[l];
         }
-    st = lmc_st_write(path, t, 2 * s->n_layers, meta);
+    /* a prompt cache holds the conversation: readable by its owner only */
+    st = lmc_st_write_mode(path, t, 2 * s->n_layers, meta, LMC_MODE_PRIVATE);
 done:
     free(meta);
     free(t);
@@ -228,7 +230,18 @@ lmc_status lmc_kv_snapshot_load(const lmc_model *m, const char *path, lmc_kv_sna
             char nm[48];
             snprintf(nm, sizeof nm, "layers.%zu.%s", l, kv ? "values" : "keys");
             const lmc_tensor_view *t = lmc_st_find(f, nm);
-            lmc_to_f32(t->dtype, t->data, kv ? s->values[l] : s->keys[l], (size_t)t->numel);
+            float *dst = kv ? s->values[l] : s->keys[l];
+            lmc_to_f32(t->dtype, t->data, dst, (size_t)t->numel);
+            /* a NaN or inf restored into the cache would poison every
+             * later attention score silently */
+            for (size_t i = 0; i < (size_t)t->numel; i++)
+                if (!isfinite(dst[i])) {
+                    st = lmc_err(LMC_ERR_FORMAT, "%s: tensor '%s' (layer %zu %s) holds %s at index "
+                                 "%zu; a saved cache holds only finite values",
+                                 path, nm, l, kv ? "values" : "keys",
+                                 isnan(dst[i]) ? "NaN" : "an infinity", i);
+                    goto fail;
+                }
         }
     lmc_st_close(f);
     return LMC_OK;

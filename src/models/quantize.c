@@ -7,6 +7,7 @@
  * dimension is a multiple of group_size is quantized; one that is not stays float and is
  * listed in config.json as a per-module `false` override. */
 #include "base/error.h"
+#include "base/cleanup.h"
 #include "base/file.h"
 #include "base/json.h"
 #include "formats/config.h"
@@ -133,9 +134,9 @@ lmc_status lmc_quantize_model(const char *model_dir, const char *save_dir, int b
     lmc_st_write_tensor *out = calloc(3 * nt + 1, sizeof *out);
     void **bufs = calloc(6 * nt + 1, sizeof *bufs);
     json_object *q = json_object_new_object();
-    char *cfg_path = lmc_path_join(save_dir, "config.json");
-    char *st_path = lmc_path_join(save_dir, "model.safetensors");
-    if (!out || !bufs || !q || !cfg_path || !st_path) {
+    char *cfg_path = NULL, *st_path = NULL;
+    lmc_dir_stage stage = {.slot = -1};
+    if (!out || !bufs || !q) {
         st = lmc_err(LMC_ERR_NOMEM, "quantize: out of memory");
         goto done;
     }
@@ -161,15 +162,26 @@ lmc_status lmc_quantize_model(const char *model_dir, const char *save_dir, int b
         if (!st && progress && !progress(user, "quantize", (double)(i + 1) / (double)nt))
             st = lmc_err(LMC_ERR_CANCELLED, "quantize cancelled");
     }
-    if (st || (st = lmc_ensure_dir(save_dir))) goto done;
+    /* everything is written into a staging sibling of save_dir, then moved
+     * into place: a crash leaves the old directory or the new one */
+    if (st || (st = lmc_dir_stage_begin(&stage, save_dir))) goto done;
+    cfg_path = lmc_path_join(stage.dir, "config.json");
+    st_path = lmc_path_join(stage.dir, "model.safetensors");
+    if (!cfg_path || !st_path) {
+        st = lmc_err(LMC_ERR_NOMEM, "quantize: out of memory");
+        goto done;
+    }
     static const char *const meta[] = {"format", "mlx", NULL};
     if ((st = lmc_st_write(st_path, out, no, meta))) goto done;
+    lmc_test_crash_point("quantize-weights-written");
     json_object_object_add(cj, "quantization", json_object_get(q));
     const char *text = json_object_to_json_string_ext(cj, JSON_C_TO_STRING_PRETTY |
                                                               JSON_C_TO_STRING_NOSLASHESCAPE);
     if ((st = lmc_write_file_atomic(cfg_path, text, strlen(text)))) goto done;
-    st = lmc_copy_model_side_files(model_dir, save_dir);
+    if ((st = lmc_copy_model_side_files(model_dir, stage.dir))) goto done;
+    st = lmc_dir_stage_commit(&stage);
 done:
+    if (st && stage.dir) lmc_dir_stage_abort(&stage);
     for (size_t i = 0; i < nb; i++) free(bufs[i]);
     free(bufs), free(out), free(cfg_path), free(st_path);
     json_object_put(q);

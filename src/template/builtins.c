@@ -665,7 +665,7 @@ static bool test_impl(tpl_ctx *c, const char *name, tval v, const tpl_args *a, b
 }
 
 bool tpl_apply_test(tpl_ctx *c, const char *name, tval v, const tpl_args *a, bool *out) {
-    return test_impl(c, name, v, a, out);
+    return tpl_charge(c, &v, a) && test_impl(c, name, v, a, out);
 }
 
 /* Args after the first `skip` positional ones (for select/map). */
@@ -1009,6 +1009,7 @@ static bool parse_number(const tv_str *s, bool want_int, int64_t *iv, double *fv
 bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, tval *out) {
     const tval *x = arg(a, 0, NULL);
     tv_str *s;
+    if (!tpl_charge(c, &v, a)) return false;
     if (!strcmp(name, "tojson")) return f_tojson(c, v, a, out);
     if (!strcmp(name, "safe") || !strcmp(name, "e") || !strcmp(name, "escape") || !strcmp(name, "forceescape")) {
         /* Markup strings: output unchanged (no autoescape), but `+` with a

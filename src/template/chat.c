@@ -10,6 +10,8 @@ struct lmc_chat_template {
     tpl_program prog;
     size_t max_output;
     long max_iterations;
+    uint64_t max_work;
+    double max_seconds;
     bool mentions_content; /* transformers checks "content" in the source */
 };
 
@@ -27,6 +29,7 @@ lmc_status lmc_chat_template_compile(const char *source, lmc_chat_template **out
     t->mentions_content = strstr(source, "content") != NULL;
     t->max_output = TPL_MAX_OUTPUT;
     t->max_iterations = TPL_MAX_ITERATIONS;
+    t->max_work = TPL_MAX_WORK;
     *out = t;
     return LMC_OK;
 }
@@ -47,6 +50,15 @@ lmc_status lmc_chat_template_set_limits(lmc_chat_template *t, size_t max_output_
     return LMC_OK;
 }
 
+lmc_status lmc_chat_template_set_budget(lmc_chat_template *t, uint64_t max_steps, double max_seconds) {
+    if (!t) return lmc_err(LMC_ERR_INVALID_ARG, "chat template: template is NULL");
+    if (!(max_seconds >= 0) || max_seconds > 1e9)
+        return lmc_err(LMC_ERR_INVALID_ARG, "chat template: time budget %g s is not a duration", max_seconds);
+    t->max_work = max_steps ? max_steps : TPL_MAX_WORK;
+    t->max_seconds = max_seconds;
+    return LMC_OK;
+}
+
 /* Render with `vars` (a JSON object; borrowed) plus optional overrides. */
 typedef struct {
     const char *name;
@@ -64,6 +76,9 @@ static lmc_status render_vars(const lmc_chat_template *t, json_object *vars, con
     /* iterations count up from a negative offset so the per-template
      * limit applies with the same check */
     c.iterations = c.iterations_base = TPL_MAX_ITERATIONS - t->max_iterations;
+    c.work_limit = t->max_work;
+    c.seconds = t->max_seconds;
+    c.deadline = t->max_seconds > 0 ? tpl_now() + t->max_seconds : 0;
     tv_dict *g = tv_dict_new(&c.arena, 16);
     bool ok = g != NULL;
     if (ok && vars) {

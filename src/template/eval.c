@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 bool tpl_fail(tpl_ctx *c, lmc_status st, const char *fmt, ...) {
     if (c->failed) return false;
@@ -26,6 +27,42 @@ bool tpl_oom(tpl_ctx *c) {
     if (c->arena.over_limit)
         return tpl_fail(c, LMC_ERR_LIMIT, "render used more than %u MiB of memory", TPL_MAX_ARENA >> 20);
     return tpl_fail(c, LMC_ERR_NOMEM, "out of memory");
+}
+
+double tpl_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+bool tpl_work(tpl_ctx *c, uint64_t units) {
+    c->work += units;
+    if (c->work > c->work_limit)
+        return tpl_fail(c, LMC_ERR_LIMIT, "render exceeded its work budget of %llu steps",
+                        (unsigned long long)c->work_limit);
+    if (c->deadline > 0 && c->work >= c->next_clock) {
+        c->next_clock = c->work + TPL_CLOCK_EVERY;
+        if (tpl_now() > c->deadline)
+            return tpl_fail(c, LMC_ERR_LIMIT, "render exceeded its time budget of %g s", c->seconds);
+    }
+    return true;
+}
+
+static uint64_t tv_cost(const tval *v) {
+    switch (v->k) {
+    case TV_STR: return v->s->len / 16;
+    case TV_LIST: return v->l->n;
+    case TV_DICT: return v->d->n;
+    case TV_FUNC: return v->fn->kind == TF_BUILTIN ? tv_cost(&v->fn->self) : 0;
+    default: return 0;
+    }
+}
+
+bool tpl_charge(tpl_ctx *c, const tval *v, const tpl_args *a) {
+    uint64_t u = 1 + (v ? tv_cost(v) : 0);
+    for (size_t i = 0; a && i < a->n; i++) u += tv_cost(&a->v[i]);
+    for (size_t i = 0; a && i < a->nkw; i++) u += tv_cost(&a->kw[i]);
+    return tpl_work(c, u);
 }
 
 static bool undef_error(tpl_ctx *c, tval v) {
@@ -241,6 +278,8 @@ static bool stringify(tpl_ctx *c, tval v, tv_str **out) {
 }
 
 static bool binop_v(tpl_ctx *c, int op, tval x, tval y, tval *out) {
+    tpl_args ya = {.n = 1, .v = &y};
+    if (!tpl_charge(c, &x, &ya)) return false;
     if (op == OP_CONCAT) {
         tv_str *a, *b;
         if (!stringify(c, x, &a) || !stringify(c, y, &b)) return false;
@@ -520,6 +559,7 @@ bool tpl_call_value(tpl_ctx *c, tval f, const tpl_args *a, tval *out) {
     if (f.k != TV_FUNC) return tpl_fail(c, LMC_ERR_TEMPLATE, "'%s' object is not callable", tv_type_name(f));
     if (f.fn->kind == TF_MACRO) return call_macro(c, f.fn, a, tv_undef(NULL), out);
     *out = tv_none();
+    if (!tpl_charge(c, &f, a)) return false;
     return f.fn->fn(c, f.fn->self, a, out);
 }
 
@@ -546,6 +586,7 @@ static bool eval(tpl_ctx *c, tpl_frame *f, const tpl_node *n, tval *out) {
     bool ok = true;
     tval x, y;
     set_loc(c, n);
+    if (!tpl_work(c, 1)) return false;
     switch (n->k) {
     case N_CONST: *out = n->cval; break;
     case N_NAME: {
@@ -684,7 +725,8 @@ static bool eval(tpl_ctx *c, tpl_frame *f, const tpl_node *n, tval *out) {
             ok = eval(c, f, n->kids[i], &y);
             if (!ok) break;
             set_loc(c, n);
-            ok = compare(c, n->cmpops[i - 1], x, y, &r);
+            tpl_args ya = {.n = 1, .v = &y};
+            ok = tpl_charge(c, &x, &ya) && compare(c, n->cmpops[i - 1], x, y, &r);
             x = y;
         }
         *out = tv_bool(r);
@@ -846,6 +888,7 @@ static bool capture(tpl_ctx *c, tpl_frame *f, const tpl_node *body, tv_str **out
 static bool exec_stmt(tpl_ctx *c, tpl_frame *f, const tpl_node *n) {
     tval v;
     set_loc(c, n);
+    if (!tpl_work(c, 1)) return false;
     switch (n->k) {
     case N_TEXT: return emit(c, n->cval.s->p, n->cval.s->len);
     case N_OUTPUT: {

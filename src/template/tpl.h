@@ -18,6 +18,10 @@
 #define TPL_MAX_SOURCE (4u << 20)       /* template source bytes */
 #define TPL_MAX_OUTPUT (32u << 20)      /* rendered bytes */
 #define TPL_MAX_ITERATIONS 5000000L     /* loop iterations per render */
+/* Work units per render (see tpl_work): one per node evaluated plus the
+ * size of every value a filter, test, call or operator reads. */
+#define TPL_MAX_WORK 100000000ULL
+#define TPL_CLOCK_EVERY 65536u          /* work units between clock reads */
 #define TPL_MAX_CALL_DEPTH 100          /* nested macro calls */
 #define TPL_MAX_NEST 200                /* parser / evaluator nesting */
 #define TPL_MAX_ARENA (512u << 20)      /* memory per render */
@@ -155,6 +159,8 @@ typedef struct tpl_ctx {
     lmc_buf *out;
     size_t out_limit;
     long iterations, iterations_base; /* base: offset that lowers the cap */
+    uint64_t work, work_limit, next_clock;
+    double deadline, seconds; /* CLOCK_MONOTONIC deadline and its budget; 0: none */
     int depth, call_depth;
     int line, col; /* location of the node being evaluated */
     bool failed;
@@ -164,6 +170,13 @@ typedef struct tpl_ctx {
 
 /* Render with the given global variables (a dict). */
 lmc_status tpl_render(const tpl_program *prog, tv_dict *globals, tpl_ctx *c);
+
+/* Charge `units` of work; false (LMC_ERR_LIMIT) once over the work or
+ * time budget. tpl_charge charges for reading `v` and the args (either may
+ * be NULL): strings by bytes/16, lists and dicts by item count. */
+bool tpl_work(tpl_ctx *c, uint64_t units);
+bool tpl_charge(tpl_ctx *c, const tval *v, const tpl_args *a);
+double tpl_now(void);
 
 /* Fail the render with a message located at the current node. */
 bool tpl_fail(tpl_ctx *c, lmc_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -264,9 +264,16 @@ static lmc_status chain(const tk_decoder *d, strlist *in, strlist *out, pcre2_ma
         for (size_t i = 0; i < in->n && ok; i++) {
             const char *s = in->s[i];
             size_t n = in->len[i], pos = 0, ms, me;
-            while (ok && pos < n && tk_pattern_find(&d->pat, md, s, n, pos, &ms, &me) && me > ms) {
+            int r = 0;
+            lmc_status rst = LMC_OK;
+            while (ok && pos < n && (r = tk_pattern_find(&d->pat, md, s, n, pos, &ms, &me, &rst)) > 0 &&
+                   me > ms) {
                 ok = lmc_buf_append(&b, s + pos, ms - pos) && lmc_buf_puts(&b, d->str);
                 pos = me;
+            }
+            if (r < 0) {
+                lmc_buf_free(&b);
+                return rst;
             }
             ok = ok && lmc_buf_append(&b, s + pos, n - pos) && sl_push_buf(out, &b);
         }

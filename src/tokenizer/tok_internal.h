@@ -92,15 +92,18 @@ lmc_status tk_load_list(json_object *o, const char *key, const char *where, size
 typedef struct {
     pcre2_code *code;
     bool jit;
+    char *where; /* the field it came from and its source, for match errors */
     char *literal; /* for String patterns: plain substring search */
     size_t literal_len;
 } tk_pattern;
 /* Reads {"String": "..."} or {"Regex": "..."}; `where` names the field. */
 lmc_status tk_pattern_load(tk_pattern *p, json_object *o, const char *where);
 void tk_pattern_free(tk_pattern *p);
-/* Next match at or after `from`; false when none. */
-bool tk_pattern_find(const tk_pattern *p, pcre2_match_data *md, const char *s, size_t len,
-                     size_t from, size_t *ms, size_t *me);
+/* Next match at or after `from`: 1 found, 0 none, -1 when PCRE2 gave up
+ * (match/depth/heap limit, ...): the error (LMC_ERR_LIMIT) is then set,
+ * naming the pattern, and its status is in *err. */
+int tk_pattern_find(const tk_pattern *p, pcre2_match_data *md, const char *s, size_t len,
+                     size_t from, size_t *ms, size_t *me, lmc_status *err);
 
 /* ---- pieces flowing through the encode pipeline ---- */
 typedef struct {
@@ -119,6 +122,7 @@ typedef struct {
     tk_arena arena;
     pcre2_match_data *md;
     lmc_buf tmp, tmp2;
+    lmc_status err; /* set when a stage failed for a reason other than memory */
 } tk_ctx;
 
 /* ---- normalizers ---- */

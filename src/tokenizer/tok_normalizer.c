@@ -258,7 +258,9 @@ static lmc_status normalize1(const tk_normalizer *n, tk_ctx *c, const char *s, s
     }
     case TK_NORM_REPLACE: {
         size_t pos = 0, ms, me;
-        while (pos <= len && tk_pattern_find(&n->pat, c->md, s, len, pos, &ms, &me)) {
+        int r = 0;
+        lmc_status st = LMC_OK;
+        while (pos <= len && (r = tk_pattern_find(&n->pat, c->md, s, len, pos, &ms, &me, &st)) > 0) {
             if (!lmc_buf_append(out, s + pos, ms - pos) || !lmc_buf_puts(out, n->str))
                 return LMC_ERR_NOMEM;
             if (me == ms) { /* empty match: keep one char and move on */
@@ -273,6 +275,7 @@ static lmc_status normalize1(const tk_normalizer *n, tk_ctx *c, const char *s, s
             }
             pos = me;
         }
+        if (r < 0) return st;
         return lmc_buf_append(out, s + pos, len - pos) ? LMC_OK : LMC_ERR_NOMEM;
     }
     case TK_NORM_PREPEND:

@@ -226,7 +226,9 @@ static bool emit(const tk_piece *pc, segs *x, tk_behavior b, bool invert, tk_pie
 
 static bool split_regex(const tk_pattern *pat, tk_ctx *c, const tk_piece *pc, segs *x) {
     size_t pos = 0, prev = 0, ms, me;
-    while (pos <= pc->len && tk_pattern_find(pat, c->md, pc->p, pc->len, pos, &ms, &me)) {
+    int r = 0;
+    while (pos <= pc->len &&
+           (r = tk_pattern_find(pat, c->md, pc->p, pc->len, pos, &ms, &me, &c->err)) > 0) {
         if (ms > prev && !seg_push(x, prev, ms, false)) return false;
         if (!seg_push(x, ms, me, true)) return false;
         prev = me;
@@ -238,6 +240,7 @@ static bool split_regex(const tk_pattern *pat, tk_ctx *c, const tk_piece *pc, se
             pos = me;
         }
     }
+    if (r < 0) return false; /* c->err says why */
     if (prev < pc->len && !seg_push(x, prev, pc->len, false)) return false;
     return true;
 }
@@ -281,7 +284,9 @@ static lmc_status each_piece(const tk_pretok *p, tk_ctx *c, tk_pieces *pieces,
         if (!ok) {
             free(out.v);
             free(x.v);
-            return lmc_err(LMC_ERR_NOMEM, "pre_tokenizer: out of memory");
+            lmc_status st = c->err; /* a regex that gave up, else memory */
+            c->err = LMC_OK;
+            return st ? st : lmc_err(LMC_ERR_NOMEM, "pre_tokenizer: out of memory");
         }
     }
     free(x.v);

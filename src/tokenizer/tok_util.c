@@ -419,36 +419,49 @@ lmc_status tk_pattern_load(tk_pattern *p, json_object *o, const char *where) {
                        (size_t)off, (const char *)msg);
     }
     p->jit = pcre2_jit_compile(p->code, PCRE2_JIT_COMPLETE) == 0; /* else interpreted */
+    lmc_buf w = {0};
+    if (!lmc_buf_printf(&w, "%s.pattern.Regex \"%.80s%s\"", where, json_object_get_string(v),
+                        json_object_get_string_len(v) > 80 ? "..." : ""))
+        return lmc_err(LMC_ERR_NOMEM, "%s.pattern: out of memory", where);
+    p->where = w.p;
     return LMC_OK;
 }
 
 void tk_pattern_free(tk_pattern *p) {
     if (p->code) pcre2_code_free(p->code);
     free(p->literal);
+    free(p->where);
     memset(p, 0, sizeof *p);
 }
 
-bool tk_pattern_find(const tk_pattern *p, pcre2_match_data *md, const char *s, size_t len,
-                     size_t from, size_t *ms, size_t *me) {
+int tk_pattern_find(const tk_pattern *p, pcre2_match_data *md, const char *s, size_t len,
+                    size_t from, size_t *ms, size_t *me, lmc_status *err) {
     if (!p->code) {
-        if (!p->literal_len || from >= len) return false;
+        if (!p->literal_len || from >= len) return 0;
         const char *f = memmem(s + from, len - from, p->literal, p->literal_len);
-        if (!f) return false;
+        if (!f) return 0;
         *ms = (size_t)(f - s);
         *me = *ms + p->literal_len;
-        return true;
+        return 1;
     }
-    if (from > len) return false;
+    if (from > len) return 0;
     int rc = p->jit ? pcre2_jit_match(p->code, (PCRE2_SPTR)s, len, from, 0, md, NULL)
                     : PCRE2_ERROR_JIT_STACKLIMIT;
     if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) /* no JIT, or its stack ran out: interpret */
         rc = pcre2_match(p->code, (PCRE2_SPTR)s, len, from, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md,
                          NULL);
-    if (rc < 0) return false;
+    if (rc == PCRE2_ERROR_NOMATCH) return 0;
+    if (rc < 0) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(rc, msg, sizeof msg);
+        *err = lmc_err(LMC_ERR_LIMIT, "%s: matching %zu bytes of input at offset %zu failed: %s",
+                       p->where ? p->where : "regex", len, from, (const char *)msg);
+        return -1;
+    }
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
     *ms = ov[0];
     *me = ov[1];
-    return true;
+    return 1;
 }
 
 /* ------------------------------------------------------------------- trie */

@@ -63,13 +63,15 @@ static char *config_json(const lmc_lora_net *net, const char *base_model) {
 lmc_status lmc_lora_save(const lmc_lora_net *net, const char *dir, const char *base_model) {
     if (!net || !dir || !*dir)
         return lmc_err(LMC_ERR_INVALID_ARG, "lora save: adapter directory is required");
-    lmc_status st = lmc_ensure_dir(dir);
+    lmc_dir_stage stage;
+    lmc_status st = lmc_dir_stage_begin(&stage, dir);
     if (st) return st;
     size_t n = net->n_ad * 2;
     lmc_st_write_tensor *t = calloc(n ? n : 1, sizeof *t);
     char (*names)[192] = calloc(n ? n : 1, sizeof *names);
     char *cfg = config_json(net, base_model);
-    char *wpath = lmc_path_join(dir, ADAPTER_WEIGHTS), *cpath = lmc_path_join(dir, ADAPTER_CONFIG);
+    char *wpath = lmc_path_join(stage.dir, ADAPTER_WEIGHTS);
+    char *cpath = lmc_path_join(stage.dir, ADAPTER_CONFIG);
     if (!t || !names || !cfg || !wpath || !cpath) {
         st = lmc_err(LMC_ERR_NOMEM, "lora save: out of memory");
         goto done;
@@ -90,7 +92,9 @@ lmc_status lmc_lora_save(const lmc_lora_net *net, const char *dir, const char *b
     static const char *const meta[] = {"format", "pt", NULL};
     if ((st = lmc_st_write(wpath, t, n, meta))) goto done;
     st = lmc_write_file_atomic(cpath, cfg, strlen(cfg));
+    if (!st) st = lmc_dir_stage_commit(&stage); /* the adapter replaces the old one at once */
 done:
+    if (st && stage.dir) lmc_dir_stage_abort(&stage);
     free(t), free(names), free(cfg), free(wpath), free(cpath);
     return st;
 }
@@ -410,6 +414,7 @@ lmc_status lmc_lora_fuse_dirs(const char *model_dir, const char *adapter_dir,
     lmc_st_write_tensor *t = calloc(nt ? nt : 1, sizeof *t);
     void **fused = calloc(nt ? nt : 1, sizeof *fused);
     char *out_path = NULL;
+    lmc_dir_stage stage = {.slot = -1};
     if (!wpath || !t || !fused) {
         st = lmc_err(LMC_ERR_NOMEM, "fuse: out of memory");
         goto done;
@@ -444,7 +449,6 @@ lmc_status lmc_lora_fuse_dirs(const char *model_dir, const char *adapter_dir,
         st = lmc_err(LMC_ERR_FORMAT, "%s: no LoRA tensors", wpath);
         goto done;
     }
-    if ((st = lmc_ensure_dir(save_dir))) goto done;
     size_t done_pairs = 0;
     for (size_t i = 0; i < nt; i++) {
         const lmc_tensor_view *W = lmc_st_set_at(base.weights, i);
@@ -468,16 +472,20 @@ lmc_status lmc_lora_fuse_dirs(const char *model_dir, const char *adapter_dir,
             goto done;
         }
     }
-    out_path = lmc_path_join(save_dir, "model.safetensors");
+    /* written into a staging sibling of save_dir, then moved into place */
+    if ((st = lmc_dir_stage_begin(&stage, save_dir))) goto done;
+    out_path = lmc_path_join(stage.dir, "model.safetensors");
     if (!out_path) {
         st = lmc_err(LMC_ERR_NOMEM, "fuse: out of memory");
         goto done;
     }
     static const char *const meta[] = {"format", "pt", NULL};
     if ((st = lmc_st_write(out_path, t, nt, meta))) goto done;
-    st = lmc_copy_file(model_dir, save_dir, "config.json", true);
-    if (!st) st = lmc_copy_model_side_files(model_dir, save_dir);
+    st = lmc_copy_file(model_dir, stage.dir, "config.json", true);
+    if (!st) st = lmc_copy_model_side_files(model_dir, stage.dir);
+    if (!st) st = lmc_dir_stage_commit(&stage);
 done:
+    if (st && stage.dir) lmc_dir_stage_abort(&stage);
     for (size_t i = 0; i < nt && fused; i++) free(fused[i]);
     free(fused), free(t), free(wpath), free(out_path);
     lmc_st_close(af);

@@ -171,7 +171,7 @@ static void test_errors(void) {
     /* Truncated header: JSON cut short. */
     open_err("{\"a\": {\"dtype\": \"F32\"", 0, 0, LMC_ERR_FORMAT, "invalid JSON");
     open_err("{\"a\": 1} trailing", 0, 0, LMC_ERR_FORMAT, "bad.safetensors: header: invalid JSON");
-    open_err("[1, 2]", 0, 0, LMC_ERR_FORMAT, "header is not a JSON object");
+    open_err("[1, 2]", 0, 0, LMC_ERR_FORMAT, "header does not start with '{' (byte 0 is 0x5b)");
     open_err("{\"w\": {\"dtype\": \"F8_E9\", \"shape\": [1], \"data_offsets\": [0, 1]}}", 0, 1,
              LMC_ERR_UNSUPPORTED, "tensor 'w': unknown dtype 'F8_E9'");
     open_err("{\"w\": {\"shape\": [1], \"data_offsets\": [0, 4]}}", 0, 4, LMC_ERR_FORMAT,
@@ -205,11 +205,47 @@ static void test_errors(void) {
              "__metadata__ value for 'k' is not a string");
     open_err("{\"w\": 5}", 0, 0, LMC_ERR_FORMAT, "tensor 'w': entry is not an object");
 
-    /* Valid hand-built file with a zero-sized tensor sharing an offset. */
+    /* What the reference reader refuses: data regions must tile the data
+     * section exactly, names are unique, the header is strict JSON. */
+    open_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 0, 12,
+             LMC_ERR_FORMAT,
+             "bad.safetensors: 4 trailing bytes after the last tensor 'w' (its data ends at "
+             "offset 8 of 12)");
+    open_err("{}", 0, 3, LMC_ERR_FORMAT, "3 trailing bytes after the last tensor '(none)'");
+    open_err("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]},"
+             " \"b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [8, 12]}}",
+             0, 12, LMC_ERR_FORMAT,
+             "bad.safetensors: tensor 'b': data_offsets [8, 12] leave a hole: bytes [4, 8) "
+             "belong to no tensor");
+    open_err("{\"b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", 0, 8,
+             LMC_ERR_FORMAT, "tensor 'b': data_offsets [4, 8] leave a hole: bytes [0, 4)");
+    open_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]},"
+             " \"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}",
+             0, 8, LMC_ERR_FORMAT, "bad.safetensors: tensor 'w' appears more than once");
+    open_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]},"
+             " \"\\u0077\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]}}",
+             0, 0, LMC_ERR_FORMAT, "tensor 'w' appears more than once");
+    open_err("/**/{}", 0, 0, LMC_ERR_FORMAT,
+             "bad.safetensors: header does not start with '{' (byte 0 is 0x2f)");
+    open_err("{\"__metadata__\": {\"k\": \"v\"}, \"__metadata__\": {}}", 0, 0, LMC_ERR_FORMAT,
+             "key '__metadata__' appears more than once");
+    open_err("{\"__metadata__\": {\"k\": 'v'}}", 0, 0, LMC_ERR_FORMAT, "invalid JSON");
+    open_err("{\"__metadata__\": {\"k\": NaN}}", 0, 0, LMC_ERR_FORMAT,
+             "character 'N' at byte 23 is not JSON");
+    open_err("{\"__metadata__\": {\"k\": \"a\tb\"}}", 0, 0, LMC_ERR_FORMAT, "control character");
+    open_err("{\"__metadata__\": {},}", 0, 0, LMC_ERR_FORMAT, "invalid JSON");
+    open_err("{\"__metadata__\": {\"k\": \"\xff\"}}", 0, 0, LMC_ERR_FORMAT, "invalid JSON");
+    /* A zero-sized tensor inside another's bytes is an overlap (as in HF). */
+    open_err("{\"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [4, 4]},"
+             " \"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}",
+             0, 8, LMC_ERR_FORMAT, "tensor 'e': data_offsets [4, 4] overlap tensor 'w'");
+
+    /* Valid hand-built file: JSON whitespace before the header (accepted by
+     * the reference too), a zero-sized tensor at the end, space padding. */
     char *good = path_in(NULL, "hand.safetensors");
     float data[2] = {0.5f, -1.0f};
     write_raw(good,
-              "{\"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [4, 4]},"
+              " \n{\"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [8, 8]},"
               " \"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}      ",
               0, data, 8);
     CHECK_EQ_INT(lmc_st_open(good, &f), LMC_OK);

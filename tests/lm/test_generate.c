@@ -1,7 +1,11 @@
 /* Generation: stop-string holdback (unit + randomized property + end to
  * end), finish reasons, logprobs, and a saved+restored prompt cache that
  * continues a generation identically (tiny random-weight qwen3 on CPU). */
+#include "base/file.h"
+#include "base/json.h"
 #include "check.h"
+#include <math.h>
+#include <sys/stat.h>
 #include "lm/generate.h"
 #include "lm_test_util.h"
 #include "tiny_model.h"
@@ -231,6 +235,36 @@ static void test_generate_e2e(lmc_context *ctx, const test_vocab *tv) {
 
 /* (e) prompt cache: generate 10 tokens over a cache, save it, restore it
  * and continue: the 20 tokens equal one uninterrupted 20-token run. */
+/* A cache file whose values hold a NaN (element 5 of layer 1's values)
+ * is refused, naming the file, tensor, layer and index. */
+static void cache_with_nan(lmc_context *ctx, const char *path, const char *dir) {
+    char *raw = NULL;
+    size_t len = 0;
+    CHECK(lmc_read_file(path, "cache", 1u << 30, &raw, &len) == LMC_OK);
+    if (!raw || len < 8) return;
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (unsigned char)raw[i];
+    json_object *hdr = NULL, *offs = NULL;
+    CHECK(lmc_json_parse(raw + 8, (size_t)hlen, "header", &hdr) == LMC_OK);
+    offs = lmc_json_get(lmc_json_get(hdr, "layers.1.values"), "data_offsets");
+    CHECK(offs != NULL);
+    if (offs) {
+        size_t at = 8 + (size_t)hlen + (size_t)json_object_get_int64(json_object_array_get_idx(offs, 0));
+        float nan = NAN;
+        memcpy(raw + at + 5 * sizeof(float), &nan, sizeof nan);
+        char bad[4200];
+        snprintf(bad, sizeof bad, "%s/nan_cache.safetensors", dir);
+        CHECK(lmc_write_file_atomic(bad, raw, len) == LMC_OK);
+        lmc_prompt_cache *rc = NULL;
+        CHECK_ERR(lmc_prompt_cache_load(ctx, bad, &rc), LMC_ERR_FORMAT,
+                  "nan_cache.safetensors: tensor 'layers.1.values' (layer 1 values) holds NaN at index 5");
+        CHECK(rc == NULL);
+        unlink(bad);
+    }
+    json_object_put(hdr);
+    free(raw);
+}
+
 static void test_prompt_cache(lmc_context *ctx, const test_vocab *tv, const char *dir) {
     int32_t *prompt = NULL;
     size_t np = 0;
@@ -261,6 +295,10 @@ static void test_prompt_cache(lmc_context *ctx, const test_vocab *tv, const char
     snprintf(path, sizeof path, "%s/prompt_cache.safetensors", dir);
     CHECK(lmc_prompt_cache_save(pc, path) == LMC_OK);
     lmc_prompt_cache_free(pc);
+    struct stat fs;
+    CHECK_MSG(stat(path, &fs) == 0 && (fs.st_mode & 0777) == 0600,
+              "a prompt cache (the conversation) is private: mode %o", (unsigned)fs.st_mode & 0777);
+    cache_with_nan(ctx, path, dir);
 
     lmc_prompt_cache *rc = NULL;
     CHECK(lmc_prompt_cache_load(ctx, path, &rc) == LMC_OK);

@@ -11,8 +11,11 @@
 #include "formats/safetensors.h"
 #include "model_golden.h"
 #include "scratch.h"
+#include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static void same_as_golden(const char *src, const char *variant, int bits, int group) {
     char in[512], gold[512], out[600], path[700], gpath[700];
@@ -120,12 +123,101 @@ static void errors(void) {
     CHECK(!lmc_path_exists(out)); /* nothing written on failure */
 }
 
+/* Whether directories a and b hold the same file names with the same bytes. */
+static bool same_dir(const char *a, const char *b) {
+    DIR *d = opendir(a);
+    if (!d) return false;
+    struct dirent *e;
+    size_t na = 0, nb = 0;
+    bool same = true;
+    char pa[1024], pb[1024];
+    while (same && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        na++;
+        snprintf(pa, sizeof pa, "%s/%s", a, e->d_name);
+        snprintf(pb, sizeof pb, "%s/%s", b, e->d_name);
+        char *x = NULL, *y = NULL;
+        size_t lx = 0, ly = 0;
+        same = !lmc_read_file(pa, pa, 1u << 28, &x, &lx) && !lmc_read_file(pb, pb, 1u << 28, &y, &ly) &&
+               lx == ly && !memcmp(x, y, lx);
+        free(x), free(y);
+    }
+    closedir(d);
+    if (!(d = opendir(b))) return false;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') nb++;
+    closedir(d);
+    return same && na == nb;
+}
+
+static int leftovers(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (!strncmp(e->d_name, prefix, strlen(prefix))) {
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            scratch_rm_tree(p);
+            n++;
+        }
+    if (d) closedir(d);
+    return n;
+}
+
+/* `lmc quantize` over an existing output, killed (SIGKILL: a crash;
+ * SIGTERM: an interrupt) at each step of writing: the directory is then
+ * exactly the old output (8-bit) or exactly the new one (4-bit), never a
+ * mix; after SIGTERM no temporary is left either. Run after
+ * same_as_golden, whose outputs are the references. */
+static void crash_midway(void) {
+    char in[512], out[600], old_ref[600], new_ref[600];
+    const char *root = scratch_root("quantize");
+    snprintf(in, sizeof in, "%s/tests/golden/models/llama-fp32", src_dir());
+    snprintf(out, sizeof out, "%s/crash", root);
+    snprintf(old_ref, sizeof old_ref, "%s/llama-q8g32", root);
+    snprintf(new_ref, sizeof new_ref, "%s/llama-q4g64", root);
+    static const struct {
+        const char *at;
+        bool becomes_new;
+    } cases[] = {
+        {"quantize-weights-written", false}, {"stage-commit", false}, {"stage-swapped", true},
+        {"quantize-weights-written:TERM", false}, {"stage-commit:TERM", false},
+        {"stage-swapped:TERM", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        CHECK_EQ_INT(lmc_quantize_model(in, out, 8, 32, NULL, NULL), LMC_OK);
+        CHECK(same_dir(out, old_ref));
+        bool term = strstr(cases[i].at, ":TERM") != NULL;
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            setenv("LMC_TEST_CRASH_AT", cases[i].at, 1);
+            lmc_quantize_model(in, out, 4, 64, NULL, NULL);
+            _exit(0);
+        }
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == (term ? SIGTERM : SIGKILL),
+                  "%s: child status %#x", cases[i].at, status);
+        bool is_old = same_dir(out, old_ref), is_new = same_dir(out, new_ref);
+        CHECK_MSG(cases[i].becomes_new ? is_new : is_old, "%s: the directory is %s", cases[i].at,
+                  is_old ? "the old one" : is_new ? "the new one" : "A MIX");
+        int left = leftovers(root, ".crash.");
+        if (term) CHECK_MSG(left == 0, "%s: %d temporaries left", cases[i].at, left);
+        printf("crash at %-30s -> %s directory, %d temporaries left\n", cases[i].at,
+               is_old ? "old" : is_new ? "new" : "MIXED", left);
+    }
+}
+
 int main(void) {
+    signal(SIGTERM, SIG_DFL); /* the cleanup handler installs where the default is */
     same_as_golden("llama-fp32", "llama-q4g64", 4, 64);
     same_as_golden("llama-fp32", "llama-q8g32", 8, 32);
     same_as_golden("qwen3-fp32", "qwen3-q4g64", 4, 64);
     same_as_golden("qwen3-fp32", "qwen3-q8g32", 8, 32);
     partial();
+    crash_midway();
     errors();
     return check_summary("test_quantize");
 }

@@ -3,6 +3,7 @@
  * the whitespace/formatting rules real templates depend on. Expected
  * strings are what Jinja2 (configured as transformers configures it)
  * produces for the same input. */
+#include <time.h>
 #include "check.h"
 #include "lmc.h"
 
@@ -103,6 +104,39 @@ static void runtime_errors(void) {
     lmc_free(out);
     CHECK_ERR(lmc_chat_template_render(t, "[1,2]", &out), LMC_ERR_FORMAT, "expected a JSON object");
     CHECK_ERR(lmc_chat_template_render(t, "{bad json", &out), LMC_ERR_FORMAT, "invalid JSON");
+    /* per-template work budget: 50 iterations take a few hundred steps */
+    CHECK(!lmc_chat_template_set_budget(t, 100, 0));
+    CHECK_ERR(lmc_chat_template_render(t, NULL, &out), LMC_ERR_LIMIT, "work budget of 100 steps");
+    CHECK_ERR(lmc_chat_template_set_budget(t, 0, -1), LMC_ERR_INVALID_ARG, "not a duration");
+    CHECK(!lmc_chat_template_set_budget(t, 0, 0));
+    CHECK(!lmc_chat_template_render(t, NULL, &out) && out && !strncmp(out, "0,1,2,", 6));
+    lmc_free(out);
+    lmc_chat_template_free(t);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Templates inside the iteration cap that would still run for hours: each
+ * of 5,000,000 iterations scans a 16 MB string. The default work budget
+ * stops it within a few hundred iterations; a time budget stops a long
+ * loop of cheap steps. */
+static void work_budget(void) {
+    double t0 = now_s();
+    expect_err("{% set s = 'a' * 16000000 %}{% for i in range(5000000) %}{% if 'b' in s %}x{% endif %}"
+               "{% endfor %}",
+               NULL, LMC_ERR_LIMIT, "line 1, column 64: render exceeded its work budget of 100000000 steps");
+    double t1 = now_s();
+    CHECK_MSG(t1 - t0 < 20, "the work budget took %.1f s to stop the render", t1 - t0);
+    lmc_chat_template *t = NULL;
+    char *out = NULL;
+    CHECK(!lmc_chat_template_compile("{% for i in range(5000000) %}{% if i < 0 %}x{% endif %}{% endfor %}", &t));
+    CHECK(!lmc_chat_template_set_budget(t, 0, 0.05));
+    CHECK_ERR(lmc_chat_template_render(t, NULL, &out), LMC_ERR_LIMIT, "time budget of 0.05 s");
+    CHECK_MSG(now_s() - t1 < 5, "the time budget took %.1f s to stop the render", now_s() - t1);
     lmc_chat_template_free(t);
 }
 
@@ -201,6 +235,7 @@ static void apply_api(void) {
 }
 
 int main(void) {
+    work_budget();
     syntax_errors();
     runtime_errors();
     undefined_semantics();

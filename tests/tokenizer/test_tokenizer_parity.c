@@ -281,6 +281,62 @@ static void malformed(void) {
     rmdir(dir);
 }
 
+/* A regex PCRE2 gives up on (match limit: exponential backtracking over
+ * 40 'a's) is an error naming the stage and pattern, never a silent end
+ * of splitting; the same patterns on short input still work. */
+static void regex_limits(void) {
+    char dir[] = "/tmp/lmc_tok_re_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    const char *a40 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *model = "\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, "
+                        "\"x\": 2, \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\": 3}, \"merges\": []}";
+    const char *pat = "{\"Regex\": \"(?:a|a)*[bc]\"}";
+    struct {
+        const char *stage, *needle;
+        bool decode;
+    } cases[] = {
+        {"\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": %s, \"behavior\": \"Isolated\", "
+         "\"invert\": false}",
+         "pre_tokenizer.pattern.Regex \"(?:a|a)*[bc]\": matching 40 bytes of input at offset 0 "
+         "failed: match limit exceeded", false},
+        {"\"normalizer\": {\"type\": \"Replace\", \"pattern\": %s, \"content\": \"x\"}",
+         "normalizer.pattern.Regex \"(?:a|a)*[bc]\": matching 40 bytes", false},
+        {"\"decoder\": {\"type\": \"Replace\", \"pattern\": %s, \"content\": \"x\"}",
+         "decoder.pattern.Regex \"(?:a|a)*[bc]\": matching 40 bytes", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char stage[512], json[1024];
+        snprintf(stage, sizeof stage, cases[i].stage, pat);
+        snprintf(json, sizeof json, "{%s, %s}", model, stage);
+        write_file(path, json);
+        lmc_tokenizer *t = NULL;
+        CHECK_EQ_INT(lmc_tokenizer_load(dir, &t), LMC_OK);
+        if (!t) continue;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (cases[i].decode) {
+            char *text = NULL;
+            int32_t one = 3;
+            CHECK_ERR(lmc_tokenizer_decode(t, &one, 1, false, &text), LMC_ERR_LIMIT,
+                      cases[i].needle);
+            free(text);
+        } else {
+            CHECK_ERR(lmc_tokenizer_encode(t, a40, strlen(a40), false, &ids, &n), LMC_ERR_LIMIT,
+                      cases[i].needle);
+            free(ids);
+            ids = NULL;
+            CHECK_EQ_INT(lmc_tokenizer_encode(t, "aab", 3, false, &ids, &n), LMC_OK);
+            CHECK(n >= 1); /* "aab" split off, or replaced by "x" */
+            free(ids);
+        }
+        lmc_tokenizer_free(t);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 /* tokenizer_config.json forms: object-form tokens, named template list;
  * chat_template.jinja fallback; a tiny BPE with an inline special token. */
 static void config_forms(void) {
@@ -404,6 +460,7 @@ int main(int argc, char **argv) {
     bool api = wanted(argc, argv, "--api");
     if (api) {
         malformed();
+        regex_limits();
         config_forms();
     }
     char *text = slurp(path, NULL);
