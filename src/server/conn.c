@@ -23,6 +23,8 @@ struct lmc_srv_conn {
     char path[160];
 };
 
+#define EVICT_AFTER_S 0.5
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -32,9 +34,7 @@ static double now_s(void) {
 static bool pending(const lmc_srv_conn *k) { return k->phase != LMC_CONN_WORK; }
 
 /* Under c->mu. */
-static void set_phase(lmc_srv_conns *c, lmc_srv_conn *k, lmc_srv_conn_phase p) {
-    if (pending(k) && p == LMC_CONN_WORK) c->n_pending--;
-    else if (!pending(k) && p != LMC_CONN_WORK) c->n_pending++;
+static void set_phase(lmc_srv_conn *k, lmc_srv_conn_phase p) {
     k->phase = p;
     k->phase_since = now_s();
 }
@@ -43,6 +43,25 @@ static void set_phase(lmc_srv_conns *c, lmc_srv_conn *k, lmc_srv_conn_phase p) {
 static void shut(lmc_srv_conn *k) {
     if (k->fd >= 0 && !k->shut) shutdown(k->fd, SHUT_RDWR);
     k->shut = true;
+}
+
+/* Under c->mu: while more than max_pending connections are still sending
+ * a request, shut the one that has been at it longest, if it has been
+ * slow (an ordinary client sends its request in milliseconds; a burst of
+ * them is not evicted). */
+static void evict_slow(lmc_srv_conns *c) {
+    double t = now_s();
+    for (;;) {
+        size_t live = 0;
+        lmc_srv_conn *old = NULL;
+        for (lmc_srv_conn *k = c->head; k; k = k->next) {
+            if (!pending(k) || k->shut || k->fd < 0) continue;
+            live++;
+            if (!old || k->phase_since < old->phase_since) old = k;
+        }
+        if (live <= c->max_pending || !old || t - old->phase_since < EVICT_AFTER_S) return;
+        shut(old);
+    }
 }
 
 static void *watchdog_main(void *arg) {
@@ -56,6 +75,7 @@ static void *watchdog_main(void *arg) {
                                                         : 0;
             if (limit > 0 && t - k->phase_since > limit) shut(k);
         }
+        evict_slow(c);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += 200000000L;
@@ -124,15 +144,6 @@ static void peer_ip(struct MHD_Connection *con, char *out, size_t n) {
                   (socklen_t)n);
 }
 
-/* Under c->mu: make room for a new connection by shutting the pending
- * connection that has waited longest. */
-static void evict_oldest_pending(lmc_srv_conns *c) {
-    lmc_srv_conn *old = NULL;
-    for (lmc_srv_conn *k = c->head; k; k = k->next)
-        if (pending(k) && !k->shut && k->fd >= 0 && (!old || k->phase_since < old->phase_since))
-            old = k;
-    if (old) shut(old);
-}
 
 void lmc_srv_conns_notify(void *cls, struct MHD_Connection *con, void **socket_context,
                           enum MHD_ConnectionNotificationCode code) {
@@ -149,20 +160,16 @@ void lmc_srv_conns_notify(void *cls, struct MHD_Connection *con, void **socket_c
         k->phase_since = now_s();
         peer_ip(con, k->ip, sizeof k->ip);
         pthread_mutex_lock(&c->mu);
-        size_t live = 0;
-        for (lmc_srv_conn *q = c->head; q; q = q->next) live += pending(q) && !q->shut;
-        if (live >= c->max_pending) evict_oldest_pending(c);
+        evict_slow(c);
         k->next = c->head;
         if (c->head) c->head->prev = k;
         c->head = k;
-        c->n_pending++;
         pthread_mutex_unlock(&c->mu);
         return;
     }
     lmc_srv_conn *k = *socket_context;
     if (!k) return;
     pthread_mutex_lock(&c->mu);
-    if (pending(k)) c->n_pending--;
     k->phase = LMC_CONN_WORK; /* no longer counted or timed */
     k->fd = -1;
     unref(c, k);
@@ -179,7 +186,7 @@ lmc_srv_conn *lmc_srv_conn_of(struct MHD_Connection *con) {
 void lmc_srv_conn_begin(lmc_srv_conns *c, lmc_srv_conn *k, const char *method, const char *url) {
     if (!k) return;
     pthread_mutex_lock(&c->mu);
-    set_phase(c, k, LMC_CONN_BODY);
+    set_phase(k, LMC_CONN_BODY);
     pthread_mutex_unlock(&c->mu);
     k->req_start = now_s();
     k->status = 0;
@@ -193,7 +200,7 @@ void lmc_srv_conn_begin(lmc_srv_conns *c, lmc_srv_conn *k, const char *method, c
 void lmc_srv_conn_working(lmc_srv_conns *c, lmc_srv_conn *k) {
     if (!k) return;
     pthread_mutex_lock(&c->mu);
-    set_phase(c, k, LMC_CONN_WORK);
+    set_phase(k, LMC_CONN_WORK);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -217,7 +224,7 @@ void lmc_srv_conn_end(lmc_srv_conns *c, lmc_srv_conn *k, bool aborted) {
         pthread_mutex_unlock(&c->log_mu);
     }
     pthread_mutex_lock(&c->mu);
-    if (k->fd >= 0) set_phase(c, k, LMC_CONN_HEADERS);
+    if (k->fd >= 0) set_phase(k, LMC_CONN_HEADERS);
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -5,9 +5,10 @@
  * and what it asked for, for the access log (one line per request).
  *
  * A watchdog thread shuts down connections whose headers or body take
- * longer than their deadline; when more than `max_pending` connections are
- * still sending requests, the oldest of them is shut down to make room, so
- * a burst of slow sockets cannot keep /health from answering. */
+ * longer than their deadline; while more than `max_pending` connections
+ * are still sending requests, the slowest of them (sending for over half a
+ * second) are shut down, so slow sockets cannot fill the connection slots
+ * and keep /health from answering. */
 #ifndef LMC_SERVER_CONN_H
 #define LMC_SERVER_CONN_H
 #include <microhttpd.h>
@@ -26,7 +27,6 @@ typedef struct {
     pthread_t watchdog;
     bool running, stop;
     lmc_srv_conn *head;      /* open connections, newest first */
-    size_t n_pending;        /* connections in the headers or body phase */
     size_t max_pending;
     double header_s, body_s; /* deadlines */
     FILE *log;               /* access log (NULL: none) */

@@ -41,7 +41,7 @@
 #define DEFAULT_BODY_S 60
 /* connection slots beyond the pending ones and the admitted requests, for
  * /health and /v1/models */
-#define RESERVED_SLOTS 16
+#define RESERVED_SLOTS 32
 #define GONE_POLL_MS 50
 
 struct lmc_server {

@@ -1,7 +1,10 @@
 /* `lmc serve` as a process: flag errors exit 2; with a tiny checkpoint it
  * listens on the port it reports, answers like lmc_generate on the same
- * checkpoint, honours --max-tokens as the default, and exits 0 on SIGINT.
- * Needs the lmc binary ($LMC_BUILD_DIR/tools/lmc); skipped without it. */
+ * checkpoint, honours --max-tokens as the default, --api-key (also from
+ * $LMC_API_KEY and --api-key-file), writes one access-log line per
+ * request, and exits 0 on SIGINT; SIGTERM in the middle of a long prefill
+ * ends it within a second. Needs the lmc binary ($LMC_BUILD_DIR/tools/lmc);
+ * skipped without it. */
 #include "base/json.h"
 #include "check.h"
 #include "http_client.h"
@@ -10,6 +13,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 
 static char lmc_bin[4096];
 
@@ -20,9 +24,12 @@ static int run_status(const char *args) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-/* Start `lmc serve` on an ephemeral port; returns the pid and the port
- * read from its banner (0 when none came within a minute). */
-static pid_t start_server(const char *dir, const char *tokdir, uint16_t *port) {
+/* Start `lmc serve` on an ephemeral port with `extra` arguments (up to 8,
+ * NULL-terminated); returns the pid and the port read from its banner (0
+ * when none came within a minute). Its later stderr goes to *err_fd (the
+ * caller closes it), or is dropped when err_fd is NULL. */
+static pid_t start_server(const char *dir, const char *tokdir, const char *const *extra,
+                          uint16_t *port, int *err_fd) {
     int p[2];
     *port = 0;
     if (pipe(p)) return -1;
@@ -31,8 +38,12 @@ static pid_t start_server(const char *dir, const char *tokdir, uint16_t *port) {
         dup2(p[1], 2);
         close(p[0]);
         close(p[1]);
-        execl(lmc_bin, lmc_bin, "serve", "-m", dir, "--tokenizer", tokdir, "--port", "0",
-              "--max-tokens", "5", "--model-name", "cli-tiny", (char *)NULL);
+        const char *argv[32] = {lmc_bin, "serve", "-m", dir, "--tokenizer", tokdir, "--port",
+                                "0", "--max-tokens", "5", "--model-name", "cli-tiny"};
+        int n = 12;
+        for (int i = 0; extra && extra[i] && i < 8; i++) argv[n++] = extra[i];
+        argv[n] = NULL;
+        execv(lmc_bin, (char *const *)argv);
         _exit(127);
     }
     close(p[1]);
@@ -52,9 +63,108 @@ static pid_t start_server(const char *dir, const char *tokdir, uint16_t *port) {
         }
         if (len == sizeof buf - 1) break;
     }
-    close(p[0]);
+    if (err_fd) *err_fd = p[0];
+    else close(p[0]);
     if (!*port) fprintf(stderr, "lmc serve said: %.*s\n", (int)len, buf);
     return pid;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Everything the server wrote to stderr until it exited. */
+static void drain(int fd, lmc_buf *out) {
+    char b[4096];
+    ssize_t k;
+    lmc_buf_puts(out, "");
+    while ((k = read(fd, b, sizeof b)) > 0) lmc_buf_append(out, b, (size_t)k);
+    close(fd);
+}
+
+/* Keys from the flag, the environment and a file; the access log. */
+static void test_keys_and_log(const char *dir, const char *tokdir) {
+    char keyfile[1200];
+    snprintf(keyfile, sizeof keyfile, "%s/keys", dir);
+    FILE *f = fopen(keyfile, "w");
+    fputs("file-key\n", f);
+    fclose(f);
+    setenv("LMC_API_KEY", "env-key", 1);
+    const char *extra[] = {"--api-key", "flag-key", "--api-key-file", keyfile, NULL};
+    uint16_t port = 0;
+    int err = -1;
+    pid_t pid = start_server(dir, tokdir, extra, &port, &err);
+    unsetenv("LMC_API_KEY");
+    CHECK(pid > 0 && port != 0);
+    if (pid <= 0) return;
+    static const struct {
+        const char *hdr;
+        int status;
+    } cases[] = {{NULL, 401},
+                 {"Authorization: Bearer nope\r\n", 401},
+                 {"Authorization: Bearer flag-key\r\n", 200},
+                 {"Authorization: Bearer env-key\r\n", 200},
+                 {"Authorization: Bearer file-key\r\n", 200}};
+    for (size_t i = 0; port && i < sizeof cases / sizeof *cases; i++) {
+        http_reply r;
+        http_request(port, "GET", "/v1/models", NULL, 0, cases[i].hdr, &r);
+        CHECK_EQ_INT(r.status, cases[i].status);
+        http_reply_free(&r);
+    }
+    kill(pid, port ? SIGINT : SIGKILL);
+    waitpid(pid, NULL, 0);
+    lmc_buf log = {0};
+    if (err >= 0) drain(err, &log);
+    int lines = 0;
+    for (const char *p = log.p; p && (p = strstr(p, "\"GET /v1/models\" ")); p++) lines++;
+    CHECK_MSG(lines == 5, "log: %s", log.p ? log.p : "");
+    CHECK(log.p && strstr(log.p, "\"GET /v1/models\" 401 "));
+    lmc_buf_free(&log);
+    unlink(keyfile);
+}
+
+/* SIGTERM while a 60k-token prompt is being prefilled: exit 0 within a
+ * second. Returns the seconds it took. */
+static double test_sigterm_prefill(const char *dir, const char *tokdir) {
+    const char *extra[] = {"--max-context", "1000000", "--quiet", NULL};
+    uint16_t port = 0;
+    pid_t pid = start_server(dir, tokdir, extra, &port, NULL);
+    CHECK(pid > 0 && port != 0);
+    if (pid <= 0) return -1;
+    if (!port) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    lmc_buf body = {0};
+    lmc_buf_puts(&body, "{\"max_tokens\":4,\"prompt\":\"");
+    for (int i = 0; i < 60000; i++) lmc_buf_puts(&body, " cat");
+    lmc_buf_puts(&body, "\"}");
+    int fd = http_connect(port);
+    CHECK(fd >= 0);
+    lmc_buf req = {0};
+    lmc_buf_printf(&req, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "Content-Length: %zu\r\n\r\n", body.len);
+    lmc_buf_append(&req, body.p, body.len);
+    http_send_all(fd, req.p, req.len);
+    struct timespec ts = {1, 0}; /* encoded and well into the prefill */
+    nanosleep(&ts, NULL);
+    /* no reply yet: the prompt is still being fed */
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    CHECK(poll(&pf, 1, 0) == 0);
+    double t0 = now_s();
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    double dt = now_s() - t0;
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    CHECK_MSG(dt < 1.0, "SIGTERM took %.3f s", dt);
+    close(fd);
+    lmc_buf_free(&req);
+    lmc_buf_free(&body);
+    return dt;
 }
 
 int main(void) {
@@ -84,7 +194,7 @@ int main(void) {
         lmc_gen_stats stats;
         CHECK(lmc_generate_text(ctx, "Hello", &p, &want, &stats) == LMC_OK);
         uint16_t port = 0;
-        pid_t pid = start_server(dir, tokdir, &port);
+        pid_t pid = start_server(dir, tokdir, NULL, &port, NULL);
         CHECK(pid > 0 && port != 0);
         if (pid > 0 && port) {
             http_reply r;
@@ -113,6 +223,9 @@ int main(void) {
         }
         lmc_free(want);
         lmc_context_free(ctx);
+        test_keys_and_log(dir, tokdir);
+        double dt = test_sigterm_prefill(dir, tokdir);
+        printf("exit %.1f ms after SIGTERM during a 60k-token prefill\n", dt * 1e3);
     }
     tiny_rmdir(dir);
     return check_summary("test_cli_serve");
