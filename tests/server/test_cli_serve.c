@@ -10,10 +10,7 @@
 #include "http_client.h"
 #include "lm/tiny_model.h"
 #include "lmc.h"
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <time.h>
+#include "serve_proc.h"
 
 static char lmc_bin[4096];
 
@@ -22,66 +19,6 @@ static int run_status(const char *args) {
     snprintf(cmd, sizeof cmd, "%s serve %s >/dev/null 2>&1", lmc_bin, args);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-/* Start `lmc serve` on an ephemeral port with `extra` arguments (up to 8,
- * NULL-terminated); returns the pid and the port read from its banner (0
- * when none came within a minute). Its later stderr goes to *err_fd (the
- * caller closes it), or is dropped when err_fd is NULL. */
-static pid_t start_server(const char *dir, const char *tokdir, const char *const *extra,
-                          uint16_t *port, int *err_fd) {
-    int p[2];
-    *port = 0;
-    if (pipe(p)) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        const char *argv[32] = {lmc_bin, "serve", "-m", dir, "--tokenizer", tokdir, "--port",
-                                "0", "--max-tokens", "5", "--model-name", "cli-tiny"};
-        int n = 12;
-        for (int i = 0; extra && extra[i] && i < 8; i++) argv[n++] = extra[i];
-        argv[n] = NULL;
-        execv(lmc_bin, (char *const *)argv);
-        _exit(127);
-    }
-    close(p[1]);
-    char buf[4096];
-    size_t len = 0;
-    for (;;) {
-        struct pollfd pf = {.fd = p[0], .events = POLLIN};
-        if (poll(&pf, 1, 60000) <= 0) break;
-        ssize_t k = read(p[0], buf + len, sizeof buf - 1 - len);
-        if (k <= 0) break;
-        len += (size_t)k;
-        buf[len] = 0;
-        const char *at = strstr(buf, "http://127.0.0.1:");
-        if (at && strchr(at, '\n')) {
-            *port = (uint16_t)atoi(at + strlen("http://127.0.0.1:"));
-            break;
-        }
-        if (len == sizeof buf - 1) break;
-    }
-    if (err_fd) *err_fd = p[0];
-    else close(p[0]);
-    if (!*port) fprintf(stderr, "lmc serve said: %.*s\n", (int)len, buf);
-    return pid;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* Everything the server wrote to stderr until it exited. */
-static void drain(int fd, lmc_buf *out) {
-    char b[4096];
-    ssize_t k;
-    lmc_buf_puts(out, "");
-    while ((k = read(fd, b, sizeof b)) > 0) lmc_buf_append(out, b, (size_t)k);
-    close(fd);
 }
 
 /* Keys from the flag, the environment and a file; the access log. */
@@ -95,7 +32,7 @@ static void test_keys_and_log(const char *dir, const char *tokdir) {
     const char *extra[] = {"--api-key", "flag-key", "--api-key-file", keyfile, NULL};
     uint16_t port = 0;
     int err = -1;
-    pid_t pid = start_server(dir, tokdir, extra, &port, &err);
+    pid_t pid = start_server(lmc_bin, dir, tokdir, extra, &port, &err);
     unsetenv("LMC_API_KEY");
     CHECK(pid > 0 && port != 0);
     if (pid <= 0) return;
@@ -130,7 +67,7 @@ static void test_keys_and_log(const char *dir, const char *tokdir) {
 static double test_sigterm_prefill(const char *dir, const char *tokdir) {
     const char *extra[] = {"--max-context", "1000000", "--quiet", NULL};
     uint16_t port = 0;
-    pid_t pid = start_server(dir, tokdir, extra, &port, NULL);
+    pid_t pid = start_server(lmc_bin, dir, tokdir, extra, &port, NULL);
     CHECK(pid > 0 && port != 0);
     if (pid <= 0) return -1;
     if (!port) {
@@ -194,7 +131,7 @@ int main(void) {
         lmc_gen_stats stats;
         CHECK(lmc_generate_text(ctx, "Hello", &p, &want, &stats) == LMC_OK);
         uint16_t port = 0;
-        pid_t pid = start_server(dir, tokdir, NULL, &port, NULL);
+        pid_t pid = start_server(lmc_bin, dir, tokdir, NULL, &port, NULL);
         CHECK(pid > 0 && port != 0);
         if (pid > 0 && port) {
             http_reply r;
