@@ -17,6 +17,7 @@
 #include "server/auth.h"
 #include "server/conn.h"
 #include "server/request.h"
+#include "server/stub.h"
 #include <arpa/inet.h>
 #include <json-c/json.h>
 #include <microhttpd.h>
@@ -704,6 +705,17 @@ static enum MHD_Result serve_get(lmc_server *s, struct MHD_Connection *con, rout
     return reply_json(con, 200, o);
 }
 
+/* No model (stub.h): admitted like a real request, answered at once. */
+static enum MHD_Result serve_stub(lmc_server *s, struct MHD_Connection *con, const conn_state *cs) {
+    watch w = {.s = s, .k = cs->k};
+    lmc_srv_adm_result a = lmc_srv_adm_acquire(&s->adm, watch_cancel, &w, GONE_POLL_MS);
+    if (a != LMC_ADM_HELD) return refuse(s, con, a);
+    lmc_srv_adm_release(&s->adm);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "stub", json_object_new_boolean(1));
+    return reply_json(con, 200, o);
+}
+
 static enum MHD_Result serve_post(lmc_server *s, struct MHD_Connection *con, conn_state *cs) {
     lmc_srv_request rq;
     lmc_srv_kind kind = cs->r == R_CHAT ? LMC_SRV_CHAT : LMC_SRV_COMPLETION;
@@ -717,6 +729,10 @@ static enum MHD_Result serve_post(lmc_server *s, struct MHD_Connection *con, con
         return ret;
     }
     if (rq.gen.max_tokens > s->max_tokens_cap) rq.gen.max_tokens = s->max_tokens_cap;
+    if (!s->ctx) {
+        lmc_srv_request_free(&rq);
+        return serve_stub(s, con, cs);
+    }
     enum MHD_Result ret =
         rq.stream ? serve_stream(s, con, cs, &rq) : serve_blocking(s, con, cs, &rq);
     lmc_srv_request_free(&rq);
@@ -730,7 +746,8 @@ static enum MHD_Result gate(lmc_server *s, struct MHD_Connection *con, bool *pas
     char msg[256];
     *pass = false;
     const char *host = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Host");
-    if (s->loopback && !lmc_srv_host_is_loopback(host)) {
+    /* (no Host at all is an HTTP/1.0 client, never a browser) */
+    if (s->loopback && host && !lmc_srv_host_is_loopback(host)) {
         snprintf(msg, sizeof msg, "Host '%.100s' is not a loopback name: this server listens on a "
                  "loopback address and answers only to localhost, 127.0.0.1 or [::1]",
                  host ? host : "");
@@ -892,10 +909,11 @@ static lmc_status configure(lmc_server *s, const lmc_server_options *o) {
     s->max_tokens_cap = o->max_tokens_cap ? o->max_tokens_cap : LMC_SRV_MAX_TOKENS;
     s->cache_keep = o->cache_keep_tokens ? o->cache_keep_tokens : DEFAULT_CACHE_KEEP;
     s->use_cache = !o->no_prompt_cache;
-    s->vocab = (size_t)lmc_context_config(s->ctx)->vocab_size;
+    s->vocab = s->ctx ? (size_t)lmc_context_config(s->ctx)->vocab_size : LMC_SRV_STUB_VOCAB;
     s->started = time(NULL);
-    const char *name =
-        o->model_name && *o->model_name ? o->model_name : lmc_context_model_type(s->ctx);
+    const char *name = o->model_name && *o->model_name ? o->model_name
+                       : s->ctx                         ? lmc_context_model_type(s->ctx)
+                                                        : "stub";
     s->model_name = strdup(name ? name : "lmc");
     if (!s->model_name) return lmc_err(LMC_ERR_NOMEM, "server: out of memory");
     lmc_status st = copy_defaults(s, o->defaults);
@@ -907,6 +925,54 @@ static lmc_status configure(lmc_server *s, const lmc_server_options *o) {
                                      or_default(o->header_timeout_s, DEFAULT_HEADER_S),
                                      or_default(o->body_timeout_s, DEFAULT_BODY_S), o->log);
     return s->conns_up ? LMC_OK : lmc_err(LMC_ERR_NOMEM, "server: cannot start a thread");
+}
+
+static struct MHD_Daemon *start_daemon(lmc_server *s, const lmc_server_options *o,
+                                       unsigned extra_flags, const struct sockaddr *addr) {
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | extra_flags;
+    /* the slowest senders are evicted past max_pending; requests being
+     * served are at most the one holding the model, the line, and quick
+     * GETs in the reserve */
+    unsigned slots = or_default(o->max_pending, DEFAULT_PENDING) + (unsigned)s->adm.max_waiting +
+                     1 + RESERVED_SLOTS;
+    return MHD_start_daemon(flags, o->port, NULL, NULL, on_request, s,
+                            MHD_OPTION_SOCK_ADDR, addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, lmc_srv_conns_notify, &s->conns,
+                            MHD_OPTION_CONNECTION_LIMIT, slots,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                            or_default(o->max_per_ip, DEFAULT_PER_IP),
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                            MHD_OPTION_END);
+}
+
+lmc_status lmc_srv_start_stub(const lmc_server_options *opts, lmc_server **out) {
+    *out = NULL;
+    lmc_server_options o = {0};
+    if (opts) o = *opts;
+    lmc_server *s = calloc(1, sizeof *s);
+    if (!s) return lmc_err(LMC_ERR_NOMEM, "server: out of memory");
+    o.no_prompt_cache = true;
+    lmc_status st = configure(s, &o);
+    if (!st) {
+        s->loopback = true;
+        s->daemon = start_daemon(s, &o, MHD_USE_NO_LISTEN_SOCKET, NULL);
+        if (!s->daemon) st = lmc_err(LMC_ERR_IO, "server: cannot start the stub daemon");
+    }
+    if (st) {
+        server_free(s);
+        return st;
+    }
+    *out = s;
+    return LMC_OK;
+}
+
+lmc_status lmc_srv_add_connection(lmc_server *s, int fd) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (MHD_add_connection(s->daemon, fd, (const struct sockaddr *)&a, sizeof a) != MHD_YES)
+        return lmc_err(LMC_ERR_IO, "server: the daemon refused a connection");
+    return LMC_OK;
 }
 
 lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lmc_server **out) {
@@ -943,22 +1009,7 @@ lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lm
             break;
         }
     s->loopback = lmc_srv_addr_is_loopback(pick->ai_addr);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
-    if (pick->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    /* the slowest senders are evicted past max_pending; requests being
-     * served are at most the one holding the model, the line, and quick
-     * GETs in the reserve */
-    unsigned slots = or_default(o.max_pending, DEFAULT_PENDING) + (unsigned)s->adm.max_waiting +
-                     1 + RESERVED_SLOTS;
-    s->daemon = MHD_start_daemon(flags, o.port, NULL, NULL, on_request, s,
-                                 MHD_OPTION_SOCK_ADDR, pick->ai_addr,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_NOTIFY_CONNECTION, lmc_srv_conns_notify, &s->conns,
-                                 MHD_OPTION_CONNECTION_LIMIT, slots,
-                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                                 or_default(o.max_per_ip, DEFAULT_PER_IP),
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
-                                 MHD_OPTION_END);
+    s->daemon = start_daemon(s, &o, pick->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0, pick->ai_addr);
     freeaddrinfo(ai);
     if (!s->daemon) {
         server_free(s);
