@@ -6,8 +6,9 @@
  * (the model is free again at once, streaming or not; 64 streaming
  * clients of which a third leave midway while the rest get exactly the
  * reference text), prompt caches kept apart by key and cache_salt, KV
- * memory returned after an oversized request, the access log, and the
- * warning for a non-loopback bind without a key. Prints the measured
+ * memory returned after an oversized request, the per-address connection
+ * limit, the access log, and the warning for a non-loopback bind without a
+ * key. Prints the measured
  * /health latency and the time to free the model. */
 #include "base/json.h"
 #include "check.h"
@@ -377,6 +378,37 @@ static double test_slowloris(uint16_t port, double header_s, double body_s) {
     return lat[4];
 }
 
+/* Past max_per_ip open connections from one address, a new one is closed
+ * unanswered; once one closes, the address is served again. */
+static void test_per_ip(lmc_context *ctx) {
+    lmc_server_options o = {.max_per_ip = 3};
+    lmc_server *srv = NULL;
+    CHECK(lmc_server_start(ctx, &o, &srv) == LMC_OK);
+    if (!srv) return;
+    uint16_t port = lmc_server_port(srv);
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = http_connect(port);
+        http_send_all(fds[i], "GET /health HTTP/1.1\r\n", 22);
+    }
+    int extra = http_connect(port);
+    CHECK(extra >= 0 && closed_by_peer(extra, 2000));
+    if (extra >= 0) close(extra);
+    close(fds[0]);
+    int status = 0;
+    for (int tries = 0; tries < 50 && status != 200; tries++) {
+        sleep_ms(20);
+        http_reply r;
+        http_request(port, "GET", "/health", NULL, 0, NULL, &r);
+        status = r.status;
+        http_reply_free(&r);
+    }
+    CHECK_EQ_INT(status, 200);
+    close(fds[1]);
+    close(fds[2]);
+    lmc_server_stop(srv);
+}
+
 /* ------------------------------------------------------ crowd of streams */
 typedef struct {
     uint16_t port;
@@ -557,6 +589,7 @@ static void body(lmc_context *ctx, const test_vocab *tv, const char *dir) {
            t_block * 1e3, t_stream * 1e3, SLOW, lat);
     lmc_server_stop(a);
     test_log_and_warning(ctx, log);
+    test_per_ip(ctx);
     fclose(log);
 
     lmc_gen_params_default(&d);
