@@ -11,7 +11,7 @@ void lmc_srv_adm_init(lmc_srv_admission *a, size_t max_waiting) {
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&a->cv, &ca);
     pthread_condattr_destroy(&ca);
-    a->busy = a->stopping = false;
+    a->busy = a->stopping = a->granted = false;
     a->waiting = 0;
     a->max_waiting = max_waiting;
 }
@@ -38,7 +38,7 @@ lmc_srv_adm_result lmc_srv_adm_acquire(lmc_srv_admission *a, bool (*gone)(void *
         pthread_mutex_unlock(&a->mu);
         return LMC_ADM_GONE;
     }
-    if (!a->busy) {
+    if (!a->busy) { /* (the model is never idle while anyone waits) */
         a->busy = true;
         pthread_mutex_unlock(&a->mu);
         return LMC_ADM_HELD;
@@ -48,37 +48,47 @@ lmc_srv_adm_result lmc_srv_adm_acquire(lmc_srv_admission *a, bool (*gone)(void *
         return LMC_ADM_FULL;
     }
     a->waiting++;
-    lmc_srv_adm_result r = LMC_ADM_HELD;
-    while (a->busy) {
+    lmc_srv_adm_result r;
+    for (;;) {
+        if (a->granted) { /* the model passes to us still busy */
+            a->granted = false;
+            r = LMC_ADM_HELD;
+            break;
+        }
         if (a->stopping) {
             r = LMC_ADM_GONE;
             break;
         }
         struct timespec ts;
         deadline_in(&ts, poll_ms ? poll_ms : 50);
-        int rc = pthread_cond_timedwait(&a->cv, &a->mu, &ts);
-        if (rc == ETIMEDOUT && gone && a->busy) {
+        if (pthread_cond_timedwait(&a->cv, &a->mu, &ts) == ETIMEDOUT && gone && !a->granted) {
             /* the check may block briefly: don't hold the line's lock */
             pthread_mutex_unlock(&a->mu);
             bool left = gone(user);
             pthread_mutex_lock(&a->mu);
-            if (left) {
+            if (left && !a->granted) {
                 r = LMC_ADM_GONE;
                 break;
             }
         }
     }
-    if (r == LMC_ADM_HELD && a->stopping) r = LMC_ADM_GONE;
-    if (r == LMC_ADM_HELD) a->busy = true;
     a->waiting--;
+    if (r != LMC_ADM_HELD && a->granted && a->waiting == 0) {
+        a->granted = false; /* the last in line left: the model is idle */
+        a->busy = false;
+    }
     pthread_mutex_unlock(&a->mu);
     return r;
 }
 
 void lmc_srv_adm_release(lmc_srv_admission *a) {
     pthread_mutex_lock(&a->mu);
-    a->busy = false;
-    pthread_cond_broadcast(&a->cv);
+    if (a->waiting > 0 && !a->stopping) {
+        a->granted = true; /* to whichever waiter wakes first */
+        pthread_cond_broadcast(&a->cv);
+    } else {
+        a->busy = false;
+    }
     pthread_mutex_unlock(&a->mu);
 }
 

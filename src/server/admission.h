@@ -13,7 +13,8 @@
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool busy;          /* a request holds the model */
+    bool busy;          /* a request holds the model (or it is granted) */
+    bool granted;       /* released to the line: the next waiter to wake takes it */
     bool stopping;      /* wakes every waiter; nobody is admitted any more */
     size_t waiting;     /* requests in line */
     size_t max_waiting; /* line length; one more is turned away */

@@ -16,6 +16,7 @@
 #include "lm/lm_test_util.h"
 #include "lm/tiny_model.h"
 #include "lmc.h"
+#include "server/admission.h"
 #include <errno.h>
 #include <json-c/json.h>
 #include <poll.h>
@@ -440,13 +441,25 @@ static bool sse_text(const char *body, lmc_buf *text) {
 
 static void *streamer_main(void *arg) {
     streamer *s = arg;
-    const char *body = "{\"prompt\":\"Once upon a time\",\"max_tokens\":16,\"stream\":true}";
+    const char *body = "{\"prompt\":\"Once upon a time\",\"max_tokens\":8,\"stream\":true}";
     if (!s->leave) {
-        http_reply r;
-        post(s->port, "/v1/completions", body, NULL, &r);
+        /* the whole crowd is served one by one: wait as long as it takes
+         * (sanitizer builds on a loaded machine are slow) */
+        int fd = start_request(s->port, "/v1/completions", body, "Connection: close\r\n");
+        struct timeval tv = {.tv_sec = 900};
+        if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        lmc_buf raw = {0};
+        if (fd >= 0) http_read_all(fd, &raw);
+        if (fd >= 0) close(fd);
+        http_reply r = {0};
+        http_parse(&raw, &r);
+        lmc_buf_free(&raw);
         lmc_buf text = {0};
         s->ok = r.status == 200 && r.body.p && sse_text(r.body.p, &text) &&
                 !strcmp(text.p, s->want);
+        if (!s->ok)
+            fprintf(stderr, "streamer: status %d, %zu body bytes, text '%s'\n", r.status,
+                    r.body.len, text.p ? text.p : "");
         lmc_buf_free(&text);
         http_reply_free(&r);
         return NULL;
@@ -465,6 +478,7 @@ static void *streamer_main(void *arg) {
         }
     }
     if (fd >= 0) close(fd);
+    if (!s->ok) fprintf(stderr, "leaving streamer: no event in %zu bytes\n", raw.len);
     lmc_buf_free(&raw);
     return NULL;
 }
@@ -472,7 +486,7 @@ static void *streamer_main(void *arg) {
 static void test_crowd(lmc_context *ctx, uint16_t port) {
     lmc_gen_params p;
     lmc_gen_params_default(&p);
-    p.max_tokens = 16;
+    p.max_tokens = 8;
     char *want = NULL;
     CHECK(lmc_generate_text(ctx, "Once upon a time", &p, &want, NULL) == LMC_OK);
     static streamer s[CROWD];
@@ -554,6 +568,58 @@ static void test_log_and_warning(lmc_context *ctx, FILE *log) {
     CHECK_ERR(lmc_server_start(ctx, &o, &srv), LMC_ERR_NOT_FOUND, "--api-key-file");
 }
 
+/* ------------------------------------------------ the admission line alone */
+typedef struct {
+    lmc_srv_admission *a;
+    atomic_bool leave;
+    lmc_srv_adm_result r;
+    bool release_after;
+} waiter;
+
+static bool waiter_gone(void *user) { return atomic_load(&((waiter *)user)->leave); }
+
+static void *waiter_main(void *arg) {
+    waiter *w = arg;
+    w->r = lmc_srv_adm_acquire(w->a, waiter_gone, w, 10);
+    if (w->r == LMC_ADM_HELD && w->release_after) lmc_srv_adm_release(w->a);
+    return NULL;
+}
+
+static void test_admission_unit(void) {
+    lmc_srv_admission a;
+    lmc_srv_adm_init(&a, 1);
+    CHECK_EQ_INT(lmc_srv_adm_acquire(&a, NULL, NULL, 10), LMC_ADM_HELD);
+    waiter w = {.a = &a};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, waiter_main, &w) == 0);
+    while (lmc_srv_adm_waiting(&a) != 1) sleep_ms(1);
+    /* the line (one) is full */
+    CHECK_EQ_INT(lmc_srv_adm_acquire(&a, NULL, NULL, 10), LMC_ADM_FULL);
+    /* a waiter whose client leaves gives up its place; the model stays held */
+    atomic_store(&w.leave, true);
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(w.r, LMC_ADM_GONE);
+    CHECK_EQ_INT(lmc_srv_adm_waiting(&a), 0);
+    /* release with someone waiting: the model passes to them */
+    w = (waiter){.a = &a, .release_after = false};
+    CHECK(pthread_create(&th, NULL, waiter_main, &w) == 0);
+    while (lmc_srv_adm_waiting(&a) != 1) sleep_ms(1);
+    lmc_srv_adm_release(&a);
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(w.r, LMC_ADM_HELD);
+    lmc_srv_adm_release(&a);
+    /* idle again: taken at once; stopping turns everyone away */
+    CHECK_EQ_INT(lmc_srv_adm_acquire(&a, NULL, NULL, 10), LMC_ADM_HELD);
+    w = (waiter){.a = &a};
+    CHECK(pthread_create(&th, NULL, waiter_main, &w) == 0);
+    while (lmc_srv_adm_waiting(&a) != 1) sleep_ms(1);
+    lmc_srv_adm_stop(&a);
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(w.r, LMC_ADM_GONE);
+    CHECK_EQ_INT(lmc_srv_adm_acquire(&a, NULL, NULL, 10), LMC_ADM_GONE);
+    lmc_srv_adm_destroy(&a);
+}
+
 static void body(lmc_context *ctx, const test_vocab *tv, const char *dir) {
     (void)tv;
     /* keys from the options and from a file */
@@ -609,6 +675,7 @@ static void body(lmc_context *ctx, const test_vocab *tv, const char *dir) {
 int main(void) {
     tiny_single_thread();
     signal(SIGPIPE, SIG_IGN);
+    test_admission_unit();
     tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 11, 0};
     if (tiny_qwen3_run("srv_limits", &spec, body)) return 1;
     return check_summary("test_server_limits");
