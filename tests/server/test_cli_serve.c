@@ -114,6 +114,10 @@ int main(void) {
     CHECK_EQ_INT(run_status("-m x --port 70000"), 2);       /* bad port */
     CHECK_EQ_INT(run_status("-m x --device tpu"), 2);       /* bad device */
     CHECK_EQ_INT(run_status("-m x --max-tokens 0"), 2);     /* no room to answer */
+    CHECK_EQ_INT(run_status("-m x --max-queue 0"), 2);      /* limits are checked */
+    CHECK_EQ_INT(run_status("-m x --header-timeout soon"), 2);
+    CHECK_EQ_INT(run_status("-m x --api-key"), 2);          /* a key needs a value */
+    CHECK_EQ_INT(run_status("-m x --allow-origin ''"), 2);
     CHECK_EQ_INT(run_status("--help"), 0);
     CHECK_EQ_INT(run_status("-m /nonexistent/model"), 1);   /* load failure */
 

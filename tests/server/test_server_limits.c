@@ -465,6 +465,8 @@ static void *streamer_main(void *arg) {
         return NULL;
     }
     int fd = start_request(s->port, "/v1/completions", body, NULL);
+    struct timeval tv = {.tv_sec = 900}; /* its turn may be far off */
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     lmc_buf raw = {0};
     char buf[1024];
     /* leave once the first event has arrived */
