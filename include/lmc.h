@@ -285,6 +285,16 @@ typedef struct {
     size_t prefill_step;           /* prompt chunk size, default 512 */
     lmc_context *draft;            /* borrowed: speculative decoding when set */
     size_t num_draft_tokens;       /* default 5 */
+    /* Context length: prompt + generated tokens never exceed it (0: the
+     * model's max_position_embeddings). A prompt that leaves no room fails
+     * with LMC_ERR_LIMIT naming both lengths; max_tokens is clamped to what
+     * is left (finish_reason "length"). */
+    size_t max_context;
+    /* Polled between prefill chunks and before every decode step (NULL:
+     * never); returning true ends the call with LMC_ERR_CANCELLED. May be
+     * called from the generating thread only; keep it cheap. */
+    bool (*cancel)(void *user);
+    void *cancel_user;
 } lmc_gen_params;
 void lmc_gen_params_default(lmc_gen_params *p);
 
@@ -649,13 +659,43 @@ typedef struct {
                                        defaults); request fields override them */
     size_t max_body_bytes;          /* 0: 8 MiB */
     bool no_prompt_cache;           /* don't reuse the KV cache across requests */
+    /* Access. With keys, every endpoint but /health needs
+     * "Authorization: Bearer KEY" (401 otherwise); keys are compared in
+     * constant time. api_key_file adds one key per non-empty line. Browser
+     * requests carrying an Origin header are refused (403) unless the
+     * origin is listed ("*": any); listed origins get CORS headers. On a
+     * loopback bind the Host header must name a loopback host (403). */
+    const char *const *api_keys;
+    size_t n_api_keys;
+    const char *api_key_file;
+    const char *const *allow_origins;
+    size_t n_allow_origins;
+    /* Load limits (0: the default in brackets). */
+    size_t max_queue;               /* requests waiting for the model; more get 429 [16] */
+    size_t max_tokens_cap;          /* a request's max_tokens is clamped to this [2^24] */
+    size_t cache_keep_tokens;       /* a prompt cache longer than this is dropped after
+                                       the request, returning its memory [8192] */
+    unsigned max_pending;           /* connections still sending a request; past it the
+                                       oldest is closed [128] */
+    unsigned max_per_ip;            /* open connections per client address [128] */
+    unsigned header_timeout_s;      /* to send the request headers [10] */
+    unsigned body_timeout_s;        /* to send the body after the headers [60] */
+    void *log;                      /* FILE *: one access-log line per request and
+                                       warnings (NULL: none) */
 } lmc_server_options;
 
 /* Listen and serve in background threads; ctx is borrowed until
- * lmc_server_stop. Fails with LMC_ERR_IO when the address cannot be bound. */
+ * lmc_server_stop. Fails with LMC_ERR_IO when the address cannot be bound.
+ * Requests run one at a time; up to max_queue more wait (429 with
+ * Retry-After beyond). A request whose client disconnects, queued or
+ * running, streaming or not, stops at the next prefill chunk or decode
+ * step. A prompt longer than the context gets 400 with code
+ * "context_length_exceeded". The prompt cache is reused only by requests
+ * with the same API key and the same "cache_salt". */
 lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lmc_server **out);
 uint16_t lmc_server_port(const lmc_server *s); /* the bound port */
-/* Cancel running generations, close connections, wait for threads, free. */
+/* Cancel running generations (at the next prefill chunk or decode step),
+ * close connections, wait for threads, free. */
 void lmc_server_stop(lmc_server *s);
 /* ====================== end HTTP server (src/server) ====================== */
 

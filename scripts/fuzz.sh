@@ -14,8 +14,8 @@ cd "$root"
 build=${LMC_FUZZ_BUILD_DIR:-build-fuzz}
 nice_level=${LMC_FUZZ_NICE:-10}
 targets=(fuzz_safetensors fuzz_config fuzz_model_config fuzz_tokenizer_load fuzz_tokenizer_encode
-         fuzz_template fuzz_jsonl fuzz_image fuzz_http_body fuzz_lora_adapters fuzz_quantized
-         fuzz_llava_config fuzz_prompt_cache)
+         fuzz_template fuzz_jsonl fuzz_image fuzz_http_body fuzz_http_request fuzz_lora_adapters
+         fuzz_quantized fuzz_llava_config fuzz_prompt_cache)
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -49,6 +49,7 @@ dict_for() {
     fuzz_tokenizer_encode) echo fuzz/dicts/text.dict ;;
     fuzz_template) [ -f fuzz/dicts/template.dict ] && echo fuzz/dicts/template.dict ;;
     fuzz_prompt_cache) echo fuzz/dicts/prompt_cache.dict ;;
+    fuzz_http_request) echo fuzz/dicts/http.dict ;;
   esac
 }
 

@@ -11,6 +11,8 @@
 
 #define LMC_CLI_GEN_HELP                                                              \
     "  --max-tokens N             tokens to generate (default 256)\n"                \
+    "  --max-context N            context length: prompt + output (default: the model's\n" \
+    "                             max_position_embeddings; a longer prompt is an error)\n" \
     "  --temp T                   sampling temperature (default 0: greedy)\n"        \
     "  --top-p P                  nucleus sampling mass (default 1: off)\n"          \
     "  --top-k K                  keep the K most likely tokens (default 0: off)\n"  \
@@ -75,6 +77,9 @@ static inline int lmc_cli_gen_arg(lmc_cli_gen_args *g, const char *a, const char
     if (!strcmp(a, "--max-tokens")) {
         if (!lmc_cli_int(a, v, 0, 1 << 24, &n)) return -1;
         g->gen.max_tokens = (size_t)n;
+    } else if (!strcmp(a, "--max-context")) {
+        if (!lmc_cli_int(a, v, 1, INT64_MAX, &n)) return -1;
+        g->gen.max_context = (size_t)n;
     } else if (!strcmp(a, "--temp")) {
         if (!lmc_cli_num(a, v, 0, 100, &d)) return -1;
         s->temperature = (float)d;

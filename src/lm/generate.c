@@ -292,12 +292,40 @@ void lmc_emitter_close(lmc_emitter *e) {
 }
 
 /* ------------------------------------------------------------ decode loop */
+lmc_status lmc_gen_check_cancel(const lmc_gen_params *p, const char *where, size_t at) {
+    if (p->cancel && p->cancel(p->cancel_user))
+        return lmc_err(LMC_ERR_CANCELLED, "generate: cancelled at %s %zu", where, at);
+    return LMC_OK;
+}
+
+size_t lmc_gen_context_len(const lmc_model *m, const lmc_gen_params *p) {
+    if (p->max_context) return p->max_context;
+    return m->cfg.max_position_embeddings > 0 ? (size_t)m->cfg.max_position_embeddings : 0;
+}
+
+lmc_status lmc_gen_fit_context(const lmc_model *m, const lmc_gen_params *p, size_t held,
+                               size_t n_feed, lmc_emitter *e) {
+    size_t n_ctx = lmc_gen_context_len(m, p);
+    const char *what = p->max_context ? "max_context" : "the model's max_position_embeddings";
+    if (n_ctx == 0) return LMC_OK; /* the config names no limit */
+    size_t prompt = held + n_feed;
+    if (prompt >= n_ctx)
+        return lmc_err(LMC_ERR_LIMIT,
+                       "generate: the prompt of %zu tokens leaves no room in the context of %zu "
+                       "tokens (%s)",
+                       prompt, n_ctx, what);
+    if (e->max_tokens > n_ctx - prompt) e->max_tokens = n_ctx - prompt;
+    return LMC_OK;
+}
+
 lmc_status lmc_prefill(lmc_model *m, lmc_kv_cache *kv, const int32_t *feed, size_t n,
-                       size_t step, float *logits) {
-    if (step == 0) step = 512;
+                       const lmc_gen_params *p, float *logits) {
+    size_t step = p->prefill_step ? p->prefill_step : 512;
     for (size_t off = 0; off < n; off += step) {
+        lmc_status st = lmc_gen_check_cancel(p, "prompt token", off);
+        if (st) return st;
         size_t c = n - off < step ? n - off : step;
-        lmc_status st = lmc_model_forward(m, kv, feed + off, c, logits, false);
+        st = lmc_model_forward(m, kv, feed + off, c, logits, false);
         if (st) return lmc_err_prefix(st, "prefill at prompt token %zu", off);
     }
     return LMC_OK;
@@ -316,8 +344,10 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
             return lmc_err(LMC_ERR_INVALID_ARG,
                            "generate: prompt token %zu = %d is outside the vocabulary (%zu)", i,
                            feed[i], V);
+    lmc_status st = lmc_gen_fit_context(m, p, lmc_kv_cache_len(kv), n_feed, e);
+    if (st) return st;
     lmc_sampler *s = NULL;
-    lmc_status st = lmc_sampler_new(&p->sampler, V, &s);
+    st = lmc_sampler_new(&p->sampler, V, &s);
     if (st) return st;
     float *logits = malloc(V * sizeof *logits);
     lmc_ivec hist = {0};
@@ -335,11 +365,14 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
     double t0 = lmc_now_s();
     if (on_device) {
         size_t step = p->prefill_step ? p->prefill_step : 512, last = (n_feed - 1) / step * step;
-        st = lmc_prefill(m, kv, feed, last, step, logits);
-        if (!st) st = m->vt->forward_greedy(m, kv, feed + last, n_feed - last, &dev_tok, &dev_lp);
-        if (st) lmc_err_prefix(st, "prefill at prompt token %zu", last);
+        st = lmc_prefill(m, kv, feed, last, p, logits);
+        if (!st) st = lmc_gen_check_cancel(p, "prompt token", last);
+        if (!st) {
+            st = m->vt->forward_greedy(m, kv, feed + last, n_feed - last, &dev_tok, &dev_lp);
+            if (st) lmc_err_prefix(st, "prefill at prompt token %zu", last);
+        }
     } else {
-        st = lmc_prefill(m, kv, feed, n_feed, p->prefill_step, logits);
+        st = lmc_prefill(m, kv, feed, n_feed, p, logits);
     }
     if (st) goto done;
     double t1 = lmc_now_s();
@@ -364,6 +397,7 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
             st = lmc_err(LMC_ERR_NOMEM, "generate: out of memory");
             goto done;
         }
+        if ((st = lmc_gen_check_cancel(p, "decode step", e->produced))) goto done;
         st = on_device ? m->vt->forward_greedy(m, kv, &tok, 1, &dev_tok, &dev_lp)
                        : lmc_model_forward(m, kv, &tok, 1, logits, false);
         if (st) {

@@ -70,10 +70,22 @@ void lmc_emitter_free(lmc_emitter *e);
  * into `stt` (may be NULL) when a decode loop ends. */
 void lmc_emitter_fill_stats(const lmc_emitter *e, lmc_gen_stats *stt);
 
-/* Forward `n` tokens over `kv` in chunks of `step` (0: 512); `logits`
- * receives the last position's logits. */
+/* Forward `n` tokens over `kv` in chunks of p->prefill_step (0: 512),
+ * polling p->cancel before each chunk; `logits` receives the last
+ * position's logits. */
 lmc_status lmc_prefill(lmc_model *m, lmc_kv_cache *kv, const int32_t *feed, size_t n,
-                       size_t step, float *logits);
+                       const lmc_gen_params *p, float *logits);
+/* LMC_ERR_CANCELLED when p->cancel asks to stop. */
+lmc_status lmc_gen_check_cancel(const lmc_gen_params *p, const char *where, size_t at);
+/* The context length generation must stay within: p->max_context, else
+ * the model's max_position_embeddings (0: none given). */
+size_t lmc_gen_context_len(const lmc_model *m, const lmc_gen_params *p);
+/* The context budget: `held` tokens already in the KV cache plus `n_feed`
+ * to feed must leave room for one generated token within p->max_context
+ * (0: the model's max_position_embeddings); e->max_tokens is clamped to
+ * the room left. LMC_ERR_LIMIT otherwise. */
+lmc_status lmc_gen_fit_context(const lmc_model *m, const lmc_gen_params *p, size_t held,
+                               size_t n_feed, lmc_emitter *e);
 
 /* Prefill `feed` over `kv` (which already holds the tokens preceding it),
  * then decode until the emitter finishes. `context` (n_context tokens, may

@@ -22,11 +22,14 @@ typedef struct {
     int32_t *drafts;
 } spec_state;
 
-static lmc_status draft_feed(spec_state *s, const int32_t *ids, size_t n, size_t step) {
-    if (step == 0) step = 512;
+static lmc_status draft_feed(spec_state *s, const int32_t *ids, size_t n,
+                             const lmc_gen_params *p) {
+    size_t step = p->prefill_step ? p->prefill_step : 512;
     for (size_t off = 0; off < n; off += step) {
+        lmc_status st = lmc_gen_check_cancel(p, "draft prompt token", off);
+        if (st) return st;
         size_t c = n - off < step ? n - off : step;
-        lmc_status st = lmc_model_forward(s->draft, s->dkv, ids + off, c, s->dlog, false);
+        st = lmc_model_forward(s->draft, s->dkv, ids + off, c, s->dlog, false);
         if (st) return lmc_err_prefix(st, "speculative: draft model forward");
     }
     return LMC_OK;
@@ -44,7 +47,7 @@ static lmc_status spec_round(spec_state *s, const lmc_gen_params *p, lmc_emitter
     /* 1. draft proposals */
     size_t nd = 0, dfed = 0; /* drafts proposed / fed to the draft cache */
     if (k > 0) {
-        st = draft_feed(s, s->dpend.v, s->dpend.n, p->prefill_step);
+        st = draft_feed(s, s->dpend.v, s->dpend.n, p);
         if (st) return st;
         s->dpend.n = 0;
         for (size_t i = 0; i < k; i++) {
@@ -134,7 +137,9 @@ lmc_status lmc_speculative_loop(lmc_model *target, lmc_kv_cache *kv, lmc_model *
             return lmc_err(LMC_ERR_INVALID_ARG,
                            "speculative: prompt token %zu = %d is outside the vocabulary", i,
                            feed[i]);
-    lmc_status st = lmc_sampler_new(&p->sampler, s.V, &s.ts);
+    lmc_status st = lmc_gen_fit_context(target, p, lmc_kv_cache_len(kv), n_feed, e);
+    if (st) return st;
+    st = lmc_sampler_new(&p->sampler, s.V, &s.ts);
     if (!st) st = lmc_sampler_new(&p->sampler, s.Vd, &s.ds);
     if (st) goto done;
     s.tlog = malloc((p->num_draft_tokens + 1) * s.V * sizeof *s.tlog);
@@ -147,9 +152,9 @@ lmc_status lmc_speculative_loop(lmc_model *target, lmc_kv_cache *kv, lmc_model *
     }
     /* prefill both models; the target's last logits give the first token */
     double t0 = lmc_now_s();
-    st = lmc_prefill(target, kv, feed, n_feed, p->prefill_step, s.tlog);
+    st = lmc_prefill(target, kv, feed, n_feed, p, s.tlog);
     if (st) goto done;
-    st = draft_feed(&s, feed, n_feed, p->prefill_step);
+    st = draft_feed(&s, feed, n_feed, p);
     if (st) goto done;
     double t1 = lmc_now_s();
     e->prompt_tps = t1 > t0 ? (double)n_feed / (t1 - t0) : 0.0;
@@ -170,6 +175,7 @@ lmc_status lmc_speculative_loop(lmc_model *target, lmc_kv_cache *kv, lmc_model *
         goto done;
     }
     while (!e->finished) {
+        if ((st = lmc_gen_check_cancel(p, "decode step", e->produced))) break;
         st = spec_round(&s, p, e, &y, stt);
         if (st) break;
     }

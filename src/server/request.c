@@ -69,6 +69,11 @@ char *lmc_srv_utf8_sanitize(const char *s, size_t n) {
 }
 
 char *lmc_srv_error_json(const char *type, const char *message, const char *param) {
+    return lmc_srv_error_json_code(type, message, param, NULL);
+}
+
+char *lmc_srv_error_json_code(const char *type, const char *message, const char *param,
+                              const char *code) {
     json_object *root = json_object_new_object(), *e = json_object_new_object();
     if (!root || !e) {
         json_object_put(root);
@@ -80,7 +85,7 @@ char *lmc_srv_error_json(const char *type, const char *message, const char *para
     free(msg);
     json_object_object_add(e, "type", json_object_new_string(type));
     json_object_object_add(e, "param", param && *param ? json_object_new_string(param) : NULL);
-    json_object_object_add(e, "code", NULL);
+    json_object_object_add(e, "code", code ? json_object_new_string(code) : NULL);
     json_object_object_add(root, "error", e);
     const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
                                                              JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -553,6 +558,19 @@ static lmc_status parse_sampling(lmc_srv_request *rq, json_object *root, size_t 
     return st;
 }
 
+/* cache_salt: requests share cached prompt prefixes only when it matches */
+static lmc_status parse_cache_salt(lmc_srv_request *rq, json_object *root) {
+    json_object *v = field(root, "cache_salt");
+    if (!v) return LMC_OK;
+    if (!json_object_is_type(v, json_type_string))
+        return bad(rq, "cache_salt", "must be a string, got %s", type_name(v));
+    if (json_object_get_string_len(v) > LMC_SRV_MAX_CACHE_SALT)
+        return bad(rq, "cache_salt", "is longer than %d bytes", LMC_SRV_MAX_CACHE_SALT);
+    const char *t = text_of(rq, v, "cache_salt");
+    if (!t) return LMC_ERR_INVALID_ARG;
+    return (rq->cache_salt = strdup(t)) ? LMC_OK : nomem(rq);
+}
+
 /* ------------------------------------------------------------------- entry */
 lmc_status lmc_srv_request_parse(const char *body, size_t len, lmc_srv_kind kind,
                                  const lmc_gen_params *defaults, size_t vocab,
@@ -589,6 +607,8 @@ lmc_status lmc_srv_request_parse(const char *body, size_t len, lmc_srv_kind kind
             goto out;
         }
     }
+    st = parse_cache_salt(rq, root);
+    if (st) goto out;
     if (get_bool(rq, root, "stream", &rq->stream) < 0) {
         st = LMC_ERR_INVALID_ARG;
         goto out;
@@ -630,6 +650,7 @@ out:
 void lmc_srv_request_free(lmc_srv_request *rq) {
     if (!rq) return;
     free(rq->model);
+    free(rq->cache_salt);
     free(rq->messages_json);
     free(rq->tools_json);
     free(rq->template_kwargs_json);

@@ -14,10 +14,12 @@ typedef enum { LMC_SRV_CHAT, LMC_SRV_COMPLETION } lmc_srv_kind;
 #define LMC_SRV_MAX_STOPS 16
 #define LMC_SRV_MAX_TOP_LOGPROBS 20
 #define LMC_SRV_MAX_TOKENS (1u << 24)
+#define LMC_SRV_MAX_CACHE_SALT 256
 
 typedef struct {
     lmc_srv_kind kind;
     char *model;                /* requested model id, or NULL */
+    char *cache_salt;           /* prompt-cache partition, or NULL */
     /* chat */
     char *messages_json;        /* messages with text parts joined into one string */
     char *tools_json;           /* NULL: no tools */
@@ -63,5 +65,8 @@ char *lmc_srv_utf8_sanitize(const char *s, size_t n);
 /* The OpenAI error object {"error":{"message","type","param","code"}} as a
  * malloc'd string (NULL on OOM). param NULL or "" -> null. */
 char *lmc_srv_error_json(const char *type, const char *message, const char *param);
+/* The same with a "code" (NULL -> null), e.g. "context_length_exceeded". */
+char *lmc_srv_error_json_code(const char *type, const char *message, const char *param,
+                              const char *code);
 
 #endif

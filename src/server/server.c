@@ -4,12 +4,20 @@
  * gets its own generation thread that appends Server-Sent Events to a
  * buffer the connection thread drains (blocking in the content reader is
  * allowed in thread-per-connection mode). Every use of the context (chat
- * template, tokenizer, model, prompt cache) happens under `model_mu`, so
- * requests generate one at a time in arrival order of the lock. */
+ * template, tokenizer, model, prompt cache) happens while holding the
+ * model through the admission line (admission.h), so requests generate one
+ * at a time and a bounded number wait. Connections are tracked (conn.h)
+ * for deadlines, client-gone checks and the access log; keys, origins and
+ * Host names are checked first (auth.h). */
 #include "base/buf.h"
 #include "base/error.h"
 #include "lm/context.h"
+#include "lm/generate.h"
+#include "server/admission.h"
+#include "server/auth.h"
+#include "server/conn.h"
 #include "server/request.h"
+#include "server/stub.h"
 #include <arpa/inet.h>
 #include <json-c/json.h>
 #include <microhttpd.h>
@@ -26,12 +34,29 @@
 /* a body sent without Content-Length is drained (for a clean 413) until
  * this multiple of the cap, then the connection is dropped */
 #define DRAIN_FACTOR 4
+#define DEFAULT_QUEUE 16
+#define DEFAULT_CACHE_KEEP 8192
+#define DEFAULT_PENDING 128
+#define DEFAULT_PER_IP 128
+#define DEFAULT_HEADER_S 10
+#define DEFAULT_BODY_S 60
+/* connection slots beyond the pending ones and the admitted requests, for
+ * /health and /v1/models */
+#define RESERVED_SLOTS 32
+#define GONE_POLL_MS 50
 
 struct lmc_server {
     lmc_context *ctx;
     struct MHD_Daemon *daemon;
-    pthread_mutex_t model_mu;
+    lmc_srv_admission adm;   /* holding it = using the context */
+    lmc_srv_conns conns;
+    lmc_srv_auth auth;
+    bool loopback;           /* bound to a loopback address: Host is checked */
+    bool use_cache;
     lmc_prompt_cache *cache; /* KV of the previous request, reused by prefix */
+    char *cache_owner;       /* key index and cache_salt the cache was built for */
+    size_t cache_keep, max_tokens_cap;
+    atomic_size_t cached_tokens;
     lmc_gen_params defaults;
     char **default_stops;
     int32_t *default_bias_ids;
@@ -41,6 +66,7 @@ struct lmc_server {
     uint16_t port;
     time_t started;
     atomic_bool stopping;
+    bool conns_up;
     atomic_ullong counter;
 };
 
@@ -51,29 +77,42 @@ typedef struct {
     lmc_buf body;
     size_t received;
     bool too_big;
+    int key;          /* index of the API key the request carried */
+    lmc_srv_conn *k;  /* the connection's record (may be NULL) */
 } conn_state;
 
 /* ---------------------------------------------------------------- replies */
-/* Browser clients (web UIs calling an OpenAI-compatible endpoint) need CORS:
- * every reply allows any origin, and preflight OPTIONS requests are answered. */
-static void add_cors(struct MHD_Response *r) {
-    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+/* Browser clients (web UIs calling an OpenAI-compatible endpoint) need CORS.
+ * A request reaching a reply carries no Origin or an allowed one (the gate
+ * refuses the rest), so its Origin is echoed back. */
+static void add_cors(struct MHD_Connection *c, struct MHD_Response *r) {
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    lmc_srv_conn *k = lmc_srv_conn_of(c);
+    if (!origin || !k || !lmc_srv_conn_cors(k)) return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(r, "Vary", "Origin");
+}
+
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned code, struct MHD_Response *r) {
+    lmc_srv_conn_status(lmc_srv_conn_of(c), code);
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 static enum MHD_Result reply_preflight(struct MHD_Connection *c, const char *methods) {
     struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!r) return MHD_NO;
-    add_cors(r);
+    add_cors(c, r);
     MHD_add_response_header(r, "Access-Control-Allow-Methods", methods);
     MHD_add_response_header(r, "Access-Control-Allow-Headers", "Content-Type, Authorization");
     MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
-    enum MHD_Result ret = MHD_queue_response(c, 204, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue(c, 204, r);
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *body,
-                             const char *ctype, const char *allow) {
+/* `extra`: one more header as "Name", "value" (NULL: none). */
+static enum MHD_Result reply_h(struct MHD_Connection *c, unsigned code, char *body,
+                               const char *ctype, const char *allow, const char *const *extra) {
     if (!body) {
         code = 500;
         body = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
@@ -88,10 +127,14 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *body
     }
     MHD_add_response_header(r, "Content-Type", ctype);
     if (allow) MHD_add_response_header(r, "Allow", allow);
-    add_cors(r);
-    enum MHD_Result ret = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
-    return ret;
+    if (extra) MHD_add_response_header(r, extra[0], extra[1]);
+    add_cors(c, r);
+    return queue(c, code, r);
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *body,
+                             const char *ctype, const char *allow) {
+    return reply_h(c, code, body, ctype, allow, NULL);
 }
 
 static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned code, json_object *o) {
@@ -107,12 +150,21 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned code, cons
     return reply(c, code, lmc_srv_error_json(type, message, param), "application/json", allow);
 }
 
-/* A library failure while serving: the caller's fault (400) or ours (500). */
-static enum MHD_Result reply_status(struct MHD_Connection *c, lmc_status st, const char *param) {
+static enum MHD_Result reply_coded(struct MHD_Connection *c, unsigned code, const char *type,
+                                   const char *message, const char *param, const char *ecode,
+                                   const char *const *extra) {
+    return reply_h(c, code, lmc_srv_error_json_code(type, message, param, ecode),
+                   "application/json", NULL, extra);
+}
+
+/* A library failure while serving: the caller's fault (400) or ours (500);
+ * `code` (may be NULL) is the OpenAI error code. */
+static enum MHD_Result reply_status(struct MHD_Connection *c, lmc_status st, const char *param,
+                                    const char *code) {
     bool client = st == LMC_ERR_INVALID_ARG || st == LMC_ERR_FORMAT || st == LMC_ERR_LIMIT ||
                   st == LMC_ERR_TEMPLATE;
-    return reply_error(c, client ? 400 : 500, client ? "invalid_request_error" : "server_error",
-                       lmc_last_error(), client ? param : NULL, NULL);
+    return reply_coded(c, client ? 400 : 500, client ? "invalid_request_error" : "server_error",
+                       lmc_last_error(), client ? param : NULL, client ? code : NULL, NULL);
 }
 
 /* ------------------------------------------------------------- JSON bits */
@@ -123,11 +175,17 @@ static json_object *jstr(const char *s) {
     return o;
 }
 
-static json_object *usage_json(size_t prompt, size_t completion) {
+/* prompt_tokens_details.cached_tokens: the prompt tokens the cache held */
+static json_object *usage_json(const lmc_gen_stats *st) {
+    size_t prompt = st->prompt_tokens, completion = st->generation_tokens;
+    size_t cached = st->prefill_tokens < prompt ? prompt - st->prefill_tokens : 0;
     json_object *u = json_object_new_object();
     json_object_object_add(u, "prompt_tokens", json_object_new_int64((int64_t)prompt));
     json_object_object_add(u, "completion_tokens", json_object_new_int64((int64_t)completion));
     json_object_object_add(u, "total_tokens", json_object_new_int64((int64_t)(prompt + completion)));
+    json_object *d = json_object_new_object();
+    json_object_object_add(d, "cached_tokens", json_object_new_int64((int64_t)cached));
+    json_object_object_add(u, "prompt_tokens_details", d);
     return u;
 }
 
@@ -216,10 +274,11 @@ static void completion_logprob_add(lmc_server *s, json_object *lp, const lmc_gen
 }
 
 /* --------------------------------------------------------- prompt + run */
-/* Under model_mu: the prompt's token ids. *param names the field a
- * failure belongs to. */
+/* Holding the model: the prompt's token ids. *param names the field a
+ * failure belongs to, *code its OpenAI error code (NULL: none). */
 static lmc_status build_prompt(lmc_server *s, const lmc_srv_request *rq, int32_t **ids, size_t *n,
-                               const char **param) {
+                               const char **param, const char **code) {
+    *code = NULL;
     const lmc_tokenizer *tok = lmc_context_tokenizer(s->ctx);
     if (rq->kind == LMC_SRV_CHAT) {
         *param = "messages";
@@ -244,14 +303,85 @@ static lmc_status build_prompt(lmc_server *s, const lmc_srv_request *rq, int32_t
             return lmc_err(LMC_ERR_INVALID_ARG,
                            "%s: prompt token %zu = %d is outside the model's vocabulary (%zu)",
                            *param, i, (*ids)[i], s->vocab);
+    size_t n_ctx = lmc_gen_context_len(lmc_context_model(s->ctx), &rq->gen);
+    if (n_ctx && *n >= n_ctx) {
+        *code = "context_length_exceeded";
+        return lmc_err(LMC_ERR_LIMIT,
+                       "%s: the prompt has %zu tokens but the context holds %zu (%s), leaving no "
+                       "room to generate",
+                       *param, *n, n_ctx,
+                       rq->gen.max_context ? "--max-context" : "max_position_embeddings");
+    }
     return LMC_OK;
 }
 
-/* Under model_mu. */
-static lmc_status run_generation(lmc_server *s, const lmc_srv_request *rq, const int32_t *ids,
-                                 size_t n, lmc_gen_callback cb, void *user, lmc_gen_stats *stats) {
-    lmc_prompt_cache *cache = rq->gen.draft ? NULL : s->cache;
-    return lmc_generate_ids(s->ctx, ids, n, &rq->gen, cache, cb, user, stats);
+/* Holding the model: the prompt cache serves only requests with the same
+ * API key and cache_salt; another owner starts from an empty cache. */
+static lmc_prompt_cache *cache_for(lmc_server *s, const lmc_srv_request *rq, int key) {
+    if (!s->use_cache || rq->gen.draft) return NULL;
+    char owner[LMC_SRV_MAX_CACHE_SALT + 32];
+    snprintf(owner, sizeof owner, "%d:%s", key, rq->cache_salt ? rq->cache_salt : "");
+    if (s->cache && s->cache_owner && !strcmp(owner, s->cache_owner)) return s->cache;
+    lmc_prompt_cache_free(s->cache);
+    s->cache = NULL;
+    free(s->cache_owner);
+    s->cache_owner = strdup(owner);
+    if (!s->cache_owner || lmc_prompt_cache_new(s->ctx, &s->cache)) {
+        lmc_err_clear(); /* this request goes without a cache */
+        s->cache = NULL;
+    }
+    return s->cache;
+}
+
+/* Holding the model, after a request: a cache grown past cache_keep tokens
+ * gives its memory back. */
+static void cache_settle(lmc_server *s) {
+    if (s->cache && lmc_prompt_cache_len(s->cache) > s->cache_keep) {
+        lmc_prompt_cache_free(s->cache);
+        s->cache = NULL;
+    }
+    atomic_store(&s->cached_tokens, s->cache ? lmc_prompt_cache_len(s->cache) : 0);
+}
+
+/* Why a request stops early: the server stops or its client left. */
+typedef struct {
+    lmc_server *s;
+    lmc_srv_conn *k;
+    atomic_bool *released; /* streaming: the reply is gone (may be NULL) */
+} watch;
+
+static bool watch_cancel(void *user) {
+    watch *w = user;
+    return atomic_load(&w->s->stopping) || (w->released && atomic_load(w->released)) ||
+           lmc_srv_conn_gone(&w->s->conns, w->k);
+}
+
+/* Not admitted: 429 when the line is full; when the client left, no reply
+ * (MHD_NO closes the connection); 503 while stopping. */
+static enum MHD_Result refuse(lmc_server *s, struct MHD_Connection *con, lmc_srv_adm_result a) {
+    if (a == LMC_ADM_FULL) {
+        char msg[160], after[24];
+        size_t waiting = lmc_srv_adm_waiting(&s->adm);
+        snprintf(msg, sizeof msg, "the server is busy: %zu requests are already waiting for the "
+                 "model; retry later", waiting);
+        snprintf(after, sizeof after, "%zu", waiting / 4 + 1);
+        const char *h[2] = {"Retry-After", after};
+        return reply_coded(con, 429, "requests", msg, NULL, "rate_limit_exceeded", h);
+    }
+    if (atomic_load(&s->stopping))
+        return reply_error(con, 503, "server_error", "the server is shutting down", NULL, NULL);
+    lmc_srv_conn_status(lmc_srv_conn_of(con), 499);
+    return MHD_NO;
+}
+
+/* Holding the model. */
+static lmc_status run_generation(lmc_server *s, const lmc_srv_request *rq, int key,
+                                 const int32_t *ids, size_t n, lmc_gen_callback cb, void *user,
+                                 lmc_gen_stats *stats) {
+    lmc_status st =
+        lmc_generate_ids(s->ctx, ids, n, &rq->gen, cache_for(s, rq, key), cb, user, stats);
+    cache_settle(s);
+    return st;
 }
 
 static void make_id(lmc_server *s, const char *prefix, char *out, size_t n) {
@@ -284,28 +414,33 @@ static bool collect_cb(void *user, const lmc_gen_response *r) {
 }
 
 static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
-                                      const lmc_srv_request *rq) {
+                                      const conn_state *cs, lmc_srv_request *rq) {
+    watch w = {.s = s, .k = cs->k};
+    rq->gen.cancel = watch_cancel;
+    rq->gen.cancel_user = &w;
+    lmc_srv_adm_result a = lmc_srv_adm_acquire(&s->adm, watch_cancel, &w, GONE_POLL_MS);
+    if (a != LMC_ADM_HELD) return refuse(s, con, a);
     collect c = {.s = s, .rq = rq};
     lmc_buf_puts(&c.text, "");
     if (rq->logprobs)
         c.lp = rq->kind == LMC_SRV_CHAT ? json_object_new_array() : json_object_new_object();
     int32_t *ids = NULL;
     size_t n = 0;
-    const char *param = NULL;
+    const char *param = NULL, *code = NULL;
     lmc_gen_stats stats = {0};
-    pthread_mutex_lock(&s->model_mu);
-    lmc_status st = build_prompt(s, rq, &ids, &n, &param);
+    lmc_status st = build_prompt(s, rq, &ids, &n, &param, &code);
     if (!st) {
-        st = run_generation(s, rq, ids, n, collect_cb, &c, &stats);
+        st = run_generation(s, rq, cs->key, ids, n, collect_cb, &c, &stats);
         if (st) param = NULL;
     }
-    pthread_mutex_unlock(&s->model_mu);
+    lmc_srv_adm_release(&s->adm);
     lmc_free(ids);
     if (!st && c.oom) st = lmc_err(LMC_ERR_NOMEM, "server: out of memory");
     if (st) {
         lmc_buf_free(&c.text);
         json_object_put(c.lp);
-        return reply_status(con, st, param);
+        if (st == LMC_ERR_CANCELLED) return refuse(s, con, LMC_ADM_GONE);
+        return reply_status(con, st, param, code);
     }
     char id[64];
     bool chat = rq->kind == LMC_SRV_CHAT;
@@ -332,7 +467,7 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
     json_object *choices = json_object_new_array();
     json_object_array_add(choices, choice);
     json_object_object_add(o, "choices", choices);
-    json_object_object_add(o, "usage", usage_json(stats.prompt_tokens, stats.generation_tokens));
+    json_object_object_add(o, "usage", usage_json(&stats));
     lmc_buf_free(&c.text);
     return reply_json(con, 200, o);
 }
@@ -349,7 +484,10 @@ typedef struct {
     pthread_cond_t cv;
     lmc_buf out;  /* events not yet handed to the connection */
     size_t sent;  /* bytes of `out` already handed over */
-    bool done, cancelled;
+    bool done;
+    atomic_bool released; /* the connection let go of the reply */
+    watch w;      /* the connection's record is held until stream_free */
+    int key;
     pthread_t thread;
     size_t text_offset;
 } stream;
@@ -407,19 +545,15 @@ static bool stream_cb(void *user, const lmc_gen_response *r) {
         st->text_offset += strlen(r->text);
         stream_push(st, chunk(st, chat ? chat_delta(NULL, r->text) : jstr(r->text), lp, NULL));
     }
-    pthread_mutex_lock(&st->mu);
-    bool go = !st->cancelled;
-    pthread_mutex_unlock(&st->mu);
-    return go && !atomic_load(&st->s->stopping);
+    return !atomic_load(&st->released) && !atomic_load(&st->s->stopping);
 }
 
 static void *stream_main(void *arg) {
     stream *st = arg;
     lmc_server *s = st->s;
     lmc_gen_stats stats = {0};
-    pthread_mutex_lock(&s->model_mu);
-    lmc_status rc = run_generation(s, &st->rq, st->ids, st->n_ids, stream_cb, st, &stats);
-    pthread_mutex_unlock(&s->model_mu);
+    lmc_status rc = run_generation(s, &st->rq, st->key, st->ids, st->n_ids, stream_cb, st, &stats);
+    lmc_srv_adm_release(&s->adm);
     bool chat = st->rq.kind == LMC_SRV_CHAT;
     if (rc) {
         /* headers are gone already: the failure travels as an event */
@@ -438,7 +572,7 @@ static void *stream_main(void *arg) {
                                    st->created);
             json_object_object_add(o, "choices", json_object_new_array());
             json_object_object_add(o, "usage",
-                                   usage_json(stats.prompt_tokens, stats.generation_tokens));
+                                   usage_json(&stats));
             stream_push(st, o);
         }
     }
@@ -471,6 +605,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 }
 
 static void stream_free(stream *st) {
+    lmc_srv_conn_drop(&st->s->conns, st->w.k);
     lmc_srv_request_free(&st->rq);
     lmc_free(st->ids);
     lmc_buf_free(&st->out);
@@ -483,15 +618,15 @@ static void stream_free(stream *st) {
  * and wait for its thread. */
 static void stream_release(void *cls) {
     stream *st = cls;
-    pthread_mutex_lock(&st->mu);
-    st->cancelled = true;
-    pthread_mutex_unlock(&st->mu);
+    atomic_store(&st->released, true);
     pthread_join(st->thread, NULL);
     stream_free(st);
 }
 
+/* Waits in line for the model before any header goes out, so a full line
+ * still answers 429 and a prompt past the context 400. */
 static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
-                                    lmc_srv_request *rq) {
+                                    const conn_state *cs, lmc_srv_request *rq) {
     stream *st = calloc(1, sizeof *st);
     if (!st) return reply(con, 500, NULL, "application/json", NULL);
     st->s = s;
@@ -499,12 +634,21 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
     memset(rq, 0, sizeof *rq);
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
-    const char *param = NULL;
-    pthread_mutex_lock(&s->model_mu);
-    lmc_status rc = build_prompt(s, &st->rq, &st->ids, &st->n_ids, &param);
-    pthread_mutex_unlock(&s->model_mu);
+    st->key = cs->key;
+    st->w = (watch){.s = s, .k = cs->k, .released = &st->released};
+    lmc_srv_conn_hold(&s->conns, cs->k);
+    st->rq.gen.cancel = watch_cancel;
+    st->rq.gen.cancel_user = &st->w;
+    lmc_srv_adm_result a = lmc_srv_adm_acquire(&s->adm, watch_cancel, &st->w, GONE_POLL_MS);
+    if (a != LMC_ADM_HELD) {
+        stream_free(st);
+        return refuse(s, con, a);
+    }
+    const char *param = NULL, *code = NULL;
+    lmc_status rc = build_prompt(s, &st->rq, &st->ids, &st->n_ids, &param, &code);
     if (rc) {
-        enum MHD_Result ret = reply_status(con, rc, param);
+        lmc_srv_adm_release(&s->adm);
+        enum MHD_Result ret = reply_status(con, rc, param, code);
         stream_free(st);
         return ret;
     }
@@ -513,6 +657,7 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
     st->created = time(NULL);
     if (chat) stream_push(st, chunk(st, chat_delta("assistant", ""), NULL, NULL));
     if (pthread_create(&st->thread, NULL, stream_main, st)) {
+        lmc_srv_adm_release(&s->adm);
         stream_free(st);
         return reply_error(con, 500, "server_error", "cannot start a generation thread", NULL,
                            NULL);
@@ -525,10 +670,8 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
     }
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
-    add_cors(r);
-    enum MHD_Result ret = MHD_queue_response(con, 200, r);
-    MHD_destroy_response(r); /* stream_release runs once the connection is done with it */
-    return ret;
+    add_cors(con, r);
+    return queue(con, 200, r); /* stream_release runs once the connection is done with it */
 }
 
 /* ------------------------------------------------------------- routing */
@@ -544,6 +687,10 @@ static enum MHD_Result serve_get(lmc_server *s, struct MHD_Connection *con, rout
     json_object *o = json_object_new_object();
     if (r == R_HEALTH) {
         json_object_object_add(o, "status", json_object_new_string("ok"));
+        json_object_object_add(o, "waiting",
+                               json_object_new_int64((int64_t)lmc_srv_adm_waiting(&s->adm)));
+        json_object_object_add(o, "cached_tokens",
+                               json_object_new_int64((int64_t)atomic_load(&s->cached_tokens)));
         return reply_json(con, 200, o);
     }
     json_object *m = json_object_new_object();
@@ -555,6 +702,17 @@ static enum MHD_Result serve_get(lmc_server *s, struct MHD_Connection *con, rout
     json_object_array_add(data, m);
     json_object_object_add(o, "object", json_object_new_string("list"));
     json_object_object_add(o, "data", data);
+    return reply_json(con, 200, o);
+}
+
+/* No model (stub.h): admitted like a real request, answered at once. */
+static enum MHD_Result serve_stub(lmc_server *s, struct MHD_Connection *con, const conn_state *cs) {
+    watch w = {.s = s, .k = cs->k};
+    lmc_srv_adm_result a = lmc_srv_adm_acquire(&s->adm, watch_cancel, &w, GONE_POLL_MS);
+    if (a != LMC_ADM_HELD) return refuse(s, con, a);
+    lmc_srv_adm_release(&s->adm);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "stub", json_object_new_boolean(1));
     return reply_json(con, 200, o);
 }
 
@@ -570,9 +728,47 @@ static enum MHD_Result serve_post(lmc_server *s, struct MHD_Connection *con, con
         lmc_srv_request_free(&rq);
         return ret;
     }
-    enum MHD_Result ret = rq.stream ? serve_stream(s, con, &rq) : serve_blocking(s, con, &rq);
+    if (rq.gen.max_tokens > s->max_tokens_cap) rq.gen.max_tokens = s->max_tokens_cap;
+    if (!s->ctx) {
+        lmc_srv_request_free(&rq);
+        return serve_stub(s, con, cs);
+    }
+    enum MHD_Result ret =
+        rq.stream ? serve_stream(s, con, cs, &rq) : serve_blocking(s, con, cs, &rq);
     lmc_srv_request_free(&rq);
     return ret;
+}
+
+/* Before anything else: a loopback-bound server answers only to loopback
+ * Host names, and a browser request from an origin not listed is refused.
+ * Sets *pass when the request may go on. */
+static enum MHD_Result gate(lmc_server *s, struct MHD_Connection *con, bool *pass) {
+    char msg[256];
+    *pass = false;
+    const char *host = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Host");
+    /* (no Host at all is an HTTP/1.0 client, never a browser) */
+    if (s->loopback && host && !lmc_srv_host_is_loopback(host)) {
+        snprintf(msg, sizeof msg, "Host '%.100s' is not a loopback name: this server listens on a "
+                 "loopback address and answers only to localhost, 127.0.0.1 or [::1]",
+                 host ? host : "");
+        return reply_coded(con, 403, "invalid_request_error", msg, NULL, "host_not_allowed", NULL);
+    }
+    const char *origin = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Origin");
+    if (!lmc_srv_auth_origin_ok(&s->auth, origin)) {
+        snprintf(msg, sizeof msg, "origin '%.100s' is not allowed (see --allow-origin)", origin);
+        return reply_coded(con, 403, "invalid_request_error", msg, NULL, "origin_not_allowed",
+                           NULL);
+    }
+    lmc_srv_conn_set_cors(lmc_srv_conn_of(con), origin != NULL);
+    *pass = true;
+    return MHD_YES;
+}
+
+static enum MHD_Result unauthorized(struct MHD_Connection *con) {
+    const char *h[2] = {"WWW-Authenticate", "Bearer"};
+    return reply_coded(con, 401, "invalid_request_error",
+                       "missing or incorrect API key (send \"Authorization: Bearer KEY\")", NULL,
+                       "invalid_api_key", h);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url,
@@ -582,6 +778,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
     lmc_server *s = cls;
     conn_state *cs = *con_cls;
     if (!cs) {
+        lmc_srv_conn *k = lmc_srv_conn_of(con);
+        lmc_srv_conn_begin(&s->conns, k, method, url);
+        bool pass;
+        enum MHD_Result g = gate(s, con, &pass);
+        if (!pass) return g;
         route r = route_of(url);
         char msg[512];
         if (r == R_NONE) {
@@ -592,6 +793,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         bool get = r == R_HEALTH || r == R_MODELS;
         if (!strcmp(method, "OPTIONS"))
             return reply_preflight(con, get ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
+        int key = r == R_HEALTH ? 0
+                                : lmc_srv_auth_key(&s->auth, MHD_lookup_connection_value(
+                                                                 con, MHD_HEADER_KIND,
+                                                                 "Authorization"));
+        if (key < 0) return unauthorized(con);
         bool is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
         if (get ? !is_get : strcmp(method, "POST")) {
             snprintf(msg, sizeof msg, "method %.32s is not allowed on %s (use %s)", method, url,
@@ -613,6 +819,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         cs = calloc(1, sizeof *cs);
         if (!cs) return MHD_NO;
         cs->r = r;
+        cs->key = key;
+        cs->k = k;
         *con_cls = cs;
         return MHD_YES;
     }
@@ -627,6 +835,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         }
         return lmc_buf_append(&cs->body, upload_data, k) ? MHD_YES : MHD_NO;
     }
+    lmc_srv_conn_working(&s->conns, cs->k);
     if (cs->too_big) {
         char msg[128];
         snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes", s->max_body);
@@ -637,9 +846,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 
 static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)con;
-    (void)toe;
+    lmc_server *s = cls;
+    lmc_srv_conn_end(&s->conns, lmc_srv_conn_of(con), toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
     conn_state *cs = *con_cls;
     if (!cs) return;
     lmc_buf_free(&cs->body);
@@ -685,8 +893,86 @@ static void server_free(lmc_server *s) {
     free(s->default_bias_vals);
     free(s->model_name);
     lmc_prompt_cache_free(s->cache);
-    pthread_mutex_destroy(&s->model_mu);
+    free(s->cache_owner);
+    lmc_srv_auth_free(&s->auth);
+    if (s->conns_up) lmc_srv_conns_destroy(&s->conns);
+    lmc_srv_adm_destroy(&s->adm);
     free(s);
+}
+
+static unsigned or_default(unsigned v, unsigned d) { return v ? v : d; }
+
+/* Everything the options configure but the socket. */
+static lmc_status configure(lmc_server *s, const lmc_server_options *o) {
+    lmc_srv_adm_init(&s->adm, o->max_queue ? o->max_queue : DEFAULT_QUEUE);
+    s->max_body = o->max_body_bytes ? o->max_body_bytes : DEFAULT_MAX_BODY;
+    s->max_tokens_cap = o->max_tokens_cap ? o->max_tokens_cap : LMC_SRV_MAX_TOKENS;
+    s->cache_keep = o->cache_keep_tokens ? o->cache_keep_tokens : DEFAULT_CACHE_KEEP;
+    s->use_cache = !o->no_prompt_cache;
+    s->vocab = s->ctx ? (size_t)lmc_context_config(s->ctx)->vocab_size : LMC_SRV_STUB_VOCAB;
+    s->started = time(NULL);
+    const char *name = o->model_name && *o->model_name ? o->model_name
+                       : s->ctx                         ? lmc_context_model_type(s->ctx)
+                                                        : "stub";
+    s->model_name = strdup(name ? name : "lmc");
+    if (!s->model_name) return lmc_err(LMC_ERR_NOMEM, "server: out of memory");
+    lmc_status st = copy_defaults(s, o->defaults);
+    if (!st)
+        st = lmc_srv_auth_init(&s->auth, o->api_keys, o->n_api_keys, o->api_key_file,
+                               o->allow_origins, o->n_allow_origins);
+    if (st) return st;
+    s->conns_up = lmc_srv_conns_init(&s->conns, or_default(o->max_pending, DEFAULT_PENDING),
+                                     or_default(o->header_timeout_s, DEFAULT_HEADER_S),
+                                     or_default(o->body_timeout_s, DEFAULT_BODY_S), o->log);
+    return s->conns_up ? LMC_OK : lmc_err(LMC_ERR_NOMEM, "server: cannot start a thread");
+}
+
+static struct MHD_Daemon *start_daemon(lmc_server *s, const lmc_server_options *o,
+                                       unsigned extra_flags, const struct sockaddr *addr) {
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | extra_flags;
+    /* the slowest senders are evicted past max_pending; requests being
+     * served are at most the one holding the model, the line, and quick
+     * GETs in the reserve */
+    unsigned slots = or_default(o->max_pending, DEFAULT_PENDING) + (unsigned)s->adm.max_waiting +
+                     1 + RESERVED_SLOTS;
+    return MHD_start_daemon(flags, o->port, NULL, NULL, on_request, s,
+                            MHD_OPTION_SOCK_ADDR, addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, lmc_srv_conns_notify, &s->conns,
+                            MHD_OPTION_CONNECTION_LIMIT, slots,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                            or_default(o->max_per_ip, DEFAULT_PER_IP),
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                            MHD_OPTION_END);
+}
+
+lmc_status lmc_srv_start_stub(const lmc_server_options *opts, lmc_server **out) {
+    *out = NULL;
+    lmc_server_options o = {0};
+    if (opts) o = *opts;
+    lmc_server *s = calloc(1, sizeof *s);
+    if (!s) return lmc_err(LMC_ERR_NOMEM, "server: out of memory");
+    o.no_prompt_cache = true;
+    lmc_status st = configure(s, &o);
+    if (!st) {
+        s->loopback = true;
+        s->daemon = start_daemon(s, &o, MHD_USE_NO_LISTEN_SOCKET, NULL);
+        if (!s->daemon) st = lmc_err(LMC_ERR_IO, "server: cannot start the stub daemon");
+    }
+    if (st) {
+        server_free(s);
+        return st;
+    }
+    *out = s;
+    return LMC_OK;
+}
+
+lmc_status lmc_srv_add_connection(lmc_server *s, int fd) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (MHD_add_connection(s->daemon, fd, (const struct sockaddr *)&a, sizeof a) != MHD_YES)
+        return lmc_err(LMC_ERR_IO, "server: the daemon refused a connection");
+    return LMC_OK;
 }
 
 lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lmc_server **out) {
@@ -698,16 +984,8 @@ lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lm
     const char *host = o.host && *o.host ? o.host : "127.0.0.1";
     lmc_server *s = calloc(1, sizeof *s);
     if (!s) return lmc_err(LMC_ERR_NOMEM, "server: out of memory");
-    pthread_mutex_init(&s->model_mu, NULL);
     s->ctx = ctx;
-    s->max_body = o.max_body_bytes ? o.max_body_bytes : DEFAULT_MAX_BODY;
-    s->vocab = (size_t)lmc_context_config(ctx)->vocab_size;
-    s->started = time(NULL);
-    const char *name = o.model_name && *o.model_name ? o.model_name : lmc_context_model_type(ctx);
-    s->model_name = strdup(name ? name : "lmc");
-    lmc_status st = s->model_name ? copy_defaults(s, o.defaults)
-                                  : lmc_err(LMC_ERR_NOMEM, "server: out of memory");
-    if (!st && !o.no_prompt_cache && !s->defaults.draft) st = lmc_prompt_cache_new(ctx, &s->cache);
+    lmc_status st = configure(s, &o);
     if (st) {
         server_free(s);
         return st;
@@ -730,14 +1008,8 @@ lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lm
             pick = p;
             break;
         }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
-    if (pick->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    s->daemon = MHD_start_daemon(flags, o.port, NULL, NULL, on_request, s,
-                                 MHD_OPTION_SOCK_ADDR, pick->ai_addr,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
-                                 MHD_OPTION_END);
+    s->loopback = lmc_srv_addr_is_loopback(pick->ai_addr);
+    s->daemon = start_daemon(s, &o, pick->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0, pick->ai_addr);
     freeaddrinfo(ai);
     if (!s->daemon) {
         server_free(s);
@@ -746,6 +1018,11 @@ lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lm
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : o.port;
+    if (!s->loopback && s->auth.n_keys == 0)
+        fprintf(o.log ? (FILE *)o.log : stderr,
+                "lmc serve: warning: listening on %s, not a loopback address, without an API "
+                "key: anyone who can reach port %u can use the model (see --api-key)\n",
+                host, (unsigned)s->port);
     *out = s;
     return LMC_OK;
 }
@@ -755,6 +1032,7 @@ uint16_t lmc_server_port(const lmc_server *s) { return s ? s->port : 0; }
 void lmc_server_stop(lmc_server *s) {
     if (!s) return;
     atomic_store(&s->stopping, true);
+    lmc_srv_adm_stop(&s->adm);
     MHD_stop_daemon(s->daemon);
     server_free(s);
 }

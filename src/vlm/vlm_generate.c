@@ -107,6 +107,8 @@ lmc_status lmc_vlm_generate_ids(lmc_vlm_context *ctx, const int32_t *ids, size_t
     if ((st = lmc_emitter_init(&e, ctx->tok, p, cb, user))) goto done;
     have_e = true;
     e.prompt_tokens = n;
+    if ((st = lmc_gen_fit_context(m, p, 0, n, &e))) goto done;
+    if ((st = lmc_gen_check_cancel(p, "prompt token", 0))) goto done;
     if ((st = lmc_kv_cache_new(m, &kv))) goto done;
     logits = malloc(V * sizeof *logits);
     if (!logits || !lmc_ivec_append(&hist, ids, n)) {
@@ -134,6 +136,7 @@ lmc_status lmc_vlm_generate_ids(lmc_vlm_context *ctx, const int32_t *ids, size_t
             st = lmc_err(LMC_ERR_NOMEM, "vlm generate: out of memory");
             goto done;
         }
+        if ((st = lmc_gen_check_cancel(p, "decode step", e.produced))) goto done;
         if ((st = lmc_model_forward(m, kv, &tok, 1, logits, false))) {
             lmc_err_prefix(st, "vlm decode step %zu", e.produced);
             goto done;

@@ -108,6 +108,15 @@ int main(void) {
     e = slurp(err);
     CHECK_MSG(strstr(e, "missing") != NULL, "stderr: %s", e);
     free(e);
+    /* a prompt past --max-context: exit 1 and a message naming both lengths */
+    snprintf(cmd, sizeof cmd,
+             "'%s' generate -m '%s' --tokenizer '%s' -p 'one two three four five six' "
+             "--max-context 3 2>'%s'",
+             lmc, dir, tok, err);
+    CHECK_EQ_INT(run(cmd, &o3), 1);
+    e = slurp(err);
+    CHECK_MSG(strstr(e, "context of 3 tokens (max_context)") != NULL, "stderr: %s", e);
+    free(e);
     lmc_buf_free(&o3);
 
     /* chat REPL: two turns, save, clear, load, quit */

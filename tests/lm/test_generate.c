@@ -338,7 +338,112 @@ static void test_prompt_cache(lmc_context *ctx, const test_vocab *tv, const char
     lmc_free(prompt);
 }
 
+/* ------------------------------------------------ context length, cancel */
+typedef struct {
+    int calls, stop_at;   /* cancel() returns true on call stop_at */
+    size_t tokens, stop_after_tokens;
+} cancel_probe;
+
+static bool probe_cancel(void *user) {
+    cancel_probe *c = user;
+    return ++c->calls == c->stop_at ||
+           (c->stop_after_tokens && c->tokens >= c->stop_after_tokens);
+}
+
+static bool probe_token(void *user, const lmc_gen_response *r) {
+    (void)r;
+    ((cancel_probe *)user)->tokens++;
+    return true;
+}
+
+static int32_t *word_prompt(const test_vocab *tv, size_t n) {
+    int32_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = tv->ids[i % TV_WORDS];
+    return ids;
+}
+
+/* The context length bounds prompt + output; cancel() is polled between
+ * prefill chunks and before every decode step. */
+static void test_context_and_cancel(lmc_context *ctx, const test_vocab *tv) {
+    lmc_gen_params p;
+    lmc_gen_stats stats;
+    int32_t *ids = word_prompt(tv, 4096);
+    /* the model's max_position_embeddings (4096): a prompt of 4096 leaves no room */
+    test_params(&p, tv, 4);
+    CHECK_ERR(lmc_generate_ids(ctx, ids, 4096, &p, NULL, NULL, NULL, &stats), LMC_ERR_LIMIT,
+              "prompt of 4096 tokens leaves no room in the context of 4096 tokens (the "
+              "model's max_position_embeddings)");
+    /* an explicit override, with a prompt cache holding part of it */
+    lmc_prompt_cache *cache = NULL;
+    CHECK(lmc_prompt_cache_new(ctx, &cache) == LMC_OK);
+    p.max_context = 20;
+    CHECK_ERR(lmc_generate_ids(ctx, ids, 20, &p, cache, NULL, NULL, &stats), LMC_ERR_LIMIT,
+              "context of 20 tokens (max_context)");
+    /* max_tokens is clamped to the room left; eos never comes (bias) */
+    for (size_t i = 0; i < tv->n_bias; i++)
+        if (tv->bias_ids[i] == tv->eos) CHECK(0);
+    int32_t eos_ban = tv->eos;
+    float ban = -100.f;
+    lmc_gen_params q = p;
+    size_t nb = tv->n_bias;
+    int32_t *bids = malloc((nb + 1) * sizeof *bids);
+    float *bvals = malloc((nb + 1) * sizeof *bvals);
+    memcpy(bids, tv->bias_ids, nb * sizeof *bids);
+    memcpy(bvals, tv->bias_vals, nb * sizeof *bvals);
+    bids[nb] = eos_ban;
+    bvals[nb] = ban;
+    q.sampler.logit_bias_ids = bids;
+    q.sampler.logit_bias_values = bvals;
+    q.sampler.n_logit_bias = nb + 1;
+    q.max_tokens = 1000;
+    CHECK(lmc_generate_ids(ctx, ids, 12, &q, NULL, NULL, NULL, &stats) == LMC_OK);
+    CHECK_EQ_INT(stats.generation_tokens, 8);
+    CHECK_EQ_INT(stats.finish_reason, LMC_FINISH_LENGTH);
+    /* the cache now holds 12 + 7 tokens; a 15-token prompt sharing 12 of
+     * them still gets only 20 - 15 tokens */
+    CHECK(lmc_generate_ids(ctx, ids, 12, &q, cache, NULL, NULL, &stats) == LMC_OK);
+    CHECK(lmc_generate_ids(ctx, ids, 15, &q, cache, NULL, NULL, &stats) == LMC_OK);
+    CHECK_EQ_INT(stats.generation_tokens, 5);
+    lmc_prompt_cache_free(cache);
+    /* speculative decoding obeys the same budget */
+    q.draft = ctx;
+    CHECK(lmc_generate_ids(ctx, ids, 12, &q, NULL, NULL, NULL, &stats) == LMC_OK);
+    CHECK_EQ_INT(stats.generation_tokens, 8);
+    q.draft = NULL;
+
+    /* cancel between prefill chunks: the third poll stops a 40-token
+     * prompt fed 4 at a time before any token is produced */
+    cancel_probe cp = {.stop_at = 3};
+    test_params(&p, tv, 50);
+    p.prefill_step = 4;
+    p.cancel = probe_cancel;
+    p.cancel_user = &cp;
+    CHECK_ERR(lmc_generate_ids(ctx, ids, 40, &p, NULL, probe_token, &cp, &stats),
+              LMC_ERR_CANCELLED, "cancelled at prompt token 8");
+    CHECK_EQ_INT(cp.calls, 3);
+    CHECK_EQ_INT(cp.tokens, 0);
+    /* and before a decode step */
+    cp = (cancel_probe){.stop_after_tokens = 3};
+    q.cancel = probe_cancel;
+    q.cancel_user = &cp;
+    q.max_context = 0;
+    q.max_tokens = 50;
+    CHECK_ERR(lmc_generate_ids(ctx, ids, 10, &q, NULL, probe_token, &cp, &stats),
+              LMC_ERR_CANCELLED, "decode step 3");
+    CHECK_EQ_INT(cp.tokens, 3);
+    /* speculative prefill too */
+    cp = (cancel_probe){.stop_at = 2};
+    p.draft = ctx;
+    CHECK_ERR(lmc_generate_ids(ctx, ids, 40, &p, NULL, probe_token, &cp, &stats),
+              LMC_ERR_CANCELLED, "cancelled");
+    CHECK_EQ_INT(cp.tokens, 0);
+    free(bids);
+    free(bvals);
+    free(ids);
+}
+
 static void model_tests(lmc_context *ctx, const test_vocab *tv, const char *dir) {
+    test_context_and_cancel(ctx, tv);
     test_generate_e2e(ctx, tv);
     test_prompt_cache(ctx, tv, dir);
 }

@@ -1,17 +1,27 @@
 /* `lmc serve` as a process: flag errors exit 2; with a tiny checkpoint it
  * listens on the port it reports, answers like lmc_generate on the same
- * checkpoint, honours --max-tokens as the default, and exits 0 on SIGINT.
- * Needs the lmc binary ($LMC_BUILD_DIR/tools/lmc); skipped without it. */
+ * checkpoint, honours --max-tokens as the default, --api-key (also from
+ * $LMC_API_KEY and --api-key-file), writes one access-log line per
+ * request, and exits 0 on SIGINT; SIGTERM in the middle of a long prefill
+ * ends it within a second. Needs the lmc binary ($LMC_BUILD_DIR/tools/lmc);
+ * skipped without it. */
 #include "base/json.h"
 #include "check.h"
 #include "http_client.h"
 #include "lm/tiny_model.h"
 #include "lmc.h"
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
+#include "serve_proc.h"
 
 static char lmc_bin[4096];
+
+/* SIGTERM mid-prefill must end the server within a second; a sanitizer
+ * build runs everything (the chunk in flight, teardown, its own exit
+ * checks) several times slower, so it gets three. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define STOP_LIMIT_S 3.0
+#else
+#define STOP_LIMIT_S 1.0
+#endif
 
 static int run_status(const char *args) {
     char cmd[8192];
@@ -20,41 +30,87 @@ static int run_status(const char *args) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-/* Start `lmc serve` on an ephemeral port; returns the pid and the port
- * read from its banner (0 when none came within a minute). */
-static pid_t start_server(const char *dir, const char *tokdir, uint16_t *port) {
-    int p[2];
-    *port = 0;
-    if (pipe(p)) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        execl(lmc_bin, lmc_bin, "serve", "-m", dir, "--tokenizer", tokdir, "--port", "0",
-              "--max-tokens", "5", "--model-name", "cli-tiny", (char *)NULL);
-        _exit(127);
+/* Keys from the flag, the environment and a file; the access log. */
+static void test_keys_and_log(const char *dir, const char *tokdir) {
+    char keyfile[1200];
+    snprintf(keyfile, sizeof keyfile, "%s/keys", dir);
+    FILE *f = fopen(keyfile, "w");
+    fputs("file-key\n", f);
+    fclose(f);
+    setenv("LMC_API_KEY", "env-key", 1);
+    const char *extra[] = {"--api-key", "flag-key", "--api-key-file", keyfile, NULL};
+    uint16_t port = 0;
+    int err = -1;
+    pid_t pid = start_server(lmc_bin, dir, tokdir, extra, &port, &err);
+    unsetenv("LMC_API_KEY");
+    CHECK(pid > 0 && port != 0);
+    if (pid <= 0) return;
+    static const struct {
+        const char *hdr;
+        int status;
+    } cases[] = {{NULL, 401},
+                 {"Authorization: Bearer nope\r\n", 401},
+                 {"Authorization: Bearer flag-key\r\n", 200},
+                 {"Authorization: Bearer env-key\r\n", 200},
+                 {"Authorization: Bearer file-key\r\n", 200}};
+    for (size_t i = 0; port && i < sizeof cases / sizeof *cases; i++) {
+        http_reply r;
+        http_request(port, "GET", "/v1/models", NULL, 0, cases[i].hdr, &r);
+        CHECK_EQ_INT(r.status, cases[i].status);
+        http_reply_free(&r);
     }
-    close(p[1]);
-    char buf[4096];
-    size_t len = 0;
-    for (;;) {
-        struct pollfd pf = {.fd = p[0], .events = POLLIN};
-        if (poll(&pf, 1, 60000) <= 0) break;
-        ssize_t k = read(p[0], buf + len, sizeof buf - 1 - len);
-        if (k <= 0) break;
-        len += (size_t)k;
-        buf[len] = 0;
-        const char *at = strstr(buf, "http://127.0.0.1:");
-        if (at && strchr(at, '\n')) {
-            *port = (uint16_t)atoi(at + strlen("http://127.0.0.1:"));
-            break;
-        }
-        if (len == sizeof buf - 1) break;
+    kill(pid, port ? SIGINT : SIGKILL);
+    waitpid(pid, NULL, 0);
+    lmc_buf log = {0};
+    if (err >= 0) drain(err, &log);
+    int lines = 0;
+    for (const char *p = log.p; p && (p = strstr(p, "\"GET /v1/models\" ")); p++) lines++;
+    CHECK_MSG(lines == 5, "log: %s", log.p ? log.p : "");
+    CHECK(log.p && strstr(log.p, "\"GET /v1/models\" 401 "));
+    lmc_buf_free(&log);
+    unlink(keyfile);
+}
+
+/* SIGTERM while a 60k-token prompt is being prefilled: exit 0 within a
+ * second. Returns the seconds it took. */
+static double test_sigterm_prefill(const char *dir, const char *tokdir) {
+    const char *extra[] = {"--max-context", "1000000", "--quiet", NULL};
+    uint16_t port = 0;
+    pid_t pid = start_server(lmc_bin, dir, tokdir, extra, &port, NULL);
+    CHECK(pid > 0 && port != 0);
+    if (pid <= 0) return -1;
+    if (!port) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
     }
-    close(p[0]);
-    if (!*port) fprintf(stderr, "lmc serve said: %.*s\n", (int)len, buf);
-    return pid;
+    lmc_buf body = {0};
+    lmc_buf_puts(&body, "{\"max_tokens\":4,\"prompt\":\"");
+    for (int i = 0; i < 60000; i++) lmc_buf_puts(&body, " cat");
+    lmc_buf_puts(&body, "\"}");
+    int fd = http_connect(port);
+    CHECK(fd >= 0);
+    lmc_buf req = {0};
+    lmc_buf_printf(&req, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "Content-Length: %zu\r\n\r\n", body.len);
+    lmc_buf_append(&req, body.p, body.len);
+    http_send_all(fd, req.p, req.len);
+    struct timespec ts = {1, 0}; /* encoded and well into the prefill */
+    nanosleep(&ts, NULL);
+    /* no reply yet: the prompt is still being fed */
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    CHECK(poll(&pf, 1, 0) == 0);
+    double t0 = now_s();
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    double dt = now_s() - t0;
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    CHECK_MSG(dt < STOP_LIMIT_S, "SIGTERM took %.3f s", dt);
+    close(fd);
+    lmc_buf_free(&req);
+    lmc_buf_free(&body);
+    return dt;
 }
 
 int main(void) {
@@ -67,6 +123,10 @@ int main(void) {
     CHECK_EQ_INT(run_status("-m x --port 70000"), 2);       /* bad port */
     CHECK_EQ_INT(run_status("-m x --device tpu"), 2);       /* bad device */
     CHECK_EQ_INT(run_status("-m x --max-tokens 0"), 2);     /* no room to answer */
+    CHECK_EQ_INT(run_status("-m x --max-queue 0"), 2);      /* limits are checked */
+    CHECK_EQ_INT(run_status("-m x --header-timeout soon"), 2);
+    CHECK_EQ_INT(run_status("-m x --api-key"), 2);          /* a key needs a value */
+    CHECK_EQ_INT(run_status("-m x --allow-origin ''"), 2);
     CHECK_EQ_INT(run_status("--help"), 0);
     CHECK_EQ_INT(run_status("-m /nonexistent/model"), 1);   /* load failure */
 
@@ -84,7 +144,7 @@ int main(void) {
         lmc_gen_stats stats;
         CHECK(lmc_generate_text(ctx, "Hello", &p, &want, &stats) == LMC_OK);
         uint16_t port = 0;
-        pid_t pid = start_server(dir, tokdir, &port);
+        pid_t pid = start_server(lmc_bin, dir, tokdir, NULL, &port, NULL);
         CHECK(pid > 0 && port != 0);
         if (pid > 0 && port) {
             http_reply r;
@@ -113,6 +173,9 @@ int main(void) {
         }
         lmc_free(want);
         lmc_context_free(ctx);
+        test_keys_and_log(dir, tokdir);
+        double dt = test_sigterm_prefill(dir, tokdir);
+        printf("exit %.1f ms after SIGTERM during a 60k-token prefill\n", dt * 1e3);
     }
     tiny_rmdir(dir);
     return check_summary("test_cli_serve");

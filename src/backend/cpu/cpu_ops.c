@@ -8,7 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* (not under ThreadSanitizer: the clones' ifunc resolvers would run
+ * instrumented before its runtime starts) */
+#ifdef LMC_TSAN
+#define HOT
+#else
 #define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
 
 static inline float round_bf16(float f) {
     uint32_t b;
