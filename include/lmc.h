@@ -59,6 +59,15 @@ LMC_API const char *lmc_version(void);
 /* Release a buffer returned by any lmc function. */
 LMC_API void lmc_free(void *p);
 
+/* Where a model argument points: an existing directory is returned as is;
+ * otherwise "org/name" is looked up in the local Hugging Face hub cache
+ * ($HF_HUB_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub,
+ * ~/.cache/huggingface/hub): models--org--name/snapshots/<rev> with <rev>
+ * from refs/main. Nothing is downloaded; the error lists the paths tried.
+ * Every function taking a model directory accepts "org/name" this way.
+ * *path: lmc_free. */
+LMC_API lmc_status lmc_model_dir_resolve(const char *model, char **path);
+
 typedef enum { LMC_DEVICE_CPU = 0, LMC_DEVICE_CUDA = 1 } lmc_device;
 
 /* Progress for long work (loading, training). `stage` is a short label;

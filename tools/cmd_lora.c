@@ -1,7 +1,7 @@
 /* `lmc lora train ...` fine-tunes LoRA adapters on a jsonl dataset and
  * saves them in PEFT's format; `lmc lora fuse ...` merges saved adapters
  * into a copy of the base model. */
-#include "base/file.h"
+#include "cli_io.h"
 #include "lmc.h"
 #include <errno.h>
 #include <limits.h>
@@ -165,7 +165,7 @@ static int cmd_train(int argc, char **argv) {
     ui.trainer = tr;
     if (resume && (st = lmc_lora_trainer_load(tr, resume))) goto fail;
     if ((st = lmc_context_load(&lo, &ctx))) goto fail;
-    if (lmc_is_dir(data))
+    if (cli_is_dir(data))
         st = lmc_dataset_load_dir(data, lmc_context_tokenizer(ctx), &dopt, &train, NULL, NULL);
     else
         st = lmc_dataset_load(data, lmc_context_tokenizer(ctx), &dopt, &train);
