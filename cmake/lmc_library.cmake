@@ -35,7 +35,7 @@ target_link_options(lmc_shared PRIVATE -Wl,--no-undefined)
 # Package files: pkg-config (lmc.pc) and a CMake package (find_package(lmc)).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
-set(LMC_PC_REQUIRES "json-c libpcre2-8 libutf8proc openblas")
+set(LMC_PC_REQUIRES "json-c yajl libpcre2-8 libutf8proc openblas")
 if(TARGET PkgConfig::MHD)
   string(APPEND LMC_PC_REQUIRES " libmicrohttpd")
 endif()

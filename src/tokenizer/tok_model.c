@@ -21,6 +21,7 @@ struct tk_cache {
     tk_arena arena;
 };
 
+/* `s` must stay valid as long as the model (it lives in m->strings). */
 static lmc_status set_token(tk_model *m, int64_t id, const char *s, size_t len,
                             const char *where) {
     if (id < 0 || id >= TK_MAX_ID)
@@ -41,43 +42,50 @@ static lmc_status set_token(tk_model *m, int64_t id, const char *s, size_t len,
     }
     if ((size_t)id >= m->n_tokens) m->n_tokens = (size_t)id + 1;
     if (m->tokens[id]) return LMC_OK; /* first name for an id wins for id -> token */
-    char *c = malloc(len + 1);
-    if (!c) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-    memcpy(c, s, len);
-    c[len] = 0;
-    m->tokens[id] = c;
+    m->tokens[id] = (char *)s;
     m->token_lens[id] = (uint32_t)len;
     return LMC_OK;
 }
 
-/* {"token": id, ...} */
-static lmc_status load_vocab_map(tk_model *m, json_object *o, const char *where) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, "vocab", &v) || !json_object_is_type(v, json_type_object))
+/* {"token": id, ...}, captured by tok_json.c in file order. A key given
+ * twice keeps its last id, as a JSON object does. */
+static lmc_status load_vocab_map(tk_model *m, const tk_json_doc *d, const char *where) {
+    if (!d->has_vocab)
         return lmc_err(LMC_ERR_FORMAT, "%s.vocab: missing or not an object", where);
-    json_object_object_foreach(v, key, val) {
-        if (!json_object_is_type(val, json_type_int))
-            return lmc_err(LMC_ERR_FORMAT, "%s.vocab[\"%s\"]: id is not an integer", where, key);
-        int64_t id = json_object_get_int64(val);
-        lmc_status st = set_token(m, id, key, strlen(key), where);
+    const tk_vocab_ent *v = d->vocab;
+    for (size_t i = 0; i < d->n_vocab; i++)
+        if (!v[i].is_int)
+            return lmc_err(LMC_ERR_FORMAT, "%s.vocab[\"%s\"]: id is not an integer", where,
+                           v[i].s);
+    if (!tk_strmap_reserve(&m->vocab, d->n_vocab))
+        return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+    /* Usually every key is new: one insertion each, keys pointing at the
+     * arena. Names sharing an id stay in the map as aliases. */
+    for (size_t i = 0; i < d->n_vocab; i++)
+        if (!tk_strmap_put(&m->vocab, v[i].s, v[i].len, (int32_t)v[i].id))
+            return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+    if (m->vocab.n == d->n_vocab) {
+        for (size_t i = 0; i < d->n_vocab; i++) {
+            lmc_status st = set_token(m, v[i].id, v[i].s, v[i].len, where);
+            if (st) return st;
+        }
+        return LMC_OK;
+    }
+    /* A key given twice: map each key to its last entry, then ids. */
+    for (size_t i = 0; i < d->n_vocab; i++)
+        if (!tk_strmap_put(&m->vocab, v[i].s, v[i].len, (int32_t)i))
+            return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+    for (size_t i = 0; i < d->n_vocab; i++) {
+        if (tk_strmap_get(&m->vocab, v[i].s, v[i].len) != (int32_t)i) continue;
+        lmc_status st = set_token(m, v[i].id, v[i].s, v[i].len, where);
         if (st) return st;
     }
-    /* Map keys point at stable strings: the id's token, or an alias copy
-     * when two names share one id. */
-    json_object_object_foreach(v, key2, val2) {
-        int32_t id = (int32_t)json_object_get_int64(val2);
-        const char *s = m->tokens[id];
-        if (strcmp(s, key2)) {
-            char **na = realloc(m->aliases, (m->n_aliases + 1) * sizeof *na);
-            if (!na) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-            m->aliases = na;
-            if (!(na[m->n_aliases] = strdup(key2)))
-                return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-            s = na[m->n_aliases++];
-        }
-        if (!tk_strmap_put(&m->vocab, s, strlen(s), id))
+    /* Keys point at stable strings (the arena); a name sharing its id with
+     * another stays in the map as an alias. */
+    for (size_t i = 0; i < d->n_vocab; i++)
+        if (tk_strmap_get(&m->vocab, v[i].s, v[i].len) == (int32_t)i &&
+            !tk_strmap_put(&m->vocab, v[i].s, v[i].len, (int32_t)v[i].id))
             return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-    }
     return LMC_OK;
 }
 
@@ -103,8 +111,9 @@ static void find_byte_ids(tk_model *m) {
     }
 }
 
-static lmc_status load_bpe(tk_model *m, json_object *o, const char *where) {
-    lmc_status st = load_vocab_map(m, o, where);
+static lmc_status load_bpe(tk_model *m, json_object *o, const tk_json_doc *d,
+                           const char *where) {
+    lmc_status st = load_vocab_map(m, d, where);
     if (st) return st;
     const char *u = lmc_json_str(o, "unk_token", NULL);
     m->unk_id = u ? tk_strmap_get(&m->vocab, u, strlen(u)) : -1;
@@ -120,19 +129,18 @@ static lmc_status load_bpe(tk_model *m, json_object *o, const char *where) {
     if (json_object_object_get_ex(o, "dropout", &dr) && dr && json_object_get_double(dr) > 0)
         return lmc_err(LMC_ERR_UNSUPPORTED, "%s.dropout: BPE dropout is not supported", where);
     find_byte_ids(m);
-    json_object *mg;
-    if (!json_object_object_get_ex(o, "merges", &mg) || !json_object_is_type(mg, json_type_array))
+    if (!d->has_merges)
         return lmc_err(LMC_ERR_FORMAT, "%s.merges: missing or not an array", where);
-    size_t n = json_object_array_length(mg), plen = m->prefix ? strlen(m->prefix) : 0;
+    size_t n = d->n_merges, plen = m->prefix ? strlen(m->prefix) : 0;
+    if (!tk_pairmap_reserve(&m->merges, n))
+        return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
     lmc_buf joined = {0};
     for (size_t i = 0; i < n; i++) {
-        json_object *e = json_object_array_get_idx(mg, i);
-        const char *a, *b;
-        size_t al, bl;
-        char *sp = NULL;
-        if (json_object_is_type(e, json_type_string)) {
-            a = json_object_get_string(e);
-            sp = strchr(a, ' ');
+        const tk_merge_ent *e = &d->merges[i];
+        const char *a = e->a, *b = e->b;
+        size_t al = e->al, bl = e->bl;
+        if (e->kind == TK_MERGE_STRING) {
+            const char *sp = strchr(a, ' ');
             if (!sp || sp == a || !sp[1]) {
                 lmc_buf_free(&joined);
                 return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected \"left right\", got \"%s\"",
@@ -141,15 +149,7 @@ static lmc_status load_bpe(tk_model *m, json_object *o, const char *where) {
             al = (size_t)(sp - a);
             b = sp + 1;
             bl = strlen(b);
-        } else if (json_object_is_type(e, json_type_array) && json_object_array_length(e) == 2 &&
-                   json_object_is_type(json_object_array_get_idx(e, 0), json_type_string) &&
-                   json_object_is_type(json_object_array_get_idx(e, 1), json_type_string)) {
-            json_object *x = json_object_array_get_idx(e, 0), *y = json_object_array_get_idx(e, 1);
-            a = json_object_get_string(x);
-            al = (size_t)json_object_get_string_len(x);
-            b = json_object_get_string(y);
-            bl = (size_t)json_object_get_string_len(y);
-        } else {
+        } else if (e->kind != TK_MERGE_PAIR) {
             lmc_buf_free(&joined);
             return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected a string or a pair of strings",
                            where, i);
@@ -199,8 +199,10 @@ static lmc_status load_unigram(tk_model *m, json_object *o, const char *where) {
             !((s = json_object_array_get_idx(e, 1)) &&
               (json_object_is_type(s, json_type_double) || json_object_is_type(s, json_type_int))))
             return lmc_err(LMC_ERR_FORMAT, "%s.vocab[%zu]: expected [\"piece\", score]", where, i);
-        lmc_status st = set_token(m, (int64_t)i, json_object_get_string(t),
-                                  (size_t)json_object_get_string_len(t), where);
+        size_t tl = (size_t)json_object_get_string_len(t);
+        const char *piece = tk_arena_dup(&m->strings, json_object_get_string(t), tl);
+        if (!piece) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+        lmc_status st = set_token(m, (int64_t)i, piece, tl, where);
         if (st) return st;
         m->scores[i] = json_object_get_double(s);
         if (m->scores[i] < m->min_score) m->min_score = m->scores[i];
@@ -225,35 +227,39 @@ static lmc_status load_unigram(tk_model *m, json_object *o, const char *where) {
     return LMC_OK;
 }
 
-static lmc_status model_load(tk_model *m, json_object *o, const char *where);
+static lmc_status model_load(tk_model *m, json_object *o, const tk_json_doc *d,
+                             const char *where);
 
-lmc_status tk_model_load(tk_model *m, json_object *o, const char *where) {
+lmc_status tk_model_load(tk_model *m, json_object *o, tk_json_doc *d, const char *where) {
     memset(m, 0, sizeof *m);
     m->unk_id = -1;
+    m->strings = d->strings; /* the captured strings become the model's */
+    memset(&d->strings, 0, sizeof d->strings);
     m->cache = calloc(1, sizeof *m->cache);
     if (!m->cache) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
     pthread_mutex_init(&m->cache->mu, NULL);
-    return model_load(m, o, where);
+    return model_load(m, o, d, where);
 }
 
-static lmc_status model_load(tk_model *m, json_object *o, const char *where) {
+static lmc_status model_load(tk_model *m, json_object *o, const tk_json_doc *d,
+                             const char *where) {
     if (!o || !json_object_is_type(o, json_type_object))
         return lmc_err(LMC_ERR_FORMAT, "%s: missing or not an object", where);
     const char *t = lmc_json_str(o, "type", NULL);
     json_object *tmp;
     if (!t) { /* older files omit the type; infer it from the fields */
-        if (json_object_object_get_ex(o, "merges", &tmp)) t = "BPE";
+        if (d->has_merges || json_object_object_get_ex(o, "merges", &tmp)) t = "BPE";
         else if (json_object_object_get_ex(o, "continuing_subword_prefix", &tmp)) t = "WordPiece";
         else if (json_object_object_get_ex(o, "unk_id", &tmp)) t = "Unigram";
         else return lmc_err(LMC_ERR_FORMAT, "%s.type: missing", where);
     }
     if (!strcmp(t, "BPE")) {
         m->type = TK_MODEL_BPE;
-        return load_bpe(m, o, where);
+        return load_bpe(m, o, d, where);
     }
     if (!strcmp(t, "WordPiece")) {
         m->type = TK_MODEL_WORDPIECE;
-        lmc_status st = load_vocab_map(m, o, where);
+        lmc_status st = load_vocab_map(m, d, where);
         if (st) return st;
         const char *p = lmc_json_str(o, "continuing_subword_prefix", NULL);
         if (!(m->prefix = strdup(p ? p : "##"))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
@@ -265,7 +271,7 @@ static lmc_status model_load(tk_model *m, json_object *o, const char *where) {
     }
     if (!strcmp(t, "WordLevel")) {
         m->type = TK_MODEL_WORDLEVEL;
-        lmc_status st = load_vocab_map(m, o, where);
+        lmc_status st = load_vocab_map(m, d, where);
         return st ? st : load_unk(m, o, where, false);
     }
     if (!strcmp(t, "Unigram")) {
@@ -276,11 +282,9 @@ static lmc_status model_load(tk_model *m, json_object *o, const char *where) {
 }
 
 void tk_model_free(tk_model *m) {
-    for (size_t i = 0; i < m->n_tokens; i++) free(m->tokens[i]);
     free(m->tokens);
     free(m->token_lens);
-    for (size_t i = 0; i < m->n_aliases; i++) free(m->aliases[i]);
-    free(m->aliases);
+    tk_arena_free(&m->strings);
     tk_strmap_free(&m->vocab);
     tk_pairmap_free(&m->merges);
     free(m->prefix);

@@ -28,8 +28,7 @@ uint64_t tk_hash(const void *p, size_t n) {
     return h;
 }
 
-static bool strmap_grow(tk_strmap *m) {
-    size_t cap = m->cap ? m->cap * 2 : 64;
+static bool strmap_resize(tk_strmap *m, size_t cap) {
     uint32_t *slots = calloc(cap, sizeof *slots);
     if (!slots) return false;
     for (size_t i = 0; i < m->n; i++) {
@@ -40,6 +39,21 @@ static bool strmap_grow(tk_strmap *m) {
     free(m->slots);
     m->slots = slots;
     m->cap = cap;
+    return true;
+}
+
+static bool strmap_grow(tk_strmap *m) { return strmap_resize(m, m->cap ? m->cap * 2 : 64); }
+
+bool tk_strmap_reserve(tk_strmap *m, size_t n) {
+    size_t cap = m->cap ? m->cap : 64;
+    while (cap < 2 * (m->n + n)) cap *= 2;
+    if (cap != m->cap && !strmap_resize(m, cap)) return false;
+    if (m->n + n > m->ent_cap) {
+        tk_strent *ne = realloc(m->ent, (m->n + n) * sizeof *ne);
+        if (!ne) return false;
+        m->ent = ne;
+        m->ent_cap = m->n + n;
+    }
     return true;
 }
 
@@ -87,26 +101,35 @@ static size_t pair_slot(uint64_t key, size_t cap) {
     return tk_hash(&key, sizeof key) & (cap - 1);
 }
 
-bool tk_pairmap_put(tk_pairmap *m, uint64_t key, uint32_t rank, int32_t id) {
-    if ((m->n + 1) * 2 > m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 1024;
-        uint64_t *k = malloc(cap * sizeof *k);
-        uint32_t *r = malloc(cap * sizeof *r);
-        int32_t *v = malloc(cap * sizeof *v);
-        if (!k || !r || !v) {
-            free(k), free(r), free(v);
-            return false;
-        }
-        memset(k, 0xff, cap * sizeof *k);
-        for (size_t i = 0; i < m->cap; i++) {
-            if (m->keys[i] == UINT64_MAX) continue;
-            size_t j = pair_slot(m->keys[i], cap);
-            while (k[j] != UINT64_MAX) j = (j + 1) & (cap - 1);
-            k[j] = m->keys[i], r[j] = m->rank[i], v[j] = m->id[i];
-        }
-        free(m->keys), free(m->rank), free(m->id);
-        m->keys = k, m->rank = r, m->id = v, m->cap = cap;
+static bool pairmap_resize(tk_pairmap *m, size_t cap) {
+    uint64_t *k = malloc(cap * sizeof *k);
+    uint32_t *r = malloc(cap * sizeof *r);
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!k || !r || !v) {
+        free(k), free(r), free(v);
+        return false;
     }
+    memset(k, 0xff, cap * sizeof *k);
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->keys[i] == UINT64_MAX) continue;
+        size_t j = pair_slot(m->keys[i], cap);
+        while (k[j] != UINT64_MAX) j = (j + 1) & (cap - 1);
+        k[j] = m->keys[i], r[j] = m->rank[i], v[j] = m->id[i];
+    }
+    free(m->keys), free(m->rank), free(m->id);
+    m->keys = k, m->rank = r, m->id = v, m->cap = cap;
+    return true;
+}
+
+bool tk_pairmap_reserve(tk_pairmap *m, size_t n) {
+    size_t cap = m->cap ? m->cap : 1024;
+    while (cap < 2 * (m->n + n)) cap *= 2;
+    return cap == m->cap || pairmap_resize(m, cap);
+}
+
+bool tk_pairmap_put(tk_pairmap *m, uint64_t key, uint32_t rank, int32_t id) {
+    if ((m->n + 1) * 2 > m->cap && !pairmap_resize(m, m->cap ? m->cap * 2 : 1024))
+        return false;
     size_t j = pair_slot(key, m->cap);
     while (m->keys[j] != UINT64_MAX && m->keys[j] != key) j = (j + 1) & (m->cap - 1);
     if (m->keys[j] == UINT64_MAX) m->n++;
