@@ -25,7 +25,7 @@ typedef struct {
     int32_t val;
 } tk_strent;
 typedef struct {
-    uint32_t *slots; /* entry index + 1; 0 = empty */
+    uint64_t *slots; /* entry index + 1 and a hash tag; 0 = empty */
     size_t cap;      /* power of two */
     tk_strent *ent;
     size_t n, ent_cap;

@@ -28,13 +28,20 @@ uint64_t tk_hash(const void *p, size_t n) {
     return h;
 }
 
+/* A slot holds the entry index + 1 (low half) and the top half of the key's
+ * hash, so a probe past another key rarely touches its entry or string. */
+#define SLOT(h, idx) (((h) & 0xFFFFFFFF00000000ull) | (uint64_t)(idx))
+#define SLOT_IDX(v) ((uint32_t)(v))
+#define SLOT_TAG_MATCH(v, h) ((((v) ^ (h)) >> 32) == 0)
+
 static bool strmap_resize(tk_strmap *m, size_t cap) {
-    uint32_t *slots = calloc(cap, sizeof *slots);
+    uint64_t *slots = calloc(cap, sizeof *slots);
     if (!slots) return false;
     for (size_t i = 0; i < m->n; i++) {
-        size_t j = tk_hash(m->ent[i].s, m->ent[i].len) & (cap - 1);
+        uint64_t h = tk_hash(m->ent[i].s, m->ent[i].len);
+        size_t j = h & (cap - 1);
         while (slots[j]) j = (j + 1) & (cap - 1);
-        slots[j] = (uint32_t)(i + 1);
+        slots[j] = SLOT(h, i + 1);
     }
     free(m->slots);
     m->slots = slots;
@@ -59,12 +66,15 @@ bool tk_strmap_reserve(tk_strmap *m, size_t n) {
 
 bool tk_strmap_put(tk_strmap *m, const char *s, size_t len, int32_t val) {
     if ((m->n + 1) * 2 > m->cap && !strmap_grow(m)) return false;
-    size_t j = tk_hash(s, len) & (m->cap - 1);
+    uint64_t h = tk_hash(s, len);
+    size_t j = h & (m->cap - 1);
     while (m->slots[j]) {
-        tk_strent *e = &m->ent[m->slots[j] - 1];
-        if (e->len == len && !memcmp(e->s, s, len)) {
-            e->val = val;
-            return true;
+        if (SLOT_TAG_MATCH(m->slots[j], h)) {
+            tk_strent *e = &m->ent[SLOT_IDX(m->slots[j]) - 1];
+            if (e->len == len && !memcmp(e->s, s, len)) {
+                e->val = val;
+                return true;
+            }
         }
         j = (j + 1) & (m->cap - 1);
     }
@@ -76,16 +86,19 @@ bool tk_strmap_put(tk_strmap *m, const char *s, size_t len, int32_t val) {
         m->ent_cap = nc;
     }
     m->ent[m->n] = (tk_strent){s, (uint32_t)len, val};
-    m->slots[j] = (uint32_t)(++m->n);
+    m->slots[j] = SLOT(h, ++m->n);
     return true;
 }
 
 int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t len) {
     if (!m->cap) return -1;
-    size_t j = tk_hash(s, len) & (m->cap - 1);
+    uint64_t h = tk_hash(s, len);
+    size_t j = h & (m->cap - 1);
     while (m->slots[j]) {
-        const tk_strent *e = &m->ent[m->slots[j] - 1];
-        if (e->len == len && !memcmp(e->s, s, len)) return e->val;
+        if (SLOT_TAG_MATCH(m->slots[j], h)) {
+            const tk_strent *e = &m->ent[SLOT_IDX(m->slots[j]) - 1];
+            if (e->len == len && !memcmp(e->s, s, len)) return e->val;
+        }
         j = (j + 1) & (m->cap - 1);
     }
     return -1;
