@@ -336,6 +336,31 @@ LMC_API lmc_status lmc_generate_ids(lmc_context *ctx, const int32_t *prompt, siz
 LMC_API lmc_status lmc_generate_text(lmc_context *ctx, const char *prompt, const lmc_gen_params *p,
                              char **out_text, lmc_gen_stats *stats);
 
+/* Perplexity over a token sequence with sliding windows, as the Hugging
+ * Face "perplexity of fixed-length models" recipe computes it: windows of
+ * `context` tokens start every `stride` tokens (1 <= stride <= context);
+ * each window scores only the tokens that the previous window did not end
+ * with (the first window scores all but its first token), and the window's
+ * mean negative log-likelihood is weighted by its number of new tokens
+ * minus one, as that recipe does. perplexity = exp(nll). */
+typedef struct {
+    double perplexity;
+    double nll;          /* weighted mean negative log-likelihood (nats) */
+    size_t n_tokens;     /* tokens in the sequence */
+    size_t n_scored;     /* sum of the weights */
+    size_t n_windows;
+} lmc_perplexity_result;
+/* progress (may be NULL): stage "perplexity", fraction of windows done. */
+LMC_API lmc_status lmc_perplexity_ids(lmc_context *ctx, const int32_t *ids, size_t n,
+                                      size_t context, size_t stride, lmc_progress_fn progress,
+                                      void *user, lmc_perplexity_result *out);
+/* The text encoded with the tokenizer's special tokens (BOS), as the
+ * recipe's tokenizer call does. context 0: the model's
+ * max_position_embeddings; stride 0: context (windows do not overlap). */
+LMC_API lmc_status lmc_perplexity_text(lmc_context *ctx, const char *text, size_t len,
+                                       size_t context, size_t stride, lmc_progress_fn progress,
+                                       void *user, lmc_perplexity_result *out);
+
 /* Chat session: model + KV cache + history; each turn renders the whole
  * conversation with the chat template and feeds only what the cache lacks. */
 typedef enum { LMC_ROLE_SYSTEM, LMC_ROLE_USER, LMC_ROLE_ASSISTANT, LMC_ROLE_TOOL } lmc_role;

@@ -13,6 +13,7 @@
     X(template, "render a chat template")                                       \
     X(lora, "fine-tune LoRA adapters")                                          \
     X(quantize, "write an MLX affine-quantized copy of a model")                \
+    X(perplexity, "sliding-window perplexity of a text")                        \
     X(vlm, "describe images with a vision-language model")
 
 #define DECLARE(name, help) __attribute__((weak)) int lmc_cmd_##name(int argc, char **argv);

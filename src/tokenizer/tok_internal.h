@@ -34,6 +34,9 @@ uint64_t tk_hash(const void *p, size_t n);
 bool tk_strmap_put(tk_strmap *m, const char *s, size_t len, int32_t val); /* overwrites */
 int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t len);    /* -1 if absent */
 bool tk_strmap_reserve(tk_strmap *m, size_t n); /* room for n more keys */
+/* out[i] = tk_strmap_get(s[i], len[i]) for n keys, memory latency overlapped. */
+void tk_strmap_get_many(const tk_strmap *m, const char *const *s, const uint32_t *len, size_t n,
+                        int32_t *out);
 void tk_strmap_free(tk_strmap *m);
 
 /* ---- uint64 -> (rank, id) map for BPE merges ---- */

@@ -111,6 +111,67 @@ static void find_byte_ids(tk_model *m) {
     }
 }
 
+#define MERGE_BLOCK 64
+
+/* Merges [base, base + k): both sides of every merge are looked up, then
+ * every merged token, each for the whole block at once (tk_strmap_get_many
+ * overlaps their cache misses); the first bad entry in file order is the
+ * one reported. */
+static lmc_status merge_block(tk_model *m, const tk_merge_ent *e, size_t base, size_t k,
+                              lmc_buf *joined, const char *where) {
+    const char *side[2 * MERGE_BLOCK], *merged[MERGE_BLOCK];
+    uint32_t side_len[2 * MERGE_BLOCK], merged_len[MERGE_BLOCK];
+    int32_t side_id[2 * MERGE_BLOCK], merged_id[MERGE_BLOCK];
+    size_t off[MERGE_BLOCK], plen = m->prefix ? strlen(m->prefix) : 0;
+    bool malformed[MERGE_BLOCK];
+    for (size_t i = 0; i < k; i++) {
+        const char *a = e[i].a, *b = e[i].b, *sp = NULL;
+        size_t al = e[i].al, bl = e[i].bl;
+        if (e[i].kind == TK_MERGE_STRING && (sp = strchr(a, ' ')) && sp != a && sp[1])
+            al = (size_t)(sp - a), b = sp + 1, bl = strlen(b);
+        malformed[i] = e[i].kind == TK_MERGE_INVALID || (e[i].kind == TK_MERGE_STRING && !b);
+        side[2 * i] = malformed[i] ? "" : a, side_len[2 * i] = malformed[i] ? 0 : (uint32_t)al;
+        side[2 * i + 1] = malformed[i] ? "" : b;
+        side_len[2 * i + 1] = malformed[i] ? 0 : (uint32_t)bl;
+    }
+    tk_strmap_get_many(&m->vocab, side, side_len, 2 * k, side_id);
+    joined->len = 0;
+    for (size_t i = 0; i < k; i++) {
+        off[i] = joined->len, merged_len[i] = 0;
+        if (malformed[i] || side_id[2 * i] < 0 || side_id[2 * i + 1] < 0) continue;
+        const char *b = side[2 * i + 1];
+        size_t bl = side_len[2 * i + 1];
+        size_t skip = (plen && bl >= plen && !memcmp(b, m->prefix, plen)) ? plen : 0;
+        if (!lmc_buf_append(joined, side[2 * i], side_len[2 * i]) ||
+            !lmc_buf_append(joined, b + skip, bl - skip))
+            return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
+        merged_len[i] = (uint32_t)(joined->len - off[i]);
+    }
+    for (size_t i = 0; i < k; i++) merged[i] = joined->p ? joined->p + off[i] : "";
+    tk_strmap_get_many(&m->vocab, merged, merged_len, k, merged_id);
+    for (size_t i = 0; i < k; i++) {
+        int32_t ia = side_id[2 * i], ib = side_id[2 * i + 1];
+        if (malformed[i] && e[i].kind == TK_MERGE_STRING)
+            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected \"left right\", got \"%s\"",
+                           where, base + i, e[i].a);
+        if (malformed[i])
+            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected a string or a pair of strings",
+                           where, base + i);
+        if (ia < 0 || ib < 0)
+            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: token \"%.*s\" is not in the vocab",
+                           where, base + i, (int)side_len[2 * i + (ia >= 0)],
+                           side[2 * i + (ia >= 0)]);
+        if (merged_id[i] < 0)
+            return lmc_err(LMC_ERR_FORMAT,
+                           "%s.merges[%zu]: merged token \"%.*s\" is not in the vocab", where,
+                           base + i, (int)merged_len[i], merged[i]);
+        if (!tk_pairmap_put(&m->merges, ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib,
+                            (uint32_t)(base + i), merged_id[i]))
+            return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
+    }
+    return LMC_OK;
+}
+
 static lmc_status load_bpe(tk_model *m, json_object *o, const tk_json_doc *d,
                            const char *where) {
     lmc_status st = load_vocab_map(m, d, where);
@@ -131,57 +192,15 @@ static lmc_status load_bpe(tk_model *m, json_object *o, const tk_json_doc *d,
     find_byte_ids(m);
     if (!d->has_merges)
         return lmc_err(LMC_ERR_FORMAT, "%s.merges: missing or not an array", where);
-    size_t n = d->n_merges, plen = m->prefix ? strlen(m->prefix) : 0;
-    if (!tk_pairmap_reserve(&m->merges, n))
+    if (!tk_pairmap_reserve(&m->merges, d->n_merges))
         return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
     lmc_buf joined = {0};
-    for (size_t i = 0; i < n; i++) {
-        const tk_merge_ent *e = &d->merges[i];
-        const char *a = e->a, *b = e->b;
-        size_t al = e->al, bl = e->bl;
-        if (e->kind == TK_MERGE_STRING) {
-            const char *sp = strchr(a, ' ');
-            if (!sp || sp == a || !sp[1]) {
-                lmc_buf_free(&joined);
-                return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected \"left right\", got \"%s\"",
-                               where, i, a);
-            }
-            al = (size_t)(sp - a);
-            b = sp + 1;
-            bl = strlen(b);
-        } else if (e->kind != TK_MERGE_PAIR) {
-            lmc_buf_free(&joined);
-            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected a string or a pair of strings",
-                           where, i);
-        }
-        int32_t ia = tk_strmap_get(&m->vocab, a, al), ib = tk_strmap_get(&m->vocab, b, bl);
-        if (ia < 0 || ib < 0) {
-            lmc_buf_free(&joined);
-            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: token \"%.*s\" is not in the vocab",
-                           where, i, (int)(ia < 0 ? al : bl), ia < 0 ? a : b);
-        }
-        joined.len = 0;
-        size_t skip = (plen && bl >= plen && !memcmp(b, m->prefix, plen)) ? plen : 0;
-        if (!lmc_buf_append(&joined, a, al) || !lmc_buf_append(&joined, b + skip, bl - skip)) {
-            lmc_buf_free(&joined);
-            return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
-        }
-        int32_t nid = tk_strmap_get(&m->vocab, joined.p, joined.len);
-        if (nid < 0) {
-            lmc_status e2 = lmc_err(LMC_ERR_FORMAT,
-                                    "%s.merges[%zu]: merged token \"%s\" is not in the vocab",
-                                    where, i, joined.p);
-            lmc_buf_free(&joined);
-            return e2;
-        }
-        if (!tk_pairmap_put(&m->merges, ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib,
-                            (uint32_t)i, nid)) {
-            lmc_buf_free(&joined);
-            return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
-        }
-    }
+    for (size_t base = 0; base < d->n_merges && !st; base += MERGE_BLOCK)
+        st = merge_block(m, d->merges + base, base,
+                         d->n_merges - base < MERGE_BLOCK ? d->n_merges - base : MERGE_BLOCK,
+                         &joined, where);
     lmc_buf_free(&joined);
-    return LMC_OK;
+    return st;
 }
 
 static lmc_status load_unigram(tk_model *m, json_object *o, const char *where) {

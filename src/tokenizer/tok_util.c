@@ -90,9 +90,7 @@ bool tk_strmap_put(tk_strmap *m, const char *s, size_t len, int32_t val) {
     return true;
 }
 
-int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t len) {
-    if (!m->cap) return -1;
-    uint64_t h = tk_hash(s, len);
+static int32_t strmap_get_h(const tk_strmap *m, const char *s, size_t len, uint64_t h) {
     size_t j = h & (m->cap - 1);
     while (m->slots[j]) {
         if (SLOT_TAG_MATCH(m->slots[j], h)) {
@@ -102,6 +100,40 @@ int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t len) {
         j = (j + 1) & (m->cap - 1);
     }
     return -1;
+}
+
+int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t len) {
+    return m->cap ? strmap_get_h(m, s, len, tk_hash(s, len)) : -1;
+}
+
+/* In groups of GET_MANY: every key's slot is requested from memory before
+ * any is read, then each entry, then each string, so the cache misses of a
+ * group overlap instead of following one another. */
+#define GET_MANY 32
+void tk_strmap_get_many(const tk_strmap *m, const char *const *s, const uint32_t *len, size_t n,
+                        int32_t *out) {
+    uint64_t h[GET_MANY];
+    for (size_t base = 0; base < n; base += GET_MANY) {
+        size_t k = n - base < GET_MANY ? n - base : GET_MANY;
+        if (!m->cap) {
+            for (size_t i = 0; i < k; i++) out[base + i] = -1;
+            continue;
+        }
+        for (size_t i = 0; i < k; i++) {
+            h[i] = tk_hash(s[base + i], len[base + i]);
+            __builtin_prefetch(&m->slots[h[i] & (m->cap - 1)]);
+        }
+        for (size_t i = 0; i < k; i++) {
+            uint64_t v = m->slots[h[i] & (m->cap - 1)];
+            if (v && SLOT_TAG_MATCH(v, h[i])) __builtin_prefetch(&m->ent[SLOT_IDX(v) - 1]);
+        }
+        for (size_t i = 0; i < k; i++) {
+            uint64_t v = m->slots[h[i] & (m->cap - 1)];
+            if (v && SLOT_TAG_MATCH(v, h[i])) __builtin_prefetch(m->ent[SLOT_IDX(v) - 1].s);
+        }
+        for (size_t i = 0; i < k; i++)
+            out[base + i] = strmap_get_h(m, s[base + i], len[base + i], h[i]);
+    }
 }
 
 void tk_strmap_free(tk_strmap *m) {
