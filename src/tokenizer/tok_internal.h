@@ -49,6 +49,8 @@ typedef struct {
 bool tk_pairmap_put(tk_pairmap *m, uint64_t key, uint32_t rank, int32_t id);
 bool tk_pairmap_get(const tk_pairmap *m, uint64_t key, uint32_t *rank, int32_t *id);
 bool tk_pairmap_reserve(tk_pairmap *m, size_t n); /* room for n more keys */
+/* Ask for key's slot ahead of a put (a hint; no effect on the contents). */
+void tk_pairmap_prefetch(const tk_pairmap *m, uint64_t key);
 void tk_pairmap_free(tk_pairmap *m);
 
 /* ---- bump allocator for one encode call ---- */

@@ -149,6 +149,9 @@ static lmc_status merge_block(tk_model *m, const tk_merge_ent *e, size_t base, s
     }
     for (size_t i = 0; i < k; i++) merged[i] = joined->p ? joined->p + off[i] : "";
     tk_strmap_get_many(&m->vocab, merged, merged_len, k, merged_id);
+    for (size_t i = 0; i < k; i++)
+        tk_pairmap_prefetch(&m->merges, ((uint64_t)(uint32_t)side_id[2 * i] << 32) |
+                                            (uint32_t)side_id[2 * i + 1]);
     for (size_t i = 0; i < k; i++) {
         int32_t ia = side_id[2 * i], ib = side_id[2 * i + 1];
         if (malformed[i] && e[i].kind == TK_MERGE_STRING)

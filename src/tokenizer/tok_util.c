@@ -166,6 +166,14 @@ static bool pairmap_resize(tk_pairmap *m, size_t cap) {
     return true;
 }
 
+void tk_pairmap_prefetch(const tk_pairmap *m, uint64_t key) {
+    if (!m->cap) return;
+    size_t j = pair_slot(key, m->cap);
+    __builtin_prefetch(&m->keys[j], 1);
+    __builtin_prefetch(&m->rank[j], 1);
+    __builtin_prefetch(&m->id[j], 1);
+}
+
 bool tk_pairmap_reserve(tk_pairmap *m, size_t n) {
     size_t cap = m->cap ? m->cap : 1024;
     while (cap < 2 * (m->n + n)) cap *= 2;
