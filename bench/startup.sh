@@ -3,7 +3,9 @@
 #  1. tokenizer.json load time of every test tokenizer: lmc_tokenizer_load
 #     (bench/tokenizer_load_bench) beside Hugging Face tokenizers'
 #     Tokenizer.from_file when the Python `tokenizers` package is importable
-#     (median of N loads in one process each), with the ratio HF / lmc;
+#     (median of N loads in one process each, wall time), with the ratio
+#     HF / lmc; lmc's thread CPU time is shown too (a busy machine inflates
+#     wall time far more than it);
 #  2. with MODEL_DIR: time to first token of `lmc generate` (wall time of the
 #     whole process asked for one token: start, load, prefill, first token
 #     and exit, so an upper bound), median of N runs.
@@ -25,7 +27,8 @@ done
 for d in "${dirs[@]}"; do
   name=$(basename "$d")
   line=$("$build/bench/tokenizer_load_bench" "$d" "$name" "$n")
-  lmc_ms=$(sed -E 's/.*median ([0-9.]+) ms.*/\1/' <<<"$line")
+  lmc_ms=$(sed -E 's/.*load: median ([0-9.]+) ms.*/\1/' <<<"$line")
+  cpu_ms=$(sed -E 's/.*cpu median ([0-9.]+) ms.*/\1/' <<<"$line")
   if ((have_hf)); then
     hf_ms=$(python3 - "$d/tokenizer.json" "$n" <<'PY'
 import statistics, sys, time
@@ -39,10 +42,11 @@ print(f"{statistics.median(t):.1f}")
 PY
 )
     ratio=$(python3 -c "print(f'{$hf_ms / $lmc_ms:.2f}')")
-    printf '%-14s lmc %8.1f ms   HF tokenizers %8.1f ms   HF/lmc %sx\n' "$name" "$lmc_ms" \
-      "$hf_ms" "$ratio"
+    printf '%-12s lmc %7.1f ms (cpu %7.1f)   HF tokenizers %7.1f ms   HF/lmc %sx\n' "$name" \
+      "$lmc_ms" "$cpu_ms" "$hf_ms" "$ratio"
   else
-    printf '%-14s lmc %8.1f ms   (HF tokenizers not importable here)\n' "$name" "$lmc_ms"
+    printf '%-12s lmc %7.1f ms (cpu %7.1f)   (HF tokenizers not importable here)\n' "$name" \
+      "$lmc_ms" "$cpu_ms"
   fi
 done
 
