@@ -162,7 +162,8 @@ static int cmd_train(int argc, char **argv) {
     lmc_context *ctx = NULL;
     lmc_dataset *train = NULL;
     lmc_lora_trainer *tr = NULL;
-    lmc_load_options lo = {.model_dir = model, .device = LMC_DEVICE_CPU, .progress = cli_load_progress};
+    lmc_load_options lo = {
+        .model_dir = model, .device = LMC_DEVICE_CPU, .progress = cli_load_progress};
     lmc_dataset_options dopt;
     lmc_dataset_options_init(&dopt);
     dopt.mask_prompt = mask;
