@@ -22,7 +22,20 @@
 extern "C" {
 #endif
 
+#define LMC_VERSION_MAJOR 0
+#define LMC_VERSION_MINOR 1
+#define LMC_VERSION_PATCH 0
 #define LMC_VERSION "0.1.0"
+
+/* LMC_API marks the functions the shared library exports; everything else
+ * in it is built with hidden visibility. */
+#if defined(_WIN32)
+#define LMC_API
+#elif defined(__GNUC__) || defined(__clang__)
+#define LMC_API __attribute__((visibility("default")))
+#else
+#define LMC_API
+#endif
 
 typedef enum {
     LMC_OK = 0,
@@ -40,11 +53,20 @@ typedef enum {
 } lmc_status;
 
 /* Message for the last failure on this thread ("" if none). Borrowed. */
-const char *lmc_last_error(void);
-const char *lmc_status_str(lmc_status st);
-const char *lmc_version(void);
+LMC_API const char *lmc_last_error(void);
+LMC_API const char *lmc_status_str(lmc_status st);
+LMC_API const char *lmc_version(void);
 /* Release a buffer returned by any lmc function. */
-void lmc_free(void *p);
+LMC_API void lmc_free(void *p);
+
+/* Where a model argument points: an existing directory is returned as is;
+ * otherwise "org/name" is looked up in the local Hugging Face hub cache
+ * ($HF_HUB_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub,
+ * ~/.cache/huggingface/hub): models--org--name/snapshots/<rev> with <rev>
+ * from refs/main. Nothing is downloaded; the error lists the paths tried.
+ * Every function taking a model directory accepts "org/name" this way.
+ * *path: lmc_free. */
+LMC_API lmc_status lmc_model_dir_resolve(const char *model, char **path);
 
 typedef enum { LMC_DEVICE_CPU = 0, LMC_DEVICE_CUDA = 1 } lmc_device;
 
@@ -58,50 +80,50 @@ typedef struct lmc_tokenizer lmc_tokenizer;
 
 /* Load <dir>/tokenizer.json and, when present, <dir>/tokenizer_config.json
  * (special tokens, add_bos_token, chat_template). */
-lmc_status lmc_tokenizer_load(const char *dir, lmc_tokenizer **out);
+LMC_API lmc_status lmc_tokenizer_load(const char *dir, lmc_tokenizer **out);
 /* Same, from explicit paths (config_path may be NULL). */
-lmc_status lmc_tokenizer_load_files(const char *tokenizer_json_path,
+LMC_API lmc_status lmc_tokenizer_load_files(const char *tokenizer_json_path,
                                     const char *tokenizer_config_path, lmc_tokenizer **out);
-void lmc_tokenizer_free(lmc_tokenizer *t);
+LMC_API void lmc_tokenizer_free(lmc_tokenizer *t);
 
 /* ids: caller frees with lmc_free. text must be valid UTF-8. Ids match the
  * Hugging Face tokenizers library (added tokens, normalizer, pre-tokenizer,
  * model, and with add_special_tokens the post-processor's BOS/EOS).
  * decode: ids that name no token are skipped, as the reference does. */
-lmc_status lmc_tokenizer_encode(const lmc_tokenizer *t, const char *text, size_t len,
+LMC_API lmc_status lmc_tokenizer_encode(const lmc_tokenizer *t, const char *text, size_t len,
                                 bool add_special_tokens, int32_t **ids, size_t *n_ids);
-lmc_status lmc_tokenizer_decode(const lmc_tokenizer *t, const int32_t *ids, size_t n_ids,
+LMC_API lmc_status lmc_tokenizer_decode(const lmc_tokenizer *t, const int32_t *ids, size_t n_ids,
                                 bool skip_special_tokens, char **text);
-size_t lmc_tokenizer_vocab_size(const lmc_tokenizer *t);
+LMC_API size_t lmc_tokenizer_vocab_size(const lmc_tokenizer *t);
 /* Borrowed token string, or NULL when out of range. */
-const char *lmc_tokenizer_id_to_token(const lmc_tokenizer *t, int32_t id);
-int32_t lmc_tokenizer_token_to_id(const lmc_tokenizer *t, const char *token); /* -1 if none */
-bool lmc_tokenizer_is_special(const lmc_tokenizer *t, int32_t id);
+LMC_API const char *lmc_tokenizer_id_to_token(const lmc_tokenizer *t, int32_t id);
+LMC_API int32_t lmc_tokenizer_token_to_id(const lmc_tokenizer *t, const char *token); /* -1 if none */
+LMC_API bool lmc_tokenizer_is_special(const lmc_tokenizer *t, int32_t id);
 
 /* The eos set. Defaults to tokenizer_config.json's eos_token; the load
  * factory replaces it with config/generation_config's eos_token_id. */
-size_t lmc_tokenizer_eos_ids(const lmc_tokenizer *t, const int32_t **ids);
-lmc_status lmc_tokenizer_set_eos_ids(lmc_tokenizer *t, const int32_t *ids, size_t n);
-int32_t lmc_tokenizer_bos_id(const lmc_tokenizer *t); /* -1 if none */
+LMC_API size_t lmc_tokenizer_eos_ids(const lmc_tokenizer *t, const int32_t **ids);
+LMC_API lmc_status lmc_tokenizer_set_eos_ids(lmc_tokenizer *t, const int32_t *ids, size_t n);
+LMC_API int32_t lmc_tokenizer_bos_id(const lmc_tokenizer *t); /* -1 if none */
 /* tokenizer_config.json special token strings by key ("bos_token",
  * "eos_token", "pad_token", "unk_token"); borrowed, NULL when absent. */
-const char *lmc_tokenizer_special_token(const lmc_tokenizer *t, const char *key);
+LMC_API const char *lmc_tokenizer_special_token(const lmc_tokenizer *t, const char *key);
 /* Chat template source: name NULL -> "default" (or the only/string one). */
-const char *lmc_tokenizer_chat_template(const lmc_tokenizer *t, const char *name);
+LMC_API const char *lmc_tokenizer_chat_template(const lmc_tokenizer *t, const char *name);
 /* A boolean of tokenizer_config.json ("add_bos_token", "add_eos_token",
  * "clean_up_tokenization_spaces", ...); `def` when absent or not a bool. */
-bool lmc_tokenizer_config_bool(const lmc_tokenizer *t, const char *key, bool def);
+LMC_API bool lmc_tokenizer_config_bool(const lmc_tokenizer *t, const char *key, bool def);
 
 /* Streaming detokenizer: push ids one at a time; each push yields the text
  * that became complete (possibly ""); finish flushes the tail. The
  * concatenation equals lmc_tokenizer_decode of all ids. */
 typedef struct lmc_detokenizer lmc_detokenizer;
-lmc_status lmc_detokenizer_new(const lmc_tokenizer *t, bool skip_special_tokens,
+LMC_API lmc_status lmc_detokenizer_new(const lmc_tokenizer *t, bool skip_special_tokens,
                                lmc_detokenizer **out);
-lmc_status lmc_detokenizer_push(lmc_detokenizer *d, int32_t id, char **segment);
-lmc_status lmc_detokenizer_finish(lmc_detokenizer *d, char **tail);
-void lmc_detokenizer_reset(lmc_detokenizer *d);
-void lmc_detokenizer_free(lmc_detokenizer *d);
+LMC_API lmc_status lmc_detokenizer_push(lmc_detokenizer *d, int32_t id, char **segment);
+LMC_API lmc_status lmc_detokenizer_finish(lmc_detokenizer *d, char **tail);
+LMC_API void lmc_detokenizer_reset(lmc_detokenizer *d);
+LMC_API void lmc_detokenizer_free(lmc_detokenizer *d);
 /* ===================== end tokenizer (src/tokenizer) ===================== */
 
 /* ===================== chat template (src/template) ====================== */
@@ -113,11 +135,11 @@ void lmc_detokenizer_free(lmc_detokenizer *d);
 typedef struct lmc_chat_template lmc_chat_template;
 
 /* Parse a template. Syntax errors: LMC_ERR_TEMPLATE, message with line/column. */
-lmc_status lmc_chat_template_compile(const char *source, lmc_chat_template **out);
-void lmc_chat_template_free(lmc_chat_template *t);
+LMC_API lmc_status lmc_chat_template_compile(const char *source, lmc_chat_template **out);
+LMC_API void lmc_chat_template_free(lmc_chat_template *t);
 /* Lower the caps for this template (0 keeps the default: 32 MiB of output,
  * 5,000,000 loop iterations). Over-limit renders fail with LMC_ERR_LIMIT. */
-lmc_status lmc_chat_template_set_limits(lmc_chat_template *t, size_t max_output_bytes,
+LMC_API lmc_status lmc_chat_template_set_limits(lmc_chat_template *t, size_t max_output_bytes,
                                         long max_loop_iterations);
 /* The work budget of a render, besides the caps above: `max_steps` counts
  * one step per template node evaluated plus the size of every value a
@@ -125,30 +147,30 @@ lmc_status lmc_chat_template_set_limits(lmc_chat_template *t, size_t max_output_
  * items); 0 keeps the default of 100,000,000 (real chat templates use under
  * 1% of it). `max_seconds` > 0 also bounds a render's wall-clock time
  * (default 0: no time bound). Over budget: LMC_ERR_LIMIT. */
-lmc_status lmc_chat_template_set_budget(lmc_chat_template *t, uint64_t max_steps,
+LMC_API lmc_status lmc_chat_template_set_budget(lmc_chat_template *t, uint64_t max_steps,
                                         double max_seconds);
 /* Render with the keys of `context_json` (a JSON object, may be NULL) as
  * variables. *out: caller frees with lmc_free. raise_exception() in the
  * template fails with LMC_ERR_TEMPLATE carrying its message. */
-lmc_status lmc_chat_template_render(const lmc_chat_template *t, const char *context_json, char **out);
+LMC_API lmc_status lmc_chat_template_render(const lmc_chat_template *t, const char *context_json, char **out);
 /* transformers' apply_chat_template(tokenize=False): messages (JSON array),
  * tools (JSON array or NULL -> None), add_generation_prompt, documents=None,
  * plus extra_context_json's keys (special tokens, enable_thinking,
  * date_string, ...). continue_final_message cuts the output right after the
  * final message's content (error when it can't be found) and excludes
  * add_generation_prompt. */
-lmc_status lmc_chat_template_apply(const lmc_chat_template *t, const char *messages_json,
+LMC_API lmc_status lmc_chat_template_apply(const lmc_chat_template *t, const char *messages_json,
                                    const char *tools_json, bool add_generation_prompt,
                                    bool continue_final_message, const char *extra_context_json,
                                    char **out);
 /* The same with the tokenizer's chat template and its special tokens
  * (bos_token, eos_token, ...; keys in extra_context_json override them). */
-lmc_status lmc_tokenizer_apply_chat_template(const lmc_tokenizer *t, const char *messages_json,
+LMC_API lmc_status lmc_tokenizer_apply_chat_template(const lmc_tokenizer *t, const char *messages_json,
                                              const char *tools_json, bool add_generation_prompt,
                                              bool continue_final_message,
                                              const char *extra_context_json, char **out);
 /* ... and encoded to ids (no extra special tokens added). ids: lmc_free. */
-lmc_status lmc_tokenizer_apply_chat_template_ids(const lmc_tokenizer *t, const char *messages_json,
+LMC_API lmc_status lmc_tokenizer_apply_chat_template_ids(const lmc_tokenizer *t, const char *messages_json,
                                                  const char *tools_json, bool add_generation_prompt,
                                                  bool continue_final_message,
                                                  const char *extra_context_json, int32_t **ids,
@@ -174,25 +196,25 @@ typedef struct {
  * map and validate the weights; build the tokenizer once (its eos set
  * replaced by config.json / generation_config.json eos_token_id when
  * present); construct the model. */
-lmc_status lmc_context_load(const lmc_load_options *opts, lmc_context **out);
-void lmc_context_free(lmc_context *ctx);
+LMC_API lmc_status lmc_context_load(const lmc_load_options *opts, lmc_context **out);
+LMC_API void lmc_context_free(lmc_context *ctx);
 /* Borrowed; lives as long as the context. */
-lmc_tokenizer *lmc_context_tokenizer(const lmc_context *ctx);
+LMC_API lmc_tokenizer *lmc_context_tokenizer(const lmc_context *ctx);
 /* config.json's model_type, verbatim (e.g. "mistral", not its alias). */
-const char *lmc_context_model_type(const lmc_context *ctx);
+LMC_API const char *lmc_context_model_type(const lmc_context *ctx);
 /* Thin forwards to lmc_tokenizer_encode / lmc_tokenizer_decode. */
-lmc_status lmc_context_encode(const lmc_context *ctx, const char *text, size_t len,
+LMC_API lmc_status lmc_context_encode(const lmc_context *ctx, const char *text, size_t len,
                               bool add_special_tokens, int32_t **ids, size_t *n_ids);
-lmc_status lmc_context_decode(const lmc_context *ctx, const int32_t *ids, size_t n_ids,
+LMC_API lmc_status lmc_context_decode(const lmc_context *ctx, const int32_t *ids, size_t n_ids,
                               bool skip_special_tokens, char **text);
 /* Thin forwards to lmc_tokenizer_apply_chat_template[_ids] (same arguments
  * and semantics; add_generation_prompt and continue_final_message exclude
  * each other). */
-lmc_status lmc_context_apply_chat_template(const lmc_context *ctx, const char *messages_json,
+LMC_API lmc_status lmc_context_apply_chat_template(const lmc_context *ctx, const char *messages_json,
                                            const char *tools_json, bool add_generation_prompt,
                                            bool continue_final_message,
                                            const char *extra_context_json, char **out);
-lmc_status lmc_context_apply_chat_template_ids(const lmc_context *ctx, const char *messages_json,
+LMC_API lmc_status lmc_context_apply_chat_template_ids(const lmc_context *ctx, const char *messages_json,
                                                const char *tools_json,
                                                bool add_generation_prompt,
                                                bool continue_final_message,
@@ -229,17 +251,17 @@ typedef struct {
     int32_t penalty_context_size;    /* default 20 */
 } lmc_sampler_params;
 
-void lmc_sampler_params_default(lmc_sampler_params *p);
+LMC_API void lmc_sampler_params_default(lmc_sampler_params *p);
 
 typedef struct lmc_sampler lmc_sampler;
 /* Validates the parameters (ranges, bias ids < vocab) and copies them. */
-lmc_status lmc_sampler_new(const lmc_sampler_params *p, size_t vocab, lmc_sampler **out);
-void lmc_sampler_free(lmc_sampler *s);
+LMC_API lmc_status lmc_sampler_new(const lmc_sampler_params *p, size_t vocab, lmc_sampler **out);
+LMC_API void lmc_sampler_free(lmc_sampler *s);
 /* Process `logits` in place (vocab floats) and draw a token. `recent` are
  * the preceding tokens (for the repetition penalty; may be NULL). On return
  * logits hold the log-probabilities the draw was made from (before masks);
  * *logprob (may be NULL) is the chosen token's. */
-lmc_status lmc_sampler_sample(lmc_sampler *s, float *logits, const int32_t *recent,
+LMC_API lmc_status lmc_sampler_sample(lmc_sampler *s, float *logits, const int32_t *recent,
                               size_t n_recent, int32_t *token, float *logprob);
 /* The keep-mask the sampler would draw from for these (normalized)
  * log-probabilities, for inspection: keep[i] true when token i can be
@@ -247,14 +269,14 @@ lmc_status lmc_sampler_sample(lmc_sampler *s, float *logits, const int32_t *rece
  * distribution and the mask is their intersection; top-p keeps a token
  * while the mass of the tokens ranked ahead of it (ties by lower id) is
  * below top_p. */
-lmc_status lmc_sampler_mask(const lmc_sampler *s, const float *logprobs, bool *keep);
+LMC_API lmc_status lmc_sampler_mask(const lmc_sampler *s, const float *logprobs, bool *keep);
 
 typedef enum {
     LMC_FINISH_NONE = 0, /* more tokens follow */
     LMC_FINISH_STOP,     /* an eos token or a stop string */
     LMC_FINISH_LENGTH,   /* max_tokens reached */
 } lmc_finish_reason;
-const char *lmc_finish_reason_str(lmc_finish_reason r); /* "stop", "length", "" */
+LMC_API const char *lmc_finish_reason_str(lmc_finish_reason r); /* "stop", "length", "" */
 
 #define LMC_MAX_TOP_LOGPROBS 64
 /* One generated token. Pointers are valid only during the callback. */
@@ -296,7 +318,7 @@ typedef struct {
     bool (*cancel)(void *user);
     void *cancel_user;
 } lmc_gen_params;
-void lmc_gen_params_default(lmc_gen_params *p);
+LMC_API void lmc_gen_params_default(lmc_gen_params *p);
 
 /* Figures for the last generation call. */
 typedef struct {
@@ -313,32 +335,58 @@ typedef struct {
 /* A prompt cache: the KV state plus the token ids it encodes, so a later
  * prompt that extends them feeds only the new suffix. */
 typedef struct lmc_prompt_cache lmc_prompt_cache;
-lmc_status lmc_prompt_cache_new(lmc_context *ctx, lmc_prompt_cache **out);
-void lmc_prompt_cache_free(lmc_prompt_cache *c);
-size_t lmc_prompt_cache_len(const lmc_prompt_cache *c);
+LMC_API lmc_status lmc_prompt_cache_new(lmc_context *ctx, lmc_prompt_cache **out);
+LMC_API void lmc_prompt_cache_free(lmc_prompt_cache *c);
+LMC_API size_t lmc_prompt_cache_len(const lmc_prompt_cache *c);
 /* Token ids the cache is known to hold (borrowed; excludes an opaque prefix). */
-size_t lmc_prompt_cache_tokens(const lmc_prompt_cache *c, const int32_t **ids);
+LMC_API size_t lmc_prompt_cache_tokens(const lmc_prompt_cache *c, const int32_t **ids);
 /* safetensors with the K/V tensors and metadata (token ids, model type),
  * written atomically with mode 0600 (it holds the conversation). load
  * refuses a file whose shapes, metadata or values (NaN, inf) do not fit,
  * naming the file, tensor, layer and index. */
-lmc_status lmc_prompt_cache_save(const lmc_prompt_cache *c, const char *path);
-lmc_status lmc_prompt_cache_load(lmc_context *ctx, const char *path, lmc_prompt_cache **out);
+LMC_API lmc_status lmc_prompt_cache_save(const lmc_prompt_cache *c, const char *path);
+LMC_API lmc_status lmc_prompt_cache_load(lmc_context *ctx, const char *path,
+                                         lmc_prompt_cache **out);
 
 /* Generate from token ids. `cache` (may be NULL) is reused: the longest
  * prefix it shares with the prompt is kept and only the rest is fed; it is
  * left holding prompt + output (all but the last token). */
-lmc_status lmc_generate_ids(lmc_context *ctx, const int32_t *prompt, size_t n_prompt,
+LMC_API lmc_status lmc_generate_ids(lmc_context *ctx, const int32_t *prompt, size_t n_prompt,
                             const lmc_gen_params *p, lmc_prompt_cache *cache,
                             lmc_gen_callback cb, void *user, lmc_gen_stats *stats);
 /* Encode `prompt` (special tokens added) and collect the whole text. */
-lmc_status lmc_generate_text(lmc_context *ctx, const char *prompt, const lmc_gen_params *p,
+LMC_API lmc_status lmc_generate_text(lmc_context *ctx, const char *prompt, const lmc_gen_params *p,
                              char **out_text, lmc_gen_stats *stats);
+
+/* Perplexity over a token sequence with sliding windows, as the Hugging
+ * Face "perplexity of fixed-length models" recipe computes it: windows of
+ * `context` tokens start every `stride` tokens (1 <= stride <= context);
+ * each window scores only the tokens that the previous window did not end
+ * with (the first window scores all but its first token), and the window's
+ * mean negative log-likelihood is weighted by its number of new tokens
+ * minus one, as that recipe does. perplexity = exp(nll). */
+typedef struct {
+    double perplexity;
+    double nll;          /* weighted mean negative log-likelihood (nats) */
+    size_t n_tokens;     /* tokens in the sequence */
+    size_t n_scored;     /* sum of the weights */
+    size_t n_windows;
+} lmc_perplexity_result;
+/* progress (may be NULL): stage "perplexity", fraction of windows done. */
+LMC_API lmc_status lmc_perplexity_ids(lmc_context *ctx, const int32_t *ids, size_t n,
+                                      size_t context, size_t stride, lmc_progress_fn progress,
+                                      void *user, lmc_perplexity_result *out);
+/* The text encoded with the tokenizer's special tokens (BOS), as the
+ * recipe's tokenizer call does. context 0: the model's
+ * max_position_embeddings; stride 0: context (windows do not overlap). */
+LMC_API lmc_status lmc_perplexity_text(lmc_context *ctx, const char *text, size_t len,
+                                       size_t context, size_t stride, lmc_progress_fn progress,
+                                       void *user, lmc_perplexity_result *out);
 
 /* Chat session: model + KV cache + history; each turn renders the whole
  * conversation with the chat template and feeds only what the cache lacks. */
 typedef enum { LMC_ROLE_SYSTEM, LMC_ROLE_USER, LMC_ROLE_ASSISTANT, LMC_ROLE_TOOL } lmc_role;
-const char *lmc_role_str(lmc_role r);
+LMC_API const char *lmc_role_str(lmc_role r);
 
 typedef struct {
     const char *instructions;     /* system message prepended every turn */
@@ -356,30 +404,30 @@ typedef struct lmc_chat_session lmc_chat_session;
 /* ctx is borrowed for the session's life. Fails with LMC_ERR_INVALID_ARG
  * when both cache and draft are set (a restored opaque prefix cannot be
  * carried across speculative turns). */
-lmc_status lmc_chat_session_new(lmc_context *ctx, const lmc_chat_options *opts,
+LMC_API lmc_status lmc_chat_session_new(lmc_context *ctx, const lmc_chat_options *opts,
                                 lmc_chat_session **out);
-void lmc_chat_session_free(lmc_chat_session *s);
+LMC_API void lmc_chat_session_free(lmc_chat_session *s);
 /* Run one turn; the message and reply join the history when it ends. A
  * callback that returns false ends the turn early and the partial reply is
  * recorded. A template error records nothing; a failure during generation
  * records the reply produced so far. */
-lmc_status lmc_chat_session_stream(lmc_chat_session *s, lmc_role role, const char *message,
+LMC_API lmc_status lmc_chat_session_stream(lmc_chat_session *s, lmc_role role, const char *message,
                                    lmc_gen_callback cb, void *user);
-lmc_status lmc_chat_session_respond(lmc_chat_session *s, const char *message, char **reply);
+LMC_API lmc_status lmc_chat_session_respond(lmc_chat_session *s, const char *message, char **reply);
 /* Drop cache and history; keep instructions and parameters. */
-void lmc_chat_session_clear(lmc_chat_session *s);
-lmc_status lmc_chat_session_set_instructions(lmc_chat_session *s, const char *instructions);
-lmc_status lmc_chat_session_set_template_kwargs(lmc_chat_session *s, const char *json);
+LMC_API void lmc_chat_session_clear(lmc_chat_session *s);
+LMC_API lmc_status lmc_chat_session_set_instructions(lmc_chat_session *s, const char *instructions);
+LMC_API lmc_status lmc_chat_session_set_template_kwargs(lmc_chat_session *s, const char *json);
 /* Mutable generation parameters (borrowed; stop strings are ignored). */
-lmc_gen_params *lmc_chat_session_params(lmc_chat_session *s);
-size_t lmc_chat_session_history_len(const lmc_chat_session *s);
+LMC_API lmc_gen_params *lmc_chat_session_params(lmc_chat_session *s);
+LMC_API size_t lmc_chat_session_history_len(const lmc_chat_session *s);
 /* Borrowed content of message i (NULL when out of range). */
-const char *lmc_chat_session_history_at(const lmc_chat_session *s, size_t i, lmc_role *role);
-bool lmc_chat_session_has_cache(const lmc_chat_session *s);
+LMC_API const char *lmc_chat_session_history_at(const lmc_chat_session *s, size_t i, lmc_role *role);
+LMC_API bool lmc_chat_session_has_cache(const lmc_chat_session *s);
 /* LMC_ERR_STATE before the first turn, or for a speculative session. */
-lmc_status lmc_chat_session_save_cache(const lmc_chat_session *s, const char *path);
+LMC_API lmc_status lmc_chat_session_save_cache(const lmc_chat_session *s, const char *path);
 /* Stats of the last turn (prefill_tokens = tokens actually fed). */
-void lmc_chat_session_last_stats(const lmc_chat_session *s, lmc_gen_stats *stats);
+LMC_API void lmc_chat_session_last_stats(const lmc_chat_session *s, lmc_gen_stats *stats);
 /* =============== end generation and chat session (src/lm) ================ */
 
 /* ================== fine-tuning datasets (src/train) ===================== */
@@ -425,45 +473,45 @@ typedef struct {
 } lmc_dataset_options;
 
 /* Defaults: auto format, default keys, no masking, cache on. */
-void lmc_dataset_options_init(lmc_dataset_options *o);
-const char *lmc_dataset_format_name(lmc_dataset_format f); /* "text", ... */
+LMC_API void lmc_dataset_options_init(lmc_dataset_options *o);
+LMC_API const char *lmc_dataset_format_name(lmc_dataset_format f); /* "text", ... */
 
 /* Load one jsonl file (opts NULL -> defaults). Missing file:
  * LMC_ERR_NOT_FOUND; directory/FIFO/other non-regular file: LMC_ERR_IO;
  * over a cap: LMC_ERR_LIMIT; empty file: LMC_ERR_FORMAT; an "hf:" path:
  * LMC_ERR_UNSUPPORTED (local files only); mask_prompt with the text format:
  * LMC_ERR_INVALID_ARG. */
-lmc_status lmc_dataset_load(const char *path, const lmc_tokenizer *tok,
+LMC_API lmc_status lmc_dataset_load(const char *path, const lmc_tokenizer *tok,
                             const lmc_dataset_options *opts, lmc_dataset **out);
 /* Load <dir>/train.jsonl, valid.jsonl and test.jsonl into the non-NULL out
  * pointers; a split whose file is absent comes back NULL (a present but
  * empty file is an error). LMC_ERR_NOT_FOUND when none of the requested
  * splits exists. On failure every out pointer is NULL. */
-lmc_status lmc_dataset_load_dir(const char *dir, const lmc_tokenizer *tok,
+LMC_API lmc_status lmc_dataset_load_dir(const char *dir, const lmc_tokenizer *tok,
                                 const lmc_dataset_options *opts, lmc_dataset **train,
                                 lmc_dataset **valid, lmc_dataset **test);
 /* Index across `parts` in order (no packing). On success the new dataset
  * owns the parts (free only it; the `parts` array stays the caller's); on
  * failure the caller keeps them. */
-lmc_status lmc_dataset_concat(lmc_dataset *const *parts, size_t n_parts, lmc_dataset **out);
+LMC_API lmc_status lmc_dataset_concat(lmc_dataset *const *parts, size_t n_parts, lmc_dataset **out);
 /* Wrap `inner` so each record is tokenized on first access only. Takes
  * ownership of `inner` on success. */
-lmc_status lmc_dataset_cached(lmc_dataset *inner, lmc_dataset **out);
-void lmc_dataset_free(lmc_dataset *d);
+LMC_API lmc_status lmc_dataset_cached(lmc_dataset *inner, lmc_dataset **out);
+LMC_API void lmc_dataset_free(lmc_dataset *d);
 
-size_t lmc_dataset_len(const lmc_dataset *d);
+LMC_API size_t lmc_dataset_len(const lmc_dataset *d);
 /* The resolved format (LMC_DATASET_AUTO for a concatenation of mixed ones). */
-lmc_dataset_format lmc_dataset_format_of(const lmc_dataset *d);
+LMC_API lmc_dataset_format lmc_dataset_format_of(const lmc_dataset *d);
 /* Record i tokenized: *ids (caller frees with lmc_free), *n_ids, and
  * *prompt_len (may be NULL). Out of range: LMC_ERR_INVALID_ARG. Template
  * and tokenizer failures name the file and line. */
-lmc_status lmc_dataset_get(lmc_dataset *d, size_t i, int32_t **ids, size_t *n_ids,
+LMC_API lmc_status lmc_dataset_get(lmc_dataset *d, size_t i, int32_t **ids, size_t *n_ids,
                            size_t *prompt_len);
 /* Number of tokens of record i (tokenizes it; cached datasets keep it). */
-lmc_status lmc_dataset_item_len(lmc_dataset *d, size_t i, size_t *n_tokens);
+LMC_API lmc_status lmc_dataset_item_len(lmc_dataset *d, size_t i, size_t *n_tokens);
 /* Record i's source: its JSON text (caller frees with lmc_free), and the
  * file (borrowed, valid while d lives) and 1-based line; any may be NULL. */
-lmc_status lmc_dataset_record(const lmc_dataset *d, size_t i, char **json, const char **path,
+LMC_API lmc_status lmc_dataset_record(const lmc_dataset *d, size_t i, char **json, const char **path,
                               size_t *line);
 /* ================ end fine-tuning datasets (src/train) =================== */
 
@@ -520,37 +568,37 @@ typedef struct {
     double seconds;
 } lmc_lora_train_stats;
 
-void lmc_lora_options_init(lmc_lora_options *o);
+LMC_API void lmc_lora_options_init(lmc_lora_options *o);
 /* Map model_dir's config.json and weights (no tokenizer needed) and create
  * fresh adapters. opts NULL: defaults; opts is copied. Errors: unknown
  * target module, bad rank/alpha/num_layers, nonzero dropout, unsupported
  * model_type, missing or mis-shaped weights. */
-lmc_status lmc_lora_trainer_new(const char *model_dir, const lmc_lora_options *opts,
+LMC_API lmc_status lmc_lora_trainer_new(const char *model_dir, const lmc_lora_options *opts,
                                 lmc_lora_trainer **out);
-void lmc_lora_trainer_free(lmc_lora_trainer *t);
+LMC_API void lmc_lora_trainer_free(lmc_lora_trainer *t);
 /* Run opts.iters steps over `train` (borrowed; records drawn in a seeded
  * shuffled order, reshuffled every epoch). An empty dataset, one smaller
  * than batch_size, or one where no record has a target token fails with
  * LMC_ERR_INVALID_ARG. stats may be NULL. */
-lmc_status lmc_lora_train(lmc_lora_trainer *t, lmc_dataset *train, lmc_lora_train_stats *stats);
+LMC_API lmc_status lmc_lora_train(lmc_lora_trainer *t, lmc_dataset *train, lmc_lora_train_stats *stats);
 /* One optimizer step on an explicit batch of n token sequences (each
  * truncated to max_seq_length) with their prompt offsets (NULL: all 0);
  * *loss (may be NULL) gets the batch loss before the update. */
-lmc_status lmc_lora_trainer_step(lmc_lora_trainer *t, const int32_t *const *seqs,
+LMC_API lmc_status lmc_lora_trainer_step(lmc_lora_trainer *t, const int32_t *const *seqs,
                                  const size_t *lens, const size_t *offsets, size_t n,
                                  float *loss);
 /* Write <dir>/adapter_model.safetensors and <dir>/adapter_config.json
  * (atomically; dir created when absent). */
-lmc_status lmc_lora_trainer_save(const lmc_lora_trainer *t, const char *adapter_dir);
+LMC_API lmc_status lmc_lora_trainer_save(const lmc_lora_trainer *t, const char *adapter_dir);
 /* Resume: read adapters saved for the same configuration. rank, alpha,
  * target modules, layers and every tensor's shape are checked first;
  * on any error nothing changes and the message names the file and tensor. */
-lmc_status lmc_lora_trainer_load(lmc_lora_trainer *t, const char *adapter_dir);
+LMC_API lmc_status lmc_lora_trainer_load(lmc_lora_trainer *t, const char *adapter_dir);
 /* Write save_dir with W' = W + (alpha/r) B A for every adapted weight (in
  * the base dtype), all other tensors copied, into one model.safetensors,
  * plus config.json, generation_config.json and tokenizer files copied. It
  * loads with lmc_context_load. progress (optional) gets stage "fuse". */
-lmc_status lmc_lora_fuse(const char *model_dir, const char *adapter_dir, const char *save_dir,
+LMC_API lmc_status lmc_lora_fuse(const char *model_dir, const char *adapter_dir, const char *save_dir,
                          lmc_progress_fn progress, void *progress_user);
 
 /* Write an MLX affine-quantized copy of a float checkpoint to save_dir
@@ -561,7 +609,7 @@ lmc_status lmc_lora_fuse(const char *model_dir, const char *adapter_dir, const c
  * matrices as per-module `false` overrides). config.json gains
  * "quantization"; generation config and tokenizer files are copied. The
  * result loads with lmc_context_load (and MLX). Progress stage "quantize". */
-lmc_status lmc_quantize_model(const char *model_dir, const char *save_dir, int bits,
+LMC_API lmc_status lmc_quantize_model(const char *model_dir, const char *save_dir, int bits,
                               int group_size, lmc_progress_fn progress, void *progress_user);
 /* =================== end LoRA fine-tuning (src/train) ==================== */
 
@@ -580,19 +628,19 @@ typedef struct lmc_vlm_context lmc_vlm_context;
  * llama-family text model; processor_class "LlavaProcessor"), on the CPU
  * only (device cuda: LMC_ERR_UNSUPPORTED). Other model types fail with
  * LMC_ERR_UNSUPPORTED naming them. opts->progress is not called. */
-lmc_status lmc_vlm_load(const lmc_load_options *opts, lmc_vlm_context **out);
-void lmc_vlm_free(lmc_vlm_context *ctx);
+LMC_API lmc_status lmc_vlm_load(const lmc_load_options *opts, lmc_vlm_context **out);
+LMC_API void lmc_vlm_free(lmc_vlm_context *ctx);
 /* Borrowed; live as long as the context. */
-const char *lmc_vlm_model_type(const lmc_vlm_context *ctx);
-lmc_tokenizer *lmc_vlm_tokenizer(const lmc_vlm_context *ctx);
+LMC_API const char *lmc_vlm_model_type(const lmc_vlm_context *ctx);
+LMC_API lmc_tokenizer *lmc_vlm_tokenizer(const lmc_vlm_context *ctx);
 /* The text a prompt marks each image's place with ("<image>"). Borrowed. */
-const char *lmc_vlm_image_token(const lmc_vlm_context *ctx);
+LMC_API const char *lmc_vlm_image_token(const lmc_vlm_context *ctx);
 /* One user turn through the tokenizer's chat template: n_images image
  * items, then `text`, with the generation prompt (as transformers'
  * apply_chat_template renders [{"role": "user", "content": [{"type":
  * "image"}, ..., {"type": "text", "text": text}]}]). *out: lmc_free.
  * No chat template: LMC_ERR_NOT_FOUND. */
-lmc_status lmc_vlm_chat_prompt(const lmc_vlm_context *ctx, const char *text, size_t n_images,
+LMC_API lmc_status lmc_vlm_chat_prompt(const lmc_vlm_context *ctx, const char *text, size_t n_images,
                                char **out);
 /* Generate from a prompt holding exactly n_images image tokens and the
  * image files they stand for (in order): each image is preprocessed, its
@@ -602,12 +650,12 @@ lmc_status lmc_vlm_chat_prompt(const lmc_vlm_context *ctx, const char *text, siz
  * max_tokens, the callback and stats behave as in lmc_generate_ids
  * (p NULL: defaults; p->draft must be NULL). Token-count mismatches,
  * unreadable images and wrong image sizes fail with a message naming them. */
-lmc_status lmc_vlm_generate(lmc_vlm_context *ctx, const char *prompt,
+LMC_API lmc_status lmc_vlm_generate(lmc_vlm_context *ctx, const char *prompt,
                             const char *const *image_paths, size_t n_images,
                             const lmc_gen_params *p, lmc_gen_callback cb, void *user,
                             lmc_gen_stats *stats);
 /* The same, collecting the whole text (*out_text: lmc_free). */
-lmc_status lmc_vlm_generate_text(lmc_vlm_context *ctx, const char *prompt,
+LMC_API lmc_status lmc_vlm_generate_text(lmc_vlm_context *ctx, const char *prompt,
                                  const char *const *image_paths, size_t n_images,
                                  const lmc_gen_params *p, char **out_text, lmc_gen_stats *stats);
 
@@ -624,15 +672,15 @@ lmc_status lmc_vlm_generate_text(lmc_vlm_context *ctx, const char *prompt,
 typedef struct lmc_image_processor lmc_image_processor;
 /* From a model directory's processor config (same file resolution as
  * lmc_vlm_load, except that processor_class is not required). */
-lmc_status lmc_image_processor_load(const char *dir, lmc_image_processor **out);
+LMC_API lmc_status lmc_image_processor_load(const char *dir, lmc_image_processor **out);
 /* From an in-memory processor-config JSON document. */
-lmc_status lmc_image_processor_parse(const char *json, size_t len, lmc_image_processor **out);
-void lmc_image_processor_free(lmc_image_processor *p);
+LMC_API lmc_status lmc_image_processor_parse(const char *json, size_t len, lmc_image_processor **out);
+LMC_API void lmc_image_processor_free(lmc_image_processor *p);
 /* *pixels: channels*height*width floats, caller frees with lmc_free. */
-lmc_status lmc_image_preprocess_file(const lmc_image_processor *p, const char *path,
+LMC_API lmc_status lmc_image_preprocess_file(const lmc_image_processor *p, const char *path,
                                      float **pixels, size_t *channels, size_t *height,
                                      size_t *width);
-lmc_status lmc_image_preprocess_memory(const lmc_image_processor *p, const void *bytes,
+LMC_API lmc_status lmc_image_preprocess_memory(const lmc_image_processor *p, const void *bytes,
                                        size_t len, float **pixels, size_t *channels,
                                        size_t *height, size_t *width);
 /* ============ end vision-language models (src/vlm) ====================== */
@@ -692,11 +740,12 @@ typedef struct {
  * step. A prompt longer than the context gets 400 with code
  * "context_length_exceeded". The prompt cache is reused only by requests
  * with the same API key and the same "cache_salt". */
-lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lmc_server **out);
-uint16_t lmc_server_port(const lmc_server *s); /* the bound port */
+LMC_API lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts,
+                                    lmc_server **out);
+LMC_API uint16_t lmc_server_port(const lmc_server *s); /* the bound port */
 /* Cancel running generations (at the next prefill chunk or decode step),
  * close connections, wait for threads, free. */
-void lmc_server_stop(lmc_server *s);
+LMC_API void lmc_server_stop(lmc_server *s);
 /* ====================== end HTTP server (src/server) ====================== */
 
 #ifdef __cplusplus

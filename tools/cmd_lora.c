@@ -1,7 +1,8 @@
 /* `lmc lora train ...` fine-tunes LoRA adapters on a jsonl dataset and
  * saves them in PEFT's format; `lmc lora fuse ...` merges saved adapters
  * into a copy of the base model. */
-#include "base/file.h"
+#include "cli_io.h"
+#include "cli_progress.h"
 #include "lmc.h"
 #include <errno.h>
 #include <limits.h>
@@ -63,14 +64,23 @@ typedef struct {
 
 static bool on_step(void *user, const lmc_lora_progress *p) {
     train_ui *ui = user;
-    printf("step %d/%d: loss %.4f, %.1f tokens/s, %zu trained tokens\n", (int)p->step,
-           (int)p->iters, (double)p->loss, p->tokens_per_sec, p->trained_tokens);
+    if (cli_progress_on()) {
+        char note[128];
+        snprintf(note, sizeof note, "step %d/%d  loss %.4f  %.1f tokens/s", (int)p->step,
+                 (int)p->iters, (double)p->loss, p->tokens_per_sec);
+        cli_progress_note("train", p->iters ? (double)p->step / p->iters : 1.0, note);
+    } else {
+        printf("step %d/%d: loss %.4f, %.1f tokens/s, %zu trained tokens\n", (int)p->step,
+               (int)p->iters, (double)p->loss, p->tokens_per_sec, p->trained_tokens);
+    }
     if (p->truncated > ui->truncated_seen) {
+        cli_progress_done();
         fprintf(stderr, "lmc lora: %zu record(s) truncated to --max-seq-length %zu so far\n",
                 p->truncated, ui->max_seq);
         ui->truncated_seen = p->truncated;
     }
     if (ui->save_every > 0 && p->step % ui->save_every == 0 && p->step < p->iters) {
+        cli_progress_done();
         if (lmc_lora_trainer_save(ui->trainer, ui->adapter_path)) {
             fprintf(stderr, "lmc lora: saving adapters: %s\n", lmc_last_error());
             ui->save_failed = true;
@@ -152,7 +162,8 @@ static int cmd_train(int argc, char **argv) {
     lmc_context *ctx = NULL;
     lmc_dataset *train = NULL;
     lmc_lora_trainer *tr = NULL;
-    lmc_load_options lo = {.model_dir = model, .device = LMC_DEVICE_CPU};
+    lmc_load_options lo = {
+        .model_dir = model, .device = LMC_DEVICE_CPU, .progress = cli_load_progress};
     lmc_dataset_options dopt;
     lmc_dataset_options_init(&dopt);
     dopt.mask_prompt = mask;
@@ -164,8 +175,10 @@ static int cmd_train(int argc, char **argv) {
     if ((st = lmc_lora_trainer_new(model, &o, &tr))) goto fail;
     ui.trainer = tr;
     if (resume && (st = lmc_lora_trainer_load(tr, resume))) goto fail;
-    if ((st = lmc_context_load(&lo, &ctx))) goto fail;
-    if (lmc_is_dir(data))
+    st = lmc_context_load(&lo, &ctx);
+    cli_progress_done();
+    if (st) goto fail;
+    if (cli_is_dir(data))
         st = lmc_dataset_load_dir(data, lmc_context_tokenizer(ctx), &dopt, &train, NULL, NULL);
     else
         st = lmc_dataset_load(data, lmc_context_tokenizer(ctx), &dopt, &train);
@@ -182,6 +195,7 @@ static int cmd_train(int argc, char **argv) {
     fflush(stdout);
     lmc_lora_train_stats stats;
     st = lmc_lora_train(tr, train, &stats);
+    cli_progress_done();
     if (st && !ui.save_failed) fprintf(stderr, "lmc lora train: %s\n", lmc_last_error());
     if (st) goto done;
     if (stats.skipped_records)
@@ -229,7 +243,9 @@ static int cmd_fuse(int argc, char **argv) {
         fprintf(stderr, "lmc lora fuse: --model, --adapter-path and --save-path are required\n");
         return 2;
     }
-    if (lmc_lora_fuse(model, adapters, save, NULL, NULL)) {
+    lmc_status st = lmc_lora_fuse(model, adapters, save, cli_progress, NULL);
+    cli_progress_done();
+    if (st) {
         fprintf(stderr, "lmc lora fuse: %s\n", lmc_last_error());
         return 1;
     }

@@ -1,5 +1,6 @@
 /* `lmc quantize`: an MLX affine-quantized copy of a float checkpoint. */
 #include "cli_gen_args.h"
+#include "cli_progress.h"
 #include "lmc.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,13 +9,6 @@ static void usage(FILE *f) {
     fprintf(f, "usage: lmc quantize -m MODEL_DIR --save-path OUT_DIR [--bits 4] [--group-size 64]\n"
                "  --bits B          2, 4 or 8 (default 4)\n"
                "  --group-size G    32, 64 or 128 inputs per scale and bias (default 64)\n");
-}
-
-static bool progress(void *user, const char *stage, double fraction) {
-    (void)user;
-    fprintf(stderr, "\r%s %3.0f%%", stage, fraction * 100.0);
-    if (fraction >= 1.0) fputc('\n', stderr);
-    return true;
 }
 
 int lmc_cmd_quantize(int argc, char **argv) {
@@ -37,7 +31,9 @@ int lmc_cmd_quantize(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (lmc_quantize_model(model, save, (int)bits, (int)group, progress, NULL)) {
+    lmc_status st = lmc_quantize_model(model, save, (int)bits, (int)group, cli_progress, NULL);
+    cli_progress_done();
+    if (st) {
         fprintf(stderr, "lmc: %s\n", lmc_last_error()); /* the message names the step */
         return 1;
     }

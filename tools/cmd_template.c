@@ -1,6 +1,6 @@
 /* `lmc template`: render a chat template (a file, or a tokenizer directory's
  * template) over a messages JSON file, like apply_chat_template(tokenize=False). */
-#include "base/file.h"
+#include "cli_io.h"
 #include "lmc.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,13 +23,10 @@ static void usage(FILE *f) {
             "  --render FILE            render with exactly this JSON object as variables\n");
 }
 
-static int read_text(const char *path, const char *what, char **out) {
+static int read_text(const char *path, char **out) {
     size_t len;
-    if (lmc_read_file(path, what, MAX_JSON_FILE, out, &len)) {
-        fprintf(stderr, "lmc template: %s\n", lmc_last_error());
-        return 1;
-    }
-    return 0;
+    *out = cli_read_file("lmc template", path, MAX_JSON_FILE, &len);
+    return *out ? 0 : 1;
 }
 
 int lmc_cmd_template(int argc, char **argv) {
@@ -69,16 +66,16 @@ int lmc_cmd_template(int argc, char **argv) {
     lmc_chat_template *tpl = NULL;
     int rc = 1;
     lmc_status st = LMC_OK;
-    if ((msgs_path && read_text(msgs_path, "messages file", &msgs)) ||
-        (tools_path && read_text(tools_path, "tools file", &tools)) ||
-        (ctx_path && read_text(ctx_path, "context file", &ctx)) ||
-        (render_path && read_text(render_path, "render context file", &ctx)))
+    if ((msgs_path && read_text(msgs_path, &msgs)) ||
+        (tools_path && read_text(tools_path, &tools)) ||
+        (ctx_path && read_text(ctx_path, &ctx)) ||
+        (render_path && read_text(render_path, &ctx)))
         goto done;
     if (model) {
         if ((st = lmc_tokenizer_load(model, &tok))) goto fail;
         st = lmc_tokenizer_apply_chat_template(tok, msgs, tools, agp, cont, ctx, &out);
     } else {
-        if (read_text(tpl_path, "template file", &src)) goto done;
+        if (read_text(tpl_path, &src)) goto done;
         if ((st = lmc_chat_template_compile(src, &tpl))) goto fail;
         st = render_path ? lmc_chat_template_render(tpl, ctx, &out)
                          : lmc_chat_template_apply(tpl, msgs, tools, agp, cont, ctx, &out);

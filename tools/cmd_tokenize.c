@@ -2,8 +2,7 @@
  * prints the ids of TEXT (space separated), or with --decode reads TEXT as
  * ids and prints the decoded string. -f reads the text from FILE ("-":
  * standard input). */
-#include "base/buf.h"
-#include "base/file.h"
+#include "cli_io.h"
 #include "lmc.h"
 #include <errno.h>
 #include <stdio.h>
@@ -60,26 +59,6 @@ static int decode_ids(const lmc_tokenizer *t, const char *text, bool skip) {
 
 #define TEXT_MAX ((size_t)1 << 30)
 
-/* Standard input is not a regular file, so lmc_read_file cannot serve it. */
-static char *read_stdin(size_t *len) {
-    lmc_buf b = {0};
-    char chunk[1 << 16];
-    size_t k;
-    while ((k = fread(chunk, 1, sizeof chunk, stdin)) > 0) {
-        if (b.len + k >= TEXT_MAX) {
-            fprintf(stderr, "lmc tokenize: standard input exceeds %zu bytes\n", TEXT_MAX);
-            lmc_buf_free(&b);
-            return NULL;
-        }
-        if (!lmc_buf_append(&b, chunk, k)) {
-            lmc_buf_free(&b);
-            return NULL;
-        }
-    }
-    *len = b.len;
-    return lmc_buf_take(&b);
-}
-
 int lmc_cmd_tokenize(int argc, char **argv) {
     const char *dir = NULL, *text = NULL, *file = NULL;
     bool decode = false, no_special = false, tokens = false;
@@ -116,11 +95,7 @@ int lmc_cmd_tokenize(int argc, char **argv) {
     char *owned = NULL;
     size_t text_len = text ? strlen(text) : 0;
     if (file) {
-        if (!strcmp(file, "-")) owned = read_stdin(&text_len);
-        else if (lmc_read_file(file, file, TEXT_MAX, &owned, &text_len)) {
-            fprintf(stderr, "lmc tokenize: %s\n", lmc_last_error());
-            return 1;
-        }
+        owned = cli_read_file("lmc tokenize", file, TEXT_MAX, &text_len);
         if (!owned) return 1;
         text = owned;
     }

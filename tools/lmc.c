@@ -12,9 +12,8 @@
     X(tokenize, "encode/decode text with a model's tokenizer")                  \
     X(template, "render a chat template")                                       \
     X(lora, "fine-tune LoRA adapters")                                          \
-    X(fuse, "fuse LoRA adapters into the base weights")                         \
     X(quantize, "write an MLX affine-quantized copy of a model")                \
-    X(bench, "measure prefill and decode speed")                                \
+    X(perplexity, "sliding-window perplexity of a text")                        \
     X(vlm, "describe images with a vision-language model")
 
 #define DECLARE(name, help) __attribute__((weak)) int lmc_cmd_##name(int argc, char **argv);

@@ -3,6 +3,7 @@
  * before anything heavy is read. */
 #include "base/error.h"
 #include "base/file.h"
+#include "base/hf_cache.h"
 #include "lm/context.h"
 #include <stdlib.h>
 #include <string.h>
@@ -110,5 +111,14 @@ lmc_status lmc_context_load(const lmc_load_options *opts, lmc_context **out) {
         if (out) *out = NULL;
         return lmc_err(LMC_ERR_NOMEM, "model registry: out of memory");
     }
-    return lmc_context_load_with(opts, reg, out);
+    if (!opts || !opts->model_dir || !*opts->model_dir || !out)
+        return lmc_context_load_with(opts, reg, out); /* reports the argument */
+    lmc_load_options o;
+    char *model, *tok;
+    lmc_status st = lmc_load_options_resolve(opts, &o, &model, &tok);
+    if (!st) st = lmc_context_load_with(&o, reg, out);
+    else *out = NULL;
+    free(model);
+    free(tok);
+    return st;
 }

@@ -104,8 +104,8 @@ static lmc_status quantize_tensor(const lmc_tensor_view *t, int bits, int group,
     return LMC_OK;
 }
 
-lmc_status lmc_quantize_model(const char *model_dir, const char *save_dir, int bits,
-                              int group_size, lmc_progress_fn progress, void *user) {
+static lmc_status quantize_dir(const char *model_dir, const char *save_dir, int bits,
+                               int group_size, lmc_progress_fn progress, void *user) {
     if (!model_dir || !save_dir || !*model_dir || !*save_dir)
         return lmc_err(LMC_ERR_INVALID_ARG, "quantize: model and save directories are required");
     lmc_status st = lmc_mlx_check_params(bits, group_size, "quantize");
@@ -187,5 +187,17 @@ done:
     json_object_put(q);
     json_object_put(cj);
     lmc_st_set_free(set);
+    return st;
+}
+
+lmc_status lmc_quantize_model(const char *model_dir, const char *save_dir, int bits,
+                              int group_size, lmc_progress_fn progress, void *user) {
+    char *dir = NULL; /* an org/name in the Hugging Face cache, resolved */
+    if (model_dir && *model_dir) {
+        lmc_status st = lmc_model_dir_resolve(model_dir, &dir);
+        if (st) return st;
+    }
+    lmc_status st = quantize_dir(dir ? dir : model_dir, save_dir, bits, group_size, progress, user);
+    free(dir);
     return st;
 }

@@ -25,7 +25,7 @@ typedef struct {
     int32_t val;
 } tk_strent;
 typedef struct {
-    uint32_t *slots; /* entry index + 1; 0 = empty */
+    uint64_t *slots; /* entry index + 1 and a hash tag; 0 = empty */
     size_t cap;      /* power of two */
     tk_strent *ent;
     size_t n, ent_cap;
@@ -33,6 +33,10 @@ typedef struct {
 uint64_t tk_hash(const void *p, size_t n);
 bool tk_strmap_put(tk_strmap *m, const char *s, size_t len, int32_t val); /* overwrites */
 int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t len);    /* -1 if absent */
+bool tk_strmap_reserve(tk_strmap *m, size_t n); /* room for n more keys */
+/* out[i] = tk_strmap_get(s[i], len[i]) for n keys, memory latency overlapped. */
+void tk_strmap_get_many(const tk_strmap *m, const char *const *s, const uint32_t *len, size_t n,
+                        int32_t *out);
 void tk_strmap_free(tk_strmap *m);
 
 /* ---- uint64 -> (rank, id) map for BPE merges ---- */
@@ -44,6 +48,9 @@ typedef struct {
 } tk_pairmap;
 bool tk_pairmap_put(tk_pairmap *m, uint64_t key, uint32_t rank, int32_t id);
 bool tk_pairmap_get(const tk_pairmap *m, uint64_t key, uint32_t *rank, int32_t *id);
+bool tk_pairmap_reserve(tk_pairmap *m, size_t n); /* room for n more keys */
+/* Ask for key's slot ahead of a put (a hint; no effect on the contents). */
+void tk_pairmap_prefetch(const tk_pairmap *m, uint64_t key);
 void tk_pairmap_free(tk_pairmap *m);
 
 /* ---- bump allocator for one encode call ---- */
@@ -183,8 +190,7 @@ typedef struct {
     char **tokens; /* id -> token (NULL for holes) */
     uint32_t *token_lens; /* byte lengths (a Unigram piece may hold U+0000) */
     size_t n_tokens, tokens_cap; /* n_tokens = highest id + 1 */
-    char **aliases; /* extra names sharing an id */
-    size_t n_aliases;
+    tk_arena strings; /* every token string (and alias) */
     tk_strmap vocab;
     int32_t unk_id;
     /* BPE */
@@ -200,7 +206,35 @@ typedef struct {
     double min_score;
     size_t max_piece_len;
 } tk_model;
-lmc_status tk_model_load(tk_model *m, json_object *o, const char *where);
+/* tokenizer.json read by tok_json.c: model.vocab (when an object) and
+ * model.merges come as flat arrays (strings NUL-terminated, in `strings`),
+ * absent from the json-c tree `root` that holds everything else. */
+typedef struct {
+    const char *s;
+    uint32_t len;
+    int64_t id;
+    bool is_int; /* false: the value was not an integer */
+} tk_vocab_ent;
+typedef enum { TK_MERGE_STRING, TK_MERGE_PAIR, TK_MERGE_INVALID } tk_merge_kind;
+typedef struct {
+    const char *a, *b; /* STRING: "left right" in a */
+    uint32_t al, bl;
+    tk_merge_kind kind;
+} tk_merge_ent;
+typedef struct {
+    json_object *root;
+    tk_vocab_ent *vocab;
+    size_t n_vocab, vocab_cap;
+    tk_merge_ent *merges;
+    size_t n_merges, merges_cap;
+    bool has_vocab, has_merges;
+    tk_arena strings;
+} tk_json_doc;
+lmc_status tk_json_doc_load(const char *path, size_t max_bytes, tk_json_doc *d);
+void tk_json_doc_free(tk_json_doc *d);
+
+/* `o` is the model object of d->root; the model takes d->strings over. */
+lmc_status tk_model_load(tk_model *m, json_object *o, tk_json_doc *d, const char *where);
 void tk_model_free(tk_model *m);
 lmc_status tk_model_tokenize(const tk_model *m, tk_ctx *c, const char *s, size_t len,
                              tk_ids *out);

@@ -21,6 +21,7 @@ struct tk_cache {
     tk_arena arena;
 };
 
+/* `s` must stay valid as long as the model (it lives in m->strings). */
 static lmc_status set_token(tk_model *m, int64_t id, const char *s, size_t len,
                             const char *where) {
     if (id < 0 || id >= TK_MAX_ID)
@@ -41,43 +42,50 @@ static lmc_status set_token(tk_model *m, int64_t id, const char *s, size_t len,
     }
     if ((size_t)id >= m->n_tokens) m->n_tokens = (size_t)id + 1;
     if (m->tokens[id]) return LMC_OK; /* first name for an id wins for id -> token */
-    char *c = malloc(len + 1);
-    if (!c) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-    memcpy(c, s, len);
-    c[len] = 0;
-    m->tokens[id] = c;
+    m->tokens[id] = (char *)s;
     m->token_lens[id] = (uint32_t)len;
     return LMC_OK;
 }
 
-/* {"token": id, ...} */
-static lmc_status load_vocab_map(tk_model *m, json_object *o, const char *where) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, "vocab", &v) || !json_object_is_type(v, json_type_object))
+/* {"token": id, ...}, captured by tok_json.c in file order. A key given
+ * twice keeps its last id, as a JSON object does. */
+static lmc_status load_vocab_map(tk_model *m, const tk_json_doc *d, const char *where) {
+    if (!d->has_vocab)
         return lmc_err(LMC_ERR_FORMAT, "%s.vocab: missing or not an object", where);
-    json_object_object_foreach(v, key, val) {
-        if (!json_object_is_type(val, json_type_int))
-            return lmc_err(LMC_ERR_FORMAT, "%s.vocab[\"%s\"]: id is not an integer", where, key);
-        int64_t id = json_object_get_int64(val);
-        lmc_status st = set_token(m, id, key, strlen(key), where);
+    const tk_vocab_ent *v = d->vocab;
+    for (size_t i = 0; i < d->n_vocab; i++)
+        if (!v[i].is_int)
+            return lmc_err(LMC_ERR_FORMAT, "%s.vocab[\"%s\"]: id is not an integer", where,
+                           v[i].s);
+    if (!tk_strmap_reserve(&m->vocab, d->n_vocab))
+        return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+    /* Usually every key is new: one insertion each, keys pointing at the
+     * arena. Names sharing an id stay in the map as aliases. */
+    for (size_t i = 0; i < d->n_vocab; i++)
+        if (!tk_strmap_put(&m->vocab, v[i].s, v[i].len, (int32_t)v[i].id))
+            return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+    if (m->vocab.n == d->n_vocab) {
+        for (size_t i = 0; i < d->n_vocab; i++) {
+            lmc_status st = set_token(m, v[i].id, v[i].s, v[i].len, where);
+            if (st) return st;
+        }
+        return LMC_OK;
+    }
+    /* A key given twice: map each key to its last entry, then ids. */
+    for (size_t i = 0; i < d->n_vocab; i++)
+        if (!tk_strmap_put(&m->vocab, v[i].s, v[i].len, (int32_t)i))
+            return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+    for (size_t i = 0; i < d->n_vocab; i++) {
+        if (tk_strmap_get(&m->vocab, v[i].s, v[i].len) != (int32_t)i) continue;
+        lmc_status st = set_token(m, v[i].id, v[i].s, v[i].len, where);
         if (st) return st;
     }
-    /* Map keys point at stable strings: the id's token, or an alias copy
-     * when two names share one id. */
-    json_object_object_foreach(v, key2, val2) {
-        int32_t id = (int32_t)json_object_get_int64(val2);
-        const char *s = m->tokens[id];
-        if (strcmp(s, key2)) {
-            char **na = realloc(m->aliases, (m->n_aliases + 1) * sizeof *na);
-            if (!na) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-            m->aliases = na;
-            if (!(na[m->n_aliases] = strdup(key2)))
-                return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-            s = na[m->n_aliases++];
-        }
-        if (!tk_strmap_put(&m->vocab, s, strlen(s), id))
+    /* Keys point at stable strings (the arena); a name sharing its id with
+     * another stays in the map as an alias. */
+    for (size_t i = 0; i < d->n_vocab; i++)
+        if (tk_strmap_get(&m->vocab, v[i].s, v[i].len) == (int32_t)i &&
+            !tk_strmap_put(&m->vocab, v[i].s, v[i].len, (int32_t)v[i].id))
             return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
-    }
     return LMC_OK;
 }
 
@@ -103,8 +111,73 @@ static void find_byte_ids(tk_model *m) {
     }
 }
 
-static lmc_status load_bpe(tk_model *m, json_object *o, const char *where) {
-    lmc_status st = load_vocab_map(m, o, where);
+#define MERGE_BLOCK 64
+
+/* Merges [base, base + k): both sides of every merge are looked up, then
+ * every merged token, each for the whole block at once (tk_strmap_get_many
+ * overlaps their cache misses); the first bad entry in file order is the
+ * one reported. */
+static lmc_status merge_block(tk_model *m, const tk_merge_ent *e, size_t base, size_t k,
+                              lmc_buf *joined, const char *where) {
+    const char *side[2 * MERGE_BLOCK], *merged[MERGE_BLOCK];
+    uint32_t side_len[2 * MERGE_BLOCK], merged_len[MERGE_BLOCK];
+    int32_t side_id[2 * MERGE_BLOCK], merged_id[MERGE_BLOCK];
+    size_t off[MERGE_BLOCK], plen = m->prefix ? strlen(m->prefix) : 0;
+    bool malformed[MERGE_BLOCK];
+    for (size_t i = 0; i < k; i++) {
+        const char *a = e[i].a, *b = e[i].b, *sp = NULL;
+        size_t al = e[i].al, bl = e[i].bl;
+        if (e[i].kind == TK_MERGE_STRING && (sp = strchr(a, ' ')) && sp != a && sp[1])
+            al = (size_t)(sp - a), b = sp + 1, bl = strlen(b);
+        malformed[i] = e[i].kind == TK_MERGE_INVALID || (e[i].kind == TK_MERGE_STRING && !b);
+        side[2 * i] = malformed[i] ? "" : a, side_len[2 * i] = malformed[i] ? 0 : (uint32_t)al;
+        side[2 * i + 1] = malformed[i] ? "" : b;
+        side_len[2 * i + 1] = malformed[i] ? 0 : (uint32_t)bl;
+    }
+    tk_strmap_get_many(&m->vocab, side, side_len, 2 * k, side_id);
+    joined->len = 0;
+    for (size_t i = 0; i < k; i++) {
+        off[i] = joined->len, merged_len[i] = 0;
+        if (malformed[i] || side_id[2 * i] < 0 || side_id[2 * i + 1] < 0) continue;
+        const char *b = side[2 * i + 1];
+        size_t bl = side_len[2 * i + 1];
+        size_t skip = (plen && bl >= plen && !memcmp(b, m->prefix, plen)) ? plen : 0;
+        if (!lmc_buf_append(joined, side[2 * i], side_len[2 * i]) ||
+            !lmc_buf_append(joined, b + skip, bl - skip))
+            return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
+        merged_len[i] = (uint32_t)(joined->len - off[i]);
+    }
+    for (size_t i = 0; i < k; i++) merged[i] = joined->p ? joined->p + off[i] : "";
+    tk_strmap_get_many(&m->vocab, merged, merged_len, k, merged_id);
+    for (size_t i = 0; i < k; i++)
+        tk_pairmap_prefetch(&m->merges, ((uint64_t)(uint32_t)side_id[2 * i] << 32) |
+                                            (uint32_t)side_id[2 * i + 1]);
+    for (size_t i = 0; i < k; i++) {
+        int32_t ia = side_id[2 * i], ib = side_id[2 * i + 1];
+        if (malformed[i] && e[i].kind == TK_MERGE_STRING)
+            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected \"left right\", got \"%s\"",
+                           where, base + i, e[i].a);
+        if (malformed[i])
+            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected a string or a pair of strings",
+                           where, base + i);
+        if (ia < 0 || ib < 0)
+            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: token \"%.*s\" is not in the vocab",
+                           where, base + i, (int)side_len[2 * i + (ia >= 0)],
+                           side[2 * i + (ia >= 0)]);
+        if (merged_id[i] < 0)
+            return lmc_err(LMC_ERR_FORMAT,
+                           "%s.merges[%zu]: merged token \"%.*s\" is not in the vocab", where,
+                           base + i, (int)merged_len[i], merged[i]);
+        if (!tk_pairmap_put(&m->merges, ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib,
+                            (uint32_t)(base + i), merged_id[i]))
+            return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
+    }
+    return LMC_OK;
+}
+
+static lmc_status load_bpe(tk_model *m, json_object *o, const tk_json_doc *d,
+                           const char *where) {
+    lmc_status st = load_vocab_map(m, d, where);
     if (st) return st;
     const char *u = lmc_json_str(o, "unk_token", NULL);
     m->unk_id = u ? tk_strmap_get(&m->vocab, u, strlen(u)) : -1;
@@ -120,68 +193,17 @@ static lmc_status load_bpe(tk_model *m, json_object *o, const char *where) {
     if (json_object_object_get_ex(o, "dropout", &dr) && dr && json_object_get_double(dr) > 0)
         return lmc_err(LMC_ERR_UNSUPPORTED, "%s.dropout: BPE dropout is not supported", where);
     find_byte_ids(m);
-    json_object *mg;
-    if (!json_object_object_get_ex(o, "merges", &mg) || !json_object_is_type(mg, json_type_array))
+    if (!d->has_merges)
         return lmc_err(LMC_ERR_FORMAT, "%s.merges: missing or not an array", where);
-    size_t n = json_object_array_length(mg), plen = m->prefix ? strlen(m->prefix) : 0;
+    if (!tk_pairmap_reserve(&m->merges, d->n_merges))
+        return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
     lmc_buf joined = {0};
-    for (size_t i = 0; i < n; i++) {
-        json_object *e = json_object_array_get_idx(mg, i);
-        const char *a, *b;
-        size_t al, bl;
-        char *sp = NULL;
-        if (json_object_is_type(e, json_type_string)) {
-            a = json_object_get_string(e);
-            sp = strchr(a, ' ');
-            if (!sp || sp == a || !sp[1]) {
-                lmc_buf_free(&joined);
-                return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected \"left right\", got \"%s\"",
-                               where, i, a);
-            }
-            al = (size_t)(sp - a);
-            b = sp + 1;
-            bl = strlen(b);
-        } else if (json_object_is_type(e, json_type_array) && json_object_array_length(e) == 2 &&
-                   json_object_is_type(json_object_array_get_idx(e, 0), json_type_string) &&
-                   json_object_is_type(json_object_array_get_idx(e, 1), json_type_string)) {
-            json_object *x = json_object_array_get_idx(e, 0), *y = json_object_array_get_idx(e, 1);
-            a = json_object_get_string(x);
-            al = (size_t)json_object_get_string_len(x);
-            b = json_object_get_string(y);
-            bl = (size_t)json_object_get_string_len(y);
-        } else {
-            lmc_buf_free(&joined);
-            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: expected a string or a pair of strings",
-                           where, i);
-        }
-        int32_t ia = tk_strmap_get(&m->vocab, a, al), ib = tk_strmap_get(&m->vocab, b, bl);
-        if (ia < 0 || ib < 0) {
-            lmc_buf_free(&joined);
-            return lmc_err(LMC_ERR_FORMAT, "%s.merges[%zu]: token \"%.*s\" is not in the vocab",
-                           where, i, (int)(ia < 0 ? al : bl), ia < 0 ? a : b);
-        }
-        joined.len = 0;
-        size_t skip = (plen && bl >= plen && !memcmp(b, m->prefix, plen)) ? plen : 0;
-        if (!lmc_buf_append(&joined, a, al) || !lmc_buf_append(&joined, b + skip, bl - skip)) {
-            lmc_buf_free(&joined);
-            return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
-        }
-        int32_t nid = tk_strmap_get(&m->vocab, joined.p, joined.len);
-        if (nid < 0) {
-            lmc_status e2 = lmc_err(LMC_ERR_FORMAT,
-                                    "%s.merges[%zu]: merged token \"%s\" is not in the vocab",
-                                    where, i, joined.p);
-            lmc_buf_free(&joined);
-            return e2;
-        }
-        if (!tk_pairmap_put(&m->merges, ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib,
-                            (uint32_t)i, nid)) {
-            lmc_buf_free(&joined);
-            return lmc_err(LMC_ERR_NOMEM, "%s.merges: out of memory", where);
-        }
-    }
+    for (size_t base = 0; base < d->n_merges && !st; base += MERGE_BLOCK)
+        st = merge_block(m, d->merges + base, base,
+                         d->n_merges - base < MERGE_BLOCK ? d->n_merges - base : MERGE_BLOCK,
+                         &joined, where);
     lmc_buf_free(&joined);
-    return LMC_OK;
+    return st;
 }
 
 static lmc_status load_unigram(tk_model *m, json_object *o, const char *where) {
@@ -199,8 +221,10 @@ static lmc_status load_unigram(tk_model *m, json_object *o, const char *where) {
             !((s = json_object_array_get_idx(e, 1)) &&
               (json_object_is_type(s, json_type_double) || json_object_is_type(s, json_type_int))))
             return lmc_err(LMC_ERR_FORMAT, "%s.vocab[%zu]: expected [\"piece\", score]", where, i);
-        lmc_status st = set_token(m, (int64_t)i, json_object_get_string(t),
-                                  (size_t)json_object_get_string_len(t), where);
+        size_t tl = (size_t)json_object_get_string_len(t);
+        const char *piece = tk_arena_dup(&m->strings, json_object_get_string(t), tl);
+        if (!piece) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
+        lmc_status st = set_token(m, (int64_t)i, piece, tl, where);
         if (st) return st;
         m->scores[i] = json_object_get_double(s);
         if (m->scores[i] < m->min_score) m->min_score = m->scores[i];
@@ -225,35 +249,39 @@ static lmc_status load_unigram(tk_model *m, json_object *o, const char *where) {
     return LMC_OK;
 }
 
-static lmc_status model_load(tk_model *m, json_object *o, const char *where);
+static lmc_status model_load(tk_model *m, json_object *o, const tk_json_doc *d,
+                             const char *where);
 
-lmc_status tk_model_load(tk_model *m, json_object *o, const char *where) {
+lmc_status tk_model_load(tk_model *m, json_object *o, tk_json_doc *d, const char *where) {
     memset(m, 0, sizeof *m);
     m->unk_id = -1;
+    m->strings = d->strings; /* the captured strings become the model's */
+    memset(&d->strings, 0, sizeof d->strings);
     m->cache = calloc(1, sizeof *m->cache);
     if (!m->cache) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", where);
     pthread_mutex_init(&m->cache->mu, NULL);
-    return model_load(m, o, where);
+    return model_load(m, o, d, where);
 }
 
-static lmc_status model_load(tk_model *m, json_object *o, const char *where) {
+static lmc_status model_load(tk_model *m, json_object *o, const tk_json_doc *d,
+                             const char *where) {
     if (!o || !json_object_is_type(o, json_type_object))
         return lmc_err(LMC_ERR_FORMAT, "%s: missing or not an object", where);
     const char *t = lmc_json_str(o, "type", NULL);
     json_object *tmp;
     if (!t) { /* older files omit the type; infer it from the fields */
-        if (json_object_object_get_ex(o, "merges", &tmp)) t = "BPE";
+        if (d->has_merges || json_object_object_get_ex(o, "merges", &tmp)) t = "BPE";
         else if (json_object_object_get_ex(o, "continuing_subword_prefix", &tmp)) t = "WordPiece";
         else if (json_object_object_get_ex(o, "unk_id", &tmp)) t = "Unigram";
         else return lmc_err(LMC_ERR_FORMAT, "%s.type: missing", where);
     }
     if (!strcmp(t, "BPE")) {
         m->type = TK_MODEL_BPE;
-        return load_bpe(m, o, where);
+        return load_bpe(m, o, d, where);
     }
     if (!strcmp(t, "WordPiece")) {
         m->type = TK_MODEL_WORDPIECE;
-        lmc_status st = load_vocab_map(m, o, where);
+        lmc_status st = load_vocab_map(m, d, where);
         if (st) return st;
         const char *p = lmc_json_str(o, "continuing_subword_prefix", NULL);
         if (!(m->prefix = strdup(p ? p : "##"))) return lmc_err(LMC_ERR_NOMEM, "%s", where);
@@ -265,7 +293,7 @@ static lmc_status model_load(tk_model *m, json_object *o, const char *where) {
     }
     if (!strcmp(t, "WordLevel")) {
         m->type = TK_MODEL_WORDLEVEL;
-        lmc_status st = load_vocab_map(m, o, where);
+        lmc_status st = load_vocab_map(m, d, where);
         return st ? st : load_unk(m, o, where, false);
     }
     if (!strcmp(t, "Unigram")) {
@@ -276,11 +304,9 @@ static lmc_status model_load(tk_model *m, json_object *o, const char *where) {
 }
 
 void tk_model_free(tk_model *m) {
-    for (size_t i = 0; i < m->n_tokens; i++) free(m->tokens[i]);
     free(m->tokens);
     free(m->token_lens);
-    for (size_t i = 0; i < m->n_aliases; i++) free(m->aliases[i]);
-    free(m->aliases);
+    tk_arena_free(&m->strings);
     tk_strmap_free(&m->vocab);
     tk_pairmap_free(&m->merges);
     free(m->prefix);

@@ -28,14 +28,20 @@ uint64_t tk_hash(const void *p, size_t n) {
     return h;
 }
 
-static bool strmap_grow(tk_strmap *m) {
-    size_t cap = m->cap ? m->cap * 2 : 64;
-    uint32_t *slots = calloc(cap, sizeof *slots);
+/* A slot holds the entry index + 1 (low half) and the top half of the key's
+ * hash, so a probe past another key rarely touches its entry or string. */
+#define SLOT(h, idx) (((h) & 0xFFFFFFFF00000000ull) | (uint64_t)(idx))
+#define SLOT_IDX(v) ((uint32_t)(v))
+#define SLOT_TAG_MATCH(v, h) ((((v) ^ (h)) >> 32) == 0)
+
+static bool strmap_resize(tk_strmap *m, size_t cap) {
+    uint64_t *slots = calloc(cap, sizeof *slots);
     if (!slots) return false;
     for (size_t i = 0; i < m->n; i++) {
-        size_t j = tk_hash(m->ent[i].s, m->ent[i].len) & (cap - 1);
+        uint64_t h = tk_hash(m->ent[i].s, m->ent[i].len);
+        size_t j = h & (cap - 1);
         while (slots[j]) j = (j + 1) & (cap - 1);
-        slots[j] = (uint32_t)(i + 1);
+        slots[j] = SLOT(h, i + 1);
     }
     free(m->slots);
     m->slots = slots;
@@ -43,14 +49,32 @@ static bool strmap_grow(tk_strmap *m) {
     return true;
 }
 
+static bool strmap_grow(tk_strmap *m) { return strmap_resize(m, m->cap ? m->cap * 2 : 64); }
+
+bool tk_strmap_reserve(tk_strmap *m, size_t n) {
+    size_t cap = m->cap ? m->cap : 64;
+    while (cap < 2 * (m->n + n)) cap *= 2;
+    if (cap != m->cap && !strmap_resize(m, cap)) return false;
+    if (m->n + n > m->ent_cap) {
+        tk_strent *ne = realloc(m->ent, (m->n + n) * sizeof *ne);
+        if (!ne) return false;
+        m->ent = ne;
+        m->ent_cap = m->n + n;
+    }
+    return true;
+}
+
 bool tk_strmap_put(tk_strmap *m, const char *s, size_t len, int32_t val) {
     if ((m->n + 1) * 2 > m->cap && !strmap_grow(m)) return false;
-    size_t j = tk_hash(s, len) & (m->cap - 1);
+    uint64_t h = tk_hash(s, len);
+    size_t j = h & (m->cap - 1);
     while (m->slots[j]) {
-        tk_strent *e = &m->ent[m->slots[j] - 1];
-        if (e->len == len && !memcmp(e->s, s, len)) {
-            e->val = val;
-            return true;
+        if (SLOT_TAG_MATCH(m->slots[j], h)) {
+            tk_strent *e = &m->ent[SLOT_IDX(m->slots[j]) - 1];
+            if (e->len == len && !memcmp(e->s, s, len)) {
+                e->val = val;
+                return true;
+            }
         }
         j = (j + 1) & (m->cap - 1);
     }
@@ -62,19 +86,54 @@ bool tk_strmap_put(tk_strmap *m, const char *s, size_t len, int32_t val) {
         m->ent_cap = nc;
     }
     m->ent[m->n] = (tk_strent){s, (uint32_t)len, val};
-    m->slots[j] = (uint32_t)(++m->n);
+    m->slots[j] = SLOT(h, ++m->n);
     return true;
 }
 
-int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t len) {
-    if (!m->cap) return -1;
-    size_t j = tk_hash(s, len) & (m->cap - 1);
+static int32_t strmap_get_h(const tk_strmap *m, const char *s, size_t len, uint64_t h) {
+    size_t j = h & (m->cap - 1);
     while (m->slots[j]) {
-        const tk_strent *e = &m->ent[m->slots[j] - 1];
-        if (e->len == len && !memcmp(e->s, s, len)) return e->val;
+        if (SLOT_TAG_MATCH(m->slots[j], h)) {
+            const tk_strent *e = &m->ent[SLOT_IDX(m->slots[j]) - 1];
+            if (e->len == len && !memcmp(e->s, s, len)) return e->val;
+        }
         j = (j + 1) & (m->cap - 1);
     }
     return -1;
+}
+
+int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t len) {
+    return m->cap ? strmap_get_h(m, s, len, tk_hash(s, len)) : -1;
+}
+
+/* In groups of GET_MANY: every key's slot is requested from memory before
+ * any is read, then each entry, then each string, so the cache misses of a
+ * group overlap instead of following one another. */
+#define GET_MANY 32
+void tk_strmap_get_many(const tk_strmap *m, const char *const *s, const uint32_t *len, size_t n,
+                        int32_t *out) {
+    uint64_t h[GET_MANY];
+    for (size_t base = 0; base < n; base += GET_MANY) {
+        size_t k = n - base < GET_MANY ? n - base : GET_MANY;
+        if (!m->cap) {
+            for (size_t i = 0; i < k; i++) out[base + i] = -1;
+            continue;
+        }
+        for (size_t i = 0; i < k; i++) {
+            h[i] = tk_hash(s[base + i], len[base + i]);
+            __builtin_prefetch(&m->slots[h[i] & (m->cap - 1)]);
+        }
+        for (size_t i = 0; i < k; i++) {
+            uint64_t v = m->slots[h[i] & (m->cap - 1)];
+            if (v && SLOT_TAG_MATCH(v, h[i])) __builtin_prefetch(&m->ent[SLOT_IDX(v) - 1]);
+        }
+        for (size_t i = 0; i < k; i++) {
+            uint64_t v = m->slots[h[i] & (m->cap - 1)];
+            if (v && SLOT_TAG_MATCH(v, h[i])) __builtin_prefetch(m->ent[SLOT_IDX(v) - 1].s);
+        }
+        for (size_t i = 0; i < k; i++)
+            out[base + i] = strmap_get_h(m, s[base + i], len[base + i], h[i]);
+    }
 }
 
 void tk_strmap_free(tk_strmap *m) {
@@ -87,26 +146,43 @@ static size_t pair_slot(uint64_t key, size_t cap) {
     return tk_hash(&key, sizeof key) & (cap - 1);
 }
 
-bool tk_pairmap_put(tk_pairmap *m, uint64_t key, uint32_t rank, int32_t id) {
-    if ((m->n + 1) * 2 > m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 1024;
-        uint64_t *k = malloc(cap * sizeof *k);
-        uint32_t *r = malloc(cap * sizeof *r);
-        int32_t *v = malloc(cap * sizeof *v);
-        if (!k || !r || !v) {
-            free(k), free(r), free(v);
-            return false;
-        }
-        memset(k, 0xff, cap * sizeof *k);
-        for (size_t i = 0; i < m->cap; i++) {
-            if (m->keys[i] == UINT64_MAX) continue;
-            size_t j = pair_slot(m->keys[i], cap);
-            while (k[j] != UINT64_MAX) j = (j + 1) & (cap - 1);
-            k[j] = m->keys[i], r[j] = m->rank[i], v[j] = m->id[i];
-        }
-        free(m->keys), free(m->rank), free(m->id);
-        m->keys = k, m->rank = r, m->id = v, m->cap = cap;
+static bool pairmap_resize(tk_pairmap *m, size_t cap) {
+    uint64_t *k = malloc(cap * sizeof *k);
+    uint32_t *r = malloc(cap * sizeof *r);
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!k || !r || !v) {
+        free(k), free(r), free(v);
+        return false;
     }
+    memset(k, 0xff, cap * sizeof *k);
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->keys[i] == UINT64_MAX) continue;
+        size_t j = pair_slot(m->keys[i], cap);
+        while (k[j] != UINT64_MAX) j = (j + 1) & (cap - 1);
+        k[j] = m->keys[i], r[j] = m->rank[i], v[j] = m->id[i];
+    }
+    free(m->keys), free(m->rank), free(m->id);
+    m->keys = k, m->rank = r, m->id = v, m->cap = cap;
+    return true;
+}
+
+void tk_pairmap_prefetch(const tk_pairmap *m, uint64_t key) {
+    if (!m->cap) return;
+    size_t j = pair_slot(key, m->cap);
+    __builtin_prefetch(&m->keys[j], 1);
+    __builtin_prefetch(&m->rank[j], 1);
+    __builtin_prefetch(&m->id[j], 1);
+}
+
+bool tk_pairmap_reserve(tk_pairmap *m, size_t n) {
+    size_t cap = m->cap ? m->cap : 1024;
+    while (cap < 2 * (m->n + n)) cap *= 2;
+    return cap == m->cap || pairmap_resize(m, cap);
+}
+
+bool tk_pairmap_put(tk_pairmap *m, uint64_t key, uint32_t rank, int32_t id) {
+    if ((m->n + 1) * 2 > m->cap && !pairmap_resize(m, m->cap ? m->cap * 2 : 1024))
+        return false;
     size_t j = pair_slot(key, m->cap);
     while (m->keys[j] != UINT64_MAX && m->keys[j] != key) j = (j + 1) & (m->cap - 1);
     if (m->keys[j] == UINT64_MAX) m->n++;

@@ -188,9 +188,10 @@ static lmc_status ld_pre(void *p, json_object *o, const char *w) { return tk_pre
 static lmc_status ld_dec(void *p, json_object *o, const char *w) { return tk_decoder_load(p, o, w); }
 
 static lmc_status load_tokenizer_json(lmc_tokenizer *t, const char *path) {
-    json_object *root = NULL;
-    lmc_status st = lmc_json_load_file(path, "tokenizer.json", TOKENIZER_JSON_MAX, &root, NULL);
+    tk_json_doc doc;
+    lmc_status st = tk_json_doc_load(path, TOKENIZER_JSON_MAX, &doc);
     if (st) return st;
+    json_object *root = doc.root;
     const char *file = "tokenizer.json";
     json_object *model;
     if (!json_object_is_type(root, json_type_object)) {
@@ -201,7 +202,7 @@ static lmc_status load_tokenizer_json(lmc_tokenizer *t, const char *path) {
         st = lmc_err(LMC_ERR_FORMAT, "%s: model: missing", file);
         goto out;
     }
-    if ((st = tk_model_load(&t->model, model, "tokenizer.json: model"))) goto out;
+    if ((st = tk_model_load(&t->model, model, &doc, "tokenizer.json: model"))) goto out;
     if ((st = load_added(t, root, file))) goto out;
     if ((st = load_part(root, "normalizer", sizeof(tk_normalizer), (void **)&t->norm, ld_norm, file)))
         goto out;
@@ -244,7 +245,7 @@ static lmc_status load_tokenizer_json(lmc_tokenizer *t, const char *path) {
     }
     st = build_tries(t);
 out:
-    json_object_put(root);
+    tk_json_doc_free(&doc);
     return st;
 }
 

@@ -76,7 +76,11 @@ lmc_status lmc_lora_trainer_new(const char *model_dir, const lmc_lora_options *o
     t->opts = o;
     t->opts.target_modules = t->targets;
     t->rng = o.seed ^ 0x6C6F7261ull; /* shuffling stream, distinct from the init draw */
-    if ((st = lmc_lora_base_open(model_dir, &t->base))) goto fail;
+    char *dir = NULL; /* an org/name in the Hugging Face cache, resolved */
+    if (model_dir && *model_dir && (st = lmc_model_dir_resolve(model_dir, &dir))) goto fail;
+    st = lmc_lora_base_open(dir ? dir : model_dir, &t->base);
+    free(dir);
+    if (st) goto fail;
     if ((st = lmc_lora_net_init(&t->net, &t->base.cfg, t->base.config_json, t->base.weights,
                                 &shape, o.seed)))
         goto fail;
@@ -261,5 +265,13 @@ lmc_status lmc_lora_trainer_load(lmc_lora_trainer *t, const char *adapter_dir) {
 
 lmc_status lmc_lora_fuse(const char *model_dir, const char *adapter_dir, const char *save_dir,
                          lmc_progress_fn progress, void *progress_user) {
-    return lmc_lora_fuse_dirs(model_dir, adapter_dir, save_dir, progress, progress_user);
+    char *dir = NULL; /* an org/name in the Hugging Face cache, resolved */
+    if (model_dir && *model_dir) {
+        lmc_status st = lmc_model_dir_resolve(model_dir, &dir);
+        if (st) return st;
+    }
+    lmc_status st = lmc_lora_fuse_dirs(dir ? dir : model_dir, adapter_dir, save_dir, progress,
+                                       progress_user);
+    free(dir);
+    return st;
 }

@@ -4,6 +4,7 @@
  * tokenizer I/O. */
 #include "base/error.h"
 #include "base/file.h"
+#include "base/hf_cache.h"
 #include "lm/context.h"
 #include "vlm/vlm.h"
 #include <stdlib.h>
@@ -144,8 +145,18 @@ fail:
 }
 
 lmc_status lmc_vlm_load(const lmc_load_options *opts, lmc_vlm_context **out) {
-    return lmc_vlm_load_with(opts, lmc_vlm_default_model_registry(),
-                             lmc_vlm_default_processor_registry(), out);
+    const lmc_vlm_model_registry *models = lmc_vlm_default_model_registry();
+    const lmc_vlm_processor_registry *procs = lmc_vlm_default_processor_registry();
+    if (!opts || !opts->model_dir || !*opts->model_dir || !out)
+        return lmc_vlm_load_with(opts, models, procs, out); /* reports the argument */
+    lmc_load_options o;
+    char *model, *tok;
+    lmc_status st = lmc_load_options_resolve(opts, &o, &model, &tok);
+    if (!st) st = lmc_vlm_load_with(&o, models, procs, out);
+    else *out = NULL;
+    free(model);
+    free(tok);
+    return st;
 }
 
 /* ------------------------------------------------------------ image processor */
