@@ -192,6 +192,52 @@ lmc_status lmc_context_apply_chat_template_ids(const lmc_context *ctx, const cha
                                                size_t *n_ids);
 /* ============ end model loading and context (src/lm, src/models) ========= */
 
+/* =============== constrained decoding (src/grammar) ======================= */
+/* A grammar restricts generation to the texts it describes: each step, the
+ * tokens whose bytes cannot continue a sentence of the grammar are masked
+ * out before sampling, and eos is allowed exactly when the text so far is
+ * a complete sentence (once nothing else can follow, eos is the only
+ * choice). The mask is computed over a byte trie of the vocabulary built
+ * once per tokenizer; the grammar's automaton states and their masks are
+ * built on first use and kept in the grammar, so reuse one grammar across
+ * requests with the same constraint. A grammar may be shared by threads.
+ * Special tokens are never allowed (eos aside). */
+typedef struct lmc_grammar lmc_grammar;
+
+/* GBNF-like syntax: rules `name ::= alternatives` over "literals" (escapes
+ * \n \t \r \\ \" \xHH \uHHHH), [character classes] ([^...] negated,
+ * ranges, over Unicode code points), rule names, (groups), '.', /regex/,
+ * and the repetitions * + ? {m} {m,} {m,n}; # starts a comment. The start
+ * rule is "root". Undefined or unproductive rules and left recursion are
+ * refused by name. */
+lmc_status lmc_grammar_from_gbnf(const char *source, lmc_grammar **out);
+/* A regular expression the whole output must match (alternation, groups,
+ * classes, \d \w \s and their negations, escapes, counted repetition;
+ * ^ and $ only at the ends). Look-around, back-references and word
+ * boundaries are refused by name. */
+lmc_status lmc_grammar_from_regex(const char *regex, lmc_grammar **out);
+/* A JSON schema (a JSON text). Output is compact JSON with properties in
+ * the schema's order (required ones always present). Supported: type (one
+ * or a list), enum, const, properties, required, additionalProperties,
+ * items, minItems, maxItems, minLength, maxLength, pattern, format (date,
+ * time, date-time, uuid), minimum / maximum (integral bounds for numbers;
+ * exclusiveMinimum / exclusiveMaximum for integers), anyOf, $ref into
+ * #/$defs or #/definitions (recursive too) and the annotations (title,
+ * description, default, examples, ...). Any other keyword (allOf, oneOf,
+ * not, multipleOf, uniqueItems, patternProperties, ...) fails with
+ * LMC_ERR_UNSUPPORTED naming it and its path. */
+lmc_status lmc_grammar_from_json_schema(const char *schema_json, lmc_grammar **out);
+/* The GBNF text a JSON schema compiles to (*gbnf: lmc_free). */
+lmc_status lmc_json_schema_to_gbnf(const char *schema_json, char **gbnf);
+/* Any JSON object (OpenAI's response_format json_object). */
+lmc_status lmc_grammar_json_object(lmc_grammar **out);
+/* Match bytes against the grammar: *complete when text is a sentence,
+ * *prefix when it can still be extended to one (either may be NULL). */
+lmc_status lmc_grammar_match(lmc_grammar *g, const char *text, size_t len, bool *complete,
+                             bool *prefix);
+void lmc_grammar_free(lmc_grammar *g);
+/* ============= end constrained decoding (src/grammar) ===================== */
+
 /* ================= generation and chat session (src/lm) ================== */
 typedef struct lmc_context lmc_context; /* a loaded model + tokenizer */
 
@@ -277,6 +323,8 @@ typedef struct {
     size_t prefill_step;           /* prompt chunk size, default 512 */
     lmc_context *draft;            /* borrowed: speculative decoding when set */
     size_t num_draft_tokens;       /* default 5 */
+    lmc_grammar *grammar;          /* borrowed: constrained decoding when set (not with
+                                      draft); stop strings still apply */
 } lmc_gen_params;
 void lmc_gen_params_default(lmc_gen_params *p);
 
