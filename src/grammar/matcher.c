@@ -35,7 +35,6 @@ typedef struct {
 typedef struct {
     uint32_t off, n;
     bool accept;
-    int32_t next[256]; /* -1: not computed yet; 0: dead */
     uint32_t *mask;
     const void *mask_owner;
 } pstate;
@@ -50,6 +49,8 @@ struct lmc_pda {
     size_t n_pool, cap_pool;
     pstate **st;
     size_t n_st, cap_st;
+    int32_t *trans; /* 256 per state: next state, -1 not computed yet, 0 dead */
+    size_t cap_trans;
     uint32_t *st_ht;
     size_t st_ht_cap;
     pthr *scr;
@@ -218,6 +219,7 @@ static lmc_status intern_scratch(lmc_pda *p, bool accept, int32_t *out) {
         return lmc_err(LMC_ERR_LIMIT, "grammar: more than %u parser states", PDA_MAX_STATES);
     pstate *s = malloc(sizeof *s);
     if (!s || !grow((void **)&p->st, &p->cap_st, p->n_st + 1, sizeof *p->st) ||
+        !grow((void **)&p->trans, &p->cap_trans, (p->n_st + 1) * 256, sizeof *p->trans) ||
         !grow((void **)&p->pool, &p->cap_pool, p->n_pool + n, sizeof *p->pool)) {
         free(s);
         return lmc_err(LMC_ERR_NOMEM, "grammar: out of memory");
@@ -227,7 +229,7 @@ static lmc_status intern_scratch(lmc_pda *p, bool accept, int32_t *out) {
     s->accept = accept;
     s->mask = NULL;
     s->mask_owner = NULL;
-    for (int b = 0; b < 256; b++) s->next[b] = -1;
+    for (int b = 0; b < 256; b++) p->trans[p->n_st * 256 + (size_t)b] = -1;
     if (n) memcpy(p->pool + p->n_pool, p->scr, n * sizeof *p->scr);
     p->n_pool += n;
     p->st[p->n_st] = s;
@@ -263,12 +265,13 @@ static lmc_status pda_new(const lmc_cfg *g, lmc_pda **out) {
     p->nodes[0] = (pnode){0, 0, 0};
     p->n_nodes = 1;
     pstate *dead = st ? NULL : calloc(1, sizeof *dead);
-    if (!st && (!dead || !grow((void **)&p->st, &p->cap_st, 1, sizeof *p->st) || !st_ht_rehash(p))) {
+    if (!st && (!dead || !grow((void **)&p->st, &p->cap_st, 1, sizeof *p->st) ||
+                !grow((void **)&p->trans, &p->cap_trans, 256, sizeof *p->trans) || !st_ht_rehash(p))) {
         free(dead);
         st = lmc_err(LMC_ERR_NOMEM, "grammar: out of memory");
     }
     if (!st) {
-        for (int b = 0; b < 256; b++) dead->next[b] = 0;
+        for (int b = 0; b < 256; b++) p->trans[b] = 0;
         p->st[p->n_st++] = dead;
         bool accept = false;
         const cfg_rule *r = &g->rules[g->root];
@@ -295,6 +298,7 @@ static void pda_free(lmc_pda *p) {
     }
     free(p->st);
     free(p->st_ht);
+    free(p->trans);
     free(p->nodes);
     free(p->node_ht);
     free(p->pool);
@@ -305,7 +309,7 @@ static void pda_free(lmc_pda *p) {
 
 /* The state after byte b from state s (computed on first use). */
 static lmc_status pda_step(lmc_pda *p, int32_t s, unsigned b, int32_t *out) {
-    int32_t nx = p->st[s]->next[b];
+    int32_t nx = p->trans[(size_t)s * 256 + b];
     if (nx >= 0) {
         *out = nx;
         return LMC_OK;
@@ -323,19 +327,23 @@ static lmc_status pda_step(lmc_pda *p, int32_t s, unsigned b, int32_t *out) {
     seen_clear(p);
     if (!st) st = intern_scratch(p, accept, &nx);
     if (st) return st;
-    p->st[s]->next[b] = nx;
+    p->trans[(size_t)s * 256 + b] = nx;
     *out = nx;
     return LMC_OK;
 }
 
 /* ---------------------------------------------------------- vocabulary */
+typedef struct {
+    uint32_t skip; /* index just past the node's subtree */
+    int32_t tok;   /* first token ending here, -1 */
+    uint16_t depth; /* 1-based */
+    uint8_t byte;
+} vnode;
+
 struct lmc_vocab_index {
     size_t vocab, words;      /* model vocabulary, 32-bit mask words */
     size_t n_nodes;
-    uint8_t *byte;
-    uint16_t *depth;          /* 1-based */
-    uint32_t *skip;           /* index just past the node's subtree */
-    int32_t *tok;             /* first token ending here, -1 */
+    vnode *node;
     int32_t *tok_next;        /* per token: the next token with the same bytes, -1 */
     uint32_t *tok_off;        /* per token: its bytes in blob (tok_off[t + 1] ends them) */
     uint8_t *blob;
@@ -358,10 +366,7 @@ static int cmp_vent(const void *a, const void *b) {
 
 void lmc_vocab_index_free(lmc_vocab_index *v) {
     if (!v) return;
-    free(v->byte);
-    free(v->depth);
-    free(v->skip);
-    free(v->tok);
+    free(v->node);
     free(v->tok_next);
     free(v->tok_off);
     free(v->blob);
@@ -415,13 +420,10 @@ lmc_status lmc_vocab_index_build(const lmc_tokenizer *t, size_t model_vocab, lmc
         }
     }
     qsort(e, n, sizeof *e, cmp_vent);
-    v->byte = malloc(total ? total : 1);
-    v->depth = malloc((total ? total : 1) * sizeof *v->depth);
-    v->skip = malloc((total ? total : 1) * sizeof *v->skip);
-    v->tok = malloc((total ? total : 1) * sizeof *v->tok);
+    v->node = malloc((total ? total : 1) * sizeof *v->node);
     v->tok_next = malloc(model_vocab * sizeof *v->tok_next);
     uint32_t *path = malloc((UINT16_MAX + 1) * sizeof *path); /* node index per depth */
-    if (!v->byte || !v->depth || !v->skip || !v->tok || !v->tok_next || !path) {
+    if (!v->node || !v->tok_next || !path) {
         free(path);
         st = lmc_err(LMC_ERR_NOMEM, "vocabulary index: out of memory");
         goto fail;
@@ -435,22 +437,22 @@ lmc_status lmc_vocab_index_build(const lmc_tokenizer *t, size_t model_vocab, lmc
             while (common < m && e[i - 1].b[common] == e[i].b[common]) common++;
         }
         /* close nodes deeper than the common prefix */
-        while (open > common) v->skip[path[--open]] = (uint32_t)nn;
+        while (open > common) v->node[path[--open]].skip = (uint32_t)nn;
         if (common == e[i].n) { /* same bytes as the previous token */
-            int32_t *slot = &v->tok[path[common - 1]];
+            int32_t *slot = &v->node[path[common - 1]].tok;
             while (*slot >= 0) slot = &v->tok_next[*slot];
             *slot = e[i].id;
             continue;
         }
         for (size_t d = common; d < e[i].n; d++) {
-            v->byte[nn] = (uint8_t)e[i].b[d];
-            v->depth[nn] = (uint16_t)(d + 1);
-            v->tok[nn] = -1;
+            v->node[nn].byte = (uint8_t)e[i].b[d];
+            v->node[nn].depth = (uint16_t)(d + 1);
+            v->node[nn].tok = -1;
             path[open++] = (uint32_t)nn++;
         }
-        v->tok[nn - 1] = e[i].id;
+        v->node[nn - 1].tok = e[i].id;
     }
-    while (open > 0) v->skip[path[--open]] = (uint32_t)nn;
+    while (open > 0) v->node[path[--open]].skip = (uint32_t)nn;
     v->n_nodes = nn;
     free(path);
     for (size_t i = 0; i < n; i++) free(e[i].b);
@@ -528,18 +530,20 @@ static lmc_status walk_trie(lmc_pda *p, const lmc_vocab_index *v, int32_t s0, in
                             uint32_t *bits) {
     memset(bits, 0, v->words * sizeof *bits);
     walk[0] = s0;
-    for (size_t i = 0; i < v->n_nodes;) {
-        int32_t from = walk[v->depth[i] - 1], to = p->st[from]->next[v->byte[i]];
+    const vnode *node = v->node;
+    for (size_t i = 0, n = v->n_nodes; i < n;) {
+        const vnode *x = &node[i];
+        int32_t from = walk[x->depth - 1], to = p->trans[(size_t)from * 256 + x->byte];
         if (to < 0) {
-            lmc_status st = pda_step(p, from, v->byte[i], &to);
+            lmc_status st = pda_step(p, from, x->byte, &to);
             if (st) return st;
         }
         if (to == 0) {
-            i = v->skip[i];
+            i = x->skip;
             continue;
         }
-        walk[v->depth[i]] = to;
-        for (int32_t t = v->tok[i]; t >= 0; t = v->tok_next[t]) bits[t >> 5] |= 1u << (t & 31);
+        walk[x->depth] = to;
+        for (int32_t t = x->tok; t >= 0; t = v->tok_next[t]) bits[t >> 5] |= 1u << (t & 31);
         i++;
     }
     return LMC_OK;
@@ -600,6 +604,35 @@ lmc_status lmc_matcher_accept(lmc_matcher *m, int32_t token) {
     if (!st) m->state = s;
     pthread_mutex_unlock(&g->mu);
     return st;
+}
+
+lmc_status lmc_matcher_mask_uncached(lmc_matcher *m, bool per_token, const uint32_t **bits) {
+    lmc_grammar *g = m->g;
+    const lmc_vocab_index *v = m->v;
+    pthread_mutex_lock(&g->mu);
+    lmc_pda *p = g->pda;
+    lmc_status st = LMC_OK;
+    if (!per_token) {
+        st = walk_trie(p, v, m->state, m->walk, m->bits);
+    } else {
+        memset(m->bits, 0, v->words * sizeof *m->bits);
+        for (size_t t = 0; t < v->vocab && !st; t++) {
+            int32_t s = m->state;
+            for (uint32_t k = v->tok_off[t]; k < v->tok_off[t + 1] && s && !st; k++) {
+                int32_t nx = p->trans[(size_t)s * 256 + v->blob[k]];
+                if (nx < 0) st = pda_step(p, s, v->blob[k], &nx);
+                s = nx;
+            }
+            if (s && v->tok_off[t] < v->tok_off[t + 1]) m->bits[t >> 5] |= 1u << (t & 31);
+        }
+    }
+    bool accept = p->st[m->state]->accept;
+    pthread_mutex_unlock(&g->mu);
+    if (st) return st;
+    if (accept)
+        for (size_t i = 0; i < m->n_eos; i++) m->bits[m->eos[i] >> 5] |= 1u << (m->eos[i] & 31);
+    *bits = m->bits;
+    return LMC_OK;
 }
 
 bool lmc_matcher_accepting(const lmc_matcher *m) {
