@@ -114,6 +114,12 @@ int lmc_cmd_serve(int argc, char **argv) {
         lmc_cli_gen_args_free(&ga);
         return 2;
     }
+    if (ga.gen.grammar) {
+        fprintf(stderr, "lmc serve: --json-schema, --regex and --grammar apply to generate and chat; "
+                        "requests constrain their output with response_format\n");
+        lmc_cli_gen_args_free(&ga);
+        return 2;
+    }
     if (ga.gen.max_tokens == 0) {
         fprintf(stderr, "lmc serve: --max-tokens must be at least 1\n");
         lmc_cli_gen_args_free(&ga);

@@ -5,6 +5,8 @@
  * grammars and regular expressions likewise (checked by PCRE2 and by hand);
  * eos only when the grammar accepts (every run ends with "stop"). */
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include "base/buf.h"
+#include "base/file.h"
 #include "base/json.h"
 #include "check.h"
 #include "lm/tiny_model.h"
@@ -12,6 +14,7 @@
 #include <pcre2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #define SAMPLES 10
 #define MAX_TOKENS 400
@@ -310,6 +313,70 @@ static void test_eos_and_limits(lmc_context *ctx) {
     lmc_grammar_free(g);
 }
 
+/* `lmc generate --json-schema / --regex / --grammar`: the printed output
+ * obeys the constraint; an unsupported schema fails naming the keyword. */
+static int run_cli(const char *cmd, lmc_buf *out) {
+    FILE *f = popen(cmd, "r");
+    if (!f) return -1;
+    char buf[4096];
+    size_t n;
+    lmc_buf_puts(out, "");
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) lmc_buf_append(out, buf, n);
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(const char *dir) {
+    const char *bd = getenv("LMC_BUILD_DIR");
+    char lmc[1200], tok[1200], path[4200], cmd[16384];
+    snprintf(lmc, sizeof lmc, "%s/tools/lmc", bd && *bd ? bd : "build");
+    if (access(lmc, X_OK) != 0) {
+        printf("cli: %s not built, skipped\n", lmc);
+        return;
+    }
+    tiny_asset(tok, sizeof tok, ".cache/assets/tokenizers/qwen3");
+    static const struct {
+        const char *flag, *file_text, *check;
+    } cases[] = {
+        {"--json-schema", "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":1,"
+                          "\"maximum\":9},\"s\":{\"enum\":[\"a\",\"b\"]}},\"required\":[\"n\",\"s\"]}",
+         "^\\{\"n\":[1-9],\"s\":\"[ab]\"\\}\n$"},
+        {"--grammar", "root ::= \"<\" [a-c]{2} \">\"", "^<[a-c]{2}>\n$"},
+        {"--regex", NULL, "^[0-9]{3}-[xy]\n$"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *arg = "'[0-9]{3}-[xy]'";
+        if (cases[i].file_text) {
+            snprintf(path, sizeof path, "%s/constraint%zu.txt", dir, i);
+            lmc_write_file_atomic(path, cases[i].file_text, strlen(cases[i].file_text));
+            arg = path;
+        }
+        snprintf(cmd, sizeof cmd, "'%s' generate -m '%s' --tokenizer '%s' -p x --temp 1 --seed %zu "
+                 "--max-tokens 64 %s '%s' 2>/dev/null", lmc, dir, tok, i, cases[i].flag, arg);
+        lmc_buf out = {0};
+        CHECK_EQ_INT(run_cli(cmd, &out), 0);
+        CHECK_MSG(out.p && re_search(cases[i].check, out.p, true), "%s: \"%s\"", cases[i].flag, out.p);
+        lmc_buf_free(&out);
+        if (cases[i].file_text) unlink(path);
+    }
+    snprintf(path, sizeof path, "%s/bad.json", dir);
+    lmc_write_file_atomic(path, "{\"not\":{}}", 11);
+    char err[4300];
+    snprintf(err, sizeof err, "%s/err.txt", dir);
+    snprintf(cmd, sizeof cmd, "'%s' generate -m '%s' --tokenizer '%s' -p x --json-schema '%s' 2>'%s'",
+             lmc, dir, tok, path, err);
+    lmc_buf out = {0};
+    CHECK_EQ_INT(run_cli(cmd, &out), 2);
+    char *e = NULL;
+    size_t n = 0;
+    CHECK(lmc_read_file(err, "stderr", 1 << 20, &e, &n) == LMC_OK);
+    CHECK_MSG(e && strstr(e, "'not' at #"), "stderr: %s", e ? e : "");
+    free(e);
+    lmc_buf_free(&out);
+    unlink(path);
+    unlink(err);
+}
+
 int main(void) {
     tiny_single_thread();
     char dir[4096];
@@ -319,6 +386,7 @@ int main(void) {
     CHECK(ctx != NULL);
     if (ctx) {
         test_eos_and_limits(ctx);
+        test_cli(dir);
         test_grammars_and_regexes(ctx);
         test_schemas(ctx);
     }
