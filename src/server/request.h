@@ -5,6 +5,7 @@
 #ifndef LMC_SERVER_REQUEST_H
 #define LMC_SERVER_REQUEST_H
 #include "lmc.h"
+#include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,6 +36,7 @@ typedef struct {
     int32_t *bias_ids;
     float *bias_vals;
     size_t n_bias;
+    lmc_grammar *grammar;       /* response_format's constraint (owned), or NULL */
     bool stream;
     bool include_usage;         /* stream_options.include_usage */
     bool logprobs;              /* report per-token log-probabilities */
@@ -53,6 +55,14 @@ lmc_status lmc_srv_request_parse(const char *body, size_t len, lmc_srv_kind kind
                                  const lmc_gen_params *defaults, size_t vocab,
                                  lmc_srv_request *rq);
 void lmc_srv_request_free(lmc_srv_request *rq);
+
+/* Fail with LMC_ERR_INVALID_ARG naming `param` (copied into rq->param). */
+lmc_status lmc_srv_fail(lmc_srv_request *rq, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* response_format.c: refuse fields the endpoint does not implement; compile
+ * response_format into rq->grammar (and rq->gen.grammar). */
+lmc_status lmc_srv_check_fields(lmc_srv_request *rq, json_object *root);
+lmc_status lmc_srv_response_format(lmc_srv_request *rq, json_object *root);
 
 /* True when s[0..n) is well-formed UTF-8 (no overlongs or surrogates). */
 bool lmc_srv_utf8_valid(const char *s, size_t n);
