@@ -686,6 +686,9 @@ typedef struct {
                                        defaults); request fields override them */
     size_t max_body_bytes;          /* 0: 8 MiB */
     bool no_prompt_cache;           /* don't reuse the KV cache across requests */
+    const char *tool_parser;        /* tool-call format of replies: NULL or "auto" (from the
+                                       chat template's markers), "none", "hermes", "llama3",
+                                       "mistral", "harmony" or "deepseek" */
 } lmc_server_options;
 
 /* Listen and serve in background threads; ctx is borrowed until

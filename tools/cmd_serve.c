@@ -21,6 +21,9 @@ static void usage(FILE *f) {
             "  --draft-model DIR          speculative decoding with this draft model\n"
             "  --num-draft-tokens N       draft tokens per step (default 5)\n"
             "  --no-prompt-cache          don't reuse the KV cache between requests\n"
+            "  --tool-parser NAME         tool-call format of replies: auto (from the chat\n"
+            "                             template), none, hermes, llama3, mistral, harmony,\n"
+            "                             deepseek (default auto)\n"
             "defaults for requests that leave a field out:\n"
             "%s"
             "endpoints: GET /health, GET /v1/models, POST /v1/chat/completions,\n"
@@ -41,7 +44,7 @@ static const char *base_name(const char *dir, char *buf, size_t n) {
 
 static int serve(const char *model, const char *tokenizer, const char *draft_dir, lmc_device dev,
                  const char *host, long long port, const char *name, bool no_cache,
-                 lmc_cli_gen_args *ga) {
+                 const char *tool_parser, lmc_cli_gen_args *ga) {
     lmc_context *ctx = NULL, *draft = NULL;
     lmc_server *srv = NULL;
     int rc = 1;
@@ -60,7 +63,8 @@ static int serve(const char *model, const char *tokenizer, const char *draft_dir
                             .port = (uint16_t)port,
                             .model_name = name ? name : base_name(model, nbuf, sizeof nbuf),
                             .defaults = &ga->gen,
-                            .no_prompt_cache = no_cache};
+                            .no_prompt_cache = no_cache,
+                            .tool_parser = tool_parser};
     st = lmc_server_start(ctx, &o, &srv);
     if (st) goto fail;
     fprintf(stderr, "lmc serve: %s on http://%s:%u (Ctrl-C to stop)\n", o.model_name, host,
@@ -84,6 +88,7 @@ int lmc_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *port_s = "8080", *name = NULL;
     const char *tokenizer = NULL, *device = "cpu", *draft_dir = NULL;
     bool no_cache = false;
+    const char *tool_parser = NULL;
     lmc_cli_gen_args ga;
     lmc_cli_gen_args_init(&ga);
     const lmc_cli_opt opts[] = {
@@ -95,6 +100,7 @@ int lmc_cmd_serve(int argc, char **argv) {
         {"--device", NULL, &device, NULL},
         {"--draft-model", NULL, &draft_dir, NULL},
         {"--no-prompt-cache", NULL, NULL, &no_cache},
+        {"--tool-parser", NULL, &tool_parser, NULL},
         {NULL, NULL, NULL, NULL},
     };
     int prc = lmc_cli_parse("serve", argc, argv, opts, &ga, usage);
@@ -126,12 +132,13 @@ int lmc_cmd_serve(int argc, char **argv) {
         return 2;
     }
 #ifdef LMC_HAVE_SERVER
-    int rc = serve(model, tokenizer, draft_dir, dev, host, port, name, no_cache, &ga);
+    int rc = serve(model, tokenizer, draft_dir, dev, host, port, name, no_cache, tool_parser, &ga);
 #else
     (void)tokenizer;
     (void)draft_dir;
     (void)name;
     (void)no_cache;
+    (void)tool_parser;
     fprintf(stderr, "lmc serve: this lmc was built without libmicrohttpd, so the HTTP server is "
                     "unavailable (install libmicrohttpd-dev and reconfigure)\n");
     int rc = 2;

@@ -2,6 +2,7 @@
  * syntax and JSON schemas, each compiling into an lmc_cfg. */
 #ifndef LMC_GRAMMAR_COMPILE_H
 #define LMC_GRAMMAR_COMPILE_H
+#include "base/buf.h"
 #include "grammar/cfg.h"
 #include <json-c/json.h>
 
@@ -21,4 +22,10 @@ lmc_status gbnf_compile(lmc_cfg *g, const char *src, size_t n);
 /* A JSON schema as GBNF text (*out malloc'd). Keywords that are not
  * supported are refused with a message naming them and their path. */
 lmc_status json_schema_to_gbnf(json_object *schema, char **out);
+/* The rules of one schema with every name prefixed by `prefix`, appended
+ * to out (they use the shared prelude's str-char, string, value, ...);
+ * *top names the schema's rule. */
+lmc_status json_schema_rules(json_object *schema, const char *prefix, lmc_buf *out, char *top,
+                             size_t cap);
+const char *json_schema_prelude(void);
 #endif

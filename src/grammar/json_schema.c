@@ -23,6 +23,7 @@ typedef struct {
     lmc_buf out;      /* finished definitions, one "name ::= body" per line */
     lmc_buf *cur;     /* the body of the rule being written */
     json_object *root;
+    const char *pfx;  /* prefix of every rule name (several schemas in one grammar) */
     char **refs;      /* ref string -> rule name "ref<k>" */
     size_t n_refs;
     int n_rules;
@@ -336,10 +337,10 @@ static lmc_status object_rule(js *j, json_object *s, const char *path) {
         int base = j->n_rules;
         j->n_rules++;
         lmc_buf *o = &j->out;
-        bool ok = lmc_buf_printf(j->cur, "\"{\" p%d_%zu_1 \"}\"", base, (size_t)0);
+        bool ok = lmc_buf_printf(j->cur, "\"{\" %sp%d_%zu_1 \"}\"", j->pfx, base, (size_t)0);
         for (size_t i = 0; ok && i <= n; i++)
             for (int first = 0; ok && first < 2; first++) {
-                ok = lmc_buf_printf(o, "p%d_%zu_%d ::= ", base, i, first);
+                ok = lmc_buf_printf(o, "%sp%d_%zu_%d ::= ", j->pfx, base, i, first);
                 if (i == n) {
                     ok = ok && lmc_buf_puts(o, "\"\"\n");
                     continue;
@@ -348,8 +349,8 @@ static lmc_status object_rule(js *j, json_object *s, const char *path) {
                 const char *klit = ks ? compact(ks) : NULL;
                 ok = ok && klit && lmc_buf_putc(o, '(') && (first || lmc_buf_puts(o, "\",\" ")) &&
                      put_lit(o, klit, strlen(klit)) &&
-                     lmc_buf_printf(o, " \":\" %s p%d_%zu_0)", rules[i], base, i + 1) &&
-                     (required[i] || lmc_buf_printf(o, " | p%d_%zu_%d", base, i + 1, first)) &&
+                     lmc_buf_printf(o, " \":\" %s %sp%d_%zu_0)", rules[i], j->pfx, base, i + 1) &&
+                     (required[i] || lmc_buf_printf(o, " | %sp%d_%zu_%d", j->pfx, base, i + 1, first)) &&
                      lmc_buf_putc(o, '\n');
                 json_object_put(ks);
             }
@@ -422,7 +423,7 @@ static lmc_status alternation(js *j, json_object *arr, const char *path, const c
 static lmc_status resolve_ref(js *j, const char *ref, const char *path, char *name, size_t cap) {
     for (size_t i = 0; i < j->n_refs; i++)
         if (!strcmp(j->refs[i], ref)) {
-            snprintf(name, cap, "ref%zu", i);
+            snprintf(name, cap, "%sref%zu", j->pfx, i);
             return LMC_OK;
         }
     const char *key = NULL;
@@ -439,10 +440,10 @@ static lmc_status resolve_ref(js *j, const char *ref, const char *path, char *na
     j->refs = nr;
     if (!(j->refs[j->n_refs] = strdup(ref))) return oom();
     size_t me = j->n_refs++;
-    snprintf(name, cap, "ref%zu", me);
+    snprintf(name, cap, "%sref%zu", j->pfx, me);
     char inner[32];
     lmc_status st = gen(j, target, ref, inner, sizeof inner);
-    if (!st && !lmc_buf_printf(&j->out, "ref%zu ::= %s\n", me, inner)) st = oom();
+    if (!st && !lmc_buf_printf(&j->out, "%sref%zu ::= %s\n", j->pfx, me, inner)) st = oom();
     return st;
 }
 
@@ -488,7 +489,7 @@ static lmc_status gen(js *j, json_object *s, const char *path, char *name, size_
                     return refuse(path, KEYWORDS[i], "next to $ref");
         return resolve_ref(j, json_object_get_string(ref), path, name, cap);
     }
-    snprintf(name, cap, "s%d", j->n_rules++);
+    snprintf(name, cap, "%ss%d", j->pfx, j->n_rules++);
     lmc_buf body = {0}, *outer = j->cur;
     j->cur = &body;
     lmc_buf *b = &body;
@@ -547,19 +548,30 @@ static const char PRELUDE[] =
     "object ::= \"{\" (string \":\" value (\",\" string \":\" value)*)? \"}\"\n"
     "array ::= \"[\" (value (\",\" value)*)? \"]\"\n";
 
-lmc_status json_schema_to_gbnf(json_object *schema, char **out) {
-    *out = NULL;
-    js j = {.root = schema};
-    char top[32];
-    lmc_status st = lmc_buf_puts(&j.out, PRELUDE) ? LMC_OK : oom();
-    if (!st) st = gen(&j, schema, "#", top, sizeof top);
-    if (!st && !lmc_buf_printf(&j.out, "root ::= %s\n", top)) st = oom();
+const char *json_schema_prelude(void) { return PRELUDE; }
+
+lmc_status json_schema_rules(json_object *schema, const char *prefix, lmc_buf *out, char *top,
+                             size_t cap) {
+    js j = {.root = schema, .pfx = prefix};
+    lmc_status st = gen(&j, schema, "#", top, cap);
+    if (!st && !lmc_buf_append(out, j.out.p ? j.out.p : "", j.out.len)) st = oom();
     for (size_t i = 0; i < j.n_refs; i++) free(j.refs[i]);
     free(j.refs);
+    lmc_buf_free(&j.out);
+    return st;
+}
+
+lmc_status json_schema_to_gbnf(json_object *schema, char **out) {
+    *out = NULL;
+    lmc_buf b = {0};
+    char top[64];
+    lmc_status st = lmc_buf_puts(&b, PRELUDE) ? LMC_OK : oom();
+    if (!st) st = json_schema_rules(schema, "", &b, top, sizeof top);
+    if (!st && !lmc_buf_printf(&b, "root ::= %s\n", top)) st = oom();
     if (st) {
-        lmc_buf_free(&j.out);
+        lmc_buf_free(&b);
         return st;
     }
-    *out = lmc_buf_take(&j.out);
+    *out = lmc_buf_take(&b);
     return *out ? LMC_OK : oom();
 }

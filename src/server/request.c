@@ -613,6 +613,7 @@ lmc_status lmc_srv_request_parse(const char *body, size_t len, lmc_srv_kind kind
         if (!st) st = parse_tools(rq, root);
         if (!st) st = parse_template_kwargs(rq, root);
         if (!st) st = lmc_srv_response_format(rq, root);
+        if (!st) st = lmc_srv_parse_tool_choice(rq, root);
     } else {
         st = parse_prompt(rq, root, vocab);
     }
@@ -642,6 +643,7 @@ void lmc_srv_request_free(lmc_srv_request *rq) {
     free(rq->bias_ids);
     free(rq->bias_vals);
     lmc_grammar_free(rq->grammar);
+    free(rq->tool_choice_name);
     lmc_srv_kind kind = rq->kind;
     memset(rq, 0, sizeof *rq);
     rq->kind = kind;

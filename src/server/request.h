@@ -11,6 +11,12 @@
 #include <stdint.h>
 
 typedef enum { LMC_SRV_CHAT, LMC_SRV_COMPLETION } lmc_srv_kind;
+typedef enum {
+    LMC_SRV_TOOLS_AUTO = 0, /* tool calls are parsed when tools are offered */
+    LMC_SRV_TOOLS_NONE,
+    LMC_SRV_TOOLS_REQUIRED, /* constrained to one call of any tool */
+    LMC_SRV_TOOLS_NAMED,    /* constrained to one call of tool_choice_name */
+} lmc_srv_tool_choice;
 
 #define LMC_SRV_MAX_STOPS 16
 #define LMC_SRV_MAX_TOP_LOGPROBS 20
@@ -36,7 +42,9 @@ typedef struct {
     int32_t *bias_ids;
     float *bias_vals;
     size_t n_bias;
-    lmc_grammar *grammar;       /* response_format's constraint (owned), or NULL */
+    lmc_grammar *grammar;       /* response_format's or tool_choice's constraint (owned) */
+    lmc_srv_tool_choice tool_choice;
+    char *tool_choice_name;
     bool stream;
     bool include_usage;         /* stream_options.include_usage */
     bool logprobs;              /* report per-token log-probabilities */
@@ -63,6 +71,7 @@ lmc_status lmc_srv_fail(lmc_srv_request *rq, const char *param, const char *fmt,
  * response_format into rq->grammar (and rq->gen.grammar). */
 lmc_status lmc_srv_check_fields(lmc_srv_request *rq, json_object *root);
 lmc_status lmc_srv_response_format(lmc_srv_request *rq, json_object *root);
+lmc_status lmc_srv_parse_tool_choice(lmc_srv_request *rq, json_object *root);
 
 /* True when s[0..n) is well-formed UTF-8 (no overlongs or surrogates). */
 bool lmc_srv_utf8_valid(const char *s, size_t n);

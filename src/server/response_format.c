@@ -98,3 +98,31 @@ lmc_status lmc_srv_response_format(lmc_srv_request *rq, json_object *root) {
     rq->gen.grammar = rq->grammar;
     return LMC_OK;
 }
+
+lmc_status lmc_srv_parse_tool_choice(lmc_srv_request *rq, json_object *root) {
+    json_object *tc = lmc_json_get(root, "tool_choice");
+    if (!tc) return LMC_OK;
+    if (json_object_is_type(tc, json_type_string)) {
+        static const char *const MODES[] = {"auto", "none", "required"};
+        const char *m = json_object_get_string(tc);
+        size_t k = 0;
+        while (k < 3 && strcmp(m, MODES[k])) k++;
+        if (k == 3) return lmc_srv_fail(rq, "tool_choice", "must be auto, none, required or a function");
+        rq->tool_choice = (lmc_srv_tool_choice)k;
+    } else {
+        json_object *type = lmc_json_get(tc, "type"), *fn = lmc_json_get(tc, "function");
+        json_object *name = lmc_json_get(fn, "name");
+        if (!type || !json_object_is_type(type, json_type_string) || strcmp(json_object_get_string(type), "function"))
+            return lmc_srv_fail(rq, "tool_choice.type", "must be \"function\"");
+        if (!name || !json_object_is_type(name, json_type_string))
+            return lmc_srv_fail(rq, "tool_choice.function.name", "must be a string");
+        if (!(rq->tool_choice_name = strdup(json_object_get_string(name))))
+            return lmc_err(LMC_ERR_NOMEM, "request: out of memory");
+        rq->tool_choice = LMC_SRV_TOOLS_NAMED;
+    }
+    if (rq->tool_choice >= LMC_SRV_TOOLS_REQUIRED && !rq->tools_json)
+        return lmc_srv_fail(rq, "tool_choice", "requires 'tools'");
+    if (rq->tool_choice >= LMC_SRV_TOOLS_REQUIRED && rq->grammar)
+        return lmc_srv_fail(rq, "tool_choice", "cannot be combined with response_format (both constrain the reply)");
+    return LMC_OK;
+}

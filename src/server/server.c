@@ -9,6 +9,7 @@
 #include "base/buf.h"
 #include "base/error.h"
 #include "lm/context.h"
+#include "server/chat_output.h"
 #include "server/request.h"
 #include <arpa/inet.h>
 #include <json-c/json.h>
@@ -33,6 +34,7 @@ struct lmc_server {
     pthread_mutex_t model_mu;
     lmc_prompt_cache *cache; /* KV of the previous request, reused by prefix */
     lmc_gen_params defaults;
+    lmc_srv_out_cfg out_cfg; /* tool-call format and reasoning split of chat replies */
     char **default_stops;
     int32_t *default_bias_ids;
     float *default_bias_vals;
@@ -284,7 +286,7 @@ static bool collect_cb(void *user, const lmc_gen_response *r) {
 }
 
 static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
-                                      const lmc_srv_request *rq) {
+                                      lmc_srv_request *rq) {
     collect c = {.s = s, .rq = rq};
     lmc_buf_puts(&c.text, "");
     if (rq->logprobs)
@@ -293,9 +295,16 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
     size_t n = 0;
     const char *param = NULL;
     lmc_gen_stats stats = {0};
+    lmc_output_opts oo = {0};
+    if (lmc_srv_tools_constrain(&s->out_cfg, rq)) {
+        json_object_put(c.lp);
+        lmc_buf_free(&c.text);
+        return reply_error(con, 400, "invalid_request_error", lmc_last_error(), rq->param, NULL);
+    }
     pthread_mutex_lock(&s->model_mu);
     lmc_status st = build_prompt(s, rq, &ids, &n, &param);
     if (!st) {
+        oo = lmc_srv_out_opts(&s->out_cfg, rq, lmc_context_tokenizer(s->ctx), ids, n);
         st = run_generation(s, rq, ids, n, collect_cb, &c, &stats);
         if (st) param = NULL;
     }
@@ -313,10 +322,12 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
     json_object *o = frame(s, id, chat ? "chat.completion" : "text_completion", time(NULL));
     json_object *choice = json_object_new_object();
     json_object_object_add(choice, "index", json_object_new_int(0));
+    const char *finish = finish_str(stats.finish_reason);
     if (chat) {
         json_object *m = json_object_new_object();
         json_object_object_add(m, "role", json_object_new_string("assistant"));
-        json_object_object_add(m, "content", jstr(c.text.p));
+        if (lmc_srv_chat_message(&oo, c.text.p, m, &finish))
+            json_object_object_add(m, "content", jstr(c.text.p));
         json_object_object_add(choice, "message", m);
         if (c.lp) {
             json_object *w = json_object_new_object();
@@ -327,8 +338,7 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
         json_object_object_add(choice, "text", jstr(c.text.p));
     }
     json_object_object_add(choice, "logprobs", c.lp);
-    json_object_object_add(choice, "finish_reason",
-                           json_object_new_string(finish_str(stats.finish_reason)));
+    json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
     json_object *choices = json_object_new_array();
     json_object_array_add(choices, choice);
     json_object_object_add(o, "choices", choices);
@@ -352,6 +362,7 @@ typedef struct {
     bool done, cancelled;
     pthread_t thread;
     size_t text_offset;
+    lmc_srv_chat_stream cs; /* chat: content / reasoning / tool-call split */
 } stream;
 
 static void stream_push(stream *st, json_object *o) {
@@ -405,7 +416,8 @@ static bool stream_cb(void *user, const lmc_gen_response *r) {
             }
         }
         st->text_offset += strlen(r->text);
-        stream_push(st, chunk(st, chat ? chat_delta(NULL, r->text) : jstr(r->text), lp, NULL));
+        json_object *d = chat ? lmc_srv_chat_stream_push(&st->cs, r->text) : jstr(r->text);
+        if (d || lp) stream_push(st, chunk(st, d ? d : chat_delta(NULL, NULL), lp, NULL));
     }
     pthread_mutex_lock(&st->mu);
     bool go = !st->cancelled;
@@ -431,8 +443,12 @@ static void *stream_main(void *arg) {
         json_object_object_add(w, "error", e);
         stream_push(st, w);
     } else {
+        const char *finish = finish_str(stats.finish_reason);
+        json_object *last = chat ? lmc_srv_chat_stream_finish(&st->cs, &finish) : NULL;
+        if (last && json_object_object_length(last)) stream_push(st, chunk(st, last, NULL, NULL));
+        else json_object_put(last);
         stream_push(st, chunk(st, chat ? chat_delta(NULL, NULL) : json_object_new_string(""), NULL,
-                              finish_str(stats.finish_reason)));
+                              finish));
         if (st->rq.include_usage) {
             json_object *o = frame(s, st->id, chat ? "chat.completion.chunk" : "text_completion",
                                    st->created);
@@ -471,6 +487,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 }
 
 static void stream_free(stream *st) {
+    lmc_srv_chat_stream_free(&st->cs);
     lmc_srv_request_free(&st->rq);
     lmc_free(st->ids);
     lmc_buf_free(&st->out);
@@ -500,9 +517,18 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
     const char *param = NULL;
+    if (lmc_srv_tools_constrain(&s->out_cfg, &st->rq)) {
+        enum MHD_Result ret =
+            reply_error(con, 400, "invalid_request_error", lmc_last_error(), st->rq.param, NULL);
+        stream_free(st);
+        return ret;
+    }
     pthread_mutex_lock(&s->model_mu);
     lmc_status rc = build_prompt(s, &st->rq, &st->ids, &st->n_ids, &param);
+    lmc_output_opts oo = lmc_srv_out_opts(&s->out_cfg, &st->rq, lmc_context_tokenizer(s->ctx),
+                                          st->ids, rc ? 0 : st->n_ids);
     pthread_mutex_unlock(&s->model_mu);
+    lmc_srv_chat_stream_init(&st->cs, &oo);
     if (rc) {
         enum MHD_Result ret = reply_status(con, rc, param);
         stream_free(st);
@@ -708,6 +734,7 @@ lmc_status lmc_server_start(lmc_context *ctx, const lmc_server_options *opts, lm
     lmc_status st = s->model_name ? copy_defaults(s, o.defaults)
                                   : lmc_err(LMC_ERR_NOMEM, "server: out of memory");
     if (!st && !o.no_prompt_cache && !s->defaults.draft) st = lmc_prompt_cache_new(ctx, &s->cache);
+    if (!st) st = lmc_srv_out_config(lmc_context_tokenizer(ctx), o.tool_parser, &s->out_cfg);
     if (st) {
         server_free(s);
         return st;

@@ -155,6 +155,111 @@ static void test_refusals(void) {
     http_reply_free(&r);
 }
 
+/* ------------------------------------------------------------ tool calls */
+#define TOOLS                                                                                      \
+    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"w\","         \
+    "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\","             \
+    "\"maxLength\":8},\"days\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":7}},"                 \
+    "\"required\":[\"city\",\"days\"]}}},{\"type\":\"function\",\"function\":{\"name\":\"get_time\","  \
+    "\"parameters\":{\"type\":\"object\",\"properties\":{\"zone\":{\"enum\":[\"UTC\",\"CET\"]}},"     \
+    "\"required\":[\"zone\"]}}}]"
+
+/* name + arguments obey that tool's parameters */
+static void check_call(const char *name, const char *args) {
+    json_object *a = NULL;
+    CHECK_MSG(args && lmc_json_parse(args, strlen(args), "arguments", &a) == LMC_OK, "arguments \"%s\"",
+              args ? args : "");
+    if (name && !strcmp(name, "get_weather")) {
+        json_object *d = lmc_json_get(a, "days"), *c = lmc_json_get(a, "city");
+        CHECK_MSG(c && json_object_is_type(c, json_type_string) && d && json_object_get_int(d) >= 1 &&
+                      json_object_get_int(d) <= 7, "get_weather arguments %s", args);
+    } else {
+        const char *z = json_object_get_string(lmc_json_get(a, "zone"));
+        CHECK_MSG(name && !strcmp(name, "get_time") && z && (!strcmp(z, "UTC") || !strcmp(z, "CET")),
+                  "call %s(%s)", name ? name : "?", args ? args : "");
+    }
+    json_object_put(a);
+}
+
+static void test_tool_calls(void) {
+    char body[4096];
+    for (int k = 0; k < 4; k++) {
+        const char *choice = k % 2 ? "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}"
+                                   : "\"required\"";
+        snprintf(body, sizeof body,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],\"tools\":" TOOLS
+                 ",\"tool_choice\":%s,\"temperature\":1,\"seed\":%d,\"max_tokens\":120}", choice, k);
+        int status = 0;
+        json_object *o = post_json(body, &status);
+        CHECK_EQ_INT(status, 200);
+        json_object *ch = json_object_array_get_idx(lmc_json_get(o, "choices"), 0);
+        json_object *msg = lmc_json_get(ch, "message");
+        json_object *calls = lmc_json_get(msg, "tool_calls");
+        CHECK_MSG(calls && json_object_array_length(calls) == 1, "reply %s",
+                  o ? json_object_to_json_string(o) : "(none)");
+        json_object *c = json_object_array_get_idx(calls, 0);
+        json_object *fn = lmc_json_get(c, "function");
+        const char *name = json_object_get_string(lmc_json_get(fn, "name"));
+        if (k % 2) CHECK_MSG(name && !strcmp(name, "get_weather"), "named call %s", name ? name : "?");
+        check_call(name, json_object_get_string(lmc_json_get(fn, "arguments")));
+        CHECK(!strcmp(json_object_get_string(lmc_json_get(c, "type")), "function"));
+        const char *id = json_object_get_string(lmc_json_get(c, "id"));
+        CHECK(id && !strncmp(id, "call_", 5));
+        CHECK(!strcmp(json_object_get_string(lmc_json_get(ch, "finish_reason")), "tool_calls"));
+        CHECK(lmc_json_get(msg, "content") == NULL);
+        json_object_put(o);
+    }
+    /* streamed: the call arrives as a tool_calls delta, finish_reason tool_calls */
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Time?\"}],\"tools\":" TOOLS
+             ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}},\"stream\":true,"
+             "\"temperature\":1,\"seed\":5,\"max_tokens\":60}");
+    http_reply r;
+    http_post(port, "/v1/chat/completions", body, &r);
+    CHECK_EQ_INT(r.status, 200);
+    const char *name = NULL, *args = NULL, *finish = NULL;
+    json_object *keep[64];
+    size_t nk = 0;
+    for (const char *p = r.body.p; p && (p = strstr(p, "data: ")) && nk < 64; p += 6) {
+        const char *end = strstr(p, "\n\n");
+        if (!end || !strncmp(p + 6, "[DONE]", 6)) break;
+        json_object *o = NULL;
+        if (lmc_json_parse(p + 6, (size_t)(end - p - 6), "chunk", &o)) continue;
+        keep[nk++] = o;
+        json_object *ch = json_object_array_get_idx(lmc_json_get(o, "choices"), 0);
+        json_object *tc = lmc_json_get(lmc_json_get(ch, "delta"), "tool_calls");
+        if (tc) {
+            json_object *fn = lmc_json_get(json_object_array_get_idx(tc, 0), "function");
+            name = json_object_get_string(lmc_json_get(fn, "name"));
+            args = json_object_get_string(lmc_json_get(fn, "arguments"));
+            CHECK(lmc_json_get(json_object_array_get_idx(tc, 0), "index") != NULL);
+        }
+        if (lmc_json_get(ch, "finish_reason")) finish = json_object_get_string(lmc_json_get(ch, "finish_reason"));
+    }
+    CHECK_MSG(name && !strcmp(name, "get_time"), "streamed call %s in %s", name ? name : "(none)", r.body.p);
+    check_call(name, args);
+    CHECK(finish && !strcmp(finish, "tool_calls"));
+    for (size_t i = 0; i < nk; i++) json_object_put(keep[i]);
+    http_reply_free(&r);
+    /* the round trip's second request: the call and its result go back in */
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Time?\"},{\"role\":\"assistant\",\"content\":\"\","
+             "\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_time\","
+             "\"arguments\":\"{\\\"zone\\\": \\\"UTC\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"call_1\","
+             "\"content\":\"12:00\"}],\"tools\":" TOOLS ",\"max_tokens\":5}");
+    int status = 0;
+    json_object *o = post_json(body, &status);
+    CHECK_MSG(status == 200, "round trip: %d %s", status, o ? json_object_to_json_string(o) : "");
+    json_object_put(o);
+    expect_400("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}",
+               "tool_choice", "requires 'tools'");
+    expect_400("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":" TOOLS
+               ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"nope\"}}}",
+               "tool_choice.function.name", "names no tool");
+    expect_400("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":" TOOLS
+               ",\"tool_choice\":\"sometimes\"}", "tool_choice", "auto, none, required");
+}
+
 static void body(lmc_context *ctx, const test_vocab *tv, const char *dir) {
     (void)tv, (void)dir;
     lmc_server_options o = {0};
@@ -165,7 +270,10 @@ static void body(lmc_context *ctx, const test_vocab *tv, const char *dir) {
     test_json_schema();
     test_stream();
     test_refusals();
+    test_tool_calls();
     lmc_server_stop(srv);
+    lmc_server_options bad = {.tool_parser = "qwen"};
+    CHECK_ERR(lmc_server_start(ctx, &bad, &srv), LMC_ERR_INVALID_ARG, "tool parser 'qwen'");
 }
 
 int main(void) {
