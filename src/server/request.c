@@ -614,6 +614,7 @@ lmc_status lmc_srv_request_parse(const char *body, size_t len, lmc_srv_kind kind
         if (!st) st = parse_template_kwargs(rq, root);
         if (!st) st = lmc_srv_response_format(rq, root);
         if (!st) st = lmc_srv_parse_tool_choice(rq, root);
+        if (!st) st = lmc_srv_reasoning_effort(rq, root);
     } else {
         st = parse_prompt(rq, root, vocab);
     }

@@ -72,6 +72,7 @@ lmc_status lmc_srv_fail(lmc_srv_request *rq, const char *param, const char *fmt,
 lmc_status lmc_srv_check_fields(lmc_srv_request *rq, json_object *root);
 lmc_status lmc_srv_response_format(lmc_srv_request *rq, json_object *root);
 lmc_status lmc_srv_parse_tool_choice(lmc_srv_request *rq, json_object *root);
+lmc_status lmc_srv_reasoning_effort(lmc_srv_request *rq, json_object *root);
 
 /* True when s[0..n) is well-formed UTF-8 (no overlongs or surrogates). */
 bool lmc_srv_utf8_valid(const char *s, size_t n);

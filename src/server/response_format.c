@@ -18,7 +18,7 @@ static const char *const COMMON[] = {
 };
 static const char *const CHAT_ONLY[] = {
     "messages", "tools", "tool_choice", "chat_template_kwargs", "max_completion_tokens",
-    "top_logprobs", "response_format", "parallel_tool_calls",
+    "top_logprobs", "response_format", "parallel_tool_calls", "reasoning_effort",
 };
 static const char *const COMPLETION_ONLY[] = {"prompt", "echo"};
 
@@ -124,5 +124,33 @@ lmc_status lmc_srv_parse_tool_choice(lmc_srv_request *rq, json_object *root) {
         return lmc_srv_fail(rq, "tool_choice", "requires 'tools'");
     if (rq->tool_choice >= LMC_SRV_TOOLS_REQUIRED && rq->grammar)
         return lmc_srv_fail(rq, "tool_choice", "cannot be combined with response_format (both constrain the reply)");
+    return LMC_OK;
+}
+
+/* OpenAI's reasoning_effort reaches the chat template as a variable of the
+ * same name (gpt-oss templates read it); chat_template_kwargs wins. */
+lmc_status lmc_srv_reasoning_effort(lmc_srv_request *rq, json_object *root) {
+    json_object *re = lmc_json_get(root, "reasoning_effort");
+    if (!re) return LMC_OK;
+    static const char *const LEVELS[] = {"minimal", "low", "medium", "high"};
+    const char *v = json_object_is_type(re, json_type_string) ? json_object_get_string(re) : "";
+    if (!LISTED(v, LEVELS))
+        return lmc_srv_fail(rq, "reasoning_effort", "must be minimal, low, medium or high");
+    json_object *kw = NULL;
+    if (rq->template_kwargs_json) {
+        if (lmc_json_parse(rq->template_kwargs_json, strlen(rq->template_kwargs_json), "kwargs", &kw))
+            return lmc_srv_fail(rq, "chat_template_kwargs", "%s", lmc_last_error());
+    } else {
+        kw = json_object_new_object();
+    }
+    if (!kw) return lmc_err(LMC_ERR_NOMEM, "request: out of memory");
+    if (!lmc_json_get(kw, "reasoning_effort"))
+        json_object_object_add(kw, "reasoning_effort", json_object_new_string(v));
+    const char *t = json_object_to_json_string_ext(kw, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    char *dup = t ? strdup(t) : NULL;
+    json_object_put(kw);
+    if (!dup) return lmc_err(LMC_ERR_NOMEM, "request: out of memory");
+    free(rq->template_kwargs_json);
+    rq->template_kwargs_json = dup;
     return LMC_OK;
 }

@@ -10,6 +10,7 @@
 #include "lm/lm_test_util.h"
 #include "lm/tiny_model.h"
 #include "lmc.h"
+#include "server/request.h"
 #include <json-c/json.h>
 #include <pcre2.h>
 
@@ -276,8 +277,27 @@ static void body(lmc_context *ctx, const test_vocab *tv, const char *dir) {
     CHECK_ERR(lmc_server_start(ctx, &bad, &srv), LMC_ERR_INVALID_ARG, "tool parser 'qwen'");
 }
 
+/* reasoning_effort becomes a template variable; explicit kwargs win */
+static void test_reasoning_effort(void) {
+    lmc_srv_request rq;
+    const char *b1 = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_effort\":\"high\"}";
+    CHECK(lmc_srv_request_parse(b1, strlen(b1), LMC_SRV_CHAT, NULL, 100, &rq) == LMC_OK);
+    CHECK_STREQ(rq.template_kwargs_json, "{\"reasoning_effort\":\"high\"}");
+    lmc_srv_request_free(&rq);
+    const char *b2 = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_effort\":\"low\","
+                     "\"chat_template_kwargs\":{\"enable_thinking\":false,\"reasoning_effort\":\"medium\"}}";
+    CHECK(lmc_srv_request_parse(b2, strlen(b2), LMC_SRV_CHAT, NULL, 100, &rq) == LMC_OK);
+    CHECK_STREQ(rq.template_kwargs_json, "{\"enable_thinking\":false,\"reasoning_effort\":\"medium\"}");
+    lmc_srv_request_free(&rq);
+    const char *b3 = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_effort\":\"max\"}";
+    CHECK(lmc_srv_request_parse(b3, strlen(b3), LMC_SRV_CHAT, NULL, 100, &rq) == LMC_ERR_INVALID_ARG);
+    CHECK_STREQ(rq.param, "reasoning_effort");
+    lmc_srv_request_free(&rq);
+}
+
 int main(void) {
     tiny_single_thread();
+    test_reasoning_effort();
     tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 11, 0};
     if (tiny_qwen3_run("srvjs", &spec, body)) return 1;
     return check_summary("test_server_structured");
