@@ -45,6 +45,7 @@ typedef struct {
     lmc_grammar *grammar;       /* response_format's or tool_choice's constraint (owned) */
     lmc_srv_tool_choice tool_choice;
     char *tool_choice_name;
+    bool responses;             /* arrived as POST /v1/responses (set by the HTTP layer) */
     bool stream;
     bool include_usage;         /* stream_options.include_usage */
     bool logprobs;              /* report per-token log-probabilities */

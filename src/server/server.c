@@ -11,6 +11,7 @@
 #include "lm/context.h"
 #include "server/chat_output.h"
 #include "server/request.h"
+#include "server/responses.h"
 #include <arpa/inet.h>
 #include <json-c/json.h>
 #include <microhttpd.h>
@@ -46,7 +47,7 @@ struct lmc_server {
     atomic_ullong counter;
 };
 
-typedef enum { R_NONE, R_HEALTH, R_MODELS, R_CHAT, R_COMPLETIONS } route;
+typedef enum { R_NONE, R_HEALTH, R_MODELS, R_CHAT, R_COMPLETIONS, R_RESPONSES } route;
 
 typedef struct {
     route r;
@@ -318,6 +319,19 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
     }
     char id[64];
     bool chat = rq->kind == LMC_SRV_CHAT;
+    if (rq->responses) {
+        make_id(s, "resp", id, sizeof id);
+        lmc_model_output m;
+        st = lmc_output_parse(&oo, c.text.p, &m);
+        json_object_put(c.lp);
+        lmc_buf_free(&c.text);
+        if (st) return reply_status(con, st, NULL);
+        json_object *o = lmc_srv_response_json(id, s->model_name, time(NULL), &m,
+                                               finish_str(stats.finish_reason), stats.prompt_tokens,
+                                               stats.generation_tokens);
+        lmc_model_output_free(&m);
+        return reply_json(con, 200, o);
+    }
     make_id(s, chat ? "chatcmpl" : "cmpl", id, sizeof id);
     json_object *o = frame(s, id, chat ? "chat.completion" : "text_completion", time(NULL));
     json_object *choice = json_object_new_object();
@@ -363,7 +377,16 @@ typedef struct {
     pthread_t thread;
     size_t text_offset;
     lmc_srv_chat_stream cs; /* chat: content / reasoning / tool-call split */
+    lmc_srv_resp_stream rs; /* /v1/responses: its typed events */
 } stream;
+
+static void stream_append(stream *st, lmc_buf *events) {
+    pthread_mutex_lock(&st->mu);
+    lmc_buf_append(&st->out, events->p ? events->p : "", events->len);
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    lmc_buf_free(events);
+}
 
 static void stream_push(stream *st, json_object *o) {
     const char *j =
@@ -402,7 +425,11 @@ static json_object *chat_delta(const char *role, const char *content) {
 static bool stream_cb(void *user, const lmc_gen_response *r) {
     stream *st = user;
     bool chat = st->rq.kind == LMC_SRV_CHAT;
-    if (r->text[0] || st->rq.logprobs) {
+    if (st->rq.responses) {
+        lmc_buf ev = {0};
+        lmc_srv_resp_stream_push(&st->rs, r->text, &ev);
+        stream_append(st, &ev);
+    } else if (r->text[0] || st->rq.logprobs) {
         json_object *lp = NULL;
         if (st->rq.logprobs) {
             if (chat) {
@@ -442,6 +469,11 @@ static void *stream_main(void *arg) {
         json_object_object_add(e, "code", NULL);
         json_object_object_add(w, "error", e);
         stream_push(st, w);
+    } else if (st->rq.responses) {
+        lmc_buf ev = {0};
+        lmc_srv_resp_stream_finish(&st->rs, finish_str(stats.finish_reason), stats.prompt_tokens,
+                                   stats.generation_tokens, &ev);
+        stream_append(st, &ev);
     } else {
         const char *finish = finish_str(stats.finish_reason);
         json_object *last = chat ? lmc_srv_chat_stream_finish(&st->cs, &finish) : NULL;
@@ -459,7 +491,7 @@ static void *stream_main(void *arg) {
         }
     }
     pthread_mutex_lock(&st->mu);
-    lmc_buf_puts(&st->out, "data: [DONE]\n\n");
+    if (!st->rq.responses) lmc_buf_puts(&st->out, "data: [DONE]\n\n");
     st->done = true;
     pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
@@ -488,6 +520,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void stream_free(stream *st) {
     lmc_srv_chat_stream_free(&st->cs);
+    lmc_srv_resp_stream_free(&st->rs);
     lmc_srv_request_free(&st->rq);
     lmc_free(st->ids);
     lmc_buf_free(&st->out);
@@ -535,9 +568,15 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
         return ret;
     }
     bool chat = st->rq.kind == LMC_SRV_CHAT;
-    make_id(s, chat ? "chatcmpl" : "cmpl", st->id, sizeof st->id);
+    make_id(s, st->rq.responses ? "resp" : chat ? "chatcmpl" : "cmpl", st->id, sizeof st->id);
     st->created = time(NULL);
-    if (chat) stream_push(st, chunk(st, chat_delta("assistant", ""), NULL, NULL));
+    if (st->rq.responses) {
+        lmc_buf ev = {0};
+        lmc_srv_resp_stream_start(&st->rs, st->id, s->model_name, st->created, &oo, &ev);
+        stream_append(st, &ev);
+    } else if (chat) {
+        stream_push(st, chunk(st, chat_delta("assistant", ""), NULL, NULL));
+    }
     if (pthread_create(&st->thread, NULL, stream_main, st)) {
         stream_free(st);
         return reply_error(con, 500, "server_error", "cannot start a generation thread", NULL,
@@ -563,6 +602,7 @@ static route route_of(const char *url) {
     if (!strcmp(url, "/v1/models")) return R_MODELS;
     if (!strcmp(url, "/v1/chat/completions")) return R_CHAT;
     if (!strcmp(url, "/v1/completions")) return R_COMPLETIONS;
+    if (!strcmp(url, "/v1/responses")) return R_RESPONSES;
     return R_NONE;
 }
 
@@ -586,8 +626,22 @@ static enum MHD_Result serve_get(lmc_server *s, struct MHD_Connection *con, rout
 
 static enum MHD_Result serve_post(lmc_server *s, struct MHD_Connection *con, conn_state *cs) {
     lmc_srv_request rq;
-    lmc_srv_kind kind = cs->r == R_CHAT ? LMC_SRV_CHAT : LMC_SRV_COMPLETION;
-    lmc_status st = lmc_srv_request_parse(cs->body.p, cs->body.len, kind, &s->defaults, s->vocab, &rq);
+    lmc_srv_kind kind = cs->r == R_COMPLETIONS ? LMC_SRV_COMPLETION : LMC_SRV_CHAT;
+    char *chat_body = NULL;
+    if (cs->r == R_RESPONSES) {
+        char param[96];
+        lmc_status tr = lmc_srv_responses_to_chat(cs->body.p, cs->body.len, &chat_body, param, sizeof param);
+        if (tr)
+            return tr == LMC_ERR_NOMEM
+                       ? reply_error(con, 500, "server_error", lmc_last_error(), NULL, NULL)
+                       : reply_error(con, 400, "invalid_request_error", lmc_last_error(), param, NULL);
+    }
+    lmc_status st = chat_body ? lmc_srv_request_parse(chat_body, strlen(chat_body), kind, &s->defaults,
+                                                      s->vocab, &rq)
+                              : lmc_srv_request_parse(cs->body.p, cs->body.len, kind, &s->defaults,
+                                                      s->vocab, &rq);
+    free(chat_body);
+    rq.responses = cs->r == R_RESPONSES;
     if (st) {
         enum MHD_Result ret =
             st == LMC_ERR_NOMEM
@@ -612,7 +666,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         char msg[512];
         if (r == R_NONE) {
             snprintf(msg, sizeof msg, "unknown path '%.200s' (endpoints: GET /health, GET "
-                     "/v1/models, POST /v1/chat/completions, POST /v1/completions)", url);
+                     "/v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/responses)", url);
             return reply_error(con, 404, "invalid_request_error", msg, NULL, NULL);
         }
         bool get = r == R_HEALTH || r == R_MODELS;

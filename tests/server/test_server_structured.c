@@ -261,6 +261,122 @@ static void test_tool_calls(void) {
                ",\"tool_choice\":\"sometimes\"}", "tool_choice", "auto, none, required");
 }
 
+/* ------------------------------------------------------------ /v1/responses */
+static json_object *post_responses(const char *body, int *status) {
+    http_reply r;
+    http_post(port, "/v1/responses", body, &r);
+    *status = r.status;
+    json_object *o = NULL;
+    if (r.body.p) lmc_json_parse(r.body.p, r.body.len, "reply", &o);
+    if (r.status != 200) fprintf(stderr, "responses reply: %s\n", r.body.p ? r.body.p : "");
+    http_reply_free(&r);
+    return o;
+}
+
+static json_object *output_item(json_object *o, const char *type) {
+    json_object *out = lmc_json_get(o, "output");
+    for (size_t i = 0; out && i < json_object_array_length(out); i++) {
+        json_object *it = json_object_array_get_idx(out, i);
+        if (!strcmp(json_object_get_string(lmc_json_get(it, "type")), type)) return it;
+    }
+    return NULL;
+}
+
+static const char *output_text(json_object *o) {
+    json_object *m = output_item(o, "message");
+    json_object *part = json_object_array_get_idx(lmc_json_get(m, "content"), 0);
+    return json_object_get_string(lmc_json_get(part, "text"));
+}
+
+#define FLAT_TOOLS                                                                                 \
+    "[{\"type\":\"function\",\"name\":\"get_time\",\"description\":\"t\",\"parameters\":{\"type\":"    \
+    "\"object\",\"properties\":{\"zone\":{\"enum\":[\"UTC\",\"CET\"]}},\"required\":[\"zone\"]}}]"
+
+static void test_responses(void) {
+    int status = 0;
+    json_object *o = post_responses("{\"model\":\"m\",\"input\":\"Hi\",\"instructions\":\"Be brief.\","
+                                    "\"max_output_tokens\":6}", &status);
+    CHECK_EQ_INT(status, 200);
+    CHECK_STREQ(json_object_get_string(lmc_json_get(o, "object")), "response");
+    CHECK_STREQ(json_object_get_string(lmc_json_get(o, "status")), "incomplete");
+    CHECK(output_text(o) != NULL);
+    CHECK_EQ_INT(json_object_get_int(lmc_json_get(lmc_json_get(o, "usage"), "output_tokens")), 6);
+    json_object_put(o);
+    /* a forced function call, then the round trip with its output */
+    o = post_responses("{\"input\":[{\"role\":\"user\",\"content\":\"Time?\"}],\"tools\":" FLAT_TOOLS
+                       ",\"tool_choice\":{\"type\":\"function\",\"name\":\"get_time\"},\"temperature\":1,"
+                       "\"seed\":3,\"max_output_tokens\":60}", &status);
+    CHECK_EQ_INT(status, 200);
+    json_object *fc = output_item(o, "function_call");
+    CHECK_MSG(fc && !strcmp(json_object_get_string(lmc_json_get(fc, "name")), "get_time"), "output %s",
+              o ? json_object_to_json_string(o) : "");
+    if (fc) check_call("get_time", json_object_get_string(lmc_json_get(fc, "arguments")));
+    CHECK(fc && !strncmp(json_object_get_string(lmc_json_get(fc, "call_id")), "call_", 5));
+    json_object_put(o);
+    o = post_responses("{\"input\":[{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":"
+                       "\"input_text\",\"text\":\"Time?\"}]},{\"type\":\"function_call\",\"call_id\":\"call_1\","
+                       "\"name\":\"get_time\",\"arguments\":\"{\\\"zone\\\":\\\"UTC\\\"}\"},{\"type\":"
+                       "\"function_call_output\",\"call_id\":\"call_1\",\"output\":\"12:00\"}],\"tools\":"
+                       FLAT_TOOLS ",\"max_output_tokens\":4}", &status);
+    CHECK_EQ_INT(status, 200);
+    json_object_put(o);
+    /* structured output through text.format */
+    o = post_responses("{\"input\":\"weather?\",\"temperature\":1,\"seed\":4,\"max_output_tokens\":200,"
+                       "\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"w\",\"strict\":true,"
+                       "\"schema\":" SCHEMA "}}}", &status);
+    CHECK_EQ_INT(status, 200);
+    const char *t = output_text(o);
+    CHECK_MSG(t && full_match(SHAPE, t), "text.format output \"%s\"", t ? t : "");
+    json_object_put(o);
+    /* streamed: typed events, deltas adding up to the final text */
+    http_reply r;
+    http_post(port, "/v1/responses", "{\"input\":\"Hi\",\"stream\":true,\"max_output_tokens\":8}", &r);
+    CHECK_EQ_INT(r.status, 200);
+    lmc_buf text = {0};
+    lmc_buf_puts(&text, "");
+    const char *first = NULL, *last = NULL, *final_text = NULL;
+    json_object *done = NULL;
+    int seq = -1;
+    bool ordered = true;
+    for (const char *p = r.body.p; p && (p = strstr(p, "data: ")); p += 6) {
+        const char *end = strstr(p, "\n\n");
+        json_object *ev = NULL;
+        if (!end || lmc_json_parse(p + 6, (size_t)(end - p - 6), "event", &ev)) break;
+        const char *type = json_object_get_string(lmc_json_get(ev, "type"));
+        int sq = json_object_get_int(lmc_json_get(ev, "sequence_number"));
+        ordered = ordered && sq == seq + 1;
+        seq = sq;
+        if (!first) first = strcmp(type, "response.created") ? "other" : "created";
+        if (!strcmp(type, "response.output_text.delta"))
+            lmc_buf_puts(&text, json_object_get_string(lmc_json_get(ev, "delta")));
+        if (!strncmp(type, "response.completed", 18) || !strncmp(type, "response.incomplete", 19)) {
+            last = type;
+            json_object_put(done);
+            done = json_object_get(lmc_json_get(ev, "response"));
+        }
+        json_object_put(ev);
+    }
+    CHECK(first && !strcmp(first, "created"));
+    CHECK(ordered);
+    CHECK_MSG(last && !strcmp(last, "response.incomplete"), "last event %s", last ? last : "(none)");
+    final_text = done ? output_text(done) : NULL;
+    CHECK_MSG(final_text && !strcmp(final_text, text.p), "final \"%s\" deltas \"%s\"", final_text ? final_text : "", text.p);
+    CHECK(!strstr(r.body.p ? r.body.p : "", "[DONE]"));
+    json_object_put(done);
+    lmc_buf_free(&text);
+    http_reply_free(&r);
+    /* refusals name the Responses field */
+    http_post(port, "/v1/responses", "{\"input\":\"x\",\"store\":true}", &r);
+    CHECK_MSG(r.status == 400 && strstr(r.body.p, "\"param\":\"store\""), "%d %s", r.status, r.body.p);
+    http_reply_free(&r);
+    http_post(port, "/v1/responses", "{\"input\":\"x\",\"previous_response_id\":\"r\"}", &r);
+    CHECK_MSG(r.status == 400 && strstr(r.body.p, "previous_response_id"), "%d %s", r.status, r.body.p);
+    http_reply_free(&r);
+    http_post(port, "/v1/responses", "{\"input\":[{\"type\":\"input_image\"}]}", &r);
+    CHECK_MSG(r.status == 400 && strstr(r.body.p, "input[0].type"), "%d %s", r.status, r.body.p);
+    http_reply_free(&r);
+}
+
 static void body(lmc_context *ctx, const test_vocab *tv, const char *dir) {
     (void)tv, (void)dir;
     lmc_server_options o = {0};
@@ -272,6 +388,7 @@ static void body(lmc_context *ctx, const test_vocab *tv, const char *dir) {
     test_stream();
     test_refusals();
     test_tool_calls();
+    test_responses();
     lmc_server_stop(srv);
     lmc_server_options bad = {.tool_parser = "qwen"};
     CHECK_ERR(lmc_server_start(ctx, &bad, &srv), LMC_ERR_INVALID_ARG, "tool parser 'qwen'");
