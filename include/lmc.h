@@ -667,8 +667,12 @@ lmc_status lmc_image_preprocess_memory(const lmc_image_processor *p, const void 
 /* ======================== HTTP server (src/server) ======================== */
 /* An OpenAI-compatible HTTP server over one loaded context (built only when
  * libmicrohttpd is available): GET /health, GET /v1/models,
- * POST /v1/chat/completions and POST /v1/completions; with "stream": true
- * the reply is Server-Sent Events ("data: {chunk}\n\n" ... "data: [DONE]").
+ * POST /v1/chat/completions, POST /v1/completions and POST /v1/responses;
+ * with "stream": true the reply is Server-Sent Events ("data: {chunk}\n\n"
+ * ... "data: [DONE]"; typed "event:" lines for /v1/responses). Chat replies
+ * carry tool_calls and reasoning_content (see tool_parser); response_format
+ * and tool_choice required / named constrain generation with a grammar;
+ * fields the server does not implement are a 400 naming them.
  * Bad requests get 400 with an OpenAI error object whose "param" names the
  * field; bodies over the cap get 413, wrong methods 405, other paths 404.
  * Each connection has its own thread, but every use of the model is
