@@ -7,7 +7,8 @@
  *          transitions and masks built as they are met),
  *   warm   a second pass with another seed over the same grammar (what a
  *          server sees once a schema has been used),
- *   walk   the trie walk alone with every transition built (no mask cache),
+ *   walk   the mask without the per-state cache, every transition built
+ *          (the trie walk with JSON string slices),
  *   naive  the peer: an automaton run over every token's bytes (same
  *          automaton, no trie), on the same states in the same run.
  * Each is printed in microseconds and as a fraction of DECODE_STEP_MS (the
@@ -119,7 +120,7 @@ int main(int argc, char **argv) {
            dir, vocab, lmc_vocab_index_nodes(vi), 1e3 * (now() - t0));
     printf("decode step %.3f ms; per-step mask time (mean / max), %% of the decode step\n", step_ms);
     printf("%-12s %6s | %-22s | %-22s | %-22s | %-22s | %s\n", "schema", "steps", "cold",
-           "warm (new path)", "trie walk, no cache", "naive per-token (peer)", "naive/walk");
+           "warm (new path)", "mask, no state cache", "naive per-token (peer)", "naive/walk");
     double worst_warm = 0;
     for (size_t i = 0; i < sizeof SCHEMAS / sizeof SCHEMAS[0]; i++) {
         lmc_grammar *g = NULL;

@@ -57,6 +57,7 @@ typedef struct {
     int32_t root;
     bool *nullable; /* per rule, after cfg_finalize */
     const char *what; /* prefix of error messages ("grammar", "regex", ...) */
+    bool json_strings; /* from a JSON schema: its rule "str-char" is a JSON string character */
 } lmc_cfg;
 
 void cfg_init(lmc_cfg *g, const char *what);

@@ -28,4 +28,7 @@ lmc_status json_schema_to_gbnf(json_object *schema, char **out);
 lmc_status json_schema_rules(json_object *schema, const char *prefix, lmc_buf *out, char *top,
                              size_t cap);
 const char *json_schema_prelude(void);
+/* A GBNF grammar built on json_schema_prelude() (its str-char rule is the
+ * JSON string character, which the token mask slices by). */
+lmc_status lmc_grammar_from_json_gbnf(const char *src, lmc_grammar **out);
 #endif

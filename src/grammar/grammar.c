@@ -22,7 +22,7 @@ static lmc_status regex_front(lmc_cfg *g, const char *src, size_t n) {
     return cfg_add_alt(g, g->root, &sym, 1);
 }
 
-static lmc_status build(const char *what, front_end fe, const char *src, lmc_grammar **out) {
+static lmc_status build(const char *what, front_end fe, const char *src, bool json, lmc_grammar **out) {
     *out = NULL;
     if (!src) return lmc_err(LMC_ERR_INVALID_ARG, "%s: source is NULL", what);
     size_t n = strlen(src);
@@ -31,6 +31,7 @@ static lmc_status build(const char *what, front_end fe, const char *src, lmc_gra
     lmc_grammar *g = calloc(1, sizeof *g);
     if (!g) return lmc_err(LMC_ERR_NOMEM, "%s: out of memory", what);
     cfg_init(&g->cfg, what);
+    g->cfg.json_strings = json;
     pthread_mutex_init(&g->mu, NULL);
     lmc_status st = fe(&g->cfg, src, n);
     if (!st) st = cfg_finalize(&g->cfg);
@@ -46,12 +47,17 @@ static lmc_status build(const char *what, front_end fe, const char *src, lmc_gra
 
 lmc_status lmc_grammar_from_gbnf(const char *src, lmc_grammar **out) {
     if (!out) return lmc_err(LMC_ERR_INVALID_ARG, "grammar: out is NULL");
-    return build("grammar", gbnf_compile, src, out);
+    return build("grammar", gbnf_compile, src, false, out);
+}
+
+lmc_status lmc_grammar_from_json_gbnf(const char *src, lmc_grammar **out) {
+    if (!out) return lmc_err(LMC_ERR_INVALID_ARG, "grammar: out is NULL");
+    return build("grammar", gbnf_compile, src, true, out);
 }
 
 lmc_status lmc_grammar_from_regex(const char *regex, lmc_grammar **out) {
     if (!out) return lmc_err(LMC_ERR_INVALID_ARG, "regex: out is NULL");
-    return build("regex", regex_front, regex, out);
+    return build("regex", regex_front, regex, false, out);
 }
 
 lmc_status lmc_json_schema_to_gbnf(const char *schema_json, char **gbnf) {
@@ -71,7 +77,7 @@ lmc_status lmc_grammar_from_json_schema(const char *schema_json, lmc_grammar **o
     char *text = NULL;
     lmc_status st = lmc_json_schema_to_gbnf(schema_json, &text);
     if (st) return st;
-    st = build("json schema", gbnf_compile, text, out);
+    st = build("json schema", gbnf_compile, text, true, out);
     free(text);
     return st;
 }

@@ -37,7 +37,12 @@ typedef struct {
     bool accept;
     uint32_t *mask;
     const void *mask_owner;
+    int32_t cap; /* JSON string slice: plain characters the state takes (see slice_cap) */
 } pstate;
+
+#define CAP_UNKNOWN (-2)
+#define CAP_NONE (-1)
+#define CAP_INF INT32_MAX
 
 struct lmc_pda {
     const lmc_cfg *g;
@@ -58,6 +63,7 @@ struct lmc_pda {
     uint64_t *seen; /* closure visit keys (pos << 32 | stk) + 1 */
     size_t seen_cap, n_seen;
     size_t n_masks;
+    uint8_t *str_start; /* per symbol: the first byte of a JSON string character (or NULL) */
 };
 
 static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -229,6 +235,7 @@ static lmc_status intern_scratch(lmc_pda *p, bool accept, int32_t *out) {
     s->accept = accept;
     s->mask = NULL;
     s->mask_owner = NULL;
+    s->cap = CAP_UNKNOWN;
     for (int b = 0; b < 256; b++) p->trans[p->n_st * 256 + (size_t)b] = -1;
     if (n) memcpy(p->pool + p->n_pool, p->scr, n * sizeof *p->scr);
     p->n_pool += n;
@@ -254,6 +261,39 @@ static bool st_ht_rehash(lmc_pda *p) {
     return true;
 }
 
+/* Mark the first terminals of rule r (through leading rule references). */
+static void mark_first(const lmc_cfg *g, int32_t r, uint8_t *mark, uint8_t *busy) {
+    if (busy[r]) return;
+    busy[r] = 1;
+    for (size_t a = 0; a < g->rules[r].n_alts; a++) {
+        uint32_t pos = g->rules[r].alts[a];
+        int32_t s = g->sym[pos];
+        if (cfg_is_term(s)) mark[pos] = 1;
+        else if (s != CFG_END) mark_first(g, s, mark, busy);
+    }
+}
+
+/* JSON schema grammars spell string characters with the rule "str-char";
+ * its first bytes let the mask take whole slices of the vocabulary. */
+static void find_str_char(lmc_pda *p) {
+    const lmc_cfg *g = p->g;
+    if (!g->json_strings) return;
+    int32_t r = -1;
+    for (size_t i = 0; i < g->n_rules && r < 0; i++)
+        if (!strcmp(g->rules[i].name, "str-char")) r = (int32_t)i;
+    if (r < 0) return;
+    uint8_t *busy = calloc(g->n_rules, 1);
+    p->str_start = calloc(g->n_sym, 1);
+    if (!busy || !p->str_start) {
+        free(busy);
+        free(p->str_start);
+        p->str_start = NULL;
+        return;
+    }
+    mark_first(g, r, p->str_start, busy);
+    free(busy);
+}
+
 static lmc_status pda_new(const lmc_cfg *g, lmc_pda **out) {
     lmc_pda *p = calloc(1, sizeof *p);
     if (!p) return lmc_err(LMC_ERR_NOMEM, "grammar: out of memory");
@@ -264,6 +304,7 @@ static lmc_status pda_new(const lmc_cfg *g, lmc_pda **out) {
         st = lmc_err(LMC_ERR_NOMEM, "grammar: out of memory");
     p->nodes[0] = (pnode){0, 0, 0};
     p->n_nodes = 1;
+    find_str_char(p);
     pstate *dead = st ? NULL : calloc(1, sizeof *dead);
     if (!st && (!dead || !grow((void **)&p->st, &p->cap_st, 1, sizeof *p->st) ||
                 !grow((void **)&p->trans, &p->cap_trans, 256, sizeof *p->trans) || !st_ht_rehash(p))) {
@@ -304,6 +345,7 @@ static void pda_free(lmc_pda *p) {
     free(p->pool);
     free(p->scr);
     free(p->seen);
+    free(p->str_start);
     free(p);
 }
 
@@ -340,11 +382,23 @@ typedef struct {
     uint8_t byte;
 } vnode;
 
+/* Tokens in depth-first order of their bytes. */
+typedef struct {
+    vnode *node;
+    size_t n_nodes;
+    int32_t *tok_next; /* per token: the next token with the same bytes, -1 */
+} vtrie;
+
 struct lmc_vocab_index {
     size_t vocab, words;      /* model vocabulary, 32-bit mask words */
-    size_t n_nodes;
-    vnode *node;
-    int32_t *tok_next;        /* per token: the next token with the same bytes, -1 */
+    vtrie all;
+    /* JSON string slices: a "plain" token is complete UTF-8 of code points
+     * >= U+0020 other than '"' and '\\' (what a JSON string holds without
+     * escapes); plain[k] is the mask of plain tokens of at most k code
+     * points (k <= plain_max), and `rest` the trie of the other tokens. */
+    vtrie rest;
+    uint32_t *plain;
+    size_t plain_max;
     uint32_t *tok_off;        /* per token: its bytes in blob (tok_off[t + 1] ends them) */
     uint8_t *blob;
 };
@@ -364,16 +418,114 @@ static int cmp_vent(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
+static void vtrie_free(vtrie *t) {
+    free(t->node);
+    free(t->tok_next);
+}
+
 void lmc_vocab_index_free(lmc_vocab_index *v) {
     if (!v) return;
-    free(v->node);
-    free(v->tok_next);
+    vtrie_free(&v->all);
+    vtrie_free(&v->rest);
+    free(v->plain);
     free(v->tok_off);
     free(v->blob);
     free(v);
 }
 
-size_t lmc_vocab_index_nodes(const lmc_vocab_index *v) { return v ? v->n_nodes : 0; }
+size_t lmc_vocab_index_nodes(const lmc_vocab_index *v) { return v ? v->all.n_nodes : 0; }
+
+/* The trie of e[0..n) (sorted by bytes). */
+static bool vtrie_build(const vent *e, size_t n, size_t vocab, vtrie *t) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += e[i].n;
+    t->node = malloc((total ? total : 1) * sizeof *t->node);
+    t->tok_next = malloc(vocab * sizeof *t->tok_next);
+    uint32_t *path = malloc((UINT16_MAX + 1) * sizeof *path); /* node index per depth */
+    if (!t->node || !t->tok_next || !path) {
+        free(path);
+        return false;
+    }
+    for (size_t i = 0; i < vocab; i++) t->tok_next[i] = -1;
+    size_t nn = 0, open = 0; /* open: depth of the current path */
+    for (size_t i = 0; i < n; i++) {
+        size_t common = 0;
+        if (i) {
+            size_t m = e[i - 1].n < e[i].n ? e[i - 1].n : e[i].n;
+            while (common < m && e[i - 1].b[common] == e[i].b[common]) common++;
+        }
+        /* close nodes deeper than the common prefix */
+        while (open > common) t->node[path[--open]].skip = (uint32_t)nn;
+        if (common == e[i].n) { /* same bytes as the previous token */
+            int32_t *slot = &t->node[path[common - 1]].tok;
+            while (*slot >= 0) slot = &t->tok_next[*slot];
+            *slot = e[i].id;
+            continue;
+        }
+        for (size_t d = common; d < e[i].n; d++) {
+            t->node[nn].byte = (uint8_t)e[i].b[d];
+            t->node[nn].depth = (uint16_t)(d + 1);
+            t->node[nn].tok = -1;
+            path[open++] = (uint32_t)nn++;
+        }
+        t->node[nn - 1].tok = e[i].id;
+    }
+    while (open > 0) t->node[path[--open]].skip = (uint32_t)nn;
+    t->n_nodes = nn;
+    free(path);
+    return true;
+}
+
+/* Code points of a plain token (see lmc_vocab_index), or -1. */
+static long plain_chars(const unsigned char *s, size_t n) {
+    long c = 0;
+    for (size_t i = 0; i < n; c++) {
+        unsigned x = s[i];
+        size_t len = x < 0x80 ? 1 : x >= 0xF0 ? 4 : x >= 0xE0 ? 3 : x >= 0xC2 ? 2 : 0;
+        if (!len || len > n - i || (len == 4 && x > 0xF4)) return -1;
+        uint32_t cp = len == 1 ? x : x & (0x7F >> len);
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return -1;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        static const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return -1;
+        if (cp < 0x20 || cp == '"' || cp == '\\') return -1;
+        i += len;
+    }
+    return c;
+}
+
+/* plain masks and the trie of the other tokens; e in id order */
+static bool build_slices(lmc_vocab_index *v, vent *e, size_t n) {
+    long *chars = malloc((n ? n : 1) * sizeof *chars);
+    vent *rest = malloc((n ? n : 1) * sizeof *rest);
+    if (!chars || !rest) {
+        free(chars), free(rest);
+        return false;
+    }
+    size_t nr = 0;
+    long mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        chars[i] = plain_chars((const unsigned char *)e[i].b, e[i].n);
+        if (chars[i] < 0) rest[nr++] = e[i];
+        else if (chars[i] > mx) mx = chars[i];
+    }
+    v->plain_max = (size_t)mx;
+    v->plain = calloc((v->plain_max + 1) * v->words, sizeof *v->plain);
+    bool ok = v->plain != NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        if (chars[i] >= 0) v->plain[(size_t)chars[i] * v->words + (e[i].id >> 5)] |= 1u << (e[i].id & 31);
+    for (size_t k = 1; ok && k <= v->plain_max; k++) /* cumulative: at most k */
+        for (size_t w = 0; w < v->words; w++) v->plain[k * v->words + w] |= v->plain[(k - 1) * v->words + w];
+    if (ok) {
+        qsort(rest, nr, sizeof *rest, cmp_vent);
+        ok = vtrie_build(rest, nr, v->vocab, &v->rest);
+    }
+    free(chars);
+    free(rest);
+    return ok;
+}
 
 lmc_status lmc_vocab_index_build(const lmc_tokenizer *t, size_t model_vocab, lmc_vocab_index **out) {
     *out = NULL;
@@ -407,7 +559,7 @@ lmc_status lmc_vocab_index_build(const lmc_tokenizer *t, size_t model_vocab, lmc
     }
     v->tok_off = calloc(model_vocab + 1, sizeof *v->tok_off);
     v->blob = malloc(total ? total : 1);
-    if (!v->tok_off || !v->blob) {
+    if (!v->tok_off || !v->blob || !build_slices(v, e, n)) {
         st = lmc_err(LMC_ERR_NOMEM, "vocabulary index: out of memory");
         goto fail;
     }
@@ -420,41 +572,10 @@ lmc_status lmc_vocab_index_build(const lmc_tokenizer *t, size_t model_vocab, lmc
         }
     }
     qsort(e, n, sizeof *e, cmp_vent);
-    v->node = malloc((total ? total : 1) * sizeof *v->node);
-    v->tok_next = malloc(model_vocab * sizeof *v->tok_next);
-    uint32_t *path = malloc((UINT16_MAX + 1) * sizeof *path); /* node index per depth */
-    if (!v->node || !v->tok_next || !path) {
-        free(path);
+    if (!vtrie_build(e, n, model_vocab, &v->all)) {
         st = lmc_err(LMC_ERR_NOMEM, "vocabulary index: out of memory");
         goto fail;
     }
-    for (size_t i = 0; i < model_vocab; i++) v->tok_next[i] = -1;
-    size_t nn = 0, open = 0; /* open: depth of the current path */
-    for (size_t i = 0; i < n; i++) {
-        size_t common = 0;
-        if (i) {
-            size_t m = e[i - 1].n < e[i].n ? e[i - 1].n : e[i].n;
-            while (common < m && e[i - 1].b[common] == e[i].b[common]) common++;
-        }
-        /* close nodes deeper than the common prefix */
-        while (open > common) v->node[path[--open]].skip = (uint32_t)nn;
-        if (common == e[i].n) { /* same bytes as the previous token */
-            int32_t *slot = &v->node[path[common - 1]].tok;
-            while (*slot >= 0) slot = &v->tok_next[*slot];
-            *slot = e[i].id;
-            continue;
-        }
-        for (size_t d = common; d < e[i].n; d++) {
-            v->node[nn].byte = (uint8_t)e[i].b[d];
-            v->node[nn].depth = (uint16_t)(d + 1);
-            v->node[nn].tok = -1;
-            path[open++] = (uint32_t)nn++;
-        }
-        v->node[nn - 1].tok = e[i].id;
-    }
-    while (open > 0) v->node[path[--open]].skip = (uint32_t)nn;
-    v->n_nodes = nn;
-    free(path);
     for (size_t i = 0; i < n; i++) free(e[i].b);
     free(e);
     lmc_buf_free(&b);
@@ -526,12 +647,10 @@ void lmc_matcher_free(lmc_matcher *m) {
     free(m);
 }
 
-static lmc_status walk_trie(lmc_pda *p, const lmc_vocab_index *v, int32_t s0, int32_t *walk,
-                            uint32_t *bits) {
-    memset(bits, 0, v->words * sizeof *bits);
+static lmc_status walk_trie(lmc_pda *p, const vtrie *t, int32_t s0, int32_t *walk, uint32_t *bits) {
     walk[0] = s0;
-    const vnode *node = v->node;
-    for (size_t i = 0, n = v->n_nodes; i < n;) {
+    const vnode *node = t->node;
+    for (size_t i = 0, n = t->n_nodes; i < n;) {
         const vnode *x = &node[i];
         int32_t from = walk[x->depth - 1], to = p->trans[(size_t)from * 256 + x->byte];
         if (to < 0) {
@@ -543,10 +662,81 @@ static lmc_status walk_trie(lmc_pda *p, const lmc_vocab_index *v, int32_t s0, in
             continue;
         }
         walk[x->depth] = to;
-        for (int32_t t = x->tok; t >= 0; t = v->tok_next[t]) bits[t >> 5] |= 1u << (t & 31);
+        for (int32_t k = x->tok; k >= 0; k = t->tok_next[k]) bits[k >> 5] |= 1u << (k & 31);
         i++;
     }
     return LMC_OK;
+}
+
+/* Bytes a plain token (complete UTF-8, no '"', '\\' or control) may hold. */
+static bool plain_byte(unsigned b) { return (b >= 0x20 && b != '"' && b != '\\') && b <= 0xF4; }
+
+/* Every thread either starts a JSON string character or takes no plain
+ * byte at all: then plain tokens can only be read as string characters. */
+static bool pure(const lmc_pda *p, int32_t s) {
+    const pstate *st = p->st[s];
+    for (uint32_t i = 0; i < st->n; i++) {
+        pthr t = p->pool[st->off + i];
+        if (p->str_start[t.pos]) continue;
+        const lmc_byteset *bs = &p->g->sets[cfg_term_set(p->g->sym[t.pos])];
+        for (unsigned b = 0x20; b <= 0xF4; b++)
+            if (plain_byte(b) && lmc_byteset_has(bs, b)) return false;
+    }
+    return true;
+}
+
+/* How many plain characters state s accepts in a row: after any one plain
+ * character every string-character thread is where 'a' takes it (the
+ * character rule ends the same way whichever alternative read it), so
+ * stepping 'a' counts them. CAP_INF for a loop, CAP_NONE when the state
+ * (or one on the way) is not pure. */
+static lmc_status slice_cap(lmc_pda *p, int32_t s, int32_t *cap) {
+    if (p->st[s]->cap != CAP_UNKNOWN) {
+        *cap = p->st[s]->cap;
+        return LMC_OK;
+    }
+    enum { MAX_RUN = 300 };
+    int32_t seen[MAX_RUN + 1], cur = s;
+    int32_t c = CAP_NONE;
+    seen[0] = s;
+    if (pure(p, s)) {
+        for (int i = 1; i <= MAX_RUN; i++) {
+            int32_t nx;
+            lmc_status st = pda_step(p, cur, 'a', &nx);
+            if (st) return st;
+            if (nx == 0) {
+                c = i - 1;
+                break;
+            }
+            if (!pure(p, nx)) break;
+            bool loop = false;
+            for (int k = 0; k < i && !loop; k++) loop = seen[k] == nx;
+            if (loop) {
+                c = CAP_INF;
+                break;
+            }
+            seen[i] = cur = nx;
+        }
+    }
+    p->st[s]->cap = c;
+    *cap = c;
+    return LMC_OK;
+}
+
+/* The mask of state s (eos aside): one trie walk, or with JSON string
+ * slices the walk over the non-plain tokens plus the plain ones that fit. */
+static lmc_status state_mask(lmc_pda *p, const lmc_vocab_index *v, int32_t s, int32_t *walk,
+                             uint32_t *bits) {
+    memset(bits, 0, v->words * sizeof *bits);
+    int32_t cap = CAP_NONE;
+    lmc_status st = p->str_start && v->plain ? slice_cap(p, s, &cap) : LMC_OK;
+    if (st) return st;
+    if (cap == CAP_NONE) return walk_trie(p, &v->all, s, walk, bits);
+    st = walk_trie(p, &v->rest, s, walk, bits);
+    size_t k = cap == CAP_INF || (size_t)cap > v->plain_max ? v->plain_max : (size_t)cap;
+    const uint32_t *m = v->plain + k * v->words;
+    for (size_t w = 0; w < v->words; w++) bits[w] |= m[w];
+    return st;
 }
 
 lmc_status lmc_matcher_mask(lmc_matcher *m, const uint32_t **bits) {
@@ -563,7 +753,7 @@ lmc_status lmc_matcher_mask(lmc_matcher *m, const uint32_t **bits) {
             else p->n_masks++;
         }
         s->mask_owner = NULL;
-        if (!st) st = walk_trie(p, m->v, m->state, m->walk, keep ? s->mask : m->bits);
+        if (!st) st = state_mask(p, m->v, m->state, m->walk, keep ? s->mask : m->bits);
         if (!st && keep) s->mask_owner = m->v;
     }
     if (!st && s->mask_owner == m->v) memcpy(m->bits, s->mask, m->v->words * sizeof *m->bits);
@@ -613,7 +803,7 @@ lmc_status lmc_matcher_mask_uncached(lmc_matcher *m, bool per_token, const uint3
     lmc_pda *p = g->pda;
     lmc_status st = LMC_OK;
     if (!per_token) {
-        st = walk_trie(p, v, m->state, m->walk, m->bits);
+        st = state_mask(p, v, m->state, m->walk, m->bits);
     } else {
         memset(m->bits, 0, v->words * sizeof *m->bits);
         for (size_t t = 0; t < v->vocab && !st; t++) {

@@ -40,8 +40,9 @@ void lmc_matcher_free(lmc_matcher *m);
  * far. Fails with LMC_ERR_STATE when nothing is allowed (no eos token and
  * the grammar is complete). */
 lmc_status lmc_matcher_mask(lmc_matcher *m, const uint32_t **bits);
-/* The same mask without the per-state cache (for measurement): one trie
- * walk, or with per_token one automaton run over every token's bytes. */
+/* The same mask without the per-state cache (for measurement): the trie
+ * walk (with JSON string slices), or with per_token one automaton run over
+ * every token's bytes. */
 lmc_status lmc_matcher_mask_uncached(lmc_matcher *m, bool per_token, const uint32_t **bits);
 /* Advance over a sampled token; one the mask forbids is LMC_ERR_INVALID_ARG. */
 lmc_status lmc_matcher_accept(lmc_matcher *m, int32_t token);

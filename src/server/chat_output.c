@@ -114,7 +114,7 @@ lmc_status lmc_srv_tools_constrain(const lmc_srv_out_cfg *cfg, lmc_srv_request *
          lmc_buf_append(&g, rules.p ? rules.p : "", rules.len);
     if (!st && !ok) st = lmc_err(LMC_ERR_NOMEM, "server: out of memory");
     if (!st) {
-        st = lmc_grammar_from_gbnf(g.p, &rq->grammar);
+        st = lmc_grammar_from_json_gbnf(g.p, &rq->grammar);
         if (st) st = lmc_srv_fail(rq, "tools", "%s", lmc_last_error());
         else rq->gen.grammar = rq->grammar;
     }
