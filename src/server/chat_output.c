@@ -51,28 +51,45 @@ static bool put_gbnf_lit(lmc_buf *b, const char *s) {
     return ok && lmc_buf_putc(b, '"');
 }
 
+#define DS(x) "<\xef\xbd\x9c" x "\xef\xbd\x9c>"
+
+/* How a forced call is written in each format: text appended to the
+ * prompt (markers that are special tokens, which a grammar never
+ * produces: the model continues after them), the grammar around the calls,
+ * and one call's head and tail around its arguments. */
+static const struct {
+    lmc_tool_format f;
+    const char *prompt, *open, *close, *head, *tail;
+    bool raw_name; /* the name unquoted (else a JSON string) */
+    bool one_tool; /* the prompt names the tool: only one candidate */
+} FORMS[] = {
+    {LMC_TOOLFMT_HERMES, "", "<tool_call>\n", "\n</tool_call>", "{\"name\": %s, \"arguments\": ", "}", false, false},
+    {LMC_TOOLFMT_LLAMA3, "", "", "", "{\"name\": %s, \"parameters\": ", "}", false, false},
+    {LMC_TOOLFMT_MISTRAL, "[TOOL_CALLS]", "[", "]", "{\"name\": %s, \"arguments\": ", "}", false, false},
+    {LMC_TOOLFMT_DEEPSEEK,
+     DS("tool\xe2\x96\x81" "calls\xe2\x96\x81" "begin") DS("tool\xe2\x96\x81" "call\xe2\x96\x81" "begin")
+         "function" DS("tool\xe2\x96\x81" "sep"),
+     "", "", "%s\n```json\n", "\n```", true, false},
+    {LMC_TOOLFMT_HARMONY, "<|channel|>commentary to=functions.%s <|constrain|>json<|message|>", "", "", "", "",
+     true, true},
+};
+
 lmc_status lmc_srv_tools_constrain(const lmc_srv_out_cfg *cfg, lmc_srv_request *rq) {
     if (rq->tool_choice != LMC_SRV_TOOLS_REQUIRED && rq->tool_choice != LMC_SRV_TOOLS_NAMED) return LMC_OK;
-    const char *open, *close, *key;
-    switch (cfg->format) {
-    case LMC_TOOLFMT_HERMES: open = "<tool_call>\n", close = "\n</tool_call>", key = "arguments"; break;
-    case LMC_TOOLFMT_LLAMA3: open = "", close = "", key = "parameters"; break;
-    default:
-        return lmc_srv_fail(rq, "tool_choice",
-                            "'%s' needs a tool format written in plain text (hermes or llama3); this "
-                            "model's is %s",
-                            rq->tool_choice == LMC_SRV_TOOLS_REQUIRED ? "required" : "a named function",
-                            lmc_tool_format_name(cfg->format));
-    }
+    size_t fi = 0;
+    while (fi < sizeof FORMS / sizeof *FORMS && FORMS[fi].f != cfg->format) fi++;
+    if (fi == sizeof FORMS / sizeof *FORMS)
+        return lmc_srv_fail(rq, "tool_choice", "needs a tool-call format; this model's chat template has none "
+                                               "(lmc serve --tool-parser names one)");
     json_object *tools = NULL;
     lmc_status st = lmc_json_parse(rq->tools_json, strlen(rq->tools_json), "tools", &tools);
     if (st) return lmc_srv_fail(rq, "tools", "%s", lmc_last_error());
-    lmc_buf g = {0};
+    lmc_buf g = {0}, rules = {0};
     bool ok = lmc_buf_puts(&g, json_schema_prelude()) && lmc_buf_puts(&g, "root ::= ") &&
-              put_gbnf_lit(&g, open) && lmc_buf_puts(&g, " (");
+              put_gbnf_lit(&g, FORMS[fi].open) && lmc_buf_puts(&g, " (");
     size_t n = 0;
+    const char *only = NULL;
     /* the candidates: every tool (required) or the named one */
-    lmc_buf rules = {0};
     for (size_t i = 0; ok && !st && i < json_object_array_length(tools); i++) {
         json_object *fn = lmc_json_get(json_object_array_get_idx(tools, i), "function");
         json_object *nm = lmc_json_get(fn, "name");
@@ -98,20 +115,30 @@ lmc_status lmc_srv_tools_constrain(const lmc_srv_out_cfg *cfg, lmc_srv_request *
             break;
         }
         json_object *ns = json_object_new_string(name);
-        const char *nlit = json_object_to_json_string_ext(ns, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        lmc_buf pre = {0};
-        ok = lmc_buf_printf(&pre, "{\"name\": %s, \"%s\": ", nlit, key);
-        ok = ok && (n == 0 || lmc_buf_puts(&g, " | ")) && lmc_buf_putc(&g, '(') && put_gbnf_lit(&g, pre.p) &&
-             lmc_buf_printf(&g, " %s \"}\")", top);
-        lmc_buf_free(&pre);
+        const char *nlit = FORMS[fi].raw_name ? name
+                           : json_object_to_json_string_ext(ns, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        lmc_buf head = {0};
+        ok = lmc_buf_printf(&head, FORMS[fi].head, nlit);
+        ok = ok && (n == 0 || lmc_buf_puts(&g, " | ")) && lmc_buf_putc(&g, '(') && put_gbnf_lit(&g, head.p) &&
+             lmc_buf_printf(&g, " %s ", top) && put_gbnf_lit(&g, FORMS[fi].tail) && lmc_buf_putc(&g, ')');
+        lmc_buf_free(&head);
         json_object_put(ns);
+        only = name;
         n++;
     }
-    json_object_put(tools);
-    if (!st && n == 0)
-        st = lmc_srv_fail(rq, "tool_choice.function.name", "names no tool in 'tools'");
-    ok = ok && lmc_buf_puts(&g, ") ") && put_gbnf_lit(&g, close) && lmc_buf_putc(&g, '\n') &&
+    if (!st && n == 0) st = lmc_srv_fail(rq, "tool_choice.function.name", "names no tool in 'tools'");
+    if (!st && n > 1 && FORMS[fi].one_tool)
+        st = lmc_srv_fail(rq, "tool_choice", "'required' with several tools is not supported in the %s format "
+                                             "(name one function)", lmc_tool_format_name(cfg->format));
+    ok = ok && lmc_buf_puts(&g, ") ") && put_gbnf_lit(&g, FORMS[fi].close) && lmc_buf_putc(&g, '\n') &&
          lmc_buf_append(&g, rules.p ? rules.p : "", rules.len);
+    if (!st && FORMS[fi].prompt[0]) {
+        lmc_buf pre = {0};
+        ok = ok && lmc_buf_printf(&pre, FORMS[fi].prompt, only ? only : "");
+        rq->forced_prefix = lmc_buf_take(&pre);
+        if (!rq->forced_prefix) ok = false;
+    }
+    json_object_put(tools);
     if (!st && !ok) st = lmc_err(LMC_ERR_NOMEM, "server: out of memory");
     if (!st) {
         st = lmc_grammar_from_json_gbnf(g.p, &rq->grammar);

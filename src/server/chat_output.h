@@ -17,8 +17,9 @@ typedef struct {
 /* tool_parser NULL or "auto": detected from the tokenizer's chat template. */
 lmc_status lmc_srv_out_config(const lmc_tokenizer *tok, const char *tool_parser, lmc_srv_out_cfg *cfg);
 
-/* tool_choice required / named: rq->grammar holds the calls' grammar
- * (param "tool_choice" on failure). */
+/* tool_choice required / named: rq->grammar holds the calls' grammar and
+ * rq->forced_prefix the markers that open them where those are special
+ * tokens (param "tool_choice" on failure). */
 lmc_status lmc_srv_tools_constrain(const lmc_srv_out_cfg *cfg, lmc_srv_request *rq);
 
 /* The parser options of this request (prompt: its ids, for an open <think>). */

@@ -645,6 +645,7 @@ void lmc_srv_request_free(lmc_srv_request *rq) {
     free(rq->bias_vals);
     lmc_grammar_free(rq->grammar);
     free(rq->tool_choice_name);
+    free(rq->forced_prefix);
     lmc_srv_kind kind = rq->kind;
     memset(rq, 0, sizeof *rq);
     rq->kind = kind;

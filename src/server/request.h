@@ -46,6 +46,8 @@ typedef struct {
     lmc_srv_tool_choice tool_choice;
     char *tool_choice_name;
     bool responses;             /* arrived as POST /v1/responses (set by the HTTP layer) */
+    char *forced_prefix;        /* tool_choice: text the prompt ends with and the reply starts
+                                   from (markers a grammar cannot produce), or NULL */
     bool stream;
     bool include_usage;         /* stream_options.include_usage */
     bool logprobs;              /* report per-token log-probabilities */

@@ -219,6 +219,22 @@ static void completion_logprob_add(lmc_server *s, json_object *lp, const lmc_gen
 }
 
 /* --------------------------------------------------------- prompt + run */
+/* The prompt continued by `text` (its special tokens recognised). */
+static lmc_status append_encoded(lmc_server *s, const char *text, int32_t **ids, size_t *n) {
+    int32_t *more = NULL;
+    size_t m = 0;
+    lmc_status st = lmc_context_encode(s->ctx, text, strlen(text), false, &more, &m);
+    int32_t *all = st ? NULL : realloc(*ids, (*n + m) * sizeof *all);
+    if (!st && !all) st = lmc_err(LMC_ERR_NOMEM, "server: out of memory");
+    if (!st) {
+        memcpy(all + *n, more, m * sizeof *more);
+        *ids = all;
+        *n += m;
+    }
+    lmc_free(more);
+    return st;
+}
+
 /* Under model_mu: the prompt's token ids. *param names the field a
  * failure belongs to. */
 static lmc_status build_prompt(lmc_server *s, const lmc_srv_request *rq, int32_t **ids, size_t *n,
@@ -229,6 +245,8 @@ static lmc_status build_prompt(lmc_server *s, const lmc_srv_request *rq, int32_t
         lmc_status st = lmc_tokenizer_apply_chat_template_ids(
             tok, rq->messages_json, rq->tools_json, true, false, rq->template_kwargs_json, ids, n);
         if (st) return lmc_err_prefix(st, "messages: applying the chat template");
+        if (rq->forced_prefix) st = append_encoded(s, rq->forced_prefix, ids, n);
+        if (st) return st;
     } else if (rq->prompt_ids) {
         *param = "prompt";
         *ids = malloc(rq->n_prompt_ids * sizeof **ids);
@@ -290,6 +308,7 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
                                       lmc_srv_request *rq) {
     collect c = {.s = s, .rq = rq};
     lmc_buf_puts(&c.text, "");
+    size_t shown_from = 0; /* the forced prefix is parsed, never shown as text */
     if (rq->logprobs)
         c.lp = rq->kind == LMC_SRV_CHAT ? json_object_new_array() : json_object_new_object();
     int32_t *ids = NULL;
@@ -301,6 +320,10 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
         json_object_put(c.lp);
         lmc_buf_free(&c.text);
         return reply_error(con, 400, "invalid_request_error", lmc_last_error(), rq->param, NULL);
+    }
+    if (rq->forced_prefix) {
+        lmc_buf_puts(&c.text, rq->forced_prefix);
+        shown_from = c.text.len;
     }
     pthread_mutex_lock(&s->model_mu);
     lmc_status st = build_prompt(s, rq, &ids, &n, &param);
@@ -341,7 +364,7 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
         json_object *m = json_object_new_object();
         json_object_object_add(m, "role", json_object_new_string("assistant"));
         if (lmc_srv_chat_message(&oo, c.text.p, m, &finish))
-            json_object_object_add(m, "content", jstr(c.text.p));
+            json_object_object_add(m, "content", jstr(c.text.p + shown_from));
         json_object_object_add(choice, "message", m);
         if (c.lp) {
             json_object *w = json_object_new_object();
@@ -562,6 +585,7 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
                                           st->ids, rc ? 0 : st->n_ids);
     pthread_mutex_unlock(&s->model_mu);
     lmc_srv_chat_stream_init(&st->cs, &oo);
+    if (st->rq.forced_prefix) json_object_put(lmc_srv_chat_stream_push(&st->cs, st->rq.forced_prefix));
     if (rc) {
         enum MHD_Result ret = reply_status(con, rc, param);
         stream_free(st);
@@ -573,6 +597,7 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
     if (st->rq.responses) {
         lmc_buf ev = {0};
         lmc_srv_resp_stream_start(&st->rs, st->id, s->model_name, st->created, &oo, &ev);
+        if (st->rq.forced_prefix) lmc_srv_resp_stream_push(&st->rs, st->rq.forced_prefix, &ev);
         stream_append(st, &ev);
     } else if (chat) {
         stream_push(st, chunk(st, chat_delta("assistant", ""), NULL, NULL));

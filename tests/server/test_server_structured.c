@@ -10,6 +10,7 @@
 #include "lm/lm_test_util.h"
 #include "lm/tiny_model.h"
 #include "lmc.h"
+#include "server/chat_output.h"
 #include "server/request.h"
 #include <json-c/json.h>
 #include <pcre2.h>
@@ -412,9 +413,76 @@ static void test_reasoning_effort(void) {
     lmc_srv_request_free(&rq);
 }
 
+/* tool_choice in every format: the grammar takes a well-formed call (and
+ * not a call breaking the schema), the forced prefix carries the markers
+ * that are special tokens, and the parser reads prefix + call back. */
+static void test_forced_forms(void) {
+#define DSM(x) "<\xef\xbd\x9c" x "\xef\xbd\x9c>"
+    static const struct {
+        lmc_tool_format f;
+        const char *choice, *prefix, *good, *bad, *args;
+    } cases[] = {
+        {LMC_TOOLFMT_HERMES, "\"required\"", NULL,
+         "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\":\"UTC\"}}\n</tool_call>",
+         "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\":\"PST\"}}\n</tool_call>",
+         "{\"zone\": \"UTC\"}"},
+        {LMC_TOOLFMT_LLAMA3, "\"required\"", NULL, "{\"name\": \"get_time\", \"parameters\": {\"zone\":\"CET\"}}",
+         "{\"name\": \"get_weather\", \"parameters\": {\"zone\":\"CET\"}}", "{\"zone\": \"CET\"}"},
+        {LMC_TOOLFMT_MISTRAL, "\"required\"", "[TOOL_CALLS]", "[{\"name\": \"get_time\", \"arguments\": {\"zone\":\"UTC\"}}]",
+         "[{\"name\": \"get_time\", \"arguments\": {}}]", "{\"zone\": \"UTC\"}"},
+        {LMC_TOOLFMT_DEEPSEEK, "{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}",
+         DSM("tool\xe2\x96\x81" "calls\xe2\x96\x81" "begin") DSM("tool\xe2\x96\x81" "call\xe2\x96\x81" "begin")
+         "function" DSM("tool\xe2\x96\x81" "sep"),
+         "get_time\n```json\n{\"zone\":\"UTC\"}\n```", "get_weather\n```json\n{\"zone\":\"UTC\"}\n```",
+         "{\"zone\":\"UTC\"}"},
+        {LMC_TOOLFMT_HARMONY, "{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}",
+         "<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>", "{\"zone\":\"CET\"}",
+         "{\"zone\":1}", "{\"zone\":\"CET\"}"},
+    };
+    char body[4096];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":" TOOLS
+                 ",\"tool_choice\":%s}", cases[i].choice);
+        lmc_srv_request rq;
+        CHECK(lmc_srv_request_parse(body, strlen(body), LMC_SRV_CHAT, NULL, 100, &rq) == LMC_OK);
+        lmc_srv_out_cfg cfg = {cases[i].f, false};
+        const char *fname = lmc_tool_format_name(cases[i].f);
+        CHECK_MSG(lmc_srv_tools_constrain(&cfg, &rq) == LMC_OK, "%s: %s", fname, lmc_last_error());
+        CHECK_MSG(cases[i].prefix ? rq.forced_prefix && !strcmp(rq.forced_prefix, cases[i].prefix) : !rq.forced_prefix,
+                  "%s: prefix %s", fname, rq.forced_prefix ? rq.forced_prefix : "(none)");
+        bool complete = false;
+        CHECK(rq.grammar && lmc_grammar_match(rq.grammar, cases[i].good, strlen(cases[i].good), &complete, NULL) == LMC_OK);
+        CHECK_MSG(complete, "%s: the grammar refuses %s", fname, cases[i].good);
+        complete = true;
+        CHECK(rq.grammar && lmc_grammar_match(rq.grammar, cases[i].bad, strlen(cases[i].bad), &complete, NULL) == LMC_OK);
+        CHECK_MSG(!complete, "%s: the grammar takes %s", fname, cases[i].bad);
+        char text[1024];
+        snprintf(text, sizeof text, "%s%s", cases[i].prefix ? cases[i].prefix : "", cases[i].good);
+        lmc_output_opts o = {cases[i].f, true, false, false};
+        lmc_model_output m;
+        CHECK(lmc_output_parse(&o, text, &m) == LMC_OK);
+        CHECK_MSG(m.n_calls == 1 && !strcmp(m.calls[0].name, "get_time") && !strcmp(m.calls[0].arguments, cases[i].args),
+                  "%s: parsed %zu calls (%s)", fname, m.n_calls, m.n_calls ? m.calls[0].arguments : "");
+        lmc_model_output_free(&m);
+        lmc_srv_request_free(&rq);
+    }
+    /* harmony names the tool in the prompt: "required" needs a single tool */
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":" TOOLS
+             ",\"tool_choice\":\"required\"}");
+    lmc_srv_request rq;
+    CHECK(lmc_srv_request_parse(body, strlen(body), LMC_SRV_CHAT, NULL, 100, &rq) == LMC_OK);
+    lmc_srv_out_cfg h = {LMC_TOOLFMT_HARMONY, false}, none = {LMC_TOOLFMT_NONE, false};
+    CHECK_ERR(lmc_srv_tools_constrain(&h, &rq), LMC_ERR_INVALID_ARG, "several tools");
+    lmc_srv_request_free(&rq);
+    CHECK(lmc_srv_request_parse(body, strlen(body), LMC_SRV_CHAT, NULL, 100, &rq) == LMC_OK);
+    CHECK_ERR(lmc_srv_tools_constrain(&none, &rq), LMC_ERR_INVALID_ARG, "--tool-parser");
+    lmc_srv_request_free(&rq);
+}
+
 int main(void) {
     tiny_single_thread();
     test_reasoning_effort();
+    test_forced_forms();
     tiny_spec spec = {"qwen3", 2, 32, 4, 2, 8, 64, 151936, 151645, 11, 0};
     if (tiny_qwen3_run("srvjs", &spec, body)) return 1;
     return check_summary("test_server_structured");
