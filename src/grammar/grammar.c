@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void lmc_grammar_pda_free(lmc_grammar *g);
-
 #define GRAMMAR_MAX_SOURCE ((size_t)16 << 20)
 
 typedef lmc_status (*front_end)(lmc_cfg *g, const char *src, size_t n);

@@ -53,4 +53,6 @@ bool lmc_matcher_accepting(const lmc_matcher *m);
  * sentence. */
 lmc_status lmc_grammar_match_bytes(lmc_grammar *g, const char *text, size_t len, bool *complete,
                                    bool *prefix);
+/* Free the automaton (lmc_grammar_free). */
+void lmc_grammar_pda_free(lmc_grammar *g);
 #endif

@@ -158,14 +158,20 @@ static json_object *jtext(const char *s) {
     return o;
 }
 
+void lmc_srv_new_id(const char *prefix, char *out, size_t n) {
+    static unsigned long long counter;
+    unsigned long long x = (unsigned long long)time(NULL) * 0x9E3779B97F4A7C15ull +
+                           __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) * 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    snprintf(out, n, "%s_%016llx", prefix, x);
+}
+
 static json_object *tool_calls_json(const lmc_model_output *m, bool stream) {
     json_object *arr = json_object_new_array();
-    static unsigned long long counter;
     for (size_t i = 0; i < m->n_calls; i++) {
         json_object *c = json_object_new_object(), *fn = json_object_new_object();
         char id[40];
-        unsigned long long x = (unsigned long long)time(NULL) * 2654435761ull + __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) * 0x9E3779B97F4A7C15ull;
-        snprintf(id, sizeof id, "call_%016llx", x);
+        lmc_srv_new_id("call", id, sizeof id);
         if (stream) json_object_object_add(c, "index", json_object_new_int((int)i));
         json_object_object_add(c, "id", json_object_new_string(id));
         json_object_object_add(c, "type", json_object_new_string("function"));

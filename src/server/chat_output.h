@@ -22,6 +22,9 @@ lmc_status lmc_srv_out_config(const lmc_tokenizer *tok, const char *tool_parser,
  * tokens (param "tool_choice" on failure). */
 lmc_status lmc_srv_tools_constrain(const lmc_srv_out_cfg *cfg, lmc_srv_request *rq);
 
+/* A fresh "<prefix>_<16 hex digits>" id (tool calls, response items). */
+void lmc_srv_new_id(const char *prefix, char *out, size_t n);
+
 /* The parser options of this request (prompt: its ids, for an open <think>). */
 lmc_output_opts lmc_srv_out_opts(const lmc_srv_out_cfg *cfg, const lmc_srv_request *rq,
                                  const lmc_tokenizer *tok, const int32_t *prompt, size_t n);

@@ -39,6 +39,17 @@ lmc_status lmc_srv_check_fields(lmc_srv_request *rq, json_object *root) {
         free(shown);
         return st;
     }
+    json_object *so = lmc_json_get(root, "stream_options");
+    if (so && json_object_is_type(so, json_type_object)) {
+        json_object_object_foreach(so, k, v) {
+            (void)v;
+            if (strcmp(k, "include_usage")) {
+                char p[96];
+                snprintf(p, sizeof p, "stream_options.%.60s", k);
+                return lmc_srv_fail(rq, p, "is not supported by this server");
+            }
+        }
+    }
     /* a field lmc parses but can only honour one way */
     json_object *ptc = lmc_json_get(root, "parallel_tool_calls");
     if (ptc && !json_object_is_type(ptc, json_type_boolean))

@@ -1,5 +1,6 @@
 /* The Responses API on top of chat completions (responses.h). */
 #include "server/responses.h"
+#include "server/chat_output.h"
 #include "base/error.h"
 #include "base/json.h"
 #include <stdio.h>
@@ -252,13 +253,6 @@ static json_object *jt(const char *s) {
     return o;
 }
 
-static void make_id(char *out, size_t n, const char *prefix) {
-    static unsigned long long counter;
-    unsigned long long x = (unsigned long long)time(NULL) * 0x9E3779B97F4A7C15ull +
-                           __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) * 0xBF58476D1CE4E5B9ull;
-    snprintf(out, n, "%s_%016llx", prefix, x);
-}
-
 static json_object *reasoning_item(const char *id, const char *text) {
     json_object *it = json_object_new_object(), *c = json_object_new_array(), *p = json_object_new_object();
     json_object_object_add(it, "id", json_object_new_string(id));
@@ -292,8 +286,8 @@ static json_object *message_item(const char *id, const char *text, const char *s
 
 static json_object *call_item(const lmc_tool_call *c, const char *status) {
     char id[48], call_id[48];
-    make_id(id, sizeof id, "fc");
-    make_id(call_id, sizeof call_id, "call");
+    lmc_srv_new_id("fc", id, sizeof id);
+    lmc_srv_new_id("call", call_id, sizeof call_id);
     json_object *it = json_object_new_object();
     json_object_object_add(it, "id", json_object_new_string(id));
     json_object_object_add(it, "type", json_object_new_string("function_call"));
@@ -342,11 +336,11 @@ json_object *lmc_srv_response_json(const char *id, const char *model, time_t cre
     json_object *out = lmc_json_get(o, "output");
     char iid[48];
     if (m->reasoning[0]) {
-        make_id(iid, sizeof iid, "rs");
+        lmc_srv_new_id("rs", iid, sizeof iid);
         json_object_array_add(out, reasoning_item(iid, m->reasoning));
     }
     if (m->content[0] || !m->n_calls) {
-        make_id(iid, sizeof iid, "msg");
+        lmc_srv_new_id("msg", iid, sizeof iid);
         json_object_array_add(out, message_item(iid, m->content, "completed"));
     }
     for (size_t i = 0; i < m->n_calls; i++) json_object_array_add(out, call_item(&m->calls[i], "completed"));
@@ -398,7 +392,7 @@ void lmc_srv_resp_stream_start(lmc_srv_resp_stream *s, const char *id, const cha
 static int msg_index(const lmc_srv_resp_stream *s) { return s->rs_id[0] ? 1 : 0; }
 
 static void open_reasoning(lmc_srv_resp_stream *s, lmc_buf *out) {
-    make_id(s->rs_id, sizeof s->rs_id, "rs");
+    lmc_srv_new_id("rs", s->rs_id, sizeof s->rs_id);
     s->rs_open = true;
     json_object *it = reasoning_item(s->rs_id, "");
     json_object_object_add(it, "content", json_object_new_array());
@@ -417,7 +411,7 @@ static void close_reasoning(lmc_srv_resp_stream *s, lmc_buf *out) {
 
 static void open_message(lmc_srv_resp_stream *s, lmc_buf *out) {
     close_reasoning(s, out);
-    make_id(s->msg_id, sizeof s->msg_id, "msg");
+    lmc_srv_new_id("msg", s->msg_id, sizeof s->msg_id);
     s->msg_open = true;
     int idx = msg_index(s);
     event(s, out, "response.output_item.added", with_item(idx, message_item(s->msg_id, NULL, "in_progress")));

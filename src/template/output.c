@@ -392,7 +392,12 @@ static lmc_status harmony(lmc_model_output *o, span s, bool partial, lmc_buf *co
 }
 
 /* ------------------------------------------------------------ entry */
-static const char *const TOOL_MARKERS[] = {"", HERMES_OPEN, PY_TAG, MISTRAL_BOT, "", DS_CALLS};
+/* The marker that opens calls, indexed by lmc_tool_format (harmony parses apart). */
+static const char *const TOOL_MARKERS[] = {
+    [LMC_TOOLFMT_NONE] = "",           [LMC_TOOLFMT_HERMES] = HERMES_OPEN,
+    [LMC_TOOLFMT_LLAMA3] = PY_TAG,     [LMC_TOOLFMT_MISTRAL] = MISTRAL_BOT,
+    [LMC_TOOLFMT_HARMONY] = "",        [LMC_TOOLFMT_DEEPSEEK] = DS_CALLS,
+};
 
 /* Content and calls of the text after any reasoning. */
 static lmc_status tool_part(const lmc_output_opts *op, lmc_model_output *o, span s, bool partial,

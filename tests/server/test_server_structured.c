@@ -150,6 +150,9 @@ static void test_refusals(void) {
     expect_400("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_regex\":\"a+\"}",
                "guided_regex", "not supported");
     expect_400("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"audio\":{}}", "audio", "not supported");
+    expect_400("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true,\"stream_options\":"
+               "{\"include_usage\":true,\"continuous_usage_stats\":true}}", "stream_options.continuous_usage_stats",
+               "not supported");
     http_reply r;
     http_post(port, "/v1/completions", "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", &r);
     CHECK_MSG(r.status == 400 && r.body.p && strstr(r.body.p, "response_format"), "completions: %d %s",
