@@ -339,6 +339,7 @@ static void test_responses(void) {
     lmc_buf text = {0};
     lmc_buf_puts(&text, "");
     const char *first = NULL, *last = NULL, *final_text = NULL;
+    char last_type[64] = "";
     json_object *done = NULL;
     int seq = -1;
     bool ordered = true;
@@ -354,7 +355,8 @@ static void test_responses(void) {
         if (!strcmp(type, "response.output_text.delta"))
             lmc_buf_puts(&text, json_object_get_string(lmc_json_get(ev, "delta")));
         if (!strncmp(type, "response.completed", 18) || !strncmp(type, "response.incomplete", 19)) {
-            last = type;
+            snprintf(last_type, sizeof last_type, "%s", type);
+            last = last_type;
             json_object_put(done);
             done = json_object_get(lmc_json_get(ev, "response"));
         }
