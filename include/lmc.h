@@ -222,6 +222,52 @@ LMC_API lmc_status lmc_context_apply_chat_template_ids(const lmc_context *ctx, c
                                                size_t *n_ids);
 /* ============ end model loading and context (src/lm, src/models) ========= */
 
+/* =============== constrained decoding (src/grammar) ======================= */
+/* A grammar restricts generation to the texts it describes: each step, the
+ * tokens whose bytes cannot continue a sentence of the grammar are masked
+ * out before sampling, and eos is allowed exactly when the text so far is
+ * a complete sentence (once nothing else can follow, eos is the only
+ * choice). The mask is computed over a byte trie of the vocabulary built
+ * once per tokenizer; the grammar's automaton states and their masks are
+ * built on first use and kept in the grammar, so reuse one grammar across
+ * requests with the same constraint. A grammar may be shared by threads.
+ * Special tokens are never allowed (eos aside). */
+typedef struct lmc_grammar lmc_grammar;
+
+/* GBNF-like syntax: rules `name ::= alternatives` over "literals" (escapes
+ * \n \t \r \\ \" \xHH \uHHHH), [character classes] ([^...] negated,
+ * ranges, over Unicode code points), rule names, (groups), '.', /regex/,
+ * and the repetitions * + ? {m} {m,} {m,n}; # starts a comment. The start
+ * rule is "root". Undefined or unproductive rules and left recursion are
+ * refused by name. */
+LMC_API lmc_status lmc_grammar_from_gbnf(const char *source, lmc_grammar **out);
+/* A regular expression the whole output must match (alternation, groups,
+ * classes, \d \w \s and their negations, escapes, counted repetition;
+ * ^ and $ only at the ends). Look-around, back-references and word
+ * boundaries are refused by name. */
+LMC_API lmc_status lmc_grammar_from_regex(const char *regex, lmc_grammar **out);
+/* A JSON schema (a JSON text). Output is compact JSON with properties in
+ * the schema's order (required ones always present). Supported: type (one
+ * or a list), enum, const, properties, required, additionalProperties,
+ * items, minItems, maxItems, minLength, maxLength, pattern, format (date,
+ * time, date-time, uuid), minimum / maximum (integral bounds for numbers;
+ * exclusiveMinimum / exclusiveMaximum for integers), anyOf, $ref into
+ * #/$defs or #/definitions (recursive too) and the annotations (title,
+ * description, default, examples, ...). Any other keyword (allOf, oneOf,
+ * not, multipleOf, uniqueItems, patternProperties, ...) fails with
+ * LMC_ERR_UNSUPPORTED naming it and its path. */
+LMC_API lmc_status lmc_grammar_from_json_schema(const char *schema_json, lmc_grammar **out);
+/* The GBNF text a JSON schema compiles to (*gbnf: lmc_free). */
+LMC_API lmc_status lmc_json_schema_to_gbnf(const char *schema_json, char **gbnf);
+/* Any JSON object (OpenAI's response_format json_object). */
+LMC_API lmc_status lmc_grammar_json_object(lmc_grammar **out);
+/* Match bytes against the grammar: *complete when text is a sentence,
+ * *prefix when it can still be extended to one (either may be NULL). */
+LMC_API lmc_status lmc_grammar_match(lmc_grammar *g, const char *text, size_t len, bool *complete,
+                             bool *prefix);
+LMC_API void lmc_grammar_free(lmc_grammar *g);
+/* ============= end constrained decoding (src/grammar) ===================== */
+
 /* ================= generation and chat session (src/lm) ================== */
 typedef struct lmc_context lmc_context; /* a loaded model + tokenizer */
 
@@ -317,6 +363,8 @@ typedef struct {
      * called from the generating thread only; keep it cheap. */
     bool (*cancel)(void *user);
     void *cancel_user;
+    lmc_grammar *grammar;          /* borrowed: constrained decoding when set (not with
+                                      draft); stop strings still apply */
 } lmc_gen_params;
 LMC_API void lmc_gen_params_default(lmc_gen_params *p);
 
@@ -688,8 +736,12 @@ LMC_API lmc_status lmc_image_preprocess_memory(const lmc_image_processor *p, con
 /* ======================== HTTP server (src/server) ======================== */
 /* An OpenAI-compatible HTTP server over one loaded context (built only when
  * libmicrohttpd is available): GET /health, GET /v1/models,
- * POST /v1/chat/completions and POST /v1/completions; with "stream": true
- * the reply is Server-Sent Events ("data: {chunk}\n\n" ... "data: [DONE]").
+ * POST /v1/chat/completions, POST /v1/completions and POST /v1/responses;
+ * with "stream": true the reply is Server-Sent Events ("data: {chunk}\n\n"
+ * ... "data: [DONE]"; typed "event:" lines for /v1/responses). Chat replies
+ * carry tool_calls and reasoning_content (see tool_parser); response_format
+ * and tool_choice required / named constrain generation with a grammar;
+ * fields the server does not implement are a 400 naming them.
  * Bad requests get 400 with an OpenAI error object whose "param" names the
  * field; bodies over the cap get 413, wrong methods 405, other paths 404.
  * Each connection has its own thread, but every use of the model is
@@ -730,6 +782,9 @@ typedef struct {
     unsigned body_timeout_s;        /* to send the body after the headers [60] */
     void *log;                      /* FILE *: one access-log line per request and
                                        warnings (NULL: none) */
+    const char *tool_parser;        /* tool-call format of replies: NULL or "auto" (from the
+                                       chat template's markers), "none", "hermes", "llama3",
+                                       "mistral", "harmony" or "deepseek" */
 } lmc_server_options;
 
 /* Listen and serve in background threads; ctx is borrowed until

@@ -3,6 +3,7 @@
 #ifndef LMC_TOOLS_CLI_GEN_ARGS_H
 #define LMC_TOOLS_CLI_GEN_ARGS_H
 #include "cli_progress.h"
+#include "base/file.h"
 #include "lmc.h"
 #include <errno.h>
 #include <math.h>
@@ -24,12 +25,16 @@
     "  --frequency-penalty F      subtract F per recent occurrence (default 0)\n"     \
     "  --penalty-context-size N   tokens those two look back over (default 20)\n"     \
     "  --seed S                   random seed (default 0)\n"                         \
-    "  --stop STR                 stop string (repeatable)\n"
+    "  --stop STR                 stop string (repeatable)\n"                         \
+    "  --json-schema FILE         constrain the output to this JSON schema\n"        \
+    "  --regex RE                 constrain the output to match this regular expression\n" \
+    "  --grammar FILE             constrain the output to this GBNF grammar (root rule)\n"
 
 typedef struct {
     lmc_gen_params gen;
     const char **stops;
     size_t n_stops;
+    const char *json_schema, *regex, *grammar; /* constraint sources (one at most) */
 } lmc_cli_gen_args;
 
 static inline void lmc_cli_gen_args_init(lmc_cli_gen_args *a) {
@@ -40,6 +45,35 @@ static inline void lmc_cli_gen_args_init(lmc_cli_gen_args *a) {
 static inline void lmc_cli_gen_args_free(lmc_cli_gen_args *a) {
     free(a->stops);
     a->stops = NULL;
+    lmc_grammar_free(a->gen.grammar);
+    a->gen.grammar = NULL;
+}
+
+/* Compile the constraint flags into gen.grammar; false after an error. */
+static inline bool lmc_cli_build_grammar(lmc_cli_gen_args *a) {
+    int n = !!a->json_schema + !!a->regex + !!a->grammar;
+    if (n > 1) {
+        fprintf(stderr, "lmc: --json-schema, --regex and --grammar exclude each other\n");
+        return false;
+    }
+    if (n == 0) return true;
+    const char *path = a->json_schema ? a->json_schema : a->grammar;
+    char *text = NULL;
+    size_t len = 0;
+    lmc_status st = LMC_OK;
+    if (path) st = lmc_read_file(path, path, (size_t)16 << 20, &text, &len);
+    if (!st) {
+        if (a->json_schema) st = lmc_grammar_from_json_schema(text, &a->gen.grammar);
+        else if (a->grammar) st = lmc_grammar_from_gbnf(text, &a->gen.grammar);
+        else st = lmc_grammar_from_regex(a->regex, &a->gen.grammar);
+    }
+    free(text);
+    if (st) {
+        fprintf(stderr, "lmc: %s: %s\n", a->json_schema ? "--json-schema" : a->grammar ? "--grammar" : "--regex",
+                lmc_last_error());
+        return false;
+    }
+    return true;
 }
 
 static inline bool lmc_cli_num(const char *flag, const char *v, double lo, double hi, double *out) {
@@ -114,6 +148,13 @@ static inline int lmc_cli_gen_arg(lmc_cli_gen_args *g, const char *a, const char
     } else if (!strcmp(a, "--num-draft-tokens")) {
         if (!lmc_cli_int(a, v, 1, 64, &n)) return -1;
         g->gen.num_draft_tokens = (size_t)n;
+    } else if (!strcmp(a, "--json-schema") || !strcmp(a, "--regex") || !strcmp(a, "--grammar")) {
+        if (!v || !*v) {
+            fprintf(stderr, "lmc: %s expects a value\n", a);
+            return -1;
+        }
+        const char **slot = a[2] == 'j' ? &g->json_schema : a[2] == 'r' ? &g->regex : &g->grammar;
+        *slot = v;
     } else if (!strcmp(a, "--stop")) {
         if (!v || !*v) {
             fprintf(stderr, "lmc: --stop expects a non-empty string\n");
@@ -174,6 +215,7 @@ static inline int lmc_cli_parse(const char *cmd, int argc, char **argv, const lm
             return 2;
         }
     }
+    if (g && !lmc_cli_build_grammar(g)) return 2;
     return -1;
 }
 

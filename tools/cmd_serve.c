@@ -36,6 +36,9 @@ static void usage(FILE *f) {
             "  --header-timeout S         seconds to send the headers (10)\n"
             "  --body-timeout S           seconds to send the body (60)\n"
             "  --quiet                    no access log on stderr\n"
+            "  --tool-parser NAME         tool-call format of replies: auto (from the chat\n"
+            "                             template), none, hermes, llama3, mistral, harmony,\n"
+            "                             deepseek (default auto)\n"
             "defaults for requests that leave a field out:\n"
             "%s"
             "endpoints: GET /health, GET /v1/models, POST /v1/chat/completions,\n"
@@ -143,6 +146,7 @@ int lmc_cmd_serve(int argc, char **argv) {
         [L_BODY] = {"--body-timeout", 1, 3600, 0},
     };
     repeated rp = {0};
+    const char *tool_parser = NULL;
     lmc_cli_gen_args ga;
     lmc_cli_gen_args_init(&ga);
     int prc = take_repeated(&argc, argv, &rp);
@@ -164,6 +168,7 @@ int lmc_cmd_serve(int argc, char **argv) {
         {lim[L_PER_IP].flag, NULL, &lim_s[L_PER_IP], NULL},
         {lim[L_HEADER].flag, NULL, &lim_s[L_HEADER], NULL},
         {lim[L_BODY].flag, NULL, &lim_s[L_BODY], NULL},
+        {"--tool-parser", NULL, &tool_parser, NULL},
         {NULL, NULL, NULL, NULL},
     };
     if (prc < 0) prc = lmc_cli_parse("serve", argc, argv, opts, &ga, usage);
@@ -180,6 +185,11 @@ int lmc_cmd_serve(int argc, char **argv) {
     for (int i = 0; prc < 0 && i < L_COUNT; i++)
         if (lim_s[i] && !lmc_cli_int(lim[i].flag, lim_s[i], lim[i].lo, lim[i].hi, &lim[i].value))
             prc = 2;
+    if (prc < 0 && ga.gen.grammar) {
+        fprintf(stderr, "lmc serve: --json-schema, --regex and --grammar apply to generate and "
+                        "chat; requests constrain their output with response_format\n");
+        prc = 2;
+    }
     if (prc < 0 && ga.gen.max_tokens == 0) {
         fprintf(stderr, "lmc serve: --max-tokens must be at least 1\n");
         prc = 2;
@@ -208,7 +218,8 @@ int lmc_cmd_serve(int argc, char **argv) {
                             .max_per_ip = (unsigned)lim[L_PER_IP].value,
                             .header_timeout_s = (unsigned)lim[L_HEADER].value,
                             .body_timeout_s = (unsigned)lim[L_BODY].value,
-                            .log = quiet ? NULL : stderr};
+                            .log = quiet ? NULL : stderr,
+                            .tool_parser = tool_parser};
     prc = serve(model, tokenizer, draft_dir, dev, &o, &ga);
 #else
     (void)tokenizer;
@@ -217,6 +228,7 @@ int lmc_cmd_serve(int argc, char **argv) {
     (void)no_cache;
     (void)quiet;
     (void)key_file;
+    (void)tool_parser;
     fprintf(stderr, "lmc serve: this lmc was built without libmicrohttpd, so the HTTP server is "
                     "unavailable (install libmicrohttpd-dev and reconfigure)\n");
     prc = 2;

@@ -25,6 +25,12 @@ lmc_status lmc_json_parse_ex(const char *text, size_t len, const char *what, boo
     json_object *o = json_tokener_parse_ex(tok, text, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
     size_t off = json_tokener_get_parse_end(tok);
+    if (e == json_tokener_continue && off == len) {
+        /* a top-level number or literal ("12", "true") waits for a
+         * delimiter that the end of the document provides */
+        o = json_tokener_parse_ex(tok, " ", 1);
+        e = json_tokener_get_error(tok);
+    }
     json_tokener_free(tok);
     if (e == json_tokener_continue)
         return lmc_err(LMC_ERR_FORMAT, "%s: invalid JSON: unexpected end of input", what);

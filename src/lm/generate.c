@@ -4,6 +4,7 @@
 #include "base/error.h"
 #include "formats/safetensors.h"
 #include "lm/context.h"
+#include "grammar/matcher.h"
 #include "lm/sampler.h"
 #include <math.h>
 #include <stdio.h>
@@ -141,6 +142,7 @@ char *lmc_stop_filter_flush(lmc_stop_filter *f) {
 lmc_status lmc_emitter_init(lmc_emitter *e, const lmc_tokenizer *tok, const lmc_gen_params *p,
                             lmc_gen_callback cb, void *user) {
     memset(e, 0, sizeof *e);
+    e->tok = tok;
     lmc_status st = lmc_detokenizer_new(tok, false, &e->detok);
     if (st) return lmc_err_prefix(st, "generate: streaming detokenizer");
     st = lmc_stop_filter_init(&e->stop, p->stop, p->n_stop);
@@ -291,6 +293,35 @@ void lmc_emitter_close(lmc_emitter *e) {
     e->detok_done = true;
 }
 
+/* ------------------------------------------------------------ constraint */
+lmc_status lmc_constraint_init(lmc_gen_constraint *c, const lmc_gen_params *p,
+                               const lmc_emitter *e, size_t vocab) {
+    c->m = NULL;
+    if (!p->grammar) return LMC_OK;
+    if (p->draft)
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "generate: constrained decoding with a draft model is not supported");
+    const lmc_vocab_index *vi = NULL;
+    lmc_status st = lmc_vocab_index_shared(e->tok, vocab, &vi);
+    if (!st) st = lmc_matcher_new(p->grammar, vi, e->eos, e->n_eos, &c->m);
+    return st;
+}
+
+lmc_status lmc_constraint_sample(lmc_gen_constraint *c, lmc_sampler *s, float *logits,
+                                 const int32_t *recent, size_t n_recent, int32_t *token,
+                                 float *logprob) {
+    const uint32_t *allowed = NULL;
+    lmc_status st = c->m ? lmc_matcher_mask(c->m, &allowed) : LMC_OK;
+    if (!st) st = lmc_sampler_sample_masked(s, logits, recent, n_recent, allowed, token, logprob);
+    if (!st && c->m) st = lmc_matcher_accept(c->m, *token);
+    return st;
+}
+
+void lmc_constraint_free(lmc_gen_constraint *c) {
+    lmc_matcher_free(c->m);
+    c->m = NULL;
+}
+
 /* ------------------------------------------------------------ decode loop */
 lmc_status lmc_gen_check_cancel(const lmc_gen_params *p, const char *where, size_t at) {
     if (p->cancel && p->cancel(p->cancel_user))
@@ -347,10 +378,12 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
     lmc_status st = lmc_gen_fit_context(m, p, lmc_kv_cache_len(kv), n_feed, e);
     if (st) return st;
     lmc_sampler *s = NULL;
+    lmc_gen_constraint con = {0};
     st = lmc_sampler_new(&p->sampler, V, &s);
     if (st) return st;
     float *logits = malloc(V * sizeof *logits);
     lmc_ivec hist = {0};
+    if ((st = lmc_constraint_init(&con, p, e, V))) goto done;
     if (!logits || !lmc_ivec_append(&hist, context, n_context) ||
         !lmc_ivec_append(&hist, feed, n_feed)) {
         st = lmc_err(LMC_ERR_NOMEM, "generate: out of memory");
@@ -359,7 +392,7 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
     int32_t top_n = lmc_sampler_top_logprobs(s);
     /* Greedy without processors or top logprobs on a backend that can
      * pick the token itself: only the id and its logprob cross over. */
-    bool on_device = m->vt->forward_greedy && lmc_sampler_is_greedy(s) && top_n == 0;
+    bool on_device = m->vt->forward_greedy && lmc_sampler_is_greedy(s) && top_n == 0 && !con.m;
     int32_t dev_tok = 0;
     float dev_lp = 0.f;
     double t0 = lmc_now_s();
@@ -387,7 +420,7 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
         int32_t tok = dev_tok;
         float lp = dev_lp;
         if (!on_device) {
-            st = lmc_sampler_sample(s, logits, hist.v, hist.n, &tok, &lp);
+            st = lmc_constraint_sample(&con, s, logits, hist.v, hist.n, &tok, &lp);
             if (st) goto done;
         }
         st = lmc_emitter_token(e, tok, lp, on_device ? NULL : logits, V, top_n, false);
@@ -407,6 +440,7 @@ lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *contex
     }
 done:
     lmc_emitter_fill_stats(e, stt);
+    lmc_constraint_free(&con);
     lmc_ivec_free(&hist);
     free(logits);
     lmc_sampler_free(s);

@@ -38,6 +38,7 @@ size_t lmc_peak_rss_bytes(void);
 
 /* ---- emitter: turns sampled tokens into lmc_gen_response callbacks. */
 typedef struct {
+    const lmc_tokenizer *tok;
     lmc_detokenizer *detok;
     lmc_stop_filter stop;
     const int32_t *eos;
@@ -69,6 +70,20 @@ void lmc_emitter_free(lmc_emitter *e);
 /* Copy the emitter's totals (speeds, tokens, finish reason, peak memory)
  * into `stt` (may be NULL) when a decode loop ends. */
 void lmc_emitter_fill_stats(const lmc_emitter *e, lmc_gen_stats *stt);
+
+/* ---- constrained decoding: the grammar of p (if any) masks each draw. */
+typedef struct lmc_matcher lmc_matcher;
+typedef struct {
+    lmc_matcher *m; /* NULL: unconstrained */
+} lmc_gen_constraint;
+/* vocab: the model's. Refuses a grammar together with a draft model. */
+lmc_status lmc_constraint_init(lmc_gen_constraint *c, const lmc_gen_params *p,
+                               const lmc_emitter *e, size_t vocab);
+/* Sample (masked when constrained) and advance the grammar over the token. */
+lmc_status lmc_constraint_sample(lmc_gen_constraint *c, lmc_sampler *s, float *logits,
+                                 const int32_t *recent, size_t n_recent, int32_t *token,
+                                 float *logprob);
+void lmc_constraint_free(lmc_gen_constraint *c);
 
 /* Forward `n` tokens over `kv` in chunks of p->prefill_step (0: 512),
  * polling p->cancel before each chunk; `logits` receives the last

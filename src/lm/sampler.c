@@ -303,13 +303,25 @@ lmc_status lmc_sampler_mask(const lmc_sampler *s, const float *logprobs, bool *k
 
 lmc_status lmc_sampler_sample(lmc_sampler *s, float *logits, const int32_t *recent,
                               size_t n_recent, int32_t *token, float *logprob) {
+    return lmc_sampler_sample_masked(s, logits, recent, n_recent, NULL, token, logprob);
+}
+
+lmc_status lmc_sampler_sample_masked(lmc_sampler *s, float *logits, const int32_t *recent,
+                                     size_t n_recent, const uint32_t *allowed, int32_t *token,
+                                     float *logprob) {
     if (!s || !logits || !token) return lmc_err(LMC_ERR_INVALID_ARG, "sampler: NULL argument");
     size_t V = s->vocab;
     apply_processors(s, logits, recent, n_recent);
+    if (allowed)
+        for (size_t i = 0; i < V; i++)
+            if (!((allowed[i >> 5] >> (i & 31)) & 1u)) logits[i] = -INFINITY;
     log_softmax(logits, V);
     int32_t chosen;
     if (s->p.temperature == 0.0f) {
         chosen = argmax(logits, V);
+        if (allowed && !((allowed[chosen >> 5] >> (chosen & 31)) & 1u))
+            return lmc_err(LMC_ERR_INVALID_ARG,
+                           "sampler: no allowed token has a finite logit");
     } else {
         bool *keep = s->keep;
         compute_mask(s, logits, keep);

@@ -19,4 +19,12 @@ bool lmc_sampler_is_greedy(const lmc_sampler *s);
 size_t lmc_sampler_vocab(const lmc_sampler *s);
 int32_t lmc_sampler_top_logprobs(const lmc_sampler *s);
 
+/* lmc_sampler_sample restricted to the tokens whose bit is set in
+ * `allowed` (bit i of allowed[i / 32]; NULL: all): the others get -inf
+ * after the logits processors, so the reported log-probabilities are those
+ * of the constrained distribution. */
+lmc_status lmc_sampler_sample_masked(lmc_sampler *s, float *logits, const int32_t *recent,
+                                     size_t n_recent, const uint32_t *allowed, int32_t *token,
+                                     float *logprob);
+
 #endif

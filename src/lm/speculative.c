@@ -118,6 +118,9 @@ lmc_status lmc_speculative_loop(lmc_model *target, lmc_kv_cache *kv, lmc_model *
                                 size_t n_context, const int32_t *feed, size_t n_feed,
                                 const lmc_gen_params *p, lmc_emitter *e, lmc_gen_stats *stt) {
     if (n_feed == 0) return lmc_err(LMC_ERR_INVALID_ARG, "generate: the prompt is empty");
+    if (p->grammar)
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "generate: constrained decoding with a draft model is not supported");
     if (p->num_draft_tokens == 0 || p->num_draft_tokens > 64)
         return lmc_err(LMC_ERR_INVALID_ARG, "speculative: num_draft_tokens %zu must be in [1, 64]",
                        p->num_draft_tokens);

@@ -627,10 +627,14 @@ lmc_status lmc_srv_request_parse(const char *body, size_t len, lmc_srv_kind kind
         }
         rq->include_usage = inc && json_object_get_boolean(inc);
     }
+    if ((st = lmc_srv_check_fields(rq, root))) goto out;
     if (kind == LMC_SRV_CHAT) {
         st = parse_messages(rq, root);
         if (!st) st = parse_tools(rq, root);
         if (!st) st = parse_template_kwargs(rq, root);
+        if (!st) st = lmc_srv_response_format(rq, root);
+        if (!st) st = lmc_srv_parse_tool_choice(rq, root);
+        if (!st) st = lmc_srv_reasoning_effort(rq, root);
     } else {
         st = parse_prompt(rq, root, vocab);
     }
@@ -660,8 +664,20 @@ void lmc_srv_request_free(lmc_srv_request *rq) {
     free(rq->stops);
     free(rq->bias_ids);
     free(rq->bias_vals);
+    lmc_grammar_free(rq->grammar);
+    free(rq->tool_choice_name);
+    free(rq->forced_prefix);
     lmc_srv_kind kind = rq->kind;
     memset(rq, 0, sizeof *rq);
     rq->kind = kind;
     lmc_gen_params_default(&rq->gen);
+}
+
+lmc_status lmc_srv_fail(lmc_srv_request *rq, const char *param, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return bad(rq, param, "%s", msg);
 }

@@ -5,11 +5,18 @@
 #ifndef LMC_SERVER_REQUEST_H
 #define LMC_SERVER_REQUEST_H
 #include "lmc.h"
+#include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef enum { LMC_SRV_CHAT, LMC_SRV_COMPLETION } lmc_srv_kind;
+typedef enum {
+    LMC_SRV_TOOLS_AUTO = 0, /* tool calls are parsed when tools are offered */
+    LMC_SRV_TOOLS_NONE,
+    LMC_SRV_TOOLS_REQUIRED, /* constrained to one call of any tool */
+    LMC_SRV_TOOLS_NAMED,    /* constrained to one call of tool_choice_name */
+} lmc_srv_tool_choice;
 
 #define LMC_SRV_MAX_STOPS 16
 #define LMC_SRV_MAX_TOP_LOGPROBS 20
@@ -37,6 +44,12 @@ typedef struct {
     int32_t *bias_ids;
     float *bias_vals;
     size_t n_bias;
+    lmc_grammar *grammar;       /* response_format's or tool_choice's constraint (owned) */
+    lmc_srv_tool_choice tool_choice;
+    char *tool_choice_name;
+    bool responses;             /* arrived as POST /v1/responses (set by the HTTP layer) */
+    char *forced_prefix;        /* tool_choice: text the prompt ends with and the reply starts
+                                   from (markers a grammar cannot produce), or NULL */
     bool stream;
     bool include_usage;         /* stream_options.include_usage */
     bool logprobs;              /* report per-token log-probabilities */
@@ -55,6 +68,16 @@ lmc_status lmc_srv_request_parse(const char *body, size_t len, lmc_srv_kind kind
                                  const lmc_gen_params *defaults, size_t vocab,
                                  lmc_srv_request *rq);
 void lmc_srv_request_free(lmc_srv_request *rq);
+
+/* Fail with LMC_ERR_INVALID_ARG naming `param` (copied into rq->param). */
+lmc_status lmc_srv_fail(lmc_srv_request *rq, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* response_format.c: refuse fields the endpoint does not implement; compile
+ * response_format into rq->grammar (and rq->gen.grammar). */
+lmc_status lmc_srv_check_fields(lmc_srv_request *rq, json_object *root);
+lmc_status lmc_srv_response_format(lmc_srv_request *rq, json_object *root);
+lmc_status lmc_srv_parse_tool_choice(lmc_srv_request *rq, json_object *root);
+lmc_status lmc_srv_reasoning_effort(lmc_srv_request *rq, json_object *root);
 
 /* True when s[0..n) is well-formed UTF-8 (no overlongs or surrogates). */
 bool lmc_srv_utf8_valid(const char *s, size_t n);

@@ -15,8 +15,10 @@
 #include "lm/generate.h"
 #include "server/admission.h"
 #include "server/auth.h"
+#include "server/chat_output.h"
 #include "server/conn.h"
 #include "server/request.h"
+#include "server/responses.h"
 #include "server/stub.h"
 #include <arpa/inet.h>
 #include <json-c/json.h>
@@ -58,6 +60,7 @@ struct lmc_server {
     size_t cache_keep, max_tokens_cap;
     atomic_size_t cached_tokens;
     lmc_gen_params defaults;
+    lmc_srv_out_cfg out_cfg; /* tool-call format and reasoning split of chat replies */
     char **default_stops;
     int32_t *default_bias_ids;
     float *default_bias_vals;
@@ -70,7 +73,7 @@ struct lmc_server {
     atomic_ullong counter;
 };
 
-typedef enum { R_NONE, R_HEALTH, R_MODELS, R_CHAT, R_COMPLETIONS } route;
+typedef enum { R_NONE, R_HEALTH, R_MODELS, R_CHAT, R_COMPLETIONS, R_RESPONSES } route;
 
 typedef struct {
     route r;
@@ -274,6 +277,22 @@ static void completion_logprob_add(lmc_server *s, json_object *lp, const lmc_gen
 }
 
 /* --------------------------------------------------------- prompt + run */
+/* The prompt continued by `text` (its special tokens recognised). */
+static lmc_status append_encoded(lmc_server *s, const char *text, int32_t **ids, size_t *n) {
+    int32_t *more = NULL;
+    size_t m = 0;
+    lmc_status st = lmc_context_encode(s->ctx, text, strlen(text), false, &more, &m);
+    int32_t *all = st ? NULL : realloc(*ids, (*n + m) * sizeof *all);
+    if (!st && !all) st = lmc_err(LMC_ERR_NOMEM, "server: out of memory");
+    if (!st) {
+        memcpy(all + *n, more, m * sizeof *more);
+        *ids = all;
+        *n += m;
+    }
+    lmc_free(more);
+    return st;
+}
+
 /* Holding the model: the prompt's token ids. *param names the field a
  * failure belongs to, *code its OpenAI error code (NULL: none). */
 static lmc_status build_prompt(lmc_server *s, const lmc_srv_request *rq, int32_t **ids, size_t *n,
@@ -285,6 +304,8 @@ static lmc_status build_prompt(lmc_server *s, const lmc_srv_request *rq, int32_t
         lmc_status st = lmc_tokenizer_apply_chat_template_ids(
             tok, rq->messages_json, rq->tools_json, true, false, rq->template_kwargs_json, ids, n);
         if (st) return lmc_err_prefix(st, "messages: applying the chat template");
+        if (rq->forced_prefix) st = append_encoded(s, rq->forced_prefix, ids, n);
+        if (st) return st;
     } else if (rq->prompt_ids) {
         *param = "prompt";
         *ids = malloc(rq->n_prompt_ids * sizeof **ids);
@@ -415,6 +436,8 @@ static bool collect_cb(void *user, const lmc_gen_response *r) {
 
 static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
                                       const conn_state *cs, lmc_srv_request *rq) {
+    if (lmc_srv_tools_constrain(&s->out_cfg, rq))
+        return reply_error(con, 400, "invalid_request_error", lmc_last_error(), rq->param, NULL);
     watch w = {.s = s, .k = cs->k};
     rq->gen.cancel = watch_cancel;
     rq->gen.cancel_user = &w;
@@ -422,14 +445,21 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
     if (a != LMC_ADM_HELD) return refuse(s, con, a);
     collect c = {.s = s, .rq = rq};
     lmc_buf_puts(&c.text, "");
+    size_t shown_from = 0; /* the forced prefix is parsed, never shown as text */
     if (rq->logprobs)
         c.lp = rq->kind == LMC_SRV_CHAT ? json_object_new_array() : json_object_new_object();
     int32_t *ids = NULL;
     size_t n = 0;
     const char *param = NULL, *code = NULL;
     lmc_gen_stats stats = {0};
+    lmc_output_opts oo = {0};
+    if (rq->forced_prefix) {
+        lmc_buf_puts(&c.text, rq->forced_prefix);
+        shown_from = c.text.len;
+    }
     lmc_status st = build_prompt(s, rq, &ids, &n, &param, &code);
     if (!st) {
+        oo = lmc_srv_out_opts(&s->out_cfg, rq, lmc_context_tokenizer(s->ctx), ids, n);
         st = run_generation(s, rq, cs->key, ids, n, collect_cb, &c, &stats);
         if (st) param = NULL;
     }
@@ -444,14 +474,29 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
     }
     char id[64];
     bool chat = rq->kind == LMC_SRV_CHAT;
+    if (rq->responses) {
+        make_id(s, "resp", id, sizeof id);
+        lmc_model_output m;
+        st = lmc_output_parse(&oo, c.text.p, &m);
+        json_object_put(c.lp);
+        lmc_buf_free(&c.text);
+        if (st) return reply_status(con, st, NULL, NULL);
+        json_object *o = lmc_srv_response_json(id, s->model_name, time(NULL), &m,
+                                               finish_str(stats.finish_reason), stats.prompt_tokens,
+                                               stats.generation_tokens);
+        lmc_model_output_free(&m);
+        return reply_json(con, 200, o);
+    }
     make_id(s, chat ? "chatcmpl" : "cmpl", id, sizeof id);
     json_object *o = frame(s, id, chat ? "chat.completion" : "text_completion", time(NULL));
     json_object *choice = json_object_new_object();
     json_object_object_add(choice, "index", json_object_new_int(0));
+    const char *finish = finish_str(stats.finish_reason);
     if (chat) {
         json_object *m = json_object_new_object();
         json_object_object_add(m, "role", json_object_new_string("assistant"));
-        json_object_object_add(m, "content", jstr(c.text.p));
+        if (lmc_srv_chat_message(&oo, c.text.p, m, &finish))
+            json_object_object_add(m, "content", jstr(c.text.p + shown_from));
         json_object_object_add(choice, "message", m);
         if (c.lp) {
             json_object *w = json_object_new_object();
@@ -462,8 +507,7 @@ static enum MHD_Result serve_blocking(lmc_server *s, struct MHD_Connection *con,
         json_object_object_add(choice, "text", jstr(c.text.p));
     }
     json_object_object_add(choice, "logprobs", c.lp);
-    json_object_object_add(choice, "finish_reason",
-                           json_object_new_string(finish_str(stats.finish_reason)));
+    json_object_object_add(choice, "finish_reason", json_object_new_string(finish));
     json_object *choices = json_object_new_array();
     json_object_array_add(choices, choice);
     json_object_object_add(o, "choices", choices);
@@ -490,7 +534,17 @@ typedef struct {
     int key;
     pthread_t thread;
     size_t text_offset;
+    lmc_srv_chat_stream cs; /* chat: content / reasoning / tool-call split */
+    lmc_srv_resp_stream rs; /* /v1/responses: its typed events */
 } stream;
+
+static void stream_append(stream *st, lmc_buf *events) {
+    pthread_mutex_lock(&st->mu);
+    lmc_buf_append(&st->out, events->p ? events->p : "", events->len);
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    lmc_buf_free(events);
+}
 
 static void stream_push(stream *st, json_object *o) {
     const char *j =
@@ -529,7 +583,11 @@ static json_object *chat_delta(const char *role, const char *content) {
 static bool stream_cb(void *user, const lmc_gen_response *r) {
     stream *st = user;
     bool chat = st->rq.kind == LMC_SRV_CHAT;
-    if (r->text[0] || st->rq.logprobs) {
+    if (st->rq.responses) {
+        lmc_buf ev = {0};
+        lmc_srv_resp_stream_push(&st->rs, r->text, &ev);
+        stream_append(st, &ev);
+    } else if (r->text[0] || st->rq.logprobs) {
         json_object *lp = NULL;
         if (st->rq.logprobs) {
             if (chat) {
@@ -543,7 +601,8 @@ static bool stream_cb(void *user, const lmc_gen_response *r) {
             }
         }
         st->text_offset += strlen(r->text);
-        stream_push(st, chunk(st, chat ? chat_delta(NULL, r->text) : jstr(r->text), lp, NULL));
+        json_object *d = chat ? lmc_srv_chat_stream_push(&st->cs, r->text) : jstr(r->text);
+        if (d || lp) stream_push(st, chunk(st, d ? d : chat_delta(NULL, NULL), lp, NULL));
     }
     return !atomic_load(&st->released) && !atomic_load(&st->s->stopping);
 }
@@ -564,9 +623,18 @@ static void *stream_main(void *arg) {
         json_object_object_add(e, "code", NULL);
         json_object_object_add(w, "error", e);
         stream_push(st, w);
+    } else if (st->rq.responses) {
+        lmc_buf ev = {0};
+        lmc_srv_resp_stream_finish(&st->rs, finish_str(stats.finish_reason), stats.prompt_tokens,
+                                   stats.generation_tokens, &ev);
+        stream_append(st, &ev);
     } else {
+        const char *finish = finish_str(stats.finish_reason);
+        json_object *last = chat ? lmc_srv_chat_stream_finish(&st->cs, &finish) : NULL;
+        if (last && json_object_object_length(last)) stream_push(st, chunk(st, last, NULL, NULL));
+        else json_object_put(last);
         stream_push(st, chunk(st, chat ? chat_delta(NULL, NULL) : json_object_new_string(""), NULL,
-                              finish_str(stats.finish_reason)));
+                              finish));
         if (st->rq.include_usage) {
             json_object *o = frame(s, st->id, chat ? "chat.completion.chunk" : "text_completion",
                                    st->created);
@@ -577,7 +645,7 @@ static void *stream_main(void *arg) {
         }
     }
     pthread_mutex_lock(&st->mu);
-    lmc_buf_puts(&st->out, "data: [DONE]\n\n");
+    if (!st->rq.responses) lmc_buf_puts(&st->out, "data: [DONE]\n\n");
     st->done = true;
     pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
@@ -606,6 +674,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void stream_free(stream *st) {
     lmc_srv_conn_drop(&st->s->conns, st->w.k);
+    lmc_srv_chat_stream_free(&st->cs);
+    lmc_srv_resp_stream_free(&st->rs);
     lmc_srv_request_free(&st->rq);
     lmc_free(st->ids);
     lmc_buf_free(&st->out);
@@ -637,6 +707,12 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
     st->key = cs->key;
     st->w = (watch){.s = s, .k = cs->k, .released = &st->released};
     lmc_srv_conn_hold(&s->conns, cs->k);
+    if (lmc_srv_tools_constrain(&s->out_cfg, &st->rq)) {
+        enum MHD_Result ret =
+            reply_error(con, 400, "invalid_request_error", lmc_last_error(), st->rq.param, NULL);
+        stream_free(st);
+        return ret;
+    }
     st->rq.gen.cancel = watch_cancel;
     st->rq.gen.cancel_user = &st->w;
     lmc_srv_adm_result a = lmc_srv_adm_acquire(&s->adm, watch_cancel, &st->w, GONE_POLL_MS);
@@ -646,6 +722,11 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
     }
     const char *param = NULL, *code = NULL;
     lmc_status rc = build_prompt(s, &st->rq, &st->ids, &st->n_ids, &param, &code);
+    lmc_output_opts oo = lmc_srv_out_opts(&s->out_cfg, &st->rq, lmc_context_tokenizer(s->ctx),
+                                          st->ids, rc ? 0 : st->n_ids);
+    lmc_srv_chat_stream_init(&st->cs, &oo);
+    if (st->rq.forced_prefix)
+        json_object_put(lmc_srv_chat_stream_push(&st->cs, st->rq.forced_prefix));
     if (rc) {
         lmc_srv_adm_release(&s->adm);
         enum MHD_Result ret = reply_status(con, rc, param, code);
@@ -653,9 +734,16 @@ static enum MHD_Result serve_stream(lmc_server *s, struct MHD_Connection *con,
         return ret;
     }
     bool chat = st->rq.kind == LMC_SRV_CHAT;
-    make_id(s, chat ? "chatcmpl" : "cmpl", st->id, sizeof st->id);
+    make_id(s, st->rq.responses ? "resp" : chat ? "chatcmpl" : "cmpl", st->id, sizeof st->id);
     st->created = time(NULL);
-    if (chat) stream_push(st, chunk(st, chat_delta("assistant", ""), NULL, NULL));
+    if (st->rq.responses) {
+        lmc_buf ev = {0};
+        lmc_srv_resp_stream_start(&st->rs, st->id, s->model_name, st->created, &oo, &ev);
+        if (st->rq.forced_prefix) lmc_srv_resp_stream_push(&st->rs, st->rq.forced_prefix, &ev);
+        stream_append(st, &ev);
+    } else if (chat) {
+        stream_push(st, chunk(st, chat_delta("assistant", ""), NULL, NULL));
+    }
     if (pthread_create(&st->thread, NULL, stream_main, st)) {
         lmc_srv_adm_release(&s->adm);
         stream_free(st);
@@ -680,6 +768,7 @@ static route route_of(const char *url) {
     if (!strcmp(url, "/v1/models")) return R_MODELS;
     if (!strcmp(url, "/v1/chat/completions")) return R_CHAT;
     if (!strcmp(url, "/v1/completions")) return R_COMPLETIONS;
+    if (!strcmp(url, "/v1/responses")) return R_RESPONSES;
     return R_NONE;
 }
 
@@ -718,8 +807,22 @@ static enum MHD_Result serve_stub(lmc_server *s, struct MHD_Connection *con, con
 
 static enum MHD_Result serve_post(lmc_server *s, struct MHD_Connection *con, conn_state *cs) {
     lmc_srv_request rq;
-    lmc_srv_kind kind = cs->r == R_CHAT ? LMC_SRV_CHAT : LMC_SRV_COMPLETION;
-    lmc_status st = lmc_srv_request_parse(cs->body.p, cs->body.len, kind, &s->defaults, s->vocab, &rq);
+    lmc_srv_kind kind = cs->r == R_COMPLETIONS ? LMC_SRV_COMPLETION : LMC_SRV_CHAT;
+    char *chat_body = NULL;
+    if (cs->r == R_RESPONSES) {
+        char param[96];
+        lmc_status tr = lmc_srv_responses_to_chat(cs->body.p, cs->body.len, &chat_body, param, sizeof param);
+        if (tr)
+            return tr == LMC_ERR_NOMEM
+                       ? reply_error(con, 500, "server_error", lmc_last_error(), NULL, NULL)
+                       : reply_error(con, 400, "invalid_request_error", lmc_last_error(), param, NULL);
+    }
+    lmc_status st = chat_body ? lmc_srv_request_parse(chat_body, strlen(chat_body), kind, &s->defaults,
+                                                      s->vocab, &rq)
+                              : lmc_srv_request_parse(cs->body.p, cs->body.len, kind, &s->defaults,
+                                                      s->vocab, &rq);
+    free(chat_body);
+    rq.responses = cs->r == R_RESPONSES;
     if (st) {
         enum MHD_Result ret =
             st == LMC_ERR_NOMEM
@@ -787,7 +890,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         char msg[512];
         if (r == R_NONE) {
             snprintf(msg, sizeof msg, "unknown path '%.200s' (endpoints: GET /health, GET "
-                     "/v1/models, POST /v1/chat/completions, POST /v1/completions)", url);
+                     "/v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/responses)", url);
             return reply_error(con, 404, "invalid_request_error", msg, NULL, NULL);
         }
         bool get = r == R_HEALTH || r == R_MODELS;
@@ -917,6 +1020,8 @@ static lmc_status configure(lmc_server *s, const lmc_server_options *o) {
     s->model_name = strdup(name ? name : "lmc");
     if (!s->model_name) return lmc_err(LMC_ERR_NOMEM, "server: out of memory");
     lmc_status st = copy_defaults(s, o->defaults);
+    if (!st && s->ctx)
+        st = lmc_srv_out_config(lmc_context_tokenizer(s->ctx), o->tool_parser, &s->out_cfg);
     if (!st)
         st = lmc_srv_auth_init(&s->auth, o->api_keys, o->n_api_keys, o->api_key_file,
                                o->allow_origins, o->n_allow_origins);

@@ -6,6 +6,7 @@
 #include "base/file.h"
 #include "base/json.h"
 #include "tok_internal.h"
+#include "tokenizer/tok_bytes.h"
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -46,6 +47,13 @@ struct lmc_tokenizer {
     pthread_mutex_t pool_mu;
     tk_ctx *pool[8];
     size_t n_pool;
+    /* objects derived from the vocabulary (tok_bytes.h), guarded by pool_mu */
+    struct {
+        size_t key;
+        void *obj;
+        void (*destroy)(void *);
+    } derived[4];
+    size_t n_derived;
 };
 
 static tk_ctx *ctx_get(const lmc_tokenizer *tc) {
@@ -414,6 +422,7 @@ out:
 
 void lmc_tokenizer_free(lmc_tokenizer *t) {
     if (!t) return;
+    for (size_t i = 0; i < t->n_derived; i++) t->derived[i].destroy(t->derived[i].obj);
     tk_model_free(&t->model);
     if (t->norm) tk_normalizer_free(t->norm);
     if (t->pre) tk_pretok_free(t->pre);
@@ -807,4 +816,74 @@ void lmc_detokenizer_free(lmc_detokenizer *d) {
     if (!d) return;
     free(d->ids.v);
     free(d);
+}
+
+/* ------------------------------------------------- raw bytes of one token */
+static bool dec_has(const tk_decoder *d, tk_dec_type type) {
+    if (!d) return false;
+    if (d->type == type) return true;
+    for (size_t i = 0; i < d->n_subs; i++)
+        if (dec_has(&d->subs[i], type)) return true;
+    return false;
+}
+
+lmc_status lmc_tokenizer_token_bytes(const lmc_tokenizer *t, int32_t id, lmc_buf *out) {
+    out->len = 0;
+    if (!t || id < 0 || (size_t)id >= t->vocab_size) return LMC_OK;
+    int32_t a = t->added_by_id[id];
+    if (a >= 0) {
+        if (t->added[a].special) return LMC_OK;
+        const char *c = t->added[a].content;
+        return lmc_buf_append(out, c, strlen(c)) ? LMC_OK
+                                                 : lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
+    }
+    if ((size_t)id >= t->model.n_tokens || !t->model.tokens[id]) return LMC_OK;
+    const char *s = t->model.tokens[id];
+    size_t n = t->model.token_lens[id];
+    bool ok = true;
+    if (dec_has(t->dec, TK_DEC_BYTELEVEL)) {
+        for (size_t i = 0; i < n && ok;) {
+            uint32_t cp;
+            int k = tk_utf8_dec(s + i, n - i, &cp);
+            int b = tk_bytelevel_byte(cp);
+            ok = b >= 0 ? lmc_buf_putc(out, (char)b) : lmc_buf_append(out, s + i, (size_t)k);
+            i += (size_t)k;
+        }
+    } else if (n == 6 && !memcmp(s, "<0x", 3) && s[5] == '>' && dec_has(t->dec, TK_DEC_BYTEFALLBACK)) {
+        ok = lmc_buf_putc(out, (char)strtol(s + 3, NULL, 16));
+    } else {
+        bool meta = dec_has(t->dec, TK_DEC_METASPACE) || dec_has(t->dec, TK_DEC_REPLACE);
+        for (size_t i = 0; i < n && ok;) {
+            if (meta && n - i >= 3 && !memcmp(s + i, "\xE2\x96\x81", 3)) {
+                ok = lmc_buf_putc(out, ' ');
+                i += 3;
+            } else {
+                ok = lmc_buf_putc(out, s[i++]);
+            }
+        }
+    }
+    return ok ? LMC_OK : lmc_err(LMC_ERR_NOMEM, "tokenizer: out of memory");
+}
+
+lmc_status lmc_tokenizer_derived(const lmc_tokenizer *tc, size_t key,
+                                 lmc_status (*build)(const lmc_tokenizer *, size_t, void **),
+                                 void (*destroy)(void *), void **out) {
+    lmc_tokenizer *t = (lmc_tokenizer *)tc; /* the slots are internal cache state */
+    *out = NULL;
+    pthread_mutex_lock(&t->pool_mu);
+    lmc_status st = LMC_OK;
+    for (size_t i = 0; i < t->n_derived && !*out; i++)
+        if (t->derived[i].key == key && t->derived[i].destroy == destroy) *out = t->derived[i].obj;
+    if (!*out) {
+        if (t->n_derived == sizeof t->derived / sizeof t->derived[0]) {
+            st = lmc_err(LMC_ERR_LIMIT, "tokenizer: more than %zu derived vocabulary objects",
+                         t->n_derived);
+        } else if (!(st = build(t, key, out))) {
+            t->derived[t->n_derived].key = key;
+            t->derived[t->n_derived].obj = *out;
+            t->derived[t->n_derived++].destroy = destroy;
+        }
+    }
+    pthread_mutex_unlock(&t->pool_mu);
+    return st;
 }

@@ -102,10 +102,12 @@ lmc_status lmc_vlm_generate_ids(lmc_vlm_context *ctx, const int32_t *ids, size_t
     float *logits = NULL;
     lmc_ivec hist = {0};
     lmc_emitter e;
+    lmc_gen_constraint con = {0};
     bool have_e = false;
     if ((st = lmc_sampler_new(&p->sampler, V, &s))) return st;
     if ((st = lmc_emitter_init(&e, ctx->tok, p, cb, user))) goto done;
     have_e = true;
+    if ((st = lmc_constraint_init(&con, p, &e, V))) goto done;
     e.prompt_tokens = n;
     if ((st = lmc_gen_fit_context(m, p, 0, n, &e))) goto done;
     if ((st = lmc_gen_check_cancel(p, "prompt token", 0))) goto done;
@@ -129,7 +131,7 @@ lmc_status lmc_vlm_generate_ids(lmc_vlm_context *ctx, const int32_t *ids, size_t
         }
         int32_t tok;
         float lp;
-        if ((st = lmc_sampler_sample(s, logits, hist.v, hist.n, &tok, &lp))) goto done;
+        if ((st = lmc_constraint_sample(&con, s, logits, hist.v, hist.n, &tok, &lp))) goto done;
         if ((st = lmc_emitter_token(&e, tok, lp, logits, V, top_n, false))) goto done;
         if (e.finished) break;
         if (!lmc_ivec_push(&hist, tok)) {
@@ -149,6 +151,7 @@ done:
         if (stats) stats->prompt_tokens = n;
         lmc_emitter_free(&e);
     }
+    lmc_constraint_free(&con);
     lmc_ivec_free(&hist);
     free(logits);
     lmc_kv_cache_free(kv);

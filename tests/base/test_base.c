@@ -29,6 +29,15 @@ int main(void) {
     json_object_put(o);
     CHECK_ERR(lmc_json_parse("{\"a\": 1} x", 10, "cfg", &o), LMC_ERR_FORMAT, "cfg: invalid JSON at byte 9");
     CHECK_ERR(lmc_json_parse("{\"a\": ", 6, "cfg", &o), LMC_ERR_FORMAT, "unexpected end");
+    /* top-level scalars end with the document */
+    CHECK(lmc_json_parse("12", 2, "v", &o) == LMC_OK && json_object_get_int(o) == 12);
+    json_object_put(o);
+    CHECK(lmc_json_parse("true", 4, "v", &o) == LMC_OK && json_object_get_boolean(o));
+    json_object_put(o);
+    CHECK(lmc_json_parse("-0.5 ", 5, "v", &o) == LMC_OK && json_object_get_double(o) == -0.5);
+    json_object_put(o);
+    CHECK_ERR(lmc_json_parse("tru", 3, "v", &o), LMC_ERR_FORMAT, "v: invalid JSON");
+    CHECK_ERR(lmc_json_parse("12 3", 4, "v", &o), LMC_ERR_FORMAT, "trailing data");
 
     /* A FIFO must be refused at once, not block the reader. */
     char *fifo = lmc_path_join(dir, "fifo");
