@@ -3,7 +3,7 @@
 #ifndef LMC_TOOLS_CLI_GEN_ARGS_H
 #define LMC_TOOLS_CLI_GEN_ARGS_H
 #include "cli_progress.h"
-#include "base/file.h"
+#include "cli_io.h"
 #include "lmc.h"
 #include <errno.h>
 #include <math.h>
@@ -61,8 +61,10 @@ static inline bool lmc_cli_build_grammar(lmc_cli_gen_args *a) {
     char *text = NULL;
     size_t len = 0;
     lmc_status st = LMC_OK;
-    if (path) st = lmc_read_file(path, path, (size_t)16 << 20, &text, &len);
-    if (!st) {
+    if (path && !(text = cli_read_file(a->json_schema ? "lmc: --json-schema" : "lmc: --grammar",
+                                       path, (size_t)16 << 20, &len)))
+        return false;
+    {
         if (a->json_schema) st = lmc_grammar_from_json_schema(text, &a->gen.grammar);
         else if (a->grammar) st = lmc_grammar_from_gbnf(text, &a->gen.grammar);
         else st = lmc_grammar_from_regex(a->regex, &a->gen.grammar);
