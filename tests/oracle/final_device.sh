@@ -9,7 +9,7 @@ source scripts/device_env.sh
 export LMC_SOURCE_DIR=$PWD
 cmake -S . -B bd $LMC_DEVICE_CMAKE_ARGS -DLMC_CUDA=ON > "$out/build.log" 2>&1 &&
   cmake --build bd -j16 --target test_cuda_wide_parity test_cuda_parity test_cuda_generate \
-    test_cuda_batch test_cuda_kernels tokenizer_load_bench mask_bench lmc >> "$out/build.log" 2>&1 ||
+    test_cuda_batch test_cuda_kernels tokenizer_load_bench mask_bench >> "$out/build.log" 2>&1 ||
   { tail -30 "$out/build.log"; exit 1; }
 for t in wide_parity parity generate batch kernels; do
   bd/tests/cuda/test_cuda_$t > "$out/$t.log" 2>&1; echo "test_cuda_$t exit $?"
@@ -17,12 +17,5 @@ for t in wide_parity parity generate batch kernels; do
 done
 python3 tests/oracle/perplexity_golden.py 2>&1 | tail -4
 cp tests/golden/perplexity/stories260K.json "$out/"
-python3 - <<'PY'
-import importlib.util, shutil, glob
-spec = importlib.util.spec_from_file_location("dp", "bench/decode_prefill_vs_hf.py")
-dp = importlib.util.module_from_spec(spec); spec.loader.exec_module(dp)
-d = dp.write_checkpoint("qwen2.5-0.5b", "/tmp/lmcbench")
-for f in glob.glob(".cache/assets/tokenizers/qwen3/*.json"): shutil.copy(f, d)
-PY
-LMC_BENCH_N=5 bash bench/startup.sh bd /tmp/lmcbench/qwen2.5-0.5b cuda 2>&1 | tail -14
+LMC_BENCH_N=5 bash bench/startup.sh bd 2>&1 | tail -14
 bd/bench/mask_bench .cache/assets/tokenizers/qwen3 1.164 2>&1 | tail -8
