@@ -11,7 +11,7 @@ import ctypes.util
 import glob
 import os
 import sys
-from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_double, c_float,
+from ctypes import (CFUNCTYPE, c_uint, POINTER, Structure, c_bool, c_char_p, c_double, c_float,
                     c_int, c_int32, c_size_t, c_uint16, c_uint64, c_void_p)
 
 
@@ -86,10 +86,17 @@ class SamplerParams(Structure):
                 ("penalty_context_size", c_int32)]
 
 
+CANCEL_FN = CFUNCTYPE(c_bool, c_void_p)
+
+
 class GenParams(Structure):
+    # mirrors lmc_gen_params field for field: the library writes its defaults
+    # into the whole struct
     _fields_ = [("sampler", SamplerParams), ("max_tokens", c_size_t),
                 ("stop", POINTER(c_char_p)), ("n_stop", c_size_t), ("prefill_step", c_size_t),
-                ("draft", c_void_p), ("num_draft_tokens", c_size_t)]
+                ("draft", c_void_p), ("num_draft_tokens", c_size_t),
+                ("max_context", c_size_t), ("cancel", CANCEL_FN), ("cancel_user", c_void_p),
+                ("grammar", c_void_p)]
 
 
 class GenResponse(Structure):
@@ -157,7 +164,13 @@ class LoraTrainStats(Structure):
 class ServerOptions(Structure):
     _fields_ = [("host", c_char_p), ("port", c_uint16), ("model_name", c_char_p),
                 ("defaults", POINTER(GenParams)), ("max_body_bytes", c_size_t),
-                ("no_prompt_cache", c_bool)]
+                ("no_prompt_cache", c_bool),
+                ("api_keys", POINTER(c_char_p)), ("n_api_keys", c_size_t),
+                ("api_key_file", c_char_p), ("allow_origins", POINTER(c_char_p)),
+                ("n_allow_origins", c_size_t), ("max_queue", c_size_t),
+                ("max_tokens_cap", c_size_t), ("cache_keep_tokens", c_size_t),
+                ("max_pending", c_uint), ("max_per_ip", c_uint), ("header_timeout_s", c_uint),
+                ("body_timeout_s", c_uint), ("log", c_void_p), ("tool_parser", c_char_p)]
 
 
 # --------------------------------------------------------------- functions
