@@ -209,7 +209,7 @@ static lmc_status load_owned_text(char *text, size_t len, const char *name,
         if (st) goto fail;
     }
     if (opts->cache) {
-        lmc_dataset *c;
+        lmc_dataset *c = NULL;
         if ((st = cache_wrap(d, &c))) goto fail;
         d = c;
     }
