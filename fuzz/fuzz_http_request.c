@@ -15,7 +15,9 @@
 #include "server/stub.h"
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 
 static lmc_server *srv;
@@ -79,7 +81,9 @@ static void check_reply(const char *r, size_t len) {
         FZ_REQUIRE(code >= 200 && code <= 599 && code != 500);
         const char *body = strstr(line, "\r\n\r\n");
         const char *ctype = strstr(line, "Content-Type: application/json");
-        if (code >= 400 && ctype && body && ctype < body)
+        /* a reply to HEAD carries the headers only: check bodies that are there */
+        bool has_body = body && body + 4 < r + len && strncmp(body + 4, "HTTP/1.", 7);
+        if (code >= 400 && ctype && has_body && ctype < body)
             FZ_REQUIRE(strstr(body, "{\"error\":{\"message\":") == body + 4);
     }
 }
