@@ -17,6 +17,10 @@ targets=(fuzz_safetensors fuzz_config fuzz_model_config fuzz_tokenizer_load fuzz
          fuzz_template fuzz_jsonl fuzz_image fuzz_http_body fuzz_http_request fuzz_lora_adapters
          fuzz_quantized fuzz_llava_config fuzz_prompt_cache)
 
+# Targets whose open finding is recorded in fuzz/README.md: the smoke run
+# replays them but does not fuzz them until the finding is fixed.
+open_findings=(fuzz_http_request)
+
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 # Configure and build every target; one that fails to build (e.g. a module
@@ -123,7 +127,14 @@ case "$cmd" in
     # the known inputs first: a regression there is not a new finding
     for t in "${targets[@]}"; do replay "$t" || fail=1; done
     [ $fail -eq 0 ] || { echo "fuzz: known inputs fail; not fuzzing" >&2; exit 1; }
-    for t in "${targets[@]}"; do run "$t" "$secs" || fail=1; done
+    for t in "${targets[@]}"; do
+      # a target with an open finding (fuzz/README.md) is replayed above but
+      # not fuzzed here, so the gate reports new findings, not a known one
+      if [[ " ${open_findings[*]} " == *" $t "* ]]; then
+        echo "== $t: replayed only (open finding, see fuzz/README.md)"; continue
+      fi
+      run "$t" "$secs" || fail=1
+    done
     exit $fail ;;
   replay)
     fail=0
