@@ -45,31 +45,6 @@ static void place_weights(const char *model) {
     snprintf(current, sizeof current, "%s", model);
 }
 
-/* A tiny byte-level-free BPE tokenizer in its own directory (ids 0..3). */
-static const char *tokenizer_dir(void) {
-    static char dir[600];
-    if (dir[0]) return dir;
-    snprintf(dir, sizeof dir, "%s/tok", fz_scratch());
-    mkdir(dir, 0700);
-    static const char tj[] =
-        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"</s>\":3},"
-        "\"merges\":[\"a b\"]},\"added_tokens\":[{\"id\":3,\"content\":\"</s>\","
-        "\"special\":true}]}";
-    char path[700];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    FILE *f = fopen(path, "wb");
-    FZ_REQUIRE(f && fwrite(tj, 1, sizeof tj - 1, f) == sizeof tj - 1 && !fclose(f));
-    return dir;
-}
-
-static void cleanup_tokenizer(void) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/tok/tokenizer.json", fz_scratch());
-    unlink(path);
-    snprintf(path, sizeof path, "%s/tok", fz_scratch());
-    rmdir(path);
-}
-
 static bool on_token(void *user, const lmc_gen_response *r) {
     (void)user;
     FZ_REQUIRE(r->text != NULL);
@@ -80,8 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static int init;
     if (!init) {
         init = 1;
-        tokenizer_dir();
-        atexit(cleanup_tokenizer); /* runs before the scratch cleanup */
+        fz_tiny_tokenizer_dir();
+        atexit(fz_tiny_tokenizer_remove); /* runs before the scratch cleanup */
     }
     size_t clen, glen;
     const unsigned char *gen = fz_split(data, size, GEN_SEP, &clen, &glen);
@@ -92,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     else
         fz_remove("generation_config.json", 1);
 
-    lmc_load_options o = {.model_dir = fz_scratch(), .tokenizer_dir = tokenizer_dir(),
+    lmc_load_options o = {.model_dir = fz_scratch(), .tokenizer_dir = fz_tiny_tokenizer_dir(),
                           .device = LMC_DEVICE_CPU};
     lmc_context *ctx = NULL;
     lmc_status st = lmc_context_load(&o, &ctx);

@@ -23,30 +23,9 @@ static bool on_token(void *user, const lmc_gen_response *r) {
     return true;
 }
 
-/* A tiny BPE tokenizer (ids 0..3) in its own directory. */
-static const char *tokenizer_dir(void) {
-    static char dir[600];
-    if (dir[0]) return dir;
-    snprintf(dir, sizeof dir, "%s/tok", fz_scratch());
-    mkdir(dir, 0700);
-    static const char tj[] =
-        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"</s>\":3},"
-        "\"merges\":[\"a b\"]},\"added_tokens\":[{\"id\":3,\"content\":\"</s>\","
-        "\"special\":true}]}";
-    char path[700];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    FILE *f = fopen(path, "wb");
-    FZ_REQUIRE(f && fwrite(tj, 1, sizeof tj - 1, f) == sizeof tj - 1 && !fclose(f));
-    return dir;
-}
-
 static void teardown(void) {
     lmc_context_free(g_ctx);
-    char path[700];
-    snprintf(path, sizeof path, "%s/tok/tokenizer.json", fz_scratch());
-    unlink(path);
-    snprintf(path, sizeof path, "%s/tok", fz_scratch());
-    rmdir(path);
+    fz_tiny_tokenizer_remove();
 }
 
 static void make_seed(const char *path) {
@@ -67,7 +46,7 @@ static void init(void) {
     char model[1024];
     snprintf(model, sizeof model, "%s/tests/golden/models/llama-fp32",
              root && *root ? root : LMC_FUZZ_SOURCE_DIR);
-    lmc_load_options o = {.model_dir = model, .tokenizer_dir = tokenizer_dir(),
+    lmc_load_options o = {.model_dir = model, .tokenizer_dir = fz_tiny_tokenizer_dir(),
                           .device = LMC_DEVICE_CPU};
     if (lmc_context_load(&o, &g_ctx) != LMC_OK) {
         fprintf(stderr, "fuzz: cannot load %s: %s\n", model, lmc_last_error());

@@ -6,6 +6,7 @@
 #include "lmc.h"
 #include <dirent.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -74,6 +75,33 @@ static inline const char *fz_scratch(void) {
     }
     fprintf(stderr, "fuzz: cannot create a scratch directory\n");
     abort();
+}
+
+/* A tiny BPE tokenizer (ids 0..3: "a", "b", "ab", "</s>") written once into
+ * <scratch>/tok, for targets that need a context; fz_tiny_tokenizer_remove
+ * deletes it (call it before the scratch directory is removed). */
+static inline const char *fz_tiny_tokenizer_dir(void) {
+    static char dir[600];
+    if (dir[0]) return dir;
+    snprintf(dir, sizeof dir, "%s/tok", fz_scratch());
+    mkdir(dir, 0700);
+    static const char tj[] =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"</s>\":3},"
+        "\"merges\":[\"a b\"]},\"added_tokens\":[{\"id\":3,\"content\":\"</s>\","
+        "\"special\":true}]}";
+    char path[700];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "wb");
+    FZ_REQUIRE(f && fwrite(tj, 1, sizeof tj - 1, f) == sizeof tj - 1 && !fclose(f));
+    return dir;
+}
+
+static inline void fz_tiny_tokenizer_remove(void) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/tok/tokenizer.json", fz_scratch());
+    unlink(path);
+    snprintf(path, sizeof path, "%s/tok", fz_scratch());
+    rmdir(path);
 }
 
 /* Path of `name` inside the scratch directory (static buffer per slot). */

@@ -33,24 +33,6 @@ static uint32_t rnd(uint32_t n) {
     return (uint32_t)((rng >> 33) % n);
 }
 
-static int32_t argmax(const float *x, size_t n) {
-    size_t b = 0;
-    for (size_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return (int32_t)b;
-}
-
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double mx = 0, lo = ref[0], hi = ref[0];
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= mx)) mx = isnan(d) ? INFINITY : d;
-        if (ref[i] < lo) lo = ref[i];
-        if (ref[i] > hi) hi = ref[i];
-    }
-    return mx / (hi - lo);
-}
-
 /* Prompts from three stems; the reference run of each sequence alone. */
 static void make_sequences(lmc_model *m, sequence *s, size_t V) {
     int32_t stems[3][40];
@@ -70,22 +52,12 @@ static void make_sequences(lmc_model *m, sequence *s, size_t V) {
         CHECK(!lmc_kv_cache_new(m, &c));
         lmc_status st = lmc_model_forward(m, c, q->ids, q->np, q->ref, false);
         for (size_t g = 0; g < q->ng && !st; g++) {
-            q->ref_tok[g] = argmax(q->ref + g * V, V);
+            q->ref_tok[g] = test_argmax(q->ref + g * V, V);
             st = lmc_model_forward(m, c, &q->ref_tok[g], 1, q->ref + (g + 1) * V, false);
         }
         CHECK_MSG(!st, "reference run %d: %s", i, lmc_last_error());
         lmc_kv_cache_free(c);
     }
-}
-
-/* Runs the staggered schedule; returns the worst logit error. */
-static double range(const float *x, size_t n) {
-    float lo = x[0], hi = x[0];
-    for (size_t i = 1; i < n; i++) {
-        if (x[i] < lo) lo = x[i];
-        if (x[i] > hi) hi = x[i];
-    }
-    return (double)hi - lo;
 }
 
 /* top-1 minus top-2 */
@@ -154,14 +126,14 @@ static double run_batched(lmc_model *m, lmc_kv_pool *pool, sequence *s, size_t V
                 CHECK(!lmc_kv_seq_publish(q->seq, 0, q->ids, q->np));
             size_t row = q->made; /* 0: prompt logits */
             const float *ref = q->ref + row * V;
-            double e = rel_err(items[k].logits, ref, V);
+            double e = test_rel_err(items[k].logits, ref, V);
             if (!(e <= worst)) worst = e;
             /* the greedy pick must be the one made alone wherever that
              * choice was clear of the tolerance; the sequence then goes on
              * with the token chosen alone (teacher forcing), so a near-tie
              * cannot make the histories differ */
-            int32_t t = argmax(items[k].logits, V);
-            CHECK_MSG(row == q->ng || t == q->ref_tok[row] || margin(ref, V) <= 2 * tol * range(ref, V),
+            int32_t t = test_argmax(items[k].logits, V);
+            CHECK_MSG(row == q->ng || t == q->ref_tok[row] || margin(ref, V) <= 2 * tol * test_range(ref, V),
                       "%s: sequence %d step %zu: token %d, alone %d", name, owner[k], row, t,
                       q->ref_tok[row]);
             t = q->ref_tok[row];
@@ -204,10 +176,10 @@ static void greedy_only(lmc_model *m, lmc_kv_pool *pool, sequence *s, size_t V, 
             if (track[i] && (size_t)step < q->ng) {
                 const float *ref = q->ref + (size_t)step * V;
                 if (next[i] == q->ref_tok[step]) agree++;
-                else if (margin(ref, V) > 2 * tol * range(ref, V))
+                else if (margin(ref, V) > 2 * tol * test_range(ref, V))
                     CHECK_MSG(0, "%s: greedy-only sequence %d step %d: %d, alone %d", name, i,
                               step, next[i], q->ref_tok[step]);
-                if (margin(ref, V) <= 2 * tol * range(ref, V) || next[i] != q->ref_tok[step])
+                if (margin(ref, V) <= 2 * tol * test_range(ref, V) || next[i] != q->ref_tok[step])
                     track[i] = false;
             } else
                 track[i] = false;

@@ -110,32 +110,6 @@ static void wide_golden_free(wide_golden *g) {
     free(g->short_logits);
 }
 
-static double wide_range_(const float *x, size_t n) {
-    float lo = x[0], hi = x[0];
-    for (size_t i = 1; i < n; i++) {
-        if (x[i] < lo) lo = x[i];
-        if (x[i] > hi) hi = x[i];
-    }
-    return (double)hi - lo;
-}
-
-/* max|a - ref| / range(ref); NaN gives +inf */
-static double wide_err_(const float *a, const float *ref, size_t n) {
-    double mx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= mx)) mx = isnan(d) ? INFINITY : d;
-    }
-    return mx / wide_range_(ref, n);
-}
-
-static int32_t wide_argmax_(const float *x, size_t n) {
-    size_t b = 0;
-    for (size_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return (int32_t)b;
-}
-
 /* Teacher-forced greedy steps from logits `lg` (the prompt's last row):
  * each step feeds the reference's token, so every step has the
  * reference's history; a step whose reference top-1 margin exceeds
@@ -156,7 +130,7 @@ static void wide_greedy_(const char *name, lmc_model *m, lmc_kv_cache *c, float 
             double d = fabs(lp - lps[i][j]);
             if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
         }
-        int32_t t = wide_argmax_(lg, V);
+        int32_t t = test_argmax(lg, V);
         if (margins[i] > clear) {
             checked++;
             agree += t == want[i];
@@ -201,7 +175,7 @@ static void wide_check_one(const char *name, const char *dir, const wide_golden 
     CHECK_MSG(!st, "%s: long prefill: %s", name, lmc_last_error());
     double worst = 0;
     for (size_t i = 0; !st && i < g->n_pos; i++) {
-        double e = wide_err_(all + g->pos[i] * V, g->logits[i], V);
+        double e = test_rel_err(all + g->pos[i] * V, g->logits[i], V);
         CHECK_MSG(e <= tol, "%s: logits at position %zu: err %.3e > %.1e", name, g->pos[i], e,
                   tol);
         if (!(e <= worst)) worst = e;
@@ -209,11 +183,11 @@ static void wide_check_one(const char *name, const char *dir, const wide_golden 
     printf("  %-28s long prompt (%zu tokens) logits err %.3e at %zu positions\n", name, n, worst,
            g->n_pos);
     const float *last = g->logits[g->n_pos - 1];
-    double range = wide_range_(last, V);
+    double range = test_range(last, V);
     /* the single-row path, then greedy from it */
     lmc_kv_cache_clear(c);
     st = lmc_model_forward(L.m, c, g->prompt, n, lg, false);
-    double e = st ? INFINITY : wide_err_(lg, last, V);
+    double e = st ? INFINITY : test_rel_err(lg, last, V);
     CHECK_MSG(e <= tol, "%s: last logits (single row) err %.3e", name, e);
     /* a step can flip only where the margin is within twice the logit
      * error; 1.5 times that allows for the error growing over the steps */
@@ -224,10 +198,10 @@ static void wide_check_one(const char *name, const char *dir, const wide_golden 
     /* the short prompt */
     lmc_kv_cache_clear(c);
     st = lmc_model_forward(L.m, c, g->shortp, g->n_short, lg, false);
-    e = st ? INFINITY : wide_err_(lg, g->short_logits, V);
+    e = st ? INFINITY : test_rel_err(lg, g->short_logits, V);
     CHECK_MSG(e <= tol, "%s: short prompt logits err %.3e", name, e);
     printf("  %-28s short prompt logits err %.3e\n", name, e);
-    double srange = wide_range_(g->short_logits, V);
+    double srange = test_range(g->short_logits, V);
     if (!st)
         wide_greedy_(name, L.m, c, lg, V, g->short_greedy, g->short_margins,
                      (int32_t(*)[5])g->stop5_id, (float(*)[5])g->stop5_lp, g->n_short_greedy,

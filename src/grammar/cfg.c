@@ -1,5 +1,6 @@
 /* Construction and checking of byte-level context-free grammars (cfg.h). */
 #include "grammar/cfg.h"
+#include "tokenizer/tok_internal.h" /* tk_utf8_enc */
 #include "base/error.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,26 +182,6 @@ bool cfg_class_normalize(cfg_class *c, bool negate) {
     return true;
 }
 
-static int utf8_enc(uint32_t cp, unsigned char *o) {
-    if (cp < 0x80) return o[0] = (unsigned char)cp, 1;
-    if (cp < 0x800) {
-        o[0] = (unsigned char)(0xC0 | (cp >> 6));
-        o[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (cp >> 12));
-        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (cp >> 18));
-    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Split [lo, hi] into ranges whose encodings differ only by a byte range
  * at each position, adding one alternative per piece to `rule`. */
 static lmc_status utf8_split(lmc_cfg *g, int32_t rule, uint32_t lo, uint32_t hi) {
@@ -227,8 +208,8 @@ static lmc_status utf8_split(lmc_cfg *g, int32_t rule, uint32_t lo, uint32_t hi)
         }
     }
     unsigned char a[4], b[4];
-    int n = utf8_enc(lo, a);
-    utf8_enc(hi, b);
+    int n = tk_utf8_enc(lo, (char *)a);
+    tk_utf8_enc(hi, (char *)b);
     int32_t seq[4];
     for (int k = 0; k < n; k++) {
         lmc_byteset s = {{0}};

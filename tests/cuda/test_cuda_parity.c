@@ -13,6 +13,7 @@
 #include "base/file.h"
 #include "base/json.h"
 #include "check.h"
+#include "model_load.h"
 #include "formats/config.h"
 #include "formats/safetensors.h"
 #include "backend/backend.h"
@@ -86,30 +87,6 @@ static int32_t argmax(const float *x, size_t n) {
     return (int32_t)b;
 }
 
-typedef struct {
-    lmc_model_config cfg;
-    json_object *json;
-    char *raw;
-    lmc_st_set *w;
-    lmc_model *m;
-} loaded;
-
-static lmc_status load(const char *dir, loaded *L) {
-    memset(L, 0, sizeof *L);
-    lmc_status st = lmc_config_load(dir, &L->cfg, &L->json, &L->raw);
-    if (!st) st = lmc_st_set_open_dir(dir, &L->w);
-    if (st) return st;
-    lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->json, .config_raw = L->raw,
-                           .weights = L->w, .device = LMC_DEVICE_CUDA};
-    return lmc_model_create(&lm, &L->m);
-}
-
-static void unload(loaded *L) {
-    lmc_model_free(L->m);
-    lmc_st_set_free(L->w);
-    if (L->json) json_object_put(L->json);
-    free(L->raw);
-}
 
 static void check_model(const char *dir, const char *name) {
     gold g;
@@ -117,8 +94,8 @@ static void check_model(const char *dir, const char *name) {
         CHECK_MSG(0, "%s: unreadable golden.json", name);
         return;
     }
-    loaded L;
-    lmc_status st = load(dir, &L);
+    test_model L;
+    lmc_status st = test_model_load(dir, LMC_DEVICE_CUDA, &L);
     CHECK_MSG(!st, "%s: load: %s", name, lmc_last_error());
     if (st) goto out;
     lmc_model *m = L.m;
@@ -284,7 +261,7 @@ static void check_model(const char *dir, const char *name) {
     free(lg);
     free(all);
 out:
-    unload(&L);
+    test_model_unload(&L);
     free(g.logits);
     free(g.full);
 }
