@@ -1,6 +1,10 @@
-/* Prefill GEMMs through cuBLASLt: Y[m, N] = X[m, K] . W[N, K]^T with bf16
- * operands, f32 accumulation, and a bf16 or f32 output; with accumulate the
- * product is added to an f32 Y (the residual stream). */
+/* GEMMs of the prefill and of batched decode: Y[m, N] = X[m, K] . W[N, K]^T
+ * with bf16 operands, f32 accumulation, and a bf16 or f32 output; with
+ * accumulate the product is added to an f32 Y (the residual stream).
+ * Products of up to 128 rows go to the skinny kernel (sgemm.cu; one row:
+ * the decode GEMV), which streams W near the copy bandwidth where
+ * cuBLASLt's tiles do not; the rest, and shapes the skinny kernel does not
+ * take, go through cuBLASLt. */
 #ifndef LMC_BACKEND_CUDA_GEMM_H
 #define LMC_BACKEND_CUDA_GEMM_H
 #include "lmc.h"
@@ -29,6 +33,9 @@ typedef struct {
     /* products of exactly this many rows time the heuristic's candidates
      * (once per shape and process); 0 none, -1 all */
     int tune_rows;
+    /* the skinny kernel for m <= 128 (LMC_CUDA_SGEMM=0: cuBLASLt for all) */
+    bool skinny;
+    int num_sms;
     unsigned long long tick;
     lmc_cu_gemm_plan plans[LMC_CU_GEMM_PLANS];
 } lmc_cu_gemm_ctx;
