@@ -15,9 +15,9 @@ lmc_status lmc_cu_gemm_init(lmc_cu_gemm_ctx *g, int tune_rows) {
     memset(g, 0, sizeof *g);
     const char *t = getenv("LMC_CUDA_GEMM_TUNE");
     g->tune_rows = t && t[0] == '0' ? 0 : t && t[0] == '1' ? -1 : tune_rows;
-    const char *sk = getenv("LMC_CUDA_SGEMM");
+    const char *gr = getenv("LMC_CUDA_GEMV_ROWS");
     int dev = 0;
-    g->skinny = !(sk && sk[0] == '0') && cudaGetDevice(&dev) == cudaSuccess &&
+    g->gemv_rows = !(gr && gr[0] == '0') && cudaGetDevice(&dev) == cudaSuccess &&
                 cudaDeviceGetAttribute(&g->num_sms, cudaDevAttrMultiProcessorCount, dev) ==
                     cudaSuccess &&
                 g->num_sms > 0;
@@ -212,35 +212,29 @@ done:
     return rc;
 }
 
-/* The skinny kernels take m <= 128 rows of a K that is a multiple of 128
- * (one row: the GEMV, which holds X in 48 KiB of shared memory); a bf16
- * output is never accumulated into. *done = false: not theirs. */
-static lmc_status gemm_skinny(lmc_cu_gemm_ctx *g, const uint16_t *x, const uint16_t *w, void *y,
-                              int m, int n, int k, bool out_f32, bool accumulate, cudaStream_t s,
-                              bool *done) {
+/* A one-row product through the decode GEMV, which holds X in 48 KiB of
+ * shared memory (K <= 24,576) and never accumulates into a bf16 output.
+ * *done = false: not its product. */
+static lmc_status gemm_one_row(lmc_cu_gemm_ctx *g, const uint16_t *x, const uint16_t *w, void *y,
+                               int m, int n, int k, bool out_f32, bool accumulate,
+                               cudaStream_t s, bool *done) {
     *done = false;
-    if (!g->skinny || (accumulate && !out_f32)) return LMC_OK;
+    if (!g->gemv_rows || m != 1 || k % 8 || k > 24 * 1024 || (accumulate && !out_f32))
+        return LMC_OK;
     const int mode = !out_f32 ? LMC_GEMV_OUT_BF16 : accumulate ? LMC_GEMV_OUT_F32_ADD
                                                                : LMC_GEMV_OUT_F32;
-    int e;
-    if (m == 1 && k % 8 == 0 && k <= 24 * 1024)
-        e = lmc_cu_gemv(w, n, k, LMC_GEMV_IN_BF16, x, NULL, 0.f, NULL, mode, y, g->num_sms,
+    int e = lmc_cu_gemv(w, n, k, LMC_GEMV_IN_BF16, x, NULL, 0.f, NULL, mode, y, g->num_sms,
                         (lmc_cu_stream)s);
-    else if (lmc_cu_sgemm_fits(m, n, k))
-        e = lmc_cu_sgemm(w, x, y, m, n, k, mode, g->num_sms, (lmc_cu_stream)s);
-    else
-        return LMC_OK;
     *done = true;
     if (e != 0)
-        return lmc_err(LMC_ERR_DEVICE, "skinny GEMM %dx%dx%d: %s", m, n, k,
-                       cudaGetErrorString((cudaError_t)e));
+        return lmc_err(LMC_ERR_DEVICE, "GEMV %dx%d: %s", n, k, cudaGetErrorString((cudaError_t)e));
     return LMC_OK;
 }
 
 lmc_status lmc_cu_gemm(lmc_cu_gemm_ctx *g, const uint16_t *x, const uint16_t *w, void *y, int m,
                        int n, int k, bool out_f32, bool accumulate, cudaStream_t s) {
     bool done;
-    lmc_status rs = gemm_skinny(g, x, w, y, m, n, k, out_f32, accumulate, s, &done);
+    lmc_status rs = gemm_one_row(g, x, w, y, m, n, k, out_f32, accumulate, s, &done);
     if (done) return rs;
     lmc_cu_gemm_plan *p = NULL, *victim = &g->plans[0];
     for (int i = 0; i < LMC_CU_GEMM_PLANS && !p; i++) {

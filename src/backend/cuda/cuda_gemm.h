@@ -1,10 +1,11 @@
 /* GEMMs of the prefill and of batched decode: Y[m, N] = X[m, K] . W[N, K]^T
  * with bf16 operands, f32 accumulation, and a bf16 or f32 output; with
  * accumulate the product is added to an f32 Y (the residual stream).
- * Products of up to 128 rows go to the skinny kernel (sgemm.cu; one row:
- * the decode GEMV), which streams W near the copy bandwidth where
- * cuBLASLt's tiles do not; the rest, and shapes the skinny kernel does not
- * take, go through cuBLASLt. */
+ * A product of one row (batched decode at batch 1, a one-token prefill)
+ * goes to the decode GEMV (gemv.cu), which streams W at 87-104% of the
+ * copy bandwidth where cuBLASLt reaches 67-98% (bench/decode_gemm.c);
+ * everything else goes through cuBLASLt, which at 8-128 rows already
+ * streams W at 65-93% (a tensor-core kernel of our own was slower). */
 #ifndef LMC_BACKEND_CUDA_GEMM_H
 #define LMC_BACKEND_CUDA_GEMM_H
 #include "lmc.h"
@@ -33,8 +34,8 @@ typedef struct {
     /* products of exactly this many rows time the heuristic's candidates
      * (once per shape and process); 0 none, -1 all */
     int tune_rows;
-    /* the skinny kernel for m <= 128 (LMC_CUDA_SGEMM=0: cuBLASLt for all) */
-    bool skinny;
+    /* one-row products through the GEMV (LMC_CUDA_GEMV_ROWS=0: cuBLASLt) */
+    bool gemv_rows;
     int num_sms;
     unsigned long long tick;
     lmc_cu_gemm_plan plans[LMC_CU_GEMM_PLANS];

@@ -90,14 +90,6 @@ int lmc_cu_gemv(const uint16_t *w, int rows, int cols, int in_mode, const void *
                 const uint16_t *norm_w, float eps, const uint16_t *bias, int out_mode,
                 void *y, int num_sms, lmc_cu_stream s);
 
-/* Skinny GEMM Y[m, n] = X[m, k] . W[n, k]^T for 1 <= m <= 128 rows (batched
- * decode): bf16 X and W, f32 accumulation; out_mode LMC_GEMV_OUT_BF16,
- * _F32 or _F32_ADD (Y += ...). Needs k % 128 == 0 (lmc_cu_sgemm_fits).
- * Deterministic: a shape always sums in the same order. */
-int lmc_cu_sgemm_fits(int m, int n, int k);
-int lmc_cu_sgemm(const uint16_t *w, const uint16_t *x, void *y, int m, int n, int k,
-                 int out_mode, int num_sms, lmc_cu_stream s);
-
 /* Flash attention for n >= 1 new tokens (tensor cores; head_dim 16, 32, 64
  * or 128). q [n, Hq, D]; caches [Hkv, cap, D] already hold the new keys;
  * out [n, Hq, D]. Causal; window > 0 keeps keys j with i - j < window. */

@@ -1,0 +1,142 @@
+/* The products of batched decode, one at a time, as lmc_cu_gemm runs them
+ * (one row: the decode GEMV; more: cuBLASLt) against cuBLASLt alone,
+ * tuned (the peer), at each row count, with the weight-read rate as a
+ * fraction of the copy bandwidth measured in the same run (the hardware
+ * limit: at these row counts the products are bound by reading W).
+ *   decode_gemm [ROWS=1,8,32,64,128] [SHAPES=N,K[,f]:...]
+ * Default shapes: Llama-3.1-8B's qkv 6144x4096, o 4096x4096 (f32 +=),
+ * gate/up 28672x4096, down 4096x14336 (f32 +=), lm_head 128256x4096 (f32).
+ * Each product is timed over 20 back-to-back launches on fresh weight
+ * copies (several copies so no weight is still in L2), median of 7. */
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_gemm.h"
+
+#define REPS 7
+#define LAUNCHES 20
+
+static int cmpd(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double copy_bandwidth(void) {
+    size_t n = (size_t)1 << 30;
+    void *a = NULL, *b = NULL;
+    if (cudaMalloc(&a, n) || cudaMalloc(&b, n)) return 0;
+    cudaMemset(a, 1, n);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    double t[10];
+    for (int r = 0; r < 12; r++) {
+        cudaEventRecord(e0, 0);
+        cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (r >= 2) t[r - 2] = ms / 1e3;
+    }
+    cudaFree(a);
+    cudaFree(b);
+    qsort(t, 10, sizeof *t, cmpd);
+    return 2.0 * (double)n / t[5];
+}
+
+typedef struct {
+    int n, k;
+    bool f32;
+    const char *name;
+} shape;
+
+/* seconds per product, median over REPS of LAUNCHES launches cycling over
+ * `copies` weight copies */
+static double time_gemm(lmc_cu_gemm_ctx *g, uint16_t **w, int copies, const uint16_t *x, void *y,
+                        int m, const shape *s) {
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    double t[REPS];
+    for (int r = -1; r < REPS; r++) {
+        cudaEventRecord(e0, 0);
+        for (int i = 0; i < LAUNCHES; i++)
+            if (lmc_cu_gemm(g, x, w[i % copies], y, m, s->n, s->k, s->f32, s->f32, 0)) {
+                fprintf(stderr, "gemm %dx%dx%d failed: %s\n", m, s->n, s->k, lmc_last_error());
+                exit(1);
+            }
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (r >= 0) t[r] = ms / 1e3 / LAUNCHES;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    qsort(t, REPS, sizeof *t, cmpd);
+    return t[REPS / 2];
+}
+
+int main(int argc, char **argv) {
+    const char *rows_arg = argc > 1 ? argv[1] : "1,8,32,64,128";
+    shape shapes[16] = {{6144, 4096, false, "qkv"},
+                        {4096, 4096, true, "o"},
+                        {28672, 4096, false, "gate_up"},
+                        {4096, 14336, true, "down"},
+                        {128256, 4096, true, "lm_head"}};
+    int ns = 5;
+    if (argc > 2) {
+        ns = 0;
+        char *dup = strdup(argv[2]);
+        for (char *tok = strtok(dup, ":"); tok && ns < 16; tok = strtok(NULL, ":")) {
+            shape s = {0, 0, false, "custom"};
+            char f = 0;
+            if (sscanf(tok, "%d,%d,%c", &s.n, &s.k, &f) < 2) return 2;
+            s.f32 = f == 'f';
+            shapes[ns++] = s;
+        }
+    }
+    const double bw = copy_bandwidth();
+    lmc_cu_gemm_ctx ours, lt;
+    if (lmc_cu_gemm_init(&ours, 0) || lmc_cu_gemm_init(&lt, -1)) return 1;
+    lt.gemv_rows = false;
+    printf("copy bandwidth %.3f TB/s\n", bw / 1e12);
+    printf("| product | rows | lmc us | cuBLASLt us | speedup | lmc %% of copy bw | "
+           "cuBLASLt %% |\n|---|---|---|---|---|---|---|\n");
+    for (int si = 0; si < ns; si++) {
+        const shape *s = &shapes[si];
+        const size_t wbytes = (size_t)s->n * s->k * 2;
+        int copies = (int)(200e6 / (double)wbytes) + 1; /* > L2 (50 MB) together */
+        if (copies > LAUNCHES) copies = LAUNCHES;
+        uint16_t *w[LAUNCHES];
+        for (int c = 0; c < copies; c++) {
+            if (cudaMalloc((void **)&w[c], wbytes)) return 1;
+            cudaMemset(w[c], 0x3c, wbytes); /* bf16 ~0.0115: finite sums */
+        }
+        void *x = NULL, *y = NULL;
+        cudaMalloc(&x, (size_t)128 * s->k * 2);
+        cudaMalloc(&y, (size_t)128 * s->n * 4);
+        cudaMemset(x, 0x3c, (size_t)128 * s->k * 2);
+        cudaMemset(y, 0, (size_t)128 * s->n * 4);
+        char *rows = strdup(rows_arg);
+        for (char *tok = strtok(rows, ","); tok; tok = strtok(NULL, ",")) {
+            int m = atoi(tok);
+            double a = time_gemm(&ours, w, copies, x, y, m, s);
+            double b = time_gemm(&lt, w, copies, x, y, m, s);
+            printf("| %s %dx%d | %d | %.1f | %.1f | %.2fx | %.1f%% | %.1f%% |\n", s->name, s->n,
+                   s->k, m, a * 1e6, b * 1e6, b / a, 100.0 * wbytes / a / bw,
+                   100.0 * wbytes / b / bw);
+            fflush(stdout);
+        }
+        free(rows);
+        for (int c = 0; c < copies; c++) cudaFree(w[c]);
+        cudaFree(x);
+        cudaFree(y);
+    }
+    lmc_cu_gemm_free(&ours);
+    lmc_cu_gemm_free(&lt);
+    return 0;
+}
