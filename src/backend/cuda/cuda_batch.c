@@ -174,8 +174,9 @@ static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *
 
 /* The last row of every item that wants logits or a greedy id: gathered to
  * the front of p_x, normed, through lm_head in LOGIT_ROWS pieces; logits
- * go to the host, greedy ids to d_next (two words per item). Host logits
- * are only ever asked of direct launches, never of a captured graph. */
+ * go to the host, greedy ids to d_next (two words per gathered row, in
+ * item order). Host logits are only ever asked of direct launches, never
+ * of a captured graph. */
 static lmc_status batch_logits(cu_model *m, lmc_batch_item *it, size_t ni, int32_t *d_next) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
     const size_t H = (size_t)m->H, V = (size_t)m->V;
@@ -196,7 +197,7 @@ static lmc_status batch_logits(cu_model *m, lmc_batch_item *it, size_t ni, int32
         lmc_status st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, (int)rr, m->V,
                                     m->H, true, false, m->stream);
         if (st) return st;
-        bool host = false;
+        bool host = false, greedy = false;
         for (size_t k = 0; k < rr; k++, j++) {
             while (!it[j].logits && !it[j].next) j++;
             const float *row = m->p_logits + k * V;
@@ -204,8 +205,11 @@ static lmc_status batch_logits(cu_model *m, lmc_batch_item *it, size_t ni, int32
                 CU(cudaMemcpyAsync(it[j].logits, row, V * 4, cudaMemcpyDeviceToHost, m->stream));
                 host = true;
             }
-            if (it[j].next) KL(lmc_cu_argmax(row, m->V, m->d_argmax_ws, d_next + 2 * j, s));
+            greedy |= it[j].next != NULL;
         }
+        /* every row of the piece in one launch (rows whose item wants no
+         * greedy id too: cheaper than a launch per row) */
+        if (greedy) KL(lmc_cu_argmax_rows(m->p_logits, (int)rr, m->V, V, d_next + 2 * r0, s));
         /* p_logits is reused by the next piece; pageable host copies end
          * before it is overwritten only once the stream reaches them */
         if (host && r0 + rr < nl) CU(cudaStreamSynchronize(m->stream));
@@ -310,8 +314,11 @@ lmc_status lmc_cu_forward_batch(lmc_model *mm, struct lmc_kv_pool *pool, lmc_bat
     cudaError_t e = cudaStreamSynchronize(m->stream);
     if (!st && e != cudaSuccess)
         st = lmc_err(LMC_ERR_DEVICE, "forward_batch: %s", cudaGetErrorString(e));
-    for (size_t i = 0; i < ni && !st; i++)
-        if (it[i].next) *it[i].next = b.h_next[2 * i];
+    for (size_t i = 0, g = 0; i < ni && !st; i++) {
+        if (!it[i].logits && !it[i].next) continue;
+        if (it[i].next) *it[i].next = b.h_next[2 * g];
+        g++;
+    }
     for (size_t i = 0; i < ni && !st; i++) st = lmc_kv_seq_commit(it[i].seq, it[i].n);
     return st;
 }

@@ -63,6 +63,9 @@ size_t lmc_cu_argmax_ws_bytes(void);
  * (the decode chain's shared memory carveout). */
 int lmc_cu_decode_kernels_setup(void);
 int lmc_cu_argmax(const float *x, int n, void *ws, int32_t *out, lmc_cu_stream s);
+/* The same for `rows` rows of x (row r at x + r * ld): out[2 r], out[2 r + 1]. */
+int lmc_cu_argmax_rows(const float *x, int rows, int n, size_t ld, int32_t *out,
+                       lmc_cu_stream s);
 
 /* Element conversions used while uploading weights. */
 int lmc_cu_f32_to_bf16(const float *x, size_t n, uint16_t *out, lmc_cu_stream s);
