@@ -90,6 +90,7 @@ lmc_status lmc_cu_pool_new(lmc_model *mm, size_t n_blocks, size_t block_tokens,
 typedef struct {
     int32_t *ids, *row_seq, *row_pos, *tables; /* in the pinned host buffer */
     int max_blocks;
+    int attn_splits; /* blocks per row and KV head of the paged attention */
     int32_t *d_meta; /* device copy: ids | row_seq | row_pos | tables */
     int32_t *d_next; /* 2 words per item: greedy id and its log-probability */
     int32_t *h_next; /* their pinned host copy */
@@ -138,6 +139,25 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
             b->row_pos[r] = (int32_t)(pos0 + j);
         }
     }
+    /* the attention's split count, from the longest row's span */
+    int span = 0;
+    for (size_t i = 0; i < ni; i++) {
+        int last = (int)(lmc_kv_seq_len(it[i].seq) + it[i].n);
+        int lo = m->window > 0 && last > m->window ? last - m->window : 0;
+        if (last - lo > span) span = last - lo;
+    }
+    b->attn_splits = lmc_cu_paged_attn_splits((int)T, m->hkv, span, m->num_sms);
+    size_t wsf = lmc_cu_paged_attn_ws_floats((int)T, m->hq, m->D, b->attn_splits);
+    if (wsf > m->b_attn_ws_floats) { /* grow-only, like the tables */
+        CU(cudaStreamSynchronize(m->stream));
+        lmc_cu_model_release(m, m->b_attn_ws);
+        m->b_attn_ws = NULL;
+        m->b_attn_ws_floats = 0;
+        lmc_status st =
+            lmc_cu_model_alloc(m, wsf * 4, (void **)&m->b_attn_ws, "batched attention partials");
+        if (st) return st;
+        m->b_attn_ws_floats = wsf;
+    }
     b->d_meta = m->b_scratch;
     b->d_next = m->b_scratch + words;
     b->h_next = h + words;
@@ -166,7 +186,7 @@ static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *
                                  pool_v(p, l), m->rnd, s));
         KL(lmc_cu_paged_attn(m->p_q, pool_k(p, l), pool_v(p, l), d_seq, d_pos, d_tab,
                              b->max_blocks, (int)bt, T, m->hq, m->hkv, m->D, m->window, scale,
-                             m->p_attn, s));
+                             b->attn_splits, m->b_attn_ws, m->p_attn, s));
         if ((st = lmc_cu_rows_out(m, w, T))) return st;
     }
     return LMC_OK;
@@ -236,6 +256,8 @@ static unsigned long long step_sig(const cu_model *m, const struct lmc_kv_pool *
     MIX(T);
     MIX(ni);
     MIX(b->max_blocks);
+    MIX(b->attn_splits);
+    MIX((uintptr_t)m->b_attn_ws);
     MIX((uintptr_t)pool);
     MIX((uintptr_t)m->b_scratch);
     const void *bufs[] = {m->p_x,    m->p_norm, m->p_qkv, m->p_q,     m->p_attn,

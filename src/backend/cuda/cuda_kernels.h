@@ -135,7 +135,9 @@ int lmc_cu_decode_row(const uint16_t *row, const uint16_t *bias, int cols, uint1
  * entries per sequence); a layer's pools are [blocks][hkv][block_tokens][d].
  * lmc_cu_paged_qkv_post is lmc_cu_qkv_post writing into the pools;
  * lmc_cu_paged_attn: out [n, Hq, D] over positions [pos - window + 1, pos]
- * (all up to pos without a window), scores scaled by `scale`. */
+ * (all up to pos without a window), scores scaled by `scale`, each row's
+ * positions split over `splits` blocks (lmc_cu_paged_attn_splits; > 1
+ * needs ws of lmc_cu_paged_attn_ws_floats floats). */
 int lmc_cu_paged_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d,
                           const uint16_t *bias, const uint16_t *q_norm, const uint16_t *k_norm,
                           float norm_eps, const float *inv_freq, float rope_attn,
@@ -146,7 +148,10 @@ int lmc_cu_paged_attn_supported(int hq, int hkv, int d);
 int lmc_cu_paged_attn(const uint16_t *q, const uint16_t *k_pool, const uint16_t *v_pool,
                       const int32_t *row_seq, const int32_t *row_pos, const int32_t *tables,
                       int max_blocks, int block_tokens, int n, int hq, int hkv, int d, int window,
-                      float scale, uint16_t *out, lmc_cu_stream s);
+                      float scale, int splits, float *ws, uint16_t *out, lmc_cu_stream s);
+/* max_positions: the most positions a row of the batch attends to. */
+int lmc_cu_paged_attn_splits(int n, int hkv, int max_positions, int num_sms);
+size_t lmc_cu_paged_attn_ws_floats(int n, int hq, int d, int splits);
 
 #ifdef __cplusplus
 }

@@ -64,6 +64,9 @@ typedef struct {
     int32_t *b_scratch;
     size_t b_words;
     int32_t *h_meta; /* pinned host copy of the batch tables (grown with b_scratch) */
+    /* the paged attention's split partials (grown on demand) */
+    float *b_attn_ws;
+    size_t b_attn_ws_floats;
     /* the graph of a batched step whose items want only greedy ids, kept
      * while the step's shape (b_sig) repeats; captured on a shape's second
      * step, once the GEMM plans exist */

@@ -3,15 +3,20 @@
  * keys and values of positions [lo, pos] through its sequence's block
  * table. The pools of one layer are [blocks][hkv][block_tokens][d] bf16.
  *
- * One block of PA_WARPS warps per (row, KV head) serves the G query heads
- * that share the KV head, so each key and value row is read once for all
- * of them. Warps take interleaved runs of PA_UNROLL positions (their loads
- * issued together, one coalesced row read per warp each), keep an online
+ * One block of PA_WARPS warps per (row, KV head, split) serves the G query
+ * heads that share the KV head, so each key and value row is read once for
+ * all of them. Warps take interleaved runs of PA_UNROLL positions (their
+ * loads issued together, one coalesced row read per warp each, the next
+ * run's loads in flight while the current one is used), keep an online
  * softmax per head, and are merged through shared memory at the end.
+ * When rows x KV heads alone leave the multiprocessors idle (small
+ * batches), the positions of a row are split over `splits` blocks whose
+ * unnormalized partials (max, sum, accumulator) a second kernel merges.
  * Scores, weights and sums are f32; the output is rounded to bf16 once. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "backend/cuda/cuda_bf16.cuh"
 #include "backend/cuda/cuda_kernels.h"
@@ -47,13 +52,16 @@ __global__ void __launch_bounds__(PA_WARPS * 32)
                  const uint16_t *__restrict__ v_pool, const int32_t *__restrict__ row_seq,
                  const int32_t *__restrict__ row_pos, const int32_t *__restrict__ tables,
                  int max_blocks, int bt, int hq, int hkv, int window, float scale,
-                 uint16_t *__restrict__ out) {
-    constexpr int E = D / 32;
+                 uint16_t *__restrict__ out, float *__restrict__ part) {
+    constexpr int E = D / 32, RUN = PA_WARPS * PA_UNROLL;
     typedef typename pa_vec<D>::t vec;
-    const int row = blockIdx.x, kh = blockIdx.y;
+    const int row = blockIdx.x, kh = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int pos = row_pos[row];
-    const int lo = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+    const int last = row_pos[row];
+    const int lo0 = window > 0 && last + 1 > window ? last + 1 - window : 0;
+    /* this split's positions [lo, pos]: runs of RUN, the last split shortest */
+    const int per = ((last + 1 - lo0 + splits - 1) / splits + RUN - 1) / RUN * RUN;
+    const int lo = lo0 + split * per, pos = min(last, lo + per - 1);
     const int32_t *table = tables + (size_t)row_seq[row] * max_blocks;
 
     float qv[G][E], acc[G][E], mx[G], sum[G];
@@ -69,15 +77,19 @@ __global__ void __launch_bounds__(PA_WARPS * 32)
         sum[g] = 0.f;
     }
     const size_t hoff = (size_t)kh * bt * D + lane * E;
-    for (int p0 = lo + warp * PA_UNROLL; p0 <= pos; p0 += PA_WARPS * PA_UNROLL) {
-        vec kr[PA_UNROLL], vr[PA_UNROLL];
+    vec kr[PA_UNROLL], vr[PA_UNROLL], kn[PA_UNROLL], vn[PA_UNROLL];
+    auto load = [&](int p0, vec (&kd)[PA_UNROLL], vec (&vd)[PA_UNROLL]) {
 #pragma unroll
         for (int u = 0; u < PA_UNROLL; u++) {
             const int p = min(p0 + u, pos);
             const size_t at = (size_t)table[p / bt] * hkv * bt * D + (size_t)(p % bt) * D + hoff;
-            kr[u] = *(const vec *)(k_pool + at);
-            vr[u] = *(const vec *)(v_pool + at);
+            kd[u] = *(const vec *)(k_pool + at);
+            vd[u] = *(const vec *)(v_pool + at);
         }
+    };
+    if (lo + warp * PA_UNROLL <= pos) load(lo + warp * PA_UNROLL, kr, vr);
+    for (int p0 = lo + warp * PA_UNROLL; p0 <= pos; p0 += RUN) {
+        if (p0 + RUN <= pos) load(p0 + RUN, kn, vn); /* the next run's loads in flight */
         float sc[PA_UNROLL][G];
 #pragma unroll
         for (int u = 0; u < PA_UNROLL; u++) {
@@ -122,6 +134,11 @@ __global__ void __launch_bounds__(PA_WARPS * 32)
                 for (int e = 0; e < E; e++) acc[g][e] = fmaf(w, vf[e], acc[g][e]);
             }
         }
+#pragma unroll
+        for (int u = 0; u < PA_UNROLL; u++) {
+            kr[u] = kn[u];
+            vr[u] = vn[u];
+        }
     }
     /* merge the warps: each publishes its max, sum and accumulator */
     __shared__ float s_m[PA_WARPS][G], s_l[PA_WARPS][G];
@@ -150,19 +167,51 @@ __global__ void __launch_bounds__(PA_WARPS * 32)
             l += s_l[w][g] * c;
             a += s_acc[w][g][dd] * c;
         }
-        out[((size_t)row * hq + kh * G + g) * D + dd] = f2bf(a / l);
+        const size_t h = (size_t)row * hq + kh * G + g;
+        if (splits == 1) {
+            out[h * D + dd] = f2bf(a / l);
+            continue;
+        }
+        /* partial of split z of head h: [max, sum, acc[D]] */
+        float *pp = part + (h * splits + split) * (D + 2);
+        if (dd == 0) {
+            pp[0] = m;
+            pp[1] = l;
+        }
+        pp[2 + dd] = a;
     }
+}
+
+/* The splits of each (row, query head) merged: grid (rows, hq), D threads. */
+template <int D>
+__global__ void __launch_bounds__(D)
+    k_paged_attn_merge(const float *__restrict__ part, int splits, int hq,
+                       uint16_t *__restrict__ out) {
+    const size_t h = (size_t)blockIdx.x * hq + blockIdx.y;
+    const float *pp = part + h * splits * (D + 2);
+    float m = -INFINITY;
+    for (int z = 0; z < splits; z++) m = fmaxf(m, pp[z * (D + 2)]);
+    float l = 0.f, a = 0.f;
+    for (int z = 0; z < splits; z++) {
+        const float mz = pp[z * (D + 2)];
+        if (mz == -INFINITY) continue; /* a split past the row's last position */
+        const float c = __expf(mz - m);
+        l += pp[z * (D + 2) + 1] * c;
+        a += pp[z * (D + 2) + 2 + threadIdx.x] * c;
+    }
+    out[h * D + threadIdx.x] = f2bf(a / l);
 }
 
 template <int D>
 static int launch_d(int G, dim3 grid, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                     const int32_t *rs, const int32_t *rp, const int32_t *tb, int mb, int bt,
-                    int hq, int hkv, int window, float scale, uint16_t *out, cudaStream_t s) {
+                    int hq, int hkv, int window, float scale, uint16_t *out, float *part,
+                    cudaStream_t s) {
     const dim3 block(PA_WARPS * 32);
 #define PA_CASE(g)                                                                           \
     case g:                                                                                  \
         k_paged_attn<D, g><<<grid, block, 0, s>>>(q, k, v, rs, rp, tb, mb, bt, hq, hkv, window, \
-                                                  scale, out);                               \
+                                                  scale, out, part);                         \
         break;
     switch (G) {
         PA_CASE(1)
@@ -177,6 +226,8 @@ static int launch_d(int G, dim3 grid, const uint16_t *q, const uint16_t *k, cons
         return (int)cudaErrorInvalidValue;
     }
 #undef PA_CASE
+    if (grid.z > 1)
+        k_paged_attn_merge<D><<<dim3(grid.x, hq), D, 0, s>>>(part, (int)grid.z, hq, out);
     return (int)cudaGetLastError();
 }
 
@@ -186,17 +237,46 @@ extern "C" int lmc_cu_paged_attn_supported(int hq, int hkv, int d) {
     return (d == 64 || d == 128) && g >= 1 && g <= PA_MAXG;
 }
 
+/* Blocks the attention should have: PA_BLOCKS_PER_SM per multiprocessor.
+ * A row's positions are split only in runs of at least PA_MIN_SPLIT, the
+ * longest row's count taken at a power of two (so the split count, which
+ * a captured graph holds, changes rarely as contexts grow). */
+#define PA_BLOCKS_PER_SM 4
+#define PA_MIN_SPLIT 64
+#define PA_MAX_SPLITS 32
+
+extern "C" int lmc_cu_paged_attn_splits(int n, int hkv, int max_positions, int num_sms) {
+    static int forced = -1; /* LMC_CUDA_PA_SPLITS=N: at most N (comparisons) */
+    if (forced < 0) {
+        const char *e = getenv("LMC_CUDA_PA_SPLITS");
+        forced = e && atoi(e) > 0 ? atoi(e) : 0;
+    }
+    int cap = 1;
+    while (cap * 2 <= PA_MAX_SPLITS && (cap * 2) * PA_MIN_SPLIT <= max_positions) cap *= 2;
+    const int have = n * hkv, want = PA_BLOCKS_PER_SM * num_sms;
+    int splits = have >= want ? 1 : (want + have - 1) / have;
+    if (forced && splits > forced) splits = forced;
+    return splits < cap ? splits : cap;
+}
+
+extern "C" size_t lmc_cu_paged_attn_ws_floats(int n, int hq, int d, int splits) {
+    return splits > 1 ? (size_t)n * hq * splits * (d + 2) : 0;
+}
+
 extern "C" int lmc_cu_paged_attn(const uint16_t *q, const uint16_t *k_pool,
                                  const uint16_t *v_pool, const int32_t *row_seq,
                                  const int32_t *row_pos, const int32_t *tables, int max_blocks,
                                  int block_tokens, int n, int hq, int hkv, int d, int window,
-                                 float scale, uint16_t *out, lmc_cu_stream s) {
-    if (!lmc_cu_paged_attn_supported(hq, hkv, d) || n <= 0) return (int)cudaErrorInvalidValue;
-    const dim3 grid((unsigned)n, (unsigned)hkv);
+                                 float scale, int splits, float *ws, uint16_t *out,
+                                 lmc_cu_stream s) {
+    if (!lmc_cu_paged_attn_supported(hq, hkv, d) || n <= 0 || splits < 1 ||
+        (splits > 1 && !ws))
+        return (int)cudaErrorInvalidValue;
+    const dim3 grid((unsigned)n, (unsigned)hkv, (unsigned)splits);
     const int G = hq / hkv;
     if (d == 64)
         return launch_d<64>(G, grid, q, k_pool, v_pool, row_seq, row_pos, tables, max_blocks,
-                            block_tokens, hq, hkv, window, scale, out, (cudaStream_t)s);
+                            block_tokens, hq, hkv, window, scale, out, ws, (cudaStream_t)s);
     return launch_d<128>(G, grid, q, k_pool, v_pool, row_seq, row_pos, tables, max_blocks,
-                         block_tokens, hq, hkv, window, scale, out, (cudaStream_t)s);
+                         block_tokens, hq, hkv, window, scale, out, ws, (cudaStream_t)s);
 }

@@ -1,0 +1,138 @@
+/* The paged attention of batched execution (paged_attn.cu) against a
+ * float64 host reference: rows of different sequences at different
+ * positions, block tables that are shuffled (blocks out of order), a
+ * window, head sizes 64 and 128, GQA groups 1-8, and each split count
+ * (1: one block per row and KV head; more: partials merged by a second
+ * kernel) giving the same result within rounding. Exits 77 without a GPU. */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "backend/cuda/cuda_kernels.h"
+#include "check.h"
+#include "formats/safetensors.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t next_u32(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+static float urand(void) { return (float)(next_u32() >> 8) * (2.f / (1 << 24)) - 1.f; }
+
+static void *to_dev(const void *h, size_t bytes) {
+    void *d = NULL;
+    if (cudaMalloc(&d, bytes) != cudaSuccess) return NULL;
+    cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
+    return d;
+}
+
+/* n rows; row r at position pos[r] of sequence seq[r] (nseq sequences,
+ * each with positions up to maxpos). */
+static void test_paged(int nseq, int n, int maxpos, int hq, int hkv, int d, int window, int bt) {
+    const int mb = (maxpos + bt - 1) / bt, nblocks = nseq * mb;
+    const size_t be = (size_t)hkv * bt * d; /* elements of one block */
+    uint16_t *kp = malloc(nblocks * be * 2), *vp = malloc(nblocks * be * 2);
+    for (size_t i = 0; i < nblocks * be; i++) {
+        kp[i] = lmc_f32_to_bf16(urand());
+        vp[i] = lmc_f32_to_bf16(urand());
+    }
+    /* a shuffled assignment of blocks to (sequence, slot) */
+    int32_t *perm = malloc(nblocks * 4), *tables = malloc(nblocks * 4);
+    for (int i = 0; i < nblocks; i++) perm[i] = i;
+    for (int i = nblocks - 1; i > 0; i--) {
+        int j = (int)(next_u32() % (uint32_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int i = 0; i < nblocks; i++) tables[i] = perm[i];
+    int32_t *rseq = malloc(n * 4), *rpos = malloc(n * 4);
+    for (int r = 0; r < n; r++) {
+        rseq[r] = r % nseq;
+        rpos[r] = r == 0 ? maxpos - 1 : (int)(next_u32() % (uint32_t)maxpos);
+    }
+    uint16_t *q = malloc((size_t)n * hq * d * 2);
+    for (size_t i = 0; i < (size_t)n * hq * d; i++) q[i] = lmc_f32_to_bf16(urand());
+    const float scale = 1.f / sqrtf((float)d);
+    double *ref = malloc((size_t)n * hq * d * sizeof(double)), *sc = malloc(maxpos * sizeof(double));
+    const int G = hq / hkv;
+    for (int r = 0; r < n; r++)
+        for (int h = 0; h < hq; h++) {
+            const int kh = h / G, pos = rpos[r];
+            const int lo = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+            double mx = -INFINITY, sum = 0;
+            for (int p = lo; p <= pos; p++) {
+                const size_t at = (size_t)tables[rseq[r] * mb + p / bt] * be +
+                                  ((size_t)kh * bt + p % bt) * d;
+                double s = 0;
+                for (int e = 0; e < d; e++)
+                    s += (double)lmc_bf16_to_f32(q[((size_t)r * hq + h) * d + e]) * scale *
+                         lmc_bf16_to_f32(kp[at + e]);
+                sc[p] = s;
+                if (s > mx) mx = s;
+            }
+            for (int p = lo; p <= pos; p++) sum += exp(sc[p] - mx);
+            for (int e = 0; e < d; e++) {
+                double a = 0;
+                for (int p = lo; p <= pos; p++) {
+                    const size_t at = (size_t)tables[rseq[r] * mb + p / bt] * be +
+                                      ((size_t)kh * bt + p % bt) * d;
+                    a += exp(sc[p] - mx) / sum * lmc_bf16_to_f32(vp[at + e]);
+                }
+                ref[((size_t)r * hq + h) * d + e] = a;
+            }
+        }
+    void *dk = to_dev(kp, nblocks * be * 2), *dv = to_dev(vp, nblocks * be * 2),
+         *dq = to_dev(q, (size_t)n * hq * d * 2), *dt = to_dev(tables, nblocks * 4),
+         *ds = to_dev(rseq, n * 4), *dp = to_dev(rpos, n * 4), *dout = NULL, *ws = NULL;
+    const size_t on = (size_t)n * hq * d;
+    CHECK_EQ_INT(cudaMalloc(&dout, on * 2), 0);
+    const int splits_list[] = {1, 2, 5, 32};
+    uint16_t *out = malloc(on * 2);
+    for (int si = 0; si < 4; si++) {
+        const int splits = splits_list[si];
+        size_t wsf = lmc_cu_paged_attn_ws_floats(n, hq, d, splits);
+        if (wsf) CHECK_EQ_INT(cudaMalloc(&ws, wsf * 4), 0);
+        cudaMemset(dout, 0xff, on * 2); /* poison: NaN */
+        CHECK_EQ_INT(lmc_cu_paged_attn(dq, dk, dv, ds, dp, dt, mb, bt, n, hq, hkv, d, window,
+                                       scale, splits, ws, dout, NULL),
+                     0);
+        CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
+        cudaMemcpy(out, dout, on * 2, cudaMemcpyDeviceToHost);
+        double maxerr = 0;
+        for (size_t i = 0; i < on; i++) {
+            double e = fabs(lmc_bf16_to_f32(out[i]) - ref[i]);
+            if (isnan(e) || e > maxerr) maxerr = isnan(e) ? 1e9 : e;
+        }
+        printf("paged attn rows %d d %d hq %d/%d window %d splits %d: max err %.2e\n", n, d, hq,
+               hkv, window, splits, maxerr);
+        CHECK_MSG(maxerr < 1e-2, "paged attn d %d G %d window %d splits %d: err %.3e", d, G,
+                  window, splits, maxerr);
+        if (ws) cudaFree(ws);
+        ws = NULL;
+    }
+    cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dt), cudaFree(ds), cudaFree(dp);
+    cudaFree(dout);
+    free(kp), free(vp), free(perm), free(tables), free(rseq), free(rpos), free(q), free(ref);
+    free(sc), free(out);
+}
+
+int main(void) {
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
+    int sms = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    test_paged(3, 7, 700, 32, 8, 128, 0, 16);
+    test_paged(5, 12, 300, 8, 8, 64, 0, 16);
+    test_paged(2, 5, 1000, 16, 2, 128, 100, 16);
+    test_paged(4, 9, 130, 28, 4, 64, 0, 32);
+    test_paged(1, 1, 2100, 16, 2, 64, 0, 16);
+    /* the split choice: none for a wide batch, some for one row, never
+     * more than the positions allow */
+    CHECK_EQ_INT(lmc_cu_paged_attn_splits(64, 8, 512, sms), 1);
+    CHECK(lmc_cu_paged_attn_splits(1, 8, 512, sms) > 1);
+    CHECK(lmc_cu_paged_attn_splits(1, 8, 512, sms) <= 512 / 64);
+    CHECK_EQ_INT(lmc_cu_paged_attn_splits(1, 8, 40, sms), 1);
+    return check_summary("test_cuda_paged_attn");
+}
