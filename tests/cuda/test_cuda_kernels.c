@@ -140,7 +140,8 @@ static void test_attention(int n, int pos0, int hq, int hkv, int d, int cap, int
     void *dout = NULL;
     cudaMalloc(&dout, qn * 2);
     cudaMemset(dout, 0xff, qn * 2);
-    int e = lmc_cu_attn_prefill(dq, dk, dv, dout, n, hq, hkv, d, cap, ds, window, NULL);
+    int e = lmc_cu_attn_prefill(dq, dk, dv, dout, n, hq, hkv, d, cap, ds, window, 0.0f, 0.0f,
+                                NULL);
     CHECK_EQ_INT(e, 0);
     CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
     uint16_t *o16 = malloc(qn * 2);
@@ -191,8 +192,8 @@ static void qkv_run(const void *drow, int n, int hq, int hkv, int d, const void 
     cudaMemset(dq, 0xff, qn * 2);
     cudaMemset(dk, 0xff, kn * 2);
     cudaMemset(dv, 0xff, kn * 2);
-    int e = lmc_cu_qkv_post(drow, n, hq, hkv, d, db, dnq, dnk, 1e-6f, dinv, rope_attn, ds, dq, dk,
-                            dv, cap, rnd, NULL);
+    int e = lmc_cu_qkv_post(drow, n, hq, hkv, d, db, dnq, dnk, 1e-6f, 0, dinv, d, rope_attn, ds,
+                            dq, dk, dv, cap, rnd, NULL);
     CHECK_EQ_INT(e, 0);
     CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
     cudaMemcpy(q16, dq, qn * 2, cudaMemcpyDeviceToHost);
@@ -306,7 +307,7 @@ static void rms_run(const float *x, int rows, int cols, const void *dw, int rnd,
     cudaMemcpy((float *)dx + xoff, x, nel * 4, cudaMemcpyHostToDevice);
     cudaMalloc(&dout, on * 2);
     cudaMemset(dout, 0xff, on * 2);
-    int e = lmc_cu_rmsnorm((const float *)dx + xoff, dw, rows, cols, 1e-6f, dout, rnd, NULL);
+    int e = lmc_cu_rmsnorm((const float *)dx + xoff, dw, rows, cols, 1e-6f, dout, 0, rnd, NULL);
     CHECK_EQ_INT(e, 0);
     CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
     cudaMemcpy(o16, dout, on * 2, cudaMemcpyDeviceToHost);
@@ -409,8 +410,8 @@ static void test_decode(int pos0, int steps, int hq, int hkv, int d, int cap, in
             }
         }
         int e = lmc_cu_attn_decode(drow, hq, hkv, d, qk_norm ? dnq : NULL, qk_norm ? dnk : NULL,
-                                   1e-6f, dinv, rope_attn, ds, dk, dv, cap, window, ns, ws, dout,
-                                   1, 1, NULL);
+                                   1e-6f, 0, dinv, d, rope_attn, ds, dk, dv, cap, window, 0.0f,
+                                   0.0f, ns, ws, dout, 1, 1, NULL);
         CHECK_EQ_INT(e, 0);
         CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
         for (int h = 0; h < hkv; h++) { /* the appended key, against the host's */
