@@ -195,11 +195,8 @@ static lmc_status batch_logits(cu_model *m, lmc_batch_item *it, size_t ni, int32
         size_t rr = nl - r0 < LOGIT_ROWS ? nl - r0 : LOGIT_ROWS;
         KL(lmc_cu_rmsnorm(m->p_x + r0 * H, m->final_norm, (int)rr, m->H, m->eps, m->p_norm,
                           m->norm_offset, m->rnd, s));
-        lmc_status st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, (int)rr, m->V,
-                                    m->H, true, false, m->stream);
+        lmc_status st = lmc_cu_lm_head_rows(m, (int)rr);
         if (st) return st;
-        if (m->final_softcap != 0.0f)
-            KL(lmc_cu_softcap(m->p_logits, rr * V, m->final_softcap, m->rnd, s));
         bool host = false;
         for (size_t k = 0; k < rr; k++, j++) {
             while (!it[j].logits && !it[j].next) j++;

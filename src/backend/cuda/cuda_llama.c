@@ -588,6 +588,15 @@ static lmc_status prefill_body(cu_model *m, cu_cache *c, int n, pf_rows keep) {
     return LMC_OK;
 }
 
+lmc_status lmc_cu_lm_head_rows(cu_model *m, int n) {
+    lmc_status st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, n, m->V, m->H, true,
+                                false, m->stream);
+    if (!st && m->final_softcap != 0.0f)
+        KL(lmc_cu_softcap(m->p_logits, (size_t)n * m->V, m->final_softcap, m->rnd,
+                          (lmc_cu_stream)m->stream));
+    return st;
+}
+
 lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
     const int H = m->H, I = m->I, QD = m->hq * m->D;
@@ -688,12 +697,7 @@ static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
                 size_t rr = rows - r < LOGIT_ROWS ? rows - r : LOGIT_ROWS;
                 KL(lmc_cu_rmsnorm(m->p_x + r * m->H, m->final_norm, (int)rr, m->H, m->eps,
                                   m->p_norm, m->norm_offset, m->rnd, s));
-                if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, (int)rr, m->V,
-                                      m->H, true, false, m->stream)))
-                    return st;
-                if (m->final_softcap != 0.0f)
-                    KL(lmc_cu_softcap(m->p_logits, rr * (size_t)m->V, m->final_softcap, m->rnd,
-                                      s));
+                if ((st = lmc_cu_lm_head_rows(m, (int)rr))) return st;
                 CU(cudaMemcpyAsync(host_logits + (done + r) * (size_t)m->V, m->p_logits,
                                    rr * (size_t)m->V * 4, cudaMemcpyDeviceToHost, m->stream));
             }

@@ -121,6 +121,9 @@ void lmc_cu_model_release(cu_model *m, void *p);
  * SwiGLU (or GeGLU), down added to p_x (GEMMs for every row at once); with
  * sandwich norms each output is normed (in y) before its add. */
 lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n);
+/* Logits of rows [0, n) (n <= LOGIT_ROWS) of the normed p_norm into
+ * p_logits: lm_head, then the final softcapping when the plan has it. */
+lmc_status lmc_cu_lm_head_rows(cu_model *m, int n);
 /* The prefill scratch (p_*) for at least `rows` rows. */
 lmc_status lmc_cu_model_rows(cu_model *m, size_t rows);
 
