@@ -11,8 +11,9 @@
  *    31-token one), teacher-forced: the reference's token wherever its
  *    top-1 margin is clear of the measured logit error, and the top-5
  *    log-probabilities' error;
- *  - a device that does not run an architecture must refuse it by name
- *    (LMC_ERR_UNSUPPORTED) unless the caller lists it as required. */
+ *  - a device that does not run a recipe's architecture or features must
+ *    refuse it by name (LMC_ERR_UNSUPPORTED) unless the caller lists the
+ *    recipe as required. */
 #ifndef LMC_TEST_WIDE_PARITY_H
 #define LMC_TEST_WIDE_PARITY_H
 #include <dirent.h>
@@ -213,11 +214,13 @@ static void wide_check_one(const char *name, const char *dir, const wide_golden 
 }
 
 /* Every recipe in tests/golden/wide, in fp32, fp16 and bf16, with the
- * tolerance of each dtype (tol[0..2]); `required` lists the
- * model_types the device must run (others may be refused by name).
- * Returns the number of checkpoints checked. */
+ * tolerance of each dtype (tol[0..2]); `required` lists the recipes
+ * (directory names: the model_type, or a variant such as phi3_partial)
+ * the device must run (others may be refused by name). Returns the number
+ * of checkpoints checked; *recipes (when not NULL) gets the number of
+ * recipe directories. */
 static int wide_check_all(const char *tag, lmc_device dev, double tol_f32, double tol_f16,
-                          double tol_bf16, const char *const *required) {
+                          double tol_bf16, const char *const *required, int *recipes) {
     const char *src = getenv("LMC_SOURCE_DIR");
     char root[1024];
     snprintf(root, sizeof root, "%s/tests/golden/wide", src ? src : ".");
@@ -227,12 +230,14 @@ static int wide_check_all(const char *tag, lmc_device dev, double tol_f32, doubl
     const char *scratch = scratch_root(tag);
     struct dirent *de;
     int seen = 0;
+    if (recipes) *recipes = 0;
     static const lmc_dtype dts[] = {LMC_DT_F32, LMC_DT_F16, LMC_DT_BF16};
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
         char dir[1400], gp[1500];
         snprintf(dir, sizeof dir, "%s/%s", root, de->d_name);
         if (!lmc_is_dir(dir)) continue;
+        if (recipes) (*recipes)++;
         snprintf(gp, sizeof gp, "%s/golden.json", dir);
         json_object *o = NULL;
         lmc_status st = lmc_json_load_file(gp, "golden.json", 1 << 26, &o, NULL);
@@ -241,10 +246,8 @@ static int wide_check_all(const char *tag, lmc_device dev, double tol_f32, doubl
         wide_golden g;
         bool ok = wide_golden_read(o, &g);
         CHECK_MSG(ok, "%s: incomplete golden", gp);
-        const char *mt = lmc_json_str(o, "model_type", NULL);
-        if (!mt) mt = "";
         bool req = false;
-        for (size_t i = 0; required && required[i]; i++) req |= !strcmp(required[i], mt);
+        for (size_t i = 0; required && required[i]; i++) req |= !strcmp(required[i], de->d_name);
         for (size_t k = 0; ok && k < 3; k++) {
             char name[300], out[1800];
             snprintf(name, sizeof name, "%s-%s", de->d_name, wide_dtype_name(dts[k]));

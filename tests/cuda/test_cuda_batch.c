@@ -1,10 +1,11 @@
 /* Batched execution on CUDA over the paged KV cache against each sequence
  * run alone through the CUDA model's standard path (see
- * tests/batch_equiv.h): the realistic-width llama, mistral, qwen2 and qwen3
- * checkpoints of tests/golden/wide (head sizes 64 and 128), written at test
- * time in fp32 and bf16; logits within the bf16 tolerance (2e-2 of the
- * range), greedy picks identical wherever they are clear of it, blocks
- * returned. Exits 77 without a GPU. */
+ * tests/batch_equiv.h): the realistic-width llama, mistral, qwen2, qwen3,
+ * gemma3_text (also with logit softcapping) and partial-rotary phi3
+ * (phi3_partial) checkpoints of tests/golden/wide (head sizes 64 and 128),
+ * written at test time in fp32 and bf16; logits within the bf16 tolerance
+ * (2e-2 of the range), greedy picks identical wherever they are clear of
+ * it, blocks returned. Exits 77 without a GPU. */
 #include <cuda_runtime.h>
 
 #include "batch_equiv.h"
@@ -16,9 +17,11 @@ int main(void) {
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
     const char *src = getenv("LMC_SOURCE_DIR");
     const char *scratch = scratch_root("cuda-batch");
-    static const char *const names[] = {"llama", "mistral", "qwen2", "qwen3"};
+    static const char *const names[] = {"llama",       "mistral",      "qwen2",
+                                        "qwen3",       "gemma3_text",  "phi3_partial",
+                                        "gemma3_text_softcap"};
     static const lmc_dtype dts[] = {LMC_DT_F32, LMC_DT_BF16};
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         for (size_t k = 0; k < 2; k++) {
             char dir[1024], gp[1100], out[1100], name[64];
             snprintf(dir, sizeof dir, "%s/tests/golden/wide/%s", src ? src : ".", names[i]);

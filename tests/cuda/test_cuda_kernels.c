@@ -11,6 +11,13 @@
 
 #define OUT_GUARD 64 /* poisoned output elements past the end */
 
+/* The features of gemma3_text and Phi-4-mini, off (0) unless a case sets
+ * them: q/k norms and the GEMV's RMSNorm in the (1 + w) form, the rotated
+ * values of a head in the prologues (0: all), the attention scale (0:
+ * head_dim^-1/2) and attention logit softcapping. */
+static int norm_offset = 0, rot_dims = 0;
+static float attn_scale = 0.f, attn_softcap = 0.f;
+
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float urand(void) { /* uniform in [-1, 1) */
     rng ^= rng << 13;
@@ -48,7 +55,8 @@ static double rel_l2(const double *ref, const float *out, size_t n) {
 
 static void test_gemv(int rows, int cols, int in_mode, int out_mode, int sms) {
     int xn = cols;
-    int swiglu = out_mode == LMC_GEMV_OUT_SWIGLU, outn = swiglu ? rows / 2 : rows;
+    int swiglu = out_mode == LMC_GEMV_OUT_SWIGLU || out_mode == LMC_GEMV_OUT_GEGLU;
+    int outn = swiglu ? rows / 2 : rows;
     float *wf = malloc((size_t)rows * cols * 4), *xf = malloc((size_t)xn * 4), *nw = malloc(cols * 4);
     float *bf = malloc(rows * 4);
     uint16_t *w = rand_bf16((size_t)rows * cols, 0.05f, wf);
@@ -64,7 +72,7 @@ static void test_gemv(int rows, int cols, int in_mode, int out_mode, int sms) {
     for (int i = 0; i < cols; i++) ss += (double)xf[i] * xf[i];
     for (int i = 0; i < cols; i++) {
         if (in_mode == LMC_GEMV_IN_BF16) xs[i] = xf[i];
-        else xs[i] = xf[i] / sqrt(ss / cols + 1e-5) * nw[i];
+        else xs[i] = xf[i] / sqrt(ss / cols + 1e-5) * (norm_offset ? 1.0 + nw[i] : nw[i]);
     }
     for (int r = 0; r < rows; r++) {
         double a = bf[r];
@@ -74,7 +82,9 @@ static void test_gemv(int rows, int cols, int in_mode, int out_mode, int sms) {
     if (swiglu) /* rows interleave gate and up */
         for (int i = 0; i < outn; i++) {
             double g = ref[2 * i], u = ref[2 * i + 1];
-            ref[i] = g / (1 + exp(-g)) * u;
+            ref[i] = out_mode == LMC_GEMV_OUT_GEGLU
+                         ? 0.5 * g * (1 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g))) * u
+                         : g / (1 + exp(-g)) * u;
         }
     void *dw = to_dev(w, (size_t)rows * cols * 2), *db = to_dev(b, rows * 2),
          *dn = to_dev(n16, cols * 2);
@@ -85,7 +95,8 @@ static void test_gemv(int rows, int cols, int in_mode, int out_mode, int sms) {
     cudaMalloc(&dy, rows * 4);
     if (out_mode == LMC_GEMV_OUT_F32_ADD) cudaMemcpy(dy, yinit, rows * 4, cudaMemcpyHostToDevice);
     else cudaMemset(dy, 0xff, rows * 4); /* poison: NaN */
-    int e = lmc_cu_gemv(dw, rows, cols, in_mode, dx, dn, 1e-5f, db, out_mode, dy, sms, NULL);
+    const int mode = in_mode | (norm_offset ? LMC_GEMV_IN_NORM_OFFSET : 0);
+    int e = lmc_cu_gemv(dw, rows, cols, mode, dx, dn, 1e-5f, db, out_mode, dy, sms, NULL);
     CHECK_EQ_INT(e, 0);
     CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
     float *y = malloc(rows * 4);
@@ -98,7 +109,8 @@ static void test_gemv(int rows, int cols, int in_mode, int out_mode, int sms) {
         cudaMemcpy(y, dy, rows * 4, cudaMemcpyDeviceToHost);
     }
     double err = rel_l2(ref, y, outn);
-    printf("gemv %6dx%-6d in %d out %d: rel err %.2e\n", rows, cols, in_mode, out_mode, err);
+    printf("gemv %6dx%-6d in %d out %d norm (1 + w) %d: rel err %.2e\n", rows, cols, in_mode,
+           out_mode, norm_offset, err);
     CHECK_MSG(err < 1e-2, "gemv %dx%d in %d out %d err %.3e", rows, cols, in_mode, out_mode, err);
     cudaFree(dw), cudaFree(db), cudaFree(dn), cudaFree(dx), cudaFree(dy);
     free(wf), free(xf), free(nw), free(bf), free(w), free(b), free(n16), free(x16), free(ref);
@@ -117,7 +129,8 @@ static void attn_ref(const float *q, const float *k, const float *v, int hq, int
         double a = 0;
         for (int i = 0; i < d; i++)
             a += (double)q[((size_t)t * hq + h) * d + i] * k[((size_t)hk * cap + j) * d + i];
-        s[j] = a / sqrt((double)d);
+        s[j] = a * (attn_scale != 0.f ? attn_scale : 1 / sqrt((double)d));
+        if (attn_softcap > 0.f) s[j] = attn_softcap * tanh(s[j] / attn_softcap);
         if (s[j] > mx) mx = s[j];
     }
     for (int i = 0; i < d; i++) out[i] = 0;
@@ -140,7 +153,8 @@ static void test_attention(int n, int pos0, int hq, int hkv, int d, int cap, int
     void *dout = NULL;
     cudaMalloc(&dout, qn * 2);
     cudaMemset(dout, 0xff, qn * 2);
-    int e = lmc_cu_attn_prefill(dq, dk, dv, dout, n, hq, hkv, d, cap, ds, window, NULL);
+    int e = lmc_cu_attn_prefill(dq, dk, dv, dout, n, hq, hkv, d, cap, ds, window, attn_scale,
+                                attn_softcap, NULL);
     CHECK_EQ_INT(e, 0);
     CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
     uint16_t *o16 = malloc(qn * 2);
@@ -152,8 +166,8 @@ static void test_attention(int n, int pos0, int hq, int hkv, int d, int cap, int
         for (int h = 0; h < hq; h++)
             attn_ref(qf, kf, vf, hq, hkv, d, cap, pos0, t, h, window, ref + ((size_t)t * hq + h) * d);
     double err = rel_l2(ref, o, qn);
-    printf("attn n %4d pos0 %4d hq %2d hkv %d d %3d window %3d: rel err %.2e\n", n, pos0, hq,
-           hkv, d, window, err);
+    printf("attn n %4d pos0 %4d hq %2d hkv %d d %3d window %3d scale %g softcap %g: rel err "
+           "%.2e\n", n, pos0, hq, hkv, d, window, attn_scale, attn_softcap, err);
     CHECK_MSG(err < 1e-2, "attention n %d pos0 %d d %d window %d err %.3e", n, pos0, d, window,
               err);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(ds), cudaFree(dout);
@@ -165,17 +179,28 @@ static void test_attention(int n, int pos0, int hq, int hkv, int d, int cap, int
 static float rope_attn = 1.f;
 
 /* Host reference of the decode prologue for one head: optional RMSNorm
- * (f64), rotate-half RoPE at pos with cos and sin times rope_attn. */
+ * (f64; (1 + w) with norm_offset), rotate-half RoPE of the first rot_dims
+ * values (all when 0; the rest pass through) at pos with cos and sin times
+ * rope_attn. */
 static void rope_ref(const float *x, const float *nw, int d, int pos, double theta, double *out) {
     double t[512], ss = 0;
+    const int rot = rot_dims ? rot_dims : d;
     for (int i = 0; i < d; i++) ss += (double)x[i] * x[i];
-    for (int i = 0; i < d; i++) t[i] = nw ? x[i] / sqrt(ss / d + 1e-6) * nw[i] : x[i];
-    for (int i = 0; i < d / 2; i++) {
-        double a = pos * pow(theta, -2.0 * i / d), c = cos(a) * rope_attn,
+    for (int i = 0; i < d; i++)
+        t[i] = nw ? x[i] / sqrt(ss / d + 1e-6) * (norm_offset ? 1.0 + nw[i] : nw[i]) : x[i];
+    for (int i = 0; i < rot / 2; i++) {
+        double a = pos * pow(theta, -2.0 * i / rot), c = cos(a) * rope_attn,
                s = sin(a) * rope_attn;
-        out[i] = t[i] * c - t[i + d / 2] * s;
-        out[i + d / 2] = t[i + d / 2] * c + t[i] * s;
+        out[i] = t[i] * c - t[i + rot / 2] * s;
+        out[i + rot / 2] = t[i + rot / 2] * c + t[i] * s;
     }
+    for (int i = rot; i < d; i++) out[i] = t[i];
+}
+
+/* The frequencies of rope_ref (rot_dims / 2 of them, all when 0). */
+static void rope_freqs(int d, double theta, float *inv) {
+    const int rot = rot_dims ? rot_dims : d;
+    for (int i = 0; i < rot / 2; i++) inv[i] = (float)pow(theta, -2.0 * i / rot);
 }
 
 /* Runs the prefill prologue on device inputs into freshly poisoned outputs
@@ -191,8 +216,8 @@ static void qkv_run(const void *drow, int n, int hq, int hkv, int d, const void 
     cudaMemset(dq, 0xff, qn * 2);
     cudaMemset(dk, 0xff, kn * 2);
     cudaMemset(dv, 0xff, kn * 2);
-    int e = lmc_cu_qkv_post(drow, n, hq, hkv, d, db, dnq, dnk, 1e-6f, dinv, rope_attn, ds, dq, dk,
-                            dv, cap, rnd, NULL);
+    int e = lmc_cu_qkv_post(drow, n, hq, hkv, d, db, dnq, dnk, 1e-6f, norm_offset, dinv,
+                            rot_dims ? rot_dims : d, rope_attn, ds, dq, dk, dv, cap, rnd, NULL);
     CHECK_EQ_INT(e, 0);
     CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
     cudaMemcpy(q16, dq, qn * 2, cudaMemcpyDeviceToHost);
@@ -214,10 +239,10 @@ static void test_qkv_post_ex(int n, int pos0, int hq, int hkv, int d, int qn, in
     size_t rown = (size_t)n * heads * d, kvn = (size_t)hkv * cap * d;
     size_t qon = (size_t)n * hq * d + OUT_GUARD;
     float *rowf = malloc(rown * 4), *bf = malloc((size_t)heads * d * 4), nqf[256], nkf[256],
-          inv[128];
+          inv[128] = {0};
     uint16_t *row = rand_bf16(rown, 2.f, rowf), *b = rand_bf16((size_t)heads * d, 0.5f, bf);
     uint16_t *nq = rand_bf16(d, 1.5f, nqf), *nk = rand_bf16(d, 1.5f, nkf);
-    for (int i = 0; i < d / 2; i++) inv[i] = (float)pow(theta, -2.0 * i / d);
+    rope_freqs(d, theta, inv);
     int32_t state[2] = {pos0, 0};
     void *drow = to_dev(row, rown * 2), *db = to_dev(b, (size_t)heads * d * 2),
          *dnq = to_dev(nq, d * 2), *dnk = to_dev(nk, d * 2), *dinv = to_dev(inv, d / 2 * 4),
@@ -259,8 +284,9 @@ static void test_qkv_post_ex(int n, int pos0, int hq, int hkv, int d, int qn, in
                     size_t at = ((size_t)h * cap + p) * d + i;
                     stray += (k16[at] != 0xffff) + (v16[at] != 0xffff);
                 }
-    printf("qkv_post n %4d pos0 %5d hq %2d hkv %d d %3d norm q%d k%d bias %d rnd %d: max rel err "
-           "%.2e, stray writes %zu\n", n, pos0, hq, hkv, d, qn, kn, has_bias, rnd, maxerr, stray);
+    printf("qkv_post n %4d pos0 %5d hq %2d hkv %d d %3d rot %3d norm q%d k%d (1 + w) %d bias %d "
+           "rnd %d: max rel err %.2e, stray writes %zu\n", n, pos0, hq, hkv, d,
+           rot_dims ? rot_dims : d, qn, kn, norm_offset, has_bias, rnd, maxerr, stray);
     CHECK_MSG(maxerr < 0.02, "qkv_post d %d norm %d/%d err %.3e", d, qn, kn, maxerr);
     CHECK_MSG(stray == 0, "qkv_post d %d: %zu values written outside the outputs", d, stray);
     if (d == 16 || d == 32 || d == 64 || d == 128 || d == 256) {
@@ -306,7 +332,8 @@ static void rms_run(const float *x, int rows, int cols, const void *dw, int rnd,
     cudaMemcpy((float *)dx + xoff, x, nel * 4, cudaMemcpyHostToDevice);
     cudaMalloc(&dout, on * 2);
     cudaMemset(dout, 0xff, on * 2);
-    int e = lmc_cu_rmsnorm((const float *)dx + xoff, dw, rows, cols, 1e-6f, dout, rnd, NULL);
+    int e = lmc_cu_rmsnorm((const float *)dx + xoff, dw, rows, cols, 1e-6f, dout, norm_offset, rnd,
+                           NULL);
     CHECK_EQ_INT(e, 0);
     CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
     cudaMemcpy(o16, dout, on * 2, cudaMemcpyDeviceToHost);
@@ -336,8 +363,9 @@ static void test_rmsnorm(int rows, int cols, int rnd) {
         const float inv = (float)(1.0 / sqrt(ss / cols + 1e-6));
         for (int i = 0; i < cols; i++) {
             float t = xr[i] * inv;
-            if (rnd) t = lmc_bf16_to_f32(lmc_f32_to_bf16(t));
-            const double ref = lmc_bf16_to_f32(lmc_f32_to_bf16(t * wf[i]));
+            if (rnd && !norm_offset) t = lmc_bf16_to_f32(lmc_f32_to_bf16(t));
+            const double ref =
+                lmc_bf16_to_f32(lmc_f32_to_bf16(t * (norm_offset ? 1.0f + wf[i] : wf[i])));
             for (int k = 0; k < 2; k++) {
                 const double got = lmc_bf16_to_f32((k ? og : ov)[(size_t)r * cols + i]);
                 const double err = fabs(got - ref) / (fabs(ref) + 1e-30);
@@ -348,8 +376,9 @@ static void test_rmsnorm(int rows, int cols, int rnd) {
     size_t stray = 0, differ = 0;
     for (size_t i = nel; i < on; i++) stray += (ov[i] != 0xffff) + (og[i] != 0xffff);
     for (size_t i = 0; i < nel; i++) differ += ov[i] != og[i];
-    printf("rmsnorm rows %4d cols %5d rnd %d: max rel err %.2e, stray writes %zu, vector vs "
-           "generic path: %zu values differ\n", rows, cols, rnd, maxerr, stray, differ);
+    printf("rmsnorm rows %4d cols %5d rnd %d (1 + w) %d: max rel err %.2e, stray writes %zu, "
+           "vector vs generic path: %zu values differ\n", rows, cols, rnd, norm_offset, maxerr,
+           stray, differ);
     CHECK_MSG(maxerr <= (rnd ? 1.0 / 32 : 1.0 / 64), "rmsnorm %dx%d rnd %d: err %.3e", rows, cols,
               rnd, maxerr);
     CHECK_MSG(stray == 0, "rmsnorm %dx%d: %zu values written past the output", rows, cols, stray);
@@ -357,6 +386,63 @@ static void test_rmsnorm(int rows, int cols, int rnd) {
               cols, differ);
     cudaFree(dw);
     free(x), free(wf), free(w), free(ov), free(og);
+}
+
+/* Sandwich norms: x += rmsnorm(y) * w (or * (1 + w)) for rows of an f32
+ * residual, y rounded to bf16 first with rnd, against the host (f64 sums,
+ * the same roundings): within a bf16 step of the added value. */
+static void test_norm_add(int rows, int cols, int rnd) {
+    const size_t nel = (size_t)rows * cols;
+    float *x = malloc(nel * 4), *y = malloc(nel * 4), *wf = malloc(cols * 4), *got = malloc(nel * 4);
+    for (size_t i = 0; i < nel; i++) x[i] = 4.f * urand(), y[i] = 30.f * urand();
+    uint16_t *w = rand_bf16(cols, 0.5f, wf);
+    void *dx = to_dev(x, nel * 4), *dy = to_dev(y, nel * 4), *dw = to_dev(w, cols * 2);
+    int e = lmc_cu_norm_add(dy, dw, rows, cols, 1e-6f, dx, norm_offset, rnd, NULL);
+    CHECK_EQ_INT(e, 0);
+    CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
+    cudaMemcpy(got, dx, nel * 4, cudaMemcpyDeviceToHost);
+    double maxerr = 0, *yr = malloc(cols * sizeof(double));
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int i = 0; i < cols; i++) {
+            float v = y[(size_t)r * cols + i];
+            yr[i] = rnd ? lmc_bf16_to_f32(lmc_f32_to_bf16(v)) : v;
+            ss += yr[i] * yr[i];
+        }
+        const double inv = 1.0 / sqrt(ss / cols + 1e-6);
+        for (int i = 0; i < cols; i++) {
+            const double add = yr[i] * inv * (norm_offset ? 1.0 + wf[i] : wf[i]);
+            const double ref = x[(size_t)r * cols + i] + add;
+            const double err = fabs(got[(size_t)r * cols + i] - ref) / (1 + fabs(add));
+            if (!(err <= maxerr)) maxerr = isnan(err) ? 1e9 : err;
+        }
+    }
+    printf("norm_add rows %3d cols %5d rnd %d (1 + w) %d: max err %.2e\n", rows, cols, rnd,
+           norm_offset, maxerr);
+    CHECK_MSG(maxerr < 1.0 / 64, "norm_add %dx%d rnd %d: err %.3e", rows, cols, rnd, maxerr);
+    cudaFree(dx), cudaFree(dy), cudaFree(dw);
+    free(x), free(y), free(wf), free(got), free(w), free(yr);
+}
+
+/* Final-logit softcapping: x = cap * tanh(x / cap) in place. */
+static void test_softcap(size_t n, float cap, int rnd) {
+    float *x = malloc(n * 4), *got = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) x[i] = 60.f * urand();
+    void *dx = to_dev(x, n * 4);
+    CHECK_EQ_INT(lmc_cu_softcap(dx, n, cap, rnd, NULL), 0);
+    CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
+    cudaMemcpy(got, dx, n * 4, cudaMemcpyDeviceToHost);
+    double maxerr = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double ref = cap * tanh((double)x[i] / cap);
+        const double err = fabs(got[i] - ref) / cap;
+        if (!(err <= maxerr)) maxerr = isnan(err) ? 1e9 : err;
+    }
+    printf("softcap n %zu cap %g rnd %d: max err %.2e of the cap\n", n, cap, rnd, maxerr);
+    CHECK_MSG(maxerr < (rnd ? 1.0 / 64 : 1e-5), "softcap cap %g rnd %d: err %.3e", cap, rnd,
+              maxerr);
+    cudaFree(dx);
+    free(x), free(got);
 }
 
 /* The fused decode step: `steps` consecutive tokens from position pos0
@@ -367,10 +453,10 @@ static void test_decode(int pos0, int steps, int hq, int hkv, int d, int cap, in
     const double theta = 10000.0;
     size_t kn = (size_t)hkv * cap * d, rown = (size_t)(hq + 2 * hkv) * d;
     float *kf = malloc(kn * 4), *vf = malloc(kn * 4), *rowf = malloc(rown * 4);
-    float nqf[256], nkf[256], inv[128];
+    float nqf[256], nkf[256], inv[128] = {0};
     uint16_t *k = rand_bf16(kn, 2.f, kf), *v = rand_bf16(kn, 1.f, vf);
     uint16_t *nq = rand_bf16(d, 1.5f, nqf), *nk = rand_bf16(d, 1.5f, nkf);
-    for (int i = 0; i < d / 2; i++) inv[i] = (float)pow(theta, -2.0 * i / d);
+    rope_freqs(d, theta, inv);
     CHECK_EQ_INT(lmc_cu_attn_decode_setup(hq, hkv, d), 0);
     int ns = lmc_cu_attn_decode_splits(hkv, sms);
     size_t wsb = lmc_cu_attn_decode_ws_bytes(hq, hkv, d, ns);
@@ -409,8 +495,9 @@ static void test_decode(int pos0, int steps, int hq, int hkv, int d, int cap, in
             }
         }
         int e = lmc_cu_attn_decode(drow, hq, hkv, d, qk_norm ? dnq : NULL, qk_norm ? dnk : NULL,
-                                   1e-6f, dinv, rope_attn, ds, dk, dv, cap, window, ns, ws, dout,
-                                   1, 1, NULL);
+                                   1e-6f, norm_offset, dinv, rot_dims ? rot_dims : d, rope_attn,
+                                   ds, dk, dv, cap, window, attn_scale, attn_softcap, ns, ws,
+                                   dout, 1, 1, NULL);
         CHECK_EQ_INT(e, 0);
         CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
         for (int h = 0; h < hkv; h++) { /* the appended key, against the host's */
@@ -426,8 +513,10 @@ static void test_decode(int pos0, int steps, int hq, int hkv, int d, int cap, in
         for (int h = 0; h < hq; h++)
             attn_ref(qr, kf, vf, hq, hkv, d, cap, pos, 0, h, window, ref + (size_t)h * d);
         double err = rel_l2(ref, o, (size_t)hq * d);
-        printf("decode pos %5d hq %2d hkv %d d %3d window %3d norm %d splits %2d: rel err %.2e, "
-               "new key max err %.2e\n", pos, hq, hkv, d, window, qk_norm, ns, err, kmax_err);
+        printf("decode pos %5d hq %2d hkv %d d %3d window %3d norm %d splits %2d rot %d (1 + w) "
+               "%d scale %g softcap %g: rel err %.2e, new key max err %.2e\n", pos, hq, hkv, d,
+               window, qk_norm, ns, rot_dims ? rot_dims : d, norm_offset, attn_scale,
+               attn_softcap, err, kmax_err);
         CHECK_MSG(err < 1e-2, "decode pos %d d %d window %d err %.3e", pos, d, window, err);
         CHECK_MSG(kmax_err < 0.05, "decode pos %d: appended key err %.3e", pos, kmax_err);
         free(row);
@@ -545,5 +634,65 @@ int main(void) {
     test_decode(510, 2, 16, 2, 128, 1024, 0, 1, sms);
     test_decode(63, 2, 16, 1, 16, 128, 0, 0, sms);
     rope_attn = 1.f;
+    /* gemma3_text: (1 + w) norms (GEMV prologue, rmsnorm, q/k norms in
+     * both prologue paths and the decode attention), GeGLU, sandwich norms,
+     * final softcapping */
+    norm_offset = 1;
+    test_gemv(6144, 4096, LMC_GEMV_IN_RMSNORM, LMC_GEMV_OUT_BF16, sms);
+    test_gemv(2 * 6912, 1152, LMC_GEMV_IN_RMSNORM, LMC_GEMV_OUT_GEGLU, sms);
+    test_rmsnorm(37, 896, 1);
+    test_rmsnorm(6, 1000, 0);
+    test_rmsnorm(5, 4096, 1);
+    test_qkv_post_ex(20, 100, 8, 4, 128, 1, 1, 0, 1);
+    test_qkv_post_ex(9, 3, 4, 1, 256, 1, 1, 0, 0);
+    test_decode(700, 2, 8, 4, 128, 1024, 512, 1, sms);
+    test_decode(130, 2, 4, 1, 64, 512, 0, 1, sms);
+    test_norm_add(37, 1152, 1);
+    test_norm_add(3, 2560, 0);
+    norm_offset = 0;
+    test_norm_add(5, 896, 1);
+    test_gemv(2 * 4864, 896, LMC_GEMV_IN_RMSNORM, LMC_GEMV_OUT_GEGLU, sms);
+    test_softcap(262144, 30.f, 1);
+    test_softcap(4099, 20.f, 0);
+    /* Phi-4-mini: RoPE on the first 3/4 of each head (the generic prologue
+     * path, whose partners may sit in other lanes), in the decode kernels */
+    rot_dims = 96;
+    test_qkv_post_ex(37, 3000, 24, 8, 128, 0, 0, 0, 1);
+    test_qkv_post_ex(5, 0, 4, 2, 128, 1, 1, 1, 1);
+    test_decode(600, 2, 24, 8, 128, 1024, 0, 0, sms);
+    rot_dims = 48;
+    test_qkv_post_ex(11, 7, 4, 2, 64, 1, 1, 1, 0);
+    test_decode(254, 2, 8, 2, 64, 512, 0, 1, sms);
+    rot_dims = 24;
+    test_qkv_post_ex(6, 2, 4, 2, 32, 0, 1, 1, 1);
+    test_decode(40, 2, 6, 2, 32, 64, 0, 0, sms);
+    rot_dims = 12;
+    test_qkv_post_ex(7, 0, 6, 3, 16, 1, 0, 0, 1);
+    test_decode(63, 2, 16, 1, 16, 128, 0, 1, sms);
+    rot_dims = 0;
+    /* query_pre_attn_scalar and attention logit softcapping: prefill with
+     * each kernel, both decode kernels (one key per lane: d 64/128; tiled:
+     * d 16) */
+    attn_scale = 0.125f;
+    attn_softcap = 3.f;
+    for (int i = 0; i < 4; i++) {
+        if (fa_packed[i]) setenv("LMC_CUDA_FA_PACKED", fa_packed[i], 1);
+        if (fa_tile[i]) setenv("LMC_CUDA_FA_TILE", fa_tile[i], 1);
+        test_attention(300, 0, 8, 2, 128, 512, 0);
+        test_attention(200, 40, 8, 2, 128, 256, 50);
+        test_attention(150, 33, 14, 2, 64, 256, 0);
+        test_attention(90, 0, 8, 2, 16, 128, 7);
+    }
+    unsetenv("LMC_CUDA_FA_PACKED");
+    unsetenv("LMC_CUDA_FA_TILE");
+    test_decode(1500, 2, 32, 8, 128, 2048, 0, 1, sms);
+    test_decode(1000, 2, 8, 2, 128, 1024, 300, 0, sms);
+    test_decode(130, 2, 8, 2, 64, 512, 0, 0, sms);
+    test_decode(63, 2, 16, 1, 16, 128, 0, 1, sms);
+    test_decode(510, 4, 16, 2, 128, 1024, 0, 1, sms);
+    attn_softcap = 0.f;
+    test_attention(130, 77, 4, 4, 64, 256, 0);
+    test_decode(130, 2, 8, 2, 64, 512, 0, 0, sms);
+    attn_scale = 0.f;
     return check_summary("test_cuda_kernels");
 }

@@ -96,7 +96,7 @@ static void test_paged(int nseq, int n, int maxpos, int hq, int hkv, int d, int 
         if (wsf) CHECK_EQ_INT(cudaMalloc(&ws, wsf * 4), 0);
         cudaMemset(dout, 0xff, on * 2); /* poison: NaN */
         CHECK_EQ_INT(lmc_cu_paged_attn(dq, dk, dv, ds, dp, dt, mb, bt, n, hq, hkv, d, window,
-                                       scale, splits, ws, dout, NULL),
+                                       scale, 0.0f, splits, ws, dout, NULL),
                      0);
         CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
         cudaMemcpy(out, dout, on * 2, cudaMemcpyDeviceToHost);

@@ -1,9 +1,10 @@
-/* Realistic widths on CUDA (see tests/wide_parity.h): every architecture in
+/* Realistic widths on CUDA (see tests/wide_parity.h): every recipe in
  * tests/golden/wide, in fp32, fp16 and bf16 checkpoints, against
  * transformers in fp32, at the bf16 tolerance (the device computes in bf16
- * whatever the checkpoint holds). The architectures the CUDA backend runs
- * are required; the others must be refused by name. Exits 77 without a
- * GPU. */
+ * whatever the checkpoint holds). The CUDA backend must run every recipe:
+ * gemma3_text, Phi-4-mini's partial rotary embedding (phi3_partial) and
+ * gemma3_text with logit softcapping and query_pre_attn_scalar
+ * (gemma3_text_softcap) included. Exits 77 without a GPU. */
 #include <cuda_runtime.h>
 
 #include "wide_parity.h"
@@ -11,9 +12,16 @@
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
-    /* phi3 with a full rotary embedding: fused q/k/v and gate/up split at upload */
-    static const char *const cuda[] = {"llama", "mistral", "qwen2", "qwen3", "phi3", NULL};
-    int n = wide_check_all("wide-cuda", LMC_DEVICE_CUDA, 2e-2, 2e-2, 2e-2, cuda);
-    CHECK_EQ_INT(n, 18);
+    /* phi3: fused q/k/v and gate/up split at upload; gemma3_text: (1 + w)
+     * and sandwich norms, GeGLU, scaled embeddings, a sliding layer with
+     * its own RoPE table beside a full one */
+    static const char *const cuda[] = {"llama",        "mistral",     "qwen2",
+                                       "qwen3",        "phi3",        "phi3_partial",
+                                       "gemma3_text",  "gemma3_text_softcap", NULL};
+    int recipes = 0;
+    int n = wide_check_all("wide-cuda", LMC_DEVICE_CUDA, 2e-2, 2e-2, 2e-2, cuda, &recipes);
+    /* the eight recipes of tests/oracle/make_wide_models.py, three dtypes each */
+    CHECK_EQ_INT(recipes, 8);
+    CHECK_EQ_INT(n, 24);
     return check_summary("test_cuda_wide_parity");
 }

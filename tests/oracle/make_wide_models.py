@@ -2,8 +2,9 @@
 """Reference outputs for realistic-width checkpoints (hidden >= 256, head
 sizes 64 and 128, intermediate 688, vocabulary 4096, a 2,100-token prompt
 that spans more than one 2,048-row prefill chunk) of every architecture lmc
-runs, for tests/models/test_wide_parity.c (CPU) and
-tests/cuda/test_cuda_wide_parity.c (CUDA).
+runs, and of its optional features (a partial rotary embedding, logit
+softcapping), for tests/models/test_wide_parity.c (CPU),
+tests/cuda/test_cuda_wide_parity.c and tests/cuda/test_cuda_batch.c (CUDA).
 
 The checkpoints themselves are not committed (tens of MB each). Every weight
 is a value k * 2^e (+1 for norm weights) with a small integer k drawn from a
@@ -79,6 +80,22 @@ VARIANTS = [
         rope_parameters=dict(
             full_attention=dict(rope_type="default", rope_theta=1000000.0),
             sliding_attention=dict(rope_type="default", rope_theta=10000.0))), 16),
+    # Phi-4-mini's partial rotary embedding: RoPE on the first 48 of 64
+    # values of each head, grouped-query attention
+    ("phi3_partial", "phi3", dict(
+        num_key_value_heads=2, pad_token_id=0, sliding_window=None, partial_rotary_factor=0.75,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0)), 17),
+    # logit softcapping (eager attention applies attn_logit_softcapping),
+    # caps low enough to bite at these widths; an attention scale other
+    # than head_dim^-1/2; the full layer first, a narrower window
+    ("gemma3_text_softcap", "gemma3_text", dict(
+        head_dim=128, query_pre_attn_scalar=64, sliding_window=300, tie_word_embeddings=True,
+        layer_types=["full_attention", "sliding_attention"], pad_token_id=0,
+        hidden_activation="gelu_pytorch_tanh", final_logit_softcapping=20.0,
+        attn_logit_softcapping=3.0,
+        rope_parameters=dict(
+            full_attention=dict(rope_type="default", rope_theta=1000000.0),
+            sliding_attention=dict(rope_type="default", rope_theta=10000.0))), 18),
 ]
 # written with the older keys (rope_theta + rope_scaling + torch_dtype)
 OLD_LAYOUT = {"llama", "qwen2"}

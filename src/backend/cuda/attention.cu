@@ -2,7 +2,10 @@
  * kernel for several new tokens (attn_decode.cu has the single-token one).
  * Causal, GQA-aware (query head h reads KV head h / (Hq / Hkv)), honours a
  * sliding window. Caches are [Hkv, cap, D]
- * bf16; the number of cached tokens before this step is d_state[0]. */
+ * bf16; the number of cached tokens before this step is d_state[0].
+ * Attention logit softcapping (Gemma 2 style) is a template flag SC: its
+ * kernels map each raw score s to cap_out * tanh(s * cap_in), already in
+ * log2 units (scale_log2 is then 1); the kernels without it are as ever. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -71,11 +74,12 @@ template <int D> struct fa_smem {
     uint16_t v[2][FA_BK][D + 8];
 };
 
-template <int D>
+template <int D, bool SC>
 __global__ void __launch_bounds__(128)
     k_flash_prefill(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kc,
                     const uint16_t *__restrict__ vc, uint16_t *__restrict__ out, int n, int hq,
-                    int hkv, int cap, const int32_t *d_state, int window, float scale_log2) {
+                    int hkv, int cap, const int32_t *d_state, int window, float scale_log2,
+                    float cap_in, float cap_out) {
     extern __shared__ __align__(16) unsigned char fa_raw[];
     fa_smem<D> &sm = *(fa_smem<D> *)fa_raw;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -162,6 +166,12 @@ __global__ void __launch_bounds__(128)
                     mma_bf16(s[nt], qf[kk], b0, b1);
                     mma_bf16(s[nt + 1], qf[kk], b2, b3);
                 }
+            }
+            if constexpr (SC) {
+#pragma unroll
+                for (int nt = 0; nt < FA_BK / 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) s[nt][e] = cap_out * tanhf(s[nt][e] * cap_in);
             }
             if (full) {
 #pragma unroll
@@ -280,12 +290,12 @@ template <int D, int RG, int KSPLIT, bool QS> constexpr size_t fa_gqa_smem() {
                : fa_xch_bytes<D, RG, KSPLIT>();
 }
 
-template <int D, int RG, int KSPLIT, bool QS>
+template <int D, int RG, int KSPLIT, bool QS, bool SC>
 __global__ void __launch_bounds__(RG * 32 * KSPLIT)
     k_flash_prefill_gqa(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kc,
                         const uint16_t *__restrict__ vc, uint16_t *__restrict__ out, int n,
                         int hq, int hkv, int cap, const int32_t *d_state, int window,
-                        float scale_log2) {
+                        float scale_log2, float cap_in, float cap_out) {
     constexpr int NT = RG * 32 * KSPLIT, BQ = RG * 32, KS = FA_BK / KSPLIT;
     static_assert(KS >= 16 && KS % 16 == 0, "key slice of whole mma steps");
     extern __shared__ __align__(16) unsigned char fa_raw[];
@@ -452,6 +462,15 @@ __global__ void __launch_bounds__(RG * 32 * KSPLIT)
                 }
             }
         }
+        if constexpr (SC) {
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                for (int nt = 0; nt < KS / 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        s[mt][nt][e] = cap_out * tanhf(s[mt][nt][e] * cap_in);
+        }
         if (!full) {
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
@@ -607,44 +626,49 @@ __global__ void __launch_bounds__(RG * 32 * KSPLIT)
         }
 }
 
-template <int D>
+/* The scores' scale and softcapping, as the kernels take them. */
+typedef struct {
+    float sl2, cap_in, cap_out;
+} fa_scale;
+
+template <int D, bool SC>
 static cudaError_t launch_prefill(dim3 grid, cudaStream_t st, const uint16_t *q,
                                   const uint16_t *k, const uint16_t *v, uint16_t *out, int n,
                                   int hq, int hkv, int cap, const int32_t *d_state, int window,
-                                  float sl2) {
+                                  fa_scale sc) {
     static bool raised = false; /* the attribute is per function, once */
     size_t smem = sizeof(fa_smem<D>);
     if (!raised && smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(k_flash_prefill<D>,
+        cudaError_t e = cudaFuncSetAttribute(k_flash_prefill<D, SC>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
         raised = true;
     }
-    k_flash_prefill<D><<<grid, 128, smem, st>>>(q, k, v, out, n, hq, hkv, cap, d_state, window,
-                                               sl2);
+    k_flash_prefill<D, SC><<<grid, 128, smem, st>>>(q, k, v, out, n, hq, hkv, cap, d_state,
+                                                   window, sc.sl2, sc.cap_in, sc.cap_out);
     return cudaGetLastError();
 }
 
 /* The packed kernel: RG row groups (RG * 32 virtual rows), KSPLIT warps
  * per group. */
-template <int D, int RG, int KSPLIT, bool QS>
+template <int D, int RG, int KSPLIT, bool QS, bool SC>
 static cudaError_t launch_prefill_gqa(cudaStream_t st, const uint16_t *q, const uint16_t *k,
                                       const uint16_t *v, uint16_t *out, int n, int hq, int hkv,
-                                      int cap, const int32_t *d_state, int window, float sl2) {
+                                      int cap, const int32_t *d_state, int window, fa_scale sc) {
     constexpr int BQ = RG * 32;
     long long rows = (long long)n * (hq / hkv), tiles = (rows + BQ - 1) / BQ;
     if (tiles > 65535 || rows > INT32_MAX) return cudaErrorInvalidValue;
     const size_t smem = fa_gqa_smem<D, RG, KSPLIT, QS>();
     static bool raised = false; /* the attribute is per function, once */
     if (!raised && smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(k_flash_prefill_gqa<D, RG, KSPLIT, QS>,
+        cudaError_t e = cudaFuncSetAttribute(k_flash_prefill_gqa<D, RG, KSPLIT, QS, SC>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
         raised = true;
     }
-    k_flash_prefill_gqa<D, RG, KSPLIT, QS><<<dim3(hkv, (unsigned)tiles), RG * 32 * KSPLIT, smem,
-                                              st>>>(
-        q, k, v, out, n, hq, hkv, cap, d_state, window, sl2);
+    k_flash_prefill_gqa<D, RG, KSPLIT, QS, SC><<<dim3(hkv, (unsigned)tiles), RG * 32 * KSPLIT,
+                                                  smem, st>>>(
+        q, k, v, out, n, hq, hkv, cap, d_state, window, sc.sl2, sc.cap_in, sc.cap_out);
     return cudaGetLastError();
 }
 
@@ -680,19 +704,19 @@ static int packed_shape(int d, int n, int hq, int hkv) {
     return blocks128 >= 2LL * sms ? FA_128x2 : FA_64x2;
 }
 
-template <int D>
+template <int D, bool SC>
 static cudaError_t launch_packed(int shape, cudaStream_t st, const uint16_t *q,
                                  const uint16_t *k, const uint16_t *v, uint16_t *out, int n,
                                  int hq, int hkv, int cap, const int32_t *d_state, int window,
-                                 float sl2) {
+                                 fa_scale sc) {
     constexpr bool QS = D > 64;
     switch (shape) {
     case FA_128x2:
-        return launch_prefill_gqa<D, 4, 2, QS>(st, q, k, v, out, n, hq, hkv, cap, d_state,
-                                               window, sl2);
+        return launch_prefill_gqa<D, 4, 2, QS, SC>(st, q, k, v, out, n, hq, hkv, cap, d_state,
+                                                   window, sc);
     default:
-        return launch_prefill_gqa<D, 2, 2, QS>(st, q, k, v, out, n, hq, hkv, cap, d_state,
-                                               window, sl2);
+        return launch_prefill_gqa<D, 2, 2, QS, SC>(st, q, k, v, out, n, hq, hkv, cap, d_state,
+                                                   window, sc);
     }
 }
 
@@ -700,28 +724,26 @@ extern "C" int lmc_cu_attn_prefill_supported(int d) {
     return d == 16 || d == 32 || d == 64 || d == 128;
 }
 
-extern "C" int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache,
-                                   const uint16_t *v_cache, uint16_t *out, int n, int hq,
-                                   int hkv, int d, int cap, const int32_t *d_state, int window,
-                                   lmc_cu_stream s) {
-    if (n <= 0 || hkv <= 0 || hq % hkv != 0) return cudaErrorInvalidValue;
-    float sl2 = LOG2E / sqrtf((float)d);
-    cudaStream_t st = (cudaStream_t)s;
+/* The kernel for d and the packing, with (SC) or without softcapping. */
+template <bool SC>
+static int attn_prefill(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                        uint16_t *out, int n, int hq, int hkv, int d, int cap,
+                        const int32_t *d_state, int window, fa_scale sc, cudaStream_t st) {
     if (use_packed(d)) {
         const int shape = packed_shape(d, n, hq, hkv);
         switch (d) {
         case 16:
-            return launch_packed<16>(shape, st, q, k_cache, v_cache, out, n, hq, hkv, cap, d_state,
-                                     window, sl2);
+            return launch_packed<16, SC>(shape, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                         d_state, window, sc);
         case 32:
-            return launch_packed<32>(shape, st, q, k_cache, v_cache, out, n, hq, hkv, cap, d_state,
-                                     window, sl2);
+            return launch_packed<32, SC>(shape, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                         d_state, window, sc);
         case 64:
-            return launch_packed<64>(shape, st, q, k_cache, v_cache, out, n, hq, hkv, cap, d_state,
-                                     window, sl2);
+            return launch_packed<64, SC>(shape, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                         d_state, window, sc);
         case 128:
-            return launch_packed<128>(shape, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
-                                      d_state, window, sl2);
+            return launch_packed<128, SC>(shape, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                          d_state, window, sc);
         default:
             return cudaErrorInvalidValue;
         }
@@ -729,18 +751,37 @@ extern "C" int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache,
     dim3 grid(hq, (n + FA_BQ - 1) / FA_BQ);
     switch (d) {
     case 16:
-        return launch_prefill<16>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap, d_state,
-                                  window, sl2);
+        return launch_prefill<16, SC>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                      d_state, window, sc);
     case 32:
-        return launch_prefill<32>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap, d_state,
-                                  window, sl2);
+        return launch_prefill<32, SC>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                      d_state, window, sc);
     case 64:
-        return launch_prefill<64>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap, d_state,
-                                  window, sl2);
+        return launch_prefill<64, SC>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                      d_state, window, sc);
     case 128:
-        return launch_prefill<128>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
-                                   d_state, window, sl2);
+        return launch_prefill<128, SC>(grid, st, q, k_cache, v_cache, out, n, hq, hkv, cap,
+                                       d_state, window, sc);
     default:
         return cudaErrorInvalidValue;
     }
+}
+
+extern "C" int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache,
+                                   const uint16_t *v_cache, uint16_t *out, int n, int hq,
+                                   int hkv, int d, int cap, const int32_t *d_state, int window,
+                                   float scale, float softcap, lmc_cu_stream s) {
+    if (n <= 0 || hkv <= 0 || hq % hkv != 0) return cudaErrorInvalidValue;
+    fa_scale sc;
+    sc.sl2 = scale != 0.f ? LOG2E * scale : LOG2E / sqrtf((float)d);
+    sc.cap_in = sc.cap_out = 0.f;
+    if (softcap > 0.f) { /* cap * tanh(s * scale / cap), in log2 units */
+        sc.cap_in = (scale != 0.f ? scale : 1.f / sqrtf((float)d)) / softcap;
+        sc.cap_out = softcap * LOG2E;
+        sc.sl2 = 1.f;
+        return attn_prefill<true>(q, k_cache, v_cache, out, n, hq, hkv, d, cap, d_state, window,
+                                  sc, (cudaStream_t)s);
+    }
+    return attn_prefill<false>(q, k_cache, v_cache, out, n, hq, hkv, d, cap, d_state, window, sc,
+                               (cudaStream_t)s);
 }

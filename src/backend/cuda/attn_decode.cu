@@ -39,16 +39,20 @@ typedef struct {
     int *counters;     /* [Hkv], zero between launches */
     uint16_t *out;     /* [hq][d] */
     float eps, scale;
+    float softcap; /* > 0: scores capped at softcap * tanh(score / softcap) (SC kernels) */
     int hq, hkv, d, cap, window, nsplit, rnd;
+    int norm_offset; /* q/k norms in the (1 + w) form */
+    int rot;         /* rotated leading values of a head (d: all) */
     int append; /* 0: the token's k and v are already in the caches */
 } dec_args;
 
-/* One warp: the head's d values from src, optional RMSNorm with weight nw,
- * rotate-half RoPE at `pos`; the bf16 result goes to out_bf and/or (as
+/* One warp: the head's d values from src, optional RMSNorm with weight nw
+ * ((1 + w) with offset), rotate-half RoPE at `pos` of the first rot values
+ * (the rest pass through); the bf16 result goes to out_bf and/or (as
  * float) out_f. tmp: d floats of scratch. Same rounding as k_qkv_post. */
-static __device__ void rope_head(const uint16_t *src, const uint16_t *nw, float eps, int rnd,
-                                 const float *inv_freq, float rope_attn, int pos, int d,
-                                 float *tmp, float *out_f, uint16_t *out_bf) {
+static __device__ void rope_head(const uint16_t *src, const uint16_t *nw, float eps, int offset,
+                                 int rnd, const float *inv_freq, int rot, float rope_attn,
+                                 int pos, int d, float *tmp, float *out_f, uint16_t *out_bf) {
     const int lane = threadIdx.x & 31;
     for (int i = lane; i < d; i += 32) tmp[i] = bf2f(src[i]);
     __syncwarp();
@@ -57,10 +61,11 @@ static __device__ void rope_head(const uint16_t *src, const uint16_t *nw, float 
         for (int i = lane; i < d; i += 32) ss += tmp[i] * tmp[i];
         for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
         const float r = rsqrtf(ss / (float)d + eps);
-        for (int i = lane; i < d; i += 32) tmp[i] = rbfc(rbfc(tmp[i] * r, rnd) * bf2f(nw[i]), rnd);
+        for (int i = lane; i < d; i += 32)
+            tmp[i] = rbfc(rms_w(tmp[i] * r, bf2f(nw[i]), offset, rnd), rnd);
         __syncwarp();
     }
-    const int half = d / 2;
+    const int half = rot / 2;
     for (int i = lane; i < half; i += 32) {
         float sn, cs;
         sincosf((float)pos * inv_freq[i], &sn, &cs);
@@ -76,6 +81,11 @@ static __device__ void rope_head(const uint16_t *src, const uint16_t *nw, float 
             out_bf[i] = a;
             out_bf[i + half] = b;
         }
+    }
+    for (int i = rot + lane; i < d; i += 32) { /* past the rotated values */
+        const uint16_t a = f2bf(tmp[i]);
+        if (out_f) out_f[i] = bf2f(a);
+        if (out_bf) out_bf[i] = a;
     }
     __syncwarp();
 }
@@ -152,9 +162,15 @@ static __device__ __noinline__ void merge_splits(const dec_args &a, int G, int h
     }
 }
 
+/* A scaled score after attention logit softcapping (SC: a.softcap > 0). */
+template <bool SC> static __device__ __forceinline__ float capped(float s, const dec_args &a) {
+    return SC ? a.softcap * tanhf(s / a.softcap) : s;
+}
+
 /* GM: the smallest supported bound on the query heads per KV head, so the
- * per-head register arrays and unrolled loops are no larger than needed. */
-template <int GM>
+ * per-head register arrays and unrolled loops are no larger than needed.
+ * SC: attention logit softcapping (a.softcap). */
+template <int GM, bool SC>
 __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     extern __shared__ __align__(16) float sm[];
     __shared__ int s_last;
@@ -206,13 +222,13 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     pdl_wait();
 
     for (int gg = warp; gg < G; gg += DEC_WARPS)
-        rope_head(a.qkv + (size_t)(hk * G + gg) * d, a.q_norm, a.eps, a.rnd, a.inv_freq,
-                  a.rope_attn, pos, d, tmp + warp * d, qs + gg * d, NULL);
+        rope_head(a.qkv + (size_t)(hk * G + gg) * d, a.q_norm, a.eps, a.norm_offset, a.rnd,
+                  a.inv_freq, a.rot, a.rope_attn, pos, d, tmp + warp * d, qs + gg * d, NULL);
     if (split == used - 1 && a.append) { /* this chunk ends at the new token: append it */
         const size_t at = ((size_t)hk * a.cap + pos) * d;
         if (warp == DEC_WARPS - 1)
-            rope_head(a.qkv + (size_t)(a.hq + hk) * d, a.k_norm, a.eps, a.rnd, a.inv_freq,
-                      a.rope_attn, pos, d, tmp + warp * d, NULL, a.kc + at);
+            rope_head(a.qkv + (size_t)(a.hq + hk) * d, a.k_norm, a.eps, a.norm_offset, a.rnd,
+                      a.inv_freq, a.rot, a.rope_attn, pos, d, tmp + warp * d, NULL, a.kc + at);
         const uint16_t *vsrc = a.qkv + (size_t)(a.hq + a.hkv + hk) * d;
         for (int i = tid; i < d; i += DEC_THREADS) a.vc[at + i] = vsrc[i];
     }
@@ -272,7 +288,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
             if (live && sub == 0)
 #pragma unroll
                 for (int gg = 0; gg < GM; gg++)
-                    if (gg < G) sc[gg * DEC_TILE + j] = p[gg] * a.scale;
+                    if (gg < G) sc[gg * DEC_TILE + j] = capped<SC>(p[gg] * a.scale, a);
         }
         __syncthreads();
         for (int gg = warp; gg < G; gg += DEC_WARPS) {
@@ -385,7 +401,7 @@ template <int D> struct wk_v { /* one key's values of a lane: D / 32 of them */
  * 1,024 measured within 2% of each other at 128-384 keys, 256 ahead */
 static const int wk_minchunk = DEC_WARPS * WK_GROUP;
 
-template <int GM, int D>
+template <int GM, int D, bool SC>
 __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int minchunk) {
     constexpr int KC = D / 8;  /* 16-byte pieces of a key row */
     constexpr int DV = D / 32; /* output dimensions per lane */
@@ -448,13 +464,14 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
     pdl_wait();
 
     for (int gg = warp; gg < G; gg += DEC_WARPS)
-        rope_head(a.qkv + (size_t)(hk * G + gg) * D, a.q_norm, a.eps, a.rnd, a.inv_freq,
-                  a.rope_attn, pos, D, tmp + warp * D, qs + gg * D, NULL);
+        rope_head(a.qkv + (size_t)(hk * G + gg) * D, a.q_norm, a.eps, a.norm_offset, a.rnd,
+                  a.inv_freq, a.rot, a.rope_attn, pos, D, tmp + warp * D, qs + gg * D, NULL);
     if (has_new) { /* append the new token's key and value; keep them for the end */
         const size_t at = ((size_t)hk * a.cap + pos) * D;
         if (warp == DEC_WARPS - 1)
-            rope_head(a.qkv + (size_t)(a.hq + hk) * D, a.k_norm, a.eps, a.rnd, a.inv_freq,
-                      a.rope_attn, pos, D, tmp + warp * D, knf, a.append ? a.kc + at : NULL);
+            rope_head(a.qkv + (size_t)(a.hq + hk) * D, a.k_norm, a.eps, a.norm_offset, a.rnd,
+                      a.inv_freq, a.rot, a.rope_attn, pos, D, tmp + warp * D, knf,
+                      a.append ? a.kc + at : NULL);
         const uint16_t *vsrc = a.qkv + (size_t)(a.hq + a.hkv + hk) * D;
         for (int i = tid; i < D; i += DEC_THREADS) {
             const uint16_t v = vsrc[i];
@@ -494,7 +511,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
         }
         const bool live = g0 + lane < hik;
 #pragma unroll
-        for (int g = 0; g < GM; g++) s[g] = live ? s[g] * sl2 : -INFINITY;
+        for (int g = 0; g < GM; g++)
+            s[g] = live ? (SC ? capped<SC>(s[g] * a.scale, a) * 1.4426950408889634f : s[g] * sl2)
+                        : -INFINITY;
         float mx[GM];
 #pragma unroll
         for (int g = 0; g < GM; g++) mx[g] = s[g];
@@ -566,7 +585,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
             if (lane == 0) {
-                wm[DEC_WARPS * G + g] = has_new ? s * sl2 : -INFINITY;
+                wm[DEC_WARPS * G + g] =
+                    has_new ? (SC ? capped<SC>(s * a.scale, a) * 1.4426950408889634f : s * sl2)
+                            : -INFINITY;
                 wl[DEC_WARPS * G + g] = has_new ? 1.f : 0.f;
             }
             for (int i = lane; i < D; i += 32) wo[(DEC_WARPS * G + g) * D + i] = has_new ? vnf[i] : 0.f;
@@ -609,18 +630,24 @@ static size_t wk_smem(int G, int d) {
 }
 
 typedef void (*wk_kernel)(dec_args, int);
-template <int D> static wk_kernel wk_pick_d(int G) {
-    return G <= 2 ? k_attn_decode_wk<2, D> : G <= 4 ? k_attn_decode_wk<4, D>
-                                                    : k_attn_decode_wk<8, D>;
+template <int D, bool SC> static wk_kernel wk_pick_d(int G) {
+    return G <= 2 ? k_attn_decode_wk<2, D, SC> : G <= 4 ? k_attn_decode_wk<4, D, SC>
+                                                        : k_attn_decode_wk<8, D, SC>;
 }
 /* NULL where the one-key-per-lane kernel does not apply (16 heads per KV
  * head at d = 128 would not fit in registers) */
-static wk_kernel wk_pick(int G, int d) {
+template <bool SC> static wk_kernel wk_pick_sc(int G, int d) {
     if (G < 1 || G > DEC_MAXG) return NULL;
     if (G > 8)
-        return d == 32 ? k_attn_decode_wk<16, 32> : d == 64 ? k_attn_decode_wk<16, 64> : NULL;
-    return d == 32 ? wk_pick_d<32>(G) : d == 64 ? wk_pick_d<64>(G) : d == 128 ? wk_pick_d<128>(G)
-                                                                          : NULL;
+        return d == 32 ? k_attn_decode_wk<16, 32, SC>
+                       : d == 64 ? k_attn_decode_wk<16, 64, SC> : NULL;
+    return d == 32    ? wk_pick_d<32, SC>(G)
+           : d == 64  ? wk_pick_d<64, SC>(G)
+           : d == 128 ? wk_pick_d<128, SC>(G)
+                      : NULL;
+}
+static wk_kernel wk_pick(int G, int d, bool sc) {
+    return sc ? wk_pick_sc<true>(G, d) : wk_pick_sc<false>(G, d);
 }
 
 static size_t dec_smem(int G, int d) {
@@ -632,28 +659,37 @@ static size_t dec_smem(int G, int d) {
 }
 
 typedef void (*dec_kernel)(dec_args);
-static dec_kernel dec_pick(int G) {
-    return G <= 2 ? k_attn_decode<2> : G <= 4 ? k_attn_decode<4> : G <= 8 ? k_attn_decode<8>
-                                                                        : k_attn_decode<16>;
+template <bool SC> static dec_kernel dec_pick_sc(int G) {
+    return G <= 2   ? k_attn_decode<2, SC>
+           : G <= 4 ? k_attn_decode<4, SC>
+           : G <= 8 ? k_attn_decode<8, SC>
+                    : k_attn_decode<16, SC>;
+}
+static dec_kernel dec_pick(int G, bool sc) {
+    return sc ? dec_pick_sc<true>(G) : dec_pick_sc<false>(G);
 }
 
+/* The launch attributes of the shape's kernel, with and without softcapping. */
 extern "C" int lmc_cu_attn_decode_setup(int hq, int hkv, int d) {
     const int G = hq / hkv;
-    wk_kernel wk = wk_pick(G, d);
-    cudaError_t e;
-    size_t smem;
-    if (wk) {
-        e = cudaFuncSetAttribute(wk, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-        smem = wk_smem(G, d);
+    cudaError_t e = cudaSuccess;
+    for (int sc = 0; sc < 2 && e == cudaSuccess; sc++) {
+        wk_kernel wk = wk_pick(G, d, sc);
+        size_t smem;
+        if (wk) {
+            e = cudaFuncSetAttribute(wk, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+            smem = wk_smem(G, d);
+            if (e == cudaSuccess && smem > 48 * 1024)
+                e = cudaFuncSetAttribute(wk, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+            continue;
+        }
+        dec_kernel k = dec_pick(G, sc);
+        e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+        smem = dec_smem(G, d);
         if (e == cudaSuccess && smem > 48 * 1024)
-            e = cudaFuncSetAttribute(wk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        return (int)e;
+            e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     }
-    dec_kernel k = dec_pick(G);
-    e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    smem = dec_smem(G, d);
-    if (e == cudaSuccess && smem > 48 * 1024)
-        e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     return (int)e;
 }
 
@@ -675,10 +711,12 @@ extern "C" int lmc_cu_attn_decode_supported(int hq, int hkv, int d) {
 
 extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
                                   const uint16_t *q_norm, const uint16_t *k_norm, float norm_eps,
-                                  const float *inv_freq, float rope_attn,
-                                  const int32_t *d_state, uint16_t *k_cache, uint16_t *v_cache,
-                                  int cap, int window, int nsplit, void *ws, uint16_t *out,
-                                  int rnd, int append, lmc_cu_stream s) {
+                                  int norm_offset, const float *inv_freq, int rot,
+                                  float rope_attn, const int32_t *d_state, uint16_t *k_cache,
+                                  uint16_t *v_cache, int cap, int window, float scale,
+                                  float softcap, int nsplit, void *ws, uint16_t *out, int rnd,
+                                  int append, lmc_cu_stream s) {
+    if (rot < 2 || rot > d || rot % 2) return (int)cudaErrorInvalidValue;
     dec_args a;
     a.qkv = qkv;
     a.q_norm = q_norm;
@@ -692,7 +730,10 @@ extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
     a.counters = (int *)((float *)ws + (size_t)hq * nsplit * (2 + (size_t)d));
     a.out = out;
     a.eps = norm_eps;
-    a.scale = 1.f / sqrtf((float)d);
+    a.scale = scale != 0.f ? scale : 1.f / sqrtf((float)d);
+    a.softcap = softcap;
+    a.norm_offset = norm_offset;
+    a.rot = rot;
     a.hq = hq;
     a.hkv = hkv;
     a.d = d;
@@ -701,11 +742,12 @@ extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
     a.nsplit = nsplit;
     a.rnd = rnd;
     a.append = append;
-    wk_kernel wk = wk_pick(hq / hkv, d);
+    const bool sc = softcap > 0.f;
+    wk_kernel wk = wk_pick(hq / hkv, d, sc);
     if (wk)
         return (int)lmc_pdl_launch(wk, dim3(hkv, nsplit), dim3(DEC_THREADS), wk_smem(hq / hkv, d),
                                    (cudaStream_t)s, a, wk_minchunk);
     const size_t smem = dec_smem(hq / hkv, d);
-    return (int)lmc_pdl_launch(dec_pick(hq / hkv), dim3(hkv, nsplit), dim3(DEC_THREADS), smem,
+    return (int)lmc_pdl_launch(dec_pick(hq / hkv, sc), dim3(hkv, nsplit), dim3(DEC_THREADS), smem,
                                (cudaStream_t)s, a);
 }

@@ -139,11 +139,14 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
             b->row_pos[r] = (int32_t)(pos0 + j);
         }
     }
-    /* the attention's split count, from the longest row's span */
-    int span = 0;
+    /* the attention's split count, from the longest row's span (a window
+     * shortens it only where every layer slides) */
+    int span = 0, slide = m->window;
+    for (int l = 0; l < m->L && slide > 0; l++)
+        if (lmc_cu_layer_window(m, l) <= 0) slide = 0;
     for (size_t i = 0; i < ni; i++) {
         int last = (int)(lmc_kv_seq_len(it[i].seq) + it[i].n);
-        int lo = m->window > 0 && last > m->window ? last - m->window : 0;
+        int lo = slide > 0 && last > slide ? last - slide : 0;
         if (last - lo > span) span = last - lo;
     }
     b->attn_splits = lmc_cu_paged_attn_splits((int)T, m->hkv, span, m->num_sms);
@@ -171,22 +174,25 @@ static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *
     const int H = m->H;
     const int32_t *d_seq = b->d_meta + T, *d_pos = b->d_meta + 2 * T,
                   *d_tab = b->d_meta + 3 * T;
-    const float scale = 1.0f / sqrtf((float)m->D);
+    const float scale = m->attn_scale != 0.0f ? m->attn_scale : 1.0f / sqrtf((float)m->D);
     lmc_status st;
-    KL(lmc_cu_embed(m->embed, b->d_meta, T, H, m->V, m->p_x, s));
+    KL(lmc_cu_embed(m->embed, b->d_meta, T, H, m->V, m->embed_scale, m->rnd, m->p_x, s));
     for (int l = 0; l < m->L; l++) {
         const cu_layer *w = &m->layers[l];
-        KL(lmc_cu_rmsnorm(m->p_x, w->in_norm, T, H, m->eps, m->p_norm, m->rnd, s));
+        KL(lmc_cu_rmsnorm(m->p_x, w->in_norm, T, H, m->eps, m->p_norm, m->norm_offset, m->rnd,
+                          s));
         if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->qkv, m->p_qkv, T, m->qkv_dim, H, false,
                               false, m->stream)))
             return st;
         KL(lmc_cu_paged_qkv_post(m->p_qkv, T, m->hq, m->hkv, m->D, w->qkv_b, w->q_norm,
-                                 w->k_norm, m->eps, m->inv_freq, m->rope_attn, d_seq, d_pos,
-                                 d_tab, b->max_blocks, (int)bt, m->p_q, pool_k(p, l),
-                                 pool_v(p, l), m->rnd, s));
+                                 w->k_norm, m->eps, m->norm_offset, lmc_cu_layer_freq(m, l),
+                                 m->rot, lmc_cu_layer_rope_attn(m, l), d_seq, d_pos, d_tab,
+                                 b->max_blocks, (int)bt, m->p_q, pool_k(p, l), pool_v(p, l),
+                                 m->rnd, s));
         KL(lmc_cu_paged_attn(m->p_q, pool_k(p, l), pool_v(p, l), d_seq, d_pos, d_tab,
-                             b->max_blocks, (int)bt, T, m->hq, m->hkv, m->D, m->window, scale,
-                             b->attn_splits, m->b_attn_ws, m->p_attn, s));
+                             b->max_blocks, (int)bt, T, m->hq, m->hkv, m->D,
+                             lmc_cu_layer_window(m, l), scale, m->attn_softcap, b->attn_splits,
+                             m->b_attn_ws, m->p_attn, s));
         if ((st = lmc_cu_rows_out(m, w, T))) return st;
     }
     return LMC_OK;
@@ -213,9 +219,8 @@ static lmc_status batch_logits(cu_model *m, lmc_batch_item *it, size_t ni, int32
     for (size_t r0 = 0; r0 < nl; r0 += LOGIT_ROWS) {
         size_t rr = nl - r0 < LOGIT_ROWS ? nl - r0 : LOGIT_ROWS;
         KL(lmc_cu_rmsnorm(m->p_x + r0 * H, m->final_norm, (int)rr, m->H, m->eps, m->p_norm,
-                          m->rnd, s));
-        lmc_status st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, (int)rr, m->V,
-                                    m->H, true, false, m->stream);
+                          m->norm_offset, m->rnd, s));
+        lmc_status st = lmc_cu_lm_head_rows(m, (int)rr);
         if (st) return st;
         bool host = false, greedy = false;
         for (size_t k = 0; k < rr; k++, j++) {

@@ -31,4 +31,19 @@ static __device__ __forceinline__ float rope_hi(float x1, float x2, float c, flo
     return __fmaf_rn(x2, c, __fmul_rn(x1, s));
 }
 
+/* GELU with its tanh approximation (gelu_pytorch_tanh), the GeGLU gate's
+ * activation; unrounded, as the CPU's gelu_tanh. */
+static __device__ __forceinline__ float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+/* One value of an RMSNorm's output from x * rsqrt(mean(x^2) + eps) = xr:
+ * the stored-weight form rounds xr before the weight multiply (with rnd);
+ * the (1 + w) form (offset) scales in fp32 and rounds once, as Gemma's
+ * RMSNorm does. The caller rounds the result to bf16. */
+static __device__ __forceinline__ float rms_w(float xr, float w, int offset, int rnd) {
+    return offset ? xr * (1.0f + w) : rbfc(xr, rnd) * w;
+}
+
 #endif

@@ -187,6 +187,7 @@ static void cu_model_free(lmc_model *mm) {
     if (m->b_have_graph) cudaGraphExecDestroy(m->b_graph);
     if (m->stream) cudaStreamDestroy(m->stream);
     free(m->layers);
+    free(m->layer_window);
     free(m);
 }
 
@@ -429,9 +430,42 @@ static lmc_status cu_cache_load(lmc_model *mm, const char *path, lmc_kv_cache **
 static lmc_status gemv(cu_model *m, const uint16_t *w, int rows, int cols, int in_mode,
                        const void *x, const uint16_t *norm_w, const uint16_t *bias,
                        int out_mode, void *y) {
+    if (in_mode == LMC_GEMV_IN_RMSNORM && m->norm_offset) in_mode |= LMC_GEMV_IN_NORM_OFFSET;
     if (!m->rnd) in_mode |= LMC_GEMV_IN_NO_ROUND;
     KL(lmc_cu_gemv(w, rows, cols, in_mode, x, norm_w, m->eps, bias, out_mode, y, m->num_sms,
                    (lmc_cu_stream)m->stream));
+    return LMC_OK;
+}
+
+/* The rest of layer w for one row x (f32 residual) once m->d_attn holds
+ * its attention: o_proj, the MLP with its input norm, and their residual
+ * adds (with sandwich norms each output goes through m->y and its norm
+ * first). GEMVs; the decode step's and a prefill's last row's. */
+static lmc_status row_out(cu_model *m, const cu_layer *w, float *x) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const int H = m->H, I = m->I, QD = m->hq * m->D;
+    const int glu = m->gelu ? LMC_GEMV_OUT_GEGLU : LMC_GEMV_OUT_SWIGLU;
+    lmc_status st;
+    if (!m->sandwich) {
+        if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
+                       LMC_GEMV_OUT_F32_ADD, x)) ||
+            (st = gemv(m, w->gate_up, 2 * I, H, LMC_GEMV_IN_RMSNORM, x, w->post_norm,
+                       w->gate_up_b, glu, m->d_act)) ||
+            (st = gemv(m, w->down, H, I, LMC_GEMV_IN_BF16, m->d_act, NULL, w->down_b,
+                       LMC_GEMV_OUT_F32_ADD, x)))
+            return st;
+        return LMC_OK;
+    }
+    if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b, LMC_GEMV_OUT_F32,
+                   m->y)))
+        return st;
+    KL(lmc_cu_norm_add(m->y, w->post_norm, 1, H, m->eps, x, m->norm_offset, m->rnd, s));
+    if ((st = gemv(m, w->gate_up, 2 * I, H, LMC_GEMV_IN_RMSNORM, x, w->pre_ff_norm,
+                   w->gate_up_b, glu, m->d_act)) ||
+        (st = gemv(m, w->down, H, I, LMC_GEMV_IN_BF16, m->d_act, NULL, w->down_b,
+                   LMC_GEMV_OUT_F32, m->y)))
+        return st;
+    KL(lmc_cu_norm_add(m->y, w->post_ff_norm, 1, H, m->eps, x, m->norm_offset, m->rnd, s));
     return LMC_OK;
 }
 
@@ -439,9 +473,9 @@ static lmc_status gemv(cu_model *m, const uint16_t *w, int rows, int cols, int i
  * m->d_logits and their argmax in m->d_next. Capturable. */
 static lmc_status decode_body(cu_model *m, cu_cache *c) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
-    const int H = m->H, QD = m->hq * m->D;
+    const int H = m->H;
     lmc_status st;
-    KL(lmc_cu_embed(m->embed, c->d_state + 1, 1, H, m->V, m->d_x, s));
+    KL(lmc_cu_embed(m->embed, c->d_state + 1, 1, H, m->V, m->embed_scale, m->rnd, m->d_x, s));
     for (int l = 0; l < m->L; l++) {
         const cu_layer *w = &m->layers[l];
         size_t koff = (size_t)l * m->hkv * c->cap * m->D;
@@ -449,20 +483,18 @@ static lmc_status decode_body(cu_model *m, cu_cache *c) {
                        w->qkv_b, LMC_GEMV_OUT_BF16, m->d_qkv)))
             return st;
         KL(lmc_cu_attn_decode(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
-                              m->inv_freq, m->rope_attn, c->d_state, c->k + koff,
-                              c->v + koff, (int)c->cap, m->window, m->dec_splits, c->ws,
-                              m->d_attn, m->rnd, 1, s));
-        if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
-                       LMC_GEMV_OUT_F32_ADD, m->d_x)) ||
-            (st = gemv(m, w->gate_up, 2 * m->I, H, LMC_GEMV_IN_RMSNORM, m->d_x, w->post_norm,
-                       w->gate_up_b, LMC_GEMV_OUT_SWIGLU, m->d_act)) ||
-            (st = gemv(m, w->down, H, m->I, LMC_GEMV_IN_BF16, m->d_act, NULL, w->down_b,
-                       LMC_GEMV_OUT_F32_ADD, m->d_x)))
-            return st;
+                              m->norm_offset, lmc_cu_layer_freq(m, l), m->rot,
+                              lmc_cu_layer_rope_attn(m, l), c->d_state, c->k + koff,
+                              c->v + koff, (int)c->cap, lmc_cu_layer_window(m, l),
+                              m->attn_scale, m->attn_softcap, m->dec_splits, c->ws, m->d_attn,
+                              m->rnd, 1, s));
+        if ((st = row_out(m, w, m->d_x))) return st;
     }
     if ((st = gemv(m, m->lm_head, m->V, H, LMC_GEMV_IN_RMSNORM, m->d_x, m->final_norm, NULL,
                    LMC_GEMV_OUT_F32, m->d_logits)))
         return st;
+    if (m->final_softcap != 0.0f)
+        KL(lmc_cu_softcap(m->d_logits, (size_t)m->V, m->final_softcap, m->rnd, s));
     KL(lmc_cu_argmax(m->d_logits, m->V, m->d_argmax_ws, m->d_next, s));
     return LMC_OK;
 }
@@ -517,18 +549,21 @@ static lmc_status run_decode(cu_model *m, cu_cache *c) {
  * or none. */
 static lmc_status prefill_body(cu_model *m, cu_cache *c, int n, pf_rows keep) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
-    const int H = m->H, I = m->I, QD = m->hq * m->D;
+    const int H = m->H;
     lmc_status st;
-    KL(lmc_cu_embed(m->embed, m->p_ids, n, H, m->V, m->p_x, s));
+    KL(lmc_cu_embed(m->embed, m->p_ids, n, H, m->V, m->embed_scale, m->rnd, m->p_x, s));
     for (int l = 0; l < m->L; l++) {
         const cu_layer *w = &m->layers[l];
         size_t koff = (size_t)l * m->hkv * c->cap * m->D;
-        KL(lmc_cu_rmsnorm(m->p_x, w->in_norm, n, H, m->eps, m->p_norm, m->rnd, s));
+        const int win = lmc_cu_layer_window(m, l);
+        KL(lmc_cu_rmsnorm(m->p_x, w->in_norm, n, H, m->eps, m->p_norm, m->norm_offset, m->rnd,
+                          s));
         if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->qkv, m->p_qkv, n, m->qkv_dim, H, false,
                               false, m->stream)))
             return st;
         KL(lmc_cu_qkv_post(m->p_qkv, n, m->hq, m->hkv, m->D, w->qkv_b, w->q_norm, w->k_norm,
-                           m->eps, m->inv_freq, m->rope_attn, c->d_state, m->p_q, c->k + koff,
+                           m->eps, m->norm_offset, lmc_cu_layer_freq(m, l), m->rot,
+                           lmc_cu_layer_rope_attn(m, l), c->d_state, m->p_q, c->k + koff,
                            c->v + koff, (int)c->cap, m->rnd, s));
         const bool tail = l == m->L - 1 && keep != PF_ROWS_ALL;
         if (tail && keep == PF_ROWS_NONE) break;
@@ -538,41 +573,53 @@ static lmc_status prefill_body(cu_model *m, cu_cache *c, int n, pf_rows keep) {
             KL(lmc_cu_decode_row(m->p_qkv + r * m->qkv_dim, w->qkv_b, m->qkv_dim, m->d_qkv,
                                  m->rnd, s));
             KL(lmc_cu_attn_decode(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
-                                  m->inv_freq, m->rope_attn, c->d_state + 1, c->k + koff,
-                                  c->v + koff, (int)c->cap, m->window, m->dec_splits, c->ws,
-                                  m->d_attn, m->rnd, 0, s));
-            if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
-                           LMC_GEMV_OUT_F32_ADD, xr)) ||
-                (st = gemv(m, w->gate_up, 2 * I, H, LMC_GEMV_IN_RMSNORM, xr, w->post_norm,
-                           w->gate_up_b, LMC_GEMV_OUT_SWIGLU, m->d_act)) ||
-                (st = gemv(m, w->down, H, I, LMC_GEMV_IN_BF16, m->d_act, NULL, w->down_b,
-                           LMC_GEMV_OUT_F32_ADD, xr)))
-                return st;
+                                  m->norm_offset, lmc_cu_layer_freq(m, l), m->rot,
+                                  lmc_cu_layer_rope_attn(m, l), c->d_state + 1, c->k + koff,
+                                  c->v + koff, (int)c->cap, win, m->attn_scale, m->attn_softcap,
+                                  m->dec_splits, c->ws, m->d_attn, m->rnd, 0, s));
+            if ((st = row_out(m, w, xr))) return st;
             break;
         }
         KL(lmc_cu_attn_prefill(m->p_q, c->k + koff, c->v + koff, m->p_attn, n, m->hq, m->hkv,
-                               m->D, (int)c->cap, c->d_state, m->window, s));
+                               m->D, (int)c->cap, c->d_state, win, m->attn_scale,
+                               m->attn_softcap, s));
         if ((st = lmc_cu_rows_out(m, w, n))) return st;
     }
     return LMC_OK;
 }
 
+lmc_status lmc_cu_lm_head_rows(cu_model *m, int n) {
+    lmc_status st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, n, m->V, m->H, true,
+                                false, m->stream);
+    if (!st && m->final_softcap != 0.0f)
+        KL(lmc_cu_softcap(m->p_logits, (size_t)n * m->V, m->final_softcap, m->rnd,
+                          (lmc_cu_stream)m->stream));
+    return st;
+}
+
 lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
     const int H = m->H, I = m->I, QD = m->hq * m->D;
+    const bool sw = m->sandwich;
+    /* with sandwich norms the products land in y, normed into p_x after */
+    float *out = sw ? m->y : m->p_x;
     lmc_status st;
-    if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, m->p_x, n, H, QD, true, true, m->stream)))
+    if ((st = lmc_cu_gemm(&m->gemm, m->p_attn, w->o, out, n, H, QD, true, !sw, m->stream)))
         return st;
-    if (w->o_b) KL(lmc_cu_add_bias(m->p_x, 1, w->o_b, n, H, s));
-    KL(lmc_cu_rmsnorm(m->p_x, w->post_norm, n, H, m->eps, m->p_norm, m->rnd, s));
+    if (w->o_b) KL(lmc_cu_add_bias(out, 1, w->o_b, n, H, s));
+    if (sw) KL(lmc_cu_norm_add(m->y, w->post_norm, n, H, m->eps, m->p_x, m->norm_offset, m->rnd, s));
+    KL(lmc_cu_rmsnorm(m->p_x, sw ? w->pre_ff_norm : w->post_norm, n, H, m->eps, m->p_norm,
+                      m->norm_offset, m->rnd, s));
     if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->gate_up, m->p_gu, n, 2 * I, H, false, false,
                           m->stream)))
         return st;
     if (w->gate_up_b) KL(lmc_cu_add_bias(m->p_gu, 0, w->gate_up_b, n, 2 * I, s));
-    KL(lmc_cu_swiglu(m->p_gu, n, I, m->p_act, m->rnd, s));
-    if ((st = lmc_cu_gemm(&m->gemm, m->p_act, w->down, m->p_x, n, H, I, true, true, m->stream)))
+    KL(lmc_cu_glu(m->p_gu, n, I, m->gelu, m->p_act, m->rnd, s));
+    if ((st = lmc_cu_gemm(&m->gemm, m->p_act, w->down, out, n, H, I, true, !sw, m->stream)))
         return st;
-    if (w->down_b) KL(lmc_cu_add_bias(m->p_x, 1, w->down_b, n, H, s));
+    if (w->down_b) KL(lmc_cu_add_bias(out, 1, w->down_b, n, H, s));
+    if (sw)
+        KL(lmc_cu_norm_add(m->y, w->post_ff_norm, n, H, m->eps, m->p_x, m->norm_offset, m->rnd, s));
     return LMC_OK;
 }
 
@@ -649,10 +696,8 @@ static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
             for (size_t r = 0; r < rows; r += LOGIT_ROWS) {
                 size_t rr = rows - r < LOGIT_ROWS ? rows - r : LOGIT_ROWS;
                 KL(lmc_cu_rmsnorm(m->p_x + r * m->H, m->final_norm, (int)rr, m->H, m->eps,
-                                  m->p_norm, m->rnd, s));
-                if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, (int)rr, m->V,
-                                      m->H, true, false, m->stream)))
-                    return st;
+                                  m->p_norm, m->norm_offset, m->rnd, s));
+                if ((st = lmc_cu_lm_head_rows(m, (int)rr))) return st;
                 CU(cudaMemcpyAsync(host_logits + (done + r) * (size_t)m->V, m->p_logits,
                                    rr * (size_t)m->V * 4, cudaMemcpyDeviceToHost, m->stream));
             }
@@ -665,6 +710,8 @@ static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
                            m->p_x + (rows - 1) * m->H, m->final_norm, NULL, LMC_GEMV_OUT_F32,
                            m->d_logits)))
                 return st;
+            if (m->final_softcap != 0.0f)
+                KL(lmc_cu_softcap(m->d_logits, (size_t)m->V, m->final_softcap, m->rnd, s));
             if (host_logits)
                 CU(cudaMemcpyAsync(host_logits, m->d_logits, (size_t)m->V * 4,
                                    cudaMemcpyDeviceToHost, m->stream));
@@ -746,6 +793,10 @@ static lmc_status upload_weights(cu_model *m, const lmc_llama_weights *w, void *
         if ((st = alloc_upload(m, &s->in_norm, staging, &d->in_norm, "input_layernorm")) ||
             (st = alloc_upload(m, &s->post_norm, staging, &d->post_norm,
                                "post_attention_layernorm")) ||
+            (st = alloc_upload(m, &s->pre_ff_norm, staging, &d->pre_ff_norm,
+                               "pre_feedforward_layernorm")) ||
+            (st = alloc_upload(m, &s->post_ff_norm, staging, &d->post_ff_norm,
+                               "post_feedforward_layernorm")) ||
             (st = alloc_stack(m, qkv, 3, staging, &d->qkv, "q/k/v_proj")) ||
             (st = alloc_stack(m, qkvb, 3, staging, &d->qkv_b, "q/k/v_proj bias")) ||
             (st = alloc_upload(m, &s->o, staging, &d->o, "o_proj")) ||
@@ -784,6 +835,53 @@ static size_t largest_tensor_bytes(const lmc_llama_weights *w) {
     return best;
 }
 
+/* A RoPE table of the plan (the sliding layers' with local) on the device:
+ * rot / 2 frequencies and the factor for cos and sin. */
+static lmc_status upload_rope(cu_model *m, const lmc_arch_plan *plan, const lmc_model_config *c,
+                              bool local, float **freq, float *attn) {
+    lmc_rope rope;
+    lmc_status st = lmc_arch_rope_init(plan, c, local, &rope);
+    if (st) return st;
+    *attn = rope.attn_factor;
+    const size_t bytes = (size_t)m->rot / 2 * 4;
+    cudaError_t e;
+    st = dev_alloc(m, bytes, (void **)freq, local ? "local rope frequencies" : "rope frequencies");
+    if (!st && ((e = cudaMemcpyAsync(*freq, rope.inv_freq, bytes, cudaMemcpyHostToDevice,
+                                     m->stream)) != cudaSuccess ||
+                (e = cudaStreamSynchronize(m->stream)) != cudaSuccess))
+        st = lmc_err(LMC_ERR_DEVICE, "device cuda: rope upload: %s", cudaGetErrorString(e));
+    lmc_rope_free(&rope);
+    return st;
+}
+
+/* The embedding scale in the checkpoint's dtype, as the reference
+ * multiplies by it (0: none). */
+static float embed_scale(float scale, lmc_dtype dt) {
+    if (scale == 0.0f) return 0.0f;
+    if (dt == LMC_DT_BF16) return lmc_bf16_to_f32(lmc_f32_to_bf16(scale));
+    if (dt == LMC_DT_F16) return lmc_f16_to_f32(lmc_f32_to_f16(scale));
+    return scale;
+}
+
+/* The plan's features (those cuda_supports.c lets through) into the model:
+ * each stays at its plain value for a plan without it, so those models
+ * run exactly the kernels and arguments they always did. */
+static lmc_status plan_features(cu_model *m, const lmc_arch_plan *plan,
+                                const lmc_model_config *c) {
+    const unsigned f = lmc_arch_plan_features(plan, c);
+    m->norm_offset = plan->arch->norm == LMC_NORM_ONE_PLUS_W;
+    m->sandwich = plan->arch->sandwich_norms;
+    m->gelu = plan->act == LMC_GLU_GELU_TANH;
+    m->attn_scale = f & LMC_FEAT_ATTN_SCALE ? plan->attn_scale : 0.0f;
+    m->attn_softcap = plan->attn_softcap;
+    m->final_softcap = plan->final_softcap;
+    m->rot = (int)plan->rot_dim;
+    m->layer_window = malloc((size_t)m->L * sizeof *m->layer_window);
+    if (!m->layer_window) return lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
+    for (int l = 0; l < m->L; l++) m->layer_window[l] = (int)plan->layer_window[l];
+    return LMC_OK;
+}
+
 lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan *plan,
                                  lmc_model **out) {
     if (!lm || !lm->config || !lm->weights || !plan || !out)
@@ -812,6 +910,10 @@ lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan
     m->qkv_dim = (m->hq + 2 * m->hkv) * m->D;
     m->window = (int)plan->cache_window;
     m->eps = (float)c->rms_norm_eps;
+    if ((st = plan_features(m, plan, c))) {
+        cu_model_free(&m->base);
+        return st;
+    }
     lmc_llama_weights w;
     memset(&w, 0, sizeof w);
     void *staging = NULL;
@@ -847,6 +949,7 @@ lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan
     if ((st = lmc_llama_weights_bind(plan, c, lm->weights, false, &w))) goto fail;
     /* a bf16 reference rounds between ops; f32 and f16 ones keep more */
     m->rnd = w.embed.dt == LMC_DT_BF16;
+    m->embed_scale = embed_scale(plan->embed_scale, w.embed.dt);
     if ((e = cudaMalloc(&staging, largest_tensor_bytes(&w) + 16)) != cudaSuccess) {
         st = lmc_err(LMC_ERR_DEVICE, "device cuda: upload staging buffer: %s",
                      cudaGetErrorString(e));
@@ -857,16 +960,10 @@ lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan
     staging = NULL;
     lmc_llama_weights_free(&w);
 
-    lmc_rope rope;
-    if ((st = lmc_arch_rope_init(plan, c, false, &rope))) goto fail;
-    m->rope_attn = rope.attn_factor;
-    st = dev_alloc(m, (size_t)m->D / 2 * 4, (void **)&m->inv_freq, "rope frequencies");
-    if (!st && ((e = cudaMemcpyAsync(m->inv_freq, rope.inv_freq, (size_t)m->D / 2 * 4,
-                                     cudaMemcpyHostToDevice, m->stream)) != cudaSuccess ||
-                (e = cudaStreamSynchronize(m->stream)) != cudaSuccess))
-        st = lmc_err(LMC_ERR_DEVICE, "device cuda: rope upload: %s", cudaGetErrorString(e));
-    lmc_rope_free(&rope);
-    if (st) goto fail;
+    if ((st = upload_rope(m, plan, c, false, &m->inv_freq, &m->rope_attn)) ||
+        (plan->local_rope &&
+         (st = upload_rope(m, plan, c, true, &m->inv_freq_local, &m->rope_attn_local))))
+        goto fail;
     size_t QD = (size_t)m->hq * m->D;
     if ((st = dev_alloc(m, (size_t)m->H * 4, (void **)&m->d_x, "decode residual")) ||
         (st = dev_alloc(m, (size_t)m->V * 4, (void **)&m->d_logits, "logits")) ||
@@ -876,7 +973,9 @@ lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan
         (st = dev_alloc(m, 16, (void **)&m->d_next, "argmax")) ||
         (st = dev_alloc(m, lmc_cu_argmax_ws_bytes(), &m->d_argmax_ws, "argmax workspace")) ||
         (st = dev_alloc(m, (size_t)LOGIT_ROWS * m->V * 4, (void **)&m->p_logits,
-                        "logits rows")))
+                        "logits rows")) ||
+        (m->sandwich && (st = dev_alloc(m, (size_t)PF_CHUNK * m->H * 4, (void **)&m->y,
+                                        "sublayer output rows"))))
         goto fail;
     *out = &m->base;
     return LMC_OK;

@@ -26,6 +26,7 @@ typedef enum { PF_ROWS_ALL, PF_ROWS_LAST, PF_ROWS_NONE, PF_KINDS } pf_rows;
 
 typedef struct {
     uint16_t *in_norm, *post_norm;
+    uint16_t *pre_ff_norm, *post_ff_norm; /* sandwich norms (post_norm then follows attention) */
     uint16_t *qkv, *qkv_b; /* [(hq + 2 hkv) D, H], bias or NULL */
     uint16_t *o, *o_b;
     uint16_t *q_norm, *k_norm;
@@ -48,6 +49,19 @@ typedef struct {
     uint16_t *embed, *final_norm, *lm_head;
     float *inv_freq;
     float rope_attn; /* multiplies RoPE's cos and sin (yarn), else 1 */
+    /* The plan's features beyond the plain llama layer (models/arch.h);
+     * each is off (0 / false / the plain value) for a plan without it. */
+    int norm_offset;   /* RMSNorm weights in the (1 + w) form */
+    bool sandwich;     /* sublayer outputs normed before their residual adds */
+    int gelu;          /* GeGLU (tanh GELU) instead of SwiGLU */
+    float embed_scale; /* embeddings times this (in the model's dtype); 0: none */
+    float attn_scale;  /* the attention scale; 0: head_dim^-1/2 */
+    float attn_softcap, final_softcap; /* logit softcapping; 0: none */
+    int rot;           /* rotated leading values of a head (D: all of them) */
+    int *layer_window; /* per layer: its window, 0 for full attention */
+    float *inv_freq_local; /* the sliding layers' RoPE table, or NULL */
+    float rope_attn_local;
+    float *y; /* sandwich norms: a sublayer's f32 output rows [PF_CHUNK][H] */
     /* decode scratch (fixed addresses: captured in graphs) */
     float *d_x, *d_logits;
     uint16_t *d_qkv, *d_attn, *d_act;
@@ -93,13 +107,26 @@ typedef struct {
                            cudaGetErrorString((cudaError_t)e_));                          \
     } while (0)
 
+/* Layer l's attention window (0: full) and RoPE table and factor. */
+static inline int lmc_cu_layer_window(const cu_model *m, int l) { return m->layer_window[l]; }
+static inline const float *lmc_cu_layer_freq(const cu_model *m, int l) {
+    return m->inv_freq_local && m->layer_window[l] ? m->inv_freq_local : m->inv_freq;
+}
+static inline float lmc_cu_layer_rope_attn(const cu_model *m, int l) {
+    return m->inv_freq_local && m->layer_window[l] ? m->rope_attn_local : m->rope_attn;
+}
+
 /* Device memory owned by the model (freed with it). */
 lmc_status lmc_cu_model_alloc(cu_model *m, size_t bytes, void **out, const char *what);
 void lmc_cu_model_release(cu_model *m, void *p);
 /* Rows [0, n) of the prefill scratch after their attention (p_attn):
  * o_proj added to the residual p_x, the post-attention norm, gate/up,
- * SwiGLU, down added to p_x (GEMMs for every row at once). */
+ * SwiGLU (or GeGLU), down added to p_x (GEMMs for every row at once); with
+ * sandwich norms each output is normed (in y) before its add. */
 lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n);
+/* Logits of rows [0, n) (n <= LOGIT_ROWS) of the normed p_norm into
+ * p_logits: lm_head, then the final softcapping when the plan has it. */
+lmc_status lmc_cu_lm_head_rows(cu_model *m, int n);
 /* The prefill scratch (p_*) for at least `rows` rows. */
 lmc_status lmc_cu_model_rows(cu_model *m, size_t rows);
 

@@ -1,8 +1,11 @@
 /* What the CUDA model runs, stated in one place: the llama-family layer
- * (RMSNorm weights as stored, optional q/k norms and biases, SwiGLU, full
- * rotary embedding, one RoPE table, one window for every layer; fused
- * q/k/v and gate/up checkpoints are split at upload) within its kernels'
- * shape limits. Everything else in a description is refused here by name.
+ * (optional q/k norms and biases; fused q/k/v and gate/up checkpoints are
+ * split at upload) with the features of phi3 and gemma3_text: a partial
+ * rotary embedding, (1 + w) RMSNorms, sandwich norms, GeGLU, scaled
+ * embeddings, query_pre_attn_scalar, a second RoPE table for sliding
+ * layers, layers mixing sliding and full attention, and final and
+ * attention logit softcapping; within its kernels' shape limits. Anything
+ * else a description adds is refused here by name.
  * Compiled in every build, so the refusals read the same with or without
  * CUDA; the kernel limits are asked of the kernels when they are built. */
 #include "backend/cuda/cuda.h"
@@ -14,8 +17,11 @@
 #endif
 
 /* The description's features the kernels implement (fused checkpoints
- * are split at upload; the rest of the plain llama layer is native). */
-static const unsigned cuda_features = LMC_FEAT_FUSED;
+ * are split at upload; the rest are flags of cu_model, cuda_model.h). */
+static const unsigned cuda_features =
+    LMC_FEAT_FUSED | LMC_FEAT_PARTIAL_ROTARY | LMC_FEAT_NORM_ONE_PLUS_W |
+    LMC_FEAT_SANDWICH_NORMS | LMC_FEAT_GEGLU | LMC_FEAT_EMBED_SCALE | LMC_FEAT_ATTN_SCALE |
+    LMC_FEAT_LOCAL_ROPE | LMC_FEAT_MIXED_WINDOWS | LMC_FEAT_FINAL_SOFTCAP | LMC_FEAT_ATTN_SOFTCAP;
 
 static lmc_status check_shapes(const lmc_model_config *c) {
     int64_t D = c->head_dim, hq = c->num_attention_heads, hkv = c->num_key_value_heads;

@@ -45,7 +45,8 @@ __global__ void __launch_bounds__(GEMV_THREADS, R == 1 ? 4 : 2)
     extern __shared__ uint4 xs4[];
     __shared__ float red[GEMV_THREADS / 32];
     const int rnd = !(in_mode & LMC_GEMV_IN_NO_ROUND);
-    in_mode &= ~LMC_GEMV_IN_NO_ROUND;
+    const int offset = (in_mode & LMC_GEMV_IN_NORM_OFFSET) != 0;
+    in_mode &= ~(LMC_GEMV_IN_NO_ROUND | LMC_GEMV_IN_NORM_OFFSET);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nch = cols / 8;
     const int stride = gridDim.x * (GEMV_THREADS / 32) * R; /* rows between a warp's groups */
@@ -103,8 +104,7 @@ __global__ void __launch_bounds__(GEMV_THREADS, R == 1 ? 4 : 2)
             uint16_t *o16 = (uint16_t *)&o;
 #pragma unroll
             for (int e = 0; e < 8; e++) {
-                float t = v[e] * r;
-                o16[e] = f2bf((rnd ? rbf(t) : t) * bf2f(n16[e]));
+                o16[e] = f2bf(rms_w(v[e] * r, bf2f(n16[e]), offset, rnd));
             }
             xs4[i] = o;
         }
@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(GEMV_THREADS, R == 1 ? 4 : 2)
         for (int r = 0; r < R; r++)
             for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
         if (lane != 0) return;
-        if (out_mode == LMC_GEMV_OUT_SWIGLU) {
+        if (out_mode == LMC_GEMV_OUT_SWIGLU || out_mode == LMC_GEMV_OUT_GEGLU) {
             /* rows r0 (gate) and r0 + 1 (up) of an interleaved gate/up */
             if (R == 2 && r0 + 1 < rows) {
                 float gt = acc[0], up = acc[R - 1];
@@ -142,7 +142,8 @@ __global__ void __launch_bounds__(GEMV_THREADS, R == 1 ? 4 : 2)
                 }
                 gt = rbf(gt);
                 up = rbf(up);
-                const float act = gt / (1.f + expf(-gt));
+                const float act =
+                    out_mode == LMC_GEMV_OUT_GEGLU ? gelu_tanh(gt) : gt / (1.f + expf(-gt));
                 ((uint16_t *)y)[r0 / 2] = f2bf((rnd ? rbf(act) : act) * up);
             }
             return;
@@ -202,7 +203,8 @@ extern "C" int lmc_cu_gemv(const uint16_t *w, int rows, int cols, int in_mode, c
     size_t smem = (size_t)cols * 2;
     /* Two rows per warp when that still leaves at least two blocks per SM;
      * never more blocks than fit at once (each would redo the prologue). */
-    const int r2 = rows >= 2 * wpb * 2 * num_sms || out_mode == LMC_GEMV_OUT_SWIGLU;
+    const int r2 = rows >= 2 * wpb * 2 * num_sms || out_mode == LMC_GEMV_OUT_SWIGLU ||
+                   out_mode == LMC_GEMV_OUT_GEGLU;
     const int max_blocks = gemv_occ[r2] * num_sms;
     int blocks = (rows + (r2 + 1) * wpb - 1) / ((r2 + 1) * wpb);
     if (blocks > max_blocks) blocks = max_blocks;

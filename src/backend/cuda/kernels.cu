@@ -30,7 +30,7 @@ extern "C" void lmc_cu_set_pdl(int on) { lmc_cu_pdl_enabled = on; }
 
 /* ---------------------------------------------------------------- embed */
 __global__ void k_embed(const uint16_t *emb, const int32_t *ids, int hidden, int vocab,
-                        float *out) {
+                        float scale, int rnd, float *out) {
     int row = blockIdx.x;
     pdl_trigger();
     pdl_wait();
@@ -38,19 +38,22 @@ __global__ void k_embed(const uint16_t *emb, const int32_t *ids, int hidden, int
     id = id < 0 ? 0 : (id >= vocab ? vocab - 1 : id);
     const uint16_t *e = emb + (size_t)id * hidden;
     float *o = out + (size_t)row * hidden;
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = bf2f(e[i]);
+    if (scale == 0.f)
+        for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = bf2f(e[i]);
+    else
+        for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = rbfc(bf2f(e[i]) * scale, rnd);
 }
 
 extern "C" int lmc_cu_embed(const uint16_t *emb, const int32_t *ids, int n, int hidden,
-                            int vocab, float *out, lmc_cu_stream s) {
+                            int vocab, float scale, int rnd, float *out, lmc_cu_stream s) {
     return (int)lmc_pdl_launch(k_embed, dim3(n), dim3(256), 0, (cudaStream_t)s, emb, ids, hidden,
-                               vocab, out);
+                               vocab, scale, rnd, out);
 }
 
 /* -------------------------------------------------------------- rmsnorm */
 /* Generic path: one block of 256 threads per row, any cols and alignment. */
 __global__ void k_rmsnorm(const float *x, const uint16_t *w, int cols, float eps,
-                          uint16_t *out, int rnd) {
+                          uint16_t *out, int offset, int rnd) {
     __shared__ float red[32];
     const float *xr = x + (size_t)blockIdx.x * cols;
     uint16_t *o = out + (size_t)blockIdx.x * cols;
@@ -59,7 +62,7 @@ __global__ void k_rmsnorm(const float *x, const uint16_t *w, int cols, float eps
     ss = block_sum(ss, red);
     float r = rsqrtf(ss / (float)cols + eps);
     for (int i = threadIdx.x; i < cols; i += blockDim.x)
-        o[i] = f2bf(rbfc(xr[i] * r, rnd) * bf2f(w[i]));
+        o[i] = f2bf(rms_w(xr[i] * r, bf2f(w[i]), offset, rnd));
 }
 
 /* Vector path (cols % 4 == 0, x 16-byte and w/out 8-byte aligned): the row
@@ -79,7 +82,7 @@ __global__ void k_rmsnorm(const float *x, const uint16_t *w, int cols, float eps
 template <int KP, int QS, int M>
 __global__ void __launch_bounds__(RMS_THREADS)
     k_rmsnorm_vec(const float4 *__restrict__ x, const uint2 *__restrict__ w, int rows, int cols,
-                  float eps, uint2 *__restrict__ out, int rnd) {
+                  float eps, uint2 *__restrict__ out, int offset, int rnd) {
     constexpr int G = 64 * M / QS, RPB = RMS_THREADS / G;
     __shared__ float red[RPB * 8]; /* QS = 1: the rows' 8 warp sums each */
     const int n4 = cols >> 2, sub = threadIdx.x % G, grp = threadIdx.x / G;
@@ -160,10 +163,10 @@ __global__ void __launch_bounds__(RMS_THREADS)
             if (live && i < n4) {
                 const float4 a = v[qi][j];
                 const uint2 g = wv[qi][j];
-                const float o0 = rbfc(a.x * r, rnd) * bf2f((uint16_t)g.x);
-                const float o1 = rbfc(a.y * r, rnd) * bf2f((uint16_t)(g.x >> 16));
-                const float o2 = rbfc(a.z * r, rnd) * bf2f((uint16_t)g.y);
-                const float o3 = rbfc(a.w * r, rnd) * bf2f((uint16_t)(g.y >> 16));
+                const float o0 = rms_w(a.x * r, bf2f((uint16_t)g.x), offset, rnd);
+                const float o1 = rms_w(a.y * r, bf2f((uint16_t)(g.x >> 16)), offset, rnd);
+                const float o2 = rms_w(a.z * r, bf2f((uint16_t)g.y), offset, rnd);
+                const float o3 = rms_w(a.w * r, bf2f((uint16_t)(g.y >> 16)), offset, rnd);
                 out[base + i] = make_uint2(pack_bf2(o0, o1), pack_bf2(o2, o3));
             }
         }
@@ -171,28 +174,61 @@ __global__ void __launch_bounds__(RMS_THREADS)
 
 template <int KP, int QS, int M>
 static int rmsnorm_vec(const float *x, const uint16_t *w, int rows, int cols, float eps,
-                       uint16_t *out, int rnd, cudaStream_t s) {
+                       uint16_t *out, int offset, int rnd, cudaStream_t s) {
     constexpr int RPB = RMS_THREADS / (64 * M / QS);
     const unsigned blocks = (unsigned)((rows + RPB - 1) / RPB);
     k_rmsnorm_vec<KP, QS, M><<<blocks, RMS_THREADS, 0, s>>>(
-        (const float4 *)x, (const uint2 *)w, rows, cols, eps, (uint2 *)out, rnd);
+        (const float4 *)x, (const uint2 *)w, rows, cols, eps, (uint2 *)out, offset, rnd);
     return launch_status();
 }
 
 extern "C" int lmc_cu_rmsnorm(const float *x, const uint16_t *w, int rows, int cols, float eps,
-                              uint16_t *out, int rnd, lmc_cu_stream s) {
+                              uint16_t *out, int offset, int rnd, lmc_cu_stream s) {
     cudaStream_t st = (cudaStream_t)s;
     const bool vec = rows > 0 && cols > 0 && cols % 4 == 0 && ((uintptr_t)x & 15) == 0 &&
                      ((uintptr_t)w & 7) == 0 && ((uintptr_t)out & 7) == 0;
     /* chain steps per lane x quads per lane x lanes per quad >= cols / 256 */
-    if (vec && cols <= 256) return rmsnorm_vec<1, 2, 1>(x, w, rows, cols, eps, out, rnd, st);
-    if (vec && cols <= 512) return rmsnorm_vec<2, 2, 1>(x, w, rows, cols, eps, out, rnd, st);
-    if (vec && cols <= 1024) return rmsnorm_vec<4, 2, 1>(x, w, rows, cols, eps, out, rnd, st);
-    if (vec && cols <= 2048) return rmsnorm_vec<8, 1, 1>(x, w, rows, cols, eps, out, rnd, st);
-    if (vec && cols <= 4096) return rmsnorm_vec<8, 1, 2>(x, w, rows, cols, eps, out, rnd, st);
-    if (vec && cols <= 8192) return rmsnorm_vec<8, 1, 4>(x, w, rows, cols, eps, out, rnd, st);
-    if (vec && cols <= 16384) return rmsnorm_vec<16, 1, 4>(x, w, rows, cols, eps, out, rnd, st);
-    k_rmsnorm<<<rows, RMS_THREADS, 0, st>>>(x, w, cols, eps, out, rnd);
+    if (vec && cols <= 256) return rmsnorm_vec<1, 2, 1>(x, w, rows, cols, eps, out, offset, rnd,
+                                                       st);
+    if (vec && cols <= 512) return rmsnorm_vec<2, 2, 1>(x, w, rows, cols, eps, out, offset, rnd,
+                                                       st);
+    if (vec && cols <= 1024) return rmsnorm_vec<4, 2, 1>(x, w, rows, cols, eps, out, offset, rnd,
+                                                       st);
+    if (vec && cols <= 2048) return rmsnorm_vec<8, 1, 1>(x, w, rows, cols, eps, out, offset, rnd,
+                                                       st);
+    if (vec && cols <= 4096) return rmsnorm_vec<8, 1, 2>(x, w, rows, cols, eps, out, offset, rnd,
+                                                       st);
+    if (vec && cols <= 8192) return rmsnorm_vec<8, 1, 4>(x, w, rows, cols, eps, out, offset, rnd,
+                                                       st);
+    if (vec && cols <= 16384) return rmsnorm_vec<16, 1, 4>(x, w, rows, cols, eps, out, offset, rnd,
+                                                       st);
+    k_rmsnorm<<<rows, RMS_THREADS, 0, st>>>(x, w, cols, eps, out, offset, rnd);
+    return launch_status();
+}
+
+/* x[r, :] += norm(y[r, :]) * w: one block per row; y (a sublayer's f32
+ * output) is first rounded as the reference's sublayer output is (rnd). */
+__global__ void __launch_bounds__(RMS_THREADS)
+    k_norm_add(const float *y, const uint16_t *w, int cols, float eps, float *x, int offset,
+               int rnd) {
+    __shared__ float red[32];
+    const float *yr = y + (size_t)blockIdx.x * cols;
+    float *xr = x + (size_t)blockIdx.x * cols;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+        const float v = rbfc(yr[i], rnd);
+        ss += v * v;
+    }
+    ss = block_sum(ss, red);
+    const float r = rsqrtf(ss / (float)cols + eps);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        xr[i] += rbfc(rms_w(rbfc(yr[i], rnd) * r, bf2f(w[i]), offset, rnd), rnd);
+}
+
+extern "C" int lmc_cu_norm_add(const float *y, const uint16_t *w, int rows, int cols, float eps,
+                               float *x, int offset, int rnd, lmc_cu_stream s) {
+    if (rows <= 0 || cols <= 0) return (int)cudaErrorInvalidValue;
+    k_norm_add<<<rows, RMS_THREADS, 0, (cudaStream_t)s>>>(y, w, cols, eps, x, offset, rnd);
     return launch_status();
 }
 
@@ -208,16 +244,19 @@ extern "C" int lmc_cu_rmsnorm(const float *x, const uint16_t *w, int rows, int c
 /* Token t of qkv at position pos; its key and value for KV head h go to
  * k_at + h * hstride and v_at + h * hstride (a contiguous cache: the
  * position's row of head 0 with stride cap * d; a paged one: the slot in
- * the position's block). Called by the whole block. */
+ * the position's block). Called by the whole block. The q/k norms take the
+ * (1 + w) form with norm_offset; only the first rot values of a head
+ * rotate (rot < d: a partial rotary embedding, the rest pass through). */
 static __device__ void qkv_post_token(const uint16_t *qkv, int t, int pos, int hq, int hkv,
                                       int d, const uint16_t *bias, const uint16_t *q_norm,
-                                      const uint16_t *k_norm, float eps, const float *inv_freq,
-                                      float rope_attn, uint16_t *q_out, uint16_t *k_at,
-                                      uint16_t *v_at, size_t hstride, int rnd) {
+                                      const uint16_t *k_norm, float eps, int norm_offset,
+                                      const float *inv_freq, int rot, float rope_attn,
+                                      uint16_t *q_out, uint16_t *k_at, uint16_t *v_at,
+                                      size_t hstride, int rnd) {
     __shared__ float cs_tab[QKV_MAXD / 2], sn_tab[QKV_MAXD / 2];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int half = d / 2, per = d / 32; /* values per lane (d >= 32) or 1 */
-    for (int i = threadIdx.x; i < half; i += QKV_THREADS) {
+    for (int i = threadIdx.x; i < rot / 2; i += QKV_THREADS) {
         float sn, cs;
         sincosf((float)pos * inv_freq[i], &sn, &cs);
         cs_tab[i] = __fmul_rn(cs, rope_attn);
@@ -258,10 +297,36 @@ static __device__ void qkv_post_token(const uint16_t *qkv, int t, int pos, int h
             const float r = rsqrtf(ss / (float)d + eps);
 #pragma unroll
             for (int j = 0; j < QKV_MAXD / 32; j++)
-                if (j < cnt) v[j] = rbfc(rbfc(v[j] * r, rnd) * bf2f(nw[lane + 32 * j]), rnd);
+                if (j < cnt)
+                    v[j] = rbfc(rms_w(v[j] * r, bf2f(nw[lane + 32 * j]), norm_offset, rnd), rnd);
         }
         uint16_t *dst = head < hq ? q_out + ((size_t)t * hq + head) * d
                                   : k_at + (size_t)(head - hq) * hstride;
+        if (rot < d) {
+            /* partial: element i < rot pairs with i +- rot / 2, which may
+             * live in another lane, so the head goes through this warp's
+             * row of shared memory */
+            __shared__ float part[QKV_THREADS / 32][QKV_MAXD];
+            float *row_w = part[warp];
+            const int rh = rot / 2;
+#pragma unroll
+            for (int j = 0; j < QKV_MAXD / 32; j++)
+                if (j < cnt) row_w[lane + 32 * j] = v[j];
+            __syncwarp();
+#pragma unroll
+            for (int j = 0; j < QKV_MAXD / 32; j++) {
+                if (j >= cnt) break;
+                const int i = lane + 32 * j;
+                float y = row_w[i];
+                if (i < rh)
+                    y = rope_lo(row_w[i], row_w[i + rh], cs_tab[i], sn_tab[i]);
+                else if (i < rot)
+                    y = rope_hi(row_w[i - rh], row_w[i], cs_tab[i - rh], sn_tab[i - rh]);
+                dst[i] = f2bf(y);
+            }
+            __syncwarp(); /* the row is rewritten by this warp's next head */
+            continue;
+        }
         /* rotate-half: element i pairs with i +- half, which lives in the
          * same lane (half is a multiple of 32) or, for d <= 32, in lane
          * i +- half of the same register (half need not be a power of two) */
@@ -290,14 +355,15 @@ static __device__ void qkv_post_token(const uint16_t *qkv, int t, int pos, int h
 
 __global__ void __launch_bounds__(QKV_THREADS)
     k_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *bias,
-               const uint16_t *q_norm, const uint16_t *k_norm, float eps, const float *inv_freq,
-               float rope_attn, const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
-               uint16_t *v_cache, int cap, int rnd) {
+               const uint16_t *q_norm, const uint16_t *k_norm, float eps, int norm_offset,
+               const float *inv_freq, int rot, float rope_attn, const int32_t *d_state,
+               uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, int cap, int rnd) {
     pdl_trigger();
     pdl_wait();
     const int t = blockIdx.x, pos = d_state[0] + t;
-    qkv_post_token(qkv, t, pos, hq, hkv, d, bias, q_norm, k_norm, eps, inv_freq, rope_attn, q_out,
-                   k_cache + (size_t)pos * d, v_cache + (size_t)pos * d, (size_t)cap * d, rnd);
+    qkv_post_token(qkv, t, pos, hq, hkv, d, bias, q_norm, k_norm, eps, norm_offset, inv_freq, rot,
+                   rope_attn, q_out, k_cache + (size_t)pos * d, v_cache + (size_t)pos * d,
+                   (size_t)cap * d, rnd);
 }
 
 /* Rows of a ragged batch: row t at position pos[t] of sequence seq[t],
@@ -305,28 +371,30 @@ __global__ void __launch_bounds__(QKV_THREADS)
  * [blocks][hkv][bt][d]. */
 __global__ void __launch_bounds__(QKV_THREADS)
     k_paged_qkv_post(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *bias,
-                     const uint16_t *q_norm, const uint16_t *k_norm, float eps,
-                     const float *inv_freq, float rope_attn, const int32_t *row_seq,
+                     const uint16_t *q_norm, const uint16_t *k_norm, float eps, int norm_offset,
+                     const float *inv_freq, int rot, float rope_attn, const int32_t *row_seq,
                      const int32_t *row_pos, const int32_t *tables, int max_blocks, int bt,
                      uint16_t *q_out, uint16_t *k_pool, uint16_t *v_pool, int rnd) {
     const int t = blockIdx.x, pos = row_pos[t];
     const size_t blk = (size_t)tables[(size_t)row_seq[t] * max_blocks + pos / bt];
     const size_t at = (blk * hkv * bt + pos % bt) * d;
-    qkv_post_token(qkv, t, pos, hq, hkv, d, bias, q_norm, k_norm, eps, inv_freq, rope_attn, q_out,
-                   k_pool + at, v_pool + at, (size_t)bt * d, rnd);
+    qkv_post_token(qkv, t, pos, hq, hkv, d, bias, q_norm, k_norm, eps, norm_offset, inv_freq, rot,
+                   rope_attn, q_out, k_pool + at, v_pool + at, (size_t)bt * d, rnd);
 }
 
 extern "C" int lmc_cu_paged_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d,
                                      const uint16_t *bias, const uint16_t *q_norm,
-                                     const uint16_t *k_norm, float norm_eps,
-                                     const float *inv_freq, float rope_attn,
+                                     const uint16_t *k_norm, float norm_eps, int norm_offset,
+                                     const float *inv_freq, int rot, float rope_attn,
                                      const int32_t *row_seq, const int32_t *row_pos,
                                      const int32_t *tables, int max_blocks, int block_tokens,
                                      uint16_t *q_out, uint16_t *k_pool, uint16_t *v_pool, int rnd,
                                      lmc_cu_stream s) {
+    if (d > QKV_MAXD || d % 2 || (d > 32 && d % 64) || rot < 2 || rot > d || rot % 2)
+        return (int)cudaErrorInvalidValue;
     k_paged_qkv_post<<<n, QKV_THREADS, 0, (cudaStream_t)s>>>(
-        qkv, hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, rope_attn, row_seq, row_pos,
-        tables, max_blocks, block_tokens, q_out, k_pool, v_pool, rnd);
+        qkv, hq, hkv, d, bias, q_norm, k_norm, norm_eps, norm_offset, inv_freq, rot, rope_attn,
+        row_seq, row_pos, tables, max_blocks, block_tokens, q_out, k_pool, v_pool, rnd);
     return launch_status();
 }
 
@@ -410,7 +478,7 @@ static __device__ float head_sumsq(const float *x1, const float *x2, int d, int 
 __global__ void __launch_bounds__(QKV_VEC_THREADS)
     k_qkv_post_vec(const uint16_t *__restrict__ qkv, int n, int hq, int hkv, int d, int tpb,
                    int upb, const uint16_t *__restrict__ bias, const uint16_t *__restrict__ q_norm,
-                   const uint16_t *__restrict__ k_norm, float eps,
+                   const uint16_t *__restrict__ k_norm, float eps, int norm_offset,
                    const float *__restrict__ inv_freq, float rope_attn,
                    const int32_t *__restrict__ d_state, uint16_t *__restrict__ q_out,
                    uint16_t *__restrict__ k_cache, uint16_t *__restrict__ v_cache, int cap,
@@ -474,8 +542,8 @@ __global__ void __launch_bounds__(QKV_VEC_THREADS)
             unpack8(*(const uint4 *)(nw + i0 + half), g2);
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                x1[j] = rbfc(rbfc(x1[j] * r, rnd) * g1[j], rnd);
-                x2[j] = rbfc(rbfc(x2[j] * r, rnd) * g2[j], rnd);
+                x1[j] = rbfc(rms_w(x1[j] * r, g1[j], norm_offset, rnd), rnd);
+                x2[j] = rbfc(rms_w(x2[j] * r, g2[j], norm_offset, rnd), rnd);
             }
         }
     }
@@ -511,13 +579,15 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int d,
                                const uint16_t *bias, const uint16_t *q_norm,
-                               const uint16_t *k_norm, float norm_eps, const float *inv_freq,
-                               float rope_attn, const int32_t *d_state, uint16_t *q_out,
-                               uint16_t *k_cache, uint16_t *v_cache, int cap, int rnd,
-                               lmc_cu_stream s) {
-    if (d > QKV_MAXD || d % 2 || (d > 32 && d % 64)) return (int)cudaErrorInvalidValue;
+                               const uint16_t *k_norm, float norm_eps, int norm_offset,
+                               const float *inv_freq, int rot, float rope_attn,
+                               const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
+                               uint16_t *v_cache, int cap, int rnd, lmc_cu_stream s) {
+    if (d > QKV_MAXD || d % 2 || (d > 32 && d % 64) || rot < 2 || rot > d || rot % 2)
+        return (int)cudaErrorInvalidValue;
     const int heads = hq + 2 * hkv;
-    const bool vec = (d == 16 || d == 32 || d == 64 || d == 128 || d == 256) && n > 0 &&
+    /* the vector path pairs i with i + d / 2: whole-head rotation only */
+    const bool vec = rot == d && (d == 16 || d == 32 || d == 64 || d == 128 || d == 256) && n > 0 &&
                      heads > 0 && aligned16(qkv) && aligned16(bias) && aligned16(q_norm) &&
                      aligned16(k_norm) && aligned16(q_out) && aligned16(k_cache) &&
                      aligned16(v_cache);
@@ -535,12 +605,12 @@ extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int 
         const size_t smem = (size_t)2 * tpb * (d / 2) * sizeof(float);
         return (int)lmc_pdl_launch(k_qkv_post_vec, dim3((n + tpb - 1) / tpb, slices),
                                    dim3(threads), smem, (cudaStream_t)s, qkv, n, hq, hkv, d, tpb,
-                                   upb, bias, q_norm, k_norm, norm_eps, inv_freq, rope_attn,
-                                   d_state, q_out, k_cache, v_cache, cap, rnd);
+                                   upb, bias, q_norm, k_norm, norm_eps, norm_offset, inv_freq,
+                                   rope_attn, d_state, q_out, k_cache, v_cache, cap, rnd);
     }
     return (int)lmc_pdl_launch(k_qkv_post, dim3(n), dim3(QKV_THREADS), 0, (cudaStream_t)s, qkv,
-                               hq, hkv, d, bias, q_norm, k_norm, norm_eps, inv_freq, rope_attn,
-                               d_state, q_out, k_cache, v_cache, cap, rnd);
+                               hq, hkv, d, bias, q_norm, k_norm, norm_eps, norm_offset, inv_freq,
+                               rot, rope_attn, d_state, q_out, k_cache, v_cache, cap, rnd);
 }
 
 /* No early trigger: the decode attention launched next reads the cache
@@ -560,10 +630,12 @@ extern "C" int lmc_cu_decode_row(const uint16_t *row, const uint16_t *bias, int 
                                (cudaStream_t)s, row, bias, cols, out, rnd);
 }
 
-/* --------------------------------------------------------------- swiglu */
+/* --------------------------------------------------------- gated MLP act */
 /* Gate and up are interleaved, so output i reads inputs 2i and 2i + 1:
- * 8 outputs per thread from two 16-byte loads. */
-__global__ void k_swiglu(const uint16_t *gu, size_t n8, uint16_t *out, int rnd) {
+ * 8 outputs per thread from two 16-byte loads. SwiGLU, or GeGLU with the
+ * tanh GELU (GELU). */
+template <bool GELU>
+__global__ void k_glu(const uint16_t *gu, size_t n8, uint16_t *out, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8;
          i += (size_t)gridDim.x * blockDim.x) {
         const uint4 a = ((const uint4 *)gu)[2 * i], b = ((const uint4 *)gu)[2 * i + 1];
@@ -574,19 +646,23 @@ __global__ void k_swiglu(const uint16_t *gu, size_t n8, uint16_t *out, int rnd) 
         for (int e = 0; e < 8; e++) {
             const uint16_t *src = e < 4 ? p + 2 * e : q + 2 * (e - 4);
             const float g = bf2f(src[0]), u = bf2f(src[1]);
-            o16[e] = f2bf(rbfc(g / (1.f + expf(-g)), rnd) * u);
+            const float act = GELU ? gelu_tanh(g) : g / (1.f + expf(-g));
+            o16[e] = f2bf(rbfc(act, rnd) * u);
         }
         ((uint4 *)out)[i] = o;
     }
 }
 
-extern "C" int lmc_cu_swiglu(const uint16_t *gu, int rows, int inter, uint16_t *out, int rnd,
-                             lmc_cu_stream s) {
+extern "C" int lmc_cu_glu(const uint16_t *gu, int rows, int inter, int gelu, uint16_t *out,
+                          int rnd, lmc_cu_stream s) {
     if (inter % 8) return (int)cudaErrorInvalidValue;
     size_t n8 = (size_t)rows * inter / 8;
     size_t blocks = (n8 + 255) / 256;
     if (blocks > 65535) blocks = 65535;
-    k_swiglu<<<(unsigned)blocks, 256, 0, (cudaStream_t)s>>>(gu, n8, out, rnd);
+    if (gelu)
+        k_glu<true><<<(unsigned)blocks, 256, 0, (cudaStream_t)s>>>(gu, n8, out, rnd);
+    else
+        k_glu<false><<<(unsigned)blocks, 256, 0, (cudaStream_t)s>>>(gu, n8, out, rnd);
     return launch_status();
 }
 
@@ -609,6 +685,24 @@ extern "C" int lmc_cu_add_bias(void *y, int is_f32, const uint16_t *bias, int ro
     size_t blocks = (total + 255) / 256;
     if (blocks > 65535) blocks = 65535;
     k_add_bias<<<(unsigned)blocks, 256, 0, (cudaStream_t)s>>>(y, is_f32, bias, rows, cols);
+    return launch_status();
+}
+
+/* -------------------------------------------------------------- softcap */
+/* Final-logit softcapping, x = cap * tanh(x / cap), each step rounded to
+ * bf16 with rnd as the reference's bf16 logits are. */
+__global__ void k_softcap(float *x, size_t n, float cap, int rnd) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] = rbfc(rbfc(tanhf(rbfc(x[i] / cap, rnd)), rnd) * cap, rnd);
+}
+
+extern "C" int lmc_cu_softcap(float *x, size_t n, float cap, int rnd, lmc_cu_stream s) {
+    if (!(cap > 0.f)) return (int)cudaErrorInvalidValue;
+    size_t blocks = (n + 255) / 256;
+    if (blocks > 4096) blocks = 4096;
+    if (blocks < 1) blocks = 1;
+    k_softcap<<<(unsigned)blocks, 256, 0, (cudaStream_t)s>>>(x, n, cap, rnd);
     return launch_status();
 }
 

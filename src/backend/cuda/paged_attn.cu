@@ -12,7 +12,10 @@
  * When rows x KV heads alone leave the multiprocessors idle (small
  * batches), the positions of a row are split over `splits` blocks whose
  * unnormalized partials (max, sum, accumulator) a second kernel merges.
- * Scores, weights and sums are f32; the output is rounded to bf16 once. */
+ * Scores, weights and sums are f32; the output is rounded to bf16 once.
+ * softcap > 0 caps the scaled scores at softcap * tanh(score / softcap)
+ * (attention logit softcapping; a kernel of its own, SC, so the others
+ * carry none of it). */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -46,13 +49,13 @@ struct pa_vec<128> {
     }
 };
 
-template <int D, int G>
+template <int D, int G, bool SC>
 __global__ void __launch_bounds__(PA_WARPS * 32)
     k_paged_attn(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k_pool,
                  const uint16_t *__restrict__ v_pool, const int32_t *__restrict__ row_seq,
                  const int32_t *__restrict__ row_pos, const int32_t *__restrict__ tables,
                  int max_blocks, int bt, int hq, int hkv, int window, float scale,
-                 uint16_t *__restrict__ out, float *__restrict__ part) {
+                 float softcap, uint16_t *__restrict__ out, float *__restrict__ part) {
     constexpr int E = D / 32, RUN = PA_WARPS * PA_UNROLL;
     typedef typename pa_vec<D>::t vec;
     const int row = blockIdx.x, kh = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
@@ -109,6 +112,11 @@ __global__ void __launch_bounds__(PA_WARPS * 32)
             for (int u = 0; u < PA_UNROLL; u++)
 #pragma unroll
                 for (int g = 0; g < G; g++) sc[u][g] += __shfl_xor_sync(0xffffffffu, sc[u][g], o);
+        if (SC)
+#pragma unroll
+            for (int u = 0; u < PA_UNROLL; u++)
+#pragma unroll
+                for (int g = 0; g < G; g++) sc[u][g] = softcap * tanhf(sc[u][g] / softcap);
 #pragma unroll
         for (int g = 0; g < G; g++) {
             float m = mx[g];
@@ -205,13 +213,19 @@ __global__ void __launch_bounds__(D)
 template <int D>
 static int launch_d(int G, dim3 grid, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                     const int32_t *rs, const int32_t *rp, const int32_t *tb, int mb, int bt,
-                    int hq, int hkv, int window, float scale, uint16_t *out, float *part,
+                    int hq, int hkv, int window, float scale, float softcap, uint16_t *out,
+                    float *part,
                     cudaStream_t s) {
     const dim3 block(PA_WARPS * 32);
 #define PA_CASE(g)                                                                           \
     case g:                                                                                  \
-        k_paged_attn<D, g><<<grid, block, 0, s>>>(q, k, v, rs, rp, tb, mb, bt, hq, hkv, window, \
-                                                  scale, out, part);                         \
+        if (softcap > 0.f)                                                                   \
+            k_paged_attn<D, g, true><<<grid, block, 0, s>>>(q, k, v, rs, rp, tb, mb, bt, hq, hkv, \
+                                                            window, scale, softcap, out, part); \
+        else                                                                                 \
+            k_paged_attn<D, g, false><<<grid, block, 0, s>>>(q, k, v, rs, rp, tb, mb, bt, hq,  \
+                                                             hkv, window, scale, softcap, out,  \
+                                                             part);                          \
         break;
     switch (G) {
         PA_CASE(1)
@@ -267,8 +281,8 @@ extern "C" int lmc_cu_paged_attn(const uint16_t *q, const uint16_t *k_pool,
                                  const uint16_t *v_pool, const int32_t *row_seq,
                                  const int32_t *row_pos, const int32_t *tables, int max_blocks,
                                  int block_tokens, int n, int hq, int hkv, int d, int window,
-                                 float scale, int splits, float *ws, uint16_t *out,
-                                 lmc_cu_stream s) {
+                                 float scale, float softcap, int splits, float *ws,
+                                 uint16_t *out, lmc_cu_stream s) {
     if (!lmc_cu_paged_attn_supported(hq, hkv, d) || n <= 0 || splits < 1 ||
         (splits > 1 && !ws))
         return (int)cudaErrorInvalidValue;
@@ -276,7 +290,9 @@ extern "C" int lmc_cu_paged_attn(const uint16_t *q, const uint16_t *k_pool,
     const int G = hq / hkv;
     if (d == 64)
         return launch_d<64>(G, grid, q, k_pool, v_pool, row_seq, row_pos, tables, max_blocks,
-                            block_tokens, hq, hkv, window, scale, out, ws, (cudaStream_t)s);
+                            block_tokens, hq, hkv, window, scale, softcap, out, ws,
+                            (cudaStream_t)s);
     return launch_d<128>(G, grid, q, k_pool, v_pool, row_seq, row_pos, tables, max_blocks,
-                         block_tokens, hq, hkv, window, scale, out, ws, (cudaStream_t)s);
+                         block_tokens, hq, hkv, window, scale, softcap, out, ws,
+                         (cudaStream_t)s);
 }
