@@ -222,7 +222,10 @@ def fl(t):
 def main():
     out_dir = sys.argv[1]
     torch.manual_seed(0)
+    only = os.environ.get("WIDE_ONLY", "").split()  # remake only these recipes
     for name, mtype, extra, seed in VARIANTS:
+        if only and name not in only:
+            continue
         model, tensors, d = build(name, mtype, extra, seed, out_dir)
         g = torch.Generator().manual_seed(seed)
         prompt = [1] + torch.randint(3, VOCAB, (LONG - 1,), generator=g).tolist()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One GPU-machine pass for this round's CUDA work: the goldens of the new
+# realistic-width recipes (WIDE_ONLY, from transformers; OUT_DIR/wide_new.tgz),
+# every CUDA test, then batched decode of the Llama-3.1-8B shape with this
+# round's choices off and on (bench/batch_quick.sh's comparison) and
+# single-sequence decode/prefill.   tests/oracle/round_device.sh OUT_DIR
+set -u
+out=$1 work=/tmp/lmcbench
+mkdir -p "$out" "$work"
+export LMC_SOURCE_DIR=$PWD
+new="${WIDE_ONLY:-phi3_partial gemma3_text_softcap}"
+WIDE_ONLY="$new" python3 tests/oracle/make_wide_models.py tests/golden/wide > "$out/goldens.log" 2>&1
+grep -v "Writing model" "$out/goldens.log" | tail -4
+tar czf "$out/wide_new.tgz" $(for n in $new; do echo tests/golden/wide/$n; done)
+source scripts/device_env.sh
+tests="test_cuda_kernels test_cuda_gemm test_cuda_paged_attn test_cuda_parity test_cuda_wide_parity test_cuda_batch test_cuda_generate"
+cmake -S . -B build-dev $LMC_DEVICE_CMAKE_ARGS -DLMC_CUDA=ON > "$out/build.log" 2>&1 &&
+  cmake --build build-dev -j16 --target $tests batch_decode decode prefill >> "$out/build.log" 2>&1 ||
+  { tail -30 "$out/build.log"; exit 1; }
+python3 - "$work" > /dev/null 2>&1 <<'PY' &
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("dp", "bench/decode_prefill_vs_hf.py")
+dp = importlib.util.module_from_spec(spec); spec.loader.exec_module(dp)
+dp.write_checkpoint("llama-3.1-8b", sys.argv[1])
+PY
+for t in $tests; do
+  timeout 150 build-dev/tests/cuda/$t > "$out/$t.log" 2>&1; echo "$t exit $?"
+  grep -E "CHECK|FAIL" "$out/$t.log" | head -6; tail -1 "$out/$t.log"
+done
+wait
+summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
+m="$work/llama-3.1-8b"
+LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_GEMM_TUNE_DECODE=0 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
+build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/after.json" | summ after
+build-dev/bench/decode "$m" 2>&1 | tail -2 | tee "$out/decode.json"
+build-dev/bench/prefill "$m" 2>&1 | tail -2 | tee "$out/prefill.json"
