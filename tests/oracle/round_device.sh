@@ -13,7 +13,7 @@ WIDE_ONLY="$new" python3 tests/oracle/make_wide_models.py tests/golden/wide > "$
 grep -v "Writing model" "$out/goldens.log" | tail -4
 tar czf "$out/wide_new.tgz" $(for n in $new; do echo tests/golden/wide/$n; done)
 source scripts/device_env.sh
-tests="test_cuda_kernels test_cuda_gemm test_cuda_paged_attn test_cuda_parity test_cuda_wide_parity test_cuda_batch test_cuda_generate"
+tests="test_cuda_wide_parity test_cuda_batch test_cuda_kernels test_cuda_paged_attn test_cuda_gemm test_cuda_parity test_cuda_generate"
 cmake -S . -B build-dev $LMC_DEVICE_CMAKE_ARGS -DLMC_CUDA=ON > "$out/build.log" 2>&1 &&
   cmake --build build-dev -j16 --target $tests batch_decode decode prefill >> "$out/build.log" 2>&1 ||
   { tail -30 "$out/build.log"; exit 1; }
@@ -24,13 +24,13 @@ dp = importlib.util.module_from_spec(spec); spec.loader.exec_module(dp)
 dp.write_checkpoint("llama-3.1-8b", sys.argv[1])
 PY
 for t in $tests; do
-  timeout 150 build-dev/tests/cuda/$t > "$out/$t.log" 2>&1; echo "$t exit $?"
+  timeout 90 build-dev/tests/cuda/$t > "$out/$t.log" 2>&1; echo "$t exit $?"
   grep -E "CHECK|FAIL" "$out/$t.log" | head -6; tail -1 "$out/$t.log"
 done
 wait
 summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
 m="$work/llama-3.1-8b"
-LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_GEMM_TUNE_DECODE=0 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/after.json" | summ after
+LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_GEMM_TUNE_DECODE=0 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
 build-dev/bench/decode "$m" 2>&1 | tail -2 | tee "$out/decode.json"
 build-dev/bench/prefill "$m" 2>&1 | tail -2 | tee "$out/prefill.json"
