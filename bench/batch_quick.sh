@@ -3,7 +3,7 @@
 # one run: build, the batched-path GPU tests, then bench/batch_decode on the
 # Llama-3.1-8B shape (512-token contexts) with the earlier choices
 # (LMC_CUDA_GEMV_ROWS=0: one-row products through cuBLASLt;
-# LMC_CUDA_PA_SPLITS=1: no split attention; LMC_CUDA_GEMM_TUNE_DECODE=0:
+# LMC_CUDA_PA_SPLITS=1: no split attention;:
 # the heuristic's GEMM picks) and the current ones.
 #   bench/batch_quick.sh OUT_DIR [WORK_DIR]
 set -u
@@ -24,6 +24,6 @@ dp = importlib.util.module_from_spec(spec); spec.loader.exec_module(dp)
 dp.write_checkpoint("llama-3.1-8b", sys.argv[1])
 PY
 summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
-LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_GEMM_TUNE_DECODE=0 build-dev/bench/batch_decode "$work/llama-3.1-8b" 512 32 "${BATCHES:-1,8,32,64,128}" | tee "$out/before.json" | summ before
+LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 build-dev/bench/batch_decode "$work/llama-3.1-8b" 512 32 "${BATCHES:-1,8,32,64,128}" | tee "$out/before.json" | summ before
 build-dev/bench/batch_decode "$work/llama-3.1-8b" 512 32 "${BATCHES:-1,8,32,64,128}" | tee "$out/after.json" | summ after
 [ -n "${ROWS:-}" ] && build-dev/bench/decode_gemm "$ROWS" | tee "$out/decode_gemm.md"

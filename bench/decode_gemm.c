@@ -1,5 +1,5 @@
 /* The products of batched decode, one at a time, as lmc_cu_gemm runs them
- * (one row: the decode GEMV; more: cuBLASLt, tuned per shape) against
+ * (one row: the decode GEMV; more: cuBLASLt's heuristic pick) against
  * cuBLASLt alone, tuned and with its heuristic's pick, at each row count, with the weight-read rate as a
  * fraction of the copy bandwidth measured in the same run (the hardware
  * limit: at these row counts the products are bound by reading W).
@@ -100,8 +100,8 @@ int main(int argc, char **argv) {
         }
     }
     const double bw = copy_bandwidth();
-    /* as the model sets it up (tuning its 2,048-row chunks and every
-     * product of up to 128 rows); tuned cuBLASLt; the heuristic's pick */
+    /* as the model sets it up (tuning only its 2,048-row chunks); tuned
+     * cuBLASLt; the heuristic's pick */
     lmc_cu_gemm_ctx ours, lt, heur;
     if (lmc_cu_gemm_init(&ours, 2048) || lmc_cu_gemm_init(&lt, -1) ||
         lmc_cu_gemm_init(&heur, 0))

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "models/arch.h"
 #include "models/rope.h"
+#include <stdlib.h>
 #include <json-c/json.h>
 
 /* Parse text into cfg + plan; LMC_OK or the failing status. */
@@ -201,7 +202,13 @@ static void test_capabilities(void) {
     CHECK(!plan_of("{\"model_type\": \"phi3\", " DIMS "\"partial_rotary_factor\": 0.5}", &c, &p));
     CHECK(p.rot_dim == 8);
     CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
+    /* CUDA's kernels for it run only as a preview (LMC_CUDA_PREVIEW=1) */
+    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
+              "device cuda: a partial rotary embedding");
+    CHECK(strstr(lmc_last_error(), "LMC_CUDA_PREVIEW=1") != NULL);
+    setenv("LMC_CUDA_PREVIEW", "1", 1);
     CHECK(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK);
+    unsetenv("LMC_CUDA_PREVIEW");
     lmc_arch_plan_free(&p);
     /* a full-rotary phi3 is the llama layer with fused weights, split at upload */
     CHECK(!plan_of("{\"model_type\": \"phi3\", " DIMS "\"x\": 0}", &c, &p));
@@ -211,9 +218,11 @@ static void test_capabilities(void) {
                    " \"final_logit_softcapping\": 30.0}", &c, &p));
     CHECK(p.final_softcap == 30.0f);
     CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
-    CHECK(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK);
+    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
+              "device cuda: (1 + w) RMSNorm weights (gemma3_text)");
     lmc_arch_plan_free(&p);
-    /* every feature of gemma3_text runs on CUDA */
+    /* every feature of gemma3_text runs on CUDA as a preview */
+    setenv("LMC_CUDA_PREVIEW", "1", 1);
     CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS "\"sliding_window\": 8,"
                    " \"attn_logit_softcapping\": 50.0, \"query_pre_attn_scalar\": 32}",
                    &c, &p));
@@ -221,6 +230,8 @@ static void test_capabilities(void) {
     CHECK(lmc_arch_plan_features(&p, &c) & LMC_FEAT_ATTN_SOFTCAP);
     CHECK(lmc_arch_plan_features(&p, &c) & LMC_FEAT_ATTN_SCALE);
     CHECK(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK);
+    unsetenv("LMC_CUDA_PREVIEW");
+    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED, "device cuda");
     lmc_arch_plan_free(&p);
     CHECK(!plan_of("{\"model_type\": \"llama\", " DIMS "\"quantization\": {\"group_size\": 64,"
                    " \"bits\": 4, \"mode\": \"mxfp4\"}}", &c, &p));

@@ -16,6 +16,7 @@
 #include "models/model.h"
 #include "model_golden.h"
 #include "scratch.h"
+#include <stdlib.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -310,13 +311,19 @@ int main(void) {
     expect_load_error(dir, "\"rope_theta\": 10000.0,\n      \"rope_type\": \"default\"",
                       "\"rope_theta\": 10000.0,\n      \"rope_type\": \"yarn\"",
                       LMC_ERR_UNSUPPORTED, "sliding_attention");
-    /* CUDA runs gemma3_text (softcapping included: test_gemma3_softcap's
-     * features), but refuses a shape its kernels do not take, by name and
-     * before any upload */
+    /* CUDA refuses gemma3_text and a partial rotary embedding by name
+     * before any upload, unless its preview kernels are asked for
+     * (LMC_CUDA_PREVIEW=1); even then a shape its kernels do not take */
+    expect_cuda_refusal(dir, NULL, NULL, "device cuda: (1 + w) RMSNorm weights (gemma3_text)");
+    expect_cuda_refusal(dir, "\"final_logit_softcapping\": null",
+                        "\"final_logit_softcapping\": 30.0", "device cuda");
+    setenv("LMC_CUDA_PREVIEW", "1", 1);
     expect_cuda_refusal(dir, "\"intermediate_size\": 96", "\"intermediate_size\": 100",
                         "device cuda: hidden_size (48), intermediate_size (100)");
+    unsetenv("LMC_CUDA_PREVIEW");
     test_phi3_quantized();
     snprintf(dir, sizeof dir, "%s/tests/golden/phi3/phi3_partial-fp32", src_dir());
+    expect_cuda_refusal(dir, NULL, NULL, "device cuda: a partial rotary embedding");
     /* an architecture that rotates whole heads refuses the key */
     expect_load_error(dir, "\"model_type\": \"phi3\"", "\"model_type\": \"llama\"",
                       LMC_ERR_UNSUPPORTED, "partial_rotary_factor 0.5: llama rotates whole heads");

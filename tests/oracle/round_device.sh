@@ -31,6 +31,6 @@ wait
 summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
 m="$work/llama-3.1-8b"
 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/after.json" | summ after
-LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_GEMM_TUNE_DECODE=0 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
+LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
 build-dev/bench/decode "$m" 2>&1 | tail -2 | tee "$out/decode.json"
 build-dev/bench/prefill "$m" 2>&1 | tail -2 | tee "$out/prefill.json"

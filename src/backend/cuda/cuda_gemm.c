@@ -9,18 +9,12 @@
 
 #define GEMM_WORKSPACE (32u << 20)
 #define TUNE_CANDIDATES 8
-#define TUNE_MEMO 1024
-/* products of at most this many rows are tuned too: batched decode
- * repeats each of its shapes every step, and the heuristic's first pick
- * there can be far from the fastest */
-#define TUNE_DECODE_ROWS 128
+#define TUNE_MEMO 64
 
 lmc_status lmc_cu_gemm_init(lmc_cu_gemm_ctx *g, int tune_rows) {
     memset(g, 0, sizeof *g);
     const char *t = getenv("LMC_CUDA_GEMM_TUNE");
     g->tune_rows = t && t[0] == '0' ? 0 : t && t[0] == '1' ? -1 : tune_rows;
-    const char *td = getenv("LMC_CUDA_GEMM_TUNE_DECODE");
-    g->tune_decode = g->tune_rows != 0 && !(td && td[0] == '0');
     const char *gr = getenv("LMC_CUDA_GEMV_ROWS");
     int dev = 0;
     g->gemv_rows = !(gr && gr[0] == '0') && cudaGetDevice(&dev) == cudaSuccess &&
@@ -147,8 +141,7 @@ out:
 static lmc_status choose_algo(lmc_cu_gemm_ctx *g, lmc_cu_gemm_plan *p,
                               cublasLtMatmulPreference_t pref, const uint16_t *x,
                               const uint16_t *w, cudaStream_t s) {
-    bool tune = g->tune_rows < 0 || (g->tune_rows > 0 && p->m == g->tune_rows) ||
-                (g->tune_decode && p->m <= TUNE_DECODE_ROWS);
+    bool tune = g->tune_rows < 0 || (g->tune_rows > 0 && p->m == g->tune_rows);
     cublasLtMatmulHeuristicResult_t cand[TUNE_CANDIDATES];
     int found = 0, dev = 0;
     if (tune && cudaGetDevice(&dev) != cudaSuccess) tune = false;

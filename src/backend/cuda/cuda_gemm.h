@@ -34,9 +34,6 @@ typedef struct {
     /* products of exactly this many rows time the heuristic's candidates
      * (once per shape and process); 0 none, -1 all */
     int tune_rows;
-    /* products of up to 128 rows (batched decode) are tuned as well
-     * (LMC_CUDA_GEMM_TUNE_DECODE=0: not) */
-    bool tune_decode;
     /* one-row products through the GEMV (LMC_CUDA_GEMV_ROWS=0: cuBLASLt) */
     bool gemv_rows;
     int num_sms;
@@ -46,8 +43,7 @@ typedef struct {
 
 /* tune_rows: the row count whose products are tuned (the model's full
  * prefill chunk: the shape every long prompt repeats, so the one-time
- * timing pays off), besides those of up to 128 rows (batched decode's);
- * LMC_CUDA_GEMM_TUNE=0 turns tuning off, =1 on for all. */
+ * timing pays off); LMC_CUDA_GEMM_TUNE=0 turns tuning off, =1 on for all. */
 lmc_status lmc_cu_gemm_init(lmc_cu_gemm_ctx *g, int tune_rows);
 void lmc_cu_gemm_free(lmc_cu_gemm_ctx *g);
 lmc_status lmc_cu_gemm(lmc_cu_gemm_ctx *g, const uint16_t *x, const uint16_t *w, void *y, int m,
