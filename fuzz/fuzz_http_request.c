@@ -9,16 +9,25 @@
  * Besides "no crash", it checks: the server closes the connection within a
  * few seconds (no hang), everything it sends is a sequence of well-formed
  * HTTP/1.x status lines with a 2xx-5xx code other than 500 (only
- * out-of-memory would be the server's own fault), and every error reply
- * from lmc carries an OpenAI error object. */
+ * out-of-memory would be the server's own fault; a "100 Continue" may come
+ * first), and every error reply from lmc carries an OpenAI error object.
+ *
+ * The waits are deadlines on the monotonic clock that outlast signals:
+ * libFuzzer's -timeout arms a periodic SIGALRM, and its handler makes a
+ * blocking poll() return EINTR (finding H2 in fuzz/README.md was that). */
 #include "fuzz_util.h"
 #include "server/stub.h"
+#include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
+
+/* How long the server may leave a connection without progress. */
+#define FZ_WAIT_MS 10000
 
 static lmc_server *srv;
 
@@ -36,12 +45,30 @@ static void start(void) {
     }
 }
 
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait up to ms for `events` on fd, through any signals meanwhile: > 0
+ * ready, 0 when the time ran out, < 0 on another error. */
+static int wait_fd(int fd, short events, int ms) {
+    long long end = now_ms() + ms;
+    for (;;) {
+        struct pollfd pf = {.fd = fd, .events = events};
+        long long left = end - now_ms();
+        int r = poll(&pf, 1, left > 0 ? (int)left : 0);
+        if (r >= 0 || errno != EINTR) return r;
+    }
+}
+
 /* Send everything (the server may stop reading early), then close our side. */
 static void send_all(int fd, const uint8_t *p, size_t n) {
     while (n) {
-        struct pollfd pf = {.fd = fd, .events = POLLOUT};
-        if (poll(&pf, 1, 5000) <= 0) break;
+        if (wait_fd(fd, POLLOUT, FZ_WAIT_MS / 2) <= 0) break;
         ssize_t k = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (k <= 0) break;
         p += k;
         n -= (size_t)k;
@@ -54,14 +81,15 @@ static size_t read_reply(int fd, char **out) {
     char *buf = malloc(cap + 1);
     FZ_REQUIRE(buf != NULL);
     for (;;) {
-        struct pollfd pf = {.fd = fd, .events = POLLIN};
-        int r = poll(&pf, 1, 10000);
-        FZ_REQUIRE(r > 0); /* the server must finish with the connection */
+        int r = wait_fd(fd, POLLIN, FZ_WAIT_MS);
+        FZ_REQUIRE(r != 0); /* the server must finish with the connection */
+        FZ_REQUIRE(r > 0);
         if (len == cap) {
             buf = realloc(buf, (cap *= 2) + 1);
             FZ_REQUIRE(buf != NULL);
         }
-        ssize_t k = recv(fd, buf + len, cap - len, 0);
+        ssize_t k = recv(fd, buf + len, cap - len, MSG_DONTWAIT);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (k <= 0) break;
         len += (size_t)k;
     }
@@ -78,6 +106,8 @@ static void check_reply(const char *r, size_t len) {
         const char *line = p[0] == '\r' ? p + 2 : p;
         int code = 0;
         FZ_REQUIRE(sscanf(line, "HTTP/1.%*1[01] %3d", &code) == 1);
+        /* "100 Continue" answers "Expect: 100-continue" before the final reply */
+        if (code == 100) continue;
         FZ_REQUIRE(code >= 200 && code <= 599 && code != 500);
         const char *body = strstr(line, "\r\n\r\n");
         const char *ctype = strstr(line, "Content-Type: application/json");

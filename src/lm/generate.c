@@ -352,14 +352,19 @@ lmc_status lmc_gen_fit_context(const lmc_model *m, const lmc_gen_params *p, size
 lmc_status lmc_prefill(lmc_model *m, lmc_kv_cache *kv, const int32_t *feed, size_t n,
                        const lmc_gen_params *p, float *logits) {
     size_t step = p->prefill_step ? p->prefill_step : 512;
-    for (size_t off = 0; off < n; off += step) {
-        lmc_status st = lmc_gen_check_cancel(p, "prompt token", off);
-        if (st) return st;
+    lmc_status st = LMC_OK;
+    /* a chunk can take seconds on the CPU: the backend polls between layers */
+    kv->cancel = p->cancel;
+    kv->cancel_user = p->cancel_user;
+    for (size_t off = 0; off < n && !st; off += step) {
+        if ((st = lmc_gen_check_cancel(p, "prompt token", off))) break;
         size_t c = n - off < step ? n - off : step;
         st = lmc_model_forward(m, kv, feed + off, c, logits, false);
-        if (st) return lmc_err_prefix(st, "prefill at prompt token %zu", off);
+        if (st) lmc_err_prefix(st, "prefill at prompt token %zu", off);
     }
-    return LMC_OK;
+    kv->cancel = NULL;
+    kv->cancel_user = NULL;
+    return st;
 }
 
 lmc_status lmc_decode_loop(lmc_model *m, lmc_kv_cache *kv, const int32_t *context,

@@ -86,8 +86,9 @@ lmc_status lmc_constraint_sample(lmc_gen_constraint *c, lmc_sampler *s, float *l
 void lmc_constraint_free(lmc_gen_constraint *c);
 
 /* Forward `n` tokens over `kv` in chunks of p->prefill_step (0: 512),
- * polling p->cancel before each chunk; `logits` receives the last
- * position's logits. */
+ * polling p->cancel before each chunk and, through kv->cancel (set for the
+ * call), between a chunk's layers where the backend can; `logits` receives
+ * the last position's logits. A cancelled chunk leaves `kv` as it was. */
 lmc_status lmc_prefill(lmc_model *m, lmc_kv_cache *kv, const int32_t *feed, size_t n,
                        const lmc_gen_params *p, float *logits);
 /* LMC_ERR_CANCELLED when p->cancel asks to stop. */

@@ -111,7 +111,16 @@ typedef struct {
 } lmc_kv_cache_vtable;
 struct lmc_kv_cache {
     const lmc_kv_cache_vtable *vt;
+    /* Optional (NULL: none): while set, a backend's forward may poll it
+     * between layers; true ends the call with LMC_ERR_CANCELLED and the
+     * cache as it was before the call. Generation sets it around a prefill. */
+    bool (*cancel)(void *user);
+    void *cancel_user;
 };
+
+static inline bool lmc_kv_cache_cancelled(const lmc_kv_cache *c) {
+    return c->cancel && c->cancel(c->cancel_user);
+}
 
 lmc_status lmc_kv_cache_new(lmc_model *m, lmc_kv_cache **out);
 void lmc_kv_cache_free(lmc_kv_cache *c);

@@ -411,16 +411,17 @@ static void test_context_and_cancel(lmc_context *ctx, const test_vocab *tv) {
     CHECK_EQ_INT(stats.generation_tokens, 8);
     q.draft = NULL;
 
-    /* cancel between prefill chunks: the third poll stops a 40-token
-     * prompt fed 4 at a time before any token is produced */
-    cancel_probe cp = {.stop_at = 3};
+    /* cancel between prefill chunks: a 40-token prompt fed 4 at a time is
+     * polled before each chunk and between its two layers, so the fifth
+     * poll stops it before the third chunk, before any token is produced */
+    cancel_probe cp = {.stop_at = 5};
     test_params(&p, tv, 50);
     p.prefill_step = 4;
     p.cancel = probe_cancel;
     p.cancel_user = &cp;
     CHECK_ERR(lmc_generate_ids(ctx, ids, 40, &p, NULL, probe_token, &cp, &stats),
               LMC_ERR_CANCELLED, "cancelled at prompt token 8");
-    CHECK_EQ_INT(cp.calls, 3);
+    CHECK_EQ_INT(cp.calls, 5);
     CHECK_EQ_INT(cp.tokens, 0);
     /* and before a decode step */
     cp = (cancel_probe){.stop_after_tokens = 3};

@@ -162,8 +162,12 @@ static lmc_status layer_out(llama_model *m, size_t l, size_t n, workspace *ws) {
 }
 
 /* One chunk of n rows, whose input embeddings are already in ws->x,
- * through every layer; ws->x ends holding the last layer's output. */
-static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, workspace *ws) {
+ * through every layer; ws->x ends holding the last layer's output. With
+ * `stoppable`, the cache's cancel callback is polled after each layer but
+ * the last: the keys and values stored so far are not committed, so a
+ * cancelled chunk leaves the cache's length and contents as they were. */
+static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, workspace *ws,
+                                bool stoppable) {
     const lmc_model_config *cfg = &m->base.cfg;
     size_t nh = (size_t)cfg->num_attention_heads;
     size_t nkv = (size_t)cfg->num_key_value_heads, hd = (size_t)cfg->head_dim;
@@ -182,6 +186,9 @@ static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, w
         if ((st = lmc_cpu_attention(&a, ws->q, ws->att))) return st;
         store_kv(c, l, ws->k, ws->v, n);
         if ((st = layer_out(m, l, n, ws))) return st;
+        if (stoppable && l + 1 < m->w.n_layers && lmc_kv_cache_cancelled(&c->base))
+            return lmc_err(LMC_ERR_CANCELLED, "forward: cancelled after layer %zu of %zu", l + 1,
+                           m->w.n_layers);
     }
     lmc_cpu_kv_commit(c, n);
     return LMC_OK;
@@ -220,12 +227,16 @@ static lmc_status check_cache(const llama_model *m, lmc_kv_cache *cache, const c
 
 /* The shared body of forward and forward_embeds: n rows in chunks, each
  * chunk's input taken from ids (embedding lookup) or from embeds (rows of
- * hidden_size floats, rounded to the activation dtype). */
+ * hidden_size floats, rounded to the activation dtype). Cancellation (the
+ * cache's callback) is polled between layers unless the call wraps a
+ * rotating cache, whose slots it overwrites in place; a cancelled call
+ * drops the chunks it had committed. */
 static lmc_status run_rows(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *ids,
                            const float *embeds, size_t n, float *logits, bool all_logits) {
     const lmc_model_config *cfg = &m->base.cfg;
     size_t H = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size;
     size_t chunk = n < PREFILL_CHUNK ? n : PREFILL_CHUNK;
+    bool stoppable = c->base.cancel && (!c->ring || c->offset + n <= c->ring);
     workspace ws;
     lmc_status st = ws_alloc(cfg, chunk, &ws);
     if (st) return st;
@@ -233,7 +244,13 @@ static lmc_status run_rows(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *i
     for (size_t done = 0; done < n && !st; done += chunk) {
         size_t k = n - done < chunk ? n - done : chunk;
         embed_rows(m, ids ? ids + done : NULL, ids ? NULL : embeds + done * H, k, ws.x);
-        if ((st = forward_chunk(m, c, k, &ws))) break;
+        if ((st = forward_chunk(m, c, k, &ws, stoppable))) {
+            /* (a rotating cache that has not wrapped always trims) */
+            if (st == LMC_ERR_CANCELLED && done && lmc_kv_cache_trim(&c->base, done))
+                st = lmc_err_prefix(LMC_ERR_STATE, "forward: cancelled, but dropping the %zu "
+                                                   "tokens it added failed", done);
+            break;
+        }
         bool last = done + k == n;
         if (!all_logits && !last) continue;
         /* Logits for every row (all_logits) or only the final position. */
