@@ -54,8 +54,14 @@ lmc_status lmc_cpu_paged_attention(const lmc_cpu_paged_kv *kv, const lmc_cpu_pag
             size_t i = t / a->heads, h = t % a->heads, g = h / group, p = a->pos0 + i;
             size_t lo = a->window && p + 1 > a->window ? p + 1 - a->window : 0;
             const float *qi = q + i * qs + h * hd;
-            size_t m = p + 1 - lo;
-            for (size_t s = 0; s < m; s++) sc[s] = dot(qi, slot(kv, kv->k_off, g, hd, lo + s), hd);
+            size_t m = p + 1 - lo, B = kv->block_tokens;
+            /* block by block: one table lookup per block, not per key */
+            for (size_t s = 0; s < m;) {
+                const float *k = slot(kv, kv->k_off, g, hd, lo + s);
+                size_t run = B - (lo + s) % B;
+                if (run > m - s) run = m - s;
+                for (size_t e = 0; e < run; e++, s++, k += hd) sc[s] = dot(qi, k, hd);
+            }
             lmc_cpu_round(sc, m, a->round_dt);
             float mx = -INFINITY;
             for (size_t s = 0; s < m; s++) {
@@ -71,13 +77,17 @@ lmc_status lmc_cpu_paged_attention(const lmc_cpu_paged_kv *kv, const lmc_cpu_pag
             }
             float inv = (float)(1.0 / sum);
             memset(acc, 0, hd * sizeof *acc);
-            for (size_t s = 0; s < m; s++) {
-                if (sc[s] == 0.0f) continue;
-                float w = sc[s] * inv;
-                lmc_cpu_round(&w, 1, a->round_dt);
+            for (size_t s = 0; s < m;) {
                 const float *v = slot(kv, kv->v_off, g, hd, lo + s);
+                size_t run = B - (lo + s) % B;
+                if (run > m - s) run = m - s;
+                for (size_t e = 0; e < run; e++, s++, v += hd) {
+                    if (sc[s] == 0.0f) continue;
+                    float w = sc[s] * inv;
+                    lmc_cpu_round(&w, 1, a->round_dt);
 #pragma omp simd
-                for (size_t d = 0; d < hd; d++) acc[d] += w * v[d];
+                    for (size_t d = 0; d < hd; d++) acc[d] += w * v[d];
+                }
             }
             float *oi = out + i * qs + h * hd;
             memcpy(oi, acc, hd * sizeof *acc);
