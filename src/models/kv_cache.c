@@ -38,6 +38,7 @@ typedef struct {
     lmc_kv_pool *pool;
     lmc_kv_seq *seq;
     size_t max_blocks; /* the pool grows up to this many blocks */
+    size_t max_pos;    /* positions a restored cache may start at */
 } seq_cache;
 
 static const lmc_kv_cache_vtable seq_cache_vt;
@@ -98,6 +99,7 @@ static lmc_status seq_cache_create(lmc_model *m, seq_cache **out) {
     if (!c) return lmc_err(LMC_ERR_NOMEM, "kv cache: no memory");
     c->base.vt = &seq_cache_vt;
     c->m = m;
+    c->max_pos = ctx;
     /* a windowed sequence holds its window, the slack and one step's rows */
     c->max_blocks = window ? (window + slack + m->vt->batch_rows) / B + 3 : (ctx + B - 1) / B;
     size_t first = (SEQ_FIRST_TOKENS + B - 1) / B;
@@ -325,6 +327,11 @@ lmc_status lmc_kv_cache_load(lmc_model *m, const char *path, lmc_kv_cache **out)
         }
     }
     if ((st = seq_cache_create(m, &c))) goto done;
+    if (s.offset > c->max_pos) {
+        st = lmc_err(LMC_ERR_LIMIT, "%s: offset %zu exceeds the cache's limit of %zu positions",
+                     path, s.offset, c->max_pos);
+        goto done;
+    }
     /* the newest positions the cache would hold; older ones are not needed */
     size_t cap = window ? window + seq_slack(window) : T, keep = T > cap ? cap : T;
     size_t first = s.offset - keep;

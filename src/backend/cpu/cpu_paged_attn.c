@@ -12,7 +12,15 @@
 #include "backend/cpu/cpu_ops.h"
 #include "base/error.h"
 
-static float dot(const float *a, const float *b, size_t n) {
+/* (not under ThreadSanitizer: the clones' ifunc resolvers would run
+ * instrumented before its runtime starts) */
+#ifdef LMC_TSAN
+#define HOT
+#else
+#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+
+HOT static float dot(const float *a, const float *b, size_t n) {
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
     for (size_t i = 0; i < n; i++) acc += a[i] * b[i];
