@@ -137,6 +137,10 @@ lmc_status lmc_kv_cache_new(lmc_model *m, lmc_kv_cache **out) {
     *out = NULL;
     seq_cache *c;
     lmc_status st = seq_cache_create(m, &c);
+    if (st == LMC_ERR_UNSUPPORTED && m->vt->cache_new) { /* the backend's own */
+        lmc_err_clear();
+        return m->vt->cache_new(m, out);
+    }
     if (!st) *out = &c->base;
     return st;
 }
@@ -303,13 +307,21 @@ lmc_status lmc_kv_cache_load(lmc_model *m, const char *path, lmc_kv_cache **out)
     if (!m || !path || !out)
         return lmc_err(LMC_ERR_INVALID_ARG, "kv cache load: model, path and out are required");
     *out = NULL;
-    if (!m->vt->pool_write || !m->vt->pool_new)
+    seq_cache *c = NULL;
+    lmc_status st = m->vt->pool_write ? seq_cache_create(m, &c) : LMC_ERR_UNSUPPORTED;
+    if (st == LMC_ERR_UNSUPPORTED && m->vt->cache_load) { /* the backend's own cache */
+        lmc_err_clear();
+        return m->vt->cache_load(m, path, out);
+    }
+    if (st == LMC_ERR_UNSUPPORTED)
         return lmc_err(LMC_ERR_UNSUPPORTED, "%s: this backend cannot restore a saved KV cache",
                        path);
-    lmc_kv_snapshot s;
-    lmc_status st = lmc_kv_snapshot_load(m, path, &s);
     if (st) return st;
-    seq_cache *c = NULL;
+    lmc_kv_snapshot s;
+    if ((st = lmc_kv_snapshot_load(m, path, &s))) {
+        seq_cache_free(&c->base);
+        return st;
+    }
     size_t T = s.n_tokens, window = s.window;
     if (!window && T != s.offset) {
         st = lmc_err(LMC_ERR_FORMAT, "%s: holds %zu tokens but its offset is %zu", path, T,
@@ -326,7 +338,6 @@ lmc_status lmc_kv_cache_load(lmc_model *m, const char *path, lmc_kv_cache **out)
             goto done;
         }
     }
-    if ((st = seq_cache_create(m, &c))) goto done;
     if (s.offset > c->max_pos) {
         st = lmc_err(LMC_ERR_LIMIT, "%s: offset %zu exceeds the cache's limit of %zu positions",
                      path, s.offset, c->max_pos);

@@ -89,6 +89,12 @@ typedef struct {
                             size_t layer, int kv, float *dst);
     lmc_status (*pool_write)(lmc_model *m, struct lmc_kv_pool *pool, uint32_t block,
                              size_t layer, int kv, const float *src);
+    /* Optional: the backend's own single-sequence cache, for models whose
+     * shape its paged kernels cannot run (pool_new answers
+     * LMC_ERR_UNSUPPORTED): lmc_kv_cache_new / lmc_kv_cache_load fall back
+     * to these, and the backend's forwards recognise the caches they make. */
+    lmc_status (*cache_new)(lmc_model *m, lmc_kv_cache **out);
+    lmc_status (*cache_load)(lmc_model *m, const char *path, lmc_kv_cache **out);
 } lmc_model_vtable;
 
 struct lmc_model {

@@ -10,11 +10,16 @@
  * f32; inputs of matrix products are bf16, rounded where a bf16 model in
  * transformers rounds them.
  *
- * Generation runs on the paged KV pool (cuda_batch.c): every KV cache of
- * the API is a sequence of a pool of its own (models/kv_cache.c), fed
- * through lmc_cu_forward_batch in steps of at most PF_CHUNK rows; this file
- * holds the model's weights, scratch buffers and the dense part of a layer
- * (lmc_cu_rows_out). */
+ * The API's KV caches run on the paged pool (cuda_batch.c, through
+ * models/kv_cache.c). A model whose shape the paged attention kernel
+ * cannot run (head_dim other than 64 or 128, more than 8 query heads per
+ * KV head) gets this file's single-sequence cache instead (the vtable's
+ * cache_new / cache_load fallback): a single new token (decode) runs a
+ * captured CUDA graph of GEMV, attention and fused prologue kernels that
+ * reads its position and token from device memory; several tokens
+ * (prefill) run cuBLASLt GEMMs and flash attention in chunks of at most
+ * PF_CHUNK rows. That cache is [layer][kv head][position][head dim] bf16
+ * on the device, growing by doubling. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -32,6 +37,27 @@
 #include "models/model.h"
 #include "models/rope.h"
 
+typedef struct {
+    lmc_kv_cache base;
+    cu_model *m;
+    size_t len;   /* tokens seen */
+    size_t floor; /* positions below this are not held (restored wrapped cache) */
+    size_t cap;
+    uint16_t *k, *v;
+    int32_t *d_state;
+    void *ws; /* decode attention partials + arrival counters */
+    cudaGraphExec_t graph;
+    bool have_graph, graph_failed;
+    /* full PF_CHUNK-row prefills replay a graph from their second use on
+     * (the first builds the GEMM plans), one per pf_rows kind; like the
+     * decode graph they hold the cache's addresses, so they go when the
+     * cache moves */
+    cudaGraphExec_t pf_graph[PF_KINDS];
+    bool have_pf_graph[PF_KINDS], pf_graph_failed[PF_KINDS];
+    unsigned pf_full_runs[PF_KINDS];
+} cu_cache;
+
+static const lmc_kv_cache_vtable cu_kv_vt;
 static const lmc_model_vtable cu_model_vt;
 
 /* ------------------------------------------------------------ memory */
@@ -201,7 +227,340 @@ lmc_status lmc_cu_model_alloc(cu_model *m, size_t bytes, void **out, const char 
 void lmc_cu_model_release(cu_model *m, void *p) { dev_release(m, p); }
 lmc_status lmc_cu_model_rows(cu_model *m, size_t rows) { return ensure_prefill_rows(m, rows); }
 
+/* ------------------------------------------------------------ cache */
+
+static void drop_graphs(cu_cache *c) {
+    if (c->have_graph) cudaGraphExecDestroy(c->graph);
+    c->have_graph = false;
+    for (int i = 0; i < PF_KINDS; i++) {
+        if (c->have_pf_graph[i]) cudaGraphExecDestroy(c->pf_graph[i]);
+        c->have_pf_graph[i] = false;
+    }
+}
+
+static lmc_status cache_reserve(cu_cache *c, size_t need) {
+    cu_model *m = c->m;
+    if (need <= c->cap) return LMC_OK;
+    if (need > KV_HARD_MAX)
+        return lmc_err(LMC_ERR_LIMIT, "cuda kv cache: %zu tokens exceed the limit of %u", need,
+                       KV_HARD_MAX);
+    size_t cap = c->cap ? c->cap : KV_INITIAL;
+    while (cap < need) cap *= 2;
+    if (cap > KV_HARD_MAX) cap = KV_HARD_MAX;
+    size_t rows = (size_t)m->L * m->hkv, D = (size_t)m->D;
+    size_t bytes = rows * cap * D * 2;
+    uint16_t *k = NULL, *v = NULL;
+    lmc_status st;
+    if ((st = dev_alloc(m, bytes, (void **)&k, "kv cache keys")) ||
+        (st = dev_alloc(m, bytes, (void **)&v, "kv cache values"))) {
+        dev_release(m, k);
+        dev_release(m, v);
+        return st;
+    }
+    CU(cudaMemsetAsync(k, 0, bytes, m->stream));
+    CU(cudaMemsetAsync(v, 0, bytes, m->stream));
+    if (c->len && c->k) {
+        size_t w = c->len * D * 2;
+        CU(cudaMemcpy2DAsync(k, cap * D * 2, c->k, c->cap * D * 2, w, rows,
+                             cudaMemcpyDeviceToDevice, m->stream));
+        CU(cudaMemcpy2DAsync(v, cap * D * 2, c->v, c->cap * D * 2, w, rows,
+                             cudaMemcpyDeviceToDevice, m->stream));
+    }
+    CU(cudaStreamSynchronize(m->stream));
+    dev_release(m, c->k);
+    dev_release(m, c->v);
+    c->k = k;
+    c->v = v;
+    c->cap = cap;
+    drop_graphs(c);
+    return LMC_OK;
+}
+
+static size_t cu_kv_len(const lmc_kv_cache *cc) { return ((const cu_cache *)cc)->len; }
+
+static lmc_status cu_kv_trim(lmc_kv_cache *cc, size_t n) {
+    cu_cache *c = (cu_cache *)cc;
+    if (n > c->len - c->floor)
+        return lmc_err(LMC_ERR_STATE,
+                       "kv cache trim: cannot drop %zu tokens, the cache holds %zu", n,
+                       c->len - c->floor);
+    c->len -= n;
+    return LMC_OK;
+}
+
+static void cu_kv_clear(lmc_kv_cache *cc) {
+    cu_cache *c = (cu_cache *)cc;
+    c->len = 0;
+    c->floor = 0;
+}
+
+static void cu_kv_free(lmc_kv_cache *cc) {
+    cu_cache *c = (cu_cache *)cc;
+    if (!c) return;
+    cu_model *m = c->m;
+    cudaStreamSynchronize(m->stream);
+    drop_graphs(c);
+    dev_release(m, c->k);
+    dev_release(m, c->v);
+    dev_release(m, c->ws);
+    dev_release(m, c->d_state);
+    free(c);
+}
+
+static lmc_status cu_kv_save(const lmc_kv_cache *cc, const char *path,
+                             const char *const *meta_kv) {
+    const cu_cache *c = (const cu_cache *)cc;
+    cu_model *m = c->m;
+    lmc_kv_snapshot s = {0};
+    s.n_layers = (size_t)m->L;
+    s.kv_heads = (size_t)m->hkv;
+    s.head_dim = (size_t)m->D;
+    s.n_tokens = c->len - c->floor;
+    s.offset = c->len;
+    s.window = (size_t)m->window;
+    lmc_status st = lmc_kv_snapshot_alloc(&s);
+    if (st) return st;
+    size_t D = (size_t)m->D, T = s.n_tokens, per = s.kv_heads * T * D;
+    uint16_t *tmp = malloc((per ? per : 1) * 2);
+    if (!tmp) {
+        lmc_kv_snapshot_free(&s);
+        return lmc_err(LMC_ERR_NOMEM, "%s: no memory for the cache copy", path);
+    }
+    for (size_t l = 0; l < s.n_layers && !st; l++)
+        for (int kv = 0; kv < 2 && !st; kv++) {
+            const uint16_t *src = (kv ? c->v : c->k) + ((l * s.kv_heads) * c->cap + c->floor) * D;
+            cudaError_t e = T ? cudaMemcpy2DAsync(tmp, T * D * 2, src, c->cap * D * 2,
+                                                  T * D * 2, s.kv_heads, cudaMemcpyDeviceToHost,
+                                                  m->stream)
+                              : cudaSuccess;
+            if (e == cudaSuccess) e = cudaStreamSynchronize(m->stream);
+            if (e != cudaSuccess) {
+                st = lmc_err(LMC_ERR_DEVICE, "%s: reading the cache: %s", path,
+                             cudaGetErrorString(e));
+                break;
+            }
+            float *dst = kv ? s.values[l] : s.keys[l];
+            for (size_t i = 0; i < per; i++) dst[i] = lmc_bf16_to_f32(tmp[i]);
+        }
+    free(tmp);
+    if (!st) st = lmc_kv_snapshot_save(&s, m->base.cfg.model_type, path, meta_kv);
+    lmc_kv_snapshot_free(&s);
+    return st;
+}
+
+static const lmc_kv_cache_vtable cu_kv_vt = {
+    .len = cu_kv_len, .trim = cu_kv_trim, .clear = cu_kv_clear, .save = cu_kv_save,
+    .free = cu_kv_free};
+
+static lmc_status cu_cache_new(lmc_model *mm, lmc_kv_cache **out) {
+    cu_model *m = (cu_model *)mm;
+    *out = NULL;
+    cu_cache *c = calloc(1, sizeof *c);
+    if (!c) return lmc_err(LMC_ERR_NOMEM, "cuda kv cache: no memory");
+    c->base.vt = &cu_kv_vt;
+    c->m = m;
+    size_t wsb = lmc_cu_attn_decode_ws_bytes(m->hq, m->hkv, m->D, m->dec_splits);
+    lmc_status st = dev_alloc(m, 2 * sizeof(int32_t), (void **)&c->d_state, "cache state");
+    if (!st) st = dev_alloc(m, wsb, &c->ws, "attention workspace");
+    if (!st && cudaMemsetAsync(c->ws, 0, wsb, m->stream) != cudaSuccess)
+        st = lmc_err(LMC_ERR_DEVICE, "cuda kv cache: clearing the attention workspace failed");
+    if (!st) {
+        size_t first = (size_t)m->base.cfg.max_position_embeddings;
+        if (first == 0 || first > KV_INITIAL) first = KV_INITIAL;
+        st = cache_reserve(c, first);
+    }
+    if (st) {
+        cu_kv_free(&c->base);
+        return st;
+    }
+    *out = &c->base;
+    return LMC_OK;
+}
+
+static lmc_status cu_cache_load(lmc_model *mm, const char *path, lmc_kv_cache **out) {
+    cu_model *m = (cu_model *)mm;
+    *out = NULL;
+    lmc_kv_snapshot s;
+    lmc_status st = lmc_kv_snapshot_load(mm, path, &s);
+    if (st) return st;
+    if (s.n_tokens > s.offset || (s.n_tokens < s.offset && s.window == 0) ||
+        (s.window && s.n_tokens < s.offset && s.n_tokens + 1 < s.window)) {
+        lmc_kv_snapshot_free(&s);
+        return lmc_err(LMC_ERR_FORMAT, "%s: cache holds %zu tokens of %zu with window %zu", path,
+                       s.n_tokens, s.offset, s.window);
+    }
+    lmc_kv_cache *cc = NULL;
+    if ((st = cu_cache_new(mm, &cc))) {
+        lmc_kv_snapshot_free(&s);
+        return st;
+    }
+    cu_cache *c = (cu_cache *)cc;
+    size_t D = (size_t)m->D, T = s.n_tokens, per = s.kv_heads * T * D;
+    uint16_t *tmp = NULL;
+    if (!(st = cache_reserve(c, s.offset + 1))) {
+        tmp = malloc((per ? per : 1) * 2);
+        if (!tmp) st = lmc_err(LMC_ERR_NOMEM, "%s: no memory", path);
+    }
+    c->floor = s.offset - T;
+    for (size_t l = 0; l < s.n_layers && !st; l++)
+        for (int kv = 0; kv < 2 && !st; kv++) {
+            const float *src = kv ? s.values[l] : s.keys[l];
+            for (size_t i = 0; i < per; i++) tmp[i] = lmc_f32_to_bf16(src[i]);
+            uint16_t *dst = (kv ? c->v : c->k) + ((l * s.kv_heads) * c->cap + c->floor) * D;
+            /* ordered after cache_reserve's clearing memset on the same
+             * stream; synchronized before tmp is refilled */
+            cudaError_t e = T ? cudaMemcpy2DAsync(dst, c->cap * D * 2, tmp, T * D * 2,
+                                                  T * D * 2, s.kv_heads, cudaMemcpyHostToDevice,
+                                                  m->stream)
+                              : cudaSuccess;
+            if (e == cudaSuccess) e = cudaStreamSynchronize(m->stream);
+            if (e != cudaSuccess)
+                st = lmc_err(LMC_ERR_DEVICE, "%s: uploading the cache: %s", path,
+                             cudaGetErrorString(e));
+        }
+    free(tmp);
+    lmc_kv_snapshot_free(&s);
+    if (st) {
+        cu_kv_free(cc);
+        return st;
+    }
+    c->len = c->floor + T;
+    *out = cc;
+    return LMC_OK;
+}
+
 /* ------------------------------------------------------------ forward */
+
+static lmc_status gemv(cu_model *m, const uint16_t *w, int rows, int cols, int in_mode,
+                       const void *x, const uint16_t *norm_w, const uint16_t *bias,
+                       int out_mode, void *y) {
+    if (!m->rnd) in_mode |= LMC_GEMV_IN_NO_ROUND;
+    KL(lmc_cu_gemv(w, rows, cols, in_mode, x, norm_w, m->eps, bias, out_mode, y, m->num_sms,
+                   (lmc_cu_stream)m->stream));
+    return LMC_OK;
+}
+
+/* One token whose id and position live in c->d_state; leaves the logits in
+ * m->d_logits and their argmax in m->d_next. Capturable. */
+static lmc_status decode_body(cu_model *m, cu_cache *c) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const int H = m->H, QD = m->hq * m->D;
+    lmc_status st;
+    KL(lmc_cu_embed(m->embed, c->d_state + 1, 1, H, m->V, m->d_x, s));
+    for (int l = 0; l < m->L; l++) {
+        const cu_layer *w = &m->layers[l];
+        size_t koff = (size_t)l * m->hkv * c->cap * m->D;
+        if ((st = gemv(m, w->qkv, m->qkv_dim, H, LMC_GEMV_IN_RMSNORM, m->d_x, w->in_norm,
+                       w->qkv_b, LMC_GEMV_OUT_BF16, m->d_qkv)))
+            return st;
+        KL(lmc_cu_attn_decode(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
+                              m->inv_freq, m->rope_attn, c->d_state, c->k + koff,
+                              c->v + koff, (int)c->cap, m->window, m->dec_splits, c->ws,
+                              m->d_attn, m->rnd, 1, s));
+        if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
+                       LMC_GEMV_OUT_F32_ADD, m->d_x)) ||
+            (st = gemv(m, w->gate_up, 2 * m->I, H, LMC_GEMV_IN_RMSNORM, m->d_x, w->post_norm,
+                       w->gate_up_b, LMC_GEMV_OUT_SWIGLU, m->d_act)) ||
+            (st = gemv(m, w->down, H, m->I, LMC_GEMV_IN_BF16, m->d_act, NULL, w->down_b,
+                       LMC_GEMV_OUT_F32_ADD, m->d_x)))
+            return st;
+    }
+    if ((st = gemv(m, m->lm_head, m->V, H, LMC_GEMV_IN_RMSNORM, m->d_x, m->final_norm, NULL,
+                   LMC_GEMV_OUT_F32, m->d_logits)))
+        return st;
+    KL(lmc_cu_argmax(m->d_logits, m->V, m->d_argmax_ws, m->d_next, s));
+    return LMC_OK;
+}
+
+/* Diagnostics (LMC_CUDA_GRAPH_INFO set): how many of the captured graph's
+ * edges are programmatic, i.e. let a kernel start before its predecessor
+ * has finished. */
+static void report_graph(cudaGraph_t g) {
+    size_t nodes = 0, edges = 0, prog = 0;
+    cudaGraphGetNodes(g, NULL, &nodes);
+    cudaGraphGetEdges(g, NULL, NULL, NULL, &edges);
+    cudaGraphNode_t *from = calloc(edges + 1, sizeof *from), *to = calloc(edges + 1, sizeof *to);
+    cudaGraphEdgeData *data = calloc(edges + 1, sizeof *data);
+    if (from && to && data && cudaGraphGetEdges(g, from, to, data, &edges) == cudaSuccess)
+        for (size_t i = 0; i < edges; i++) prog += data[i].type == cudaGraphDependencyTypeProgrammatic;
+    fprintf(stderr, "lmc cuda graph: %zu nodes, %zu edges, %zu programmatic\n", nodes, edges,
+            prog);
+    free(from);
+    free(to);
+    free(data);
+}
+
+static lmc_status run_decode(cu_model *m, cu_cache *c) {
+    if (!c->have_graph && !c->graph_failed && !m->no_graphs) {
+        cudaGraph_t g = NULL;
+        CU(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+        lmc_status st = decode_body(m, c);
+        cudaError_t e = cudaStreamEndCapture(m->stream, &g);
+        if (st) {
+            if (g) cudaGraphDestroy(g);
+            return st;
+        }
+        if (e == cudaSuccess && getenv("LMC_CUDA_GRAPH_INFO")) report_graph(g);
+        if (e == cudaSuccess && cudaGraphInstantiate(&c->graph, g, 0) == cudaSuccess)
+            c->have_graph = true;
+        else
+            c->graph_failed = true; /* fall back to plain launches */
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();
+    }
+    if (c->have_graph) {
+        CU(cudaGraphLaunch(c->graph, m->stream));
+        return LMC_OK;
+    }
+    return decode_body(m, c);
+}
+
+/* Rows [0, n) of the prefill buffers, positions d_state[0] + row. The last
+ * layer finishes only the rows `keep` asks for: its keys and values go
+ * into the cache for every row, but then only the last row goes on, through
+ * the decode step's kernels (its attention over the cache, then the GEMVs),
+ * or none. */
+static lmc_status prefill_body(cu_model *m, cu_cache *c, int n, pf_rows keep) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const int H = m->H, I = m->I, QD = m->hq * m->D;
+    lmc_status st;
+    KL(lmc_cu_embed(m->embed, m->p_ids, n, H, m->V, m->p_x, s));
+    for (int l = 0; l < m->L; l++) {
+        const cu_layer *w = &m->layers[l];
+        size_t koff = (size_t)l * m->hkv * c->cap * m->D;
+        KL(lmc_cu_rmsnorm(m->p_x, w->in_norm, n, H, m->eps, m->p_norm, m->rnd, s));
+        if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->qkv, m->p_qkv, n, m->qkv_dim, H, false,
+                              false, m->stream)))
+            return st;
+        KL(lmc_cu_qkv_post(m->p_qkv, n, m->hq, m->hkv, m->D, w->qkv_b, w->q_norm, w->k_norm,
+                           m->eps, m->inv_freq, m->rope_attn, c->d_state, m->p_q, c->k + koff,
+                           c->v + koff, (int)c->cap, m->rnd, s));
+        const bool tail = l == m->L - 1 && keep != PF_ROWS_ALL;
+        if (tail && keep == PF_ROWS_NONE) break;
+        if (tail) {
+            const size_t r = (size_t)n - 1;
+            float *xr = m->p_x + r * H;
+            KL(lmc_cu_decode_row(m->p_qkv + r * m->qkv_dim, w->qkv_b, m->qkv_dim, m->d_qkv,
+                                 m->rnd, s));
+            KL(lmc_cu_attn_decode(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
+                                  m->inv_freq, m->rope_attn, c->d_state + 1, c->k + koff,
+                                  c->v + koff, (int)c->cap, m->window, m->dec_splits, c->ws,
+                                  m->d_attn, m->rnd, 0, s));
+            if ((st = gemv(m, w->o, H, QD, LMC_GEMV_IN_BF16, m->d_attn, NULL, w->o_b,
+                           LMC_GEMV_OUT_F32_ADD, xr)) ||
+                (st = gemv(m, w->gate_up, 2 * I, H, LMC_GEMV_IN_RMSNORM, xr, w->post_norm,
+                           w->gate_up_b, LMC_GEMV_OUT_SWIGLU, m->d_act)) ||
+                (st = gemv(m, w->down, H, I, LMC_GEMV_IN_BF16, m->d_act, NULL, w->down_b,
+                           LMC_GEMV_OUT_F32_ADD, xr)))
+                return st;
+            break;
+        }
+        KL(lmc_cu_attn_prefill(m->p_q, c->k + koff, c->v + koff, m->p_attn, n, m->hq, m->hkv,
+                               m->D, (int)c->cap, c->d_state, m->window, s));
+        if ((st = lmc_cu_rows_out(m, w, n))) return st;
+    }
+    return LMC_OK;
+}
 
 lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
@@ -222,15 +581,172 @@ lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n) {
     return LMC_OK;
 }
 
+/* A prefill of n rows: a full chunk replays its graph once captured. */
+static lmc_status run_prefill(cu_model *m, cu_cache *c, int n, pf_rows keep) {
+    if (n != PF_CHUNK || m->no_graphs) return prefill_body(m, c, n, keep);
+    if (!c->have_pf_graph[keep] && !c->pf_graph_failed[keep] && c->pf_full_runs[keep]++ > 0) {
+        cudaGraph_t g = NULL;
+        CU(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+        lmc_status st = prefill_body(m, c, n, keep);
+        cudaError_t e = cudaStreamEndCapture(m->stream, &g);
+        if (st) {
+            if (g) cudaGraphDestroy(g);
+            return st;
+        }
+        if (e == cudaSuccess && cudaGraphInstantiate(&c->pf_graph[keep], g, 0) == cudaSuccess)
+            c->have_pf_graph[keep] = true;
+        else
+            c->pf_graph_failed[keep] = true; /* plain launches from now on */
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();
+    }
+    if (c->have_pf_graph[keep]) {
+        CU(cudaGraphLaunch(c->pf_graph[keep], m->stream));
+        return LMC_OK;
+    }
+    return prefill_body(m, c, n, keep);
+}
+
+static lmc_status check_call(cu_model *m, lmc_kv_cache *cc, const int32_t *ids, size_t n,
+                             cu_cache **out) {
+    if (!cc || cc->vt != &cu_kv_vt || ((cu_cache *)cc)->m != m)
+        return lmc_err(LMC_ERR_INVALID_ARG,
+                       "cuda forward: the KV cache was not created by this CUDA model");
+    if (!ids || n == 0) return lmc_err(LMC_ERR_INVALID_ARG, "cuda forward: no tokens");
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->V)
+            return lmc_err(LMC_ERR_INVALID_ARG,
+                           "cuda forward: token %zu is %" PRId32 ", outside the vocabulary [0, %d)",
+                           i, ids[i], m->V);
+    *out = (cu_cache *)cc;
+    return cache_reserve(*out, (*out)->len + n);
+}
+
+/* Feeds n tokens. Afterwards the last position's logits are in d_logits
+ * (when want_last) and, for all_logits, every row went to host_logits. */
+static lmc_status feed(cu_model *m, cu_cache *c, const int32_t *ids, size_t n,
+                       float *host_logits, bool all_logits, bool want_argmax) {
+    lmc_status st;
+    if (n == 1) {
+        m->h_state[0] = (int32_t)c->len;
+        m->h_state[1] = ids[0];
+        CU(cudaMemcpyAsync(c->d_state, m->h_state, 8, cudaMemcpyHostToDevice, m->stream));
+        if ((st = run_decode(m, c))) return st;
+        c->len += 1;
+        if (host_logits)
+            CU(cudaMemcpyAsync(host_logits, m->d_logits, (size_t)m->V * 4,
+                               cudaMemcpyDeviceToHost, m->stream));
+        return LMC_OK;
+    }
+    for (size_t done = 0; done < n;) {
+        size_t rows = n - done < PF_CHUNK ? n - done : PF_CHUNK;
+        if ((st = ensure_prefill_rows(m, rows))) return st;
+        m->h_state[0] = (int32_t)c->len;
+        m->h_state[1] = (int32_t)(c->len + rows - 1); /* the last row's, for its attention */
+        CU(cudaMemcpyAsync(c->d_state, m->h_state, 8, cudaMemcpyHostToDevice, m->stream));
+        CU(cudaMemcpyAsync(m->p_ids, ids + done, rows * 4, cudaMemcpyHostToDevice, m->stream));
+        const bool last = done + rows == n, every = all_logits && host_logits;
+        if ((st = run_prefill(m, c, (int)rows,
+                              every ? PF_ROWS_ALL : last ? PF_ROWS_LAST : PF_ROWS_NONE)))
+            return st;
+        lmc_cu_stream s = (lmc_cu_stream)m->stream;
+        if (all_logits && host_logits) {
+            for (size_t r = 0; r < rows; r += LOGIT_ROWS) {
+                size_t rr = rows - r < LOGIT_ROWS ? rows - r : LOGIT_ROWS;
+                KL(lmc_cu_rmsnorm(m->p_x + r * m->H, m->final_norm, (int)rr, m->H, m->eps,
+                                  m->p_norm, m->rnd, s));
+                if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, m->lm_head, m->p_logits, (int)rr, m->V,
+                                      m->H, true, false, m->stream)))
+                    return st;
+                CU(cudaMemcpyAsync(host_logits + (done + r) * (size_t)m->V, m->p_logits,
+                                   rr * (size_t)m->V * 4, cudaMemcpyDeviceToHost, m->stream));
+            }
+            if (last && want_argmax) /* last row's logits are the tail of p_logits */
+                CU(cudaMemcpyAsync(m->d_logits,
+                                   m->p_logits + ((rows - 1) % LOGIT_ROWS) * (size_t)m->V,
+                                   (size_t)m->V * 4, cudaMemcpyDeviceToDevice, m->stream));
+        } else if (last) {
+            if ((st = gemv(m, m->lm_head, m->V, m->H, LMC_GEMV_IN_RMSNORM,
+                           m->p_x + (rows - 1) * m->H, m->final_norm, NULL, LMC_GEMV_OUT_F32,
+                           m->d_logits)))
+                return st;
+            if (host_logits)
+                CU(cudaMemcpyAsync(host_logits, m->d_logits, (size_t)m->V * 4,
+                                   cudaMemcpyDeviceToHost, m->stream));
+        }
+        if (last && want_argmax)
+            KL(lmc_cu_argmax(m->d_logits, m->V, m->d_argmax_ws, m->d_next, s));
+        c->len += rows;
+        done += rows;
+    }
+    return LMC_OK;
+}
+
+static lmc_status cu_forward(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids, size_t n,
+                             float *logits, bool all_logits) {
+    cu_model *m = (cu_model *)mm;
+    cu_cache *c = NULL;
+    lmc_status st = check_call(m, cc, ids, n, &c);
+    if (st) return st;
+    size_t len0 = c->len;
+    st = feed(m, c, ids, n, logits, all_logits, false);
+    cudaError_t e = cudaStreamSynchronize(m->stream);
+    if (!st && e != cudaSuccess)
+        st = lmc_err(LMC_ERR_DEVICE, "cuda forward: %s", cudaGetErrorString(e));
+    if (st) c->len = len0;
+    return st;
+}
+
+static lmc_status cu_forward_greedy(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids,
+                                    size_t n, int32_t *next, float *logprob) {
+    cu_model *m = (cu_model *)mm;
+    cu_cache *c = NULL;
+    lmc_status st = check_call(m, cc, ids, n, &c);
+    if (st) return st;
+    size_t len0 = c->len;
+    st = feed(m, c, ids, n, NULL, false, true);
+    if (!st) {
+        cudaError_t e = cudaMemcpyAsync(m->h_state + 2, m->d_next, 8, cudaMemcpyDeviceToHost,
+                                        m->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(m->stream);
+        if (e != cudaSuccess) {
+            st = lmc_err(LMC_ERR_DEVICE, "cuda forward: %s", cudaGetErrorString(e));
+        } else {
+            *next = m->h_state[2];
+            if (logprob) memcpy(logprob, &m->h_state[3], sizeof *logprob);
+        }
+    } else {
+        cudaStreamSynchronize(m->stream);
+    }
+    if (st) c->len = len0;
+    return st;
+}
+
+/* The vtable's forwards: the single-sequence path for this file's own
+ * caches, the engine-backed one (models/kv_cache.c) for the others. */
+static lmc_status cu_forward_any(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids, size_t n,
+                                 float *logits, bool all_logits) {
+    if (cc && cc->vt == &cu_kv_vt) return cu_forward(mm, cc, ids, n, logits, all_logits);
+    return lmc_kv_cache_forward(mm, cc, ids, n, logits, all_logits);
+}
+
+static lmc_status cu_forward_greedy_any(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids,
+                                        size_t n, int32_t *next, float *logprob) {
+    if (cc && cc->vt == &cu_kv_vt) return cu_forward_greedy(mm, cc, ids, n, next, logprob);
+    return lmc_kv_cache_forward_greedy(mm, cc, ids, n, next, logprob);
+}
+
 static const lmc_model_vtable cu_model_vt = {
-    .forward = lmc_kv_cache_forward,
-    .forward_greedy = lmc_kv_cache_forward_greedy,
+    .forward = cu_forward_any,
+    .forward_greedy = cu_forward_greedy_any,
     .free = cu_model_free,
     .pool_new = lmc_cu_pool_new,
     .forward_batch = lmc_cu_forward_batch,
     .batch_rows = PF_CHUNK,
     .pool_read = lmc_cu_pool_read,
     .pool_write = lmc_cu_pool_write,
+    .cache_new = cu_cache_new,
+    .cache_load = cu_cache_load,
 };
 
 /* ------------------------------------------------------------ create */
@@ -398,7 +914,11 @@ size_t lmc_llama_cuda_weight_bytes(const lmc_model *m) {
 }
 
 int lmc_llama_cuda_graph_state(const lmc_kv_cache *cc) {
-    const lmc_model *mm = lmc_kv_cache_model(cc);
+    if (cc && cc->vt == &cu_kv_vt) {
+        const cu_cache *c = (const cu_cache *)cc;
+        return c->have_graph ? 1 : c->graph_failed ? -1 : 0;
+    }
+    const lmc_model *mm = lmc_kv_cache_model(cc); /* an engine-backed cache */
     if (!mm || mm->vt != &cu_model_vt) return 0;
     const cu_model *m = (const cu_model *)mm;
     return m->b_have_graph ? 1 : m->b_graph_failed ? -1 : 0;

@@ -1,7 +1,7 @@
 /* The CUDA llama-family model's state, shared by its files: the
- * weights and scratch (cuda_llama.c) and execution over the paged KV cache
- * (cuda_batch.c), which every KV cache of the API runs on. Private to
- * src/backend/cuda. */
+ * weights, scratch and single-sequence caches (cuda_llama.c) and execution
+ * over the paged KV cache (cuda_batch.c), which the API's KV caches run on
+ * wherever the paged attention kernel can. Private to src/backend/cuda. */
 #ifndef LMC_BACKEND_CUDA_MODEL_H
 #define LMC_BACKEND_CUDA_MODEL_H
 #include <stdbool.h>
@@ -17,6 +17,13 @@
 
 #define PF_CHUNK 2048     /* rows per prefill launch sequence */
 #define LOGIT_ROWS 128    /* rows per all-logits GEMM (bounds that buffer) */
+#define KV_INITIAL 4096   /* first capacity of a single-sequence cache, tokens */
+#define KV_HARD_MAX (1u << 21)
+
+/* The rows a prefill carries past the last layer's attention: every row
+ * (all logits), the last one (its logits), or none (an earlier chunk, whose
+ * only product is the cache). */
+typedef enum { PF_ROWS_ALL, PF_ROWS_LAST, PF_ROWS_NONE, PF_KINDS } pf_rows;
 
 typedef struct {
     uint16_t *in_norm, *post_norm;
