@@ -216,9 +216,12 @@ static lmc_status seq_forward(lmc_model *m, lmc_kv_cache *cc, const int32_t *ids
         st = seq_cache_room(c, k);
         if (!st) st = m->vt->forward_batch(m, c->pool, &it, 1);
     }
-    /* what was fed before a failure goes again (best effort: the window
-     * may already have moved on; then the contents are unspecified) */
-    if (st && lmc_kv_seq_len(c->seq) > len0) lmc_kv_seq_trim(c->seq, len0);
+    /* what was fed before a failure goes again, unless the window has
+     * already moved past it (then the contents are unspecified) */
+    if (st && lmc_kv_seq_len(c->seq) > len0) {
+        size_t first = lmc_kv_seq_first_live(c->seq), w = lmc_kv_seq_window(c->seq);
+        if (!first || (w && len0 + 1 >= first + w)) lmc_kv_seq_trim(c->seq, len0);
+    }
     return st;
 }
 
