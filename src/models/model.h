@@ -122,12 +122,13 @@ static inline void lmc_model_free(lmc_model *m) {
     if (m) m->vt->free(m);
 }
 
-/* KV cache: one sequence of a paged pool of the model's own
+/* KV cache: one sequence of a paged pool of the cache's own
  * (src/engine/kv_pool.h), backend-independent (models/kv_cache.c). The
  * pool grows with use, so a short generation holds little; a sliding-window
  * model's sequence gives back what fell out of its window, keeping a few
- * positions more for short rollbacks. The functions below dispatch
- * through the cache's vtable. */
+ * positions more for short rollbacks. (A backend may keep a cache of its
+ * own for models its paged kernels cannot run: the vtable's cache_new.)
+ * The functions below dispatch through the cache's vtable. */
 typedef struct {
     size_t (*len)(const lmc_kv_cache *c);
     lmc_status (*trim)(lmc_kv_cache *c, size_t n);
@@ -151,7 +152,7 @@ void lmc_kv_cache_clear(lmc_kv_cache *c);
 lmc_status lmc_kv_cache_save(const lmc_kv_cache *c, const char *path,
                              const char *const *meta_kv);
 lmc_status lmc_kv_cache_load(lmc_model *m, const char *path, lmc_kv_cache **out);
-/* The model a cache was made for. */
+/* The model an engine-backed cache was made for (NULL for others). */
 lmc_model *lmc_kv_cache_model(const lmc_kv_cache *c);
 /* The engine-backed cache-level forwards the backends' vtables name. */
 lmc_status lmc_kv_cache_forward(lmc_model *m, lmc_kv_cache *c, const int32_t *ids, size_t n,
