@@ -5,7 +5,9 @@
  * activations are fp32. For bf16/fp16 checkpoints the activations are
  * rounded to that dtype after each op, the way a model computed in that
  * dtype (transformers, mlx) rounds them, so greedy decoding follows the
- * reference. */
+ * reference. Every forward is a batch over the paged KV pool
+ * (forward_batch); the API's KV caches are sequences of pools of their own
+ * (models/kv_cache.c). */
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/cpu_paged_attn.h"
