@@ -30,6 +30,7 @@ struct lmc_kv_pool {
     size_t n_blocks, B, bpb;
     lmc_status (*copy)(void *user, uint32_t dst, uint32_t src);
     void (*release)(void *user);
+    lmc_status (*grow)(void *user, size_t n_blocks);
     void *user;
     unsigned char *storage;
     uint32_t *refs;
@@ -47,6 +48,8 @@ struct lmc_kv_pool {
 struct lmc_kv_seq {
     lmc_kv_pool *p;
     size_t window, len, reserved;
+    size_t slack; /* positions kept beyond the window for rollbacks */
+    size_t floor; /* positions below were never held (lmc_kv_seq_start_at) */
     size_t first_block; /* entries below are LMC_KV_NO_BLOCK */
     uint32_t *table;
     size_t n_table, cap_table;
@@ -72,6 +75,7 @@ lmc_status lmc_kv_pool_new(const lmc_kv_pool_options *o, lmc_kv_pool **out) {
     p->B = o->block_tokens;
     p->bpb = o->bytes_per_block;
     p->copy = o->copy;
+    p->grow = o->grow;
     p->user = o->user;
     p->index_cap = 16;
     while (p->index_cap < 2 * p->n_blocks) p->index_cap *= 2;
@@ -107,6 +111,63 @@ void lmc_kv_pool_free(lmc_kv_pool *p) {
     free(p->index);
     free(p->storage);
     free(p);
+}
+
+/* The prefix index rebuilt with room for cap slots (a power of two). */
+static bool index_rehash(lmc_kv_pool *p, size_t cap) {
+    px_entry *idx = calloc(cap, sizeof *idx);
+    if (!idx) return false;
+    for (size_t i = 0; i < p->index_cap; i++) {
+        if (!p->index[i].serial) continue;
+        size_t j = p->index[i].hash & (cap - 1);
+        while (idx[j].serial) j = (j + 1) & (cap - 1);
+        idx[j] = p->index[i];
+        p->entry_of[idx[j].block] = (int64_t)j;
+    }
+    free(p->index);
+    p->index = idx;
+    p->index_cap = cap;
+    p->n_dead = 0;
+    return true;
+}
+
+lmc_status lmc_kv_pool_grow(lmc_kv_pool *p, size_t n) {
+    if (n <= p->n_blocks) return LMC_OK;
+    if (n >= LMC_KV_NO_BLOCK || (p->bpb && n > SIZE_MAX / p->bpb) || n > SIZE_MAX / p->B)
+        return lmc_err(LMC_ERR_LIMIT, "kv pool: %zu blocks of %zu tokens overflow", n, p->B);
+    if (!p->bpb && !p->grow)
+        return lmc_err(LMC_ERR_UNSUPPORTED, "kv pool: this pool's storage cannot grow");
+    /* every array first (a larger array is harmless), the storage last */
+    uint32_t *refs = realloc(p->refs, n * sizeof *refs);
+    if (refs) p->refs = refs;
+    uint32_t *fl = refs ? realloc(p->free_list, n * sizeof *fl) : NULL;
+    if (fl) p->free_list = fl;
+    int32_t *toks = fl ? realloc(p->tokens, n * p->B * sizeof *toks) : NULL;
+    if (toks) p->tokens = toks;
+    int64_t *eo = toks ? realloc(p->entry_of, n * sizeof *eo) : NULL;
+    if (eo) p->entry_of = eo;
+    size_t cap = p->index_cap;
+    while (cap < 2 * n) cap *= 2;
+    if (!eo || (cap != p->index_cap && !index_rehash(p, cap)))
+        return lmc_err(LMC_ERR_NOMEM, "kv pool: no memory to grow to %zu blocks", n);
+    if (p->bpb) {
+        unsigned char *st = realloc(p->storage, n * p->bpb);
+        if (!st)
+            return lmc_err(LMC_ERR_NOMEM, "kv pool: no memory for %zu blocks of %zu bytes", n,
+                           p->bpb);
+        p->storage = st;
+    } else {
+        lmc_status st = p->grow(p->user, n);
+        if (st) return st;
+    }
+    /* the new blocks join the free list, the lowest id coming out first */
+    for (size_t b = n; b-- > p->n_blocks;) {
+        p->refs[b] = 0;
+        p->entry_of[b] = -1;
+        p->free_list[p->n_free++] = (uint32_t)b;
+    }
+    p->n_blocks = n;
+    return LMC_OK;
 }
 
 size_t lmc_kv_pool_block_tokens(const lmc_kv_pool *p) { return p->B; }
@@ -288,6 +349,8 @@ lmc_status lmc_kv_seq_fork(lmc_kv_seq *s, lmc_kv_seq **out) {
     c->n_table = keep;
     c->len = s->len;
     c->first_block = s->first_block;
+    c->floor = s->floor;
+    c->slack = s->slack;
     return LMC_OK;
 }
 
@@ -308,7 +371,30 @@ void lmc_kv_seq_free(lmc_kv_seq *s) {
 size_t lmc_kv_seq_len(const lmc_kv_seq *s) { return s->len; }
 size_t lmc_kv_seq_window(const lmc_kv_seq *s) { return s->window; }
 lmc_kv_pool *lmc_kv_seq_pool(const lmc_kv_seq *s) { return s->p; }
-size_t lmc_kv_seq_first_live(const lmc_kv_seq *s) { return s->first_block * s->p->B; }
+size_t lmc_kv_seq_first_live(const lmc_kv_seq *s) {
+    size_t f = s->first_block * s->p->B;
+    return f > s->floor ? f : s->floor;
+}
+void lmc_kv_seq_set_slack(lmc_kv_seq *s, size_t extra) { s->slack = extra; }
+
+lmc_status lmc_kv_seq_start_at(lmc_kv_seq *s, size_t n) {
+    if (s->len || s->n_table)
+        return lmc_err(LMC_ERR_STATE, "kv pool: only an empty sequence can start at %zu", n);
+    size_t first = n / s->p->B;
+    lmc_status st = table_grow(s, first);
+    if (st) return st;
+    for (size_t i = 0; i < first; i++) s->table[i] = LMC_KV_NO_BLOCK;
+    s->n_table = first;
+    s->first_block = first;
+    s->floor = n;
+    s->len = s->reserved = n;
+    return LMC_OK;
+}
+
+void lmc_kv_seq_reset(lmc_kv_seq *s) {
+    drop_from(s, 0);
+    s->len = s->reserved = s->first_block = s->floor = 0;
+}
 const uint32_t *lmc_kv_seq_table(const lmc_kv_seq *s, size_t *n) {
     *n = s->n_table;
     return s->table;
@@ -355,9 +441,10 @@ lmc_status lmc_kv_seq_commit(lmc_kv_seq *s, size_t n) {
         return lmc_err(LMC_ERR_STATE, "kv pool: committing %zu positions past the %zu reserved",
                        n, s->reserved > s->len ? s->reserved - s->len : 0);
     s->len += n;
-    if (s->window && s->len > s->window) {
-        /* positions before len - window are never attended again */
-        size_t keep_from = (s->len - s->window) / s->p->B;
+    if (s->window && s->len > s->window + s->slack) {
+        /* positions before len - window are never attended again (the
+         * slack keeps a few more for rollbacks) */
+        size_t keep_from = (s->len - s->window - s->slack) / s->p->B;
         for (size_t i = s->first_block; i < keep_from && i < s->n_table; i++) {
             if (s->table[i] != LMC_KV_NO_BLOCK) unref(s->p, s->table[i]);
             s->table[i] = LMC_KV_NO_BLOCK;
@@ -381,12 +468,14 @@ lmc_status lmc_kv_seq_locate(const lmc_kv_seq *s, size_t pos, uint32_t *block, u
 lmc_status lmc_kv_seq_trim(lmc_kv_seq *s, size_t n) {
     if (n > s->len)
         return lmc_err(LMC_ERR_STATE, "kv pool: cannot trim %zu positions to %zu", s->len, n);
-    /* the next position n attends back to n - window: still held? */
-    if (s->first_block > 0 && n < s->first_block * s->p->B + s->window)
+    /* the next query, at position n, attends back to n + 1 - window:
+     * still held? */
+    size_t first = lmc_kv_seq_first_live(s);
+    if (first > 0 && n < s->len && (!s->window || n + 1 < first + s->window))
         return lmc_err(LMC_ERR_STATE,
                        "kv pool: cannot go back to %zu: the sliding window already gave back "
                        "positions before %zu",
-                       n, s->first_block * s->p->B);
+                       n, first);
     size_t keep = (n + s->p->B - 1) / s->p->B;
     drop_from(s, keep);
     s->len = s->reserved = n;

@@ -7,8 +7,10 @@
  * The pool is backend-independent bookkeeping: a CPU backend lets it own
  * host storage (bytes_per_block each) and reads slots through
  * lmc_kv_pool_block(); a device backend keeps the storage itself and passes
- * a copy hook for copy-on-write. Sizes are fixed when the pool is made;
- * running out is LMC_ERR_LIMIT with nothing changed, never a crash.
+ * a copy hook for copy-on-write. Sizes are set when the pool is made and
+ * change only through lmc_kv_pool_grow (a single-sequence cache grows its
+ * own pool with use); running out is LMC_ERR_LIMIT with nothing changed,
+ * never a crash.
  *
  * Prefix sharing across requests: lmc_kv_seq_publish() records a
  * sequence's full blocks under a chain of (salt, previous block, tokens) so
@@ -40,12 +42,20 @@ typedef struct {
     lmc_status (*copy)(void *user, uint32_t dst, uint32_t src);
     /* Called by lmc_kv_pool_free (the backend frees its storage); may be NULL. */
     void (*release)(void *user);
+    /* Make room for n_blocks blocks (more than today), keeping every block's
+     * contents under its id. Needed by lmc_kv_pool_grow when
+     * bytes_per_block is 0; host storage is reallocated by the pool. */
+    lmc_status (*grow)(void *user, size_t n_blocks);
     void *user;
 } lmc_kv_pool_options;
 
 lmc_status lmc_kv_pool_new(const lmc_kv_pool_options *o, lmc_kv_pool **out);
 /* Every sequence of the pool must have been freed first. */
 void lmc_kv_pool_free(lmc_kv_pool *p);
+/* Grow to n_blocks blocks (no-op when not more than today); block ids and
+ * contents stay, the new blocks are free. Host storage may move (read it
+ * again through lmc_kv_pool_block). On failure the pool is unchanged. */
+lmc_status lmc_kv_pool_grow(lmc_kv_pool *p, size_t n_blocks);
 size_t lmc_kv_pool_block_tokens(const lmc_kv_pool *p);
 size_t lmc_kv_pool_n_blocks(const lmc_kv_pool *p);
 size_t lmc_kv_pool_bytes_per_block(const lmc_kv_pool *p);
@@ -73,8 +83,19 @@ void lmc_kv_seq_free(lmc_kv_seq *s);
 size_t lmc_kv_seq_len(const lmc_kv_seq *s);
 size_t lmc_kv_seq_window(const lmc_kv_seq *s);
 lmc_kv_pool *lmc_kv_seq_pool(const lmc_kv_seq *s);
-/* The first position whose keys/values are still held (0 without window). */
+/* The first position whose keys/values are still held (0 without window
+ * or start offset). */
 size_t lmc_kv_seq_first_live(const lmc_kv_seq *s);
+/* Keep `extra` positions beyond the window before giving blocks back, so
+ * that short rollbacks (lmc_kv_seq_trim by up to extra + 1) still work
+ * after the window has moved on. */
+void lmc_kv_seq_set_slack(lmc_kv_seq *s, size_t extra);
+/* Start an empty sequence at position n without holding positions below
+ * it (a restored windowed cache keeps only its newest positions);
+ * LMC_ERR_STATE unless the sequence is empty. */
+lmc_status lmc_kv_seq_start_at(lmc_kv_seq *s, size_t n);
+/* Give back every block; the sequence is empty again (length 0). */
+void lmc_kv_seq_reset(lmc_kv_seq *s);
 /* Make positions len .. len + n - 1 writable: allocate blocks, and copy the
  * partly filled last block first when another holder shares it. All or
  * nothing: LMC_ERR_LIMIT (naming the blocks needed and available) leaves
@@ -88,8 +109,11 @@ lmc_status lmc_kv_seq_locate(const lmc_kv_seq *s, size_t pos, uint32_t *block, u
 /* The block table: entry i covers positions [i*B, (i+1)*B); entries below
  * the first live block are LMC_KV_NO_BLOCK. */
 const uint32_t *lmc_kv_seq_table(const lmc_kv_seq *s, size_t *n_entries);
-/* Shorten to n positions (n <= len); blocks past it are given back.
- * LMC_ERR_STATE when n falls below the first live position. */
+/* Shorten to n positions (n <= len); blocks past it are given back; a
+ * block still shared with another holder is only unreferenced, and the
+ * next write into a shared partial block copies it first (reserve).
+ * LMC_ERR_STATE when the query at position n would need a position the
+ * window already gave back (n + 1 < first live + window). */
 lmc_status lmc_kv_seq_trim(lmc_kv_seq *s, size_t n);
 
 /* Record the full blocks of s, whose positions hold ids[0 .. n) (n <= len),

@@ -15,8 +15,15 @@ lmc_status lmc_batch_check(const lmc_model *m, struct lmc_kv_pool *pool,
         return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: the pool was made for another model");
     *rows = 0;
     for (size_t i = 0; i < ni; i++) {
-        if (!it[i].seq || !it[i].ids || !it[i].n)
-            return lmc_err(LMC_ERR_INVALID_ARG, "forward_batch: item %zu has no tokens", i);
+        if (!it[i].seq || (!it[i].ids == !it[i].embeds) || !it[i].n)
+            return lmc_err(LMC_ERR_INVALID_ARG,
+                           "forward_batch: item %zu has no tokens (ids or embeds, one of them)",
+                           i);
+        if ((it[i].all_logits && !it[i].logits) || (it[i].logprob && !it[i].next))
+            return lmc_err(LMC_ERR_INVALID_ARG,
+                           "forward_batch: item %zu asks for all logits without a buffer or a "
+                           "log-probability without its greedy id",
+                           i);
         if (lmc_kv_seq_pool(it[i].seq) != pool)
             return lmc_err(LMC_ERR_INVALID_ARG,
                            "forward_batch: item %zu's sequence is of another pool", i);
@@ -28,7 +35,7 @@ lmc_status lmc_batch_check(const lmc_model *m, struct lmc_kv_pool *pool,
             if (it[j].seq == it[i].seq)
                 return lmc_err(LMC_ERR_INVALID_ARG,
                                "forward_batch: items %zu and %zu share a sequence", j, i);
-        for (size_t k = 0; k < it[i].n; k++)
+        for (size_t k = 0; it[i].ids && k < it[i].n; k++)
             if (it[i].ids[k] < 0 || it[i].ids[k] >= cfg->vocab_size)
                 return lmc_err(LMC_ERR_INVALID_ARG,
                                "forward_batch: item %zu: token id %d at index %zu is outside "

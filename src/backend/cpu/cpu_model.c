@@ -5,9 +5,10 @@
  * activations are fp32. For bf16/fp16 checkpoints the activations are
  * rounded to that dtype after each op, the way a model computed in that
  * dtype (transformers, mlx) rounds them, so greedy decoding follows the
- * reference. */
+ * reference. Every forward is a batch over the paged KV pool
+ * (forward_batch); the API's KV caches are sequences of pools of their own
+ * (models/kv_cache.c). */
 #include "backend/cpu/cpu_backend.h"
-#include "backend/cpu/cpu_kv_cache.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/cpu_paged_attn.h"
 #include "base/error.h"
@@ -20,9 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Longest run of tokens pushed through the layers at once; longer prompts
- * are processed in pieces (bounding activation memory). */
+/* Longest run of tokens one forward_batch takes (bounding activation
+ * memory); the cache-level forward (models/kv_cache.c) feeds longer
+ * prompts in pieces. */
 #define PREFILL_CHUNK 512
+/* Query rows of one sequence from which attention gathers its keys into a
+ * contiguous copy and runs lmc_cpu_attention (the sgemm path for a prefill
+ * chunk); fewer rows (decode) read the blocks in place. */
+#define GATHER_ROWS 16
 
 typedef struct {
     lmc_model base;
@@ -84,18 +90,6 @@ static lmc_status linear(const llama_model *m, const lmc_cpu_mat *w, const lmc_c
     lmc_status st = lmc_cpu_matmul(w, b && b->data ? b : NULL, x, n, y);
     if (!st) lmc_cpu_round(y, n * (size_t)w->rows, m->act_dt);
     return st;
-}
-
-static void store_kv(lmc_cpu_kv_cache *c, size_t l, const float *k, const float *v, size_t n) {
-    size_t hd = c->head_dim, kvh = c->kv_heads;
-    size_t first = c->ring && n > c->ring ? n - c->ring : 0;
-    for (size_t i = first; i < n; i++) {
-        size_t s = lmc_cpu_kv_slot(c, c->offset + i);
-        for (size_t h = 0; h < kvh; h++) {
-            memcpy(c->k[l] + (h * c->cap + s) * hd, k + (i * kvh + h) * hd, hd * sizeof(float));
-            memcpy(c->v[l] + (h * c->cap + s) * hd, v + (i * kvh + h) * hd, hd * sizeof(float));
-        }
-    }
 }
 
 /* The first half of layer l for n rows of ws->x: the input norm, q/k/v
@@ -161,39 +155,6 @@ static lmc_status layer_out(llama_model *m, size_t l, size_t n, workspace *ws) {
     return LMC_OK;
 }
 
-/* One chunk of n rows, whose input embeddings are already in ws->x,
- * through every layer; ws->x ends holding the last layer's output. With
- * `stoppable`, the cache's cancel callback is polled after each layer but
- * the last: the keys and values stored so far are not committed, so a
- * cancelled chunk leaves the cache's length and contents as they were. */
-static lmc_status forward_chunk(llama_model *m, lmc_cpu_kv_cache *c, size_t n, workspace *ws,
-                                bool stoppable) {
-    const lmc_model_config *cfg = &m->base.cfg;
-    size_t nh = (size_t)cfg->num_attention_heads;
-    size_t nkv = (size_t)cfg->num_key_value_heads, hd = (size_t)cfg->head_dim;
-    lmc_status st;
-    if ((st = lmc_cpu_kv_reserve(c, n))) return st;
-    for (size_t l = 0; l < m->w.n_layers; l++) {
-        if ((st = layer_qkv(m, l, n, ws))) return st;
-        layer_rope(m, l, ws->q, ws->k, n, c->offset);
-        lmc_cpu_attn_args a = {
-            .k = c->k[l], .v = c->v[l], .pos = c->pos, .n_past = c->used,
-            .past_stride = c->cap, .k_new = ws->k, .v_new = ws->v, .n = n, .heads = nh,
-            .kv_heads = nkv, .head_dim = hd, .pos0 = c->offset,
-            .window = m->plan.layer_window[l], .scale = m->plan.attn_scale,
-            .round_dt = m->act_dt, .softcap = m->plan.attn_softcap,
-        };
-        if ((st = lmc_cpu_attention(&a, ws->q, ws->att))) return st;
-        store_kv(c, l, ws->k, ws->v, n);
-        if ((st = layer_out(m, l, n, ws))) return st;
-        if (stoppable && l + 1 < m->w.n_layers && lmc_kv_cache_cancelled(&c->base))
-            return lmc_err(LMC_ERR_CANCELLED, "forward: cancelled after layer %zu of %zu", l + 1,
-                           m->w.n_layers);
-    }
-    lmc_cpu_kv_commit(c, n);
-    return LMC_OK;
-}
-
 /* Rows of ids (or embeds) into ws->x: the embedding lookup (scaled in the
  * model's dtype when the plan says so), or the given rows rounded to the
  * activation dtype. */
@@ -210,88 +171,6 @@ static void embed_rows(llama_model *m, const int32_t *ids, const float *embeds, 
         memcpy(x, embeds, k * H * sizeof(float));
         lmc_cpu_round(x, k * H, m->act_dt);
     }
-}
-
-/* The cache must have been made by this backend for this model's shape. */
-static lmc_status check_cache(const llama_model *m, lmc_kv_cache *cache, const char *what) {
-    const lmc_model_config *cfg = &m->base.cfg;
-    if (cache->vt != &lmc_cpu_kv_vtable)
-        return lmc_err(LMC_ERR_INVALID_ARG, "%s: the KV cache belongs to another backend", what);
-    lmc_cpu_kv_cache *c = (lmc_cpu_kv_cache *)cache;
-    if (c->n_layers != m->w.n_layers || c->kv_heads != (size_t)cfg->num_key_value_heads ||
-        c->head_dim != (size_t)cfg->head_dim || c->window != m->plan.cache_window)
-        return lmc_err(LMC_ERR_INVALID_ARG,
-                       "%s: the KV cache was made for a model of another shape", what);
-    return LMC_OK;
-}
-
-/* The shared body of forward and forward_embeds: n rows in chunks, each
- * chunk's input taken from ids (embedding lookup) or from embeds (rows of
- * hidden_size floats, rounded to the activation dtype). Cancellation (the
- * cache's callback) is polled between layers unless the call wraps a
- * rotating cache, whose slots it overwrites in place; a cancelled call
- * drops the chunks it had committed. */
-static lmc_status run_rows(llama_model *m, lmc_cpu_kv_cache *c, const int32_t *ids,
-                           const float *embeds, size_t n, float *logits, bool all_logits) {
-    const lmc_model_config *cfg = &m->base.cfg;
-    size_t H = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size;
-    size_t chunk = n < PREFILL_CHUNK ? n : PREFILL_CHUNK;
-    bool stoppable = c->base.cancel && (!c->ring || c->offset + n <= c->ring);
-    workspace ws;
-    lmc_status st = ws_alloc(cfg, chunk, &ws);
-    if (st) return st;
-    float eps = (float)cfg->rms_norm_eps;
-    for (size_t done = 0; done < n && !st; done += chunk) {
-        size_t k = n - done < chunk ? n - done : chunk;
-        embed_rows(m, ids ? ids + done : NULL, ids ? NULL : embeds + done * H, k, ws.x);
-        if ((st = forward_chunk(m, c, k, &ws, stoppable))) {
-            /* (a rotating cache that has not wrapped always trims) */
-            if (st == LMC_ERR_CANCELLED && done && lmc_kv_cache_trim(&c->base, done))
-                st = lmc_err_prefix(LMC_ERR_STATE, "forward: cancelled, but dropping the %zu "
-                                                   "tokens it added failed", done);
-            break;
-        }
-        bool last = done + k == n;
-        if (!all_logits && !last) continue;
-        /* Logits for every row (all_logits) or only the final position. */
-        size_t r0 = all_logits ? 0 : k - 1, nr = k - r0;
-        m->norm(ws.x + r0 * H, &m->w.final_norm, eps, nr, H, ws.h, m->act_dt);
-        float *dst = all_logits ? logits + done * V : logits;
-        st = linear(m, &m->w.lm_head, NULL, ws.h, nr, dst);
-        if (!st) lmc_cpu_softcap(dst, nr * V, m->plan.final_softcap, m->act_dt);
-    }
-    ws_free(&ws);
-    return st;
-}
-
-static lmc_status llama_forward(lmc_model *base, lmc_kv_cache *cache, const int32_t *ids,
-                                size_t n, float *logits, bool all_logits) {
-    llama_model *m = (llama_model *)base;
-    const lmc_model_config *cfg = &base->cfg;
-    if (!cache || !ids || (n && !logits))
-        return lmc_err(LMC_ERR_INVALID_ARG, "forward: cache, ids and logits are required");
-    lmc_status st = check_cache(m, cache, "forward");
-    if (st) return st;
-    if (n == 0) return lmc_err(LMC_ERR_INVALID_ARG, "forward: no tokens");
-    /* Checked up front so a bad id never leaves the cache half-advanced. */
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= cfg->vocab_size)
-            return lmc_err(LMC_ERR_INVALID_ARG,
-                           "forward: token id %d at index %zu is outside the vocabulary (size %" PRId64 ")",
-                           ids[i], i, cfg->vocab_size);
-    return run_rows(m, (lmc_cpu_kv_cache *)cache, ids, NULL, n, logits, all_logits);
-}
-
-static lmc_status llama_forward_embeds(lmc_model *base, lmc_kv_cache *cache, const float *embeds,
-                                       size_t n, float *logits, bool all_logits) {
-    llama_model *m = (llama_model *)base;
-    if (!cache || !embeds || (n && !logits))
-        return lmc_err(LMC_ERR_INVALID_ARG,
-                       "forward_embeds: cache, embeddings and logits are required");
-    lmc_status st = check_cache(m, cache, "forward_embeds");
-    if (st) return st;
-    if (n == 0) return lmc_err(LMC_ERR_INVALID_ARG, "forward_embeds: no rows");
-    return run_rows(m, (lmc_cpu_kv_cache *)cache, NULL, embeds, n, logits, all_logits);
 }
 
 /* ------------------------------------------------------------ batched */
@@ -335,68 +214,155 @@ static lmc_status store_paged(llama_model *m, lmc_kv_pool *pool, lmc_kv_seq *seq
     return LMC_OK;
 }
 
+/* Contiguous copies of one sequence's keys and values of one layer, for the
+ * sgemm attention path: [kv_heads][n][head_dim] each, and the positions. */
+typedef struct {
+    float *k, *v;
+    int64_t *pos;
+    size_t cap; /* positions the buffers hold */
+} gather_buf;
+
+static lmc_status gather_reserve(gather_buf *g, size_t kvd, size_t n) {
+    if (n <= g->cap) return LMC_OK;
+    free(g->k), free(g->v), free(g->pos);
+    g->k = malloc(n * kvd * sizeof(float));
+    g->v = malloc(n * kvd * sizeof(float));
+    g->pos = malloc(n * sizeof(int64_t));
+    g->cap = g->k && g->v && g->pos ? n : 0;
+    if (!g->cap) return lmc_err(LMC_ERR_NOMEM, "forward_batch: no memory to gather %zu keys", n);
+    return LMC_OK;
+}
+
+/* Attention of one item's rows (their keys already in the blocks) in
+ * layer l: a prefill chunk gathers the past positions it can see and runs
+ * lmc_cpu_attention (keys of its own rows from ws); decode rows read the
+ * blocks in place. */
+static lmc_status item_attention(llama_model *m, lmc_kv_pool *pool, const lmc_batch_item *it,
+                                 size_t l, const float *q, const float *k, const float *v,
+                                 float *out, gather_buf *g) {
+    const lmc_model_config *cfg = &m->base.cfg;
+    size_t nh = (size_t)cfg->num_attention_heads, nkv = (size_t)cfg->num_key_value_heads;
+    size_t hd = (size_t)cfg->head_dim, B = lmc_kv_pool_block_tokens(pool), per = nkv * B * hd;
+    size_t pos0 = lmc_kv_seq_len(it->seq), window = m->plan.layer_window[l];
+    size_t first = lmc_kv_seq_first_live(it->seq);
+    size_t nt;
+    const uint32_t *table = lmc_kv_seq_table(it->seq, &nt);
+    lmc_status st;
+    if (it->n < GATHER_ROWS) {
+        lmc_cpu_paged_kv kv = {.pool = lmc_kv_pool_block(pool, 0), .table = table, .n_table = nt,
+                               .block_tokens = B, .block_floats = block_floats(m, B),
+                               .k_off = l * 2 * per, .v_off = l * 2 * per + per,
+                               .first_live = first};
+        lmc_cpu_paged_attn_args a = {
+            .n = it->n, .heads = nh, .kv_heads = nkv, .head_dim = hd, .pos0 = pos0,
+            .window = window, .scale = m->plan.attn_scale, .round_dt = m->act_dt,
+            .softcap = m->plan.attn_softcap};
+        return lmc_cpu_paged_attention(&kv, &a, q, out);
+    }
+    size_t lo = window && pos0 + 1 > window ? pos0 + 1 - window : 0;
+    if (lo < first) lo = first;
+    size_t np = pos0 > lo ? pos0 - lo : 0;
+    if ((st = gather_reserve(g, nkv * hd, np))) return st;
+    for (size_t p = lo; p < pos0; p++) {
+        const float *K = (const float *)lmc_kv_pool_block(pool, table[p / B]) + l * 2 * per;
+        for (size_t h = 0; h < nkv; h++) {
+            size_t src = (h * B + p % B) * hd, dst = (h * np + p - lo) * hd;
+            memcpy(g->k + dst, K + src, hd * sizeof(float));
+            memcpy(g->v + dst, K + per + src, hd * sizeof(float));
+        }
+        g->pos[p - lo] = (int64_t)p;
+    }
+    lmc_cpu_attn_args a = {
+        .k = g->k, .v = g->v, .pos = g->pos, .n_past = np, .past_stride = np, .k_new = k,
+        .v_new = v, .n = it->n, .heads = nh, .kv_heads = nkv, .head_dim = hd, .pos0 = pos0,
+        .window = window, .scale = m->plan.attn_scale, .round_dt = m->act_dt,
+        .softcap = m->plan.attn_softcap,
+    };
+    return lmc_cpu_attention(&a, q, out);
+}
+
 static lmc_status batch_layers(llama_model *m, lmc_kv_pool *pool, lmc_batch_item *it, size_t ni,
                                size_t T, workspace *ws) {
     const lmc_model_config *cfg = &m->base.cfg;
     size_t nh = (size_t)cfg->num_attention_heads, nkv = (size_t)cfg->num_key_value_heads;
     size_t hd = (size_t)cfg->head_dim, qd = nh * hd, kvd = nkv * hd;
-    size_t B = lmc_kv_pool_block_tokens(pool), per = nkv * B * hd;
-    lmc_status st;
-    for (size_t l = 0; l < m->w.n_layers; l++) {
-        if ((st = layer_qkv(m, l, T, ws))) return st;
-        for (size_t i = 0, r = 0; i < ni; r += it[i].n, i++) {
+    gather_buf g = {0};
+    lmc_status st = LMC_OK;
+    for (size_t l = 0; l < m->w.n_layers && !st; l++) {
+        if ((st = layer_qkv(m, l, T, ws))) break;
+        for (size_t i = 0, r = 0; i < ni && !st; r += it[i].n, i++) {
             size_t pos0 = lmc_kv_seq_len(it[i].seq);
             layer_rope(m, l, ws->q + r * qd, ws->k + r * kvd, it[i].n, pos0);
-            if ((st = store_paged(m, pool, it[i].seq, l, ws->k + r * kvd, ws->v + r * kvd,
-                                  it[i].n, pos0)))
-                return st;
-            size_t nt;
-            const uint32_t *table = lmc_kv_seq_table(it[i].seq, &nt);
-            lmc_cpu_paged_kv kv = {.pool = lmc_kv_pool_block(pool, 0), .table = table,
-                                   .n_table = nt, .block_tokens = B,
-                                   .block_floats = block_floats(m, B), .k_off = l * 2 * per,
-                                   .v_off = l * 2 * per + per,
-                                   .first_live = lmc_kv_seq_first_live(it[i].seq)};
-            lmc_cpu_paged_attn_args a = {
-                .n = it[i].n, .heads = nh, .kv_heads = nkv, .head_dim = hd, .pos0 = pos0,
-                .window = m->plan.layer_window[l], .scale = m->plan.attn_scale,
-                .round_dt = m->act_dt, .softcap = m->plan.attn_softcap};
-            if ((st = lmc_cpu_paged_attention(&kv, &a, ws->q + r * qd, ws->att + r * qd)))
-                return st;
+            st = store_paged(m, pool, it[i].seq, l, ws->k + r * kvd, ws->v + r * kvd, it[i].n,
+                             pos0);
+            if (!st)
+                st = item_attention(m, pool, &it[i], l, ws->q + r * qd, ws->k + r * kvd,
+                                    ws->v + r * kvd, ws->att + r * qd, &g);
         }
-        if ((st = layer_out(m, l, T, ws))) return st;
+        if (!st) st = layer_out(m, l, T, ws);
+        /* a lone item's cancellation, between layers: nothing is committed
+         * yet, so the sequence stays as it was */
+        if (!st && ni == 1 && it[0].cancel && l + 1 < m->w.n_layers &&
+            it[0].cancel(it[0].cancel_user))
+            st = lmc_err(LMC_ERR_CANCELLED, "forward: cancelled after layer %zu of %zu", l + 1,
+                         m->w.n_layers);
     }
-    return LMC_OK;
+    free(g.k), free(g.v), free(g.pos);
+    return st;
+}
+
+/* Rows of an item that need logits: every row with all_logits, else the
+ * last one when logits or a greedy id are wanted. */
+static size_t logit_rows(const lmc_batch_item *it) {
+    if (it->all_logits) return it->n;
+    return it->logits || it->next ? 1 : 0;
+}
+
+/* The greedy id of a row of V logits and its log-softmax. */
+static int32_t row_argmax(const float *row, size_t V, float *logprob) {
+    size_t b = 0;
+    for (size_t v = 1; v < V; v++)
+        if (row[v] > row[b]) b = v;
+    if (logprob) {
+        double sum = 0.0;
+        for (size_t v = 0; v < V; v++) sum += exp((double)row[v] - (double)row[b]);
+        *logprob = (float)-log(sum);
+    }
+    return (int32_t)b;
 }
 
 static lmc_status llama_forward_batch(lmc_model *base, lmc_kv_pool *pool, lmc_batch_item *it,
                                       size_t ni) {
     llama_model *m = (llama_model *)base;
     const lmc_model_config *cfg = &base->cfg;
-    size_t H = (size_t)cfg->hidden_size, T = 0;
+    size_t H = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size, T = 0;
     lmc_status st = lmc_batch_check(&m->base, pool, it, ni, &T);
     if (st) return st;
+    if (T > PREFILL_CHUNK)
+        return lmc_err(LMC_ERR_LIMIT, "forward_batch: %zu rows exceed the %d rows of one step",
+                       T, PREFILL_CHUNK);
     for (size_t i = 0; i < ni; i++)
         if ((st = lmc_kv_seq_reserve(it[i].seq, it[i].n)))
             return lmc_err_prefix(st, "forward_batch: item %zu", i);
     workspace ws;
     if ((st = ws_alloc(cfg, T, &ws))) return st;
     for (size_t i = 0, r = 0; i < ni; r += it[i].n, i++)
-        embed_rows(m, it[i].ids, NULL, it[i].n, ws.x + r * H);
+        embed_rows(m, it[i].ids, it[i].embeds, it[i].n, ws.x + r * H);
     st = batch_layers(m, pool, it, ni, T, &ws);
     for (size_t i = 0; i < ni && !st; i++) st = lmc_kv_seq_commit(it[i].seq, it[i].n);
-    /* the last row of every item that wants logits, gathered */
+    /* the rows that want logits, gathered to the front (in order, so a
+     * row only ever moves down) */
     size_t nl = 0;
-    for (size_t i = 0, r = 0; i < ni && !st; r += it[i].n, i++)
-        if (it[i].logits || it[i].next) {
-            if (nl != r + it[i].n - 1)
-                memmove(ws.x + nl * H, ws.x + (r + it[i].n - 1) * H, H * sizeof(float));
-            nl++;
-        }
+    for (size_t i = 0, r = 0; i < ni && !st; r += it[i].n, i++) {
+        size_t k = logit_rows(&it[i]), src = r + it[i].n - k;
+        if (k && nl != src) memmove(ws.x + nl * H, ws.x + src * H, k * H * sizeof(float));
+        nl += k;
+    }
     float *lg = NULL;
     if (!st && nl) {
-        size_t V = (size_t)cfg->vocab_size;
-        lg = malloc(nl * V * sizeof *lg);
+        /* a single item's rows go straight into its buffer */
+        bool direct = ni == 1 && it[0].logits;
+        lg = direct ? it[0].logits : malloc(nl * V * sizeof *lg);
         if (!lg) st = lmc_err(LMC_ERR_NOMEM, "forward_batch: no memory for %zu logit rows", nl);
         if (!st) {
             m->norm(ws.x, &m->w.final_norm, (float)cfg->rms_norm_eps, nl, H, ws.h, m->act_dt);
@@ -404,28 +370,45 @@ static lmc_status llama_forward_batch(lmc_model *base, lmc_kv_pool *pool, lmc_ba
             if (!st) lmc_cpu_softcap(lg, nl * V, m->plan.final_softcap, m->act_dt);
         }
         for (size_t i = 0, j = 0; i < ni && !st; i++) {
-            if (!it[i].logits && !it[i].next) continue;
-            const float *row = lg + j++ * V;
-            if (it[i].logits) memcpy(it[i].logits, row, V * sizeof *lg);
-            if (it[i].next) {
-                size_t b = 0;
-                for (size_t v = 1; v < V; v++)
-                    if (row[v] > row[b]) b = v;
-                *it[i].next = (int32_t)b;
-            }
+            size_t k = logit_rows(&it[i]);
+            const float *rows = lg + j * V;
+            j += k;
+            if (!k) continue;
+            if (it[i].logits && !direct) memcpy(it[i].logits, rows, k * V * sizeof *lg);
+            if (it[i].next) *it[i].next = row_argmax(rows + (k - 1) * V, V, it[i].logprob);
         }
+        if (direct) lg = NULL;
     }
     free(lg);
     ws_free(&ws);
     return st;
 }
 
-static lmc_status llama_cache_new(lmc_model *base, lmc_kv_cache **out) {
-    lmc_cpu_kv_cache *c;
-    lmc_status st = lmc_cpu_kv_new(&base->cfg, &c);
-    if (st) return st;
-    *out = &c->base;
+/* One layer's keys or values of a block, to or from host floats. */
+static lmc_status llama_pool_access(lmc_model *base, lmc_kv_pool *pool, uint32_t block,
+                                    size_t layer, int kv, float *host, bool write) {
+    llama_model *m = (llama_model *)base;
+    const lmc_model_config *cfg = &base->cfg;
+    size_t B = lmc_kv_pool_block_tokens(pool);
+    size_t per = (size_t)cfg->num_key_value_heads * B * (size_t)cfg->head_dim;
+    float *b = lmc_kv_pool_block(pool, block);
+    if (lmc_kv_pool_owner(pool) != m || !b || layer >= m->w.n_layers)
+        return lmc_err(LMC_ERR_INVALID_ARG, "kv pool: block %u layer %zu is not of this model",
+                       block, layer);
+    float *at = b + layer * 2 * per + (kv ? per : 0);
+    if (write) memcpy(at, host, per * sizeof(float));
+    else memcpy(host, at, per * sizeof(float));
     return LMC_OK;
+}
+
+static lmc_status llama_pool_read(lmc_model *m, lmc_kv_pool *pool, uint32_t block, size_t layer,
+                                  int kv, float *dst) {
+    return llama_pool_access(m, pool, block, layer, kv, dst, false);
+}
+
+static lmc_status llama_pool_write(lmc_model *m, lmc_kv_pool *pool, uint32_t block,
+                                   size_t layer, int kv, const float *src) {
+    return llama_pool_access(m, pool, block, layer, kv, (float *)src, true);
 }
 
 static void llama_free(lmc_model *base) {
@@ -438,13 +421,14 @@ static void llama_free(lmc_model *base) {
 }
 
 static const lmc_model_vtable llama_vt = {
-    .forward = llama_forward,
-    .forward_embeds = llama_forward_embeds,
+    .forward = lmc_kv_cache_forward,
+    .forward_embeds = lmc_kv_cache_forward_embeds,
     .pool_new = llama_pool_new,
     .forward_batch = llama_forward_batch,
-    .cache_new = llama_cache_new,
+    .batch_rows = PREFILL_CHUNK,
+    .pool_read = llama_pool_read,
+    .pool_write = llama_pool_write,
     .free = llama_free,
-    .cache_load = lmc_cpu_kv_load,
 };
 
 lmc_status lmc_cpu_model_create(const lmc_loaded_model *lm, const lmc_arch_plan *plan,

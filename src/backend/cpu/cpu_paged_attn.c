@@ -12,11 +12,24 @@
 #include "backend/cpu/cpu_ops.h"
 #include "base/error.h"
 
-static float dot(const float *a, const float *b, size_t n) {
+/* (not under ThreadSanitizer: the clones' ifunc resolvers would run
+ * instrumented before its runtime starts) */
+#ifdef LMC_TSAN
+#define HOT
+#else
+#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+
+HOT static float dot(const float *a, const float *b, size_t n) {
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
     for (size_t i = 0; i < n; i++) acc += a[i] * b[i];
     return acc;
+}
+
+HOT static void axpy(float *y, float a, const float *x, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 static const float *slot(const lmc_cpu_paged_kv *kv, size_t off, size_t g, size_t hd, size_t p) {
@@ -54,30 +67,38 @@ lmc_status lmc_cpu_paged_attention(const lmc_cpu_paged_kv *kv, const lmc_cpu_pag
             size_t i = t / a->heads, h = t % a->heads, g = h / group, p = a->pos0 + i;
             size_t lo = a->window && p + 1 > a->window ? p + 1 - a->window : 0;
             const float *qi = q + i * qs + h * hd;
-            size_t m = p + 1 - lo;
-            for (size_t s = 0; s < m; s++) sc[s] = dot(qi, slot(kv, kv->k_off, g, hd, lo + s), hd);
-            lmc_cpu_round(sc, m, a->round_dt);
-            float mx = -INFINITY;
-            for (size_t s = 0; s < m; s++) {
-                sc[s] *= a->scale;
-                lmc_cpu_round(&sc[s], 1, a->round_dt);
-                lmc_cpu_softcap(&sc[s], 1, a->softcap, a->round_dt);
-                if (sc[s] > mx) mx = sc[s];
+            size_t m = p + 1 - lo, B = kv->block_tokens;
+            /* block by block: one table lookup per block, not per key */
+            for (size_t s = 0; s < m;) {
+                const float *k = slot(kv, kv->k_off, g, hd, lo + s);
+                size_t run = B - (lo + s) % B;
+                if (run > m - s) run = m - s;
+                for (size_t e = 0; e < run; e++, s++, k += hd) sc[s] = dot(qi, k, hd);
             }
+            /* the element-wise steps run over the whole row (one call
+             * each), in lmc_cpu_attention's order */
+            lmc_cpu_round(sc, m, a->round_dt);
+            for (size_t s = 0; s < m; s++) sc[s] *= a->scale;
+            lmc_cpu_round(sc, m, a->round_dt);
+            lmc_cpu_softcap(sc, m, a->softcap, a->round_dt);
+            float mx = -INFINITY;
+            for (size_t s = 0; s < m; s++)
+                if (sc[s] > mx) mx = sc[s];
             double sum = 0.0;
             for (size_t s = 0; s < m; s++) {
                 sc[s] = expf(sc[s] - mx);
                 sum += sc[s];
             }
             float inv = (float)(1.0 / sum);
+            for (size_t s = 0; s < m; s++) sc[s] *= inv;
+            lmc_cpu_round(sc, m, a->round_dt); /* the weights */
             memset(acc, 0, hd * sizeof *acc);
-            for (size_t s = 0; s < m; s++) {
-                if (sc[s] == 0.0f) continue;
-                float w = sc[s] * inv;
-                lmc_cpu_round(&w, 1, a->round_dt);
+            for (size_t s = 0; s < m;) {
                 const float *v = slot(kv, kv->v_off, g, hd, lo + s);
-#pragma omp simd
-                for (size_t d = 0; d < hd; d++) acc[d] += w * v[d];
+                size_t run = B - (lo + s) % B;
+                if (run > m - s) run = m - s;
+                for (size_t e = 0; e < run; e++, s++, v += hd)
+                    if (sc[s] != 0.0f) axpy(acc, sc[s], v, hd);
             }
             float *oi = out + i * qs + h * hd;
             memcpy(oi, acc, hd * sizeof *acc);

@@ -9,7 +9,10 @@
  * (lmc_cu_paged_attn), which find each row's keys through its sequence's
  * block table. The pool's blocks live in one device allocation per model
  * pool: [layers][k, v][blocks][hkv][block_tokens][head_dim] bf16; the
- * pool's copy hook copies a block of every layer for copy-on-write. */
+ * pool's copy hook copies a block of every layer for copy-on-write, its
+ * grow hook moves them into a larger allocation (block ids unchanged), and
+ * lmc_cu_pool_read/write copy one layer's keys or values of a block to or
+ * from host floats (prompt-cache save and load). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +48,31 @@ static lmc_status pool_copy(void *user, uint32_t dst, uint32_t src) {
     return LMC_OK;
 }
 
+/* A larger allocation, every layer's k and v of the old blocks copied in. */
+static lmc_status pool_grow(void *user, size_t n) {
+    cu_pool *p = user;
+    cu_model *m = p->m;
+    uint16_t *base = NULL;
+    size_t be = p->block_elems, bytes = (size_t)m->L * 2 * n * be * 2;
+    lmc_status st = lmc_cu_model_alloc(m, bytes, (void **)&base, "kv pool");
+    if (st) return lmc_err_prefix(st, "kv pool of %zu blocks (%zu MiB)", n, bytes >> 20);
+    for (size_t part = 0; part < (size_t)m->L * 2 && !st; part++)
+        if (cudaMemcpyAsync(base + part * n * be, p->base + part * p->n_blocks * be,
+                            p->n_blocks * be * 2, cudaMemcpyDeviceToDevice,
+                            m->stream) != cudaSuccess)
+            st = lmc_err(LMC_ERR_DEVICE, "kv pool: moving the blocks failed");
+    if (!st && cudaStreamSynchronize(m->stream) != cudaSuccess)
+        st = lmc_err(LMC_ERR_DEVICE, "kv pool: moving the blocks failed");
+    if (st) {
+        lmc_cu_model_release(m, base);
+        return st;
+    }
+    lmc_cu_model_release(m, p->base);
+    p->base = base;
+    p->n_blocks = n;
+    return LMC_OK;
+}
+
 static void pool_release(void *user) {
     cu_pool *p = user;
     cudaStreamSynchronize(p->m->stream);
@@ -76,7 +104,8 @@ lmc_status lmc_cu_pool_new(lmc_model *mm, size_t n_blocks, size_t block_tokens,
         return lmc_err_prefix(st, "kv pool of %zu blocks (%zu MiB)", n_blocks, bytes >> 20);
     }
     lmc_kv_pool_options o = {.n_blocks = n_blocks, .block_tokens = block_tokens,
-                             .copy = pool_copy, .release = pool_release, .user = p};
+                             .copy = pool_copy, .release = pool_release, .grow = pool_grow,
+                             .user = p};
     if ((st = lmc_kv_pool_new(&o, out))) {
         lmc_cu_model_release(m, p->base);
         free(p);
@@ -84,6 +113,43 @@ lmc_status lmc_cu_pool_new(lmc_model *mm, size_t n_blocks, size_t block_tokens,
     }
     lmc_kv_pool_set_owner(*out, m);
     return LMC_OK;
+}
+
+/* One layer's keys (kv 0) or values of a block, to or from host floats
+ * [hkv][block_tokens][D], converted from or to bf16 on the host. */
+static lmc_status pool_access(lmc_model *mm, struct lmc_kv_pool *pool, uint32_t block,
+                              size_t layer, int kv, float *host, bool write) {
+    cu_model *m = (cu_model *)mm;
+    const cu_pool *p = lmc_kv_pool_user(pool);
+    if (lmc_kv_pool_owner(pool) != mm || block >= p->n_blocks || layer >= (size_t)m->L)
+        return lmc_err(LMC_ERR_INVALID_ARG, "kv pool: block %u layer %zu is not of this model",
+                       block, layer);
+    size_t be = p->block_elems;
+    uint16_t *at = (kv ? pool_v(p, (int)layer) : pool_k(p, (int)layer)) + block * be;
+    uint16_t *tmp = malloc(be * 2);
+    if (!tmp) return lmc_err(LMC_ERR_NOMEM, "kv pool: no memory for a block copy");
+    if (write)
+        for (size_t i = 0; i < be; i++) tmp[i] = lmc_f32_to_bf16(host[i]);
+    cudaError_t e = write ? cudaMemcpyAsync(at, tmp, be * 2, cudaMemcpyHostToDevice, m->stream)
+                          : cudaMemcpyAsync(tmp, at, be * 2, cudaMemcpyDeviceToHost, m->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(m->stream);
+    if (e == cudaSuccess && !write)
+        for (size_t i = 0; i < be; i++) host[i] = lmc_bf16_to_f32(tmp[i]);
+    free(tmp);
+    if (e != cudaSuccess)
+        return lmc_err(LMC_ERR_DEVICE, "kv pool: %s block %u: %s",
+                       write ? "writing" : "reading", block, cudaGetErrorString(e));
+    return LMC_OK;
+}
+
+lmc_status lmc_cu_pool_read(lmc_model *m, struct lmc_kv_pool *pool, uint32_t block,
+                            size_t layer, int kv, float *dst) {
+    return pool_access(m, pool, block, layer, kv, dst, false);
+}
+
+lmc_status lmc_cu_pool_write(lmc_model *m, struct lmc_kv_pool *pool, uint32_t block,
+                             size_t layer, int kv, const float *src) {
+    return pool_access(m, pool, block, layer, kv, (float *)src, true);
 }
 
 /* Host-side description of the batch, uploaded once per forward. */
@@ -264,6 +330,12 @@ static unsigned long long step_sig(const cu_model *m, const struct lmc_kv_pool *
     MIX(b->attn_splits);
     MIX((uintptr_t)m->b_attn_ws);
     MIX((uintptr_t)pool);
+    { /* a pool's storage moves as it grows; its layers' offsets scale with its size */
+        const cu_pool *p = lmc_kv_pool_user(pool);
+        MIX((uintptr_t)p->base);
+        MIX(p->n_blocks);
+        MIX(p->block_elems);
+    }
     MIX((uintptr_t)m->b_scratch);
     const void *bufs[] = {m->p_x,    m->p_norm, m->p_qkv, m->p_q,     m->p_attn,
                           m->p_gu,   m->p_act,  m->p_logits, m->d_argmax_ws};
@@ -314,6 +386,44 @@ static lmc_status run_step(cu_model *m, const struct lmc_kv_pool *pool, const cu
     return batch_body(m, p, b, T, bt, it, ni); /* capture failed: plain launches */
 }
 
+/* Every row's logits of the items that want them all (speculative
+ * verification, perplexity), in LOGIT_ROWS pieces, before batch_logits
+ * gathers the last rows (which moves them). */
+static lmc_status batch_all_logits(cu_model *m, const lmc_batch_item *it, size_t ni) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const size_t H = (size_t)m->H, V = (size_t)m->V;
+    for (size_t i = 0, r = 0; i < ni; r += it[i].n, i++) {
+        if (!it[i].all_logits) continue;
+        for (size_t r0 = 0; r0 < it[i].n; r0 += LOGIT_ROWS) {
+            size_t rr = it[i].n - r0 < LOGIT_ROWS ? it[i].n - r0 : LOGIT_ROWS;
+            KL(lmc_cu_rmsnorm(m->p_x + (r + r0) * H, m->final_norm, (int)rr, m->H, m->eps,
+                              m->p_norm, m->norm_offset, m->rnd, s));
+            lmc_status st = lmc_cu_lm_head_rows(m, (int)rr);
+            if (st) return st;
+            CU(cudaMemcpyAsync(it[i].logits + r0 * V, m->p_logits, rr * V * 4,
+                               cudaMemcpyDeviceToHost, m->stream));
+            CU(cudaStreamSynchronize(m->stream)); /* p_logits is reused */
+        }
+    }
+    return LMC_OK;
+}
+
+/* A step with all-logits items: plain launches; batch_logits then sees
+ * those items as wanting only their greedy id (if any). */
+static lmc_status all_logits_step(cu_model *m, const cu_pool *p, const batch_meta *b, size_t T,
+                                  size_t bt, lmc_batch_item *it, size_t ni) {
+    lmc_batch_item *li = malloc(ni * sizeof *li);
+    if (!li) return lmc_err(LMC_ERR_NOMEM, "forward_batch: no memory");
+    memcpy(li, it, ni * sizeof *li);
+    for (size_t i = 0; i < ni; i++)
+        if (li[i].all_logits) li[i].logits = NULL;
+    lmc_status st = batch_layers(m, p, b, (int)T, bt);
+    if (!st) st = batch_all_logits(m, it, ni);
+    if (!st) st = batch_logits(m, li, ni, b->d_next);
+    free(li);
+    return st;
+}
+
 lmc_status lmc_cu_forward_batch(lmc_model *mm, struct lmc_kv_pool *pool, lmc_batch_item *it,
                                 size_t ni) {
     cu_model *m = (cu_model *)mm;
@@ -323,6 +433,15 @@ lmc_status lmc_cu_forward_batch(lmc_model *mm, struct lmc_kv_pool *pool, lmc_bat
     if (T > BATCH_ROWS)
         return lmc_err(LMC_ERR_LIMIT, "forward_batch: %zu rows exceed the %d rows of one step",
                        T, BATCH_ROWS);
+    bool any_all = false;
+    for (size_t i = 0; i < ni; i++) {
+        if (it[i].embeds)
+            return lmc_err(LMC_ERR_UNSUPPORTED,
+                           "device cuda: forward_batch takes token ids (item %zu has "
+                           "embeddings)",
+                           i);
+        any_all |= it[i].all_logits;
+    }
     const cu_pool *p = lmc_kv_pool_user(pool);
     size_t bt = lmc_kv_pool_block_tokens(pool);
     for (size_t i = 0; i < ni; i++)
@@ -331,7 +450,9 @@ lmc_status lmc_cu_forward_batch(lmc_model *mm, struct lmc_kv_pool *pool, lmc_bat
     if ((st = lmc_cu_model_rows(m, T))) return st;
     batch_meta b;
     st = build_meta(m, it, ni, T, &b);
-    if (!st) st = run_step(m, pool, p, &b, T, bt, it, ni);
+    if (!st)
+        st = any_all ? all_logits_step(m, p, &b, T, bt, it, ni)
+                     : run_step(m, pool, p, &b, T, bt, it, ni);
     bool greedy = false;
     for (size_t i = 0; i < ni; i++) greedy |= it[i].next != NULL;
     if (!st && greedy &&
@@ -341,9 +462,14 @@ lmc_status lmc_cu_forward_batch(lmc_model *mm, struct lmc_kv_pool *pool, lmc_bat
     cudaError_t e = cudaStreamSynchronize(m->stream);
     if (!st && e != cudaSuccess)
         st = lmc_err(LMC_ERR_DEVICE, "forward_batch: %s", cudaGetErrorString(e));
+    /* d_next holds two words per row batch_logits gathered: the items that
+     * want a greedy id or last-row logits (all-logits items only for an id) */
     for (size_t i = 0, g = 0; i < ni && !st; i++) {
-        if (!it[i].logits && !it[i].next) continue;
-        if (it[i].next) *it[i].next = b.h_next[2 * g];
+        if (!(it[i].logits && !it[i].all_logits) && !it[i].next) continue;
+        if (it[i].next) {
+            *it[i].next = b.h_next[2 * g];
+            if (it[i].logprob) memcpy(it[i].logprob, &b.h_next[2 * g + 1], sizeof(float));
+        }
         g++;
     }
     for (size_t i = 0; i < ni && !st; i++) st = lmc_kv_seq_commit(it[i].seq, it[i].n);

@@ -10,11 +10,16 @@
  * f32; inputs of matrix products are bf16, rounded where a bf16 model in
  * transformers rounds them.
  *
- * A single new token (decode) runs a captured CUDA graph of GEMV, attention
- * and fused prologue kernels that reads its position and token from device
- * memory; several tokens (prefill) run cuBLASLt GEMMs and flash attention
- * in chunks of at most PF_CHUNK rows. The KV cache is [layer][kv head]
- * [position][head dim] bf16 on the device, growing by doubling. */
+ * The API's KV caches run on the paged pool (cuda_batch.c, through
+ * models/kv_cache.c). A model whose shape the paged attention kernel
+ * cannot run (head_dim other than 64 or 128, more than 8 query heads per
+ * KV head) gets this file's single-sequence cache instead (the vtable's
+ * cache_new / cache_load fallback): a single new token (decode) runs a
+ * captured CUDA graph of GEMV, attention and fused prologue kernels that
+ * reads its position and token from device memory; several tokens
+ * (prefill) run cuBLASLt GEMMs and flash attention in chunks of at most
+ * PF_CHUNK rows. That cache is [layer][kv head][position][head dim] bf16
+ * on the device, growing by doubling. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -764,14 +769,41 @@ static lmc_status cu_forward_greedy(lmc_model *mm, lmc_kv_cache *cc, const int32
     return st;
 }
 
+/* The vtable's forwards: the single-sequence path for this file's own
+ * caches, the engine-backed one (models/kv_cache.c) for the others. */
+static lmc_status cu_forward_any(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids, size_t n,
+                                 float *logits, bool all_logits) {
+    if (cc && cc->vt == &cu_kv_vt) return cu_forward(mm, cc, ids, n, logits, all_logits);
+    return lmc_kv_cache_forward(mm, cc, ids, n, logits, all_logits);
+}
+
+static lmc_status cu_forward_greedy_any(lmc_model *mm, lmc_kv_cache *cc, const int32_t *ids,
+                                        size_t n, int32_t *next, float *logprob) {
+    if (cc && cc->vt == &cu_kv_vt) return cu_forward_greedy(mm, cc, ids, n, next, logprob);
+    return lmc_kv_cache_forward_greedy(mm, cc, ids, n, next, logprob);
+}
+
+/* The API's caches stay this file's single-sequence caches unless
+ * LMC_CUDA_PREVIEW=1: the engine path on CUDA (paged attention, batched
+ * kernels) has not yet been checked against these on a GPU. */
+static bool cu_own_cache(lmc_model *mm) {
+    (void)mm;
+    const char *e = getenv("LMC_CUDA_PREVIEW");
+    return !(e && !strcmp(e, "1"));
+}
+
 static const lmc_model_vtable cu_model_vt = {
-    .forward = cu_forward,
-    .cache_new = cu_cache_new,
+    .forward = cu_forward_any,
+    .forward_greedy = cu_forward_greedy_any,
     .free = cu_model_free,
-    .cache_load = cu_cache_load,
-    .forward_greedy = cu_forward_greedy,
     .pool_new = lmc_cu_pool_new,
     .forward_batch = lmc_cu_forward_batch,
+    .batch_rows = PF_CHUNK,
+    .pool_read = lmc_cu_pool_read,
+    .pool_write = lmc_cu_pool_write,
+    .cache_new = cu_cache_new,
+    .cache_load = cu_cache_load,
+    .own_cache = cu_own_cache,
 };
 
 /* ------------------------------------------------------------ create */
@@ -991,7 +1023,12 @@ size_t lmc_llama_cuda_weight_bytes(const lmc_model *m) {
 }
 
 int lmc_llama_cuda_graph_state(const lmc_kv_cache *cc) {
-    if (!cc || cc->vt != &cu_kv_vt) return 0;
-    const cu_cache *c = (const cu_cache *)cc;
-    return c->have_graph ? 1 : c->graph_failed ? -1 : 0;
+    if (cc && cc->vt == &cu_kv_vt) {
+        const cu_cache *c = (const cu_cache *)cc;
+        return c->have_graph ? 1 : c->graph_failed ? -1 : 0;
+    }
+    const lmc_model *mm = lmc_kv_cache_model(cc); /* an engine-backed cache */
+    if (!mm || mm->vt != &cu_model_vt) return 0;
+    const cu_model *m = (const cu_model *)mm;
+    return m->b_have_graph ? 1 : m->b_graph_failed ? -1 : 0;
 }

@@ -1,6 +1,7 @@
 /* The CUDA llama-family model's state, shared by its files: the
- * single-sequence paths and caches (cuda_llama.c) and batched execution
- * over the paged KV cache (cuda_batch.c). Private to src/backend/cuda. */
+ * weights, scratch and single-sequence caches (cuda_llama.c) and execution
+ * over the paged KV cache (cuda_batch.c), which the API's KV caches run on
+ * wherever the paged attention kernel can. Private to src/backend/cuda. */
 #ifndef LMC_BACKEND_CUDA_MODEL_H
 #define LMC_BACKEND_CUDA_MODEL_H
 #include <stdbool.h>
@@ -16,7 +17,7 @@
 
 #define PF_CHUNK 2048     /* rows per prefill launch sequence */
 #define LOGIT_ROWS 128    /* rows per all-logits GEMM (bounds that buffer) */
-#define KV_INITIAL 4096   /* first cache capacity, tokens */
+#define KV_INITIAL 4096   /* first capacity of a single-sequence cache, tokens */
 #define KV_HARD_MAX (1u << 21)
 
 /* The rows a prefill carries past the last layer's attention: every row
@@ -135,5 +136,9 @@ lmc_status lmc_cu_pool_new(lmc_model *m, size_t n_blocks, size_t block_tokens,
                            struct lmc_kv_pool **out);
 lmc_status lmc_cu_forward_batch(lmc_model *m, struct lmc_kv_pool *pool, lmc_batch_item *items,
                                 size_t n_items);
+lmc_status lmc_cu_pool_read(lmc_model *m, struct lmc_kv_pool *pool, uint32_t block,
+                            size_t layer, int kv, float *dst);
+lmc_status lmc_cu_pool_write(lmc_model *m, struct lmc_kv_pool *pool, uint32_t block,
+                             size_t layer, int kv, const float *src);
 
 #endif
