@@ -1,7 +1,7 @@
 /* The API's KV caches on the paged engine (models/kv_cache.c): prompt caches
  * written by the per-backend host cache that came before still load and
- * continue like the same tokens fed from scratch (tests/golden/kvcache: a
- * plain and a sliding-window one); a rollback into a block shared with a
+ * continue like the same tokens fed from scratch, in greedy tokens and in
+ * logits (tests/golden/kvcache: a plain and a sliding-window one); a rollback into a block shared with a
  * fork leaves the fork intact and copies on the next write; a prompt
  * longer than one forward_batch step (512 rows on CPU) through the cache
  * gives the logits the batched path gives it in other pieces; windowed
@@ -60,6 +60,23 @@ static void test_legacy(lmc_context *ctx, const char *file) {
     collected_free(&a);
     collected_free(&b);
     lmc_prompt_cache_free(pc);
+    /* and the logits: the restored cache fed the 3 more tokens against the
+     * 38 fed from scratch */
+    lmc_model *m = lmc_context_model(ctx);
+    size_t V = (size_t)lmc_model_vocab(m);
+    float *l1 = malloc(V * sizeof *l1), *l2 = malloc(V * sizeof *l2);
+    lmc_kv_cache *r = NULL, *f = NULL;
+    CHECK(lmc_kv_cache_load(m, path, &r) == LMC_OK && lmc_kv_cache_new(m, &f) == LMC_OK);
+    if (r && f) {
+        CHECK(lmc_model_forward(m, r, prompt + 35, 3, l1, false) == LMC_OK);
+        CHECK(lmc_model_forward(m, f, prompt, 38, l2, false) == LMC_OK);
+        double e = rel_err(l1, l2, V);
+        printf("%s: restored + 3 tokens vs 38 from scratch: logits max|d|/range %.3g\n", file, e);
+        CHECK_MSG(e <= 1e-5, "%s: the loaded cache's logits differ by %g", file, e);
+    }
+    lmc_kv_cache_free(r);
+    lmc_kv_cache_free(f);
+    free(l1), free(l2);
 }
 
 /* Feed ids through forward_batch in the given pieces; last row's logits. */
