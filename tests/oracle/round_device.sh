@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One GPU-machine pass for this round's CUDA work: the goldens of the new
 # realistic-width recipes (WIDE_ONLY, from transformers; OUT_DIR/wide_new.tgz),
-# every CUDA test, then batched decode of the Llama-3.1-8B shape with this
-# round's choices off and on (bench/batch_quick.sh's comparison) and
-# single-sequence decode/prefill.   tests/oracle/round_device.sh OUT_DIR
+# every CUDA test (and the single-sequence ones again with the API's caches
+# on the paged engine, LMC_CUDA_PREVIEW=1), then batched decode of the
+# Llama-3.1-8B shape with the split attention and one-row GEMV off and on,
+# and single-sequence decode/prefill with the model's own caches and with
+# the engine's.   tests/oracle/round_device.sh OUT_DIR
 set -u
 out=$1 work=/tmp/lmcbench
 mkdir -p "$out" "$work"
@@ -27,10 +29,19 @@ for t in $tests; do
   timeout 90 build-dev/tests/cuda/$t > "$out/$t.log" 2>&1; echo "$t exit $?"
   grep -E "CHECK|FAIL" "$out/$t.log" | head -6; tail -1 "$out/$t.log"
 done
+# the API's caches on the paged engine (LMC_CUDA_PREVIEW=1) through the
+# single-sequence tests too
+for t in test_cuda_parity test_cuda_generate; do
+  LMC_CUDA_PREVIEW=1 timeout 90 build-dev/tests/cuda/$t > "$out/$t-engine.log" 2>&1
+  echo "$t (engine caches) exit $?"; grep -E "CHECK|FAIL" "$out/$t-engine.log" | head -6
+  tail -1 "$out/$t-engine.log"
+done
 wait
 summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
 m="$work/llama-3.1-8b"
 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/after.json" | summ after
 LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
-build-dev/bench/decode "$m" 2>&1 | tail -2 | tee "$out/decode.json"
-build-dev/bench/prefill "$m" 2>&1 | tail -2 | tee "$out/prefill.json"
+for pv in 0 1; do  # single-sequence speed: own caches, then the engine's
+  LMC_CUDA_PREVIEW=$pv build-dev/bench/decode "$m" 2>&1 | tail -1 | tee "$out/decode$pv.json"
+  LMC_CUDA_PREVIEW=$pv build-dev/bench/prefill "$m" 2>&1 | tail -1 | tee "$out/prefill$pv.json"
+done
