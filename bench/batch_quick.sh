@@ -24,6 +24,6 @@ dp = importlib.util.module_from_spec(spec); spec.loader.exec_module(dp)
 dp.write_checkpoint("llama-3.1-8b", sys.argv[1])
 PY
 summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
-LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 build-dev/bench/batch_decode "$work/llama-3.1-8b" 512 32 "${BATCHES:-1,8,32,64,128}" | tee "$out/before.json" | summ before
+LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_BATCH_DECODE=0 build-dev/bench/batch_decode "$work/llama-3.1-8b" 512 32 "${BATCHES:-1,8,32,64,128}" | tee "$out/before.json" | summ before
 build-dev/bench/batch_decode "$work/llama-3.1-8b" 512 32 "${BATCHES:-1,8,32,64,128}" | tee "$out/after.json" | summ after
 [ -n "${ROWS:-}" ] && build-dev/bench/decode_gemm "$ROWS" | tee "$out/decode_gemm.md"

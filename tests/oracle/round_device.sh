@@ -3,7 +3,8 @@
 # realistic-width recipes (WIDE_ONLY, from transformers; OUT_DIR/wide_new.tgz),
 # every CUDA test (and the single-sequence ones again with the API's caches
 # on the paged engine, LMC_CUDA_PREVIEW=1), then batched decode of the
-# Llama-3.1-8B shape with the split attention and one-row GEMV off and on,
+# Llama-3.1-8B shape with the split attention, one-row GEMV and one-row decode
+# kernels off and on,
 # and single-sequence decode/prefill with the model's own caches and with
 # the engine's.   tests/oracle/round_device.sh OUT_DIR
 set -u
@@ -40,7 +41,7 @@ wait
 summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
 m="$work/llama-3.1-8b"
 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/after.json" | summ after
-LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
+LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_BATCH_DECODE=0 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
 for pv in 0 1; do  # single-sequence speed: own caches, then the engine's
   LMC_CUDA_PREVIEW=$pv build-dev/bench/decode "$m" 2>&1 | tail -1 | tee "$out/decode$pv.json"
   LMC_CUDA_PREVIEW=$pv build-dev/bench/prefill "$m" 2>&1 | tail -1 | tee "$out/prefill$pv.json"

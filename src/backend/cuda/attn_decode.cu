@@ -34,7 +34,9 @@ typedef struct {
     const float *inv_freq;
     float rope_attn; /* multiplies cos and sin (yarn), else 1 */
     const int32_t *d_state;
-    uint16_t *kc, *vc; /* this layer's caches [Hkv][cap][D] */
+    uint16_t *kc, *vc; /* this layer's caches [Hkv][cap][D], or its paged pools */
+    const int32_t *table; /* NULL, or the sequence's block table: pools [blocks][Hkv][bt][D] */
+    int bt;
     float *ws;         /* partials: m [hq][ns], l [hq][ns], o [hq][ns][d] */
     int *counters;     /* [Hkv], zero between launches */
     uint16_t *out;     /* [hq][d] */
@@ -45,6 +47,14 @@ typedef struct {
     int rot;         /* rotated leading values of a head (d: all) */
     int append; /* 0: the token's k and v are already in the caches */
 } dec_args;
+
+/* Where key (or value) `key` of KV head hk starts in the layer's cache:
+ * contiguous [Hkv][cap][d], or paged through the block table. */
+static __device__ __forceinline__ size_t kv_at(const dec_args &a, int hk, int key, int d) {
+    if (a.table)
+        return ((size_t)a.table[key / a.bt] * a.hkv + hk) * a.bt * d + (size_t)(key % a.bt) * d;
+    return ((size_t)hk * a.cap + key) * d;
+}
 
 /* One warp: the head's d values from src, optional RMSNorm with weight nw
  * ((1 + w) with offset), rotate-half RoPE at `pos` of the first rot values
@@ -199,8 +209,6 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     if (split >= used) return;
     const int lo = lo0 + split * chunk, hi = min(lo + chunk, L);
     const int ntiles = (hi - lo + DEC_TILE - 1) / DEC_TILE;
-    const uint16_t *kb = a.kc + (size_t)hk * a.cap * d;
-    const uint16_t *vb = a.vc + (size_t)hk * a.cap * d;
     const int cpr = d / 8; /* 16-byte chunks per key */
     auto load_tile = [&](int t) {
         const int k0 = lo + t * DEC_TILE;
@@ -208,9 +216,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
         for (int c = tid; c < DEC_TILE * cpr; c += DEC_THREADS) {
             const int j = c / cpr, off = (c - j * cpr) * 8, key = k0 + j;
             const bool live = key < hi;
-            const size_t g = (size_t)(live ? key : lo) * d + off;
-            cp_async16(kt + j * d + off, kb + g, live);
-            cp_async16(vt + j * d + off, vb + g, live);
+            const size_t g = kv_at(a, hk, live ? key : lo, d) + off;
+            cp_async16(kt + j * d + off, a.kc + g, live);
+            cp_async16(vt + j * d + off, a.vc + g, live);
         }
         asm volatile("cp.async.commit_group;");
     };
@@ -225,7 +233,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
         rope_head(a.qkv + (size_t)(hk * G + gg) * d, a.q_norm, a.eps, a.norm_offset, a.rnd,
                   a.inv_freq, a.rot, a.rope_attn, pos, d, tmp + warp * d, qs + gg * d, NULL);
     if (split == used - 1 && a.append) { /* this chunk ends at the new token: append it */
-        const size_t at = ((size_t)hk * a.cap + pos) * d;
+        const size_t at = kv_at(a, hk, pos, d);
         if (warp == DEC_WARPS - 1)
             rope_head(a.qkv + (size_t)(a.hq + hk) * d, a.k_norm, a.eps, a.norm_offset, a.rnd,
                       a.inv_freq, a.rot, a.rope_attn, pos, d, tmp + warp * d, NULL, a.kc + at);
@@ -432,22 +440,20 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
     const int lo = lo0 + split * chunk, hi = min(lo + chunk, L);
     const int hik = min(hi, pos); /* keys read from the cache: all but the new one */
     const bool has_new = split == used - 1;
-    const uint16_t *kb = a.kc + (size_t)hk * a.cap * D;
-    const uint16_t *vb = a.vc + (size_t)hk * a.cap * D;
 
     uint4 kr[KC];
     wk_v<D> vr[WK_GROUP];
     auto load_group = [&](int g0) {
         const int key = g0 + lane;
         const bool live = key < hik;
-        const uint4 *ks = (const uint4 *)(kb + (size_t)(live ? key : 0) * D);
+        const uint4 *ks = (const uint4 *)(a.kc + kv_at(a, hk, live ? key : 0, D));
 #pragma unroll
         for (int c = 0; c < KC; c++) kr[c] = live ? ks[c] : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
         for (int j = 0; j < WK_GROUP; j++) {
             const int kj = g0 + j;
             const bool lj = kj < hik;
-            const uint16_t *vs = vb + (size_t)(lj ? kj : 0) * D;
+            const uint16_t *vs = a.vc + kv_at(a, hk, lj ? kj : 0, D);
             if constexpr (D == 32) {
                 vr[j].w[0] = lj ? (uint32_t)vs[lane] : 0u;
             } else if constexpr (D == 64) {
@@ -467,7 +473,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
         rope_head(a.qkv + (size_t)(hk * G + gg) * D, a.q_norm, a.eps, a.norm_offset, a.rnd,
                   a.inv_freq, a.rot, a.rope_attn, pos, D, tmp + warp * D, qs + gg * D, NULL);
     if (has_new) { /* append the new token's key and value; keep them for the end */
-        const size_t at = ((size_t)hk * a.cap + pos) * D;
+        const size_t at = kv_at(a, hk, pos, D);
         if (warp == DEC_WARPS - 1)
             rope_head(a.qkv + (size_t)(a.hq + hk) * D, a.k_norm, a.eps, a.norm_offset, a.rnd,
                       a.inv_freq, a.rot, a.rope_attn, pos, D, tmp + warp * D, knf,
@@ -709,15 +715,16 @@ extern "C" int lmc_cu_attn_decode_supported(int hq, int hkv, int d) {
            wk_smem(hq / hkv, d) <= 160 * 1024;
 }
 
-extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
-                                  const uint16_t *q_norm, const uint16_t *k_norm, float norm_eps,
-                                  int norm_offset, const float *inv_freq, int rot,
-                                  float rope_attn, const int32_t *d_state, uint16_t *k_cache,
-                                  uint16_t *v_cache, int cap, int window, float scale,
-                                  float softcap, int nsplit, void *ws, uint16_t *out, int rnd,
-                                  int append, lmc_cu_stream s) {
+static int attn_decode(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *q_norm,
+                       const uint16_t *k_norm, float norm_eps, int norm_offset,
+                       const float *inv_freq, int rot, float rope_attn, const int32_t *d_state,
+                       uint16_t *k_cache, uint16_t *v_cache, int cap, const int32_t *table,
+                       int bt, int window, float scale, float softcap, int nsplit, void *ws,
+                       uint16_t *out, int rnd, int append, lmc_cu_stream s) {
     if (rot < 2 || rot > d || rot % 2) return (int)cudaErrorInvalidValue;
     dec_args a;
+    a.table = table;
+    a.bt = bt;
     a.qkv = qkv;
     a.q_norm = q_norm;
     a.k_norm = k_norm;
@@ -750,4 +757,30 @@ extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
     const size_t smem = dec_smem(hq / hkv, d);
     return (int)lmc_pdl_launch(dec_pick(hq / hkv, sc), dim3(hkv, nsplit), dim3(DEC_THREADS), smem,
                                (cudaStream_t)s, a);
+}
+
+extern "C" int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d,
+                                  const uint16_t *q_norm, const uint16_t *k_norm, float norm_eps,
+                                  int norm_offset, const float *inv_freq, int rot,
+                                  float rope_attn, const int32_t *d_state, uint16_t *k_cache,
+                                  uint16_t *v_cache, int cap, int window, float scale,
+                                  float softcap, int nsplit, void *ws, uint16_t *out, int rnd,
+                                  int append, lmc_cu_stream s) {
+    return attn_decode(qkv, hq, hkv, d, q_norm, k_norm, norm_eps, norm_offset, inv_freq, rot,
+                       rope_attn, d_state, k_cache, v_cache, cap, NULL, 0, window, scale, softcap,
+                       nsplit, ws, out, rnd, append, s);
+}
+
+extern "C" int lmc_cu_attn_decode_paged(const uint16_t *qkv, int hq, int hkv, int d,
+                                        const uint16_t *q_norm, const uint16_t *k_norm,
+                                        float norm_eps, int norm_offset, const float *inv_freq,
+                                        int rot, float rope_attn, const int32_t *d_pos,
+                                        uint16_t *k_pool, uint16_t *v_pool,
+                                        const int32_t *table, int block_tokens, int window,
+                                        float scale, float softcap, int nsplit, void *ws,
+                                        uint16_t *out, int rnd, lmc_cu_stream s) {
+    if (!table || block_tokens <= 0) return (int)cudaErrorInvalidValue;
+    return attn_decode(qkv, hq, hkv, d, q_norm, k_norm, norm_eps, norm_offset, inv_freq, rot,
+                       rope_attn, d_pos, k_pool, v_pool, 0, table, block_tokens, window, scale,
+                       softcap, nsplit, ws, out, rnd, 1, s);
 }

@@ -7,9 +7,15 @@
  * batched decode cheaper per token); the per-sequence parts are the RoPE +
  * cache write (lmc_cu_paged_qkv_post) and the attention
  * (lmc_cu_paged_attn), which find each row's keys through its sequence's
- * block table. The pool's blocks live in one device allocation per model
- * pool: [layers][k, v][blocks][hkv][block_tokens][head_dim] bf16; the
- * pool's copy hook copies a block of every layer for copy-on-write, its
+ * block table. A step of one decode token runs the single-sequence decode
+ * kernels instead (GEMVs with the norms and GLU fused, the one-kernel
+ * decode attention reading the keys through the block table), meant to
+ * match a sequence of the model's own cache (LMC_CUDA_BATCH_DECODE=0: the
+ * batched kernels; not yet measured on a GPU).
+ *
+ * The pool's blocks live in one device allocation per model pool:
+ * [layers][k, v][blocks][hkv][block_tokens][head_dim] bf16; the pool's
+ * copy hook copies a block of every layer for copy-on-write, its
  * grow hook moves them into a larger allocation (block ids unchanged), and
  * lmc_cu_pool_read/write copy one layer's keys or values of a block to or
  * from host floats (prompt-cache save and load). */
@@ -94,6 +100,8 @@ lmc_status lmc_cu_pool_new(lmc_model *mm, size_t n_blocks, size_t block_tokens,
                        n_blocks, block_tokens);
     cu_pool *p = calloc(1, sizeof *p);
     if (!p) return lmc_err(LMC_ERR_NOMEM, "kv pool: no memory");
+    const char *dec = getenv("LMC_CUDA_BATCH_DECODE");
+    m->b_no_decode = (dec && dec[0] == '0') || !lmc_cu_attn_decode_supported(m->hq, m->hkv, m->D);
     p->m = m;
     p->n_blocks = n_blocks;
     p->block_elems = (size_t)m->hkv * block_tokens * m->D;
@@ -243,6 +251,13 @@ static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *
     const float scale = m->attn_scale != 0.0f ? m->attn_scale : 1.0f / sqrtf((float)m->D);
     lmc_status st;
     KL(lmc_cu_embed(m->embed, b->d_meta, T, H, m->V, m->embed_scale, m->rnd, m->p_x, s));
+    if (T == 1 && !m->b_no_decode) { /* one decode token: the decode step's kernels */
+        for (int l = 0; l < m->L; l++)
+            if ((st = lmc_cu_decode_layer_paged(m, l, m->p_x, d_pos, pool_k(p, l), pool_v(p, l),
+                                                d_tab, (int)bt, m->b_dec_ws)))
+                return st;
+        return LMC_OK;
+    }
     for (int l = 0; l < m->L; l++) {
         const cu_layer *w = &m->layers[l];
         KL(lmc_cu_rmsnorm(m->p_x, w->in_norm, T, H, m->eps, m->p_norm, m->norm_offset, m->rnd,
@@ -329,6 +344,8 @@ static unsigned long long step_sig(const cu_model *m, const struct lmc_kv_pool *
     MIX(b->max_blocks);
     MIX(b->attn_splits);
     MIX((uintptr_t)m->b_attn_ws);
+    MIX((uintptr_t)m->b_dec_ws);
+    MIX(m->b_no_decode);
     MIX((uintptr_t)pool);
     { /* a pool's storage moves as it grows; its layers' offsets scale with its size */
         const cu_pool *p = lmc_kv_pool_user(pool);
@@ -448,6 +465,16 @@ lmc_status lmc_cu_forward_batch(lmc_model *mm, struct lmc_kv_pool *pool, lmc_bat
         if ((st = lmc_kv_seq_reserve(it[i].seq, it[i].n)))
             return lmc_err_prefix(st, "forward_batch: item %zu", i);
     if ((st = lmc_cu_model_rows(m, T))) return st;
+    if (T == 1 && !m->b_no_decode && !m->b_dec_ws) { /* the decode attention's workspace */
+        size_t wsb = lmc_cu_attn_decode_ws_bytes(m->hq, m->hkv, m->D, m->dec_splits);
+        if ((st = lmc_cu_model_alloc(m, wsb, &m->b_dec_ws, "decode attention workspace")))
+            return st;
+        if (cudaMemsetAsync(m->b_dec_ws, 0, wsb, m->stream) != cudaSuccess) {
+            lmc_cu_model_release(m, m->b_dec_ws);
+            m->b_dec_ws = NULL;
+            return lmc_err(LMC_ERR_DEVICE, "forward_batch: clearing the decode workspace failed");
+        }
+    }
     batch_meta b;
     st = build_meta(m, it, ni, T, &b);
     if (!st)

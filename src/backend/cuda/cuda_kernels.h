@@ -145,6 +145,16 @@ int lmc_cu_attn_decode(const uint16_t *qkv, int hq, int hkv, int d, const uint16
                        uint16_t *k_cache, uint16_t *v_cache, int cap, int window, float scale,
                        float softcap, int nsplit, void *ws, uint16_t *out, int rnd, int append,
                        lmc_cu_stream s);
+/* The same for a sequence of a paged pool (batched execution, one row):
+ * the position is d_pos[0], the layer's pools are [blocks][Hkv][bt][D] and
+ * table is the sequence's block table; the token is always appended. */
+int lmc_cu_attn_decode_paged(const uint16_t *qkv, int hq, int hkv, int d, const uint16_t *q_norm,
+                             const uint16_t *k_norm, float norm_eps, int norm_offset,
+                             const float *inv_freq, int rot, float rope_attn,
+                             const int32_t *d_pos, uint16_t *k_pool, uint16_t *v_pool,
+                             const int32_t *table, int block_tokens, int window, float scale,
+                             float softcap, int nsplit, void *ws, uint16_t *out, int rnd,
+                             lmc_cu_stream s);
 int lmc_cu_attn_decode_supported(int hq, int hkv, int d);
 
 /* A row of a prefill's qkv GEMM output as lmc_cu_attn_decode takes a

@@ -504,6 +504,29 @@ static lmc_status decode_body(cu_model *m, cu_cache *c) {
     return LMC_OK;
 }
 
+/* Layer l of decode_body for one row of a batched step whose sequence
+ * lives in a paged pool (cuda_batch.c, a step of one decode token): the
+ * same kernels (GEMVs with the norms and GLU fused, the single-kernel
+ * decode attention), the keys found through the sequence's block table.
+ * x: the row's f32 residual; d_pos: its position (device); ws: a decode
+ * attention workspace of the model's split count. */
+lmc_status lmc_cu_decode_layer_paged(cu_model *m, int l, float *x, const int32_t *d_pos,
+                                     uint16_t *k_pool, uint16_t *v_pool, const int32_t *table,
+                                     int block_tokens, void *ws) {
+    const cu_layer *w = &m->layers[l];
+    lmc_status st;
+    if ((st = gemv(m, w->qkv, m->qkv_dim, m->H, LMC_GEMV_IN_RMSNORM, x, w->in_norm, w->qkv_b,
+                   LMC_GEMV_OUT_BF16, m->d_qkv)))
+        return st;
+    KL(lmc_cu_attn_decode_paged(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
+                                m->norm_offset, lmc_cu_layer_freq(m, l), m->rot,
+                                lmc_cu_layer_rope_attn(m, l), d_pos, k_pool, v_pool, table,
+                                block_tokens, lmc_cu_layer_window(m, l), m->attn_scale,
+                                m->attn_softcap, m->dec_splits, ws, m->d_attn, m->rnd,
+                                (lmc_cu_stream)m->stream));
+    return row_out(m, w, x);
+}
+
 /* Diagnostics (LMC_CUDA_GRAPH_INFO set): how many of the captured graph's
  * edges are programmatic, i.e. let a kernel start before its predecessor
  * has finished. */

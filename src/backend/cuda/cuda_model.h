@@ -82,6 +82,10 @@ typedef struct {
     /* the paged attention's split partials (grown on demand) */
     float *b_attn_ws;
     size_t b_attn_ws_floats;
+    /* one-row steps run the decode kernels (LMC_CUDA_BATCH_DECODE=0: the
+     * batched ones); their attention workspace, zeroed once */
+    bool b_no_decode;
+    void *b_dec_ws;
     /* the graph of a batched step whose items want only greedy ids, kept
      * while the step's shape (b_sig) repeats; captured on a shape's second
      * step, once the GEMM plans exist */
@@ -128,6 +132,9 @@ lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n);
 /* Logits of rows [0, n) (n <= LOGIT_ROWS) of the normed p_norm into
  * p_logits: lm_head, then the final softcapping when the plan has it. */
 lmc_status lmc_cu_lm_head_rows(cu_model *m, int n);
+lmc_status lmc_cu_decode_layer_paged(cu_model *m, int l, float *x, const int32_t *d_pos,
+                                     uint16_t *k_pool, uint16_t *v_pool, const int32_t *table,
+                                     int block_tokens, void *ws);
 /* The prefill scratch (p_*) for at least `rows` rows. */
 lmc_status lmc_cu_model_rows(cu_model *m, size_t rows);
 
