@@ -12,33 +12,11 @@
 #include <string.h>
 
 #include "backend/cuda/cuda.h"
+#include "copy_bandwidth.h"
 #include "decode_common.h"
 #include "engine/kv_pool.h"
 
 #define BT 16
-
-static double copy_bandwidth(void) {
-    size_t n = (size_t)1 << 30;
-    void *a = NULL, *b = NULL;
-    if (cudaMalloc(&a, n) || cudaMalloc(&b, n)) return 0;
-    cudaMemset(a, 1, n);
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
-    double t[10];
-    for (int r = 0; r < 12; r++) {
-        cudaEventRecord(e0, 0);
-        cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
-        cudaEventRecord(e1, 0);
-        cudaEventSynchronize(e1);
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
-        if (r >= 2) t[r - 2] = ms / 1e3;
-    }
-    cudaFree(a);
-    cudaFree(b);
-    return 2.0 * (double)n / bench_median(t, 10);
-}
 
 static int run_batch(lmc_model *m, const lmc_model_config *c, int B, size_t ctx, int steps,
                      double bw, size_t wbytes, int first) {
@@ -126,7 +104,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "this model has no batched path\n");
         return 1;
     }
-    double bw = copy_bandwidth();
+    double bw = bench_copy_bandwidth();
     size_t wbytes = lmc_llama_cuda_weight_bytes(b.m);
     /* the embedding table is not streamed: one row per token */
     wbytes -= (size_t)b.cfg.vocab_size * b.cfg.hidden_size * 2 *

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "backend/cuda/cuda.h"
+#include "bench_median.h"
 #include "formats/config.h"
 #include "formats/safetensors.h"
 #include "backend/backend.h"
@@ -57,15 +58,6 @@ static inline void bench_ids(int32_t *ids, size_t n, int64_t vocab, uint32_t see
         s = s * 1664525u + 1013904223u;
         ids[i] = (int32_t)(10 + (s >> 8) % (uint32_t)(vocab - 10));
     }
-}
-
-static int bench_cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static inline double bench_median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, bench_cmp);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 #endif

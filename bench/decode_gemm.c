@@ -14,38 +14,10 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_gemm.h"
+#include "copy_bandwidth.h"
 
 #define REPS 7
 #define LAUNCHES 20
-
-static int cmpd(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double copy_bandwidth(void) {
-    size_t n = (size_t)1 << 30;
-    void *a = NULL, *b = NULL;
-    if (cudaMalloc(&a, n) || cudaMalloc(&b, n)) return 0;
-    cudaMemset(a, 1, n);
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
-    double t[10];
-    for (int r = 0; r < 12; r++) {
-        cudaEventRecord(e0, 0);
-        cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
-        cudaEventRecord(e1, 0);
-        cudaEventSynchronize(e1);
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
-        if (r >= 2) t[r - 2] = ms / 1e3;
-    }
-    cudaFree(a);
-    cudaFree(b);
-    qsort(t, 10, sizeof *t, cmpd);
-    return 2.0 * (double)n / t[5];
-}
 
 typedef struct {
     int n, k;
@@ -76,8 +48,7 @@ static double time_gemm(lmc_cu_gemm_ctx *g, uint16_t **w, int copies, const uint
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    qsort(t, REPS, sizeof *t, cmpd);
-    return t[REPS / 2];
+    return bench_median(t, REPS);
 }
 
 int main(int argc, char **argv) {
@@ -99,7 +70,7 @@ int main(int argc, char **argv) {
             shapes[ns++] = s;
         }
     }
-    const double bw = copy_bandwidth();
+    const double bw = bench_copy_bandwidth();
     /* as the model sets it up (tuning only its 2,048-row chunks); tuned
      * cuBLASLt; the heuristic's pick */
     lmc_cu_gemm_ctx ours, lt, heur;

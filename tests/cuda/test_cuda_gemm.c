@@ -11,32 +11,11 @@
 
 #include "backend/cuda/cuda_gemm.h"
 #include "check.h"
-#include "formats/safetensors.h"
-
-static uint64_t rng = 0x2545f4914f6cdd1dull;
-static float urand(void) { /* uniform in [-1, 1) */
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / (1ull << 24))) * 2.f - 1.f;
-}
-
-static uint16_t *rand_bf16(size_t n, float scale) {
-    uint16_t *h = malloc(n * 2);
-    for (size_t i = 0; i < n; i++) h[i] = lmc_f32_to_bf16(urand() * scale);
-    return h;
-}
-
-static void *to_dev(const void *h, size_t bytes) {
-    void *d = NULL;
-    if (cudaMalloc(&d, bytes) != cudaSuccess) return NULL;
-    cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
-    return d;
-}
+#include "cuda_test_util.h"
 
 /* lmc_cu_gemm with the GEMV route on and off: the same product. */
 static void test_dispatch(int m, int n, int k, bool out_f32, bool acc) {
-    uint16_t *w = rand_bf16((size_t)n * k, 0.05f), *x = rand_bf16((size_t)m * k, 2.f);
+    uint16_t *w = rand_bf16((size_t)n * k, 0.05f, NULL), *x = rand_bf16((size_t)m * k, 2.f, NULL);
     const size_t mn = (size_t)m * n, es = out_f32 ? 4 : 2;
     float *y0 = malloc(mn * 4);
     for (size_t i = 0; i < mn; i++) y0[i] = urand();

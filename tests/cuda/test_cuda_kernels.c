@@ -4,10 +4,13 @@
  * Exits 77 without a GPU. */
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdbool.h>
+#include <string.h>
+#include <math.h>
 
 #include "backend/cuda/cuda_kernels.h"
 #include "check.h"
-#include "formats/safetensors.h"
+#include "cuda_test_util.h"
 
 #define OUT_GUARD 64 /* poisoned output elements past the end */
 
@@ -17,30 +20,6 @@
  * head_dim^-1/2) and attention logit softcapping. */
 static int norm_offset = 0, rot_dims = 0;
 static float attn_scale = 0.f, attn_softcap = 0.f;
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static float urand(void) { /* uniform in [-1, 1) */
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / (1ull << 24))) * 2.f - 1.f;
-}
-
-static uint16_t *rand_bf16(size_t n, float scale, float *mirror) {
-    uint16_t *h = malloc(n * 2);
-    for (size_t i = 0; i < n; i++) {
-        h[i] = lmc_f32_to_bf16(urand() * scale);
-        if (mirror) mirror[i] = lmc_bf16_to_f32(h[i]);
-    }
-    return h;
-}
-
-static void *to_dev(const void *h, size_t bytes) {
-    void *d = NULL;
-    if (cudaMalloc(&d, bytes) != cudaSuccess) return NULL;
-    cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
-    return d;
-}
 
 /* ||out - ref|| / ||ref|| */
 static double rel_l2(const double *ref, const float *out, size_t n) {
@@ -545,12 +524,63 @@ static void test_prefill_cases(void) {
     test_attention(50, 0, 16, 1, 64, 64, 0);
 }
 
+/* lmc_cu_argmax_rows (batched decode's greedy ids): each row's id and
+ * log-softmax against the host (ties to the lowest index) and against
+ * lmc_cu_argmax run on the row alone; rows with a planted tie, a row of
+ * equal values and a row of NaNs (id 0) included. */
+static void test_argmax_rows(int rows, int V) {
+    const size_t n = (size_t)rows * V;
+    float *x = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) x[i] = 8.f * urand();
+    if (rows > 1) x[(size_t)1 * V + 17] = x[(size_t)1 * V + V - 3] = 100.f; /* a tie */
+    if (rows > 2)
+        for (int v = 0; v < V; v++) x[(size_t)2 * V + v] = 0.5f; /* all equal */
+    if (rows > 3)
+        for (int v = 0; v < V; v++) x[(size_t)3 * V + v] = NAN;
+    float *dx = to_dev(x, n * 4);
+    int32_t *dout = NULL, *done = NULL, out[2 * 64], one[2];
+    void *ws = NULL;
+    CHECK(dx && rows <= 64);
+    CHECK_EQ_INT(cudaMalloc((void **)&dout, rows * 8), 0);
+    CHECK_EQ_INT(cudaMalloc((void **)&done, 8), 0);
+    CHECK_EQ_INT(cudaMalloc(&ws, lmc_cu_argmax_ws_bytes()), 0);
+    CHECK_EQ_INT(lmc_cu_argmax_rows(dx, rows, V, (size_t)V, dout, NULL), 0);
+    CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
+    cudaMemcpy(out, dout, rows * 8, cudaMemcpyDeviceToHost);
+    size_t wrong = 0;
+    double lp_err = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *row = x + (size_t)r * V;
+        int b = 0;
+        for (int v = 1; v < V; v++)
+            if (row[v] > row[b]) b = v;
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += exp((double)row[v] - row[b]);
+        const bool nan_row = isnan(row[0]);
+        wrong += out[2 * r] != (nan_row ? 0 : b);
+        float lp;
+        memcpy(&lp, &out[2 * r + 1], 4);
+        if (!nan_row && fabs(lp + log(sum)) > lp_err) lp_err = fabs(lp + log(sum));
+        CHECK_EQ_INT(lmc_cu_argmax(dx + (size_t)r * V, V, ws, done, NULL), 0);
+        CHECK_EQ_INT(cudaDeviceSynchronize(), 0);
+        cudaMemcpy(one, done, 8, cudaMemcpyDeviceToHost);
+        wrong += one[0] != out[2 * r];
+    }
+    printf("argmax rows %d x %d: %zu wrong ids, log-softmax err %.2e\n", rows, V, wrong, lp_err);
+    CHECK_MSG(wrong == 0, "argmax rows %d x %d: %zu wrong ids", rows, V, wrong);
+    CHECK_MSG(lp_err < 1e-4, "argmax rows %d x %d: log-softmax err %.3e", rows, V, lp_err);
+    cudaFree(dx), cudaFree(dout), cudaFree(done), cudaFree(ws);
+    free(x);
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
     int sms = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
     CHECK_EQ_INT(lmc_cu_gemv_setup(14336), 0);
+    test_argmax_rows(64, 128256);
+    test_argmax_rows(5, 1000);
     test_gemv(896, 896, LMC_GEMV_IN_BF16, LMC_GEMV_OUT_BF16, sms);
     test_gemv(6144, 4096, LMC_GEMV_IN_RMSNORM, LMC_GEMV_OUT_BF16, sms);
     test_gemv(4096, 14336, LMC_GEMV_IN_BF16, LMC_GEMV_OUT_F32_ADD, sms);

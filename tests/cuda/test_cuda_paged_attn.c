@@ -11,23 +11,7 @@
 
 #include "backend/cuda/cuda_kernels.h"
 #include "check.h"
-#include "formats/safetensors.h"
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint32_t next_u32(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 32);
-}
-static float urand(void) { return (float)(next_u32() >> 8) * (2.f / (1 << 24)) - 1.f; }
-
-static void *to_dev(const void *h, size_t bytes) {
-    void *d = NULL;
-    if (cudaMalloc(&d, bytes) != cudaSuccess) return NULL;
-    cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
-    return d;
-}
+#include "cuda_test_util.h"
 
 /* n rows; row r at position pos[r] of sequence seq[r] (nseq sequences,
  * each with positions up to maxpos). */

@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "engine/kv_pool.h"
+#include "kv_pool_slots.h"
 
 #define B 4
 
@@ -19,25 +20,6 @@ static lmc_kv_pool *pool_new(size_t n) {
     lmc_kv_pool *p = NULL;
     CHECK(!lmc_kv_pool_new(&o, &p));
     return p;
-}
-
-/* append ids[0..n) to s: reserve, write the slots, commit */
-static lmc_status append(lmc_kv_pool *p, lmc_kv_seq *s, const int32_t *ids, size_t n) {
-    lmc_status st = lmc_kv_seq_reserve(s, n);
-    if (st) return st;
-    size_t at = lmc_kv_seq_len(s);
-    for (size_t i = 0; i < n; i++) {
-        uint32_t b, k;
-        if ((st = lmc_kv_seq_locate(s, at + i, &b, &k))) return st;
-        ((int32_t *)lmc_kv_pool_block(p, b))[k] = ids[i];
-    }
-    return lmc_kv_seq_commit(s, n);
-}
-
-static int32_t read_at(lmc_kv_pool *p, const lmc_kv_seq *s, size_t pos) {
-    uint32_t b, k;
-    if (lmc_kv_seq_locate(s, pos, &b, &k)) return -1;
-    return ((int32_t *)lmc_kv_pool_block(p, b))[k];
 }
 
 static void test_basics(void) {

@@ -102,6 +102,9 @@ lmc_status lmc_cu_pool_new(lmc_model *mm, size_t n_blocks, size_t block_tokens,
     if (!p) return lmc_err(LMC_ERR_NOMEM, "kv pool: no memory");
     const char *dec = getenv("LMC_CUDA_BATCH_DECODE");
     m->b_no_decode = (dec && dec[0] == '0') || !lmc_cu_attn_decode_supported(m->hq, m->hkv, m->D);
+    m->b_slide = m->window;
+    for (int l = 0; l < m->L && m->b_slide > 0; l++)
+        if (lmc_cu_layer_window(m, l) <= 0) m->b_slide = 0;
     p->m = m;
     p->n_blocks = n_blocks;
     p->block_elems = (size_t)m->hkv * block_tokens * m->D;
@@ -215,9 +218,7 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
     }
     /* the attention's split count, from the longest row's span (a window
      * shortens it only where every layer slides) */
-    int span = 0, slide = m->window;
-    for (int l = 0; l < m->L && slide > 0; l++)
-        if (lmc_cu_layer_window(m, l) <= 0) slide = 0;
+    int span = 0, slide = m->b_slide;
     for (size_t i = 0; i < ni; i++) {
         int last = (int)(lmc_kv_seq_len(it[i].seq) + it[i].n);
         int lo = slide > 0 && last > slide ? last - slide : 0;

@@ -86,6 +86,7 @@ typedef struct {
      * batched ones); their attention workspace, zeroed once */
     bool b_no_decode;
     void *b_dec_ws;
+    int b_slide; /* the window when every layer slides, else 0 (set by pool_new) */
     /* the graph of a batched step whose items want only greedy ids, kept
      * while the step's shape (b_sig) repeats; captured on a shape's second
      * step, once the GEMM plans exist */

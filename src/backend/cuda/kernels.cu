@@ -814,38 +814,20 @@ extern "C" int lmc_cu_argmax(const float *x, int n, void *ws, int32_t *out, lmc_
 /* One block per row of a batch's logits (batched decode: a launch for all
  * rows, not two per row): the row's greedy id and its log-softmax, as
  * lmc_cu_argmax gives them, in out[2 r] and out[2 r + 1]. */
-#define ARGMAX_ROW_THREADS 1024
-__global__ void __launch_bounds__(ARGMAX_ROW_THREADS)
+__global__ void __launch_bounds__(ARGMAX_THREADS)
     k_argmax_rows(const float *x, int n, size_t ld, int32_t *out) {
-    __shared__ float sv[ARGMAX_ROW_THREADS / 32], red[32];
-    __shared__ int si[ARGMAX_ROW_THREADS / 32];
-    __shared__ float top;
+    __shared__ float top, red[32];
     __shared__ int top_i;
     const float *row = x + (size_t)blockIdx.x * ld;
     float best = -INFINITY;
     int idx = 0x7fffffff;
-    for (int i = threadIdx.x; i < n; i += ARGMAX_ROW_THREADS) better(best, idx, row[i], i);
-    for (int o = 16; o > 0; o >>= 1)
-        better(best, idx, __shfl_xor_sync(0xffffffffu, best, o),
-               __shfl_xor_sync(0xffffffffu, idx, o));
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (lane == 0) {
-        sv[warp] = best;
-        si[warp] = idx;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        best = sv[0];
-        idx = si[0];
-        for (int w = 1; w < ARGMAX_ROW_THREADS / 32; w++) better(best, idx, sv[w], si[w]);
-        top = best;
-        top_i = idx;
-    }
+    for (int i = threadIdx.x; i < n; i += ARGMAX_THREADS) better(best, idx, row[i], i);
+    block_argmax(best, idx, &top, &top_i);
     __syncthreads();
     const float m = top;
     float sum = 0.f;
     if (m > -INFINITY)
-        for (int i = threadIdx.x; i < n; i += ARGMAX_ROW_THREADS) sum += __expf(row[i] - m);
+        for (int i = threadIdx.x; i < n; i += ARGMAX_THREADS) sum += __expf(row[i] - m);
     sum = block_sum(sum, red);
     if (threadIdx.x == 0) {
         out[2 * blockIdx.x] = top_i == 0x7fffffff ? 0 : top_i; /* all NaN: 0 */
@@ -856,7 +838,7 @@ __global__ void __launch_bounds__(ARGMAX_ROW_THREADS)
 extern "C" int lmc_cu_argmax_rows(const float *x, int rows, int n, size_t ld, int32_t *out,
                                   lmc_cu_stream s) {
     if (rows <= 0) return 0;
-    k_argmax_rows<<<rows, ARGMAX_ROW_THREADS, 0, (cudaStream_t)s>>>(x, n, ld, out);
+    k_argmax_rows<<<rows, ARGMAX_THREADS, 0, (cudaStream_t)s>>>(x, n, ld, out);
     return launch_status();
 }
 
