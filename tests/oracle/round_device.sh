@@ -46,3 +46,7 @@ for pv in 0 1; do  # single-sequence speed: own caches, then the engine's
   LMC_CUDA_PREVIEW=$pv build-dev/bench/decode "$m" 2>&1 | tail -1 | tee "$out/decode$pv.json"
   LMC_CUDA_PREVIEW=$pv build-dev/bench/prefill "$m" 2>&1 | tail -1 | tee "$out/prefill$pv.json"
 done
+# where a batch-64 step's time goes now (Nsight Compute, graphs off), if the
+# machine's time allows
+command -v ncu > /dev/null && timeout 150 bash bench/batch_profile.sh build-dev "$m" 64 "$out/ncu64.csv" > "$out/ncu64.txt" 2>&1
+head -30 "$out/ncu64.txt" 2>/dev/null
