@@ -41,11 +41,11 @@ wait
 summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
 m="$work/llama-3.1-8b"
 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/after.json" | summ after
-LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_BATCH_DECODE=0 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
 for pv in 0 1; do  # single-sequence speed: own caches, then the engine's
   LMC_CUDA_PREVIEW=$pv build-dev/bench/decode "$m" 2>&1 | tail -1 | tee "$out/decode$pv.json"
   LMC_CUDA_PREVIEW=$pv build-dev/bench/prefill "$m" 2>&1 | tail -1 | tee "$out/prefill$pv.json"
 done
+LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_BATCH_DECODE=0 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
 # where a batch-64 step's time goes now (Nsight Compute, graphs off), if the
 # machine's time allows
 command -v ncu > /dev/null && timeout 150 bash bench/batch_profile.sh build-dev "$m" 64 "$out/ncu64.csv" > "$out/ncu64.txt" 2>&1
