@@ -96,6 +96,17 @@ VARIANTS = [
         rope_parameters=dict(
             full_attention=dict(rope_type="default", rope_theta=1000000.0),
             sliding_attention=dict(rope_type="default", rope_theta=10000.0))), 18),
+    # Phi-3-mini-128k's longrope: per-frequency short and long factors, the
+    # long ones once a forward reaches past original_max_position_embeddings
+    # (the 2,100-token prompt; the short prompt stays short), and the
+    # attention factor of max / original positions
+    ("phi3_longrope", "phi3", dict(
+        num_key_value_heads=2, pad_token_id=0, sliding_window=None,
+        original_max_position_embeddings=1024,
+        rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
+                             original_max_position_embeddings=1024,
+                             short_factor=[1.0 + 0.03 * i for i in range(32)],
+                             long_factor=[1.0 + 0.5 * i for i in range(32)])), 19),
 ]
 # written with the older keys (rope_theta + rope_scaling + torch_dtype)
 OLD_LAYOUT = {"llama", "qwen2"}

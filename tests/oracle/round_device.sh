@@ -11,7 +11,7 @@ set -u
 out=$1 work=/tmp/lmcbench
 mkdir -p "$out" "$work"
 export LMC_SOURCE_DIR=$PWD
-new="${WIDE_ONLY:-phi3_partial gemma3_text_softcap}"
+new="${WIDE_ONLY:-phi3_partial gemma3_text_softcap phi3_longrope}"
 WIDE_ONLY="$new" python3 tests/oracle/make_wide_models.py tests/golden/wide > "$out/goldens.log" 2>&1
 grep -v "Writing model" "$out/goldens.log" | tail -4
 tar czf "$out/wide_new.tgz" $(for n in $new; do echo tests/golden/wide/$n; done)
