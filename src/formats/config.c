@@ -85,6 +85,53 @@ static lmc_status parse_quant_overrides(json_object *q, const char *what, lmc_mo
 }
 
 /* Rope parameters from a rope_scaling / rope_parameters object. */
+/* One longrope factor list: rope_n_factors positive numbers (the first
+ * list read sets the count, the other must match it). */
+static lmc_status parse_factors(json_object *r, const char *what, const char *prefix,
+                                const char *key, float *out, int *n) {
+    json_object *a = NULL;
+    if (!json_object_object_get_ex(r, key, &a) || !json_object_is_type(a, json_type_array))
+        return lmc_err(LMC_ERR_FORMAT, "%s: %s%s must be a list of numbers for longrope rope",
+                       what, prefix, key);
+    size_t len = json_object_array_length(a);
+    if (len == 0 || len > LMC_MAX_ROPE_FACTORS)
+        return lmc_err(len ? LMC_ERR_LIMIT : LMC_ERR_FORMAT,
+                       "%s: %s%s has %zu entries (1 to %d, one per rotated frequency)", what,
+                       prefix, key, len, LMC_MAX_ROPE_FACTORS);
+    if (*n && (size_t)*n != len)
+        return lmc_err(LMC_ERR_FORMAT, "%s: %sshort_factor and long_factor differ in length",
+                       what, prefix);
+    for (size_t i = 0; i < len; i++) {
+        json_object *e = json_object_array_get_idx(a, i);
+        double v = e && (json_object_is_type(e, json_type_double) ||
+                         json_object_is_type(e, json_type_int))
+                       ? json_object_get_double(e)
+                       : NAN;
+        if (!(v > 0.0) || !isfinite(v) || v > 1e30)
+            return lmc_err(LMC_ERR_FORMAT, "%s: %s%s[%zu] must be a positive number", what,
+                           prefix, key, i);
+        out[i] = (float)v;
+    }
+    *n = (int)len;
+    return LMC_OK;
+}
+
+/* longrope: both factor lists, an optional factor (absent or null: derived
+ * from the two context lengths once both are known) and attention_factor. */
+static lmc_status parse_longrope(json_object *r, const char *what, const char *prefix,
+                                 lmc_model_config *c) {
+    json_object *fv = NULL;
+    if (!json_object_object_get_ex(r, "factor", &fv) || !fv) c->rope_factor = NAN;
+    c->rope_n_factors = 0;
+    lmc_status st;
+    if ((st = parse_factors(r, what, prefix, "short_factor", c->rope_short_factor,
+                            &c->rope_n_factors)) ||
+        (st = parse_factors(r, what, prefix, "long_factor", c->rope_long_factor,
+                            &c->rope_n_factors)))
+        return st;
+    return get_double(r, what, prefix, "attention_factor", &c->rope_attention_factor);
+}
+
 static lmc_status parse_rope_obj(json_object *r, const char *what, const char *name,
                                  lmc_model_config *c) {
     if (!json_object_is_type(r, json_type_object))
@@ -97,6 +144,7 @@ static lmc_status parse_rope_obj(json_object *r, const char *what, const char *n
     /* "rope_type" is the current spelling; "type" the legacy one. */
     if ((st = get_str(r, what, prefix, "rope_type", type, sizeof type))) return st;
     if (!strcmp(type, "default")) type[0] = '\0';
+    if (!strcmp(type, "su")) strcpy(type, "longrope"); /* its earlier name */
     memcpy(c->rope_type, type, sizeof type);
     if ((st = get_double(r, what, prefix, "rope_theta", &c->rope_theta)) ||
         (st = get_double(r, what, prefix, "factor", &c->rope_factor)) ||
@@ -105,6 +153,7 @@ static lmc_status parse_rope_obj(json_object *r, const char *what, const char *n
         (st = get_int(r, what, prefix, "original_max_position_embeddings",
                       &c->rope_original_max_position)))
         return st;
+    if (!strcmp(type, "longrope")) return parse_longrope(r, what, prefix, c);
     if (strcmp(type, "yarn")) return LMC_OK;
     /* yarn: transformers requires "factor"; null means "derive it from the
      * two context lengths" (resolved once both are known). */

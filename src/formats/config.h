@@ -10,6 +10,9 @@
 #define LMC_MAX_CONFIG_BYTES (16u << 20)
 #define LMC_MAX_EOS 64
 
+/* longrope factor lists: one per rotated frequency (head_dim / 2). */
+#define LMC_MAX_ROPE_FACTORS 512
+
 typedef struct {
     char model_type[64];          /* verbatim from config.json */
     int64_t vocab_size;
@@ -33,6 +36,13 @@ typedef struct {
     double rope_beta_fast, rope_beta_slow, rope_attention_factor;
     double rope_mscale, rope_mscale_all_dim;
     bool rope_truncate;
+    /* longrope (also the legacy type "su"): one factor per rotated
+     * frequency for forwards within original_max_position_embeddings
+     * (short) and past it (long), rope_n_factors each. A longrope config
+     * without "factor" takes max_position_embeddings / original; its
+     * attention_factor is rope_attention_factor as for yarn. */
+    float rope_short_factor[LMC_MAX_ROPE_FACTORS], rope_long_factor[LMC_MAX_ROPE_FACTORS];
+    int rope_n_factors;
     bool tie_word_embeddings;
     bool attention_bias;          /* as given (qwen2's q/k/v bias is its description's) */
     bool mlp_bias;

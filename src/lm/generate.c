@@ -356,6 +356,8 @@ lmc_status lmc_prefill(lmc_model *m, lmc_kv_cache *kv, const int32_t *feed, size
     /* a chunk can take seconds on the CPU: the backend polls between layers */
     kv->cancel = p->cancel;
     kv->cancel_user = p->cancel_user;
+    /* longrope picks its table by the whole prompt, as one forward would */
+    kv->rope_len = lmc_kv_cache_len(kv) + n;
     for (size_t off = 0; off < n && !st; off += step) {
         if ((st = lmc_gen_check_cancel(p, "prompt token", off))) break;
         size_t c = n - off < step ? n - off : step;
@@ -364,6 +366,7 @@ lmc_status lmc_prefill(lmc_model *m, lmc_kv_cache *kv, const int32_t *feed, size
     }
     kv->cancel = NULL;
     kv->cancel_user = NULL;
+    kv->rope_len = 0;
     return st;
 }
 

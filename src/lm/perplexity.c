@@ -10,8 +10,8 @@
 
 /* Sum over window positions [lo, hi) of -log p(ids[t] | ids[<t]) where the
  * model is fed window ids[0..wlen) from an empty cache. */
-static lmc_status window_nll(lmc_model *m, lmc_kv_cache *kv, const int32_t *w, size_t wlen,
-                             size_t lo, float *logits, double *sum) {
+static lmc_status window_chunks(lmc_model *m, lmc_kv_cache *kv, const int32_t *w, size_t wlen,
+                                size_t lo, float *logits, double *sum) {
     size_t vocab = (size_t)lmc_model_vocab(m);
     *sum = 0;
     lmc_kv_cache_clear(kv);
@@ -36,6 +36,15 @@ static lmc_status window_nll(lmc_model *m, lmc_kv_cache *kv, const int32_t *w, s
         }
     }
     return LMC_OK;
+}
+
+/* longrope picks its table as one forward of the whole window would. */
+static lmc_status window_nll(lmc_model *m, lmc_kv_cache *kv, const int32_t *w, size_t wlen,
+                             size_t lo, float *logits, double *sum) {
+    kv->rope_len = wlen - 1;
+    lmc_status st = window_chunks(m, kv, w, wlen, lo, logits, sum);
+    kv->rope_len = 0;
+    return st;
 }
 
 lmc_status lmc_perplexity_ids(lmc_context *ctx, const int32_t *ids, size_t n, size_t context,

@@ -127,6 +127,11 @@ static lmc_status check_rotary(const lmc_arch_desc *d, const lmc_model_config *c
                        "config.json: partial_rotary_factor %g leaves %zu rotated values of "
                        "head_dim %" PRId64 " (a positive even count is needed)",
                        f, rot, c->head_dim);
+    if (!strcmp(c->rope_type, "longrope") && (size_t)c->rope_n_factors != rot / 2)
+        return lmc_err(LMC_ERR_FORMAT,
+                       "config.json: longrope short_factor and long_factor have %d entries; "
+                       "%zu rotated values of each head need %zu",
+                       c->rope_n_factors, rot, rot / 2);
     p->partial_rotary_factor = f;
     p->rot_dim = rot;
     return LMC_OK;
@@ -323,6 +328,7 @@ unsigned lmc_arch_plan_features(const lmc_arch_plan *p, const lmc_model_config *
         unsigned bit;
     } uses[] = {
         {p->rot_dim != (size_t)c->head_dim, LMC_FEAT_PARTIAL_ROTARY},
+        {!strcmp(c->rope_type, "longrope"), LMC_FEAT_LONGROPE},
         {d->fused_qkv || d->fused_gate_up, LMC_FEAT_FUSED},
         {d->norm == LMC_NORM_ONE_PLUS_W, LMC_FEAT_NORM_ONE_PLUS_W},
         {d->sandwich_norms, LMC_FEAT_SANDWICH_NORMS},
@@ -353,6 +359,7 @@ static const char *feature_name(unsigned bit) {
         "layers mixing sliding-window and full attention",
         "final_logit_softcapping",
         "attn_logit_softcapping",
+        "longrope rope scaling",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (bit == 1u << i) return names[i];

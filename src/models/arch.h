@@ -132,7 +132,8 @@ typedef enum {
     LMC_FEAT_MIXED_WINDOWS = 1u << 8,  /* sliding and full layers in one model */
     LMC_FEAT_FINAL_SOFTCAP = 1u << 9,
     LMC_FEAT_ATTN_SOFTCAP = 1u << 10,
-    LMC_FEAT_ALL = (1u << 11) - 1,
+    LMC_FEAT_LONGROPE = 1u << 11,      /* two RoPE tables, picked per forward */
+    LMC_FEAT_ALL = (1u << 12) - 1,
 } lmc_arch_feature;
 
 /* The features p uses (a set of lmc_arch_feature bits). */

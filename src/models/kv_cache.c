@@ -203,7 +203,8 @@ static lmc_status seq_forward(lmc_model *m, lmc_kv_cache *cc, const int32_t *ids
         size_t k = n - done < rows ? n - done : rows;
         bool last = done + k == n;
         lmc_batch_item it = {.seq = c->seq, .n = k, .cancel = cc->cancel,
-                             .cancel_user = cc->cancel_user};
+                             .cancel_user = cc->cancel_user,
+                             .rope_len = cc->rope_len > len0 + n ? cc->rope_len : len0 + n};
         if (ids) it.ids = ids + done;
         else it.embeds = embeds + done * H;
         if (logits && all_logits) {

@@ -48,7 +48,17 @@ typedef struct {
      * call with LMC_ERR_CANCELLED and the sequence not advanced. */
     bool (*cancel)(void *user);
     void *cancel_user;
+    /* Optional: the length the sequence reaches at the end of the call this
+     * item is one piece of (0: this item's own end). A model with longrope
+     * picks its RoPE table by it, as transformers does for one forward of
+     * the whole call (models/kv_cache.c feeds long prompts in pieces). */
+    size_t rope_len;
 } lmc_batch_item;
+
+/* The length an item's RoPE table is picked by (see rope_len). */
+static inline size_t lmc_batch_item_rope_len(const lmc_batch_item *it, size_t pos0) {
+    return it->rope_len > pos0 + it->n ? it->rope_len : pos0 + it->n;
+}
 
 typedef struct {
     /* The cache-level entry points. Every backend with a paged pool points
@@ -152,6 +162,11 @@ struct lmc_kv_cache {
      * cache as it was before the call. Generation sets it around a prefill. */
     bool (*cancel)(void *user);
     void *cancel_user;
+    /* Optional (0: none): the length the sequence will reach at the end of
+     * the caller's pieces (a prompt fed in prefill steps); forwards pass
+     * it on as lmc_batch_item.rope_len. Generation sets it around a
+     * prefill, perplexity around a window. */
+    size_t rope_len;
 };
 
 static inline bool lmc_kv_cache_cancelled(const lmc_kv_cache *c) {

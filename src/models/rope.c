@@ -71,8 +71,43 @@ static lmc_status check_yarn(const lmc_model_config *c) {
     return LMC_OK;
 }
 
+/* longrope's factor for the default attention factor: the given one, else
+ * max / original positions (transformers 5; config.c resolves it). */
+static double longrope_attn_factor(const lmc_model_config *c) {
+    if (!isnan(c->rope_attention_factor)) return c->rope_attention_factor;
+    double f = c->rope_factor;
+    if (f <= 1.0) return 1.0;
+    return sqrt(1.0 + log(f) / log((double)c->rope_original_max_position));
+}
+
+static lmc_status check_longrope(const lmc_model_config *c) {
+    if (c->rope_original_max_position <= 1)
+        return lmc_err(LMC_ERR_FORMAT,
+                       "config.json: longrope rope needs original_max_position_embeddings > 1, "
+                       "got %" PRId64,
+                       c->rope_original_max_position);
+    if (!(c->rope_factor > 0.0) || !isfinite(c->rope_factor))
+        return lmc_err(LMC_ERR_FORMAT, "config.json: longrope rope factor must be positive, got %g",
+                       c->rope_factor);
+    double af = longrope_attn_factor(c);
+    if (!(af > 0.0) || !isfinite(af) || af > 1e3)
+        return lmc_err(LMC_ERR_FORMAT,
+                       "config.json: longrope rope attention factor %g is outside (0, 1000]", af);
+    return LMC_OK;
+}
+
+/* transformers' longrope table in fp32: 1 / (factor[i] * base^(2i/dim)). */
+static void longrope_freqs(const lmc_model_config *c, const float *factors, float *f,
+                           size_t half) {
+    float dim = (float)c->head_dim, base = (float)c->rope_theta;
+    for (size_t i = 0; i < half; i++) {
+        float pos = (float)pow((double)base, (double)((float)(2 * i) / dim));
+        f[i] = 1.0f / (factors[i] * pos);
+    }
+}
+
 bool lmc_rope_type_computed(const char *type) {
-    static const char *const types[] = {"", "default", "linear", "llama3", "yarn"};
+    static const char *const types[] = {"", "default", "linear", "llama3", "yarn", "longrope"};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         if (!strcmp(type, types[i])) return true;
     return false;
@@ -85,6 +120,7 @@ lmc_status lmc_rope_check(const lmc_model_config *c) {
         return lmc_err(LMC_ERR_UNSUPPORTED, "config.json: rope type '%s' is not supported (%s)",
                        rt, LMC_ROPE_TYPES);
     if (yarn) return check_yarn(c);
+    if (!strcmp(rt, "longrope")) return check_longrope(c);
     if ((!strcmp(rt, "linear") || llama3) && !(c->rope_factor > 0.0))
         return lmc_err(LMC_ERR_FORMAT, "config.json: %s rope factor must be positive, got %g", rt,
                        c->rope_factor);
@@ -140,6 +176,24 @@ lmc_status lmc_rope_init(const lmc_model_config *c, lmc_rope *r) {
     if (!strcmp(t, "yarn")) {
         yarn_freqs(c, f, half);
         r->attn_factor = (float)yarn_attn_factor(c);
+    } else if (!strcmp(t, "longrope")) {
+        if ((size_t)c->rope_n_factors != half) {
+            free(f);
+            return lmc_err(LMC_ERR_FORMAT,
+                           "config.json: longrope short_factor and long_factor have %d entries; "
+                           "%zu rotated values need %zu",
+                           c->rope_n_factors, 2 * half, half);
+        }
+        float *fl = malloc(half * sizeof(float));
+        if (!fl) {
+            free(f);
+            return lmc_err(LMC_ERR_NOMEM, "rope: no memory for %zu frequencies", half);
+        }
+        longrope_freqs(c, c->rope_short_factor, f, half);
+        longrope_freqs(c, c->rope_long_factor, fl, half);
+        r->inv_freq_long = fl;
+        r->long_after = c->rope_original_max_position;
+        r->attn_factor = (float)longrope_attn_factor(c);
     } else {
         for (size_t i = 0; i < half; i++)
             f[i] = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim));
@@ -171,6 +225,7 @@ lmc_status lmc_rope_init(const lmc_model_config *c, lmc_rope *r) {
 void lmc_rope_free(lmc_rope *r) {
     if (!r) return;
     free(r->inv_freq);
-    r->inv_freq = NULL;
+    free(r->inv_freq_long);
+    r->inv_freq = r->inv_freq_long = NULL;
     r->n = 0;
 }

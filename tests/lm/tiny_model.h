@@ -20,6 +20,7 @@ typedef struct {
     int eos; /* eos_token_id */
     uint64_t seed;
     int window; /* sliding_window (0 = full attention) */
+    const char *extra; /* more config.json members ("\"key\": value, ..."), or NULL */
 } tiny_spec;
 
 static inline float tiny_gauss(lmc_rng *r) {
@@ -53,7 +54,7 @@ static inline uint64_t tiny_hash(const char *s) {
 
 /* Writes <dir>/config.json and <dir>/model.safetensors. Returns 0 on success. */
 static inline int tiny_write(const char *dir, const tiny_spec *s) {
-    char path[4200], cfg[2048];
+    char path[4200], cfg[4096];
     bool qk_norm = !strcmp(s->model_type, "qwen3");
     /* mistral is served by the llama architecture: no q/k norms */
     snprintf(cfg, sizeof cfg,
@@ -67,6 +68,10 @@ static inline int tiny_write(const char *dir, const tiny_spec *s) {
     if (s->window > 0) {
         size_t l = strlen(cfg);
         snprintf(cfg + l - 1, sizeof cfg - l + 1, ",\"sliding_window\":%d}", s->window);
+    }
+    if (s->extra) {
+        size_t l = strlen(cfg);
+        snprintf(cfg + l - 1, sizeof cfg - l + 1, ",%s}", s->extra);
     }
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (lmc_write_file_atomic(path, cfg, strlen(cfg))) return -1;

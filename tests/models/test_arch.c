@@ -194,11 +194,31 @@ static void test_capabilities(void) {
                    " \"short_factor\": [1, 1, 1, 1, 1, 1, 1, 1], \"long_factor\": [2, 2, 2, 2, 2,"
                    " 2, 2, 2]}, \"original_max_position_embeddings\": 1024}",
                    &c, &p));
-    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c), LMC_ERR_UNSUPPORTED,
-              "device cpu: rope type 'longrope' is not supported");
+    /* longrope runs on the CPU; CUDA and LoRA training refuse it by name */
+    CHECK(lmc_arch_plan_features(&p, &c) & LMC_FEAT_LONGROPE);
+    CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
     CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
-              "device cuda: rope type 'longrope' is not supported");
+              "device cuda: longrope rope scaling (phi3) is not supported");
+    setenv("LMC_CUDA_PREVIEW", "1", 1);
+    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
+              "device cuda: longrope rope scaling (phi3) is not supported");
+    unsetenv("LMC_CUDA_PREVIEW");
     lmc_arch_plan_free(&p);
+    /* one factor per rotated frequency: a partial rotary embedding rotates 8
+     * of the 16 values, so 4 factors each */
+    CHECK(!plan_of("{\"model_type\": \"phi3\", " DIMS "\"partial_rotary_factor\": 0.5, "
+                   "\"rope_scaling\": {\"type\": \"longrope\", \"short_factor\": [1, 1, 1, 1],"
+                   " \"long_factor\": [2, 2, 2, 2]}, \"original_max_position_embeddings\": 1024}",
+                   &c, &p));
+    lmc_rope r;
+    CHECK(lmc_arch_rope_init(&p, &c, false, &r) == LMC_OK && r.n == 4 && r.inv_freq_long);
+    lmc_rope_free(&r);
+    lmc_arch_plan_free(&p);
+    CHECK_ERR(plan_of("{\"model_type\": \"phi3\", " DIMS "\"partial_rotary_factor\": 0.5, "
+                      "\"rope_scaling\": {\"type\": \"longrope\", \"short_factor\": [1, 1, 1, 1,"
+                      " 1, 1, 1, 1], \"long_factor\": [2, 2, 2, 2, 2, 2, 2, 2]}}",
+                      &c, &p),
+              LMC_ERR_FORMAT, "longrope short_factor and long_factor have 8 entries; 8 rotated");
     CHECK(!plan_of("{\"model_type\": \"phi3\", " DIMS "\"partial_rotary_factor\": 0.5}", &c, &p));
     CHECK(p.rot_dim == 8);
     CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);

@@ -13,6 +13,7 @@
 #include "models/model.h"
 #include "models/rope.h"
 #include "model_golden.h"
+#include <math.h>
 #include <stdint.h>
 
 static const char *const yarn_models[] = {
@@ -177,6 +178,56 @@ static lmc_status parse(const char *json, lmc_model_config *c) {
     return lmc_config_parse(json, strlen(json), "config.json", c, NULL);
 }
 
+/* longrope: both tables, the switch past original_max_position_embeddings,
+ * the attention factor from max / original positions unless factor or
+ * attention_factor is given, and the legacy type name "su". */
+static void test_longrope_tables(void) {
+    char json[2048], sf[512] = "", lf[512] = "";
+    for (int i = 0; i < 16; i++) {
+        size_t a = strlen(sf), b = strlen(lf);
+        snprintf(sf + a, sizeof sf - a, "%s%g", i ? ", " : "", 1.0 + 0.25 * i);
+        snprintf(lf + b, sizeof lf - b, "%s%g", i ? ", " : "", 2.0 + 3.0 * i);
+    }
+    const struct {
+        const char *type, *extra;
+        double attn;
+    } cases[] = {
+        /* factor = 256 / 64 = 4 */
+        {"longrope", "", 1.1547005383792515 /* sqrt(1 + ln 4 / ln 64) */},
+        {"su", "", 1.1547005383792515},
+        {"longrope", ", \"factor\": 16", 1.2909944487358056 /* sqrt(1 + ln 16 / ln 64) */},
+        {"longrope", ", \"factor\": null", 1.1547005383792515},
+        {"longrope", ", \"attention_factor\": 0.75", 0.75},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        snprintf(json, sizeof json,
+                 HEAD "\"rope_theta\": 5000, \"original_max_position_embeddings\": 64, "
+                      "\"rope_scaling\": {\"type\": \"%s\", \"short_factor\": [%s], "
+                      "\"long_factor\": [%s]%s}}",
+                 cases[k].type, sf, lf, cases[k].extra);
+        lmc_model_config c;
+        CHECK_MSG(parse(json, &c) == LMC_OK, "case %zu: %s", k, lmc_last_error());
+        CHECK(!strcmp(c.rope_type, "longrope") && c.rope_n_factors == 16);
+        lmc_rope r;
+        CHECK_MSG(lmc_rope_init(&c, &r) == LMC_OK, "case %zu: %s", k, lmc_last_error());
+        CHECK(r.n == 16 && r.inv_freq_long && r.long_after == 64);
+        CHECK_MSG(fabs(r.attn_factor - cases[k].attn) < 1e-6, "case %zu: attention factor %g",
+                  k, r.attn_factor);
+        for (int i = 0; i < 16; i++) {
+            double base = pow(5000.0, (2.0 * i) / 32.0);
+            double s_want = 1.0 / ((1.0 + 0.25 * i) * base), l_want = 1.0 / ((2.0 + 3.0 * i) * base);
+            CHECK_MSG(fabs(r.inv_freq[i] - s_want) <= 3e-7 * s_want, "short %d: %g vs %g", i,
+                      r.inv_freq[i], s_want);
+            CHECK_MSG(fabs(r.inv_freq_long[i] - l_want) <= 3e-7 * l_want, "long %d: %g vs %g", i,
+                      r.inv_freq_long[i], l_want);
+        }
+        CHECK(lmc_rope_table(&r, 1) == r.inv_freq && lmc_rope_table(&r, 64) == r.inv_freq);
+        CHECK(lmc_rope_table(&r, 65) == r.inv_freq_long);
+        lmc_rope_free(&r);
+        CHECK(r.inv_freq == NULL && r.inv_freq_long == NULL);
+    }
+}
+
 /* Parse json and build its rope table (status of whichever fails). */
 static lmc_status rope_of(const char *json, lmc_rope *r) {
     lmc_model_config c;
@@ -286,7 +337,21 @@ static void test_config(void) {
         {"{\"rope_type\": \"dynamic\", \"factor\": 2.0}", "rope type 'dynamic' is not supported",
          LMC_ERR_UNSUPPORTED},
         {"{\"rope_type\": \"longrope\", \"factor\": 2.0}",
-         "rope type 'longrope' is not supported", LMC_ERR_UNSUPPORTED},
+         "rope_scaling.short_factor must be a list of numbers for longrope", LMC_ERR_FORMAT},
+        {"{\"rope_type\": \"longrope\", \"short_factor\": [1, 1], \"long_factor\": [1]}",
+         "short_factor and long_factor differ in length", LMC_ERR_FORMAT},
+        {"{\"type\": \"su\", \"short_factor\": [1, 0], \"long_factor\": [1, 1]}",
+         "rope_scaling.short_factor[1] must be a positive number", LMC_ERR_FORMAT},
+        {"{\"rope_type\": \"longrope\", \"short_factor\": [], \"long_factor\": []}",
+         "short_factor has 0 entries", LMC_ERR_FORMAT},
+        {"{\"rope_type\": \"longrope\", \"short_factor\": [1, 1], \"long_factor\": [2, 2],"
+         " \"attention_factor\": 0}",
+         "longrope rope attention factor 0 is outside", LMC_ERR_FORMAT},
+        {"{\"rope_type\": \"longrope\", \"short_factor\": [1, 1], \"long_factor\": [2, 2],"
+         " \"factor\": -2}",
+         "longrope rope factor must be positive", LMC_ERR_FORMAT},
+        {"{\"rope_type\": \"longrope\", \"short_factor\": [1, 1, 1], \"long_factor\": [2, 2, 2]}",
+         "longrope short_factor and long_factor have 3 entries", LMC_ERR_FORMAT},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char json[600];
@@ -306,9 +371,10 @@ static void test_config(void) {
                     &c),
               LMC_ERR_FORMAT, "rope_scaling.beta_fast must be a number");
     /* parsing keeps the unsupported types; the model's check names them */
-    CHECK(parse(HEAD "\"rope_scaling\": {\"rope_type\": \"longrope\", \"factor\": 2}}", &c) ==
+    CHECK(parse(HEAD "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2}}", &c) ==
           LMC_OK);
-    CHECK_ERR(lmc_rope_check(&c), LMC_ERR_UNSUPPORTED, "rope type 'longrope'");
+    CHECK_ERR(lmc_rope_check(&c), LMC_ERR_UNSUPPORTED, "rope type 'dynamic'");
+    test_longrope_tables();
 }
 
 int main(void) {

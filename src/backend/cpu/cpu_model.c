@@ -111,17 +111,19 @@ static lmc_status layer_qkv(llama_model *m, size_t l, size_t n, workspace *ws) {
     return st;
 }
 
-/* RoPE of layer l on n rows of q and k (row stride one position) from pos0. */
-static void layer_rope(llama_model *m, size_t l, float *q, float *k, size_t n, size_t pos0) {
+/* RoPE of layer l on n rows of q and k (row stride one position) from
+ * pos0, for a forward whose sequence reaches rope_len positions (longrope
+ * picks its table by it). */
+static void layer_rope(llama_model *m, size_t l, float *q, float *k, size_t n, size_t pos0,
+                       size_t rope_len) {
     const lmc_model_config *cfg = &m->base.cfg;
     const lmc_arch_plan *P = &m->plan;
     const lmc_rope *rope = P->local_rope && P->layer_window[l] ? &m->rope_local : &m->rope;
+    const float *freq = lmc_rope_table(rope, rope_len);
     size_t nh = (size_t)cfg->num_attention_heads, nkv = (size_t)cfg->num_key_value_heads;
     size_t hd = (size_t)cfg->head_dim;
-    lmc_cpu_rope_partial(q, n, nh, hd, P->rot_dim, pos0, rope->inv_freq, rope->attn_factor,
-                         m->act_dt);
-    lmc_cpu_rope_partial(k, n, nkv, hd, P->rot_dim, pos0, rope->inv_freq, rope->attn_factor,
-                         m->act_dt);
+    lmc_cpu_rope_partial(q, n, nh, hd, P->rot_dim, pos0, freq, rope->attn_factor, m->act_dt);
+    lmc_cpu_rope_partial(k, n, nkv, hd, P->rot_dim, pos0, freq, rope->attn_factor, m->act_dt);
 }
 
 /* The rest of layer l once ws->att holds the attention rows: o_proj, the
@@ -292,7 +294,8 @@ static lmc_status batch_layers(llama_model *m, lmc_kv_pool *pool, lmc_batch_item
         if ((st = layer_qkv(m, l, T, ws))) break;
         for (size_t i = 0, r = 0; i < ni && !st; r += it[i].n, i++) {
             size_t pos0 = lmc_kv_seq_len(it[i].seq);
-            layer_rope(m, l, ws->q + r * qd, ws->k + r * kvd, it[i].n, pos0);
+            layer_rope(m, l, ws->q + r * qd, ws->k + r * kvd, it[i].n, pos0,
+                       lmc_batch_item_rope_len(&it[i], pos0));
             st = store_paged(m, pool, it[i].seq, l, ws->k + r * kvd, ws->v + r * kvd, it[i].n,
                              pos0);
             if (!st)
