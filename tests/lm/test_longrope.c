@@ -74,9 +74,8 @@ int main(void) {
              "\"short_factor\":[%s],\"long_factor\":[%s]}",
              ORIG, sf, lf);
     tiny_spec s = {.model_type = "llama", .layers = 2, .hidden = 64, .heads = 2, .kv_heads = 1,
-                   .head_dim = 32, .inter = 96, .vocab = 6000, .eos = 2, .seed = 41,
-                   .extra = extra};
-    lmc_context *ctx = tiny_load(dir, &s, ".cache/assets/tokenizers/qwen3");
+                   .head_dim = 32, .inter = 96, .vocab = 6000, .eos = 2, .seed = 41};
+    lmc_context *ctx = tiny_load_cfg(dir, &s, ".cache/assets/tokenizers/qwen3", extra);
     CHECK(ctx != NULL);
     if (!ctx) return check_summary("test_longrope");
     lmc_model *m = lmc_context_model(ctx);

@@ -20,7 +20,6 @@ typedef struct {
     int eos; /* eos_token_id */
     uint64_t seed;
     int window; /* sliding_window (0 = full attention) */
-    const char *extra; /* more config.json members ("\"key\": value, ..."), or NULL */
 } tiny_spec;
 
 static inline float tiny_gauss(lmc_rng *r) {
@@ -52,8 +51,10 @@ static inline uint64_t tiny_hash(const char *s) {
     return h;
 }
 
-/* Writes <dir>/config.json and <dir>/model.safetensors. Returns 0 on success. */
-static inline int tiny_write(const char *dir, const tiny_spec *s) {
+/* Writes <dir>/config.json (with the config.json members in `extra`,
+ * "\"key\": value, ...", when not NULL) and <dir>/model.safetensors.
+ * Returns 0 on success. */
+static inline int tiny_write_cfg(const char *dir, const tiny_spec *s, const char *extra) {
     char path[4200], cfg[4096];
     bool qk_norm = !strcmp(s->model_type, "qwen3");
     /* mistral is served by the llama architecture: no q/k norms */
@@ -69,9 +70,9 @@ static inline int tiny_write(const char *dir, const tiny_spec *s) {
         size_t l = strlen(cfg);
         snprintf(cfg + l - 1, sizeof cfg - l + 1, ",\"sliding_window\":%d}", s->window);
     }
-    if (s->extra) {
+    if (extra) {
         size_t l = strlen(cfg);
-        snprintf(cfg + l - 1, sizeof cfg - l + 1, ",%s}", s->extra);
+        snprintf(cfg + l - 1, sizeof cfg - l + 1, ",%s}", extra);
     }
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (lmc_write_file_atomic(path, cfg, strlen(cfg))) return -1;
@@ -135,6 +136,10 @@ static inline int tiny_write(const char *dir, const tiny_spec *s) {
     return rc;
 }
 
+static inline int tiny_write(const char *dir, const tiny_spec *s) {
+    return tiny_write_cfg(dir, s, NULL);
+}
+
 /* The tiny models gain nothing from threads, and on a loaded machine
  * thread hand-offs would dominate the run time (callers may override). */
 static inline void tiny_single_thread(void) { setenv("OMP_NUM_THREADS", "1", 0); }
@@ -163,7 +168,8 @@ static inline void tiny_rmdir(const char *dir) {
 }
 
 /* Synthesize and load; exits 77 when the tokenizer assets are missing. */
-static inline lmc_context *tiny_load(const char *dir, const tiny_spec *s, const char *tokenizer) {
+static inline lmc_context *tiny_load_cfg(const char *dir, const tiny_spec *s,
+                                         const char *tokenizer, const char *extra) {
     char tokdir[4096], tj[4200];
     tiny_asset(tokdir, sizeof tokdir, tokenizer);
     snprintf(tj, sizeof tj, "%s/tokenizer.json", tokdir);
@@ -179,7 +185,7 @@ static inline lmc_context *tiny_load(const char *dir, const tiny_spec *s, const 
         exit(77);
     }
     lmc_tokenizer_free(probe);
-    if (tiny_write(dir, s)) {
+    if (tiny_write_cfg(dir, s, extra)) {
         fprintf(stderr, "could not write the tiny checkpoint in %s\n", dir);
         return NULL;
     }
@@ -193,6 +199,10 @@ static inline lmc_context *tiny_load(const char *dir, const tiny_spec *s, const 
         return NULL;
     }
     return ctx;
+}
+
+static inline lmc_context *tiny_load(const char *dir, const tiny_spec *s, const char *tokenizer) {
+    return tiny_load_cfg(dir, s, tokenizer, NULL);
 }
 
 #endif
