@@ -85,14 +85,15 @@ VARIANTS = [
     ("phi3_partial", "phi3", dict(
         num_key_value_heads=2, pad_token_id=0, sliding_window=None, partial_rotary_factor=0.75,
         rope_parameters=dict(rope_type="default", rope_theta=10000.0)), 17),
-    # logit softcapping (eager attention applies attn_logit_softcapping),
-    # caps low enough to bite at these widths; an attention scale other
-    # than head_dim^-1/2; the full layer first, a narrower window
+    # final logit softcapping, a cap low enough to bite at these widths (Gemma
+    # 3's attention takes no softcap in transformers, so lmc refuses a set
+    # attn_logit_softcapping); an attention scale other than head_dim^-1/2;
+    # the full layer first, a narrower window
     ("gemma3_text_softcap", "gemma3_text", dict(
         head_dim=128, query_pre_attn_scalar=64, sliding_window=300, tie_word_embeddings=True,
         layer_types=["full_attention", "sliding_attention"], pad_token_id=0,
         hidden_activation="gelu_pytorch_tanh", final_logit_softcapping=20.0,
-        attn_logit_softcapping=3.0,
+        attn_logit_softcapping=None,
         rope_parameters=dict(
             full_attention=dict(rope_type="default", rope_theta=1000000.0),
             sliding_attention=dict(rope_type="default", rope_theta=10000.0))), 18),
