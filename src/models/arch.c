@@ -260,6 +260,14 @@ lmc_status lmc_arch_plan_init(const lmc_model_config *c, json_object *raw, lmc_a
     if (d->softcap && ((st = softcap(raw, "final_logit_softcapping", &p->final_softcap)) ||
                        (st = softcap(raw, "attn_logit_softcapping", &p->attn_softcap))))
         goto fail;
+    if (d->attn_softcap_refused && p->attn_softcap != 0.0f) {
+        st = lmc_err(LMC_ERR_UNSUPPORTED,
+                     "config.json: attn_logit_softcapping %g is set, but %s attention takes no "
+                     "softcap in transformers (Gemma 3 dropped it), so there are no reference "
+                     "numerics to match; set it to null",
+                     (double)p->attn_softcap, d->model_type);
+        goto fail;
+    }
     if (d->local_rope) {
         p->local_rope = true;
         json_object *rp = raw ? lmc_json_get(raw, "rope_parameters") : NULL;

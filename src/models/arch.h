@@ -90,6 +90,10 @@ struct lmc_arch_desc {
     /* Honours final_logit_softcapping / attn_logit_softcapping (a non-null
      * value in any other architecture is ignored by transformers too). */
     bool softcap;
+    /* attn_logit_softcapping is in the config but transformers' attention
+     * for this architecture takes no softcap (Gemma 3): a non-null value is
+     * refused by name rather than applied or silently dropped. */
+    bool attn_softcap_refused;
     bool vlm_text;                /* may serve as a VLM's text model */
     const lmc_arch_names *names;
     /* Optional: check / read the architecture's own config keys into the

@@ -222,13 +222,8 @@ static void test_capabilities(void) {
     CHECK(!plan_of("{\"model_type\": \"phi3\", " DIMS "\"partial_rotary_factor\": 0.5}", &c, &p));
     CHECK(p.rot_dim == 8);
     CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
-    /* CUDA's kernels for it run only as a preview (LMC_CUDA_PREVIEW=1) */
-    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
-              "device cuda: a partial rotary embedding");
-    CHECK(strstr(lmc_last_error(), "LMC_CUDA_PREVIEW=1") != NULL);
-    setenv("LMC_CUDA_PREVIEW", "1", 1);
+    /* checked against transformers on a GPU: CUDA runs it (on the engine) */
     CHECK(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK);
-    unsetenv("LMC_CUDA_PREVIEW");
     lmc_arch_plan_free(&p);
     /* a full-rotary phi3 is the llama layer with fused weights, split at upload */
     CHECK(!plan_of("{\"model_type\": \"phi3\", " DIMS "\"x\": 0}", &c, &p));
@@ -238,16 +233,26 @@ static void test_capabilities(void) {
                    " \"final_logit_softcapping\": 30.0}", &c, &p));
     CHECK(p.final_softcap == 30.0f);
     CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
+    /* the final softcap's CUDA kernel is a preview until checked on a GPU */
     CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
-              "device cuda: (1 + w) RMSNorm weights (gemma3_text)");
+              "device cuda: final_logit_softcapping (gemma3_text)");
+    CHECK(strstr(lmc_last_error(), "LMC_CUDA_PREVIEW=1") != NULL);
     lmc_arch_plan_free(&p);
+    /* gemma3_text without softcapping runs on CUDA (checked on a GPU) */
+    CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS "\"sliding_window\": 8}", &c, &p));
+    CHECK(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK);
+    lmc_arch_plan_free(&p);
+    /* transformers' Gemma 3 attention takes no softcap: refused by name */
+    CHECK_ERR(plan_of("{\"model_type\": \"gemma3_text\", " DIMS "\"sliding_window\": 8,"
+                      " \"attn_logit_softcapping\": 50.0}", &c, &p),
+              LMC_ERR_UNSUPPORTED, "attn_logit_softcapping 50 is set, but gemma3_text attention");
     /* every feature of gemma3_text runs on CUDA as a preview */
     setenv("LMC_CUDA_PREVIEW", "1", 1);
     CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS "\"sliding_window\": 8,"
-                   " \"attn_logit_softcapping\": 50.0, \"query_pre_attn_scalar\": 32}",
+                   " \"final_logit_softcapping\": 30.0, \"query_pre_attn_scalar\": 32}",
                    &c, &p));
-    CHECK(p.attn_softcap == 50.0f);
-    CHECK(lmc_arch_plan_features(&p, &c) & LMC_FEAT_ATTN_SOFTCAP);
+    CHECK(p.final_softcap == 30.0f && p.attn_softcap == 0.0f);
+    CHECK(lmc_arch_plan_features(&p, &c) & LMC_FEAT_FINAL_SOFTCAP);
     CHECK(lmc_arch_plan_features(&p, &c) & LMC_FEAT_ATTN_SCALE);
     CHECK(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK);
     unsetenv("LMC_CUDA_PREVIEW");

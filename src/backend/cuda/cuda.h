@@ -11,6 +11,13 @@
  * feature or shape. The only place the CUDA backend refuses a description;
  * available in builds without CUDA too. */
 lmc_status lmc_cuda_supports(const lmc_arch_plan *p, const lmc_model_config *c);
+/* Features checked against transformers on a GPU through the paged engine
+ * only (tests/cuda/test_cuda_wide_parity, test_cuda_batch): a model using
+ * any of them keeps its API caches on the engine (models/kv_cache.c), not
+ * on the single-sequence caches of cuda_llama.c. */
+#define LMC_CUDA_ENGINE_FEATURES                                                             \
+    (LMC_FEAT_PARTIAL_ROTARY | LMC_FEAT_NORM_ONE_PLUS_W | LMC_FEAT_SANDWICH_NORMS |           \
+     LMC_FEAT_GEGLU | LMC_FEAT_EMBED_SCALE | LMC_FEAT_LOCAL_ROPE | LMC_FEAT_MIXED_WINDOWS)
 /* Build the CUDA model of a plan that passed lmc_cuda_supports (builds
  * with CUDA only). */
 lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan *plan,

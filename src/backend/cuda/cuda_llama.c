@@ -806,11 +806,13 @@ static lmc_status cu_forward_greedy_any(lmc_model *mm, lmc_kv_cache *cc, const i
     return lmc_kv_cache_forward_greedy(mm, cc, ids, n, next, logprob);
 }
 
-/* The API's caches stay this file's single-sequence caches unless
- * LMC_CUDA_PREVIEW=1: the engine path on CUDA (paged attention, batched
- * kernels) has not yet been checked against these on a GPU. */
+/* The API's caches stay this file's single-sequence caches (the faster
+ * path for one sequence until the engine's has been measured against it)
+ * unless LMC_CUDA_PREVIEW=1 or the model uses a feature checked through
+ * the engine only (LMC_CUDA_ENGINE_FEATURES: gemma3_text, partial
+ * rotary). */
 static bool cu_own_cache(lmc_model *mm) {
-    (void)mm;
+    if (((cu_model *)mm)->engine_caches) return false;
     const char *e = getenv("LMC_CUDA_PREVIEW");
     return !(e && !strcmp(e, "1"));
 }
@@ -931,6 +933,7 @@ static lmc_status plan_features(cu_model *m, const lmc_arch_plan *plan,
     m->attn_softcap = plan->attn_softcap;
     m->final_softcap = plan->final_softcap;
     m->rot = (int)plan->rot_dim;
+    m->engine_caches = (f & LMC_CUDA_ENGINE_FEATURES) != 0;
     m->layer_window = malloc((size_t)m->L * sizeof *m->layer_window);
     if (!m->layer_window) return lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
     for (int l = 0; l < m->L; l++) m->layer_window[l] = (int)plan->layer_window[l];

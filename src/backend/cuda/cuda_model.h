@@ -46,6 +46,7 @@ typedef struct {
     lmc_cu_gemm_ctx gemm;
     bool gemm_ok;
     bool no_graphs; /* LMC_CUDA_GRAPHS=0: plain launches (comparisons, tests) */
+    bool engine_caches; /* the API's caches on the paged engine (cuda.h) */
     cu_layer *layers;
     uint16_t *embed, *final_norm, *lm_head;
     float *inv_freq;

@@ -20,15 +20,16 @@
 #endif
 
 /* The description's features the kernels implement (fused checkpoints
- * are split at upload; the rest are flags of cu_model, cuda_model.h). */
-static const unsigned cuda_features = LMC_FEAT_FUSED;
+ * are split at upload; the rest are flags of cu_model, cuda_model.h):
+ * gemma3_text's and the partial rotary embedding run through the paged
+ * engine (LMC_CUDA_ENGINE_FEATURES, checked against transformers there). */
+static const unsigned cuda_features = LMC_FEAT_FUSED | LMC_CUDA_ENGINE_FEATURES;
 /* Features whose CUDA kernels exist but have not yet been checked against
- * transformers on a GPU (tests/cuda/test_cuda_wide_parity and
- * test_cuda_batch run them): refused by name unless LMC_CUDA_PREVIEW=1. */
+ * transformers on a GPU (tests/cuda/test_cuda_wide_parity's
+ * gemma3_text_softcap recipe runs them): refused by name unless
+ * LMC_CUDA_PREVIEW=1. */
 static const unsigned cuda_preview =
-    LMC_FEAT_PARTIAL_ROTARY | LMC_FEAT_NORM_ONE_PLUS_W | LMC_FEAT_SANDWICH_NORMS |
-    LMC_FEAT_GEGLU | LMC_FEAT_EMBED_SCALE | LMC_FEAT_ATTN_SCALE | LMC_FEAT_LOCAL_ROPE |
-    LMC_FEAT_MIXED_WINDOWS | LMC_FEAT_FINAL_SOFTCAP | LMC_FEAT_ATTN_SOFTCAP;
+    LMC_FEAT_ATTN_SCALE | LMC_FEAT_FINAL_SOFTCAP | LMC_FEAT_ATTN_SOFTCAP;
 
 static bool preview_enabled(void) {
     const char *e = getenv("LMC_CUDA_PREVIEW");

@@ -3,7 +3,8 @@
  * q/k norms, GeGLU with the tanh GELU, an attention scale from
  * query_pre_attn_scalar, every sliding_window_pattern-th layer attending in
  * full with the global RoPE and the rest sliding with a local one, and
- * optional logit softcapping (null by default). */
+ * optional final logit softcapping (null by default). attn_logit_softcapping
+ * is refused when set: transformers' Gemma 3 attention ignores it. */
 #include "models/arch.h"
 
 const lmc_arch_desc lmc_arch_gemma3_text = {
@@ -21,5 +22,6 @@ const lmc_arch_desc lmc_arch_gemma3_text = {
     .local_rope = true,
     .query_pre_attn_scalar = true,
     .softcap = true,
+    .attn_softcap_refused = true,
     .names = &lmc_arch_hf_names,
 };
