@@ -107,25 +107,30 @@ typedef struct {
     lmc_model *model;
 } loaded;
 
-/* Load the checkpoint in dir on the CPU; `edit` (optional) changes the
- * parsed config first. */
-static inline lmc_status load_model(const char *dir, loaded *L,
-                                    void (*edit)(lmc_model_config *)) {
-    memset(L, 0, sizeof *L);
-    lmc_status st = lmc_config_load(dir, &L->cfg, &L->cfg_json, &L->raw);
-    if (!st) st = lmc_st_set_open_dir(dir, &L->weights);
-    if (st) return st;
-    if (edit) edit(&L->cfg);
-    lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->cfg_json, .config_raw = L->raw,
-                           .weights = L->weights, .device = LMC_DEVICE_CPU};
-    return lmc_model_create(&lm, &L->model);
-}
-
 static inline void unload(loaded *L) {
     lmc_model_free(L->model);
     lmc_st_set_free(L->weights);
     if (L->cfg_json) json_object_put(L->cfg_json);
     free(L->raw);
+    memset(L, 0, sizeof *L);
+}
+
+/* Load the checkpoint in dir on the CPU; `edit` (optional) changes the
+ * parsed config first. On failure nothing stays held (L is zeroed). */
+static inline lmc_status load_model(const char *dir, loaded *L,
+                                    void (*edit)(lmc_model_config *)) {
+    memset(L, 0, sizeof *L);
+    lmc_status st = lmc_config_load(dir, &L->cfg, &L->cfg_json, &L->raw);
+    if (!st) st = lmc_st_set_open_dir(dir, &L->weights);
+    if (!st) {
+        if (edit) edit(&L->cfg);
+        lmc_loaded_model lm = {.config = &L->cfg, .config_json = L->cfg_json,
+                               .config_raw = L->raw, .weights = L->weights,
+                               .device = LMC_DEVICE_CPU};
+        st = lmc_model_create(&lm, &L->model);
+    }
+    if (st) unload(L); /* the error message stays with lmc_last_error */
+    return st;
 }
 
 /* The golden and the CPU model of checkpoint `name` in dir; false (after
