@@ -1,31 +1,39 @@
 #!/usr/bin/env bash
-# One GPU-machine pass for this round's CUDA work: the goldens of the new
-# realistic-width recipes (WIDE_ONLY, from transformers; OUT_DIR/wide_new.tgz),
-# every CUDA test (and the single-sequence ones again with the API's caches
-# on the paged engine, LMC_CUDA_PREVIEW=1), then batched decode of the
-# Llama-3.1-8B shape with the split attention, one-row GEMV and one-row decode
-# kernels off and on,
-# and single-sequence decode/prefill with the model's own caches and with
-# the engine's.   tests/oracle/round_device.sh OUT_DIR
+# One GPU-machine pass for this round's CUDA work, in order of need so that
+# a short machine still returns the first parts (everything lands in
+# OUT_DIR as it is made):
+#   1. the goldens of the new realistic-width recipes (WIDE_ONLY, from
+#      transformers; OUT_DIR/wide_new.tgz to unpack at the repository root);
+#   2. every CUDA test, and the single-sequence ones again with the API's
+#      caches on the paged engine (LMC_CUDA_PREVIEW=1);
+#   3. (ROUND=lean or full) batched decode of the Llama-3.1-8B shape and
+#      single-sequence decode with the model's own caches and the engine's;
+#   4. (ROUND=full, the default) single-sequence prefill, batched decode with
+#      the split attention, one-row GEMV and one-row decode kernels off, and
+#      a batch-64 kernel profile.
+#   [ROUND=checks|lean|full] tests/oracle/round_device.sh OUT_DIR
+# (ROUND=checks needs about two minutes of machine time.)
 set -u
-out=$1 work=/tmp/lmcbench
+out=$1 work=/tmp/lmcbench round=${ROUND:-full}
 mkdir -p "$out" "$work"
 export LMC_SOURCE_DIR=$PWD
-new="${WIDE_ONLY:-phi3_partial gemma3_text_softcap phi3_longrope}"
-WIDE_ONLY="$new" python3 tests/oracle/make_wide_models.py tests/golden/wide > "$out/goldens.log" 2>&1
-grep -v "Writing model" "$out/goldens.log" | tail -4
-tar czf "$out/wide_new.tgz" $(for n in $new; do echo tests/golden/wide/$n; done)
-source scripts/device_env.sh
-tests="test_cuda_wide_parity test_cuda_batch test_cuda_kernels test_cuda_paged_attn test_cuda_gemm test_cuda_parity test_cuda_generate"
-cmake -S . -B build-dev $LMC_DEVICE_CMAKE_ARGS -DLMC_CUDA=ON > "$out/build.log" 2>&1 &&
-  cmake --build build-dev -j16 --target $tests batch_decode decode prefill >> "$out/build.log" 2>&1 ||
-  { tail -30 "$out/build.log"; exit 1; }
-python3 - "$work" > /dev/null 2>&1 <<'PY' &
+[ "$round" = checks ] || python3 - "$work" > "$out/ckpt.log" 2>&1 <<'PY' &
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("dp", "bench/decode_prefill_vs_hf.py")
 dp = importlib.util.module_from_spec(spec); spec.loader.exec_module(dp)
 dp.write_checkpoint("llama-3.1-8b", sys.argv[1])
 PY
+new="${WIDE_ONLY:-phi3_partial gemma3_text_softcap phi3_longrope}"
+WIDE_ONLY="$new" python3 tests/oracle/make_wide_models.py tests/golden/wide > "$out/goldens.log" 2>&1
+grep -v "Writing model" "$out/goldens.log" | tail -4
+tar czf "$out/wide_new.tgz" $(for n in $new; do [ -d tests/golden/wide/$n ] && echo tests/golden/wide/$n; done)
+source scripts/device_env.sh
+tests="test_cuda_wide_parity test_cuda_batch test_cuda_kernels test_cuda_paged_attn test_cuda_gemm test_cuda_parity test_cuda_generate"
+benches=""
+[ "$round" = checks ] || benches="batch_decode decode prefill"
+cmake -S . -B build-dev $LMC_DEVICE_CMAKE_ARGS -DLMC_CUDA=ON > "$out/build.log" 2>&1 &&
+  cmake --build build-dev -j16 --target $tests $benches >> "$out/build.log" 2>&1 ||
+  { tail -30 "$out/build.log"; exit 1; }
 for t in $tests; do
   timeout 90 build-dev/tests/cuda/$t > "$out/$t.log" 2>&1; echo "$t exit $?"
   grep -E "CHECK|FAIL" "$out/$t.log" | head -6; tail -1 "$out/$t.log"
@@ -37,16 +45,19 @@ for t in test_cuda_parity test_cuda_generate; do
   echo "$t (engine caches) exit $?"; grep -E "CHECK|FAIL" "$out/$t-engine.log" | head -6
   tail -1 "$out/$t-engine.log"
 done
+[ "$round" = checks ] && exit 0
 wait
 summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
 m="$work/llama-3.1-8b"
 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/after.json" | summ after
-for pv in 0 1; do  # single-sequence speed: own caches, then the engine's
+for pv in 0 1; do  # single-sequence decode: own caches, then the engine's
   LMC_CUDA_PREVIEW=$pv build-dev/bench/decode "$m" 2>&1 | tail -1 | tee "$out/decode$pv.json"
+done
+[ "$round" = lean ] && exit 0
+for pv in 0 1; do
   LMC_CUDA_PREVIEW=$pv build-dev/bench/prefill "$m" 2>&1 | tail -1 | tee "$out/prefill$pv.json"
 done
 LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_BATCH_DECODE=0 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
-# where a batch-64 step's time goes now (Nsight Compute, graphs off), if the
-# machine's time allows
+# where a batch-64 step's time goes now (Nsight Compute, graphs off)
 command -v ncu > /dev/null && timeout 150 bash bench/batch_profile.sh build-dev "$m" 64 "$out/ncu64.csv" > "$out/ncu64.txt" 2>&1
 head -30 "$out/ncu64.txt" 2>/dev/null
