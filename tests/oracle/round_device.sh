@@ -8,11 +8,13 @@
 #      caches on the paged engine (LMC_CUDA_PREVIEW=1);
 #   3. (ROUND=lean or full) batched decode of the Llama-3.1-8B shape and
 #      single-sequence decode with the model's own caches and the engine's;
-#   4. (ROUND=full, the default) single-sequence prefill, batched decode with
+#   4. (ROUND=full, the default) single-sequence prefill, the README table
+#      against transformers (bench/batch_vs_hf.py), batched decode with
 #      the split attention, one-row GEMV and one-row decode kernels off, and
 #      a batch-64 kernel profile.
 #   [ROUND=checks|lean|full] tests/oracle/round_device.sh OUT_DIR
-# (ROUND=checks needs about two minutes of machine time.)
+# (ROUND=checks needs about two minutes of machine time; SKIP_GOLDENS=1
+# leaves out step 1 where the committed goldens are current.)
 set -u
 out=$1 work=/tmp/lmcbench round=${ROUND:-full}
 mkdir -p "$out" "$work"
@@ -23,10 +25,12 @@ spec = importlib.util.spec_from_file_location("dp", "bench/decode_prefill_vs_hf.
 dp = importlib.util.module_from_spec(spec); spec.loader.exec_module(dp)
 dp.write_checkpoint("llama-3.1-8b", sys.argv[1])
 PY
-new="${WIDE_ONLY:-phi3_partial gemma3_text_softcap phi3_longrope}"
-WIDE_ONLY="$new" python3 tests/oracle/make_wide_models.py tests/golden/wide > "$out/goldens.log" 2>&1
-grep -v "Writing model" "$out/goldens.log" | tail -4
-tar czf "$out/wide_new.tgz" $(for n in $new; do [ -d tests/golden/wide/$n ] && echo tests/golden/wide/$n; done)
+if [ -z "${SKIP_GOLDENS:-}" ]; then
+  new="${WIDE_ONLY:-phi3_partial gemma3_text_softcap phi3_longrope}"
+  WIDE_ONLY="$new" python3 tests/oracle/make_wide_models.py tests/golden/wide > "$out/goldens.log" 2>&1
+  grep -v "Writing model" "$out/goldens.log" | tail -4
+  tar czf "$out/wide_new.tgz" $(for n in $new; do [ -d tests/golden/wide/$n ] && echo tests/golden/wide/$n; done)
+fi
 source scripts/device_env.sh
 tests="test_cuda_wide_parity test_cuda_batch test_cuda_kernels test_cuda_paged_attn test_cuda_gemm test_cuda_parity test_cuda_generate"
 benches=""
@@ -57,6 +61,9 @@ done
 for pv in 0 1; do
   LMC_CUDA_PREVIEW=$pv build-dev/bench/prefill "$m" 2>&1 | tail -1 | tee "$out/prefill$pv.json"
 done
+# the README table: lmc and transformers on the same checkpoint, same run
+python3 bench/batch_vs_hf.py build-dev "$work" 512 1,8,32,64,128 > "$out/batch_vs_hf.log" 2>&1
+grep -v "^  \$" "$out/batch_vs_hf.log" | tail -9
 LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_BATCH_DECODE=0 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/before.json" | summ before
 # where a batch-64 step's time goes now (Nsight Compute, graphs off)
 command -v ncu > /dev/null && timeout 150 bash bench/batch_profile.sh build-dev "$m" 64 "$out/ncu64.csv" > "$out/ncu64.txt" 2>&1
