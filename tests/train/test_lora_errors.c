@@ -187,8 +187,42 @@ static void test_dataset(void) {
     CHECK(!d);
 }
 
+/* The trainer's forward has one full-width RoPE table: longrope (two,
+ * picked per forward) is refused by name, the same llama without it
+ * accepted. */
+static void test_supports(void) {
+    static const char *const cfgs[] = {
+        "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
+        "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+        "\"vocab_size\": 512, \"max_position_embeddings\": 4096, "
+        "\"original_max_position_embeddings\": 1024, \"rope_scaling\": {\"type\": "
+        "\"longrope\", \"short_factor\": [1, 1, 1, 1, 1, 1, 1, 1], \"long_factor\": [2, 2, "
+        "2, 2, 2, 2, 2, 2]}}",
+        "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
+        "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+        "\"vocab_size\": 512, \"max_position_embeddings\": 4096}",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        lmc_model_config c;
+        lmc_arch_plan p;
+        json_object *j = NULL;
+        lmc_status st = lmc_config_parse(cfgs[i], strlen(cfgs[i]), "config.json", &c, &j);
+        if (!st) st = lmc_arch_plan_init(&c, j, &p);
+        json_object_put(j);
+        CHECK_MSG(!st, "config %zu: %s", i, lmc_last_error());
+        if (st) continue;
+        if (i == 0)
+            CHECK_ERR(lmc_lora_supports(&p, &c), LMC_ERR_UNSUPPORTED,
+                      "lora: longrope rope scaling (llama) is not supported for training");
+        else
+            CHECK_MSG(lmc_lora_supports(&p, &c) == LMC_OK, "%s", lmc_last_error());
+        lmc_arch_plan_free(&p);
+    }
+}
+
 int main(void) {
     (void)tt_write_n;
+    test_supports();
     model = lt_model_dir("llama-fp32");
     test_options();
     test_batches();

@@ -11,13 +11,17 @@
  * feature or shape. The only place the CUDA backend refuses a description;
  * available in builds without CUDA too. */
 lmc_status lmc_cuda_supports(const lmc_arch_plan *p, const lmc_model_config *c);
-/* Features checked against transformers on a GPU through the paged engine
- * only (tests/cuda/test_cuda_wide_parity, test_cuda_batch): a model using
+/* Features the CUDA model runs through the paged engine only, where
+ * tests/cuda/test_cuda_wide_parity and test_cuda_batch check them against
+ * transformers and against each sequence run alone: a model using
  * any of them keeps its API caches on the engine (models/kv_cache.c), not
- * on the single-sequence caches of cuda_llama.c. */
+ * on the single-sequence caches of cuda_llama.c. longrope needs the engine
+ * besides: it picks its RoPE table per forward and item, where those
+ * caches' kernels take one table per layer. */
 #define LMC_CUDA_ENGINE_FEATURES                                                             \
     (LMC_FEAT_PARTIAL_ROTARY | LMC_FEAT_NORM_ONE_PLUS_W | LMC_FEAT_SANDWICH_NORMS |           \
-     LMC_FEAT_GEGLU | LMC_FEAT_EMBED_SCALE | LMC_FEAT_LOCAL_ROPE | LMC_FEAT_MIXED_WINDOWS)
+     LMC_FEAT_GEGLU | LMC_FEAT_EMBED_SCALE | LMC_FEAT_LOCAL_ROPE | LMC_FEAT_MIXED_WINDOWS |   \
+     LMC_FEAT_LONGROPE)
 /* Build the CUDA model of a plan that passed lmc_cuda_supports (builds
  * with CUDA only). */
 lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan *plan,

@@ -171,6 +171,7 @@ typedef struct {
     int32_t *d_meta; /* device copy: ids | row_seq | row_pos | tables */
     int32_t *d_next; /* 2 words per item: greedy id and its log-probability */
     int32_t *h_next; /* their pinned host copy */
+    int32_t *rope_long; /* per item, host only: 1 where longrope picks the long table */
 } batch_meta;
 
 /* The batch tables in the pinned host buffer, uploaded to b_scratch. The
@@ -185,7 +186,7 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
         if ((int)nt > b->max_blocks) b->max_blocks = (int)nt;
     }
     size_t words = 3 * T + ni * (size_t)b->max_blocks;
-    size_t need = words + 2 * ni;
+    size_t need = words + 3 * ni;
     if (need > m->b_words) { /* grow-only: no allocation in the steady state */
         CU(cudaStreamSynchronize(m->stream));
         lmc_cu_model_release(m, m->b_scratch);
@@ -204,9 +205,11 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
     b->row_seq = h + T;
     b->row_pos = h + 2 * T;
     b->tables = h + 3 * T;
+    b->rope_long = h + words + 2 * ni;
     for (size_t i = 0, r = 0; i < ni; i++) {
         size_t pos0 = lmc_kv_seq_len(it[i].seq), nt;
         const uint32_t *tab = lmc_kv_seq_table(it[i].seq, &nt);
+        b->rope_long[i] = lmc_cu_rope_long(m, lmc_batch_item_rope_len(&it[i], pos0));
         for (size_t j = 0; j < (size_t)b->max_blocks; j++)
             b->tables[i * b->max_blocks + j] =
                 j < nt && tab[j] != LMC_KV_NO_BLOCK ? (int32_t)tab[j] : 0;
@@ -243,6 +246,32 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
     return LMC_OK;
 }
 
+/* RoPE and the cache write of layer l for the step's T rows: one launch,
+ * or with longrope one per run of rows whose items picked the same table
+ * (the kernel finds a row's qkv, sequence, position and q output through
+ * its index into the pointers it is given, so a run is the same pointers
+ * offset by its first row). */
+static lmc_status batch_qkv_post(cu_model *m, const cu_pool *p, const batch_meta *b, int l,
+                                 int T, size_t bt) {
+    const cu_layer *w = &m->layers[l];
+    const int32_t *d_seq = b->d_meta + T, *d_pos = b->d_meta + 2 * T,
+                  *d_tab = b->d_meta + 3 * T;
+    const size_t qd = (size_t)m->hq * m->D;
+    for (int r0 = 0; r0 < T;) {
+        const int32_t lng = b->rope_long[b->row_seq[r0]];
+        int r1 = r0 + 1;
+        while (r1 < T && b->rope_long[b->row_seq[r1]] == lng) r1++;
+        KL(lmc_cu_paged_qkv_post(m->p_qkv + (size_t)r0 * m->qkv_dim, r1 - r0, m->hq, m->hkv,
+                                 m->D, w->qkv_b, w->q_norm, w->k_norm, m->eps, m->norm_offset,
+                                 lmc_cu_layer_freq_sel(m, l, lng != 0), m->rot,
+                                 lmc_cu_layer_rope_attn(m, l), d_seq + r0, d_pos + r0, d_tab,
+                                 b->max_blocks, (int)bt, m->p_q + (size_t)r0 * qd, pool_k(p, l),
+                                 pool_v(p, l), m->rnd, (lmc_cu_stream)m->stream));
+        r0 = r1;
+    }
+    return LMC_OK;
+}
+
 static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *b, int T,
                                size_t bt) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
@@ -255,7 +284,8 @@ static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *
     if (T == 1 && !m->b_no_decode) { /* one decode token: the decode step's kernels */
         for (int l = 0; l < m->L; l++)
             if ((st = lmc_cu_decode_layer_paged(m, l, m->p_x, d_pos, pool_k(p, l), pool_v(p, l),
-                                                d_tab, (int)bt, m->b_dec_ws)))
+                                                d_tab, (int)bt, m->b_dec_ws,
+                                                b->rope_long[0] != 0)))
                 return st;
         return LMC_OK;
     }
@@ -266,11 +296,7 @@ static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *
         if ((st = lmc_cu_gemm(&m->gemm, m->p_norm, w->qkv, m->p_qkv, T, m->qkv_dim, H, false,
                               false, m->stream)))
             return st;
-        KL(lmc_cu_paged_qkv_post(m->p_qkv, T, m->hq, m->hkv, m->D, w->qkv_b, w->q_norm,
-                                 w->k_norm, m->eps, m->norm_offset, lmc_cu_layer_freq(m, l),
-                                 m->rot, lmc_cu_layer_rope_attn(m, l), d_seq, d_pos, d_tab,
-                                 b->max_blocks, (int)bt, m->p_q, pool_k(p, l), pool_v(p, l),
-                                 m->rnd, s));
+        if ((st = batch_qkv_post(m, p, b, l, T, bt))) return st;
         KL(lmc_cu_paged_attn(m->p_q, pool_k(p, l), pool_v(p, l), d_seq, d_pos, d_tab,
                              b->max_blocks, (int)bt, T, m->hq, m->hkv, m->D,
                              lmc_cu_layer_window(m, l), scale, m->attn_softcap, b->attn_splits,
@@ -332,8 +358,9 @@ static lmc_status batch_body(cu_model *m, const cu_pool *p, const batch_meta *b,
 }
 
 /* A step whose items all want only greedy ids replays a graph while its
- * shape repeats: rows, items, each item's row count, the table width, the
- * pool and the scratch addresses the kernels were given. */
+ * shape repeats: rows, items, each item's row count and RoPE table
+ * (longrope), the table width, the pool and the scratch addresses the
+ * kernels were given. */
 static unsigned long long step_sig(const cu_model *m, const struct lmc_kv_pool *pool,
                                    const batch_meta *b, const lmc_batch_item *it, size_t ni,
                                    size_t T, bool *graphable) {
@@ -361,6 +388,7 @@ static unsigned long long step_sig(const cu_model *m, const struct lmc_kv_pool *
     for (size_t i = 0; i < ni; i++) {
         MIX(it[i].n);
         MIX(it[i].next != NULL);
+        MIX(b->rope_long[i]); /* the table's address is in the graph */
         if (it[i].logits) *graphable = false;
     }
 #undef MIX

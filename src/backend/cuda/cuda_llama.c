@@ -19,7 +19,8 @@
  * reads its position and token from device memory; several tokens
  * (prefill) run cuBLASLt GEMMs and flash attention in chunks of at most
  * PF_CHUNK rows. That cache is [layer][kv head][position][head dim] bf16
- * on the device, growing by doubling. */
+ * on the device, growing by doubling. It has one RoPE table per layer, so
+ * a longrope model (two, picked per forward) runs on the engine only. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -356,6 +357,12 @@ static const lmc_kv_cache_vtable cu_kv_vt = {
 static lmc_status cu_cache_new(lmc_model *mm, lmc_kv_cache **out) {
     cu_model *m = (cu_model *)mm;
     *out = NULL;
+    /* this cache's kernels take one table per layer; longrope's pick per
+     * forward is the engine's (cuda_supports.c refuses the shapes it
+     * cannot run) */
+    if (m->inv_freq_long)
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "device cuda: longrope rope scaling runs on the paged engine only");
     cu_cache *c = calloc(1, sizeof *c);
     if (!c) return lmc_err(LMC_ERR_NOMEM, "cuda kv cache: no memory");
     c->base.vt = &cu_kv_vt;
@@ -509,17 +516,18 @@ static lmc_status decode_body(cu_model *m, cu_cache *c) {
  * same kernels (GEMVs with the norms and GLU fused, the single-kernel
  * decode attention), the keys found through the sequence's block table.
  * x: the row's f32 residual; d_pos: its position (device); ws: a decode
- * attention workspace of the model's split count. */
+ * attention workspace of the model's split count; rope_long: the table
+ * longrope picked for the step. */
 lmc_status lmc_cu_decode_layer_paged(cu_model *m, int l, float *x, const int32_t *d_pos,
                                      uint16_t *k_pool, uint16_t *v_pool, const int32_t *table,
-                                     int block_tokens, void *ws) {
+                                     int block_tokens, void *ws, bool rope_long) {
     const cu_layer *w = &m->layers[l];
     lmc_status st;
     if ((st = gemv(m, w->qkv, m->qkv_dim, m->H, LMC_GEMV_IN_RMSNORM, x, w->in_norm, w->qkv_b,
                    LMC_GEMV_OUT_BF16, m->d_qkv)))
         return st;
     KL(lmc_cu_attn_decode_paged(m->d_qkv, m->hq, m->hkv, m->D, w->q_norm, w->k_norm, m->eps,
-                                m->norm_offset, lmc_cu_layer_freq(m, l), m->rot,
+                                m->norm_offset, lmc_cu_layer_freq_sel(m, l, rope_long), m->rot,
                                 lmc_cu_layer_rope_attn(m, l), d_pos, k_pool, v_pool, table,
                                 block_tokens, lmc_cu_layer_window(m, l), m->attn_scale,
                                 m->attn_softcap, m->dec_splits, ws, m->d_attn, m->rnd,
@@ -810,7 +818,7 @@ static lmc_status cu_forward_greedy_any(lmc_model *mm, lmc_kv_cache *cc, const i
  * path for one sequence until the engine's has been measured against it)
  * unless LMC_CUDA_PREVIEW=1 or the model uses a feature checked through
  * the engine only (LMC_CUDA_ENGINE_FEATURES: gemma3_text, partial
- * rotary). */
+ * rotary, longrope). */
 static bool cu_own_cache(lmc_model *mm) {
     if (((cu_model *)mm)->engine_caches) return false;
     const char *e = getenv("LMC_CUDA_PREVIEW");
@@ -892,21 +900,33 @@ static size_t largest_tensor_bytes(const lmc_llama_weights *w) {
     return best;
 }
 
+/* rot / 2 frequencies of a RoPE table to new device memory. */
+static lmc_status upload_freqs(cu_model *m, const float *host, float **freq, const char *what) {
+    const size_t bytes = (size_t)m->rot / 2 * 4;
+    cudaError_t e;
+    lmc_status st = dev_alloc(m, bytes, (void **)freq, what);
+    if (!st && ((e = cudaMemcpyAsync(*freq, host, bytes, cudaMemcpyHostToDevice, m->stream)) !=
+                    cudaSuccess ||
+                (e = cudaStreamSynchronize(m->stream)) != cudaSuccess))
+        st = lmc_err(LMC_ERR_DEVICE, "device cuda: %s upload: %s", what, cudaGetErrorString(e));
+    return st;
+}
+
 /* A RoPE table of the plan (the sliding layers' with local) on the device:
- * rot / 2 frequencies and the factor for cos and sin. */
+ * rot / 2 frequencies and the factor for cos and sin; longrope's long
+ * table too (the global one only: a local table is never longrope). */
 static lmc_status upload_rope(cu_model *m, const lmc_arch_plan *plan, const lmc_model_config *c,
                               bool local, float **freq, float *attn) {
     lmc_rope rope;
     lmc_status st = lmc_arch_rope_init(plan, c, local, &rope);
     if (st) return st;
     *attn = rope.attn_factor;
-    const size_t bytes = (size_t)m->rot / 2 * 4;
-    cudaError_t e;
-    st = dev_alloc(m, bytes, (void **)freq, local ? "local rope frequencies" : "rope frequencies");
-    if (!st && ((e = cudaMemcpyAsync(*freq, rope.inv_freq, bytes, cudaMemcpyHostToDevice,
-                                     m->stream)) != cudaSuccess ||
-                (e = cudaStreamSynchronize(m->stream)) != cudaSuccess))
-        st = lmc_err(LMC_ERR_DEVICE, "device cuda: rope upload: %s", cudaGetErrorString(e));
+    st = upload_freqs(m, rope.inv_freq, freq,
+                      local ? "local rope frequencies" : "rope frequencies");
+    if (!st && !local && rope.inv_freq_long) {
+        st = upload_freqs(m, rope.inv_freq_long, &m->inv_freq_long, "long rope frequencies");
+        m->rope_long_after = rope.long_after;
+    }
     lmc_rope_free(&rope);
     return st;
 }

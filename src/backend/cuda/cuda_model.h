@@ -50,7 +50,12 @@ typedef struct {
     cu_layer *layers;
     uint16_t *embed, *final_norm, *lm_head;
     float *inv_freq;
-    float rope_attn; /* multiplies RoPE's cos and sin (yarn), else 1 */
+    float rope_attn; /* multiplies RoPE's cos and sin (yarn, longrope), else 1 */
+    /* longrope's second table, for a forward whose sequence reaches more
+     * than rope_long_after positions (models/rope.h), or NULL; the same
+     * rope_attn scales both tables. Engine caches only (cuda.h). */
+    float *inv_freq_long;
+    int64_t rope_long_after;
     /* The plan's features beyond the plain llama layer (models/arch.h);
      * each is off (0 / false / the plain value) for a plan without it. */
     int norm_offset;   /* RMSNorm weights in the (1 + w) form */
@@ -119,6 +124,18 @@ static inline int lmc_cu_layer_window(const cu_model *m, int l) { return m->laye
 static inline const float *lmc_cu_layer_freq(const cu_model *m, int l) {
     return m->inv_freq_local && m->layer_window[l] ? m->inv_freq_local : m->inv_freq;
 }
+/* The same for a forward that picked longrope's long table (rope_long):
+ * only the global table has one; a sliding layer's local table is a plain
+ * one and stays, as on the CPU (models/arch.c builds it without scaling). */
+static inline const float *lmc_cu_layer_freq_sel(const cu_model *m, int l, bool rope_long) {
+    if (m->inv_freq_local && m->layer_window[l]) return m->inv_freq_local;
+    return rope_long && m->inv_freq_long ? m->inv_freq_long : m->inv_freq;
+}
+/* Whether a forward whose sequence reaches `len` positions uses the long
+ * table (lmc_rope_table's choice). */
+static inline bool lmc_cu_rope_long(const cu_model *m, size_t len) {
+    return m->inv_freq_long && len > (size_t)m->rope_long_after;
+}
 static inline float lmc_cu_layer_rope_attn(const cu_model *m, int l) {
     return m->inv_freq_local && m->layer_window[l] ? m->rope_attn_local : m->rope_attn;
 }
@@ -134,9 +151,10 @@ lmc_status lmc_cu_rows_out(cu_model *m, const cu_layer *w, int n);
 /* Logits of rows [0, n) (n <= LOGIT_ROWS) of the normed p_norm into
  * p_logits: lm_head, then the final softcapping when the plan has it. */
 lmc_status lmc_cu_lm_head_rows(cu_model *m, int n);
+/* rope_long: the step uses longrope's long table (lmc_cu_rope_long). */
 lmc_status lmc_cu_decode_layer_paged(cu_model *m, int l, float *x, const int32_t *d_pos,
                                      uint16_t *k_pool, uint16_t *v_pool, const int32_t *table,
-                                     int block_tokens, void *ws);
+                                     int block_tokens, void *ws, bool rope_long);
 /* The prefill scratch (p_*) for at least `rows` rows. */
 lmc_status lmc_cu_model_rows(cu_model *m, size_t rows);
 

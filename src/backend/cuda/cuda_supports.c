@@ -1,8 +1,9 @@
 /* What the CUDA model runs, stated in one place: the llama-family layer
  * (optional q/k norms and biases; fused q/k/v and gate/up checkpoints are
  * split at upload) with the features of phi3 and gemma3_text: a partial
- * rotary embedding, (1 + w) RMSNorms, sandwich norms, GeGLU, scaled
- * embeddings, query_pre_attn_scalar, a second RoPE table for sliding
+ * rotary embedding, longrope scaling (on the paged engine, so only in the
+ * shapes its attention runs), (1 + w) RMSNorms, sandwich norms, GeGLU,
+ * scaled embeddings, query_pre_attn_scalar, a second RoPE table for sliding
  * layers, layers mixing sliding and full attention, and final and
  * attention logit softcapping (those behind LMC_CUDA_PREVIEW=1 until they
  * are checked against transformers on a GPU); within its kernels' shape
@@ -21,8 +22,9 @@
 
 /* The description's features the kernels implement (fused checkpoints
  * are split at upload; the rest are flags of cu_model, cuda_model.h):
- * gemma3_text's and the partial rotary embedding run through the paged
- * engine (LMC_CUDA_ENGINE_FEATURES, checked against transformers there). */
+ * gemma3_text's, the partial rotary embedding and longrope run through
+ * the paged engine (LMC_CUDA_ENGINE_FEATURES, checked against transformers
+ * there). */
 static const unsigned cuda_features = LMC_FEAT_FUSED | LMC_CUDA_ENGINE_FEATURES;
 /* Features whose CUDA kernels exist but have not yet been checked against
  * transformers on a GPU (tests/cuda/test_cuda_wide_parity's
@@ -36,7 +38,7 @@ static bool preview_enabled(void) {
     return e && !strcmp(e, "1");
 }
 
-static lmc_status check_shapes(const lmc_model_config *c) {
+static lmc_status check_shapes(const lmc_arch_plan *p, const lmc_model_config *c) {
     int64_t D = c->head_dim, hq = c->num_attention_heads, hkv = c->num_key_value_heads;
     if (c->hidden_size % 8 || c->intermediate_size % 8 || (hq * D) % 8)
         return lmc_err(LMC_ERR_UNSUPPORTED,
@@ -51,7 +53,18 @@ static lmc_status check_shapes(const lmc_model_config *c) {
                        " kv heads is not supported (head_dim 16, 32, 64 or 128; at most 16 "
                        "query heads per kv head)",
                        D, hq, hkv);
+    /* longrope picks its table per forward on the paged engine alone: a
+     * shape only the single-sequence caches run would have no cache */
+    if ((lmc_arch_plan_features(p, c) & LMC_FEAT_LONGROPE) &&
+        !lmc_cu_paged_attn_supported((int)hq, (int)hkv, (int)D))
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "device cuda: longrope rope scaling (%s) with head_dim %" PRId64
+                       " and %" PRId64 " query and %" PRId64
+                       " kv heads is not supported (it runs on the batched engine: head_dim 64 "
+                       "or 128, at most 8 query heads per kv head); use --device cpu",
+                       p->arch->model_type, D, hq, hkv);
 #else
+    (void)p;
     (void)hkv;
 #endif
     int64_t maxc = c->hidden_size;
@@ -72,5 +85,5 @@ lmc_status lmc_cuda_supports(const lmc_arch_plan *p, const lmc_model_config *c) 
         st = lmc_arch_require(p, c, cuda_features, "device cuda",
                               "; use --device cpu (LMC_CUDA_PREVIEW=1 runs the CUDA kernels "
                               "written for it, not yet checked against transformers)");
-    return st ? st : check_shapes(c);
+    return st ? st : check_shapes(p, c);
 }
