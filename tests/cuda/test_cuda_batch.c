@@ -1,11 +1,15 @@
 /* Batched execution on CUDA over the paged KV cache against each sequence
  * run alone through the CUDA model's standard path (see
  * tests/batch_equiv.h): the realistic-width llama, mistral, qwen2, qwen3,
- * gemma3_text (also with logit softcapping) and partial-rotary phi3
- * (phi3_partial) checkpoints of tests/golden/wide (head sizes 64 and 128),
- * written at test time in fp32 and bf16; logits within the bf16 tolerance
- * (2e-2 of the range), greedy picks identical wherever they are clear of
- * it, blocks returned. Exits 77 without a GPU. */
+ * gemma3_text (also with logit softcapping), partial-rotary phi3
+ * (phi3_partial) and longrope phi3 (phi3_longrope) checkpoints of
+ * tests/golden/wide (head sizes 64 and 128), written at test time in fp32
+ * and bf16; logits within the bf16 tolerance (2e-2 of the range), greedy
+ * picks identical wherever they are clear of it, blocks returned. The
+ * longrope checkpoint also runs check_longrope: items past and below
+ * original_max_position_embeddings in one step, each with its own table,
+ * and greedy-only steps (a replayed graph) crossing the switch. Exits 77
+ * without a GPU. */
 #include <cuda_runtime.h>
 
 #include "batch_equiv.h"
@@ -21,7 +25,7 @@ int main(void) {
     const char *scratch = scratch_root("cuda-batch");
     static const char *const names[] = {"llama",       "mistral",      "qwen2",
                                         "qwen3",       "gemma3_text",  "phi3_partial",
-                                        "gemma3_text_softcap"};
+                                        "gemma3_text_softcap", "phi3_longrope"};
     static const lmc_dtype dts[] = {LMC_DT_F32, LMC_DT_BF16};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         for (size_t k = 0; k < 2; k++) {
@@ -42,6 +46,10 @@ int main(void) {
             CHECK_MSG(!st, "%s: %s", name, lmc_last_error());
             if (o) json_object_put(o);
             if (!st) check_model(out, name, LMC_DEVICE_CUDA, 2e-2);
+            /* keys: the batched and the alone paths round differently
+             * (bf16), a key rotated by the other table by more than 1 */
+            if (!st && !strcmp(names[i], "phi3_longrope"))
+                check_longrope(out, name, LMC_DEVICE_CUDA, 2e-2, 0.1);
             scratch_rm_tree(out);
         }
     return check_summary("test_cuda_batch");

@@ -2,10 +2,12 @@
  * tests/golden/wide, in fp32, fp16 and bf16 checkpoints, against
  * transformers in fp32, at the bf16 tolerance (the device computes in bf16
  * whatever the checkpoint holds). The CUDA backend must run every recipe:
- * gemma3_text, Phi-4-mini's partial rotary embedding (phi3_partial) and
- * gemma3_text with logit softcapping and query_pre_attn_scalar
- * (gemma3_text_softcap) included, through its preview kernels
- * (LMC_CUDA_PREVIEW=1). Exits 77 without a GPU. */
+ * gemma3_text, Phi-4-mini's partial rotary embedding (phi3_partial),
+ * longrope scaling (phi3_longrope: the long prompt past
+ * original_max_position_embeddings takes the long table, the short one the
+ * short table) and gemma3_text with logit softcapping and
+ * query_pre_attn_scalar (gemma3_text_softcap) included, through its
+ * preview kernels (LMC_CUDA_PREVIEW=1). Exits 77 without a GPU. */
 #include <cuda_runtime.h>
 #include <stdlib.h>
 
@@ -18,10 +20,12 @@ int main(void) {
     setenv("LMC_CUDA_PREVIEW", "1", 1);
     /* phi3: fused q/k/v and gate/up split at upload; gemma3_text: (1 + w)
      * and sandwich norms, GeGLU, scaled embeddings, a sliding layer with
-     * its own RoPE table beside a full one */
+     * its own RoPE table beside a full one; phi3_longrope: two tables,
+     * picked per forward on the paged engine */
     static const char *const cuda[] = {"llama",        "mistral",     "qwen2",
                                        "qwen3",        "phi3",        "phi3_partial",
-                                       "gemma3_text",  "gemma3_text_softcap", NULL};
+                                       "gemma3_text",  "gemma3_text_softcap", "phi3_longrope",
+                                       NULL};
     int recipes = 0;
     int n = wide_check_all("wide-cuda", LMC_DEVICE_CUDA, 2e-2, 2e-2, 2e-2, cuda, &recipes);
     /* every recipe of tests/golden/wide (at least the six of the first

@@ -11,8 +11,28 @@
  * run alone within 1e-5 of the logit range (fp32 checkpoints; bf16 at its
  * rounding tolerance) with identical greedy tokens; when all have ended
  * every block is back in the pool. Also: the pool running out is
- * LMC_ERR_LIMIT with nothing advanced, and bad batches are refused. */
+ * LMC_ERR_LIMIT with nothing advanced, and bad batches are refused; and
+ * longrope (phi3_longrope) picks each item's table by the length its own
+ * call reaches, items on either side of the switch in one step. */
 #include "batch_equiv.h"
+#include "scratch.h"
+#include "wide_model.h"
+
+/* longrope's per-item tables (see check_longrope) on the phi3_longrope
+ * recipe of tests/golden/wide, written at test time in fp32. */
+static void check_longrope_recipe(const char *src) {
+    char dir[1024], gp[1100], out[1200];
+    snprintf(dir, sizeof dir, "%s/tests/golden/wide/phi3_longrope", src ? src : ".");
+    snprintf(gp, sizeof gp, "%s/golden.json", dir);
+    snprintf(out, sizeof out, "%s/phi3_longrope-fp32", scratch_root("batch"));
+    json_object *o = NULL;
+    lmc_status st = lmc_json_load_file(gp, "golden.json", 1 << 26, &o, NULL);
+    if (!st) st = wide_build(dir, o, LMC_DT_F32, out);
+    CHECK_MSG(!st, "phi3_longrope: %s", lmc_last_error());
+    if (o) json_object_put(o);
+    if (!st) check_longrope(out, "phi3_longrope", LMC_DEVICE_CPU, 1e-5, 1e-5);
+    scratch_rm_tree(out);
+}
 
 int main(void) {
     const char *src = getenv("LMC_SOURCE_DIR");
@@ -30,5 +50,6 @@ int main(void) {
         snprintf(dir, sizeof dir, "%s/tests/golden/%s", src ? src : ".", ckpts[i].dir);
         check_model(dir, ckpts[i].dir, LMC_DEVICE_CPU, ckpts[i].tol);
     }
+    check_longrope_recipe(src);
     return check_summary("test_batch");
 }
