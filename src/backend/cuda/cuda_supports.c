@@ -1,12 +1,12 @@
 /* What the CUDA model runs, stated in one place: the llama-family layer
  * (optional q/k norms and biases; fused q/k/v and gate/up checkpoints are
  * split at upload) with the features of phi3 and gemma3_text: a partial
- * rotary embedding, longrope scaling (on the paged engine, so only in the
- * shapes its attention runs), (1 + w) RMSNorms, sandwich norms, GeGLU,
- * scaled embeddings, query_pre_attn_scalar, a second RoPE table for sliding
- * layers, layers mixing sliding and full attention, and final and
- * attention logit softcapping (those behind LMC_CUDA_PREVIEW=1 until they
- * are checked against transformers on a GPU); within its kernels' shape
+ * rotary embedding, (1 + w) RMSNorms, sandwich norms, GeGLU, scaled
+ * embeddings, a second RoPE table for sliding layers, layers mixing
+ * sliding and full attention, and behind LMC_CUDA_PREVIEW=1 until they are
+ * checked against transformers on a GPU query_pre_attn_scalar, final and
+ * attention logit softcapping and longrope scaling (on the paged engine,
+ * so only in the shapes its attention runs); within its kernels' shape
  * limits. Anything else a description adds is refused here by name.
  * Compiled in every build, so the refusals read the same with or without
  * CUDA; the kernel limits are asked of the kernels when they are built. */
@@ -22,16 +22,17 @@
 
 /* The description's features the kernels implement (fused checkpoints
  * are split at upload; the rest are flags of cu_model, cuda_model.h):
- * gemma3_text's, the partial rotary embedding and longrope run through
- * the paged engine (LMC_CUDA_ENGINE_FEATURES, checked against transformers
- * there). */
-static const unsigned cuda_features = LMC_FEAT_FUSED | LMC_CUDA_ENGINE_FEATURES;
+ * gemma3_text's and the partial rotary embedding run through the paged
+ * engine (LMC_CUDA_ENGINE_FEATURES, checked against transformers there),
+ * as longrope does behind the preview. */
 /* Features whose CUDA kernels exist but have not yet been checked against
  * transformers on a GPU (tests/cuda/test_cuda_wide_parity's
- * gemma3_text_softcap recipe runs them): refused by name unless
- * LMC_CUDA_PREVIEW=1. */
-static const unsigned cuda_preview =
-    LMC_FEAT_ATTN_SCALE | LMC_FEAT_FINAL_SOFTCAP | LMC_FEAT_ATTN_SOFTCAP;
+ * gemma3_text_softcap and phi3_longrope recipes and test_cuda_batch run
+ * them): refused by name unless LMC_CUDA_PREVIEW=1. */
+#define CUDA_PREVIEW                                                                         \
+    (LMC_FEAT_ATTN_SCALE | LMC_FEAT_FINAL_SOFTCAP | LMC_FEAT_ATTN_SOFTCAP | LMC_FEAT_LONGROPE)
+static const unsigned cuda_preview = CUDA_PREVIEW;
+static const unsigned cuda_features = (LMC_FEAT_FUSED | LMC_CUDA_ENGINE_FEATURES) & ~CUDA_PREVIEW;
 
 static bool preview_enabled(void) {
     const char *e = getenv("LMC_CUDA_PREVIEW");
