@@ -4,10 +4,11 @@
 # OUT_DIR as it is made):
 #   1. the goldens of the new realistic-width recipes (WIDE_ONLY, from
 #      transformers; OUT_DIR/wide_new.tgz to unpack at the repository root);
-#   2. every CUDA test, and the single-sequence ones again with the API's
-#      caches on the paged engine (LMC_CUDA_PREVIEW=1);
-#   3. (ROUND=lean or full) batched decode of the Llama-3.1-8B shape and
-#      single-sequence decode with the model's own caches and the engine's;
+#   2. the realistic-width and batch tests; then (ROUND=lean or full)
+#      batched decode of the Llama-3.1-8B shape and single-sequence decode
+#      with the model's own caches and the engine's;
+#   3. every other CUDA test, and the single-sequence ones again with the
+#      API's caches on the paged engine (LMC_CUDA_PREVIEW=1);
 #   4. (ROUND=full, the default) single-sequence prefill, the README table
 #      against transformers (bench/batch_vs_hf.py), batched decode with
 #      the split attention, one-row GEMV and one-row decode kernels off, and
@@ -38,18 +39,25 @@ benches=""
 cmake -S . -B build-dev $LMC_DEVICE_CMAKE_ARGS -DLMC_CUDA=ON > "$out/build.log" 2>&1 &&
   cmake --build build-dev -j16 --target $tests $benches >> "$out/build.log" 2>&1 ||
   { tail -30 "$out/build.log"; exit 1; }
-for t in $tests; do
-  timeout 90 build-dev/tests/cuda/$t > "$out/$t.log" 2>&1; echo "$t exit $?"
-  grep -E "CHECK|FAIL" "$out/$t.log" | head -6; tail -1 "$out/$t.log"
-done
+runtests() {
+  for t in "$@"; do
+    timeout 90 build-dev/tests/cuda/$t > "$out/$t.log" 2>&1; echo "$t exit $?"
+    grep -E "CHECK|FAIL" "$out/$t.log" | head -6; tail -1 "$out/$t.log"
+  done
+}
 # the API's caches on the paged engine (LMC_CUDA_PREVIEW=1) through the
 # single-sequence tests too
-for t in test_cuda_parity test_cuda_generate; do
-  LMC_CUDA_PREVIEW=1 timeout 90 build-dev/tests/cuda/$t > "$out/$t-engine.log" 2>&1
-  echo "$t (engine caches) exit $?"; grep -E "CHECK|FAIL" "$out/$t-engine.log" | head -6
-  tail -1 "$out/$t-engine.log"
-done
-[ "$round" = checks ] && exit 0
+enginetests() {
+  for t in test_cuda_parity test_cuda_generate; do
+    LMC_CUDA_PREVIEW=1 timeout 90 build-dev/tests/cuda/$t > "$out/$t-engine.log" 2>&1
+    echo "$t (engine caches) exit $?"; grep -E "CHECK|FAIL" "$out/$t-engine.log" | head -6
+    tail -1 "$out/$t-engine.log"
+  done
+}
+first="test_cuda_wide_parity test_cuda_batch"
+rest="test_cuda_kernels test_cuda_paged_attn test_cuda_gemm test_cuda_parity test_cuda_generate"
+runtests $first
+if [ "$round" = checks ]; then runtests $rest; enginetests; exit 0; fi
 wait
 summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.join('%d:%.1f/%.1f%%' % (r['batch'], r['tokens_per_s'], 100*r['fraction']) for r in d['runs']))"; }
 m="$work/llama-3.1-8b"
@@ -57,6 +65,8 @@ build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/after.json" |
 for pv in 0 1; do  # single-sequence decode: own caches, then the engine's
   LMC_CUDA_PREVIEW=$pv build-dev/bench/decode "$m" 2>&1 | tail -1 | tee "$out/decode$pv.json"
 done
+runtests $rest
+enginetests
 [ "$round" = lean ] && exit 0
 for pv in 0 1; do
   LMC_CUDA_PREVIEW=$pv build-dev/bench/prefill "$m" 2>&1 | tail -1 | tee "$out/prefill$pv.json"
