@@ -122,12 +122,8 @@ static void wide_greedy_(const char *name, lmc_model *m, lmc_kv_cache *c, float 
     double worst = 0;
     size_t agree = 0, checked = 0;
     for (size_t i = 0; i < n; i++) {
-        double mx = -INFINITY, se = 0;
-        for (size_t v = 0; v < V; v++)
-            if (lg[v] > mx) mx = lg[v];
-        for (size_t v = 0; v < V; v++) se += exp((double)lg[v] - mx);
         for (int j = 0; j < 5; j++) {
-            double lp = (double)lg[ids[i][j]] - mx - log(se);
+            double lp = test_logprob(lg, V, (size_t)ids[i][j]);
             double d = fabs(lp - lps[i][j]);
             if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
         }

@@ -84,7 +84,6 @@ static lmc_status parse_quant_overrides(json_object *q, const char *what, lmc_mo
     return LMC_OK;
 }
 
-/* Rope parameters from a rope_scaling / rope_parameters object. */
 /* One longrope factor list: rope_n_factors positive numbers (the first
  * list read sets the count, the other must match it). */
 static lmc_status parse_factors(json_object *r, const char *what, const char *prefix,
@@ -132,6 +131,7 @@ static lmc_status parse_longrope(json_object *r, const char *what, const char *p
     return get_double(r, what, prefix, "attention_factor", &c->rope_attention_factor);
 }
 
+/* Rope parameters from a rope_scaling / rope_parameters object. */
 static lmc_status parse_rope_obj(json_object *r, const char *what, const char *name,
                                  lmc_model_config *c) {
     if (!json_object_is_type(r, json_type_object))

@@ -354,7 +354,7 @@ unsigned lmc_arch_plan_features(const lmc_arch_plan *p, const lmc_model_config *
     return f;
 }
 
-static const char *feature_name(unsigned bit) {
+const char *lmc_arch_feature_name(unsigned bit) {
     static const char *const names[] = {
         "a partial rotary embedding (partial_rotary_factor)",
         "fused q/k/v or gate/up projections",
@@ -385,5 +385,5 @@ lmc_status lmc_arch_require(const lmc_arch_plan *p, const lmc_model_config *c,
     unsigned missing = lmc_arch_plan_features(p, c) & ~supported;
     if (!missing) return LMC_OK;
     return lmc_err(LMC_ERR_UNSUPPORTED, "%s: %s (%s) is not supported%s", who,
-                   feature_name(missing & -missing), p->arch->model_type, hint);
+                   lmc_arch_feature_name(missing & -missing), p->arch->model_type, hint);
 }

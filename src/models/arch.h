@@ -142,6 +142,8 @@ typedef enum {
 
 /* The features p uses (a set of lmc_arch_feature bits). */
 unsigned lmc_arch_plan_features(const lmc_arch_plan *p, const lmc_model_config *c);
+/* What a feature bit means, for messages ("longrope rope scaling", ...). */
+const char *lmc_arch_feature_name(unsigned bit);
 /* The shared part of every capability check: the rope type must be one
  * rope.c computes, a quantization mode affine, and every feature the plan
  * uses in `supported`. Else LMC_ERR_UNSUPPORTED "<who>: <what> (<model

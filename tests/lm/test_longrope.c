@@ -13,6 +13,7 @@
 #include "lm/generate.h"
 #include "lm_test_util.h"
 #include "models/model.h"
+#include "numeric.h"
 #include "tiny_model.h"
 
 #define ORIG 40
@@ -21,19 +22,6 @@ static int32_t *prompt_ids(size_t n) {
     int32_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; ids && i < n; i++) ids[i] = (int32_t)(100 + (i * 7919) % 5000);
     return ids;
-}
-
-/* Largest difference over the range of a (chunked forwards sum in
- * another order, so equal means within 1e-5 of the range). */
-static double max_diff(const float *a, const float *b, size_t n) {
-    double d = 0, lo = a[0], hi = a[0];
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - (double)b[i]);
-        d = e > d ? e : d;
-        lo = a[i] < lo ? a[i] : lo;
-        hi = a[i] > hi ? a[i] : hi;
-    }
-    return hi > lo ? d / (hi - lo) : d;
 }
 
 /* Logits of the last of ids[0, n) fed as `calls` forwards of the given
@@ -89,7 +77,7 @@ int main(void) {
     CHECK(feed(m, ids, whole, 0, n, one) == 0);
     /* prefill steps of 16 (the first two within the original context) */
     CHECK(feed(m, ids, NULL, 16, n, got) == 0);
-    double d = max_diff(one, got, V);
+    double d = test_rel_err(got, one, V);
     CHECK_MSG(d <= 1e-5, "prefill in steps of 16 vs one forward: %.3e", d);
     printf("  prefill steps of 16 vs one forward: relative diff %.3e\n", d);
     /* two calls, the first within the original context: its keys keep the
@@ -97,13 +85,13 @@ int main(void) {
      * across two forwards does the same) */
     const size_t split[] = {30, 70, 0};
     CHECK(feed(m, ids, split, 0, n, got) == 0);
-    d = max_diff(one, got, V);
+    d = test_rel_err(got, one, V);
     CHECK_MSG(d > 1e-2, "30 + 70 tokens in two calls should differ from one forward: %.3e", d);
     printf("  30 + 70 tokens in two calls vs one forward: relative diff %.3e\n", d);
     /* two calls both past the switch rotate alike */
     const size_t late[] = {45, 55, 0};
     CHECK(feed(m, ids, late, 0, n, got) == 0);
-    d = max_diff(one, got, V);
+    d = test_rel_err(got, one, V);
     CHECK_MSG(d <= 1e-5, "45 + 55 tokens in two calls vs one forward: %.3e", d);
     /* within the original context a forward uses the short table, so a
      * 40-token prompt fed at once or in steps agrees, and differs from the
@@ -111,7 +99,7 @@ int main(void) {
     const size_t short_whole[] = {ORIG, 0};
     CHECK(feed(m, ids, short_whole, 0, ORIG, one) == 0);
     CHECK(feed(m, ids, NULL, 7, ORIG, got) == 0);
-    d = max_diff(one, got, V);
+    d = test_rel_err(got, one, V);
     CHECK_MSG(d <= 1e-5, "40 tokens in steps of 7 vs one forward: %.3e", d);
 
     free(ids);

@@ -25,6 +25,12 @@ static lmc_status plan_of(const char *text, lmc_model_config *c, lmc_arch_plan *
     "\"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 6,"          \
     " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 16,"          \
     " \"vocab_size\": 512, \"max_position_embeddings\": 4096, "
+/* the same at a head size the CUDA paged engine runs (64), for the
+ * features CUDA runs there only */
+#define DIMS_ENGINE                                                                       \
+    "\"hidden_size\": 256, \"intermediate_size\": 688, \"num_hidden_layers\": 6,"        \
+    " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 64,"          \
+    " \"vocab_size\": 512, \"max_position_embeddings\": 4096, "
 
 static void test_registry(void) {
     size_t n = 0;
@@ -243,7 +249,17 @@ static void test_capabilities(void) {
     CHECK(!plan_of("{\"model_type\": \"phi3\", " DIMS "\"partial_rotary_factor\": 0.5}", &c, &p));
     CHECK(p.rot_dim == 8);
     CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
+#ifdef LMC_HAVE_CUDA
+    /* CUDA runs it on the engine only, whose attention takes no head_dim 16 */
+    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
+              "device cuda: a partial rotary embedding (partial_rotary_factor) (phi3) with "
+              "head_dim 16");
+#endif
+    lmc_arch_plan_free(&p);
     /* checked against transformers on a GPU: CUDA runs it (on the engine) */
+    CHECK(!plan_of("{\"model_type\": \"phi3\", " DIMS_ENGINE "\"partial_rotary_factor\": 0.5}",
+                   &c, &p));
+    CHECK(p.rot_dim == 32);
     CHECK(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK);
     lmc_arch_plan_free(&p);
     /* a full-rotary phi3 is the llama layer with fused weights, split at upload */
@@ -260,7 +276,8 @@ static void test_capabilities(void) {
     CHECK(strstr(lmc_last_error(), "LMC_CUDA_PREVIEW=1") != NULL);
     lmc_arch_plan_free(&p);
     /* gemma3_text without softcapping runs on CUDA (checked on a GPU) */
-    CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS "\"sliding_window\": 8}", &c, &p));
+    CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS_ENGINE "\"sliding_window\": 8}",
+                   &c, &p));
     CHECK(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK);
     lmc_arch_plan_free(&p);
     /* transformers' Gemma 3 attention takes no softcap: refused by name */
@@ -269,7 +286,7 @@ static void test_capabilities(void) {
               LMC_ERR_UNSUPPORTED, "attn_logit_softcapping 50 is set, but gemma3_text attention");
     /* every feature of gemma3_text runs on CUDA as a preview */
     setenv("LMC_CUDA_PREVIEW", "1", 1);
-    CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS "\"sliding_window\": 8,"
+    CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS_ENGINE "\"sliding_window\": 8,"
                    " \"final_logit_softcapping\": 30.0, \"query_pre_attn_scalar\": 32}",
                    &c, &p));
     CHECK(p.final_softcap == 30.0f && p.attn_softcap == 0.0f);

@@ -326,6 +326,7 @@ static void test_errors(const char *gold) {
             lmc_model_config wc = L.cfg;
             wc.num_hidden_layers = 2;
             wc.sliding_window = 16;
+            wc.head_dim = 64; /* a head size CUDA's engine runs (mixed layers need it) */
             snprintf(wc.model_type, sizeof wc.model_type, "%s", cases[i].type);
             json_object *j = json_tokener_parse(cases[i].json);
             lmc_arch_plan p;

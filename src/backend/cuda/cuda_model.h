@@ -121,15 +121,15 @@ typedef struct {
 
 /* Layer l's attention window (0: full) and RoPE table and factor. */
 static inline int lmc_cu_layer_window(const cu_model *m, int l) { return m->layer_window[l]; }
-static inline const float *lmc_cu_layer_freq(const cu_model *m, int l) {
-    return m->inv_freq_local && m->layer_window[l] ? m->inv_freq_local : m->inv_freq;
-}
-/* The same for a forward that picked longrope's long table (rope_long):
- * only the global table has one; a sliding layer's local table is a plain
- * one and stays, as on the CPU (models/arch.c builds it without scaling). */
+/* rope_long: the forward picked longrope's long table. Only the global
+ * table has one; a sliding layer's local table is a plain one and stays,
+ * as on the CPU (models/arch.c builds it without scaling). */
 static inline const float *lmc_cu_layer_freq_sel(const cu_model *m, int l, bool rope_long) {
     if (m->inv_freq_local && m->layer_window[l]) return m->inv_freq_local;
     return rope_long && m->inv_freq_long ? m->inv_freq_long : m->inv_freq;
+}
+static inline const float *lmc_cu_layer_freq(const cu_model *m, int l) {
+    return lmc_cu_layer_freq_sel(m, l, false);
 }
 /* Whether a forward whose sequence reaches `len` positions uses the long
  * table (lmc_rope_table's choice). */

@@ -54,16 +54,16 @@ static lmc_status check_shapes(const lmc_arch_plan *p, const lmc_model_config *c
                        " kv heads is not supported (head_dim 16, 32, 64 or 128; at most 16 "
                        "query heads per kv head)",
                        D, hq, hkv);
-    /* longrope picks its table per forward on the paged engine alone: a
-     * shape only the single-sequence caches run would have no cache */
-    if ((lmc_arch_plan_features(p, c) & LMC_FEAT_LONGROPE) &&
-        !lmc_cu_paged_attn_supported((int)hq, (int)hkv, (int)D))
+    /* the engine-only features (cuda.h) have no single-sequence cache to
+     * fall back on: their shapes are the paged attention's */
+    const unsigned eng = lmc_arch_plan_features(p, c) & LMC_CUDA_ENGINE_FEATURES;
+    if (eng && !lmc_cu_paged_attn_supported((int)hq, (int)hkv, (int)D))
         return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "device cuda: longrope rope scaling (%s) with head_dim %" PRId64
-                       " and %" PRId64 " query and %" PRId64
+                       "device cuda: %s (%s) with head_dim %" PRId64 " and %" PRId64
+                       " query and %" PRId64
                        " kv heads is not supported (it runs on the batched engine: head_dim 64 "
                        "or 128, at most 8 query heads per kv head); use --device cpu",
-                       p->arch->model_type, D, hq, hkv);
+                       lmc_arch_feature_name(eng & -eng), p->arch->model_type, D, hq, hkv);
 #else
     (void)p;
     (void)hkv;
