@@ -172,6 +172,7 @@ typedef struct {
     int32_t *d_next; /* 2 words per item: greedy id and its log-probability */
     int32_t *h_next; /* their pinned host copy */
     int32_t *rope_long; /* per item, host only: 1 where longrope picks the long table */
+    bool rope_mixed;    /* items picked both tables */
 } batch_meta;
 
 /* The batch tables in the pinned host buffer, uploaded to b_scratch. The
@@ -210,6 +211,7 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
         size_t pos0 = lmc_kv_seq_len(it[i].seq), nt;
         const uint32_t *tab = lmc_kv_seq_table(it[i].seq, &nt);
         b->rope_long[i] = lmc_cu_rope_long(m, lmc_batch_item_rope_len(&it[i], pos0));
+        b->rope_mixed |= b->rope_long[i] != b->rope_long[0];
         for (size_t j = 0; j < (size_t)b->max_blocks; j++)
             b->tables[i * b->max_blocks + j] =
                 j < nt && tab[j] != LMC_KV_NO_BLOCK ? (int32_t)tab[j] : 0;
@@ -259,7 +261,7 @@ static lmc_status batch_qkv_post(cu_model *m, const cu_pool *p, const batch_meta
     const size_t qd = (size_t)m->hq * m->D;
     for (int r0 = 0; r0 < T;) {
         const int32_t lng = b->rope_long[b->row_seq[r0]];
-        int r1 = r0 + 1;
+        int r1 = b->rope_mixed ? r0 + 1 : T; /* one table: one launch, no scan */
         while (r1 < T && b->rope_long[b->row_seq[r1]] == lng) r1++;
         KL(lmc_cu_paged_qkv_post(m->p_qkv + (size_t)r0 * m->qkv_dim, r1 - r0, m->hq, m->hkv,
                                  m->D, w->qkv_b, w->q_norm, w->k_norm, m->eps, m->norm_offset,
