@@ -28,18 +28,6 @@ static bool undef_err(tpl_ctx *c, tval v) {
     return tpl_fail(c, LMC_ERR_TEMPLATE, "%s", v.s ? v.s->p : "value is undefined");
 }
 
-static bool to_s(tpl_ctx *c, tval v, tv_str **out) {
-    if (v.k == TV_STR) {
-        *out = v.s;
-        return true;
-    }
-    lmc_buf b = {0};
-    bool ok = tv_to_str(&b, v);
-    *out = ok ? tv_str_new(AR, b.p ? b.p : "", b.len) : NULL;
-    lmc_buf_free(&b);
-    return *out ? true : tpl_oom(c);
-}
-
 static bool ret_buf(tpl_ctx *c, lmc_buf *b, tval *out) {
     tv_str *s = tv_str_new(AR, b->p ? b->p : "", b->len);
     lmc_buf_free(b);
@@ -640,7 +628,7 @@ static bool test_impl(tpl_ctx *c, const char *name, tval v, const tpl_args *a, b
         }
     } else if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
         tv_str *sv; /* Jinja tests str(value).islower() */
-        if (!to_s(c, v, &sv)) return false;
+        if (!tpl_stringify(c, v, &sv)) return false;
         v = tv_strv(sv);
         bool ok = true, cased = false; /* Python islower/isupper */
         for (size_t i = 0; i < v.s->len;) {
@@ -861,7 +849,7 @@ static bool f_join(tpl_ctx *c, tval v, const tpl_args *a, tval *out) {
     if (!seq_of(c, v, &in, "join")) return false;
     const tval *d = arg(a, 0, "d"), *attr = arg(a, 1, "attribute");
     tv_str *sep = NULL;
-    if (d && !to_s(c, *d, &sep)) return false;
+    if (d && !tpl_stringify(c, *d, &sep)) return false;
     lmc_buf b = {0};
     for (size_t i = 0; i < in->n; i++) {
         tval x = in->v[i];
@@ -1014,7 +1002,7 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
     if (!strcmp(name, "safe") || !strcmp(name, "e") || !strcmp(name, "escape") || !strcmp(name, "forceescape")) {
         /* Markup strings: output unchanged (no autoescape), but `+` with a
          * plain string escapes that string, as markupsafe does */
-        if (!to_s(c, v, &s)) return false;
+        if (!tpl_stringify(c, v, &s)) return false;
         tv_str *r;
         if (name[0] == 's' || (s->markup && name[0] != 'f')) {
             r = tv_str_new(AR, s->p, s->len);
@@ -1027,19 +1015,19 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
         return true;
     }
     if (!strcmp(name, "string")) {
-        if (!to_s(c, v, &s)) return false;
+        if (!tpl_stringify(c, v, &s)) return false;
         *out = tv_strv(s);
         return true;
     }
     if (!strcmp(name, "trim")) {
         const tval *ch = arg(a, 0, "chars");
-        if (!to_s(c, v, &s)) return false;
+        if (!tpl_stringify(c, v, &s)) return false;
         if (!strip_impl(c, s, ch && ch->k == TV_STR ? ch->s : NULL, true, true, out)) return false;
         out->s->markup = s->markup;
         return true;
     }
     if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize") || !strcmp(name, "title")) {
-        if (!to_s(c, v, &s)) return false;
+        if (!tpl_stringify(c, v, &s)) return false;
         int mode = name[0] == 'u' ? 0 : name[0] == 'l' ? 1 : name[0] == 'c' ? 2 : 4;
         if (!case_map(c, s, mode, out)) return false;
         out->s->markup = s->markup && mode != 4; /* Jinja's title joins into a plain str */
@@ -1064,7 +1052,7 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
         const tval *old = arg(a, 0, "old"), *nw = arg(a, 1, "new"), *cnt = arg(a, 2, "count");
         tv_str *os, *ns;
         if (!old || !nw) return tpl_fail(c, LMC_ERR_TEMPLATE, "replace filter needs 'old' and 'new'");
-        if (!to_s(c, v, &s) || !to_s(c, *old, &os) || !to_s(c, *nw, &ns)) return false;
+        if (!tpl_stringify(c, v, &s) || !tpl_stringify(c, *old, &os) || !tpl_stringify(c, *nw, &ns)) return false;
         return replace_impl(c, s, os, ns, cnt && cnt->k == TV_INT ? cnt->i : -1, out);
     }
     if (!strcmp(name, "list")) {
@@ -1222,7 +1210,7 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
         return true;
     }
     if (!strcmp(name, "format")) {
-        if (!to_s(c, v, &s)) return false;
+        if (!tpl_stringify(c, v, &s)) return false;
         lmc_buf b = {0};
         size_t ai = 0;
         bool ok = true;
@@ -1250,7 +1238,7 @@ bool tpl_apply_filter(tpl_ctx *c, const char *name, tval v, const tpl_args *a, t
         return ret_buf(c, &b, out);
     }
     if (!strcmp(name, "wordcount")) { /* runs of \w, as Jinja's regex counts them */
-        if (!to_s(c, v, &s)) return false;
+        if (!tpl_stringify(c, v, &s)) return false;
         int64_t words = 0;
         bool in_word = false;
         for (size_t i = 0; i < s->len;) {

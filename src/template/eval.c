@@ -265,7 +265,7 @@ static const char *op_sym(int op) {
     return op >= OP_ADD && op <= OP_CONCAT ? s[op] : "?";
 }
 
-static bool stringify(tpl_ctx *c, tval v, tv_str **out) {
+bool tpl_stringify(tpl_ctx *c, tval v, tv_str **out) {
     if (v.k == TV_STR) {
         *out = v.s;
         return true;
@@ -282,7 +282,7 @@ static bool binop_v(tpl_ctx *c, int op, tval x, tval y, tval *out) {
     if (!tpl_charge(c, &x, &ya)) return false;
     if (op == OP_CONCAT) {
         tv_str *a, *b;
-        if (!stringify(c, x, &a) || !stringify(c, y, &b)) return false;
+        if (!tpl_stringify(c, x, &a) || !tpl_stringify(c, y, &b)) return false;
         tv_str *s = tv_str_cat(&c->arena, a, b);
         if (!s) return tpl_oom(c);
         *out = tv_strv(s);
@@ -620,7 +620,7 @@ static bool eval(tpl_ctx *c, tpl_frame *f, const tpl_node *n, tval *out) {
             tv_str *k;
             if (x.k != TV_STR) {
                 set_loc(c, n->kids[i]);
-                ok = stringify(c, x, &k);
+                ok = tpl_stringify(c, x, &k);
             } else {
                 k = x.s;
             }

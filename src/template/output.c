@@ -4,6 +4,7 @@
  * Llama 3, Mistral) or passed through as written (harmony, DeepSeek). */
 #include "template/output.h"
 #include "base/error.h"
+#include "template/tpl.h"
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,63 +44,14 @@ lmc_tool_format lmc_tool_format_detect(const char *src) {
 }
 
 /* ------------------------------------------------------------ json.dumps */
-static bool py_str(const char *s, size_t n, lmc_buf *b) {
-    bool ok = lmc_buf_putc(b, '"');
-    for (size_t i = 0; ok && i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"': ok = lmc_buf_puts(b, "\\\""); break;
-        case '\\': ok = lmc_buf_puts(b, "\\\\"); break;
-        case '\n': ok = lmc_buf_puts(b, "\\n"); break;
-        case '\r': ok = lmc_buf_puts(b, "\\r"); break;
-        case '\t': ok = lmc_buf_puts(b, "\\t"); break;
-        case '\b': ok = lmc_buf_puts(b, "\\b"); break;
-        case '\f': ok = lmc_buf_puts(b, "\\f"); break;
-        default: ok = c < 0x20 ? lmc_buf_printf(b, "\\u%04x", c) : lmc_buf_putc(b, (char)c);
-        }
-    }
-    return ok && lmc_buf_putc(b, '"');
-}
-
-/* Python's float repr: the shortest digits that read back the same. */
-static bool py_float(double d, lmc_buf *b) {
-    if (d != d) return lmc_buf_puts(b, "NaN");
-    if (d > 1.7976931348623157e308) return lmc_buf_puts(b, "Infinity");
-    if (d < -1.7976931348623157e308) return lmc_buf_puts(b, "-Infinity");
-    char s[40];
-    for (int p = 1; p <= 17; p++) {
-        snprintf(s, sizeof s, "%.*g", p, d);
-        if (strtod(s, NULL) == d) break;
-    }
-    /* %g writes 1e+16 and 0.0001 like repr, but repr keeps up to 16 digits
-     * before switching to exponent form */
-    char *e = strchr(s, 'e');
-    if (e) {
-        int ex = atoi(e + 1);
-        if (ex >= -4 && ex < 16) {
-            snprintf(s, sizeof s, "%.*f", ex < 0 ? 17 : 1, d);
-            for (int p = 0; p <= 17; p++) {
-                char t[40];
-                snprintf(t, sizeof t, "%.*f", p, d);
-                if (strtod(t, NULL) == d) {
-                    memcpy(s, t, sizeof t);
-                    break;
-                }
-            }
-        }
-    }
-    if (!strpbrk(s, ".e")) return lmc_buf_printf(b, "%s.0", s);
-    return lmc_buf_puts(b, s);
-}
-
 bool lmc_py_json_dumps(json_object *v, lmc_buf *b) {
     switch (json_object_get_type(v)) {
     case json_type_null: return lmc_buf_puts(b, "null");
     case json_type_boolean: return lmc_buf_puts(b, json_object_get_boolean(v) ? "true" : "false");
     case json_type_int: return lmc_buf_printf(b, "%lld", (long long)json_object_get_int64(v));
-    case json_type_double: return py_float(json_object_get_double(v), b);
+    case json_type_double: return tv_json_float(b, json_object_get_double(v));
     case json_type_string:
-        return py_str(json_object_get_string(v), (size_t)json_object_get_string_len(v), b);
+        return tv_json_str(b, json_object_get_string(v), (size_t)json_object_get_string_len(v));
     case json_type_array: {
         bool ok = lmc_buf_putc(b, '[');
         for (size_t i = 0; ok && i < json_object_array_length(v); i++)
@@ -109,7 +61,7 @@ bool lmc_py_json_dumps(json_object *v, lmc_buf *b) {
     case json_type_object: {
         bool ok = lmc_buf_putc(b, '{'), first = true;
         json_object_object_foreach(v, k, x) {
-            ok = ok && (first || lmc_buf_puts(b, ", ")) && py_str(k, strlen(k), b) &&
+            ok = ok && (first || lmc_buf_puts(b, ", ")) && tv_json_str(b, k, strlen(k)) &&
                  lmc_buf_puts(b, ": ") && lmc_py_json_dumps(x, b);
             first = false;
         }

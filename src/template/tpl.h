@@ -181,6 +181,8 @@ double tpl_now(void);
 /* Fail the render with a message located at the current node. */
 bool tpl_fail(tpl_ctx *c, lmc_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 bool tpl_oom(tpl_ctx *c);
+/* v as a str (itself when it is one), in the template's arena. */
+bool tpl_stringify(tpl_ctx *c, tval v, tv_str **out);
 
 /* value helpers (value.c) */
 tval tv_undef(tv_str *hint);
@@ -205,6 +207,10 @@ const char *tv_type_name(tval v); /* Python-style: 'str', 'list', 'dict object'.
 bool tv_to_str(lmc_buf *b, tval v);
 bool tv_repr(lmc_buf *b, tval v);
 void tv_py_float(double f, char *buf, size_t n);
+/* json.dumps of one string (ensure_ascii=False) and of one float (NaN,
+ * Infinity, else repr): shared by tojson and the tool-call re-serializer. */
+bool tv_json_str(lmc_buf *b, const char *p, size_t n);
+bool tv_json_float(lmc_buf *b, double f);
 /* Python json.dumps(ensure_ascii=False, indent, separators, sort_keys).
  * indent < 0: none. Returns false and sets *bad_type when a value can't be
  * serialised. */

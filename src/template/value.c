@@ -386,7 +386,7 @@ bool tv_to_str(lmc_buf *b, tval v) {
 }
 
 /* ------------------------------------------------------------ JSON */
-static bool json_str(lmc_buf *b, const char *p, size_t n) {
+bool tv_json_str(lmc_buf *b, const char *p, size_t n) {
     if (!lmc_buf_putc(b, '"')) return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
@@ -406,6 +406,14 @@ static bool json_str(lmc_buf *b, const char *p, size_t n) {
     return lmc_buf_putc(b, '"');
 }
 
+bool tv_json_float(lmc_buf *b, double f) {
+    if (isnan(f)) return lmc_buf_puts(b, "NaN");
+    if (isinf(f)) return lmc_buf_puts(b, f < 0 ? "-Infinity" : "Infinity");
+    char tmp[64];
+    tv_py_float(f, tmp, sizeof tmp);
+    return lmc_buf_puts(b, tmp);
+}
+
 static bool json_nl(lmc_buf *b, const tv_json_opts *o, int level) {
     if (o->indent < 0) return true;
     if (!lmc_buf_putc(b, '\n')) return false;
@@ -422,7 +430,6 @@ static int key_cmp(const void *x, const void *y) {
 }
 
 bool tv_to_json(lmc_buf *b, tval v, const tv_json_opts *o, int level, const char **bad) {
-    char tmp[64];
     if (level > TPL_MAX_NEST) {
         *bad = "too deeply nested value";
         return false;
@@ -431,12 +438,8 @@ bool tv_to_json(lmc_buf *b, tval v, const tv_json_opts *o, int level, const char
     case TV_NONE: return lmc_buf_puts(b, "null");
     case TV_BOOL: return lmc_buf_puts(b, v.b ? "true" : "false");
     case TV_INT: return lmc_buf_printf(b, "%lld", (long long)v.i);
-    case TV_FLOAT:
-        if (isnan(v.f)) return lmc_buf_puts(b, "NaN");
-        if (isinf(v.f)) return lmc_buf_puts(b, v.f < 0 ? "-Infinity" : "Infinity");
-        tv_py_float(v.f, tmp, sizeof tmp);
-        return lmc_buf_puts(b, tmp);
-    case TV_STR: return json_str(b, v.s->p, v.s->len);
+    case TV_FLOAT: return tv_json_float(b, v.f);
+    case TV_STR: return tv_json_str(b, v.s->p, v.s->len);
     case TV_LIST:
         if (v.l->view) { /* Python's json can't serialise dict views */
             static const char *const names[] = {"", "dict_keys", "dict_values", "dict_items"};
@@ -461,7 +464,7 @@ bool tv_to_json(lmc_buf *b, tval v, const tv_json_opts *o, int level, const char
         bool ok = lmc_buf_putc(b, '{');
         for (size_t i = 0; ok && i < n; i++) {
             if (i) ok = lmc_buf_puts(b, o->item_sep);
-            ok = ok && json_nl(b, o, level + 1) && json_str(b, order[i]->p, order[i]->len) &&
+            ok = ok && json_nl(b, o, level + 1) && tv_json_str(b, order[i]->p, order[i]->len) &&
                  lmc_buf_puts(b, o->key_sep) &&
                  tv_to_json(b, *tv_dict_get(v.d, order[i]->p, order[i]->len), o, level + 1, bad);
         }

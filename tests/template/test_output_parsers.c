@@ -38,6 +38,12 @@ static const fixture FIXTURES[] = {
      "<tool_call>\n{\"name\":\"a\",\"arguments\":{\"x\":[1,2.5,\"\xc3\xa9\\n\"],\"y\":null}}\n</tool_call>\n"
      "<tool_call>\n{\"name\": \"b\", \"arguments\": {}}\n</tool_call>",
      "", "", {{"a", "{\"x\": [1, 2.5, \"\xc3\xa9\\n\"], \"y\": null}"}, {"b", "{}"}}},
+    /* json.dumps float layouts: exponent from 1e16 and below 1e-4, ".0" kept */
+    {"hermes float repr", LMC_TOOLFMT_HERMES, false, false,
+     "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"v\": [1e16, 0.0001, 100.0, 3.14159, 1e-5, "
+     "123456789.125, 1.5e300, -0.0, 2E2], \"s\": \"\\u0001\\t\\\"q\\\"\"}}\n</tool_call>",
+     "", "", {{"f", "{\"v\": [1e+16, 0.0001, 100.0, 3.14159, 1e-05, 123456789.125, 1.5e+300, -0.0, "
+               "200.0], \"s\": \"\\u0001\\t\\\"q\\\"\"}"}}},
     {"hermes unclosed call", LMC_TOOLFMT_HERMES, false, false,
      "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"q\": true}}", "", "", {{"f", "{\"q\": true}"}}},
     {"hermes malformed stays content", LMC_TOOLFMT_HERMES, false, false,

@@ -15,13 +15,7 @@
 /* Widened weight block handed to one sgemm call (floats). */
 #define GEMM_BLOCK_FLOATS ((size_t)1 << 21)
 
-/* (not under ThreadSanitizer: the clones' ifunc resolvers would run
- * instrumented before its runtime starts) */
-#ifdef LMC_TSAN
-#define HOT
-#else
-#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
+#include "backend/cpu/cpu_simd.h"
 
 static inline float bf16_bits_to_f32(uint16_t h) {
     uint32_t b = (uint32_t)h << 16;

@@ -8,13 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* (not under ThreadSanitizer: the clones' ifunc resolvers would run
- * instrumented before its runtime starts) */
-#ifdef LMC_TSAN
-#define HOT
-#else
-#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
+#include "backend/cpu/cpu_simd.h"
 
 static inline float round_bf16(float f) {
     uint32_t b;
@@ -59,18 +53,6 @@ static inline float softcap1(float x, float cap, lmc_dtype dt) {
 void lmc_cpu_softcap(float *x, size_t n, float cap, lmc_dtype round_dt) {
     if (cap != 0.0f)
         for (size_t i = 0; i < n; i++) x[i] = softcap1(x[i], cap, round_dt);
-}
-
-HOT static float vdot(const float *a, const float *b, size_t n) {
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (size_t i = 0; i < n; i++) acc += a[i] * b[i];
-    return acc;
-}
-
-HOT static void vaxpy(float *y, float a, const float *x, size_t n) {
-#pragma omp simd
-    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 /* The element-wise kernels run on the calling thread: next to the matmuls
@@ -283,7 +265,7 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
                     sc[s] = -INFINITY;
                     continue;
                 }
-                float d = round_to(vdot(qi, kp + s * hd, hd), a->round_dt);
+                float d = round_to(lmc_vdot(qi, kp + s * hd, hd), a->round_dt);
                 sc[s] = softcap1(round_to(d * a->scale, a->round_dt), a->softcap, a->round_dt);
                 if (sc[s] > mx) mx = sc[s];
             }
@@ -294,7 +276,7 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
                     *o = -INFINITY;
                     continue;
                 }
-                float d = round_to(vdot(qi, a->k_new + s * kv_stride + g * hd, hd), a->round_dt);
+                float d = round_to(lmc_vdot(qi, a->k_new + s * kv_stride + g * hd, hd), a->round_dt);
                 *o = softcap1(round_to(d * a->scale, a->round_dt), a->softcap, a->round_dt);
                 if (*o > mx) mx = *o;
             }
@@ -309,12 +291,12 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
             memset(acc, 0, hd * sizeof(float));
             for (size_t s = 0; s < a->n_past; s++) {
                 if (sc[s] == 0.0f) continue;
-                vaxpy(acc, round_to(sc[s] * inv, a->round_dt), vp + s * hd, hd);
+                lmc_vaxpy(acc, round_to(sc[s] * inv, a->round_dt), vp + s * hd, hd);
             }
             for (size_t s = 0; s < seen; s++) {
                 float w = sc[a->n_past + s];
                 if (w == 0.0f) continue;
-                vaxpy(acc, round_to(w * inv, a->round_dt), a->v_new + s * kv_stride + g * hd,
+                lmc_vaxpy(acc, round_to(w * inv, a->round_dt), a->v_new + s * kv_stride + g * hd,
                       hd);
             }
             float *oi = out + i * q_stride + h * hd;
