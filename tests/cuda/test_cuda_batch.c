@@ -2,8 +2,9 @@
  * run alone through the CUDA model's standard path (see
  * tests/batch_equiv.h): the realistic-width llama, mistral, qwen2, qwen3,
  * gemma3_text (also with logit softcapping), partial-rotary phi3
- * (phi3_partial) and longrope phi3 (phi3_longrope) checkpoints of
- * tests/golden/wide (head sizes 64 and 128), written at test time in fp32
+ * (phi3_partial), longrope phi3 (phi3_longrope) and the head sizes only
+ * the engine runs (phi3_hd96: 96 with longrope, gemma3_hd256: 256)
+ * checkpoints of tests/golden/wide, written at test time in fp32
  * and bf16; logits within the bf16 tolerance (2e-2 of the range), greedy
  * picks identical wherever they are clear of it, blocks returned. The
  * longrope checkpoint also runs check_longrope: items past and below
@@ -19,13 +20,15 @@
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
-    /* gemma3_text, partial rotary and softcapping run on CUDA as a preview */
+    /* softcapping, longrope and head sizes 96 and 256 run on CUDA as a
+     * preview */
     setenv("LMC_CUDA_PREVIEW", "1", 1);
     const char *src = getenv("LMC_SOURCE_DIR");
     const char *scratch = scratch_root("cuda-batch");
     static const char *const names[] = {"llama",       "mistral",      "qwen2",
                                         "qwen3",       "gemma3_text",  "phi3_partial",
-                                        "gemma3_text_softcap", "phi3_longrope"};
+                                        "gemma3_text_softcap", "phi3_longrope",
+                                        "phi3_hd96",   "gemma3_hd256"};
     static const lmc_dtype dts[] = {LMC_DT_F32, LMC_DT_BF16};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         for (size_t k = 0; k < 2; k++) {
@@ -48,7 +51,7 @@ int main(void) {
             if (!st) check_model(out, name, LMC_DEVICE_CUDA, 2e-2);
             /* keys: the batched and the alone paths round differently
              * (bf16), a key rotated by the other table by more than 1 */
-            if (!st && !strcmp(names[i], "phi3_longrope"))
+            if (!st && (!strcmp(names[i], "phi3_longrope") || !strcmp(names[i], "phi3_hd96")))
                 check_longrope(out, name, LMC_DEVICE_CUDA, 2e-2, 0.1);
             scratch_rm_tree(out);
         }

@@ -619,6 +619,10 @@ int main(void) {
     test_qkv_post_ex(6, 3, 4, 2, 24, 1, 1, 1, 1);
     test_qkv_post_ex(4, 2, 4, 1, 192, 0, 0, 1, 0);
     test_qkv_post_ex(5, 0, 2, 1, 8, 1, 1, 0, 1);
+    /* 96 (Phi-3-mini's head): three values a lane, rotated through the
+     * warp's shared row */
+    test_qkv_post_ex(6, 50, 4, 2, 96, 1, 1, 1, 1);
+    test_qkv_post_ex(5, 3000, 32, 32, 96, 0, 0, 0, 1);
     /* rmsnorm: each vector shape (a warp per row with 1/2/4 steps per
      * chain, 2/4/8 warps per row, the widest rows), row counts off the rows
      * per block, one row, and only the generic path (cols % 4 != 0, rows

@@ -1,7 +1,8 @@
 /* The paged attention of batched execution (paged_attn.cu) against a
  * float64 host reference: rows of different sequences at different
  * positions, block tables that are shuffled (blocks out of order), a
- * window, head sizes 64 and 128, GQA groups 1-8, and each split count
+ * window, head sizes 64 and 128 (GQA groups 1-8), 96 (Phi-3-mini's, three
+ * values a lane) and 256 (Gemma 3's, groups up to 4), and each split count
  * (1: one block per row and KV head; more: partials merged by a second
  * kernel) giving the same result within rounding. Exits 77 without a GPU. */
 #include <cuda_runtime.h>
@@ -112,6 +113,13 @@ int main(void) {
     test_paged(2, 5, 1000, 16, 2, 128, 100, 16);
     test_paged(4, 9, 130, 28, 4, 64, 0, 32);
     test_paged(1, 1, 2100, 16, 2, 64, 0, 16);
+    test_paged(3, 7, 700, 32, 4, 96, 0, 16);
+    test_paged(2, 6, 900, 4, 1, 256, 300, 16);
+    test_paged(3, 5, 600, 16, 8, 256, 0, 32);
+    /* groupings the kernels are not built for */
+    CHECK(lmc_cu_paged_attn_supported(8, 1, 256) == 0);
+    CHECK(lmc_cu_paged_attn_supported(16, 1, 96) == 0);
+    CHECK(lmc_cu_paged_attn_supported(4, 2, 80) == 0);
     /* the split choice: none for a wide batch, some for one row, never
      * more than the positions allow */
     CHECK_EQ_INT(lmc_cu_paged_attn_splits(64, 8, 512, sms), 1);

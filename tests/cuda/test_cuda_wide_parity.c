@@ -6,8 +6,10 @@
  * longrope scaling (phi3_longrope: the long prompt past
  * original_max_position_embeddings takes the long table, the short one the
  * short table) and gemma3_text with logit softcapping and
- * query_pre_attn_scalar (gemma3_text_softcap) included, through its
- * preview kernels (LMC_CUDA_PREVIEW=1). Exits 77 without a GPU. */
+ * query_pre_attn_scalar (gemma3_text_softcap) included, and the head sizes
+ * only its paged engine runs (phi3_hd96: Phi-3-mini's 96 with longrope;
+ * gemma3_hd256: Gemma 3's 256), through its preview kernels
+ * (LMC_CUDA_PREVIEW=1). Exits 77 without a GPU. */
 #include <cuda_runtime.h>
 #include <stdlib.h>
 
@@ -25,7 +27,7 @@ int main(void) {
     static const char *const cuda[] = {"llama",        "mistral",     "qwen2",
                                        "qwen3",        "phi3",        "phi3_partial",
                                        "gemma3_text",  "gemma3_text_softcap", "phi3_longrope",
-                                       NULL};
+                                       "phi3_hd96",    "gemma3_hd256", NULL};
     int recipes = 0;
     int n = wide_check_all("wide-cuda", LMC_DEVICE_CUDA, 2e-2, 2e-2, 2e-2, cuda, &recipes);
     /* every recipe of tests/golden/wide (at least the six of the first

@@ -230,6 +230,46 @@ static void test_capabilities(void) {
               "device cuda: longrope rope scaling (phi3) with head_dim 16");
     unsetenv("LMC_CUDA_PREVIEW");
     lmc_arch_plan_free(&p);
+    /* head sizes only the paged engine runs (Phi-3-mini's 96, Gemma 3's
+     * 256): a preview until their GPU checks, in the groupings it runs */
+    CHECK(!plan_of("{\"model_type\": \"phi3\", \"hidden_size\": 384, \"intermediate_size\": "
+                   "688, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+                   "\"num_key_value_heads\": 2, \"vocab_size\": 512}",
+                   &c, &p));
+    CHECK(c.head_dim == 96);
+    CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
+    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
+              "device cuda: head_dim 96 (phi3) runs on the batched engine's kernels only");
+    setenv("LMC_CUDA_PREVIEW", "1", 1);
+    CHECK_MSG(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK, "%s", lmc_last_error());
+    unsetenv("LMC_CUDA_PREVIEW");
+    lmc_arch_plan_free(&p);
+    static const struct {
+        int hq, hkv, d;
+        bool ok;
+    } shapes[] = {{4, 1, 256, true}, {8, 4, 256, true}, {8, 1, 256, false}, {4, 2, 80, false},
+                  {16, 1, 96, false}};
+    setenv("LMC_CUDA_PREVIEW", "1", 1);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        char js[512];
+        snprintf(js, sizeof js,
+                 "{\"model_type\": \"gemma3_text\", \"hidden_size\": 256, "
+                 "\"intermediate_size\": 688, \"num_hidden_layers\": 2, "
+                 "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
+                 "\"vocab_size\": 512, \"sliding_window\": 8}",
+                 shapes[i].hq, shapes[i].hkv, shapes[i].d);
+        CHECK(!plan_of(js, &c, &p));
+        lmc_status st = lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c);
+        if (shapes[i].ok)
+            CHECK_MSG(st == LMC_OK, "%d/%d heads of %d: %s", shapes[i].hq, shapes[i].hkv,
+                      shapes[i].d, lmc_last_error());
+        else
+            CHECK_MSG(st == LMC_ERR_UNSUPPORTED && strstr(lmc_last_error(), "head_dim"),
+                      "%d/%d heads of %d: %d %s", shapes[i].hq, shapes[i].hkv, shapes[i].d, st,
+                      lmc_last_error());
+        lmc_arch_plan_free(&p);
+    }
+    unsetenv("LMC_CUDA_PREVIEW");
 #endif
     /* one factor per rotated frequency: a partial rotary embedding rotates 8
      * of the 16 values, so 4 factors each */

@@ -9,7 +9,8 @@
 int main(void) {
     /* every recipe: the CPU runs every feature (softcapping included) */
     static const char *const all[] = {"llama", "mistral", "qwen2", "qwen3", "phi3", "phi3_partial",
-                                      "gemma3_text", "gemma3_text_softcap", "phi3_longrope", NULL};
+                                      "gemma3_text", "gemma3_text_softcap", "phi3_longrope",
+                                      "phi3_hd96", "gemma3_hd256", NULL};
     int recipes = 0;
     int n = wide_check_all("wide-cpu", LMC_DEVICE_CPU, 1e-4, 2e-3, 2e-2, all, &recipes);
     /* the six architectures at least, each recipe in all three dtypes */

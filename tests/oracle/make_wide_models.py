@@ -108,6 +108,26 @@ VARIANTS = [
                              original_max_position_embeddings=1024,
                              short_factor=[1.0 + 0.03 * i for i in range(32)],
                              long_factor=[1.0 + 0.5 * i for i in range(32)])), 19),
+    # Phi-3-mini-128k / Phi-3.5-mini's head size, 96 (hidden 384 over four
+    # heads), with their longrope scaling: 48 factors a table
+    ("phi3_hd96", "phi3", dict(
+        hidden_size=384, num_key_value_heads=2, pad_token_id=0, sliding_window=None,
+        original_max_position_embeddings=1024,
+        rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
+                             original_max_position_embeddings=1024,
+                             short_factor=[1.0 + 0.02 * i for i in range(48)],
+                             long_factor=[1.0 + 0.4 * i for i in range(48)])), 20),
+    # Gemma 3 1B/4B/12B's head size, 256, four query heads on one KV head
+    # (1B's grouping), query_pre_attn_scalar 256, the full layers' RoPE with
+    # 4B's linear factor 8
+    ("gemma3_hd256", "gemma3_text", dict(
+        head_dim=256, num_key_value_heads=1, query_pre_attn_scalar=256, sliding_window=512,
+        tie_word_embeddings=True, layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=0, hidden_activation="gelu_pytorch_tanh", final_logit_softcapping=None,
+        attn_logit_softcapping=None,
+        rope_parameters=dict(
+            full_attention=dict(rope_type="linear", factor=8.0, rope_theta=1000000.0),
+            sliding_attention=dict(rope_type="default", rope_theta=10000.0))), 21),
 ]
 # written with the older keys (rope_theta + rope_scaling + torch_dtype)
 OLD_LAYOUT = {"llama", "qwen2"}

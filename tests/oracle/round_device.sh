@@ -27,7 +27,7 @@ dp = importlib.util.module_from_spec(spec); spec.loader.exec_module(dp)
 dp.write_checkpoint("llama-3.1-8b", sys.argv[1])
 PY
 if [ -z "${SKIP_GOLDENS:-}" ]; then
-  new="${WIDE_ONLY:-phi3_partial gemma3_text_softcap phi3_longrope}"
+  new="${WIDE_ONLY:-phi3_hd96 gemma3_hd256}"
   WIDE_ONLY="$new" python3 tests/oracle/make_wide_models.py tests/golden/wide > "$out/goldens.log" 2>&1
   grep -v "Writing model" "$out/goldens.log" | tail -4
   tar czf "$out/wide_new.tgz" $(for n in $new; do [ -d tests/golden/wide/$n ] && echo tests/golden/wide/$n; done)

@@ -92,8 +92,8 @@ lmc_status lmc_cu_pool_new(lmc_model *mm, size_t n_blocks, size_t block_tokens,
     *out = NULL;
     if (!lmc_cu_paged_attn_supported(m->hq, m->hkv, m->D))
         return lmc_err(LMC_ERR_UNSUPPORTED,
-                       "device cuda: batched attention needs head_dim 64 or 128 and at most 8 "
-                       "query heads per kv head (got %d, %d/%d)",
+                       "device cuda: batched attention needs head_dim 64, 96 or 128 with at "
+                       "most 8 query heads per kv head, or 256 with at most 4 (got %d, %d/%d)",
                        m->D, m->hq, m->hkv);
     if (block_tokens == 0 || block_tokens > 4096 || n_blocks == 0 || n_blocks > (1u << 24))
         return lmc_err(LMC_ERR_INVALID_ARG, "kv pool: %zu blocks of %zu tokens is not a pool",

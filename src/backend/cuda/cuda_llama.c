@@ -363,6 +363,10 @@ static lmc_status cu_cache_new(lmc_model *mm, lmc_kv_cache **out) {
     if (m->inv_freq_long)
         return lmc_err(LMC_ERR_UNSUPPORTED,
                        "device cuda: longrope rope scaling runs on the paged engine only");
+    if (!lmc_cu_attn_prefill_supported(m->D) || !lmc_cu_attn_decode_supported(m->hq, m->hkv, m->D))
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "device cuda: head_dim %d with %d/%d heads runs on the paged engine only",
+                       m->D, m->hq, m->hkv);
     cu_cache *c = calloc(1, sizeof *c);
     if (!c) return lmc_err(LMC_ERR_NOMEM, "cuda kv cache: no memory");
     c->base.vt = &cu_kv_vt;
@@ -953,7 +957,11 @@ static lmc_status plan_features(cu_model *m, const lmc_arch_plan *plan,
     m->attn_softcap = plan->attn_softcap;
     m->final_softcap = plan->final_softcap;
     m->rot = (int)plan->rot_dim;
-    m->engine_caches = (f & LMC_CUDA_ENGINE_FEATURES) != 0;
+    /* the engine's caches for what only it runs: its features, and head
+     * sizes the single-sequence kernels have none for (cuda_supports.c) */
+    m->engine_caches = (f & LMC_CUDA_ENGINE_FEATURES) != 0 ||
+                       !lmc_cu_attn_prefill_supported(m->D) ||
+                       !lmc_cu_attn_decode_supported(m->hq, m->hkv, m->D);
     m->layer_window = malloc((size_t)m->L * sizeof *m->layer_window);
     if (!m->layer_window) return lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
     for (int l = 0; l < m->L; l++) m->layer_window[l] = (int)plan->layer_window[l];

@@ -47,23 +47,39 @@ static lmc_status check_shapes(const lmc_arch_plan *p, const lmc_model_config *c
                        ") and heads*head_dim must be multiples of 8",
                        c->hidden_size, c->intermediate_size);
 #ifdef LMC_HAVE_CUDA
-    if (!lmc_cu_attn_prefill_supported((int)D) ||
-        !lmc_cu_attn_decode_supported((int)hq, (int)hkv, (int)D))
+    /* two sets of attention kernels: the single-sequence cache's (prefill
+     * and decode) and the paged engine's; a shape only the engine runs
+     * keeps the API's caches there too (cuda_llama.c, engine_caches) */
+    const bool single = lmc_cu_attn_prefill_supported((int)D) &&
+                        lmc_cu_attn_decode_supported((int)hq, (int)hkv, (int)D);
+    const bool paged = lmc_cu_paged_attn_supported((int)hq, (int)hkv, (int)D);
+    if (!single && !paged)
         return lmc_err(LMC_ERR_UNSUPPORTED,
                        "device cuda: head_dim %" PRId64 " with %" PRId64 " query and %" PRId64
-                       " kv heads is not supported (head_dim 16, 32, 64 or 128; at most 16 "
-                       "query heads per kv head)",
+                       " kv heads is not supported (head_dim 16, 32, 64 or 128 with at most 16 "
+                       "query heads per kv head; 96 with at most 8, 256 with at most 4); use "
+                       "--device cpu",
                        D, hq, hkv);
     /* the engine-only features (cuda.h) have no single-sequence cache to
      * fall back on: their shapes are the paged attention's */
     const unsigned eng = lmc_arch_plan_features(p, c) & LMC_CUDA_ENGINE_FEATURES;
-    if (eng && !lmc_cu_paged_attn_supported((int)hq, (int)hkv, (int)D))
+    if (eng && !paged)
         return lmc_err(LMC_ERR_UNSUPPORTED,
                        "device cuda: %s (%s) with head_dim %" PRId64 " and %" PRId64
                        " query and %" PRId64
-                       " kv heads is not supported (it runs on the batched engine: head_dim 64 "
-                       "or 128, at most 8 query heads per kv head); use --device cpu",
+                       " kv heads is not supported (it runs on the batched engine: head_dim 64, "
+                       "96 or 128 with at most 8 query heads per kv head, 256 with at most 4); "
+                       "use --device cpu",
                        lmc_arch_feature_name(eng & -eng), p->arch->model_type, D, hq, hkv);
+    /* head sizes only the engine runs (96: Phi-3-mini; 256: Gemma 3) wait
+     * for their GPU check against transformers (tests/golden/wide's
+     * phi3_hd96 and gemma3_hd256) */
+    if (!single && !preview_enabled())
+        return lmc_err(LMC_ERR_UNSUPPORTED,
+                       "device cuda: head_dim %" PRId64 " (%s) runs on the batched engine's "
+                       "kernels only, not yet checked against transformers on a GPU; use "
+                       "--device cpu (LMC_CUDA_PREVIEW=1 runs them)",
+                       D, p->arch->model_type);
 #else
     (void)p;
     (void)hkv;

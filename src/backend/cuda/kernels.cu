@@ -302,10 +302,11 @@ static __device__ void qkv_post_token(const uint16_t *qkv, int t, int pos, int h
         }
         uint16_t *dst = head < hq ? q_out + ((size_t)t * hq + head) * d
                                   : k_at + (size_t)(head - hq) * hstride;
-        if (rot < d) {
-            /* partial: element i < rot pairs with i +- rot / 2, which may
-             * live in another lane, so the head goes through this warp's
-             * row of shared memory */
+        if (rot < d || (per & 1)) {
+            /* partial (or an odd number of values per lane, d = 96):
+             * element i < rot pairs with i +- rot / 2, which may live in
+             * another lane, so the head goes through this warp's row of
+             * shared memory */
             __shared__ float part[QKV_THREADS / 32][QKV_MAXD];
             float *row_w = part[warp];
             const int rh = rot / 2;
@@ -390,7 +391,7 @@ extern "C" int lmc_cu_paged_qkv_post(const uint16_t *qkv, int n, int hq, int hkv
                                      const int32_t *tables, int max_blocks, int block_tokens,
                                      uint16_t *q_out, uint16_t *k_pool, uint16_t *v_pool, int rnd,
                                      lmc_cu_stream s) {
-    if (d > QKV_MAXD || d % 2 || (d > 32 && d % 64) || rot < 2 || rot > d || rot % 2)
+    if (d > QKV_MAXD || d % 2 || (d > 32 && d % 32) || rot < 2 || rot > d || rot % 2)
         return (int)cudaErrorInvalidValue;
     k_paged_qkv_post<<<n, QKV_THREADS, 0, (cudaStream_t)s>>>(
         qkv, hq, hkv, d, bias, q_norm, k_norm, norm_eps, norm_offset, inv_freq, rot, rope_attn,
@@ -583,7 +584,7 @@ extern "C" int lmc_cu_qkv_post(const uint16_t *qkv, int n, int hq, int hkv, int 
                                const float *inv_freq, int rot, float rope_attn,
                                const int32_t *d_state, uint16_t *q_out, uint16_t *k_cache,
                                uint16_t *v_cache, int cap, int rnd, lmc_cu_stream s) {
-    if (d > QKV_MAXD || d % 2 || (d > 32 && d % 64) || rot < 2 || rot > d || rot % 2)
+    if (d > QKV_MAXD || d % 2 || (d > 32 && d % 32) || rot < 2 || rot > d || rot % 2)
         return (int)cudaErrorInvalidValue;
     const int heads = hq + 2 * hkv;
     /* the vector path pairs i with i + d / 2: whole-head rotation only */

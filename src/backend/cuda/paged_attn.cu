@@ -30,6 +30,18 @@
 
 template <int D>
 struct pa_vec; /* D / 32 bf16 values per lane */
+struct pa_u16x3 {
+    uint16_t x, y, z;
+};
+template <>
+struct pa_vec<96> { /* Phi-3-mini's heads: three 2-byte loads a lane */
+    typedef pa_u16x3 t;
+    static __device__ __forceinline__ void get(t v, float *o) {
+        o[0] = bf2f(v.x);
+        o[1] = bf2f(v.y);
+        o[2] = bf2f(v.z);
+    }
+};
 template <>
 struct pa_vec<64> {
     typedef uint32_t t;
@@ -48,6 +60,23 @@ struct pa_vec<128> {
         o[3] = bf2f((uint16_t)(v.y >> 16));
     }
 };
+
+template <>
+struct pa_vec<256> { /* Gemma 3's heads */
+    typedef uint4 t;
+    static __device__ __forceinline__ void get(t v, float *o) {
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            o[2 * i] = bf2f((uint16_t)w[i]);
+            o[2 * i + 1] = bf2f((uint16_t)(w[i] >> 16));
+        }
+    }
+};
+
+/* The largest group of query heads per KV head a head size runs with: at
+ * 256 the per-lane queries and accumulators of more heads would spill. */
+static __host__ __device__ constexpr int pa_maxg(int d) { return d > 128 ? 4 : PA_MAXG; }
 
 template <int D, int G, bool SC>
 __global__ void __launch_bounds__(PA_WARPS * 32)
@@ -210,22 +239,31 @@ __global__ void __launch_bounds__(D)
     out[h * D + threadIdx.x] = f2bf(a / l);
 }
 
+template <int D, int G>
+static void launch_dg(dim3 grid, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                      const int32_t *rs, const int32_t *rp, const int32_t *tb, int mb, int bt,
+                      int hq, int hkv, int window, float scale, float softcap, uint16_t *out,
+                      float *part, cudaStream_t s) {
+    const dim3 block(PA_WARPS * 32);
+    if (softcap > 0.f)
+        k_paged_attn<D, G, true><<<grid, block, 0, s>>>(q, k, v, rs, rp, tb, mb, bt, hq, hkv,
+                                                        window, scale, softcap, out, part);
+    else
+        k_paged_attn<D, G, false><<<grid, block, 0, s>>>(q, k, v, rs, rp, tb, mb, bt, hq, hkv,
+                                                         window, scale, softcap, out, part);
+}
+
 template <int D>
 static int launch_d(int G, dim3 grid, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                     const int32_t *rs, const int32_t *rp, const int32_t *tb, int mb, int bt,
                     int hq, int hkv, int window, float scale, float softcap, uint16_t *out,
-                    float *part,
-                    cudaStream_t s) {
-    const dim3 block(PA_WARPS * 32);
+                    float *part, cudaStream_t s) {
+    if (G < 1 || G > pa_maxg(D)) return (int)cudaErrorInvalidValue;
 #define PA_CASE(g)                                                                           \
     case g:                                                                                  \
-        if (softcap > 0.f)                                                                   \
-            k_paged_attn<D, g, true><<<grid, block, 0, s>>>(q, k, v, rs, rp, tb, mb, bt, hq, hkv, \
-                                                            window, scale, softcap, out, part); \
-        else                                                                                 \
-            k_paged_attn<D, g, false><<<grid, block, 0, s>>>(q, k, v, rs, rp, tb, mb, bt, hq,  \
-                                                             hkv, window, scale, softcap, out,  \
-                                                             part);                          \
+        if constexpr (g <= pa_maxg(D))                                                       \
+            launch_dg<D, g>(grid, q, k, v, rs, rp, tb, mb, bt, hq, hkv, window, scale, softcap, \
+                            out, part, s);                                                   \
         break;
     switch (G) {
         PA_CASE(1)
@@ -248,7 +286,7 @@ static int launch_d(int G, dim3 grid, const uint16_t *q, const uint16_t *k, cons
 extern "C" int lmc_cu_paged_attn_supported(int hq, int hkv, int d) {
     if (hkv <= 0 || hq % hkv) return 0;
     const int g = hq / hkv;
-    return (d == 64 || d == 128) && g >= 1 && g <= PA_MAXG;
+    return (d == 64 || d == 96 || d == 128 || d == 256) && g >= 1 && g <= pa_maxg(d);
 }
 
 /* Blocks the attention should have: PA_BLOCKS_PER_SM per multiprocessor.
@@ -288,11 +326,18 @@ extern "C" int lmc_cu_paged_attn(const uint16_t *q, const uint16_t *k_pool,
         return (int)cudaErrorInvalidValue;
     const dim3 grid((unsigned)n, (unsigned)hkv, (unsigned)splits);
     const int G = hq / hkv;
-    if (d == 64)
-        return launch_d<64>(G, grid, q, k_pool, v_pool, row_seq, row_pos, tables, max_blocks,
-                            block_tokens, hq, hkv, window, scale, softcap, out, ws,
-                            (cudaStream_t)s);
-    return launch_d<128>(G, grid, q, k_pool, v_pool, row_seq, row_pos, tables, max_blocks,
-                         block_tokens, hq, hkv, window, scale, softcap, out, ws,
-                         (cudaStream_t)s);
+    const cudaStream_t st = (cudaStream_t)s;
+#define PA_D(dd)                                                                             \
+    case dd:                                                                                 \
+        return launch_d<dd>(G, grid, q, k_pool, v_pool, row_seq, row_pos, tables, max_blocks, \
+                            block_tokens, hq, hkv, window, scale, softcap, out, ws, st);
+    switch (d) {
+        PA_D(64)
+        PA_D(96)
+        PA_D(128)
+        PA_D(256)
+    default:
+        return (int)cudaErrorInvalidValue;
+    }
+#undef PA_D
 }
