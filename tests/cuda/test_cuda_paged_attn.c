@@ -122,7 +122,7 @@ int main(void) {
     CHECK(lmc_cu_paged_attn_supported(4, 2, 80) == 0);
     /* the split choice: none for a wide batch, some for one row, never
      * more than the positions allow */
-    CHECK_EQ_INT(lmc_cu_paged_attn_splits(64, 8, 512, sms), 1);
+    CHECK_EQ_INT(lmc_cu_paged_attn_splits(4 * sms, 8, 512, sms), 1);
     CHECK(lmc_cu_paged_attn_splits(1, 8, 512, sms) > 1);
     CHECK(lmc_cu_paged_attn_splits(1, 8, 512, sms) <= 512 / 64);
     CHECK_EQ_INT(lmc_cu_paged_attn_splits(1, 8, 40, sms), 1);

@@ -290,22 +290,31 @@ extern "C" int lmc_cu_paged_attn_supported(int hq, int hkv, int d) {
 }
 
 /* Blocks the attention should have: PA_BLOCKS_PER_SM per multiprocessor.
- * A row's positions are split only in runs of at least PA_MIN_SPLIT, the
- * longest row's count taken at a power of two (so the split count, which
- * a captured graph holds, changes rarely as contexts grow). */
-#define PA_BLOCKS_PER_SM 4
+ * Two, measured on an H100 against four (Llama-3.1-8B shape, 512-token
+ * contexts; bench/batch_decode with LMC_CUDA_PA_BLOCKS_PER_SM=4): batch 8
+ * and 16 the same or better, 24 +2.5 points of the memory-bound limit, 48
+ * and 64 +1 (no split and its merge where rows x KV heads already fill the
+ * machine twice). A row's positions are split only in runs of at least
+ * PA_MIN_SPLIT, the longest row's count taken at a power of two (so the
+ * split count, which a captured graph holds, changes rarely as contexts
+ * grow). */
+#define PA_BLOCKS_PER_SM 2
 #define PA_MIN_SPLIT 64
 #define PA_MAX_SPLITS 32
 
 extern "C" int lmc_cu_paged_attn_splits(int n, int hkv, int max_positions, int num_sms) {
-    static int forced = -1; /* LMC_CUDA_PA_SPLITS=N: at most N (comparisons) */
+    /* comparisons: LMC_CUDA_PA_SPLITS=N, at most N splits;
+     * LMC_CUDA_PA_BLOCKS_PER_SM=N, another target */
+    static int forced = -1, per_sm = PA_BLOCKS_PER_SM;
     if (forced < 0) {
         const char *e = getenv("LMC_CUDA_PA_SPLITS");
         forced = e && atoi(e) > 0 ? atoi(e) : 0;
+        e = getenv("LMC_CUDA_PA_BLOCKS_PER_SM");
+        if (e && atoi(e) > 0 && atoi(e) <= 64) per_sm = atoi(e);
     }
     int cap = 1;
     while (cap * 2 <= PA_MAX_SPLITS && (cap * 2) * PA_MIN_SPLIT <= max_positions) cap *= 2;
-    const int have = n * hkv, want = PA_BLOCKS_PER_SM * num_sms;
+    const int have = n * hkv, want = per_sm * num_sms;
     int splits = have >= want ? 1 : (want + have - 1) / have;
     if (forced && splits > forced) splits = forced;
     return splits < cap ? splits : cap;
