@@ -17,8 +17,9 @@ build() { # SRC BUILD_DIR
     cmake --build "$2" -j"$(nproc)" --target decode prefill >> "$log/$(basename "$2").log" 2>&1 ||
     { tail -20 "$log/$(basename "$2").log"; exit 1; }
 }
-build . build-dev
-build "$base" build-dev-base
+build . build-dev &
+build "$base" build-dev-base &
+wait %1 && wait %2
 for i in $(seq "$runs"); do
   for v in base own engine; do
     b=build-dev pv=0
