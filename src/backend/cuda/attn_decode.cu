@@ -49,11 +49,24 @@ typedef struct {
 } dec_args;
 
 /* Where key (or value) `key` of KV head hk starts in the layer's cache:
- * contiguous [Hkv][cap][d], or paged through the block table. */
-static __device__ __forceinline__ size_t kv_at(const dec_args &a, int hk, int key, int d) {
-    if (a.table)
-        return ((size_t)a.table[key / a.bt] * a.hkv + hk) * a.bt * d + (size_t)(key % a.bt) * d;
-    return ((size_t)hk * a.cap + key) * d;
+ * contiguous [Hkv][cap][d], or (PG) paged through the block table. A
+ * compile-time choice, from values copied out of the arguments once: with
+ * a run-time choice reading the (address-taken, so local-memory) argument
+ * block in the key loops, the contiguous kernel's loads stopped issuing
+ * together (H100, Llama-3.1-8B decode: 19 -> 43 us a layer). */
+struct kv_map {
+    const int32_t *table;
+    int bt, hkv, cap;
+};
+static __device__ __forceinline__ kv_map kv_map_of(const dec_args &a) {
+    return kv_map{a.table, a.bt, a.hkv, a.cap};
+}
+template <bool PG>
+static __device__ __forceinline__ size_t kv_at(const kv_map m, int hk, int key, int d) {
+    if constexpr (PG)
+        return ((size_t)m.table[key / m.bt] * m.hkv + hk) * m.bt * d + (size_t)(key % m.bt) * d;
+    else
+        return ((size_t)hk * m.cap + key) * d;
 }
 
 /* One warp: the head's d values from src, optional RMSNorm with weight nw
@@ -173,19 +186,21 @@ static __device__ __noinline__ void merge_splits(const dec_args &a, int G, int h
 }
 
 /* A scaled score after attention logit softcapping (SC: a.softcap > 0). */
-template <bool SC> static __device__ __forceinline__ float capped(float s, const dec_args &a) {
-    return SC ? a.softcap * tanhf(s / a.softcap) : s;
+template <bool SC> static __device__ __forceinline__ float capped(float s, float softcap) {
+    return SC ? softcap * tanhf(s / softcap) : s;
 }
 
 /* GM: the smallest supported bound on the query heads per KV head, so the
  * per-head register arrays and unrolled loops are no larger than needed.
  * SC: attention logit softcapping (a.softcap). */
-template <int GM, bool SC>
+template <int GM, bool SC, bool PG>
 __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
     extern __shared__ __align__(16) float sm[];
     __shared__ int s_last;
     const int G = a.hq / a.hkv, d = a.d, ns = a.nsplit;
     const int hk = blockIdx.x, split = blockIdx.y, tid = threadIdx.x;
+    const kv_map km = kv_map_of(a);
+    const uint16_t *const kcache = a.kc, *const vcache = a.vc;
     const int warp = tid >> 5, lane = tid & 31;
     /* [stage][K|V][DEC_TILE][d] bf16 tiles; after the key loop the same
      * bytes hold the per-warp partial outputs [warps][G][d] (floats) */
@@ -216,9 +231,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
         for (int c = tid; c < DEC_TILE * cpr; c += DEC_THREADS) {
             const int j = c / cpr, off = (c - j * cpr) * 8, key = k0 + j;
             const bool live = key < hi;
-            const size_t g = kv_at(a, hk, live ? key : lo, d) + off;
-            cp_async16(kt + j * d + off, a.kc + g, live);
-            cp_async16(vt + j * d + off, a.vc + g, live);
+            const size_t g = kv_at<PG>(km, hk, live ? key : lo, d) + off;
+            cp_async16(kt + j * d + off, kcache + g, live);
+            cp_async16(vt + j * d + off, vcache + g, live);
         }
         asm volatile("cp.async.commit_group;");
     };
@@ -233,7 +248,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
         rope_head(a.qkv + (size_t)(hk * G + gg) * d, a.q_norm, a.eps, a.norm_offset, a.rnd,
                   a.inv_freq, a.rot, a.rope_attn, pos, d, tmp + warp * d, qs + gg * d, NULL);
     if (split == used - 1 && a.append) { /* this chunk ends at the new token: append it */
-        const size_t at = kv_at(a, hk, pos, d);
+        const size_t at = kv_at<PG>(km, hk, pos, d);
         if (warp == DEC_WARPS - 1)
             rope_head(a.qkv + (size_t)(a.hq + hk) * d, a.k_norm, a.eps, a.norm_offset, a.rnd,
                       a.inv_freq, a.rot, a.rope_attn, pos, d, tmp + warp * d, NULL, a.kc + at);
@@ -296,7 +311,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(dec_args a) {
             if (live && sub == 0)
 #pragma unroll
                 for (int gg = 0; gg < GM; gg++)
-                    if (gg < G) sc[gg * DEC_TILE + j] = capped<SC>(p[gg] * a.scale, a);
+                    if (gg < G) sc[gg * DEC_TILE + j] = capped<SC>(p[gg] * a.scale, a.softcap);
         }
         __syncthreads();
         for (int gg = warp; gg < G; gg += DEC_WARPS) {
@@ -409,7 +424,7 @@ template <int D> struct wk_v { /* one key's values of a lane: D / 32 of them */
  * 1,024 measured within 2% of each other at 128-384 keys, 256 ahead */
 static const int wk_minchunk = DEC_WARPS * WK_GROUP;
 
-template <int GM, int D, bool SC>
+template <int GM, int D, bool SC, bool PG>
 __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int minchunk) {
     constexpr int KC = D / 8;  /* 16-byte pieces of a key row */
     constexpr int DV = D / 32; /* output dimensions per lane */
@@ -417,6 +432,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
     __shared__ int s_last;
     const int G = a.hq / a.hkv, ns = a.nsplit;
     const int hk = blockIdx.x, split = blockIdx.y, tid = threadIdx.x;
+    const kv_map km = kv_map_of(a);
+    const uint16_t *const kcache = a.kc, *const vcache = a.vc;
+    const float cap = a.softcap;
     const int warp = tid >> 5, lane = tid & 31;
     float *qs = sm;                        /* [G][D] roped queries */
     float *pw = qs + G * D;                /* [warps][G][32] weights of a key group */
@@ -446,14 +464,23 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
     auto load_group = [&](int g0) {
         const int key = g0 + lane;
         const bool live = key < hik;
-        const uint4 *ks = (const uint4 *)(a.kc + kv_at(a, hk, live ? key : 0, D));
+        /* the lane's key row; paged, lane j's offset is key g0 + j's value
+         * row too (the pools share their layout), so one table look-up a
+         * lane serves the group's values */
+        const size_t koff = kv_at<PG>(km, hk, live ? key : 0, D);
+        const uint4 *ks = (const uint4 *)(kcache + koff);
 #pragma unroll
         for (int c = 0; c < KC; c++) kr[c] = live ? ks[c] : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
         for (int j = 0; j < WK_GROUP; j++) {
             const int kj = g0 + j;
             const bool lj = kj < hik;
-            const uint16_t *vs = a.vc + kv_at(a, hk, lj ? kj : 0, D);
+            const uint16_t *vs;
+            if constexpr (PG)
+                vs = vcache + (((size_t)__shfl_sync(0xffffffffu, (unsigned)(koff >> 32), j) << 32) |
+                             __shfl_sync(0xffffffffu, (unsigned)koff, j));
+            else
+                vs = vcache + kv_at<false>(km, hk, lj ? kj : 0, D);
             if constexpr (D == 32) {
                 vr[j].w[0] = lj ? (uint32_t)vs[lane] : 0u;
             } else if constexpr (D == 64) {
@@ -473,7 +500,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
         rope_head(a.qkv + (size_t)(hk * G + gg) * D, a.q_norm, a.eps, a.norm_offset, a.rnd,
                   a.inv_freq, a.rot, a.rope_attn, pos, D, tmp + warp * D, qs + gg * D, NULL);
     if (has_new) { /* append the new token's key and value; keep them for the end */
-        const size_t at = kv_at(a, hk, pos, D);
+        const size_t at = kv_at<PG>(km, hk, pos, D);
         if (warp == DEC_WARPS - 1)
             rope_head(a.qkv + (size_t)(a.hq + hk) * D, a.k_norm, a.eps, a.norm_offset, a.rnd,
                       a.inv_freq, a.rot, a.rope_attn, pos, D, tmp + warp * D, knf,
@@ -518,7 +545,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
         const bool live = g0 + lane < hik;
 #pragma unroll
         for (int g = 0; g < GM; g++)
-            s[g] = live ? (SC ? capped<SC>(s[g] * a.scale, a) * 1.4426950408889634f : s[g] * sl2)
+            s[g] = live ? (SC ? capped<SC>(s[g] * a.scale, cap) * 1.4426950408889634f : s[g] * sl2)
                         : -INFINITY;
         float mx[GM];
 #pragma unroll
@@ -592,7 +619,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode_wk(dec_args a, int 
             for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
             if (lane == 0) {
                 wm[DEC_WARPS * G + g] =
-                    has_new ? (SC ? capped<SC>(s * a.scale, a) * 1.4426950408889634f : s * sl2)
+                    has_new ? (SC ? capped<SC>(s * a.scale, cap) * 1.4426950408889634f : s * sl2)
                             : -INFINITY;
                 wl[DEC_WARPS * G + g] = has_new ? 1.f : 0.f;
             }
@@ -636,24 +663,26 @@ static size_t wk_smem(int G, int d) {
 }
 
 typedef void (*wk_kernel)(dec_args, int);
-template <int D, bool SC> static wk_kernel wk_pick_d(int G) {
-    return G <= 2 ? k_attn_decode_wk<2, D, SC> : G <= 4 ? k_attn_decode_wk<4, D, SC>
-                                                        : k_attn_decode_wk<8, D, SC>;
+template <int D, bool SC, bool PG> static wk_kernel wk_pick_d(int G) {
+    return G <= 2   ? k_attn_decode_wk<2, D, SC, PG>
+           : G <= 4 ? k_attn_decode_wk<4, D, SC, PG>
+                    : k_attn_decode_wk<8, D, SC, PG>;
 }
 /* NULL where the one-key-per-lane kernel does not apply (16 heads per KV
  * head at d = 128 would not fit in registers) */
-template <bool SC> static wk_kernel wk_pick_sc(int G, int d) {
+template <bool SC, bool PG> static wk_kernel wk_pick_sc(int G, int d) {
     if (G < 1 || G > DEC_MAXG) return NULL;
     if (G > 8)
-        return d == 32 ? k_attn_decode_wk<16, 32, SC>
-                       : d == 64 ? k_attn_decode_wk<16, 64, SC> : NULL;
-    return d == 32    ? wk_pick_d<32, SC>(G)
-           : d == 64  ? wk_pick_d<64, SC>(G)
-           : d == 128 ? wk_pick_d<128, SC>(G)
+        return d == 32 ? k_attn_decode_wk<16, 32, SC, PG>
+                       : d == 64 ? k_attn_decode_wk<16, 64, SC, PG> : NULL;
+    return d == 32    ? wk_pick_d<32, SC, PG>(G)
+           : d == 64  ? wk_pick_d<64, SC, PG>(G)
+           : d == 128 ? wk_pick_d<128, SC, PG>(G)
                       : NULL;
 }
-static wk_kernel wk_pick(int G, int d, bool sc) {
-    return sc ? wk_pick_sc<true>(G, d) : wk_pick_sc<false>(G, d);
+static wk_kernel wk_pick(int G, int d, bool sc, bool pg) {
+    return sc ? (pg ? wk_pick_sc<true, true>(G, d) : wk_pick_sc<true, false>(G, d))
+              : (pg ? wk_pick_sc<false, true>(G, d) : wk_pick_sc<false, false>(G, d));
 }
 
 static size_t dec_smem(int G, int d) {
@@ -665,22 +694,25 @@ static size_t dec_smem(int G, int d) {
 }
 
 typedef void (*dec_kernel)(dec_args);
-template <bool SC> static dec_kernel dec_pick_sc(int G) {
-    return G <= 2   ? k_attn_decode<2, SC>
-           : G <= 4 ? k_attn_decode<4, SC>
-           : G <= 8 ? k_attn_decode<8, SC>
-                    : k_attn_decode<16, SC>;
+template <bool SC, bool PG> static dec_kernel dec_pick_sc(int G) {
+    return G <= 2   ? k_attn_decode<2, SC, PG>
+           : G <= 4 ? k_attn_decode<4, SC, PG>
+           : G <= 8 ? k_attn_decode<8, SC, PG>
+                    : k_attn_decode<16, SC, PG>;
 }
-static dec_kernel dec_pick(int G, bool sc) {
-    return sc ? dec_pick_sc<true>(G) : dec_pick_sc<false>(G);
+static dec_kernel dec_pick(int G, bool sc, bool pg) {
+    return sc ? (pg ? dec_pick_sc<true, true>(G) : dec_pick_sc<true, false>(G))
+              : (pg ? dec_pick_sc<false, true>(G) : dec_pick_sc<false, false>(G));
 }
 
-/* The launch attributes of the shape's kernel, with and without softcapping. */
+/* The launch attributes of the shape's kernel, with and without
+ * softcapping, contiguous and paged. */
 extern "C" int lmc_cu_attn_decode_setup(int hq, int hkv, int d) {
     const int G = hq / hkv;
     cudaError_t e = cudaSuccess;
-    for (int sc = 0; sc < 2 && e == cudaSuccess; sc++) {
-        wk_kernel wk = wk_pick(G, d, sc);
+    for (int v = 0; v < 4 && e == cudaSuccess; v++) {
+        const bool sc = v & 1, pg = v >> 1;
+        wk_kernel wk = wk_pick(G, d, sc, pg);
         size_t smem;
         if (wk) {
             e = cudaFuncSetAttribute(wk, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
@@ -690,7 +722,7 @@ extern "C" int lmc_cu_attn_decode_setup(int hq, int hkv, int d) {
                                          (int)smem);
             continue;
         }
-        dec_kernel k = dec_pick(G, sc);
+        dec_kernel k = dec_pick(G, sc, pg);
         e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
         smem = dec_smem(G, d);
         if (e == cudaSuccess && smem > 48 * 1024)
@@ -750,12 +782,13 @@ static int attn_decode(const uint16_t *qkv, int hq, int hkv, int d, const uint16
     a.rnd = rnd;
     a.append = append;
     const bool sc = softcap > 0.f;
-    wk_kernel wk = wk_pick(hq / hkv, d, sc);
+    const bool pg = table != NULL;
+    wk_kernel wk = wk_pick(hq / hkv, d, sc, pg);
     if (wk)
         return (int)lmc_pdl_launch(wk, dim3(hkv, nsplit), dim3(DEC_THREADS), wk_smem(hq / hkv, d),
                                    (cudaStream_t)s, a, wk_minchunk);
     const size_t smem = dec_smem(hq / hkv, d);
-    return (int)lmc_pdl_launch(dec_pick(hq / hkv, sc), dim3(hkv, nsplit), dim3(DEC_THREADS), smem,
+    return (int)lmc_pdl_launch(dec_pick(hq / hkv, sc, pg), dim3(hkv, nsplit), dim3(DEC_THREADS), smem,
                                (cudaStream_t)s, a);
 }
 
