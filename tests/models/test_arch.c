@@ -206,17 +206,13 @@ static void test_capabilities(void) {
                    " 1, 1, 1], \"long_factor\": [2, 2, 2, 2, 2, 2, 2, 2]}, "
                    "\"original_max_position_embeddings\": 1024}",
                    &c, &p));
-    /* longrope runs on the CPU and, through the paged engine, on CUDA with
-     * LMC_CUDA_PREVIEW=1 (refused by name without it until its GPU checks
-     * have run); LoRA training refuses it by name (test_lora_errors) */
+    /* longrope runs on the CPU and, through the paged engine, on CUDA
+     * (checked against transformers on a GPU); LoRA training refuses it by
+     * name (test_lora_errors) */
     CHECK(c.head_dim == 64 && p.rot_dim == 16);
     CHECK(lmc_arch_plan_features(&p, &c) & LMC_FEAT_LONGROPE);
     CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
-    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
-              "device cuda: longrope rope scaling (phi3) is not supported");
-    setenv("LMC_CUDA_PREVIEW", "1", 1);
     CHECK_MSG(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK, "%s", lmc_last_error());
-    unsetenv("LMC_CUDA_PREVIEW");
     lmc_arch_plan_free(&p);
 #ifdef LMC_HAVE_CUDA
     /* a head size the batched attention does not run: the single-sequence
@@ -225,31 +221,25 @@ static void test_capabilities(void) {
                    " \"short_factor\": [1, 1, 1, 1, 1, 1, 1, 1], \"long_factor\": [2, 2, 2, 2, 2,"
                    " 2, 2, 2]}, \"original_max_position_embeddings\": 1024}",
                    &c, &p));
-    setenv("LMC_CUDA_PREVIEW", "1", 1);
     CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
               "device cuda: longrope rope scaling (phi3) with head_dim 16");
-    unsetenv("LMC_CUDA_PREVIEW");
     lmc_arch_plan_free(&p);
     /* head sizes only the paged engine runs (Phi-3-mini's 96, Gemma 3's
-     * 256): a preview until their GPU checks, in the groupings it runs */
+     * 256; checked against transformers on a GPU), in the groupings it
+     * runs */
     CHECK(!plan_of("{\"model_type\": \"phi3\", \"hidden_size\": 384, \"intermediate_size\": "
                    "688, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
                    "\"num_key_value_heads\": 2, \"vocab_size\": 512}",
                    &c, &p));
     CHECK(c.head_dim == 96);
     CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
-    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
-              "device cuda: head_dim 96 (phi3) runs on the batched engine's kernels only");
-    setenv("LMC_CUDA_PREVIEW", "1", 1);
     CHECK_MSG(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK, "%s", lmc_last_error());
-    unsetenv("LMC_CUDA_PREVIEW");
     lmc_arch_plan_free(&p);
     static const struct {
         int hq, hkv, d;
         bool ok;
     } shapes[] = {{4, 1, 256, true}, {8, 4, 256, true}, {8, 1, 256, false}, {4, 2, 80, false},
                   {16, 1, 96, false}};
-    setenv("LMC_CUDA_PREVIEW", "1", 1);
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         char js[512];
         snprintf(js, sizeof js,
@@ -269,7 +259,6 @@ static void test_capabilities(void) {
                       lmc_last_error());
         lmc_arch_plan_free(&p);
     }
-    unsetenv("LMC_CUDA_PREVIEW");
 #endif
     /* one factor per rotated frequency: a partial rotary embedding rotates 8
      * of the 16 values, so 4 factors each */
@@ -310,10 +299,11 @@ static void test_capabilities(void) {
                    " \"final_logit_softcapping\": 30.0}", &c, &p));
     CHECK(p.final_softcap == 30.0f);
     CHECK(lmc_backend_supports(LMC_DEVICE_CPU, &p, &c) == LMC_OK);
-    /* the final softcap's CUDA kernel is a preview until checked on a GPU */
+#ifdef LMC_HAVE_CUDA
+    /* gemma3_text runs on CUDA's paged engine, in its attention's head sizes */
     CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED,
-              "device cuda: final_logit_softcapping (gemma3_text)");
-    CHECK(strstr(lmc_last_error(), "LMC_CUDA_PREVIEW=1") != NULL);
+              "(gemma3_text) with head_dim 16");
+#endif
     lmc_arch_plan_free(&p);
     /* gemma3_text without softcapping runs on CUDA (checked on a GPU) */
     CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS_ENGINE "\"sliding_window\": 8}",
@@ -324,17 +314,15 @@ static void test_capabilities(void) {
     CHECK_ERR(plan_of("{\"model_type\": \"gemma3_text\", " DIMS "\"sliding_window\": 8,"
                       " \"attn_logit_softcapping\": 50.0}", &c, &p),
               LMC_ERR_UNSUPPORTED, "attn_logit_softcapping 50 is set, but gemma3_text attention");
-    /* every feature of gemma3_text runs on CUDA as a preview */
-    setenv("LMC_CUDA_PREVIEW", "1", 1);
+    /* every feature of gemma3_text runs on CUDA (final softcapping and
+     * query_pre_attn_scalar checked against transformers on a GPU) */
     CHECK(!plan_of("{\"model_type\": \"gemma3_text\", " DIMS_ENGINE "\"sliding_window\": 8,"
                    " \"final_logit_softcapping\": 30.0, \"query_pre_attn_scalar\": 32}",
                    &c, &p));
     CHECK(p.final_softcap == 30.0f && p.attn_softcap == 0.0f);
     CHECK(lmc_arch_plan_features(&p, &c) & LMC_FEAT_FINAL_SOFTCAP);
     CHECK(lmc_arch_plan_features(&p, &c) & LMC_FEAT_ATTN_SCALE);
-    CHECK(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK);
-    unsetenv("LMC_CUDA_PREVIEW");
-    CHECK_ERR(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c), LMC_ERR_UNSUPPORTED, "device cuda");
+    CHECK_MSG(lmc_backend_supports(LMC_DEVICE_CUDA, &p, &c) == LMC_OK, "%s", lmc_last_error());
     lmc_arch_plan_free(&p);
     CHECK(!plan_of("{\"model_type\": \"llama\", " DIMS "\"quantization\": {\"group_size\": 64,"
                    " \"bits\": 4, \"mode\": \"mxfp4\"}}", &c, &p));

@@ -17,11 +17,12 @@ lmc_status lmc_cuda_supports(const lmc_arch_plan *p, const lmc_model_config *c);
  * any of them keeps its API caches on the engine (models/kv_cache.c), not
  * on the single-sequence caches of cuda_llama.c. longrope needs the engine
  * besides: it picks its RoPE table per forward and item, where those
- * caches' kernels take one table per layer. */
+ * caches' kernels take one table per layer. (Attention logit softcapping
+ * is among them, behind LMC_CUDA_PREVIEW=1: cuda_supports.c.) */
 #define LMC_CUDA_ENGINE_FEATURES                                                             \
     (LMC_FEAT_PARTIAL_ROTARY | LMC_FEAT_NORM_ONE_PLUS_W | LMC_FEAT_SANDWICH_NORMS |           \
      LMC_FEAT_GEGLU | LMC_FEAT_EMBED_SCALE | LMC_FEAT_LOCAL_ROPE | LMC_FEAT_MIXED_WINDOWS |   \
-     LMC_FEAT_LONGROPE)
+     LMC_FEAT_LONGROPE | LMC_FEAT_ATTN_SCALE | LMC_FEAT_FINAL_SOFTCAP | LMC_FEAT_ATTN_SOFTCAP)
 /* Build the CUDA model of a plan that passed lmc_cuda_supports (builds
  * with CUDA only). */
 lmc_status lmc_cuda_model_create(const lmc_loaded_model *lm, const lmc_arch_plan *plan,
