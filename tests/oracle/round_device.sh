@@ -2,8 +2,9 @@
 # One GPU-machine pass for this round's CUDA work, in order of need so that
 # a short machine still returns the first parts (everything lands in
 # OUT_DIR as it is made):
-#   1. the goldens of the new realistic-width recipes (WIDE_ONLY, from
-#      transformers; OUT_DIR/wide_new.tgz to unpack at the repository root);
+#   1. with WIDE_ONLY="recipe ...", those realistic-width recipes' goldens
+#      remade from transformers (OUT_DIR/wide_new.tgz to unpack at the
+#      repository root);
 #   2. the realistic-width and batch tests; then (ROUND=lean or full)
 #      batched decode of the Llama-3.1-8B shape and single-sequence decode
 #      with the model's own caches and the engine's;
@@ -12,10 +13,12 @@
 #   4. (ROUND=full, the default) single-sequence prefill, the README table
 #      against transformers (bench/batch_vs_hf.py), batched decode with
 #      the split attention, one-row GEMV and one-row decode kernels off, and
-#      a batch-64 kernel profile.
-#   [ROUND=checks|lean|full] tests/oracle/round_device.sh OUT_DIR
-# (ROUND=checks needs about two minutes of machine time; SKIP_GOLDENS=1
-# leaves out step 1 where the committed goldens are current.)
+#      a batch-64 kernel profile; with BASE_SRC=DIR (another source tree,
+#      carried), single-sequence decode and prefill against it
+#      (bench/single_seq_vs_base.sh).
+#   [ROUND=checks|lean|full] [WIDE_ONLY=...] [BASE_SRC=DIR] \
+#     tests/oracle/round_device.sh OUT_DIR
+# (ROUND=checks needs about two minutes of machine time.)
 set -u
 out=$1 work=/tmp/lmcbench round=${ROUND:-full}
 mkdir -p "$out" "$work"
@@ -26,8 +29,8 @@ spec = importlib.util.spec_from_file_location("dp", "bench/decode_prefill_vs_hf.
 dp = importlib.util.module_from_spec(spec); spec.loader.exec_module(dp)
 dp.write_checkpoint("llama-3.1-8b", sys.argv[1])
 PY
-if [ -z "${SKIP_GOLDENS:-}" ]; then
-  new="${WIDE_ONLY:-phi3_hd96 gemma3_hd256}"
+if [ -n "${WIDE_ONLY:-}" ]; then
+  new="$WIDE_ONLY"
   WIDE_ONLY="$new" python3 tests/oracle/make_wide_models.py tests/golden/wide > "$out/goldens.log" 2>&1
   grep -v "Writing model" "$out/goldens.log" | tail -4
   tar czf "$out/wide_new.tgz" $(for n in $new; do [ -d tests/golden/wide/$n ] && echo tests/golden/wide/$n; done)
@@ -78,3 +81,5 @@ LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_BATCH_DECODE=0 build-dev/benc
 # where a batch-64 step's time goes now (Nsight Compute, graphs off)
 command -v ncu > /dev/null && timeout 150 bash bench/batch_profile.sh build-dev "$m" 64 "$out/ncu64.csv" > "$out/ncu64.txt" 2>&1
 head -30 "$out/ncu64.txt" 2>/dev/null
+[ -n "${BASE_SRC:-}" ] && bash bench/single_seq_vs_base.sh "$BASE_SRC" "$m" 2 > "$out/single_seq.txt" 2>&1
+[ -n "${BASE_SRC:-}" ] && tail -6 "$out/single_seq.txt"
