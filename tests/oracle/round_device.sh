@@ -81,5 +81,7 @@ LMC_CUDA_GEMV_ROWS=0 LMC_CUDA_PA_SPLITS=1 LMC_CUDA_BATCH_DECODE=0 build-dev/benc
 # where a batch-64 step's time goes now (Nsight Compute, graphs off)
 command -v ncu > /dev/null && timeout 150 bash bench/batch_profile.sh build-dev "$m" 64 "$out/ncu64.csv" > "$out/ncu64.txt" 2>&1
 head -30 "$out/ncu64.txt" 2>/dev/null
-[ -n "${BASE_SRC:-}" ] && bash bench/single_seq_vs_base.sh "$BASE_SRC" "$m" 2 > "$out/single_seq.txt" 2>&1
-[ -n "${BASE_SRC:-}" ] && tail -6 "$out/single_seq.txt"
+if [ -n "${BASE_SRC:-}" ]; then
+  bash bench/single_seq_vs_base.sh "$BASE_SRC" "$m" 2 > "$out/single_seq.txt" 2>&1
+  tail -6 "$out/single_seq.txt"
+fi
