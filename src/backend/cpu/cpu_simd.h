@@ -1,7 +1,8 @@
 /* The CPU kernels' one copy of their dispatch attribute and float vector
  * helpers. HOT functions are built twice (AVX2/FMA and baseline x86-64) and
- * picked at load; the helpers are static so each kernel file inlines its own
- * vectorised copy. */
+ * picked at load. The helpers are static, so a file that wants them defines
+ * LMC_CPU_SIMD_VEC before including this (multiversioned functions take no
+ * `unused` attribute under clang, and the other files would warn). */
 #ifndef LMC_CPU_SIMD_H
 #define LMC_CPU_SIMD_H
 
@@ -15,8 +16,9 @@
 #define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 
+#ifdef LMC_CPU_SIMD_VEC
 /* sum a[i] * b[i], in float */
-HOT __attribute__((unused)) static float lmc_vdot(const float *a, const float *b, size_t n) {
+HOT static float lmc_vdot(const float *a, const float *b, size_t n) {
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
     for (size_t i = 0; i < n; i++) acc += a[i] * b[i];
@@ -24,9 +26,10 @@ HOT __attribute__((unused)) static float lmc_vdot(const float *a, const float *b
 }
 
 /* y += a * x */
-HOT __attribute__((unused)) static void lmc_vaxpy(float *y, float a, const float *x, size_t n) {
+HOT static void lmc_vaxpy(float *y, float a, const float *x, size_t n) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }
+#endif
 
 #endif
