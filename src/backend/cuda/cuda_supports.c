@@ -24,9 +24,9 @@
 
 /* The description's features the kernels implement (fused checkpoints
  * are split at upload; the rest are flags of cu_model, cuda_model.h):
- * gemma3_text's and the partial rotary embedding run through the paged
- * engine (LMC_CUDA_ENGINE_FEATURES, checked against transformers there),
- * as longrope does behind the preview. */
+ * gemma3_text's, the partial rotary embedding and longrope run through the
+ * paged engine (LMC_CUDA_ENGINE_FEATURES, checked against transformers
+ * there). */
 /* Features whose CUDA kernels exist but have not been checked against
  * transformers on a GPU: refused by name unless LMC_CUDA_PREVIEW=1. The
  * attention logit softcap's kernels are checked against a host reference
