@@ -10,11 +10,10 @@
  * f32; inputs of matrix products are bf16, rounded where a bf16 model in
  * transformers rounds them.
  *
- * The API's KV caches run on the paged pool (cuda_batch.c, through
- * models/kv_cache.c). A model whose shape the paged attention kernel
- * cannot run (head_dim other than 64 or 128, more than 8 query heads per
- * KV head) gets this file's single-sequence cache instead (the vtable's
- * cache_new / cache_load fallback): a single new token (decode) runs a
+ * The API's KV caches are this file's single-sequence caches (own_cache,
+ * below), except for a model that uses a feature or a head size only the
+ * paged engine runs (cuda_batch.c, through models/kv_cache.c), or with
+ * LMC_CUDA_PREVIEW=1. In the single-sequence cache a new token (decode) runs a
  * captured CUDA graph of GEMV, attention and fused prologue kernels that
  * reads its position and token from device memory; several tokens
  * (prefill) run cuBLASLt GEMMs and flash attention in chunks of at most
