@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LMC_CPU_SIMD_VEC
 #include "backend/cpu/cpu_simd.h"
 
 static inline float round_bf16(float f) {

@@ -12,7 +12,6 @@
 #include "backend/cpu/cpu_ops.h"
 #include "base/error.h"
 
-#define LMC_CPU_SIMD_VEC
 #include "backend/cpu/cpu_simd.h"
 
 static const float *slot(const lmc_cpu_paged_kv *kv, size_t off, size_t g, size_t hd, size_t p) {
