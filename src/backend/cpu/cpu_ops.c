@@ -55,6 +55,18 @@ void lmc_cpu_softcap(float *x, size_t n, float cap, lmc_dtype round_dt) {
         for (size_t i = 0; i < n; i++) x[i] = softcap1(x[i], cap, round_dt);
 }
 
+HOT static float vdot(const float *a, const float *b, size_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (size_t i = 0; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+HOT static void vaxpy(float *y, float a, const float *x, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 /* The element-wise kernels run on the calling thread: next to the matmuls
  * they are cheap, and an OpenMP team spinning between them would compete
  * with OpenBLAS's threads for the cores during prefill. */
@@ -265,7 +277,7 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
                     sc[s] = -INFINITY;
                     continue;
                 }
-                float d = round_to(lmc_vdot(qi, kp + s * hd, hd), a->round_dt);
+                float d = round_to(vdot(qi, kp + s * hd, hd), a->round_dt);
                 sc[s] = softcap1(round_to(d * a->scale, a->round_dt), a->softcap, a->round_dt);
                 if (sc[s] > mx) mx = sc[s];
             }
@@ -276,7 +288,7 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
                     *o = -INFINITY;
                     continue;
                 }
-                float d = round_to(lmc_vdot(qi, a->k_new + s * kv_stride + g * hd, hd), a->round_dt);
+                float d = round_to(vdot(qi, a->k_new + s * kv_stride + g * hd, hd), a->round_dt);
                 *o = softcap1(round_to(d * a->scale, a->round_dt), a->softcap, a->round_dt);
                 if (*o > mx) mx = *o;
             }
@@ -291,12 +303,12 @@ static lmc_status attention_rows(const lmc_cpu_attn_args *a, const float *q, flo
             memset(acc, 0, hd * sizeof(float));
             for (size_t s = 0; s < a->n_past; s++) {
                 if (sc[s] == 0.0f) continue;
-                lmc_vaxpy(acc, round_to(sc[s] * inv, a->round_dt), vp + s * hd, hd);
+                vaxpy(acc, round_to(sc[s] * inv, a->round_dt), vp + s * hd, hd);
             }
             for (size_t s = 0; s < seen; s++) {
                 float w = sc[a->n_past + s];
                 if (w == 0.0f) continue;
-                lmc_vaxpy(acc, round_to(w * inv, a->round_dt), a->v_new + s * kv_stride + g * hd,
+                vaxpy(acc, round_to(w * inv, a->round_dt), a->v_new + s * kv_stride + g * hd,
                       hd);
             }
             float *oi = out + i * q_stride + h * hd;

@@ -14,6 +14,18 @@
 
 #include "backend/cpu/cpu_simd.h"
 
+HOT static float dot(const float *a, const float *b, size_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (size_t i = 0; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+HOT static void axpy(float *y, float a, const float *x, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 static const float *slot(const lmc_cpu_paged_kv *kv, size_t off, size_t g, size_t hd, size_t p) {
     size_t B = kv->block_tokens;
     return kv->pool + (size_t)kv->table[p / B] * kv->block_floats + off + (g * B + p % B) * hd;
@@ -55,7 +67,7 @@ lmc_status lmc_cpu_paged_attention(const lmc_cpu_paged_kv *kv, const lmc_cpu_pag
                 const float *k = slot(kv, kv->k_off, g, hd, lo + s);
                 size_t run = B - (lo + s) % B;
                 if (run > m - s) run = m - s;
-                for (size_t e = 0; e < run; e++, s++, k += hd) sc[s] = lmc_vdot(qi, k, hd);
+                for (size_t e = 0; e < run; e++, s++, k += hd) sc[s] = dot(qi, k, hd);
             }
             /* the element-wise steps run over the whole row (one call
              * each), in lmc_cpu_attention's order */
@@ -80,7 +92,7 @@ lmc_status lmc_cpu_paged_attention(const lmc_cpu_paged_kv *kv, const lmc_cpu_pag
                 size_t run = B - (lo + s) % B;
                 if (run > m - s) run = m - s;
                 for (size_t e = 0; e < run; e++, s++, v += hd)
-                    if (sc[s] != 0.0f) lmc_vaxpy(acc, sc[s], v, hd);
+                    if (sc[s] != 0.0f) axpy(acc, sc[s], v, hd);
             }
             float *oi = out + i * qs + h * hd;
             memcpy(oi, acc, hd * sizeof *acc);
