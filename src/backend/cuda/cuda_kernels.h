@@ -156,6 +156,11 @@ int lmc_cu_attn_decode_paged(const uint16_t *qkv, int hq, int hkv, int d, const 
                              float softcap, int nsplit, void *ws, uint16_t *out, int rnd,
                              lmc_cu_stream s);
 int lmc_cu_attn_decode_supported(int hq, int hkv, int d);
+/* The single-sequence cache's attention (prefill and decode) runs the
+ * shape; otherwise only the paged engine can (lmc_cu_paged_attn_supported). */
+static inline int lmc_cu_single_seq_attn_supported(int hq, int hkv, int d) {
+    return lmc_cu_attn_prefill_supported(d) && lmc_cu_attn_decode_supported(hq, hkv, d);
+}
 
 /* A row of a prefill's qkv GEMM output as lmc_cu_attn_decode takes a
  * token (bias added, rounded as lmc_cu_qkv_post rounds it), so that the

@@ -362,7 +362,7 @@ static lmc_status cu_cache_new(lmc_model *mm, lmc_kv_cache **out) {
     if (m->inv_freq_long)
         return lmc_err(LMC_ERR_UNSUPPORTED,
                        "device cuda: longrope rope scaling runs on the paged engine only");
-    if (!lmc_cu_attn_prefill_supported(m->D) || !lmc_cu_attn_decode_supported(m->hq, m->hkv, m->D))
+    if (!lmc_cu_single_seq_attn_supported(m->hq, m->hkv, m->D))
         return lmc_err(LMC_ERR_UNSUPPORTED,
                        "device cuda: head_dim %d with %d/%d heads runs on the paged engine only",
                        m->D, m->hq, m->hkv);
@@ -960,8 +960,7 @@ static lmc_status plan_features(cu_model *m, const lmc_arch_plan *plan,
     /* the engine's caches for what only it runs: its features, and head
      * sizes the single-sequence kernels have none for (cuda_supports.c) */
     m->engine_caches = (f & LMC_CUDA_ENGINE_FEATURES) != 0 ||
-                       !lmc_cu_attn_prefill_supported(m->D) ||
-                       !lmc_cu_attn_decode_supported(m->hq, m->hkv, m->D);
+                       !lmc_cu_single_seq_attn_supported(m->hq, m->hkv, m->D);
     m->layer_window = malloc((size_t)m->L * sizeof *m->layer_window);
     if (!m->layer_window) return lmc_err(LMC_ERR_NOMEM, "device cuda: no memory");
     for (int l = 0; l < m->L; l++) m->layer_window[l] = (int)plan->layer_window[l];

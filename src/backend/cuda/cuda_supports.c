@@ -52,8 +52,7 @@ static lmc_status check_shapes(const lmc_arch_plan *p, const lmc_model_config *c
     /* two sets of attention kernels: the single-sequence cache's (prefill
      * and decode) and the paged engine's; a shape only the engine runs
      * keeps the API's caches there too (cuda_llama.c, engine_caches) */
-    const bool single = lmc_cu_attn_prefill_supported((int)D) &&
-                        lmc_cu_attn_decode_supported((int)hq, (int)hkv, (int)D);
+    const bool single = lmc_cu_single_seq_attn_supported((int)hq, (int)hkv, (int)D);
     const bool paged = lmc_cu_paged_attn_supported((int)hq, (int)hkv, (int)D);
     if (!single && !paged)
         return lmc_err(LMC_ERR_UNSUPPORTED,
