@@ -290,12 +290,20 @@ template <int D, int RG, int KSPLIT, bool QS> constexpr size_t fa_gqa_smem() {
                : fa_xch_bytes<D, RG, KSPLIT>();
 }
 
-template <int D, int RG, int KSPLIT, bool QS, bool SC>
+/* Where the keys and values are: a contiguous cache [hkv][cap][D], or (PG)
+ * the paged engine's pool [blocks][hkv][bt][D] through one sequence's
+ * block table. */
+struct fa_paged {
+    const int32_t *tab; /* the sequence's block ids */
+    int bt;             /* tokens per block */
+};
+
+template <int D, int RG, int KSPLIT, bool QS, bool SC, bool PG>
 __global__ void __launch_bounds__(RG * 32 * KSPLIT)
     k_flash_prefill_gqa(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kc,
                         const uint16_t *__restrict__ vc, uint16_t *__restrict__ out, int n,
                         int hq, int hkv, int cap, const int32_t *d_state, int window,
-                        float scale_log2, float cap_in, float cap_out) {
+                        float scale_log2, float cap_in, float cap_out, fa_paged pg) {
     constexpr int NT = RG * 32 * KSPLIT, BQ = RG * 32, KS = FA_BK / KSPLIT;
     static_assert(KS >= 16 && KS % 16 == 0, "key slice of whole mma steps");
     extern __shared__ __align__(16) unsigned char fa_raw[];
@@ -310,14 +318,16 @@ __global__ void __launch_bounds__(RG * 32 * KSPLIT)
     const int wv = v0 + rg * 32;
 
     const int kend = pos0 + (min(V, v0 + BQ) - 1) / G + 1; /* exclusive */
-    int kbeg = 0;
+    int kbeg = 0, klo = 0; /* klo: the block's first key; tiles start at FA_BK steps */
     if (window > 0) {
         kbeg = pos0 + v0 / G - window + 1;
         if (kbeg < 0) kbeg = 0;
+        klo = kbeg;
         kbeg -= kbeg % FA_BK;
     }
-    const uint16_t *kbase = kc + (size_t)hk * cap * D;
-    const uint16_t *vbase = vc + (size_t)hk * cap * D;
+    (void)klo;
+    const uint16_t *kbase = PG ? kc : kc + (size_t)hk * cap * D;
+    const uint16_t *vbase = PG ? vc : vc + (size_t)hk * cap * D;
     /* each thread copies the same 16-byte column of rows ld_r0 + i * LD_STEP,
      * so one address per operand plus compile-time steps serves the tile */
     constexpr int LD_THREADS = NT < FA_BK * D / 8 ? NT : FA_BK * D / 8;
@@ -332,11 +342,27 @@ __global__ void __launch_bounds__(RG * 32 * KSPLIT)
         const uint16_t *ks = kbase + off, *vs = vbase + off;
 #pragma unroll
         for (int i = 0; i < FA_BK / LD_STEP && (LD_THREADS == NT || tid < LD_THREADS); i++) {
-            bool live = kt + ld_r0 + i * LD_STEP < kend;
+            const int key = kt + ld_r0 + i * LD_STEP;
             /* a row past the keys reads nothing (src-size 0) and zero-fills;
              * its source address is kept inside the cache all the same */
-            const uint16_t *ksrc = live ? ks + i * LD_STEP * D : kbase + ld_c8;
-            const uint16_t *vsrc = live ? vs + i * LD_STEP * D : vbase + ld_c8;
+            const uint16_t *ksrc, *vsrc;
+            bool live;
+            if constexpr (PG) {
+                /* keys below the window may lie in blocks already given
+                 * back (stale or never written: masked, but their values
+                 * must not be NaN), so they are not read at all */
+                live = key >= klo && key < kend;
+                const size_t o =
+                    live ? (((size_t)pg.tab[key / pg.bt] * hkv + hk) * pg.bt + key % pg.bt) * D +
+                               ld_c8
+                         : (size_t)ld_c8;
+                ksrc = kbase + o;
+                vsrc = vbase + o;
+            } else {
+                live = key < kend;
+                ksrc = live ? ks + i * LD_STEP * D : kbase + ld_c8;
+                vsrc = live ? vs + i * LD_STEP * D : vbase + ld_c8;
+            }
             cp_async16(dst + i * LD_STEP * (D + 8) * 2, ksrc, live);
             cp_async16(dst + KV_BYTES + i * LD_STEP * (D + 8) * 2, vsrc, live);
         }
@@ -651,24 +677,25 @@ static cudaError_t launch_prefill(dim3 grid, cudaStream_t st, const uint16_t *q,
 
 /* The packed kernel: RG row groups (RG * 32 virtual rows), KSPLIT warps
  * per group. */
-template <int D, int RG, int KSPLIT, bool QS, bool SC>
+template <int D, int RG, int KSPLIT, bool QS, bool SC, bool PG>
 static cudaError_t launch_prefill_gqa(cudaStream_t st, const uint16_t *q, const uint16_t *k,
                                       const uint16_t *v, uint16_t *out, int n, int hq, int hkv,
-                                      int cap, const int32_t *d_state, int window, fa_scale sc) {
+                                      int cap, const int32_t *d_state, int window, fa_scale sc,
+                                      fa_paged pg) {
     constexpr int BQ = RG * 32;
     long long rows = (long long)n * (hq / hkv), tiles = (rows + BQ - 1) / BQ;
     if (tiles > 65535 || rows > INT32_MAX) return cudaErrorInvalidValue;
     const size_t smem = fa_gqa_smem<D, RG, KSPLIT, QS>();
     static bool raised = false; /* the attribute is per function, once */
     if (!raised && smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(k_flash_prefill_gqa<D, RG, KSPLIT, QS, SC>,
+        cudaError_t e = cudaFuncSetAttribute(k_flash_prefill_gqa<D, RG, KSPLIT, QS, SC, PG>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
         raised = true;
     }
-    k_flash_prefill_gqa<D, RG, KSPLIT, QS, SC><<<dim3(hkv, (unsigned)tiles), RG * 32 * KSPLIT,
-                                                  smem, st>>>(
-        q, k, v, out, n, hq, hkv, cap, d_state, window, sc.sl2, sc.cap_in, sc.cap_out);
+    k_flash_prefill_gqa<D, RG, KSPLIT, QS, SC, PG><<<dim3(hkv, (unsigned)tiles),
+                                                      RG * 32 * KSPLIT, smem, st>>>(
+        q, k, v, out, n, hq, hkv, cap, d_state, window, sc.sl2, sc.cap_in, sc.cap_out, pg);
     return cudaGetLastError();
 }
 
@@ -704,19 +731,19 @@ static int packed_shape(int d, int n, int hq, int hkv) {
     return blocks128 >= 2LL * sms ? FA_128x2 : FA_64x2;
 }
 
-template <int D, bool SC>
+template <int D, bool SC, bool PG = false>
 static cudaError_t launch_packed(int shape, cudaStream_t st, const uint16_t *q,
                                  const uint16_t *k, const uint16_t *v, uint16_t *out, int n,
                                  int hq, int hkv, int cap, const int32_t *d_state, int window,
-                                 fa_scale sc) {
+                                 fa_scale sc, fa_paged pg = fa_paged{nullptr, 0}) {
     constexpr bool QS = D > 64;
     switch (shape) {
     case FA_128x2:
-        return launch_prefill_gqa<D, 4, 2, QS, SC>(st, q, k, v, out, n, hq, hkv, cap, d_state,
-                                                   window, sc);
+        return launch_prefill_gqa<D, 4, 2, QS, SC, PG>(st, q, k, v, out, n, hq, hkv, cap,
+                                                       d_state, window, sc, pg);
     default:
-        return launch_prefill_gqa<D, 2, 2, QS, SC>(st, q, k, v, out, n, hq, hkv, cap, d_state,
-                                                   window, sc);
+        return launch_prefill_gqa<D, 2, 2, QS, SC, PG>(st, q, k, v, out, n, hq, hkv, cap,
+                                                       d_state, window, sc, pg);
     }
 }
 
@@ -767,18 +794,62 @@ static int attn_prefill(const uint16_t *q, const uint16_t *k_cache, const uint16
     }
 }
 
+/* The kernels' scale: scores times sl2 in log2 units, or with softcap > 0
+ * cap * tanh(s * scale / cap) (cap_in, cap_out; sl2 1). */
+static fa_scale fa_scale_of(int d, float scale, float softcap) {
+    fa_scale sc;
+    sc.sl2 = scale != 0.f ? LOG2E * scale : LOG2E / sqrtf((float)d);
+    sc.cap_in = sc.cap_out = 0.f;
+    if (softcap > 0.f) {
+        sc.cap_in = (scale != 0.f ? scale : 1.f / sqrtf((float)d)) / softcap;
+        sc.cap_out = softcap * LOG2E;
+        sc.sl2 = 1.f;
+    }
+    return sc;
+}
+
+template <bool SC>
+static int attn_prefill_paged(const uint16_t *q, const uint16_t *k_pool, const uint16_t *v_pool,
+                              uint16_t *out, int n, int hq, int hkv, int d,
+                              const int32_t *d_pos0, fa_paged pg, int window, fa_scale sc,
+                              cudaStream_t st) {
+    const int shape = packed_shape(d, n, hq, hkv);
+    switch (d) {
+    case 64:
+        return launch_packed<64, SC, true>(shape, st, q, k_pool, v_pool, out, n, hq, hkv, 0,
+                                           d_pos0, window, sc, pg);
+    case 128:
+        return launch_packed<128, SC, true>(shape, st, q, k_pool, v_pool, out, n, hq, hkv, 0,
+                                            d_pos0, window, sc, pg);
+    default:
+        return cudaErrorInvalidValue;
+    }
+}
+
+extern "C" int lmc_cu_attn_prefill_paged_supported(int d) { return d == 64 || d == 128; }
+
+extern "C" int lmc_cu_attn_prefill_paged(const uint16_t *q, const uint16_t *k_pool,
+                                         const uint16_t *v_pool, uint16_t *out, int n, int hq,
+                                         int hkv, int d, const int32_t *d_pos0,
+                                         const int32_t *table, int block_tokens, int window,
+                                         float scale, float softcap, lmc_cu_stream s) {
+    if (n <= 0 || hkv <= 0 || hq % hkv != 0 || block_tokens <= 0 || !table)
+        return cudaErrorInvalidValue;
+    const fa_scale sc = fa_scale_of(d, scale, softcap);
+    const fa_paged pg = {table, block_tokens};
+    return softcap > 0.f ? attn_prefill_paged<true>(q, k_pool, v_pool, out, n, hq, hkv, d,
+                                                     d_pos0, pg, window, sc, (cudaStream_t)s)
+                         : attn_prefill_paged<false>(q, k_pool, v_pool, out, n, hq, hkv, d,
+                                                      d_pos0, pg, window, sc, (cudaStream_t)s);
+}
+
 extern "C" int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache,
                                    const uint16_t *v_cache, uint16_t *out, int n, int hq,
                                    int hkv, int d, int cap, const int32_t *d_state, int window,
                                    float scale, float softcap, lmc_cu_stream s) {
     if (n <= 0 || hkv <= 0 || hq % hkv != 0) return cudaErrorInvalidValue;
-    fa_scale sc;
-    sc.sl2 = scale != 0.f ? LOG2E * scale : LOG2E / sqrtf((float)d);
-    sc.cap_in = sc.cap_out = 0.f;
+    const fa_scale sc = fa_scale_of(d, scale, softcap);
     if (softcap > 0.f) { /* cap * tanh(s * scale / cap), in log2 units */
-        sc.cap_in = (scale != 0.f ? scale : 1.f / sqrtf((float)d)) / softcap;
-        sc.cap_out = softcap * LOG2E;
-        sc.sl2 = 1.f;
         return attn_prefill<true>(q, k_cache, v_cache, out, n, hq, hkv, d, cap, d_state, window,
                                   sc, (cudaStream_t)s);
     }

@@ -5,9 +5,12 @@
  * The dense work of every row goes through the same cuBLASLt GEMMs as a
  * prefill chunk (one weight read serves the whole batch: what makes
  * batched decode cheaper per token); the per-sequence parts are the RoPE +
- * cache write (lmc_cu_paged_qkv_post) and the attention
- * (lmc_cu_paged_attn), which find each row's keys through its sequence's
- * block table. A step of one decode token runs the single-sequence decode
+ * cache write (lmc_cu_paged_qkv_post) and the attention, which find each
+ * row's keys through its sequence's block table: an item of many rows (a
+ * prompt chunk) through the flash prefill kernel (tensor cores, keys and
+ * values shared by its rows through shared memory), the other rows through
+ * the paged attention (lmc_cu_paged_attn: a row's own scan of its keys,
+ * split over blocks when rows are few). A step of one decode token runs the single-sequence decode
  * kernels instead (GEMVs with the norms and GLU fused, the one-kernel
  * decode attention reading the keys through the block table), meant to
  * match a sequence of the model's own cache (LMC_CUDA_BATCH_DECODE=0: the
@@ -173,7 +176,26 @@ typedef struct {
     int32_t *h_next; /* their pinned host copy */
     int32_t *rope_long; /* per item, host only: 1 where longrope picks the long table */
     bool rope_mixed;    /* items picked both tables */
+    int32_t *flash;     /* per item, host only: 1 where its rows take the flash kernel */
+    const lmc_batch_item *it;
+    size_t ni;
+    int n_flash;        /* items with flash set */
 } batch_meta;
+
+/* Items of at least this many rows (prompt chunks) take the flash prefill
+ * kernel over their block table; the other rows the paged attention, one
+ * launch per run of them. LMC_CUDA_PAGED_FA_MIN=N sets it (0: never). */
+#define PAGED_FA_MIN 16
+
+static int paged_fa_min(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("LMC_CUDA_PAGED_FA_MIN");
+        v = e && *e ? atoi(e) : PAGED_FA_MIN;
+        if (v <= 0) v = INT32_MAX;
+    }
+    return v;
+}
 
 /* The batch tables in the pinned host buffer, uploaded to b_scratch. The
  * previous step has finished (every forward ends synchronized), so both
@@ -187,7 +209,7 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
         if ((int)nt > b->max_blocks) b->max_blocks = (int)nt;
     }
     size_t words = 3 * T + ni * (size_t)b->max_blocks;
-    size_t need = words + 3 * ni;
+    size_t need = words + 4 * ni;
     if (need > m->b_words) { /* grow-only: no allocation in the steady state */
         CU(cudaStreamSynchronize(m->stream));
         lmc_cu_model_release(m, m->b_scratch);
@@ -207,11 +229,17 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
     b->row_pos = h + 2 * T;
     b->tables = h + 3 * T;
     b->rope_long = h + words + 2 * ni;
+    b->flash = h + words + 3 * ni;
+    b->it = it;
+    b->ni = ni;
+    const bool fa = lmc_cu_attn_prefill_paged_supported(m->D);
     for (size_t i = 0, r = 0; i < ni; i++) {
         size_t pos0 = lmc_kv_seq_len(it[i].seq), nt;
         const uint32_t *tab = lmc_kv_seq_table(it[i].seq, &nt);
         b->rope_long[i] = lmc_cu_rope_long(m, lmc_batch_item_rope_len(&it[i], pos0));
         b->rope_mixed |= b->rope_long[i] != b->rope_long[0];
+        b->flash[i] = fa && it[i].n >= (size_t)paged_fa_min();
+        b->n_flash += b->flash[i];
         for (size_t j = 0; j < (size_t)b->max_blocks; j++)
             b->tables[i * b->max_blocks + j] =
                 j < nt && tab[j] != LMC_KV_NO_BLOCK ? (int32_t)tab[j] : 0;
@@ -221,16 +249,18 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
             b->row_pos[r] = (int32_t)(pos0 + j);
         }
     }
-    /* the attention's split count, from the longest row's span (a window
-     * shortens it only where every layer slides) */
-    int span = 0, slide = m->b_slide;
+    /* the paged attention's split count, from its rows and their longest
+     * span (a window shortens it only where every layer slides) */
+    int span = 0, slide = m->b_slide, rows = 0;
     for (size_t i = 0; i < ni; i++) {
+        if (b->flash[i]) continue;
         int last = (int)(lmc_kv_seq_len(it[i].seq) + it[i].n);
         int lo = slide > 0 && last > slide ? last - slide : 0;
         if (last - lo > span) span = last - lo;
+        rows += (int)it[i].n;
     }
-    b->attn_splits = lmc_cu_paged_attn_splits((int)T, m->hkv, span, m->num_sms);
-    size_t wsf = lmc_cu_paged_attn_ws_floats((int)T, m->hq, m->D, b->attn_splits);
+    b->attn_splits = rows ? lmc_cu_paged_attn_splits(rows, m->hkv, span, m->num_sms) : 1;
+    size_t wsf = lmc_cu_paged_attn_ws_floats(rows, m->hq, m->D, b->attn_splits);
     if (wsf > m->b_attn_ws_floats) { /* grow-only, like the tables */
         CU(cudaStreamSynchronize(m->stream));
         lmc_cu_model_release(m, m->b_attn_ws);
@@ -274,12 +304,43 @@ static lmc_status batch_qkv_post(cu_model *m, const cu_pool *p, const batch_meta
     return LMC_OK;
 }
 
+/* The attention of layer l: the flash kernel for each flash item's rows,
+ * the paged attention for each run of rows between them (a run's rows are
+ * the same pointers offset by its first row, as in batch_qkv_post). */
+static lmc_status batch_attn(cu_model *m, const cu_pool *p, const batch_meta *b, int l, int T,
+                             size_t bt, float scale) {
+    lmc_cu_stream s = (lmc_cu_stream)m->stream;
+    const int32_t *d_seq = b->d_meta + T, *d_pos = b->d_meta + 2 * T,
+                  *d_tab = b->d_meta + 3 * T;
+    const size_t qd = (size_t)m->hq * m->D;
+    const int window = lmc_cu_layer_window(m, l);
+    int run = 0, r = 0; /* the current run of paged rows starts at row `run` */
+    for (size_t i = 0; i <= b->ni; i++) {
+        const bool fl = i < b->ni && b->flash[i];
+        if ((fl || i == b->ni) && r > run)
+            KL(lmc_cu_paged_attn(m->p_q + run * qd, pool_k(p, l), pool_v(p, l), d_seq + run,
+                                 d_pos + run, d_tab, b->max_blocks, (int)bt, r - run, m->hq,
+                                 m->hkv, m->D, window, scale, m->attn_softcap, b->attn_splits,
+                                 m->b_attn_ws, m->p_attn + run * qd, s));
+        if (i == b->ni) break;
+        const int n = (int)b->it[i].n;
+        if (fl) {
+            KL(lmc_cu_attn_prefill_paged(m->p_q + r * qd, pool_k(p, l), pool_v(p, l),
+                                         m->p_attn + r * qd, n, m->hq, m->hkv, m->D, d_pos + r,
+                                         d_tab + i * b->max_blocks, (int)bt, window, scale,
+                                         m->attn_softcap, s));
+            run = r + n;
+        }
+        r += n;
+    }
+    return LMC_OK;
+}
+
 static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *b, int T,
                                size_t bt) {
     lmc_cu_stream s = (lmc_cu_stream)m->stream;
     const int H = m->H;
-    const int32_t *d_seq = b->d_meta + T, *d_pos = b->d_meta + 2 * T,
-                  *d_tab = b->d_meta + 3 * T;
+    const int32_t *d_pos = b->d_meta + 2 * T, *d_tab = b->d_meta + 3 * T;
     const float scale = m->attn_scale != 0.0f ? m->attn_scale : 1.0f / sqrtf((float)m->D);
     lmc_status st;
     KL(lmc_cu_embed(m->embed, b->d_meta, T, H, m->V, m->embed_scale, m->rnd, m->p_x, s));
@@ -299,10 +360,7 @@ static lmc_status batch_layers(cu_model *m, const cu_pool *p, const batch_meta *
                               false, m->stream)))
             return st;
         if ((st = batch_qkv_post(m, p, b, l, T, bt))) return st;
-        KL(lmc_cu_paged_attn(m->p_q, pool_k(p, l), pool_v(p, l), d_seq, d_pos, d_tab,
-                             b->max_blocks, (int)bt, T, m->hq, m->hkv, m->D,
-                             lmc_cu_layer_window(m, l), scale, m->attn_softcap, b->attn_splits,
-                             m->b_attn_ws, m->p_attn, s));
+        if ((st = batch_attn(m, p, b, l, T, bt, scale))) return st;
         if ((st = lmc_cu_rows_out(m, w, T))) return st;
     }
     return LMC_OK;

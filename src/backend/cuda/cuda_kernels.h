@@ -124,6 +124,18 @@ int lmc_cu_attn_prefill(const uint16_t *q, const uint16_t *k_cache, const uint16
                         const int32_t *d_state, int window, float scale, float softcap,
                         lmc_cu_stream s);
 int lmc_cu_attn_prefill_supported(int d);
+/* The same over the paged engine's pool of one layer ([blocks][hkv]
+ * [block_tokens][D], lmc_cu_paged_attn's layout) for the n new rows of one
+ * sequence, at positions d_pos0[0] + i, whose keys and values (new ones
+ * included) are found through `table` (the sequence's block ids, a
+ * position p in block table[p / block_tokens]). Blocks below a sliding
+ * window are not read (they may have been given back). head_dim 64 or
+ * 128. */
+int lmc_cu_attn_prefill_paged(const uint16_t *q, const uint16_t *k_pool, const uint16_t *v_pool,
+                              uint16_t *out, int n, int hq, int hkv, int d,
+                              const int32_t *d_pos0, const int32_t *table, int block_tokens,
+                              int window, float scale, float softcap, lmc_cu_stream s);
+int lmc_cu_attn_prefill_paged_supported(int d);
 
 /* The attention of one decode step (attn_decode.cu): qkv is the new token's
  * row from the qkv GEMV (bias included); q and k get the optional per-head
