@@ -2,8 +2,9 @@
 # Single-sequence CUDA decode and prefill (bench/decode, bench/prefill) of
 # this tree against another source tree on the same checkpoint, in one run
 # on one machine: the other tree (BASE_SRC, e.g. `git archive REV | tar -x
-# -C DIR`), this tree with the model's own single-sequence caches, and this
-# tree with the API's caches on the paged engine (LMC_CUDA_PREVIEW=1),
+# -C DIR`), this tree with the model's own single-sequence caches
+# (LMC_CUDA_SINGLE_SEQ_CACHE=1), and this tree with the API's caches on the
+# paged engine (the default),
 # alternating, RUNS times each. Prints every run, then the medians and
 # their ratios to the base. On a GPU machine (scripts/device_env.sh):
 #   bench/single_seq_vs_base.sh BASE_SRC MODEL_DIR [RUNS]
@@ -22,12 +23,12 @@ build "$base" build-dev-base &
 wait %1 && wait %2
 for i in $(seq "$runs"); do
   for v in base own engine; do
-    b=build-dev pv=0
+    b=build-dev own=0
     [ "$v" = base ] && b=build-dev-base
-    [ "$v" = engine ] && pv=1
+    [ "$v" = own ] && own=1
     for k in decode prefill; do
       printf '%s %s ' "$v" "$k"
-      LMC_CUDA_PREVIEW=$pv "$b/bench/$k" "$m" 2>&1 | tail -1
+      LMC_CUDA_SINGLE_SEQ_CACHE=$own "$b/bench/$k" "$m" 2>&1 | tail -1
     done
   done
 done | tee "$log/runs.txt"

@@ -20,9 +20,10 @@
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
-    /* every model's API caches on the paged engine: each sequence alone
-     * runs the engine's single-sequence path too */
-    setenv("LMC_CUDA_PREVIEW", "1", 1);
+    /* each sequence alone runs through the API's caches: the engine's
+     * single-sequence path (one item a step; never the comparison's own
+     * cache) */
+    unsetenv("LMC_CUDA_SINGLE_SEQ_CACHE");
     const char *src = getenv("LMC_SOURCE_DIR");
     const char *scratch = scratch_root("cuda-batch");
     static const char *const names[] = {"llama",       "mistral",      "qwen2",

@@ -4,7 +4,9 @@
  * computes in bf16 whatever the checkpoint dtype), 32 greedy tokens (host
  * argmax of returned logits and the on-device greedy hook), logits of a
  * long prompt spanning several sliding windows, and the cache operations
- * (chunked prefill, trim + refeed, save + load). Exits 77 without a GPU. */
+ * (chunked prefill, trim + refeed, save + load); through the API's caches
+ * (the paged engine's) and again through the single-sequence caches kept
+ * for comparisons (LMC_CUDA_SINGLE_SEQ_CACHE=1). Exits 77 without a GPU. */
 #include <cuda_runtime.h>
 #include <dirent.h>
 #include <stdint.h>
@@ -272,19 +274,26 @@ int main(void) {
     const char *src = getenv("LMC_SOURCE_DIR");
     char root[1024];
     snprintf(root, sizeof root, "%s/tests/golden/models", src ? src : ".");
-    DIR *d = opendir(root);
-    if (!d) CHECK_SKIP("no golden models in %s", root);
-    struct dirent *de;
-    int seen = 0;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;
-        char dir[1400];
-        snprintf(dir, sizeof dir, "%s/%s", root, de->d_name);
-        if (!lmc_is_dir(dir)) continue;
-        check_model(dir, de->d_name);
-        seen++;
+    for (int own = 0; own < 2; own++) {
+        if (own)
+            setenv("LMC_CUDA_SINGLE_SEQ_CACHE", "1", 1);
+        else
+            unsetenv("LMC_CUDA_SINGLE_SEQ_CACHE");
+        printf("-- the API's caches on the %s\n", own ? "single-sequence cache" : "engine");
+        DIR *d = opendir(root);
+        if (!d) CHECK_SKIP("no golden models in %s", root);
+        struct dirent *de;
+        int seen = 0;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.') continue;
+            char dir[1400];
+            snprintf(dir, sizeof dir, "%s/%s", root, de->d_name);
+            if (!lmc_is_dir(dir)) continue;
+            check_model(dir, de->d_name);
+            seen++;
+        }
+        closedir(d);
+        CHECK(seen > 0);
     }
-    closedir(d);
-    CHECK(seen > 0);
     return check_summary("test_cuda_parity");
 }

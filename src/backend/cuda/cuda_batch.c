@@ -208,6 +208,11 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
         lmc_kv_seq_table(it[i].seq, &nt);
         if ((int)nt > b->max_blocks) b->max_blocks = (int)nt;
     }
+    /* the table width at a power of two: a captured graph holds it, so a
+     * sequence growing by a block does not make every step a new shape */
+    int w = 4;
+    while (w < b->max_blocks) w *= 2;
+    b->max_blocks = w;
     size_t words = 3 * T + ni * (size_t)b->max_blocks;
     size_t need = words + 4 * ni;
     if (need > m->b_words) { /* grow-only: no allocation in the steady state */

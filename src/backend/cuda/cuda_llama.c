@@ -10,10 +10,12 @@
  * f32; inputs of matrix products are bf16, rounded where a bf16 model in
  * transformers rounds them.
  *
- * The API's KV caches are this file's single-sequence caches (own_cache,
- * below), except for a model that uses a feature or a head size only the
- * paged engine runs (cuda_batch.c, through models/kv_cache.c), or with
- * LMC_CUDA_PREVIEW=1. In the single-sequence cache a new token (decode) runs a
+ * The API's KV caches are the paged engine's (cuda_batch.c, through
+ * models/kv_cache.c). This file keeps a single-sequence cache of its own
+ * for the shapes only its kernels run (head_dim 16 or 32, up to 16 query
+ * heads per kv head) and for comparisons (LMC_CUDA_SINGLE_SEQ_CACHE=1;
+ * own_cache below); the engine's one-token steps share its decode kernels. In the
+ * single-sequence cache a new token (decode) runs a
  * captured CUDA graph of GEMV, attention and fused prologue kernels that
  * reads its position and token from device memory; several tokens
  * (prefill) run cuBLASLt GEMMs and flash attention in chunks of at most
@@ -817,16 +819,22 @@ static lmc_status cu_forward_greedy_any(lmc_model *mm, lmc_kv_cache *cc, const i
     return lmc_kv_cache_forward_greedy(mm, cc, ids, n, next, logprob);
 }
 
-/* The API's caches stay this file's single-sequence caches (on an H100
- * the engine's single-sequence prefill was 0.33x theirs for a 2,048-token
- * prompt: its prompt rows run the paged attention, not the flash prefill
- * kernel) unless LMC_CUDA_PREVIEW=1, the model uses a feature checked
- * through the engine only (LMC_CUDA_ENGINE_FEATURES: gemma3_text, partial
- * rotary, longrope) or its head size is the engine's only (96, 256). */
+/* The API's caches are the paged engine's (models/kv_cache.c over
+ * cuda_batch.c), as on every backend with a pool. LMC_CUDA_SINGLE_SEQ_CACHE=1
+ * gives a model this file's single-sequence caches instead where it can run
+ * on them (comparisons: bench/single_seq_vs_base.sh), as do shapes only they
+ * run; never for a feature
+ * checked through the engine only (LMC_CUDA_ENGINE_FEATURES: gemma3_text,
+ * partial rotary, longrope) or a head size that is the engine's only. */
 static bool cu_own_cache(lmc_model *mm) {
-    if (((cu_model *)mm)->engine_caches) return false;
-    const char *e = getenv("LMC_CUDA_PREVIEW");
-    return !(e && !strcmp(e, "1"));
+    const cu_model *m = (const cu_model *)mm;
+    if (m->engine_caches) return false;
+    /* shapes the paged attention has no kernel for (head_dim 16 or 32,
+     * more than 8 query heads per kv head) run on the single-sequence
+     * caches (cuda_supports.c lets them through for those) */
+    if (!lmc_cu_paged_attn_supported(m->hq, m->hkv, m->D)) return true;
+    const char *e = getenv("LMC_CUDA_SINGLE_SEQ_CACHE");
+    return e && !strcmp(e, "1");
 }
 
 static const lmc_model_vtable cu_model_vt = {
