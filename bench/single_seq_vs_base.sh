@@ -4,7 +4,8 @@
 # on one machine: the other tree (BASE_SRC, e.g. `git archive REV | tar -x
 # -C DIR`), this tree with the model's own single-sequence caches
 # (LMC_CUDA_SINGLE_SEQ_CACHE=1), and this tree with the API's caches on the
-# paged engine (the default),
+# paged engine (LMC_CUDA_SINGLE_SEQ_CACHE=0; prompt chunks through the flash
+# kernel over their block table, LMC_CUDA_PAGED_FA_MIN=16),
 # alternating, RUNS times each. Prints every run, then the medians and
 # their ratios to the base. On a GPU machine (scripts/device_env.sh):
 #   bench/single_seq_vs_base.sh BASE_SRC MODEL_DIR [RUNS]
@@ -28,7 +29,7 @@ for i in $(seq "$runs"); do
     [ "$v" = own ] && own=1
     for k in decode prefill; do
       printf '%s %s ' "$v" "$k"
-      LMC_CUDA_SINGLE_SEQ_CACHE=$own "$b/bench/$k" "$m" 2>&1 | tail -1
+      LMC_CUDA_SINGLE_SEQ_CACHE=$own LMC_CUDA_PAGED_FA_MIN=16 "$b/bench/$k" "$m" 2>&1 | tail -1
     done
   done
 done | tee "$log/runs.txt"

@@ -20,10 +20,11 @@
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
-    /* each sequence alone runs through the API's caches: the engine's
-     * single-sequence path (one item a step; never the comparison's own
-     * cache) */
-    unsetenv("LMC_CUDA_SINGLE_SEQ_CACHE");
+    /* each sequence alone runs through the API's caches, put on the
+     * engine (its single-sequence path: one item a step); prompt chunks of
+     * 16 rows or more through the flash kernel over their block table */
+    setenv("LMC_CUDA_SINGLE_SEQ_CACHE", "0", 1);
+    setenv("LMC_CUDA_PAGED_FA_MIN", "16", 1);
     const char *src = getenv("LMC_SOURCE_DIR");
     const char *scratch = scratch_root("cuda-batch");
     static const char *const names[] = {"llama",       "mistral",      "qwen2",

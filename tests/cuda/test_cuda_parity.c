@@ -4,9 +4,10 @@
  * computes in bf16 whatever the checkpoint dtype), 32 greedy tokens (host
  * argmax of returned logits and the on-device greedy hook), logits of a
  * long prompt spanning several sliding windows, and the cache operations
- * (chunked prefill, trim + refeed, save + load); through the API's caches
- * (the paged engine's) and again through the single-sequence caches kept
- * for comparisons (LMC_CUDA_SINGLE_SEQ_CACHE=1). Exits 77 without a GPU. */
+ * (chunked prefill, trim + refeed, save + load); with the API's caches on
+ * the paged engine (prompt chunks through the flash kernel over their
+ * block table) and on the single-sequence caches (LMC_CUDA_SINGLE_SEQ_CACHE
+ * 0 and 1). Exits 77 without a GPU. */
 #include <cuda_runtime.h>
 #include <dirent.h>
 #include <stdint.h>
@@ -274,11 +275,9 @@ int main(void) {
     const char *src = getenv("LMC_SOURCE_DIR");
     char root[1024];
     snprintf(root, sizeof root, "%s/tests/golden/models", src ? src : ".");
+    setenv("LMC_CUDA_PAGED_FA_MIN", "16", 1);
     for (int own = 0; own < 2; own++) {
-        if (own)
-            setenv("LMC_CUDA_SINGLE_SEQ_CACHE", "1", 1);
-        else
-            unsetenv("LMC_CUDA_SINGLE_SEQ_CACHE");
+        setenv("LMC_CUDA_SINGLE_SEQ_CACHE", own ? "1" : "0", 1);
         printf("-- the API's caches on the %s\n", own ? "single-sequence cache" : "engine");
         DIR *d = opendir(root);
         if (!d) CHECK_SKIP("no golden models in %s", root);

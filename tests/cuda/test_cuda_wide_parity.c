@@ -8,9 +8,10 @@
  * short table) and gemma3_text with logit softcapping and
  * query_pre_attn_scalar (gemma3_text_softcap) included, and the head sizes
  * only its paged engine runs (phi3_hd96: Phi-3-mini's 96 with longrope;
- * gemma3_hd256: Gemma 3's 256), through the API's caches (the paged
- * engine's; LMC_CUDA_SINGLE_SEQ_CACHE=1 runs those models that can on the
- * single-sequence caches). Exits 77 without a GPU. */
+ * gemma3_hd256: Gemma 3's 256), through the API's caches put on the paged
+ * engine for every model, prompt chunks through the flash kernel over
+ * their block table (test_cuda_parity checks both caches). Exits 77
+ * without a GPU. */
 #include <cuda_runtime.h>
 #include <stdlib.h>
 
@@ -19,6 +20,8 @@
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) CHECK_SKIP("no CUDA device");
+    setenv("LMC_CUDA_SINGLE_SEQ_CACHE", "0", 1);
+    setenv("LMC_CUDA_PAGED_FA_MIN", "16", 1);
     /* phi3: fused q/k/v and gate/up split at upload; gemma3_text: (1 + w)
      * and sandwich norms, GeGLU, scaled embeddings, a sliding layer with
      * its own RoPE table beside a full one; phi3_longrope: two tables,

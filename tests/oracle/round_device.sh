@@ -9,7 +9,8 @@
 #      batched decode of the Llama-3.1-8B shape and single-sequence decode
 #      with the model's own caches and the engine's;
 #   3. every other CUDA test, and the single-sequence ones again with the
-#      model's own single-sequence caches (LMC_CUDA_SINGLE_SEQ_CACHE=1);
+#      API's caches on the paged engine (LMC_CUDA_SINGLE_SEQ_CACHE=0, flash
+#      prompt chunks: LMC_CUDA_PAGED_FA_MIN=16);
 #   4. (ROUND=full, the default) single-sequence prefill, the README table
 #      against transformers (bench/batch_vs_hf.py), batched decode with
 #      the split attention, one-row GEMV and one-row decode kernels off, and
@@ -48,13 +49,13 @@ runtests() {
     grep -E "CHECK|FAIL" "$out/$t.log" | head -6; tail -1 "$out/$t.log"
   done
 }
-# the single-sequence tests again on the model's own single-sequence
-# caches (the API's are the engine's)
+# the single-sequence generation tests again with the API's caches on the
+# paged engine (test_cuda_parity runs both itself)
 enginetests() {
-  for t in test_cuda_parity test_cuda_generate; do
-    LMC_CUDA_SINGLE_SEQ_CACHE=1 timeout 90 build-dev/tests/cuda/$t > "$out/$t-own.log" 2>&1
-    echo "$t (own caches) exit $?"; grep -E "CHECK|FAIL" "$out/$t-own.log" | head -6
-    tail -1 "$out/$t-own.log"
+  for t in test_cuda_generate; do
+    LMC_CUDA_SINGLE_SEQ_CACHE=0 LMC_CUDA_PAGED_FA_MIN=16 timeout 90 build-dev/tests/cuda/$t > "$out/$t-engine.log" 2>&1
+    echo "$t (engine caches) exit $?"; grep -E "CHECK|FAIL" "$out/$t-engine.log" | head -6
+    tail -1 "$out/$t-engine.log"
   done
 }
 first="test_cuda_wide_parity test_cuda_batch"
@@ -66,13 +67,13 @@ summ() { python3 -c "import json,sys; d=json.load(sys.stdin); print('$1', ' '.jo
 m="$work/llama-3.1-8b"
 build-dev/bench/batch_decode "$m" 512 32 1,8,32,64,128 | tee "$out/after.json" | summ after
 for own in 1 0; do  # single-sequence decode: own caches, then the engine's
-  LMC_CUDA_SINGLE_SEQ_CACHE=$own build-dev/bench/decode "$m" 2>&1 | tail -1 | tee "$out/decode-own$own.json"
+  LMC_CUDA_SINGLE_SEQ_CACHE=$own LMC_CUDA_PAGED_FA_MIN=16 build-dev/bench/decode "$m" 2>&1 | tail -1 | tee "$out/decode-own$own.json"
 done
 runtests $rest
 enginetests
 [ "$round" = lean ] && exit 0
 for own in 1 0; do
-  LMC_CUDA_SINGLE_SEQ_CACHE=$own build-dev/bench/prefill "$m" 2>&1 | tail -1 | tee "$out/prefill-own$own.json"
+  LMC_CUDA_SINGLE_SEQ_CACHE=$own LMC_CUDA_PAGED_FA_MIN=16 build-dev/bench/prefill "$m" 2>&1 | tail -1 | tee "$out/prefill-own$own.json"
 done
 # the README table: lmc and transformers on the same checkpoint, same run
 python3 bench/batch_vs_hf.py build-dev "$work" 512 1,8,32,64,128 > "$out/batch_vs_hf.log" 2>&1

@@ -183,9 +183,12 @@ typedef struct {
 } batch_meta;
 
 /* Items of at least this many rows (prompt chunks) take the flash prefill
- * kernel over their block table; the other rows the paged attention, one
- * launch per run of them. LMC_CUDA_PAGED_FA_MIN=N sets it (0: never). */
-#define PAGED_FA_MIN 16
+ * kernel over their block table, the other rows the paged attention, one
+ * launch per run of them. LMC_CUDA_PAGED_FA_MIN=N sets it (0: never). The
+ * default stays 0 (off) until the kernel has run on a GPU in this build:
+ * tests/cuda/test_cuda_paged_attn checks it against float64, and
+ * test_cuda_batch and test_cuda_wide_parity run with it at 16. */
+#define PAGED_FA_MIN 0
 
 static int paged_fa_min(void) {
     static int v = -1;

@@ -10,11 +10,11 @@
  * f32; inputs of matrix products are bf16, rounded where a bf16 model in
  * transformers rounds them.
  *
- * The API's KV caches are the paged engine's (cuda_batch.c, through
- * models/kv_cache.c). This file keeps a single-sequence cache of its own
- * for the shapes only its kernels run (head_dim 16 or 32, up to 16 query
- * heads per kv head) and for comparisons (LMC_CUDA_SINGLE_SEQ_CACHE=1;
- * own_cache below); the engine's one-token steps share its decode kernels. In the
+ * The API's KV caches are this file's single-sequence caches or the paged
+ * engine's (cuda_batch.c, through models/kv_cache.c): the engine's for
+ * what only it runs, these for the shapes only they run (head_dim 16 or
+ * 32, up to 16 query heads per kv head), otherwise as own_cache (below)
+ * says. The engine's one-token steps share the decode kernels. In the
  * single-sequence cache a new token (decode) runs a
  * captured CUDA graph of GEMV, attention and fused prologue kernels that
  * reads its position and token from device memory; several tokens
@@ -819,22 +819,28 @@ static lmc_status cu_forward_greedy_any(lmc_model *mm, lmc_kv_cache *cc, const i
     return lmc_kv_cache_forward_greedy(mm, cc, ids, n, next, logprob);
 }
 
-/* The API's caches are the paged engine's (models/kv_cache.c over
- * cuda_batch.c), as on every backend with a pool. LMC_CUDA_SINGLE_SEQ_CACHE=1
- * gives a model this file's single-sequence caches instead where it can run
- * on them (comparisons: bench/single_seq_vs_base.sh), as do shapes only they
- * run; never for a feature
- * checked through the engine only (LMC_CUDA_ENGINE_FEATURES: gemma3_text,
- * partial rotary, longrope) or a head size that is the engine's only. */
+/* Whose caches the API gets by default for a model both can run: the
+ * single-sequence caches of this file (0) or the paged engine's (1). The
+ * engine's single-sequence prompts now run the flash prefill kernel over
+ * their block table (cuda_batch.c); until that has been timed on a GPU
+ * against these caches (bench/single_seq_vs_base.sh), they stay the
+ * default. LMC_CUDA_SINGLE_SEQ_CACHE=0 or 1 picks either. */
+#define CU_ENGINE_CACHES_DEFAULT 0
+
+/* The engine's caches always for a feature checked through the engine only
+ * (LMC_CUDA_ENGINE_FEATURES: gemma3_text, partial rotary, longrope) or a
+ * head size that is the engine's only; this file's for the shapes only it
+ * runs; otherwise as above. */
 static bool cu_own_cache(lmc_model *mm) {
     const cu_model *m = (const cu_model *)mm;
     if (m->engine_caches) return false;
     /* shapes the paged attention has no kernel for (head_dim 16 or 32,
-     * more than 8 query heads per kv head) run on the single-sequence
-     * caches (cuda_supports.c lets them through for those) */
+     * more than 8 query heads per kv head; cuda_supports.c lets them
+     * through for these caches) */
     if (!lmc_cu_paged_attn_supported(m->hq, m->hkv, m->D)) return true;
     const char *e = getenv("LMC_CUDA_SINGLE_SEQ_CACHE");
-    return e && !strcmp(e, "1");
+    if (e && (!strcmp(e, "0") || !strcmp(e, "1"))) return e[0] == '1';
+    return !CU_ENGINE_CACHES_DEFAULT;
 }
 
 static const lmc_model_vtable cu_model_vt = {
