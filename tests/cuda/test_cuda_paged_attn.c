@@ -18,6 +18,35 @@
 #include "check.h"
 #include "cuda_test_util.h"
 
+/* The float64 attention of one query row q (d values, bf16) over positions
+ * lo..pos of one sequence, whose KV head kh's rows are found through its
+ * block table tab (blocks of be elements, bt positions); scores scaled,
+ * then capped at softcap * tanh(s / softcap) where softcap > 0. sc: room
+ * for pos + 1 scores. */
+static void ref_row(const uint16_t *q, const uint16_t *kp, const uint16_t *vp,
+                    const int32_t *tab, size_t be, int bt, int kh, int d, int lo, int pos,
+                    float scale, float softcap, double *sc, double *out) {
+    double mx = -INFINITY, sum = 0;
+    for (int p = lo; p <= pos; p++) {
+        const size_t at = (size_t)tab[p / bt] * be + ((size_t)kh * bt + p % bt) * d;
+        double s = 0;
+        for (int e = 0; e < d; e++)
+            s += (double)lmc_bf16_to_f32(q[e]) * scale * lmc_bf16_to_f32(kp[at + e]);
+        if (softcap > 0) s = softcap * tanh(s / softcap);
+        sc[p] = s;
+        if (s > mx) mx = s;
+    }
+    for (int p = lo; p <= pos; p++) sum += exp(sc[p] - mx);
+    for (int e = 0; e < d; e++) {
+        double a = 0;
+        for (int p = lo; p <= pos; p++) {
+            const size_t at = (size_t)tab[p / bt] * be + ((size_t)kh * bt + p % bt) * d;
+            a += exp(sc[p] - mx) / sum * lmc_bf16_to_f32(vp[at + e]);
+        }
+        out[e] = a;
+    }
+}
+
 /* n rows; row r at position pos[r] of sequence seq[r] (nseq sequences,
  * each with positions up to maxpos). */
 static void test_paged(int nseq, int n, int maxpos, int hq, int hkv, int d, int window, int bt) {
@@ -48,29 +77,11 @@ static void test_paged(int nseq, int n, int maxpos, int hq, int hkv, int d, int 
     const int G = hq / hkv;
     for (int r = 0; r < n; r++)
         for (int h = 0; h < hq; h++) {
-            const int kh = h / G, pos = rpos[r];
+            const int pos = rpos[r];
             const int lo = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
-            double mx = -INFINITY, sum = 0;
-            for (int p = lo; p <= pos; p++) {
-                const size_t at = (size_t)tables[rseq[r] * mb + p / bt] * be +
-                                  ((size_t)kh * bt + p % bt) * d;
-                double s = 0;
-                for (int e = 0; e < d; e++)
-                    s += (double)lmc_bf16_to_f32(q[((size_t)r * hq + h) * d + e]) * scale *
-                         lmc_bf16_to_f32(kp[at + e]);
-                sc[p] = s;
-                if (s > mx) mx = s;
-            }
-            for (int p = lo; p <= pos; p++) sum += exp(sc[p] - mx);
-            for (int e = 0; e < d; e++) {
-                double a = 0;
-                for (int p = lo; p <= pos; p++) {
-                    const size_t at = (size_t)tables[rseq[r] * mb + p / bt] * be +
-                                      ((size_t)kh * bt + p % bt) * d;
-                    a += exp(sc[p] - mx) / sum * lmc_bf16_to_f32(vp[at + e]);
-                }
-                ref[((size_t)r * hq + h) * d + e] = a;
-            }
+            const size_t qo = ((size_t)r * hq + h) * d;
+            ref_row(q + qo, kp, vp, tables + rseq[r] * mb, be, bt, h / G, d, lo, pos, scale, 0.f,
+                    sc, ref + qo);
         }
     void *dk = to_dev(kp, nblocks * be * 2), *dv = to_dev(vp, nblocks * be * 2),
          *dq = to_dev(q, (size_t)n * hq * d * 2), *dt = to_dev(tables, nblocks * 4),
@@ -139,29 +150,11 @@ static void test_flash_paged(int n, int pos0, int hq, int hkv, int d, int window
     const int G = hq / hkv;
     for (int r = 0; r < n; r++)
         for (int h = 0; h < hq; h++) {
-            const int kh = h / G, pos = pos0 + r;
+            const int pos = pos0 + r;
             const int lo = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
-            double mx = -INFINITY, sum = 0;
-            for (int p = lo; p <= pos; p++) {
-                const size_t at = (size_t)tables[p / bt] * be + ((size_t)kh * bt + p % bt) * d;
-                double s = 0;
-                for (int e = 0; e < d; e++)
-                    s += (double)lmc_bf16_to_f32(q[((size_t)r * hq + h) * d + e]) * scale *
-                         lmc_bf16_to_f32(kp[at + e]);
-                if (softcap > 0) s = softcap * tanh(s / softcap);
-                sc[p] = s;
-                if (s > mx) mx = s;
-            }
-            for (int p = lo; p <= pos; p++) sum += exp(sc[p] - mx);
-            for (int e = 0; e < d; e++) {
-                double a = 0;
-                for (int p = lo; p <= pos; p++) {
-                    const size_t at =
-                        (size_t)tables[p / bt] * be + ((size_t)kh * bt + p % bt) * d;
-                    a += exp(sc[p] - mx) / sum * lmc_bf16_to_f32(vp[at + e]);
-                }
-                ref[((size_t)r * hq + h) * d + e] = a;
-            }
+            const size_t qo = ((size_t)r * hq + h) * d;
+            ref_row(q + qo, kp, vp, tables, be, bt, h / G, d, lo, pos, scale, softcap, sc,
+                    ref + qo);
         }
     int32_t p0 = pos0;
     void *dk = to_dev(kp, nblocks * be * 2), *dv = to_dev(vp, nblocks * be * 2),
