@@ -7,14 +7,15 @@
  * batched decode cheaper per token); the per-sequence parts are the RoPE +
  * cache write (lmc_cu_paged_qkv_post) and the attention, which find each
  * row's keys through its sequence's block table: an item of many rows (a
- * prompt chunk) through the flash prefill kernel (tensor cores, keys and
- * values shared by its rows through shared memory), the other rows through
- * the paged attention (lmc_cu_paged_attn: a row's own scan of its keys,
- * split over blocks when rows are few). A step of one decode token runs the single-sequence decode
- * kernels instead (GEMVs with the norms and GLU fused, the one-kernel
- * decode attention reading the keys through the block table), meant to
- * match a sequence of the model's own cache (LMC_CUDA_BATCH_DECODE=0: the
- * batched kernels; not yet measured on a GPU).
+ * prompt chunk, with LMC_CUDA_PAGED_FA_MIN below) through the flash
+ * prefill kernel (tensor cores, keys and values shared by its rows through
+ * shared memory), the other rows through the paged attention
+ * (lmc_cu_paged_attn: a row's own scan of its keys, split over blocks when
+ * rows are few). A step of one decode token runs the single-sequence
+ * decode kernels instead (GEMVs with the norms and GLU fused, the
+ * one-kernel decode attention reading the keys through the block table),
+ * meant to match a sequence of the model's own cache
+ * (LMC_CUDA_BATCH_DECODE=0: the batched kernels).
  *
  * The pool's blocks live in one device allocation per model pool:
  * [layers][k, v][blocks][hkv][block_tokens][head_dim] bf16; the pool's
@@ -179,7 +180,6 @@ typedef struct {
     int32_t *flash;     /* per item, host only: 1 where its rows take the flash kernel */
     const lmc_batch_item *it;
     size_t ni;
-    int n_flash;        /* items with flash set */
 } batch_meta;
 
 /* Items of at least this many rows (prompt chunks) take the flash prefill
@@ -247,7 +247,6 @@ static lmc_status build_meta(cu_model *m, const lmc_batch_item *it, size_t ni, s
         b->rope_long[i] = lmc_cu_rope_long(m, lmc_batch_item_rope_len(&it[i], pos0));
         b->rope_mixed |= b->rope_long[i] != b->rope_long[0];
         b->flash[i] = fa && it[i].n >= (size_t)paged_fa_min();
-        b->n_flash += b->flash[i];
         for (size_t j = 0; j < (size_t)b->max_blocks; j++)
             b->tables[i * b->max_blocks + j] =
                 j < nt && tab[j] != LMC_KV_NO_BLOCK ? (int32_t)tab[j] : 0;
