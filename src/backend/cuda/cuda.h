@@ -14,9 +14,9 @@ lmc_status lmc_cuda_supports(const lmc_arch_plan *p, const lmc_model_config *c);
 /* Features the CUDA model runs through the paged engine only, where
  * tests/cuda/test_cuda_wide_parity and test_cuda_batch check them against
  * transformers and against each sequence run alone: a model using
- * any of them keeps its API caches on the engine (models/kv_cache.c, the
- * default for every model), never on the single-sequence caches of
- * cuda_llama.c. longrope needs the engine
+ * any of them keeps its API caches on the engine (models/kv_cache.c),
+ * never on the single-sequence caches of cuda_llama.c (cu_own_cache says
+ * which caches the other models get). longrope needs the engine
  * besides: it picks its RoPE table per forward and item, where those
  * caches' kernels take one table per layer. (Attention logit softcapping
  * is among them, behind LMC_CUDA_PREVIEW=1: cuda_supports.c.) */

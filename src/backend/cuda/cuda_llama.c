@@ -13,7 +13,7 @@
  * The API's KV caches are this file's single-sequence caches or the paged
  * engine's (cuda_batch.c, through models/kv_cache.c): the engine's for
  * what only it runs, these for the shapes only they run (head_dim 16 or
- * 32, up to 16 query heads per kv head), otherwise as own_cache (below)
+ * 32, or 9 to 16 query heads per kv head), otherwise as own_cache (below)
  * says. The engine's one-token steps share the decode kernels. In the
  * single-sequence cache a new token (decode) runs a
  * captured CUDA graph of GEMV, attention and fused prologue kernels that
@@ -835,7 +835,7 @@ static bool cu_own_cache(lmc_model *mm) {
     const cu_model *m = (const cu_model *)mm;
     if (m->engine_caches) return false;
     /* shapes the paged attention has no kernel for (head_dim 16 or 32,
-     * more than 8 query heads per kv head; cuda_supports.c lets them
+     * or 9 to 16 query heads per kv head; cuda_supports.c lets them
      * through for these caches) */
     if (!lmc_cu_paged_attn_supported(m->hq, m->hkv, m->D)) return true;
     const char *e = getenv("LMC_CUDA_SINGLE_SEQ_CACHE");
